@@ -1,0 +1,27 @@
+# The two commands of the README. Both set the machine up themselves (scripts/bootstrap.sh).
+SHELL := /bin/bash
+VENV := .venv/bin
+
+.PHONY: setup demo test test-fast lint bench
+
+setup:
+	@bash scripts/bootstrap.sh
+
+# The main job on the embedded default store (no external server).
+demo: setup
+	@bash scripts/demo.sh
+
+# The whole suite, slow end-to-end tests included (this is what .ci/run calls).
+test: setup lint
+	$(VENV)/pytest -m '' -q
+
+# Day-to-day: everything but the slow end-to-end tests.
+test-fast: setup
+	$(VENV)/pytest -q
+
+lint:
+	$(VENV)/ruff check isostack tests bench
+	$(VENV)/mypy
+
+bench: setup
+	$(VENV)/python -m bench --all

@@ -1,0 +1,3 @@
+from isostack.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""Helpers every command uses, so all of them look and behave alike."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from isostack.store import Store
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+
+# Human output goes to stdout; progress and warnings to stderr so they never pollute --json.
+console = Console(highlight=False, soft_wrap=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def get_store(ctx: click.Context) -> Store:
+    """The store selected by the global ``--data-dir``."""
+    root = ctx.find_root()
+    data_dir: Path = root.obj["data_dir"] if root.obj else Path(".")
+    return Store(data_dir)
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "isoformat"):
+        return o.isoformat()
+    if isinstance(o, bytes):
+        return o.hex()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def dumps(obj: Any, *, indent: int | None = 2) -> str:
+    return json.dumps(obj, ensure_ascii=False, indent=indent, default=_default)
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(dumps(obj) + "\n")
+
+
+def emit_jsonl(obj: Any) -> None:
+    """One JSON Lines record on stdout."""
+    sys.stdout.write(dumps(obj, indent=None) + "\n")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    """A rich table with isostack's look."""
+    t = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    return t
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]isostack: warning:[/] {message}")

@@ -1,0 +1,238 @@
+"""The telemetry store: append-only Parquet segments under a data dir, queried with embedded DuckDB.
+
+Why segments and not one DuckDB database file: a DuckDB file admits one writing process, and
+isostack has several at once (``serve`` receiving OTLP, ``agent`` writing kernel events, ``diagnose``
+reading). Each writer adds immutable Parquet files (written to a temp name, then renamed, so a reader
+never sees half a file); every reader opens an in-memory DuckDB whose views cover the current files.
+The same tables and columns map onto the ClickHouse exporter's tables (docs/schema.md).
+
+Layout: ``<data_dir>/<table>/<first_ts_ns>-<pid>-<seq>.parquet``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from isostack import records
+from isostack.errors import InputError, UsageError
+
+_seq = itertools.count()
+_seq_lock = threading.Lock()
+
+# Statement types a read-only query may contain (``isostack sql``).
+_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+class Store:
+    """A data dir of Parquet segments per table. Thread-safe appends; any number of reader processes."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = Path(data_dir)
+
+    # ---------------------------------------------------------------- writing
+    def append(self, table_name: str, data: pa.Table) -> int:
+        """Write ``data`` (conformed to the table's schema) as one new segment; returns rows written."""
+        if table_name not in records.TABLES:
+            raise UsageError(f"unknown table {table_name!r}; tables: {', '.join(records.TABLES)}")
+        table = records.conform(table_name, data)
+        if table.num_rows == 0:
+            return 0
+        table = _fill_derived(table_name, table)
+        if table_name == "kernel_events":
+            _check_kinds(table)
+        folder = self.data_dir / table_name
+        folder.mkdir(parents=True, exist_ok=True)
+        time_col = records.TIME_COLUMN[table_name]
+        first = int(pc.min(table.column(time_col)).as_py() or 0) if time_col else 0
+        with _seq_lock:
+            seq = next(_seq)
+        name = f"{first:020d}-{os.getpid()}-{seq:06d}.parquet"
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, folder / name)
+        return table.num_rows
+
+    def append_many(self, tables: dict[str, pa.Table]) -> dict[str, int]:
+        """Append several tables (e.g. spans + span_events of one request); returns rows per table."""
+        return {name: self.append(name, t) for name, t in tables.items() if t is not None and t.num_rows}
+
+    def import_parquet(self, table_name: str, path: str | os.PathLike[str]) -> int:
+        """Append the rows of a Parquet file (e.g. an earlier ``export_parquet``) to ``table_name``."""
+        try:
+            data = pq.read_table(path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(f"{path}: not a readable Parquet file: {exc}") from exc
+        return self.append(table_name, data)
+
+    def export_parquet(self, table_name: str, path: str | os.PathLike[str]) -> int:
+        """Write the whole table as one Parquet file; returns rows written."""
+        table = self.query(f"SELECT * FROM {table_name}")
+        pq.write_table(table, path, compression="zstd")
+        return table.num_rows
+
+    # ---------------------------------------------------------------- reading
+    def segments(self, table_name: str) -> list[Path]:
+        folder = self.data_dir / table_name
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob("*.parquet"))
+
+    def connect(self, tables: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with one view per table over its current segments."""
+        con = duckdb.connect(":memory:")
+        for name in tables or records.TABLES:
+            files = self.segments(name)
+            if files:
+                file_list = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+                con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{file_list}], union_by_name=true)")
+            else:
+                con.register(f"_empty_{name}", records.empty(name))
+                con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
+        return con
+
+    def query(self, sql: str, params: list | None = None, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
+        """Run trusted SQL (isostack's own queries) and return an Arrow table."""
+        own = con is None
+        con = con or self.connect()
+        try:
+            return fetch_arrow(con.sql(sql, params=params or None))
+        finally:
+            if own:
+                con.close()
+
+    def sql_read_only(self, sql: str) -> pa.Table:
+        """Run a user's query; only SELECT/EXPLAIN statements are allowed (``isostack sql``)."""
+        con = self.connect()
+        try:
+            try:
+                statements = con.extract_statements(sql)
+            except duckdb.Error as exc:
+                raise UsageError(f"SQL does not parse: {exc}") from exc
+            if not statements:
+                raise UsageError("empty SQL")
+            for st in statements:
+                if st.type not in _READ_ONLY:
+                    raise UsageError(f"read-only: {st.type.name} statements are not allowed, only SELECT")
+            result = None
+            for st in statements:
+                try:
+                    result = fetch_arrow(con.sql(st.query))
+                except duckdb.Error as exc:
+                    raise UsageError(f"SQL error: {exc}") from exc
+            assert result is not None
+            return result
+        finally:
+            con.close()
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (from Parquet footers: no data is read)."""
+        out: dict[str, int] = {}
+        for name in records.TABLES:
+            out[name] = sum(pq.ParquetFile(f).metadata.num_rows for f in self.segments(name))
+        return out
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for name in records.TABLES for f in self.segments(name))
+
+    # ---------------------------------------------------------------- housekeeping
+    def enforce_retention(self, max_age_s: float | None = None, max_bytes: int | None = None) -> int:
+        """Delete whole segments older than ``max_age_s`` or, oldest first, beyond ``max_bytes``.
+
+        Segment names start with their first timestamp, so age is read from the name. Returns the
+        number of segments removed.
+        """
+        removed = 0
+        now_ns = time.time_ns()
+        all_segments = sorted(
+            (f for name in records.TABLES for f in self.segments(name)), key=lambda f: f.name
+        )
+        if max_age_s is not None:
+            cutoff = now_ns - int(max_age_s * 1e9)
+            for f in list(all_segments):
+                first = int(f.name.split("-", 1)[0])
+                if 0 < first < cutoff and _segment_last_ts(f) < cutoff:
+                    f.unlink(missing_ok=True)
+                    all_segments.remove(f)
+                    removed += 1
+        if max_bytes is not None:
+            total = sum(f.stat().st_size for f in all_segments)
+            for f in all_segments:
+                if total <= max_bytes:
+                    break
+                total -= f.stat().st_size
+                f.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def compact(self, table_name: str, min_segments: int = 16) -> int:
+        """Merge a table's segments into one sorted by time (fewer files = faster scans); returns merged count."""
+        files = self.segments(table_name)
+        if len(files) < min_segments:
+            return 0
+        time_col = records.TIME_COLUMN[table_name]
+        con = self.connect([table_name])
+        try:
+            order = f" ORDER BY {time_col}" if time_col else ""
+            table = fetch_arrow(con.sql(f"SELECT * FROM {table_name}{order}"))
+        finally:
+            con.close()
+        self.append(table_name, table)
+        for f in files:
+            f.unlink(missing_ok=True)
+        return len(files)
+
+
+def fetch_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
+    """A relation's rows as Arrow, without the DB-API copy (``to_arrow_table`` in DuckDB 2, ``arrow`` before)."""
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+    return fetch()
+
+
+def _segment_last_ts(path: Path) -> int:
+    """Largest timestamp in a segment, from Parquet column statistics."""
+    table_name = path.parent.name
+    col = records.TIME_COLUMN.get(table_name)
+    if not col:
+        return 0
+    meta = pq.ParquetFile(path).metadata
+    idx = meta.schema.to_arrow_schema().get_field_index(col)
+    best = 0
+    for rg in range(meta.num_row_groups):
+        stats = meta.row_group(rg).column(idx).statistics
+        if stats is not None and stats.has_min_max:
+            best = max(best, int(stats.max))
+    return best
+
+
+def _fill_derived(table_name: str, table: pa.Table) -> pa.Table:
+    """Fill ``flow_key`` from the address columns (the one place it is computed for storage)."""
+    if table_name == "spans":
+        cols = ("local_addr", "local_port", "peer_addr", "peer_port")
+    elif table_name == "kernel_events":
+        cols = ("saddr", "sport", "daddr", "dport")
+    else:
+        return table
+    a, pa_, b, pb = (pc.fill_null(table.column(c), "" if "addr" in c else 0) for c in cols)
+    key = records.flow_key_column(a, pa_, b, pb)
+    existing = pc.fill_null(table.column("flow_key"), "")
+    key = pc.if_else(pc.not_equal(existing, ""), existing, key)
+    return table.set_column(table.schema.get_field_index("flow_key"), "flow_key", key)
+
+
+def _check_kinds(table: pa.Table) -> None:
+    kinds = set(pc.unique(table.column("kind")).to_pylist())
+    unknown = kinds - set(records.KERNEL_EVENT_KINDS) - {None}
+    if unknown:
+        raise InputError(
+            f"kernel_events: unknown kind(s) {sorted(unknown)}; add them to isostack.records.KERNEL_EVENT_KINDS"
+        )

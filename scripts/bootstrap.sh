@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Idempotent machine set-up for isostack: Debian packages, tracefs, a venv with the package installed.
+# Called by `make demo` and `make test`; safe to run again (does only what is missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tool and its tests drive for real (eBPF, netns/tc/iptables faults, load, servers).
+APT_PACKAGES=(bpftrace iproute2 iptables ethtool conntrack fio wrk iperf3 nginx-light procps sysstat
+              prometheus prometheus-alertmanager prometheus-node-exporter)
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Debian's packaged services must not start on install: tests start their own on loopback.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+  fi
+  # eBPF tracepoint programs need tracefs; this microVM does not mount it at boot.
+  if [ ! -e /sys/kernel/tracing/events ]; then
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || log "could not mount tracefs (eBPF probes will be skipped)"
+  fi
+else
+  log "not root or no apt-get: skipping Debian packages and tracefs (root-only tests will skip and say why)"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.isostack-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "installing isostack and its dependencies into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi

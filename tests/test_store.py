@@ -1,0 +1,79 @@
+import json
+
+import pyarrow as pa
+import pytest
+
+from isostack import records
+from isostack.errors import InputError, UsageError
+from isostack.store import Store
+from tests.conftest import run_cli
+
+
+def test_flow_key_is_direction_independent_and_scalar_matches_vectorised():
+    a = records.flow_key("10.0.0.1", 40000, "10.0.0.2", 8080)
+    b = records.flow_key("::ffff:10.0.0.2", 8080, "10.0.0.1", 40000)
+    assert a == b == "10.0.0.1:40000|10.0.0.2:8080"
+    col = records.flow_key_column(
+        pa.chunked_array([["10.0.0.2", "10.0.0.1", ""]]), pa.chunked_array([[8080, 40000, 1]]),
+        pa.chunked_array([["10.0.0.1", "10.0.0.2", "x"]]), pa.chunked_array([[40000, 8080, 2]]),
+    )
+    assert col.to_pylist() == [a, a, ""]
+
+
+def test_normalise_addr():
+    assert records.normalise_addr("::ffff:192.168.1.2") == "192.168.1.2"
+    assert records.normalise_addr("[2001:db8:0::1]") == "2001:db8::1"
+    assert records.normalise_addr("fe80::1%eth0") == "fe80::1"
+    assert records.normalise_addr("payment") == "payment"
+
+
+def test_append_query_counts_and_flow_key(data_dir):
+    store = Store(data_dir)
+    spans = {"trace_id": ["a" * 32], "span_id": ["b" * 16], "start_ns": [1], "end_ns": [5], "duration_ns": [4],
+             "local_addr": ["10.0.0.1"], "local_port": [40000], "peer_addr": ["10.0.0.2"], "peer_port": [8080]}
+    assert store.append("spans", pa.table(spans)) == 1
+    events = {"ts_ns": [2], "kind": ["tcp_retransmit"], "value": [1.0], "saddr": ["10.0.0.2"], "sport": [8080],
+              "daddr": ["10.0.0.1"], "dport": [40000]}
+    store.append("kernel_events", pa.table(events))
+    joined = store.query("SELECT count(*) AS n FROM spans s JOIN kernel_events k USING (flow_key)")
+    assert joined.column("n").to_pylist() == [1]
+    assert store.counts()["spans"] == 1 and store.counts()["kernel_events"] == 1
+
+
+def test_unknown_kind_and_column_are_refused(data_dir):
+    store = Store(data_dir)
+    with pytest.raises(InputError, match="unknown kind"):
+        store.append("kernel_events", pa.table({"ts_ns": [1], "kind": ["made_up"]}))
+    with pytest.raises(ValueError, match="unknown column"):
+        store.append("spans", pa.table({"nope": [1]}))
+
+
+def test_sql_is_read_only(data_dir):
+    store = Store(data_dir)
+    with pytest.raises(UsageError, match="read-only"):
+        store.sql_read_only("CREATE TABLE x AS SELECT 1")
+    with pytest.raises(UsageError, match="read-only"):
+        store.sql_read_only("COPY (SELECT 1) TO '/tmp/x.csv'")
+    assert store.sql_read_only("SELECT 42 AS answer").to_pylist() == [{"answer": 42}]
+
+
+def test_retention_by_size_and_parquet_round_trip(data_dir, tmp_path):
+    store = Store(data_dir)
+    for i in range(3):
+        store.append("log_records", pa.table({"ts_ns": [i + 1], "body": ["x" * 1000]}))
+    out = tmp_path / "logs.parquet"
+    assert store.export_parquet("log_records", out) == 3
+    assert store.enforce_retention(max_bytes=1) == 3
+    assert store.counts()["log_records"] == 0
+    assert store.import_parquet("log_records", out) == 3
+
+
+def test_cli_stats_and_sql(data_dir):
+    Store(data_dir).append("spans", pa.table({"trace_id": ["t"], "start_ns": [1], "service_name": ["order"]}))
+    r = run_cli("stats", "--json", data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["spans"] == 1
+    r = run_cli("sql", "SELECT service_name FROM spans", "--json", data_dir=data_dir)
+    assert json.loads(r.stdout) == [{"service_name": "order"}]
+    r = run_cli("sql", "DROP TABLE spans", data_dir=data_dir)
+    assert r.returncode == 2 and "read-only" in r.stderr and r.stderr.count("\n") == 1
