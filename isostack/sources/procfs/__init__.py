@@ -1,0 +1,229 @@
+"""Kernel counters without eBPF, as ``kernel_events`` windows: the Y axis where probes cannot run.
+
+    from isostack.sources.procfs import ProcfsCollector, scan_workloads
+    c = ProcfsCollector("node-1")           # every cgroup found; or cgroup_paths=["/isotest/a"]
+    c.sample()                              # primes: 0 rows
+    time.sleep(1); rows = c.sample()        # deltas over the last second
+
+Each ``sample()`` returns the counters' change since the previous call as rows whose ``ts_ns`` is
+the window start and ``duration_ns`` its length. Counters (throttled time, drops, retransmits ...)
+produce a row only when they moved in the window; gauges (memory usage, qdisc backlog) produce a row
+every window, and disks one whenever they had I/O. Sources, one file each: ``cgroups`` (cpu.stat,
+memory, PSI), ``net`` (snmp/netstat, conntrack, NICs, qdiscs, ethtool), ``disk`` (diskstats with
+iostat's maths), ``workloads`` (process attribution).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from isostack import records
+from isostack.sources.procfs import cgroups as cg
+from isostack.sources.procfs import disk, net
+from isostack.sources.procfs.workloads import scan_workloads
+
+__all__ = ["ProcfsCollector", "scan_workloads"]
+
+_PSI_KINDS = {"cpu": "psi_cpu", "io": "psi_io", "memory": "psi_memory"}
+
+
+@dataclass
+class _Snapshot:
+    ts_ns: int
+    counters: dict[tuple, float] = field(default_factory=dict)  # key -> cumulative value
+    disks: dict[str, disk.DiskSample] = field(default_factory=dict)
+
+
+class ProcfsCollector:
+    """Samples cgroup, network, conntrack and disk counters; each ``sample()`` returns the last window.
+
+    ``cgroup_paths`` are paths relative to the hierarchy root as in /proc/<pid>/cgroup ("/a/b");
+    None means every cgroup found. ``proc`` and ``cgroup_root`` exist for tests with fake trees.
+    """
+
+    def __init__(self, host_name: str, cgroup_paths: list[str] | None = None, *,
+                 proc: str | os.PathLike[str] = "/proc",
+                 cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
+                 qdiscs: bool = True, ethtool: bool = True) -> None:
+        self.host_name = host_name
+        self.cgroup_paths = cgroup_paths
+        self.proc = Path(proc)
+        self.cgroup_root = Path(cgroup_root)
+        self.qdiscs = qdiscs
+        self.ethtool = ethtool
+        self._prev: _Snapshot | None = None
+        self._ethtool_devs: list[str] | None = None  # interfaces whose driver has a tx-timeout counter
+
+    # ------------------------------------------------------------------ public
+    def sample(self) -> pa.Table:
+        """kernel_events rows for the window since the previous call (the first call returns 0 rows)."""
+        layout = cg.CgroupLayout.detect(self.cgroup_root)
+        snap = _Snapshot(time.time_ns())
+        gauges: list[dict] = []
+        self._read_cgroups(layout, snap, gauges)
+        self._read_host(snap, gauges)
+        prev, self._prev = self._prev, snap
+        if prev is None:
+            return records.empty("kernel_events")
+        window_ns = max(1, snap.ts_ns - prev.ts_ns)
+        rows: list[dict] = []
+        for key, value in snap.counters.items():
+            before = prev.counters.get(key)
+            if before is None:
+                continue
+            delta = value - before
+            if delta <= 0:  # counters only move forward; a reset (recreated cgroup) is not an event
+                continue
+            if not key[0].startswith("_"):
+                rows.append(self._counter_row(key, delta, snap, prev))
+        for g in gauges:
+            g.setdefault("duration_ns", window_ns)
+            rows.append(g)
+        rows.extend(self._disk_rows(prev, snap))
+        for r in rows:
+            r["ts_ns"] = prev.ts_ns
+            r.setdefault("duration_ns", window_ns)
+            r["host_name"] = self.host_name
+        if not rows:
+            return records.empty("kernel_events")
+        # from_pylist takes its columns from the first row: give every row every column.
+        names = records.KERNEL_EVENTS.names
+        return pa.Table.from_pylist([{n: r.get(n) for n in names} for r in rows], schema=records.KERNEL_EVENTS)
+
+    # ------------------------------------------------------------------ cgroups
+    def _read_cgroups(self, layout: cg.CgroupLayout, snap: _Snapshot, gauges: list[dict]) -> None:
+        v2_only = layout.version == "v2"
+        cpu_base = layout.v1_cpu or layout.v2
+        for rel, d in layout.walk(cpu_base, self.cgroup_paths):
+            stat = cg.read_flat_keyed(d / "cpu.stat")
+            thr = cg.throttled_ns(stat)
+            if thr is not None:
+                cid = layout.cgroup_id(rel)
+                snap.counters[("cpu_throttle", rel, cid)] = thr
+                snap.counters[("_nr_throttled", rel, cid)] = stat.get("nr_throttled", 0)
+                snap.counters[("_nr_periods", rel, cid)] = stat.get("nr_periods", 0)
+        mem_base = layout.v2 if v2_only else layout.v1_memory
+        for rel, d in layout.walk(mem_base, self.cgroup_paths):
+            cid = layout.cgroup_id(rel)
+            if v2_only:
+                usage = cg.read_int(d / "memory.current")
+                events = cg.read_flat_keyed(d / "memory.events")
+                for name in ("high", "max", "oom"):
+                    if name in events:
+                        snap.counters[("memory_events", rel, cid, name)] = events[name]
+                oom_kills = events.get("oom_kill")
+            else:
+                usage = cg.read_int(d / "memory.usage_in_bytes")
+                failcnt = cg.read_int(d / "memory.failcnt")
+                if failcnt is not None:  # v1's "hit the limit" count: the analogue of memory.events max
+                    snap.counters[("memory_events", rel, cid, "max")] = failcnt
+                oom_kills = cg.read_flat_keyed(d / "memory.oom_control").get("oom_kill")
+            if oom_kills is not None:
+                snap.counters[("oom_kill", rel, cid)] = oom_kills
+            if usage is not None and rel != "/":  # the root's usage is the host's, not a workload's
+                gauges.append({"kind": "memory_usage", "value": float(usage), "cgroup_id": cid,
+                               "cgroup_path": rel, "source": "procfs:memory"})
+        for rel, d in layout.walk(layout.v2, self.cgroup_paths):
+            cid = layout.cgroup_id(rel)
+            for res, kind in _PSI_KINDS.items():
+                total = cg.read_psi_some_total_us(d / f"{res}.pressure")
+                if total is not None and rel != "/":  # the root's pressure is the host's (read below)
+                    snap.counters[(kind, rel, cid)] = total * 1000.0
+
+    # ------------------------------------------------------------------ host
+    def _read_host(self, snap: _Snapshot, gauges: list[dict]) -> None:
+        for res, kind in _PSI_KINDS.items():
+            total = cg.read_psi_some_total_us(self.proc / "pressure" / res)
+            if total is not None:
+                snap.counters[(kind, "", 0)] = total * 1000.0
+        tcp = net.tcp_counters(self.proc)
+        snap.counters[("tcp_timeouts",)] = tcp.get("TCPTimeouts", 0)
+        snap.counters[("tcp_retransmit",)] = tcp.get("RetransSegs", 0)
+        ct = net.conntrack_counters(self.proc)
+        if ct is not None:
+            snap.counters[("conntrack_insert_failed",)] = ct.get("insert_failed", 0)
+            snap.counters[("conntrack_drop",)] = ct.get("drop", 0) + ct.get("early_drop", 0)
+        for dev, c in net.nic_counters().items():
+            snap.counters[("nic_drop", dev, "rx")] = c["rx_drop"]
+            snap.counters[("nic_drop", dev, "tx")] = c["tx_drop"]
+        if self.qdiscs:
+            for q in net.qdisc_stats():
+                dev, handle, parent = q["dev"], q.get("handle", ""), q.get("parent", "root")
+                snap.counters[("qdisc_drop", dev, q.get("kind", ""), handle, parent)] = q.get("drops", 0)
+                gauges.append({"kind": "qdisc_backlog", "value": float(q.get("qlen", 0)), "device": dev,
+                               "source": "procfs:tc",
+                               "detail_json": json.dumps({"qdisc": q.get("kind", ""), "handle": handle,
+                                                          "parent": parent,
+                                                          "bytes": q.get("backlog", 0),
+                                                          "requeues": q.get("requeues", 0),
+                                                          "overlimits": q.get("overlimits", 0)})})
+        if self.ethtool:
+            if self._ethtool_devs is None:
+                self._ethtool_devs = [d for d in net.nic_counters() if net.ethtool_tx_timeouts(d) is not None]
+            for dev in self._ethtool_devs:
+                n = net.ethtool_tx_timeouts(dev)
+                if n is not None:
+                    snap.counters[("tx_timeout", dev)] = n
+        snap.disks = disk.read_diskstats(self.proc)
+
+    # ------------------------------------------------------------------ rows
+    def _counter_row(self, key: tuple, delta: float, snap: _Snapshot, prev: _Snapshot) -> dict:
+        kind = key[0]
+        if kind == "cpu_throttle":
+            _, rel, cid = key
+            detail = {
+                name: snap.counters.get((f"_{name}", rel, cid), 0) - prev.counters.get((f"_{name}", rel, cid), 0)
+                for name in ("nr_throttled", "nr_periods")
+            }
+            return {"kind": kind, "value": delta, "cgroup_id": cid, "cgroup_path": rel,
+                    "source": "procfs:cpu.stat", "detail_json": json.dumps(detail)}
+        if kind in ("psi_cpu", "psi_io", "psi_memory"):
+            _, rel, cid = key
+            return {"kind": kind, "value": delta, "cgroup_id": cid, "cgroup_path": rel,
+                    "source": "procfs:pressure" if not rel else "procfs:cgroup.pressure",
+                    "detail_json": json.dumps({"scope": "cgroup" if rel else "host", "stall": "some"})}
+        if kind == "memory_events":
+            _, rel, cid, event = key
+            return {"kind": kind, "value": delta, "cgroup_id": cid, "cgroup_path": rel,
+                    "source": "procfs:memory", "detail_json": json.dumps({"event": event})}
+        if kind == "oom_kill":
+            _, rel, cid = key
+            return {"kind": kind, "value": delta, "cgroup_id": cid, "cgroup_path": rel,
+                    "source": "procfs:memory.oom_control"}
+        if kind in ("tcp_timeouts", "tcp_retransmit"):
+            return {"kind": kind, "value": delta, "source": "procfs:netstat",
+                    "detail_json": json.dumps({"scope": "host"})}
+        if kind in ("conntrack_insert_failed", "conntrack_drop"):
+            return {"kind": kind, "value": delta, "source": "procfs:nf_conntrack"}
+        if kind == "nic_drop":
+            _, dev, direction = key
+            return {"kind": kind, "value": delta, "device": dev, "source": "procfs:netdev",
+                    "detail_json": json.dumps({"direction": direction})}
+        if kind == "qdisc_drop":
+            _, dev, qkind, handle, parent = key
+            return {"kind": kind, "value": delta, "device": dev, "source": "procfs:tc",
+                    "detail_json": json.dumps({"qdisc": qkind, "handle": handle, "parent": parent})}
+        if kind == "tx_timeout":
+            return {"kind": kind, "value": delta, "device": key[1], "source": "procfs:ethtool"}
+        raise AssertionError(f"unhandled counter {key}")
+
+    def _disk_rows(self, prev: _Snapshot, snap: _Snapshot) -> list[dict]:
+        interval_s = (snap.ts_ns - prev.ts_ns) / 1e9
+        rows = []
+        for dev, cur in snap.disks.items():
+            before = prev.disks.get(dev)
+            if before is None or cur == before:
+                continue
+            w = disk.disk_window(before, cur, interval_s)
+            rows.append({"kind": "disk_util", "value": w.util_percent, "device": dev, "source": "procfs:diskstats",
+                         "detail_json": json.dumps({"await_ms": round(w.await_ms, 3),
+                                                    "r_await_ms": round(w.r_await_ms, 3),
+                                                    "w_await_ms": round(w.w_await_ms, 3),
+                                                    "iops": round(w.iops, 3)})})
+        return rows

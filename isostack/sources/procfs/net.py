@@ -1,0 +1,129 @@
+"""Network counters without eBPF: TCP (snmp/netstat), conntrack, NIC drops, qdiscs, ``ethtool -S``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import psutil
+
+
+def read_snmp_style(path: Path) -> dict[str, dict[str, int]]:
+    """/proc/net/snmp and /proc/net/netstat: pairs of ``Proto: names`` / ``Proto: values`` lines."""
+    out: dict[str, dict[str, int]] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for head, vals in zip(lines[::2], lines[1::2], strict=False):
+        proto, _, names = head.partition(":")
+        proto2, _, values = vals.partition(":")
+        if proto != proto2:
+            continue
+        table = out.setdefault(proto, {})
+        for n, v in zip(names.split(), values.split(), strict=False):
+            try:
+                table[n] = int(v)
+            except ValueError:
+                continue
+    return out
+
+
+def tcp_counters(proc: Path) -> dict[str, int]:
+    """Host TCP counters: RetransSegs (snmp Tcp), TCPTimeouts and friends (netstat TcpExt)."""
+    snmp = read_snmp_style(proc / "net" / "snmp").get("Tcp", {})
+    ext = read_snmp_style(proc / "net" / "netstat").get("TcpExt", {})
+    out = {"RetransSegs": snmp.get("RetransSegs", 0)}
+    for name in ("TCPTimeouts", "TCPLossProbes", "TCPSynRetrans", "ListenOverflows", "ListenDrops",
+                 "TCPBacklogDrop"):
+        if name in ext:
+            out[name] = ext[name]
+    return out
+
+
+def conntrack_counters(proc: Path) -> dict[str, int] | None:
+    """Sum over CPUs of /proc/net/stat/nf_conntrack (hex columns; ``entries`` is global, not summed)."""
+    path = proc / "net" / "stat" / "nf_conntrack"
+    try:
+        lines = path.read_text().split("\n")
+    except OSError:
+        return None
+    names = lines[0].split()
+    totals: dict[str, int] = dict.fromkeys(names, 0)
+    for line in lines[1:]:
+        vals = line.split()
+        if len(vals) != len(names):
+            continue
+        for n, v in zip(names, vals, strict=True):
+            if n == "entries":
+                totals[n] = int(v, 16)  # the same global count is repeated on every CPU's line
+            else:
+                totals[n] += int(v, 16)
+    max_path = proc / "sys" / "net" / "netfilter" / "nf_conntrack_max"
+    with contextlib.suppress(OSError, ValueError):
+        totals["max"] = int(max_path.read_text())
+    return totals
+
+
+def nic_counters() -> dict[str, dict[str, int]]:
+    """Per-interface rx/tx drop and error counters of this network namespace (psutil)."""
+    return {
+        name: {"rx_drop": c.dropin, "tx_drop": c.dropout, "rx_errors": c.errin, "tx_errors": c.errout}
+        for name, c in psutil.net_io_counters(pernic=True).items()
+    }
+
+
+def qdisc_stats(netns: str | None = None) -> list[dict]:
+    """``tc -s -j qdisc`` as parsed JSON (one dict per qdisc: dev, kind, handle, backlog, qlen, drops)."""
+    tc = shutil.which("tc")
+    if tc is None:
+        return []
+    cmd = [tc, "-s", "-j", "qdisc", "show"]
+    if netns:
+        cmd = [tc, "-n", netns, "-s", "-j", "qdisc", "show"]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if res.returncode != 0 or not res.stdout.strip():
+        return []
+    try:
+        data = json.loads(res.stdout)
+    except json.JSONDecodeError:
+        return []
+    return [q for q in data if isinstance(q, dict) and q.get("dev")]
+
+
+# The aggregate watchdog-timeout counter's name differs by driver: virtio_net says tx_tx_timeouts
+# (queue-type prefix + stat name), others tx_timeout(s). Per-queue names (tx0_...) are skipped.
+_TX_TIMEOUT_KEY = re.compile(r"^(tx_)?tx_timeouts?$")
+
+
+def ethtool_tx_timeouts(dev: str) -> int | None:
+    """The driver's aggregate transmit-watchdog timeout counter from ``ethtool -S``, None if it has none."""
+    ethtool = shutil.which("ethtool")
+    if ethtool is None:
+        return None
+    try:
+        res = subprocess.run([ethtool, "-S", dev], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0:
+        return None
+    return parse_ethtool_tx_timeouts(res.stdout)
+
+
+def parse_ethtool_tx_timeouts(text: str) -> int | None:
+    total = None
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition(":")
+        if sep and _TX_TIMEOUT_KEY.match(name.strip()):
+            try:
+                total = (total or 0) + int(value.strip())
+            except ValueError:
+                continue
+    return total

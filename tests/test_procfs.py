@@ -1,0 +1,206 @@
+"""procfs collectors: iostat maths on fixed snapshots, a fake v2-only tree, and real kernel conditions."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from isostack.sources.procfs import ProcfsCollector, disk, net, scan_workloads
+from isostack.sources.procfs.workloads import container_id_from_cgroup, pod_uid_from_cgroup
+from tests.conftest import FIXTURES, have, require_root
+
+PREFIX = "isotest-h5-"
+V1_CPU = Path("/sys/fs/cgroup/cpu")
+
+
+def test_diskstats_iostat_maths_on_known_snapshots() -> None:
+    before = disk.parse_diskstats((FIXTURES / "procfs" / "diskstats.before").read_text())
+    after = disk.parse_diskstats((FIXTURES / "procfs" / "diskstats.after").read_text())
+    w = disk.disk_window(before["vda"], after["vda"], 1.0)
+    assert w.r_await_ms == pytest.approx(5.0)
+    assert w.w_await_ms == pytest.approx(10.0)
+    assert w.await_ms == pytest.approx(3510 / 410)
+    assert w.util_percent == pytest.approx(50.0)
+    assert w.iops == pytest.approx(410.0)
+    idle = disk.disk_window(before["loop0"], after["loop0"], 1.0)
+    assert (idle.await_ms, idle.util_percent, idle.iops) == (0.0, 0.0, 0.0)
+
+
+def test_ethtool_virtio_tx_timeouts_counter_is_the_aggregate_one() -> None:
+    text = "NIC statistics:\n     rx_drops: 0\n     tx_kicks: 3731\n     tx_tx_timeouts: 4\n     tx0_tx_timeouts: 4\n"
+    assert net.parse_ethtool_tx_timeouts(text) == 4
+    assert net.parse_ethtool_tx_timeouts("NIC statistics:\n     rx_packets: 9\n") is None
+
+
+def test_container_and_pod_ids_from_cgroup_paths() -> None:
+    cid = "a" * 64
+    assert container_id_from_cgroup(f"/system.slice/docker-{cid}.scope") == cid
+    assert container_id_from_cgroup(f"/docker/{cid}") == cid
+    assert container_id_from_cgroup(
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e3d4c_5b6a_7980_a1b2_c3d4e5f60718.slice/cri-containerd-{cid}.scope"
+    ) == cid
+    assert container_id_from_cgroup(f"/machine.slice/libpod-{cid}.scope") == cid
+    assert container_id_from_cgroup("/user.slice/user-0.slice/session-1.scope") == ""
+    assert pod_uid_from_cgroup(
+        "/kubepods/burstable/pod1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718/" + cid
+    ) == "1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718"
+    assert pod_uid_from_cgroup("/system.slice/pod1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718") == ""
+
+
+def _fake_v2_host(tmp: Path) -> tuple[Path, Path]:
+    cgroot = tmp / "cgroup"
+    svc = cgroot / "system.slice" / "payment.service"
+    svc.mkdir(parents=True)
+    (cgroot / "cgroup.controllers").write_text("cpu io memory pids\n")
+    proc = tmp / "proc"
+    (proc / "pressure").mkdir(parents=True)
+    (proc / "net").mkdir()
+    return cgroot, proc
+
+
+def _write_v2_state(cgroot: Path, proc: Path, throttled_usec: int, oom_kill: int, psi_us: int,
+                    timeouts: int) -> None:
+    svc = cgroot / "system.slice" / "payment.service"
+    (svc / "cpu.stat").write_text(
+        f"usage_usec 1000\nnr_periods {10 + throttled_usec // 1000}\nnr_throttled {throttled_usec // 1000}\n"
+        f"throttled_usec {throttled_usec}\n"
+    )
+    (svc / "memory.current").write_text("52428800\n")
+    (svc / "memory.events").write_text(f"low 0\nhigh 0\nmax {oom_kill * 3}\noom {oom_kill}\noom_kill {oom_kill}\n")
+    (svc / "cpu.pressure").write_text(
+        f"some avg10=1.00 avg60=0.50 avg300=0.10 total={psi_us}\nfull avg10=0 avg60=0 avg300=0 total=0\n"
+    )
+    (proc / "pressure" / "cpu").write_text(f"some avg10=0 avg60=0 avg300=0 total={psi_us * 2}\n")
+    (proc / "net" / "snmp").write_text("Tcp: RtoAlgorithm RetransSegs\nTcp: 1 7\n")
+    (proc / "net" / "netstat").write_text(f"TcpExt: TCPTimeouts TCPLossProbes\nTcpExt: {timeouts} 0\n")
+    (proc / "diskstats").write_text("")
+
+
+def test_v2_only_host_fake_tree(tmp_path: Path) -> None:
+    cgroot, proc = _fake_v2_host(tmp_path)
+    _write_v2_state(cgroot, proc, throttled_usec=1000, oom_kill=0, psi_us=100, timeouts=5)
+    c = ProcfsCollector("node-a", proc=proc, cgroup_root=cgroot, qdiscs=False, ethtool=False)
+    assert c.sample().num_rows == 0  # priming
+    _write_v2_state(cgroot, proc, throttled_usec=251000, oom_kill=1, psi_us=40100, timeouts=8)
+    rows = c.sample().to_pylist()
+    by_kind = {(r["kind"], r["cgroup_path"]): r for r in rows}
+    svc_id = os.stat(cgroot / "system.slice" / "payment.service").st_ino
+    thr = by_kind[("cpu_throttle", "/system.slice/payment.service")]
+    assert thr["value"] == 250_000_000  # 250 000 us -> ns
+    assert thr["cgroup_id"] == svc_id
+    assert json.loads(thr["detail_json"]) == {"nr_throttled": 250, "nr_periods": 250}
+    assert by_kind[("oom_kill", "/system.slice/payment.service")]["value"] == 1
+    assert by_kind[("memory_usage", "/system.slice/payment.service")]["value"] == 52428800
+    assert by_kind[("psi_cpu", "/system.slice/payment.service")]["value"] == 40_000_000
+    assert by_kind[("psi_cpu", "")]["value"] == 80_000_000  # host-wide /proc/pressure/cpu
+    assert by_kind[("tcp_timeouts", None)]["value"] == 3
+    events = [r for r in rows if r["kind"] == "memory_events"]
+    assert {json.loads(r["detail_json"])["event"]: r["value"] for r in events} == {"max": 3, "oom": 1}
+    assert all(r["host_name"] == "node-a" and r["duration_ns"] > 0 for r in rows)
+
+
+@pytest.fixture
+def v1_cpu_cgroup():
+    require_root()
+    if not (V1_CPU / "cpu.cfs_quota_us").exists():
+        pytest.skip("no v1 cpu controller at /sys/fs/cgroup/cpu (this test covers hybrid hosts)")
+    d = V1_CPU / f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    procs: list[subprocess.Popen] = []
+    try:
+        yield d, procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for _ in range(50):
+            try:
+                d.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_cpu_quota_throttle_and_workload_attribution(v1_cpu_cgroup) -> None:
+    d, procs = v1_cpu_cgroup
+    (d / "cpu.cfs_period_us").write_text("100000")
+    (d / "cpu.cfs_quota_us").write_text("10000")  # 10 % of one CPU: a busy loop is throttled every period
+    env = dict(os.environ, OTEL_SERVICE_NAME="isotest-h5-payment")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], env=env)
+    procs.append(busy)
+    (d / "cgroup.procs").write_text(str(busy.pid))
+    rel = "/" + d.name
+    c = ProcfsCollector("node-h5", cgroup_paths=[rel], qdiscs=False, ethtool=False)
+    c.sample()
+    time.sleep(1.0)
+    rows = [r for r in c.sample().to_pylist() if r["kind"] == "cpu_throttle"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["cgroup_id"] == os.stat(d).st_ino
+    assert row["cgroup_path"] == rel
+    assert row["value"] > 100_000_000  # ~0.9 s of every second is throttled at a 10 % quota
+    assert json.loads(row["detail_json"])["nr_throttled"] >= 5
+
+    w = [r for r in scan_workloads("node-h5").to_pylist() if r["pid"] == busy.pid]
+    assert len(w) == 1
+    assert w[0]["service_name"] == "isotest-h5-payment"
+    assert w[0]["cgroup_path"] == rel
+    assert w[0]["cgroup_id"] == os.stat(d).st_ino
+    assert w[0]["netns_inode"] == os.stat(f"/proc/{busy.pid}/ns/net").st_ino
+    assert "127.0.0.1" in w[0]["addrs"].split()
+
+
+@pytest.fixture
+def veth_in_netns():
+    require_root()
+    if not have("ip") or not have("tc"):
+        pytest.skip("iproute2 (ip, tc) is not installed")
+    ns, a, b = f"{PREFIX}ns", f"{PREFIX}a", f"{PREFIX}b"
+
+    def sh(*cmd: str) -> None:
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
+        sh("ip", "addr", "add", "10.231.55.1/24", "dev", a)
+        sh("ip", "link", "set", a, "up")
+        sh("ip", "-n", ns, "addr", "add", "10.231.55.2/24", "dev", b)
+        sh("ip", "-n", ns, "link", "set", b, "up")
+        # A slow token bucket with a tiny queue: a burst of datagrams must overflow it.
+        sh("tc", "qdisc", "add", "dev", a, "root", "tbf", "rate", "1mbit", "burst", "10kb", "limit", "15kb")
+        sh("ip", "neigh", "replace", "10.231.55.2", "lladdr", "02:00:00:00:55:02", "dev", a)
+        yield a
+    finally:
+        subprocess.run(["ip", "link", "del", a], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.mark.slow
+def test_tbf_qdisc_on_veth_shows_drops_and_backlog(veth_in_netns: str) -> None:
+    dev = veth_in_netns
+    c = ProcfsCollector("node-h5", cgroup_paths=[], ethtool=False)
+    c.sample()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _ in range(400):
+            try:
+                s.sendto(b"x" * 1200, ("10.231.55.2", 9))
+            except OSError:
+                pass  # ENOBUFS once the qdisc refuses: exactly the condition under test
+    finally:
+        s.close()
+    rows = [r for r in c.sample().to_pylist() if r["device"] == dev]
+    kinds = {r["kind"]: r for r in rows}
+    assert json.loads(kinds["qdisc_backlog"]["detail_json"])["qdisc"] == "tbf"
+    assert kinds["qdisc_drop"]["value"] > 100
+    assert json.loads(kinds["qdisc_drop"]["detail_json"])["qdisc"] == "tbf"
