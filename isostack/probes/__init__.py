@@ -1,0 +1,184 @@
+"""The bundled bpftrace probes: one ``<name>.bt`` per question, described by ``<name>.yaml``.
+
+Each program starts with ``#define CGID cgroup`` (bpftrace's v2 cgroup id), so the file runs as-is on a
+cgroup-v2 host. On a v1/hybrid host :func:`program_text` replaces that define with a read of the task's
+cpu-controller cgroup ``kn->id`` (the inode of its directory under /sys/fs/cgroup/cpu), because the v2
+id is 1 for every task there. bpftrace 0.17 cannot name ``kernfs_node.id`` (it mis-reads the BTF of the
+anonymous union before it), so the field offset is calibrated once at start (:func:`calibrate_cgroup_expr`).
+Programs print per-interval maps after a ``{"window": <nsecs>}`` marker; ``interval:s:1`` is rewritten
+to the agent's interval.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from isostack.errors import CapabilityError, UsageError
+
+PROBE_DIR = Path(__file__).resolve().parent
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+TRACEFS = Path("/sys/kernel/tracing")
+BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+# The define line every bundled program carries (the v2-host default).
+CGID_DEFINE = "#define CGID cgroup"
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """A bundled probe as declared in its YAML file."""
+
+    name: str
+    question: str
+    layer: str
+    kinds: list[str]
+    tracepoints: list[str]
+    output: str
+    fields: dict[str, str]
+    maps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sample: str = ""
+
+    @property
+    def path(self) -> Path:
+        return PROBE_DIR / f"{self.name}.bt"
+
+
+@functools.cache
+def registry() -> dict[str, ProbeSpec]:
+    """All bundled probes by name."""
+    out: dict[str, ProbeSpec] = {}
+    for y in sorted(PROBE_DIR.glob("*.yaml")):
+        doc = yaml.safe_load(y.read_text())
+        out[doc["name"]] = ProbeSpec(
+            name=doc["name"], question=doc["question"], layer=doc["layer"], kinds=list(doc["kinds"]),
+            tracepoints=list(doc["tracepoints"]), output=doc["output"], fields=dict(doc.get("fields") or {}),
+            maps=dict(doc.get("maps") or {}), sample=doc.get("sample", ""),
+        )
+    return out
+
+
+@functools.cache
+def map_specs() -> dict[str, dict[str, Any]]:
+    """Every bundled probe's map name -> its decoding spec (map names are unique across probes)."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in registry().values():
+        for name, m in spec.maps.items():
+            out[name] = {**m, "probe": spec.name}
+    return out
+
+
+def select(names: str | list[str] | None) -> list[ProbeSpec]:
+    """Resolve ``"all"``, ``None`` or a comma list to probe specs; unknown names are a usage error."""
+    reg = registry()
+    if names is None or names == "all" or names == ["all"]:
+        return list(reg.values())
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    unknown = [n for n in wanted if n not in reg]
+    if unknown:
+        raise UsageError(f"--probes: unknown probe(s) {', '.join(unknown)}; bundled: {', '.join(reg)}")
+    return [reg[n] for n in wanted]
+
+
+def cgroup_mode() -> str:
+    """``"v1"`` when the cpu controller is mounted as cgroup v1 (hybrid hosts), else ``"v2"``."""
+    if CGROUP_V1_CPU.is_dir() and (CGROUP_V1_CPU / "cpu.shares").exists():
+        return "v1"
+    return "v2"
+
+
+def check_capabilities() -> None:
+    """Raise :class:`CapabilityError` naming what is missing to run bpftrace probes."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (eBPF needs CAP_BPF/CAP_PERFMON; run as root)")
+    if not (TRACEFS / "events").is_dir():
+        missing.append(f"tracefs at {TRACEFS} (mount -t tracefs nodev {TRACEFS})")
+    if not BTF_VMLINUX.exists():
+        missing.append(f"kernel BTF at {BTF_VMLINUX} (a kernel built with CONFIG_DEBUG_INFO_BTF)")
+    if not _which("bpftrace"):
+        missing.append("the bpftrace binary (apt-get install bpftrace)")
+    if missing:
+        raise CapabilityError("cannot run eBPF probes: missing " + "; ".join(missing))
+
+
+def _which(binary: str) -> str | None:
+    import shutil
+
+    return shutil.which(binary)
+
+
+def kprobes_available() -> bool:
+    """True when kprobes can be created (production hosts); this microVM has none."""
+    return (TRACEFS / "kprobe_events").exists()
+
+
+def _v1_expr(offset: int) -> str:
+    return f"(*(uint64 *)((uint8 *)curtask->cgroups->subsys[1]->cgroup->kn + {offset}))"
+
+
+@functools.cache
+def calibrate_cgroup_expr() -> str:
+    """The bpftrace expression giving the task's cgroup id as the store keys it (see module doc).
+
+    v2: the ``cgroup`` builtin. v1: one short bpftrace run reads candidate offsets of ``kn->id`` for a
+    child process placed in a known cpu cgroup (its directory inode is the expected value).
+    """
+    if cgroup_mode() == "v2":
+        return "cgroup"
+    own = _own_cpu_cgroup_dir()
+    expected = own.stat().st_ino
+    candidates = [96, 88, 104, 80, 112, 72, 120]
+    reads = ", ".join(f"*(uint64 *)((uint8 *)curtask->cgroups->subsys[1]->cgroup->kn + {o})" for o in candidates)
+    fmt = " ".join(["%llu"] * len(candidates))
+    prog = ("tracepoint:raw_syscalls:sys_enter /pid == $1/ { printf(\"" + fmt + "\\n\", " + reads
+            + "); exit(); }")
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "import time\nfor _ in range(100): time.sleep(0.05)"])
+    try:
+        out = subprocess.run(["bpftrace", "-e", prog, str(child.pid)], capture_output=True, text=True,
+                             timeout=30)
+    finally:
+        child.kill()
+        child.wait()
+        time.sleep(0)
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == len(candidates) and all(p.isdigit() for p in parts):
+            for off, val in zip(candidates, parts, strict=True):
+                if int(val) == expected:
+                    return _v1_expr(off)
+    raise CapabilityError(
+        f"cgroup v1: could not locate kernfs_node.id (expected inode {expected} of {own}); "
+        f"bpftrace said: {(out.stderr or out.stdout).strip().splitlines()[-1:] or 'nothing'}")
+
+
+def _own_cpu_cgroup_dir() -> Path:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            return CGROUP_V1_CPU / path.lstrip("/")
+    return CGROUP_V1_CPU
+
+
+_INTERVAL_RE = re.compile(r"interval:s:1\b")
+
+
+def program_text(spec: ProbeSpec, interval_s: float = 1.0, cgroup_expr: str | None = None) -> str:
+    """The program to run: the bundled text with the cgroup-id define and the interval filled in."""
+    text = spec.path.read_text()
+    if cgroup_expr and cgroup_expr != "cgroup":
+        # Substituted in the text, not via #define: bpftrace 0.17 resolves BTF types only for struct
+        # names visible in the un-preprocessed source, so a macro hiding `curtask->...` fails to load.
+        text = text.replace(CGID_DEFINE, "// CGID: cpu-controller cgroup inode (v1 host)", 1)
+        text = re.sub(r"\bCGID\b", cgroup_expr, text)
+    ms = max(int(round(interval_s * 1000)), 10)
+    return _INTERVAL_RE.sub(f"interval:ms:{ms}", text)
