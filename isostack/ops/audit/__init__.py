@@ -162,6 +162,7 @@ class Archive:
         sealed_ns = now_ns if now_ns is not None else time.time_ns()
         digest = hashlib.sha256(data).digest()
         url = tsa_url if tsa_url is not None else str(policy.get("tsa_url") or "")
+        timestamp: dict[str, Any]
         if url:
             from isostack.ops.audit import tsa
 
