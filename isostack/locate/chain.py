@@ -1,0 +1,94 @@
+"""Rank the findings and link symptoms to causes: the root-cause chain, root first.
+
+Ranking: a finding that explains more of the hop's excess ranks higher; ties go to the one that
+started earlier. Linking: a symptom is attached to a cause when the mechanism can produce it and the
+cause started no later than the symptom (within the clock-skew tolerance) — spec 29.6.13 case 1
+(CPU throttle bursts -> tx queue full -> retransmits) and 29.6.12.4 (RTT -> retransmits ->
+drops/queue -> the flow hogging the queue). The chain is the causal tree flattened depth-first:
+roots ordered by the excess their subtree explains, each root followed by its symptoms.
+"""
+
+from __future__ import annotations
+
+from isostack.locate.model import Finding
+
+# symptom mechanism -> groups of candidate causes, most direct group first; within a group the
+# cause that started earliest wins (CPU throttle vs a noisy flow filling the same queue).
+CAUSES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "rtt_spike": (("retransmits",), ("packet_drop", "tx_queue_full"), ("cpu_throttle", "noisy_flow", "runq_latency")),
+    "retransmits": (("packet_drop", "tx_queue_full", "conntrack_full"), ("cpu_throttle", "noisy_flow")),
+    "packet_drop": (("tx_queue_full",), ("noisy_flow", "cpu_throttle", "conntrack_full")),
+    "tx_queue_full": (("cpu_throttle", "noisy_flow", "runq_latency"),),
+    "oom_kill": (("memory_growth",),),
+    "app_self_time": (("disk_saturation",),),
+}
+# When kernel findings explain at least this share of the excess, "it's the app" is not the answer.
+APP_EXPLAINED_SHARE = 0.5
+
+
+def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[Finding]:
+    """Order ``findings`` root cause first and set ``caused_by``; drops app_self_time when explained."""
+    kernel = [f for f in findings if f.layer != "APP"]
+    app = [f for f in findings if f.layer == "APP"]
+    best_kernel = max((f.explained_ns for f in kernel), default=0)
+    has_disk = any(f.mechanism == "disk_saturation" for f in kernel)
+    if kernel and best_kernel >= APP_EXPLAINED_SHARE * max(1, excess_ns) and not has_disk:
+        app = []
+    items = kernel + app
+    by_mech: dict[str, list[Finding]] = {}
+    for f in items:
+        by_mech.setdefault(f.mechanism, []).append(f)
+
+    def starts(f: Finding) -> int:
+        return f.started_ns if f.started_ns is not None else 0
+
+    parent: dict[int, Finding] = {}
+    for f in items:
+        for group in CAUSES.get(f.mechanism, ()):
+            cands = [c for m in group for c in by_mech.get(m, []) if c is not f and
+                     (f.started_ns is None or c.started_ns is None or c.started_ns <= f.started_ns + skew_ns)]
+            if cands:
+                cause = min(cands, key=lambda c: (starts(c), -c.explained_ns))
+                if not _creates_cycle(cause, f, parent):
+                    parent[id(f)] = cause
+                    f.caused_by = cause.mechanism
+                    break
+    children: dict[int, list[Finding]] = {}
+    for f in items:
+        if id(f) in parent:
+            children.setdefault(id(parent[id(f)]), []).append(f)
+
+    def weight(f: Finding) -> int:
+        return max([f.explained_ns] + [weight(c) for c in children.get(id(f), [])])
+
+    def key(f: Finding) -> tuple[int, int, float]:
+        return (-weight(f), starts(f), -f.confidence)
+
+    out: list[Finding] = []
+
+    def walk(f: Finding) -> None:
+        out.append(f)
+        for c in sorted(children.get(id(f), []), key=key):
+            walk(c)
+
+    for root in sorted((f for f in items if id(f) not in parent), key=key):
+        walk(root)
+    return out
+
+
+def _creates_cycle(cause: Finding, symptom: Finding, parent: dict[int, Finding]) -> bool:
+    node: Finding | None = cause
+    while node is not None:
+        if node is symptom:
+            return True
+        node = parent.get(id(node))
+    return False
+
+
+def chain_line(service: str, duration_ns: int, chain: list[Finding]) -> str:
+    """The one-line form, e.g. ``payment 1.8 s → cgroup CPU throttle → tx queue full``."""
+    from isostack import kb
+
+    parts = [f"{service} {duration_ns / 1e9:.1f} s"]
+    parts += [kb.mechanism(f.mechanism).get("title", f.mechanism).split(" (")[0] for f in chain]
+    return " → ".join(parts)

@@ -1,0 +1,156 @@
+"""What every check shares: its declaration (:class:`CheckSpec`) and its input (:class:`CheckContext`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from isostack import kb
+from isostack.locate.model import Evidence, Finding, SlowHop
+
+# The spec's walk order (29.6.12.0: 横向先 trace, 纵向再 bpf): container -> sandbox -> paravirtual ->
+# full virtualisation -> hardware -> host, then the network slice, then the application itself.
+LAYER_ORDER = ("L-3", "L-4", "L-2", "L-1", "L-0", "HOST", "NET", "APP")
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A check's declaration: the one place its layer, inputs, thresholds and mechanism are named."""
+
+    id: str
+    layer: str  # L-4 .. L-0, HOST, NET, APP
+    signals: tuple[str, ...]  # kernel_events kinds read (empty for APP)
+    thresholds: tuple[str, ...]  # ids in kb/data/thresholds.yaml (decision group), overridable
+    mechanism: str  # id in kb/data/mechanisms.yaml
+    question: str = ""  # the one question the check answers
+
+
+@dataclass
+class CheckContext:
+    """One hop and its joined evidence, as a check sees it.
+
+    ``evidence``: the rows of :func:`isostack.locate.join.join` for this hop. ``thresholds``: decision
+    thresholds after config overrides, by id, in the unit thresholds.yaml gives.
+    """
+
+    hop: SlowHop
+    evidence: pa.Table
+    thresholds: dict[str, float]
+    cgroups: pa.Table | None = None
+    all_hops_slow: bool = False  # diagnose_all: most hops of the window are slow together
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def threshold(self, threshold_id: str) -> float:
+        if threshold_id in self.thresholds:
+            return float(self.thresholds[threshold_id])
+        return kb.threshold(threshold_id)
+
+    def events(self, *kinds: str, coord: str | None = None) -> pa.Table:
+        """Evidence rows of the given kinds (optionally only one coordinate: flow, cgroup, host)."""
+        t = self.evidence
+        if t.num_rows == 0:
+            return t
+        mask = pc.is_in(t.column("kind"), value_set=pa.array(list(kinds), pa.string()))
+        if coord is not None:
+            mask = pc.and_(mask, pc.equal(t.column("coord"), coord))
+        return t.filter(mask)
+
+    @property
+    def span_ns(self) -> int:
+        return max(1, self.hop.end_ns - self.hop.start_ns)
+
+    def excess_ns(self) -> int:
+        """The hop's excess over its baseline; the whole duration when there is no baseline."""
+        if self.hop.excess_ns and self.hop.excess_ns > 0:
+            return int(self.hop.excess_ns)
+        return int(self.hop.duration_ns)
+
+
+def coverage(rows: pa.Table, span_start_ns: int, span_end_ns: int) -> float:
+    """Share of [span_start_ns, span_end_ns] covered by the union of the rows' windows (0..1)."""
+    if rows.num_rows == 0:
+        return 0.0
+    starts = rows.column("ts_ns").to_pylist()
+    durs = rows.column("duration_ns").to_pylist()
+    intervals = sorted(
+        (max(s, span_start_ns), min(s + max(d or 0, 0), span_end_ns)) for s, d in zip(starts, durs, strict=True)
+    )
+    covered = 0
+    cur_s, cur_e = None, None
+    for s, e in intervals:
+        if e <= s:
+            continue
+        if cur_e is None or s > cur_e:
+            if cur_e is not None and cur_s is not None:
+                covered += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None and cur_s is not None:
+        covered += cur_e - cur_s
+    return min(1.0, covered / max(1, span_end_ns - span_start_ns))
+
+
+def in_span_share(rows: pa.Table) -> list[float]:
+    """For windowed rows, the share of each row's window inside the span (instants count as 1)."""
+    out = []
+    for dur, ov in zip(rows.column("duration_ns").to_pylist(), rows.column("overlap_ns").to_pylist(), strict=True):
+        out.append(1.0 if not dur or dur <= 0 else min(1.0, (ov or 0) / dur))
+    return out
+
+
+def evidence(ctx: CheckContext, rows: pa.Table, signal: str, value: float, unit: str,
+             threshold: float | None, where: str = "", **detail: Any) -> Evidence:
+    """An :class:`Evidence` over ``rows``: count, first/last time, coverage of the span."""
+    first = int(pc.min(rows.column("ts_ns")).as_py()) if rows.num_rows else None
+    last = None
+    if rows.num_rows:
+        ends = pc.add(rows.column("ts_ns"), pc.fill_null(rows.column("duration_ns"), 0))
+        last = int(pc.max(ends).as_py())
+    sides = sorted({s for s in rows.column("side").to_pylist() if s}) if rows.num_rows else []
+    if sides:
+        detail.setdefault("sides", sides)
+    hosts = sorted({h for h in rows.column("host_name").to_pylist() if h}) if rows.num_rows else []
+    if hosts:
+        detail.setdefault("hosts", hosts)
+    return Evidence(
+        signal=signal, value=round(float(value), 3), unit=unit, threshold=threshold,
+        event_count=rows.num_rows, first_ns=first, last_ns=last,
+        coverage=round(coverage(rows, ctx.hop.start_ns, ctx.hop.end_ns), 3), where=where, detail=detail,
+    )
+
+
+def finding(spec: CheckSpec, ctx: CheckContext, summary: str, ev: list[Evidence], *, confidence: float,
+            explained_ns: int, started_ns: int | None) -> Finding:
+    """A :class:`Finding` for ``spec`` with the KB's fix text; ``explained_ns`` capped at the excess."""
+    mech = kb.mechanism(spec.mechanism)
+    return Finding(
+        check=spec.id, layer=spec.layer, mechanism=spec.mechanism, summary=summary, evidence=ev,
+        confidence=round(max(0.0, min(1.0, confidence)), 2),
+        explained_ns=int(max(0, min(explained_ns, ctx.excess_ns()))), started_ns=started_ns,
+        fix=mech.get("fix", ""),
+    )
+
+
+def detail_of(row_json: str | None) -> dict[str, Any]:
+    """A row's ``detail_json`` as a dict (producers write JSON; a bad one is ignored, not fatal)."""
+    if not row_json:
+        return {}
+    try:
+        value = json.loads(row_json)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def where_of(rows: pa.Table, column: str) -> str:
+    vals = sorted({v for v in rows.column(column).to_pylist() if v})
+    return ", ".join(str(v) for v in vals[:3]) + (" ..." if len(vals) > 3 else "")
+
+
+def ms(ns: float) -> str:
+    return f"{ns / 1e6:.0f} ms" if ns >= 10e6 else f"{ns / 1e6:.1f} ms"

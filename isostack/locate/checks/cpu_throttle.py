@@ -1,0 +1,49 @@
+"""L-3: was the service's cgroup CFS-throttled inside the slow span? (spec 29.6.11: > 100 ms)"""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    detail_of,
+    evidence,
+    finding,
+    in_span_share,
+    ms,
+    where_of,
+)
+from isostack.locate.model import Finding
+
+CHECK = CheckSpec(
+    id="cpu_throttle", layer="L-3", signals=("cpu_throttle",), thresholds=("cpu_throttle_ms",),
+    mechanism="cpu_throttle", question="Did the CFS quota stall the service while the span ran?",
+)
+
+
+def run(ctx: CheckContext) -> list[Finding]:
+    rows = ctx.events("cpu_throttle", coord="cgroup")
+    rows = rows.filter(pc.greater(rows.column("value"), 0)) if rows.num_rows else rows
+    if rows.num_rows == 0:
+        return []
+    limit_ns = ctx.threshold("cpu_throttle_ms") * 1e6
+    findings: list[Finding] = []
+    # Each end (client/server) is its own cgroup: judge them apart, report the worse first.
+    for side in sorted(set(rows.column("side").to_pylist())):
+        part = rows.filter(pc.equal(rows.column("side"), side))
+        # A windowed row (e.g. a 1 s cpu.stat delta) counts in proportion to its overlap with the span.
+        throttled_ns = sum(v * s for v, s in zip(part.column("value").to_pylist(), in_span_share(part), strict=True))
+        if throttled_ns <= limit_ns:
+            continue
+        periods = sum(int(detail_of(d).get("nr_throttled", 0) or 0) for d in part.column("detail_json").to_pylist())
+        ev = evidence(ctx, part, "cpu_throttle", throttled_ns / 1e6, "ms", ctx.threshold("cpu_throttle_ms"),
+                      where=where_of(part, "cgroup_path"), nr_throttled=periods, side=side)
+        share = throttled_ns / max(1, ctx.excess_ns())
+        findings.append(finding(
+            CHECK, ctx, f"{side} cgroup throttled {ms(throttled_ns)} inside the {ms(ctx.hop.duration_ns)} span",
+            [ev], confidence=0.6 + 0.4 * min(1.0, share), explained_ns=int(throttled_ns),
+            started_ns=ev.first_ns,
+        ))
+    findings.sort(key=lambda f: -f.explained_ns)
+    return findings[:1] + [f for f in findings[1:] if f.explained_ns > 0]

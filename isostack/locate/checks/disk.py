@@ -1,0 +1,36 @@
+"""HOST: was a block device saturated (I/O latency p99 > 20 ms or %util > 90) during the span?"""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+
+from isostack.locate.checks._base import CheckContext, CheckSpec, evidence, finding, where_of
+from isostack.locate.model import Finding
+
+CHECK = CheckSpec(
+    id="disk", layer="HOST", signals=("block_io_latency", "disk_util", "psi_io"),
+    thresholds=("disk_p99_ms", "disk_util_percent"), mechanism="disk_saturation",
+    question="Was the host's disk the bottleneck under every hop?",
+)
+
+
+def run(ctx: CheckContext) -> list[Finding]:
+    ev = []
+    lat = ctx.events("block_io_latency", coord="host")
+    lim_ns = ctx.threshold("disk_p99_ms") * 1e6
+    hot = lat.filter(pc.greater(lat.column("value"), lim_ns)) if lat.num_rows else lat
+    if hot.num_rows:
+        ev.append(evidence(ctx, hot, "block_io_latency", float(pc.max(hot.column("value")).as_py()) / 1e6, "ms",
+                           ctx.threshold("disk_p99_ms"), where=where_of(hot, "device")))
+    util = ctx.events("disk_util", coord="host")
+    busy = util.filter(pc.greater(util.column("value"), ctx.threshold("disk_util_percent"))) if util.num_rows else util
+    if busy.num_rows:
+        ev.append(evidence(ctx, busy, "disk_util", float(pc.max(busy.column("value")).as_py()), "percent",
+                           ctx.threshold("disk_util_percent"), where=where_of(busy, "device")))
+    if not ev:
+        return []
+    cov = max(e.coverage or 0 for e in ev)
+    first = min(e.first_ns for e in ev if e.first_ns is not None)
+    conf = 0.5 + 0.3 * cov + (0.2 if ctx.all_hops_slow else 0.0)
+    return [finding(CHECK, ctx, f"disk saturated on {', '.join(sorted({e.where for e in ev}))}", ev,
+                    confidence=conf, explained_ns=int(ctx.excess_ns() * max(cov, 0.3)), started_ns=first)]

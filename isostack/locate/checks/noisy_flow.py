@@ -1,0 +1,49 @@
+"""NET: which flow hogs the shared queue? The top five-tuple by bytes, joined back to its workload."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from isostack.locate.checks._base import CheckContext, CheckSpec, evidence, finding
+from isostack.locate.join import hop_flow_key
+from isostack.locate.model import Finding
+
+CHECK = CheckSpec(
+    id="noisy_flow", layer="NET", signals=("flow_bytes",), thresholds=("noisy_flow_share", "noisy_flow_mbps"),
+    mechanism="noisy_flow", question="Whose traffic fills the queue the hop shares (29.6.12.4 step 3)?",
+)
+
+
+def run(ctx: CheckContext) -> list[Finding]:
+    rows = ctx.events("flow_bytes", coord="host")
+    if rows.num_rows == 0:
+        return []
+    # Rank flows by bytes in the span window (an aggregation over a small in-memory Arrow table).
+    local = duckdb.connect()
+    local.register("rows", rows)
+    ranked = local.execute(
+        """SELECT flow_key, sum(value) AS bytes, min(ts_ns) AS first_ns,
+                  max(ts_ns + greatest(duration_ns, 0)) - min(ts_ns) AS window_ns,
+                  any_value(owner_service) AS service, any_value(owner_pid) AS pid,
+                  any_value(owner_comm) AS comm, any_value(owner_cgroup_path) AS cgroup_path,
+                  any_value(host_name) AS host
+           FROM rows WHERE flow_key <> '' GROUP BY flow_key ORDER BY bytes DESC"""
+    ).fetchall()
+    if not ranked:
+        return []
+    total = sum(r[1] for r in ranked) or 1.0
+    key, nbytes, first_ns, window_ns, service, pid, comm, cgroup_path, host = ranked[0]
+    if key == hop_flow_key(ctx.hop):
+        return []  # the hop's own connection is the biggest talker: no neighbour to blame
+    share = nbytes / total
+    mbps = nbytes * 8 / max(window_ns or ctx.span_ns, ctx.span_ns) * 1e3  # bits per ns * 1e3 = Mbit/s
+    if share < ctx.threshold("noisy_flow_share") or mbps < ctx.threshold("noisy_flow_mbps"):
+        return []
+    top = rows.filter(pa.compute.equal(rows.column("flow_key"), key))
+    who = service or comm or (f"pid {pid}" if pid else "unknown workload")
+    ev = evidence(ctx, top, "flow_bytes", nbytes, "bytes", None, where=key, share=round(share, 3),
+                  mbps=round(mbps, 1), service=service, pid=pid, comm=comm, cgroup_path=cgroup_path, host=host)
+    return [finding(CHECK, ctx, f"flow {key} ({who}) sent {share:.0%} of the bytes on the shared path ({mbps:.0f} Mbit/s)",
+                    [ev], confidence=0.5 + 0.4 * share, explained_ns=int(ctx.excess_ns() * share * 0.5),
+                    started_ns=int(first_ns))]

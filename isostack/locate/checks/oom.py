@@ -1,0 +1,28 @@
+"""L-3: was a process of the hop's cgroup OOM-killed (a restart, a retry) around the span?"""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+
+from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, where_of
+from isostack.locate.model import Finding
+
+CHECK = CheckSpec(
+    id="oom", layer="L-3", signals=("oom_kill", "memory_events"), thresholds=("oom_kills",),
+    mechanism="oom_kill", question="Did the memory cgroup kill part of the service?",
+)
+
+
+def run(ctx: CheckContext) -> list[Finding]:
+    rows = ctx.events("oom_kill", coord="cgroup")
+    if rows.num_rows == 0:
+        return []
+    n = float(pc.sum(rows.column("value")).as_py() or 0)
+    if n <= ctx.threshold("oom_kills"):
+        return []
+    victims = sorted({str(detail_of(d).get("comm") or c or "?") for d, c in
+                      zip(rows.column("detail_json").to_pylist(), rows.column("comm").to_pylist(), strict=True)})
+    ev = evidence(ctx, rows, "oom_kill", n, "count", ctx.threshold("oom_kills"), where=where_of(rows, "cgroup_path"),
+                  victims=victims)
+    return [finding(CHECK, ctx, f"{n:.0f} OOM kill(s) in the service's cgroup ({', '.join(victims)})", [ev],
+                    confidence=0.8, explained_ns=ctx.excess_ns(), started_ns=ev.first_ns)]

@@ -1,0 +1,47 @@
+"""L-2: were the hop's packets dropped (any drop on its flow, or > 10 kpps on its hosts' devices)?"""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+
+from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, where_of
+from isostack.locate.model import Finding
+
+CHECK = CheckSpec(
+    id="packet_drop", layer="L-2", signals=("skb_drop", "nic_drop", "qdisc_drop"), thresholds=("drop_kpps",),
+    mechanism="packet_drop", question="Were packets dropped in the driver, qdisc or stack?",
+)
+
+
+def run(ctx: CheckContext) -> list[Finding]:
+    ev = []
+    flow = ctx.events("skb_drop", coord="flow")
+    if flow.num_rows:
+        n = float(pc.sum(flow.column("value")).as_py() or 0)
+        reasons = sorted({str(detail_of(d).get("reason")) for d in flow.column("detail_json").to_pylist()
+                          if detail_of(d).get("reason")})
+        if n > 0:
+            ev.append(evidence(ctx, flow, "skb_drop", n, "pkts", 0, where=where_of(flow, "flow_key"),
+                               reasons=reasons))
+    dev = ctx.events("nic_drop", "qdisc_drop", coord="host")
+    limit_pps = ctx.threshold("drop_kpps") * 1000
+    if dev.num_rows:
+        pkts = float(pc.sum(dev.column("value")).as_py() or 0)
+        windows = [d for d in dev.column("duration_ns").to_pylist() if d and d > 0]
+        # Rate over the windows the counters cover (devices report per-window deltas).
+        span_s = max(sum(windows) / max(1, len({*dev.column("device").to_pylist()})), 1) / 1e9 if windows else \
+            max(ctx.span_ns, 1) / 1e9
+        rate = pkts / span_s
+        if rate > limit_pps:
+            ev.append(evidence(ctx, dev, "nic_drop+qdisc_drop", rate / 1000, "kpps", ctx.threshold("drop_kpps"),
+                               where=where_of(dev, "device"), packets=pkts))
+    if not ev:
+        return []
+    cov = max(e.coverage or 0 for e in ev)
+    first = min(e.first_ns for e in ev if e.first_ns is not None)
+    on_flow = any(e.signal == "skb_drop" for e in ev)
+    return [finding(
+        CHECK, ctx, "packets dropped " + ("on the hop's own connection" if on_flow else "on the hop's host devices"),
+        ev, confidence=0.8 if on_flow else 0.5, explained_ns=int(ctx.excess_ns() * max(cov, 0.3 if on_flow else 0.2)),
+        started_ns=first,
+    )]

@@ -1,0 +1,240 @@
+"""The dual-axis join: a slow hop (X axis) meets the kernel evidence under it (Y axis).
+
+Everything here is DuckDB SQL over the store's views, so one query serves one hop or a hundred:
+the hops are registered as a small table ``hop_ends`` (one row per end of a hop: the client side
+and, when the trace has it, the server side) and joined against ``kernel_events`` three ways:
+
+- network coordinates: ``flow_key`` (direction-independent five-tuple, v4/v6/v4-mapped already
+  folded by the store) or ``sock_cookie`` when both the span and the event carry it;
+- compute coordinates: end -> ``workloads`` (by host+pid, else container id, else service name)
+  -> ``cgroup_id`` -> cgroup-keyed events (throttle, run-queue, off-CPU, OOM, syscalls, memory);
+- device/host coordinates: events keyed by device or host (qdisc, NIC, disk, conntrack) and every
+  flow's ``flow_bytes`` on the hop's hosts (to find the flow hogging a shared queue).
+
+Time: an event belongs to a hop when its interval ``[ts_ns, ts_ns + duration_ns]`` meets
+``[span start - skew, span end + skew]``; ``overlap_ns`` is how much of the *span itself* a
+windowed row covers (0 for instants), from which checks compute ``Evidence.coverage``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from isostack.locate.model import SlowHop
+from isostack.records import KERNEL_EVENT_KINDS, normalise_addr
+from isostack.store import fetch_arrow
+
+# Default clock-skew tolerance between span clocks and kernel clocks (config: ``skew_ms``).
+DEFAULT_SKEW_NS = 50_000_000
+# Windowed kernel rows (e.g. a 1 s cpu.stat delta) start before the span they overlap; how far back
+# to look for such a row's start. Also lets DuckDB prune Parquet row groups by ts_ns statistics.
+MAX_WINDOW_NS = 60_000_000_000
+
+FLOW_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by == "flow")
+CGROUP_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by in ("cgroup", "pid"))
+HOST_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by in ("device", "host"))
+
+HOP_ENDS = pa.schema(
+    [
+        ("hop_idx", pa.int64()),
+        ("side", pa.string()),  # "client" (the span's own side) or "server"
+        ("host_name", pa.string()),
+        ("pid", pa.int64()),
+        ("container_id", pa.string()),
+        ("service_name", pa.string()),
+        ("flow_key", pa.string()),
+        ("sock_cookie", pa.int64()),
+        ("span_start_ns", pa.int64()),
+        ("span_end_ns", pa.int64()),
+        ("win_start_ns", pa.int64()),
+        ("win_end_ns", pa.int64()),
+    ]
+)
+
+
+@dataclass
+class JoinResult:
+    """The joined evidence of a batch of hops.
+
+    ``evidence``: one row per (hop, kernel event) with ``hop_idx``, ``side``, ``coord`` (flow,
+    cgroup, host), the event's columns, ``overlap_ns`` and, for host-wide ``flow_bytes``, the
+    owning workload (``owner_service``, ``owner_pid``, ``owner_comm``, ``owner_cgroup_path``).
+    ``cgroups``: the cgroups each end resolved to (hop_idx, side, cgroup_id, cgroup_path, how).
+    """
+
+    evidence: pa.Table
+    cgroups: pa.Table
+    ends: pa.Table
+
+
+def hop_flow_key(hop: SlowHop) -> str:
+    """The store's flow_key of the hop's five-tuple ("" when incomplete)."""
+    ft = hop.five_tuple
+    if not ft.complete:
+        return ""
+    a = f"{normalise_addr(ft.local_addr)}:{ft.local_port}"
+    b = f"{normalise_addr(ft.peer_addr)}:{ft.peer_port}"
+    return f"{a}|{b}" if a <= b else f"{b}|{a}"
+
+
+def hop_ends_table(hops: Sequence[SlowHop], skew_ns: int = DEFAULT_SKEW_NS,
+                   sock_cookies: Sequence[int | None] | None = None) -> pa.Table:
+    """One row per end of each hop (client side always, server side when known)."""
+    rows: dict[str, list] = {f.name: [] for f in HOP_ENDS}
+    for idx, hop in enumerate(hops):
+        key = hop_flow_key(hop)
+        cookie = sock_cookies[idx] if sock_cookies else None
+        ends = [("client", hop.host_name, hop.process_pid, hop.container_id, hop.service)]
+        if hop.server_span_id or hop.server_service or hop.server_host_name or hop.server_process_pid:
+            ends.append(("server", hop.server_host_name or "", hop.server_process_pid,
+                         hop.server_container_id or "", hop.server_service or ""))
+        for side, host, pid, cid, svc in ends:
+            rows["hop_idx"].append(idx)
+            rows["side"].append(side)
+            rows["host_name"].append(host or "")
+            rows["pid"].append(pid)
+            rows["container_id"].append(cid or "")
+            rows["service_name"].append(svc or "")
+            rows["flow_key"].append(key)
+            rows["sock_cookie"].append(cookie)
+            rows["span_start_ns"].append(hop.start_ns)
+            rows["span_end_ns"].append(hop.end_ns)
+            rows["win_start_ns"].append(hop.start_ns - skew_ns)
+            rows["win_end_ns"].append(hop.end_ns + skew_ns)
+    return pa.table(rows, schema=HOP_ENDS)
+
+
+def _in_list(kinds: Sequence[str]) -> str:
+    return ", ".join("'" + k + "'" for k in kinds)
+
+
+_EVENT_COLS = ("k.ts_ns, k.duration_ns, k.kind, k.value, k.host_name, k.saddr, k.sport, k.daddr, k.dport, "
+               "k.flow_key, k.sock_cookie, k.pid, k.comm, k.cgroup_id, k.cgroup_path, k.container_id, "
+               "k.device, k.detail_json, k.source")
+# How much of the span a (possibly windowed) row covers; instants cover nothing.
+_OVERLAP = ("greatest(0, least(k.ts_ns + greatest(k.duration_ns, 0), e.span_end_ns) - "
+            "greatest(k.ts_ns, e.span_start_ns))::BIGINT AS overlap_ns")
+_MEETS = "k.ts_ns <= e.win_end_ns AND k.ts_ns + greatest(k.duration_ns, 0) >= e.win_start_ns"
+
+
+def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: int = DEFAULT_SKEW_NS,
+         max_window_ns: int = MAX_WINDOW_NS) -> JoinResult:
+    """Join ``hops`` with ``kernel_events`` and ``workloads`` on ``con`` (a :meth:`Store.connect`).
+
+    ``skew_ns``: clock-skew tolerance added on both sides of each span. Returns the evidence rows of
+    all hops at once (filter by ``hop_idx``).
+    """
+    ends = hop_ends_table(hops, skew_ns)
+    con.register("hop_ends", ends)
+    if ends.num_rows:
+        lo = int(min(ends.column("win_start_ns").to_pylist())) - max_window_ns
+        hi = int(max(ends.column("win_end_ns").to_pylist()))
+    else:
+        lo, hi = 0, -1
+    # Ends with no host name (an SDK that does not set host.name) take the hosts the workloads
+    # table places their service on, else every host seen: better a wider join than none.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE end_hosts AS
+        SELECT DISTINCT e.hop_idx, e.side, e.host_name FROM hop_ends e WHERE e.host_name <> ''
+        UNION
+        SELECT DISTINCT e.hop_idx, e.side, w.host_name FROM hop_ends e JOIN workloads w
+          ON e.host_name = '' AND w.service_name = e.service_name AND e.service_name <> ''
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE end_cgroups AS
+        WITH m AS (
+          SELECT e.hop_idx, e.side, w.cgroup_id, w.cgroup_path, w.host_name, 1 AS prio, 'pid' AS how
+          FROM hop_ends e JOIN workloads w ON w.pid = e.pid AND (w.host_name = e.host_name OR e.host_name = '')
+          WHERE e.pid IS NOT NULL AND e.pid > 0
+          UNION ALL
+          SELECT e.hop_idx, e.side, w.cgroup_id, w.cgroup_path, w.host_name, 2, 'container_id'
+          FROM hop_ends e JOIN workloads w ON w.container_id = e.container_id
+          WHERE e.container_id <> ''
+          UNION ALL
+          SELECT e.hop_idx, e.side, w.cgroup_id, w.cgroup_path, w.host_name, 3, 'service_name'
+          FROM hop_ends e JOIN workloads w ON w.service_name = e.service_name
+            AND (w.host_name = e.host_name OR e.host_name = '')
+          WHERE e.service_name <> ''
+        ), best AS (SELECT hop_idx, side, min(prio) AS prio FROM m GROUP BY ALL)
+        SELECT DISTINCT m.hop_idx, m.side, m.cgroup_id, m.cgroup_path, m.host_name, m.how
+        FROM m JOIN best USING (hop_idx, side, prio)
+        WHERE m.cgroup_id IS NOT NULL AND m.cgroup_id <> 0
+        """
+    )
+    k_src = f"(SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi})"
+    sql = f"""
+    WITH fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
+                       win_end_ns FROM hop_ends),
+    he AS (SELECT DISTINCT h.hop_idx, h.host_name, e.span_start_ns, e.span_end_ns, e.win_start_ns, e.win_end_ns
+           FROM end_hosts h JOIN (SELECT DISTINCT hop_idx, span_start_ns, span_end_ns, win_start_ns, win_end_ns
+                                  FROM hop_ends) e USING (hop_idx)),
+    ce AS (SELECT c.hop_idx, c.side, c.cgroup_id, c.host_name, e.span_start_ns, e.span_end_ns, e.win_start_ns,
+                  e.win_end_ns FROM end_cgroups c JOIN hop_ends e USING (hop_idx, side)),
+    pe AS (SELECT e.* FROM hop_ends e ANTI JOIN end_cgroups c USING (hop_idx, side)
+           WHERE e.pid IS NOT NULL AND e.pid > 0),
+    flow AS (
+      SELECT e.hop_idx, '' AS side, 'flow' AS coord, {_EVENT_COLS}, {_OVERLAP}
+      FROM {k_src} k JOIN fe e ON k.flow_key = e.flow_key
+      WHERE e.flow_key <> '' AND k.kind IN ({_in_list(FLOW_KINDS)}) AND {_MEETS}
+      UNION
+      SELECT e.hop_idx, '' AS side, 'flow' AS coord, {_EVENT_COLS}, {_OVERLAP}
+      FROM {k_src} k JOIN fe e ON k.sock_cookie = e.sock_cookie
+      WHERE e.sock_cookie IS NOT NULL AND e.sock_cookie <> 0 AND k.kind IN ({_in_list(FLOW_KINDS)}) AND {_MEETS}
+    ),
+    cg AS (
+      SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
+      FROM {k_src} k JOIN ce e ON k.cgroup_id = e.cgroup_id
+      WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND (k.host_name = e.host_name OR e.host_name = '' OR k.host_name = '')
+        AND {_MEETS}
+      UNION ALL
+      -- an end with no workloads row: fall back to events carrying its pid on its host
+      SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
+      FROM {k_src} k JOIN pe e ON k.pid = e.pid AND k.host_name = e.host_name
+      WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND {_MEETS}
+    ),
+    host AS (
+      SELECT e.hop_idx, '' AS side, 'host' AS coord, {_EVENT_COLS}, {_OVERLAP}
+      FROM {k_src} k JOIN he e ON k.host_name = e.host_name
+      WHERE k.kind IN ({_in_list(HOST_KINDS + ('flow_bytes',))}) AND {_MEETS}
+    )
+    SELECT * FROM flow UNION ALL SELECT * FROM cg UNION ALL SELECT * FROM host
+    """
+    con.execute(f"CREATE OR REPLACE TEMP TABLE joined AS {sql}")
+    # Attribute every flow_bytes row to its workload (pid first, else cgroup), so noisy_flow can name
+    # the neighbour by service / process / cgroup, not only by five-tuple.
+    evidence = fetch_arrow(con.sql(
+        """
+        WITH w AS (SELECT host_name, pid, cgroup_id, any_value(service_name) AS service_name,
+                          any_value(comm) AS comm, any_value(cgroup_path) AS cgroup_path
+                   FROM workloads GROUP BY ALL),
+        wc AS (SELECT host_name, cgroup_id, any_value(service_name) AS service_name, any_value(pid) AS pid,
+                      any_value(comm) AS comm, any_value(cgroup_path) AS cgroup_path
+               FROM workloads GROUP BY ALL)
+        SELECT j.*,
+               coalesce(wp.service_name, wcg.service_name, '') AS owner_service,
+               coalesce(wp.pid, wcg.pid, j.pid) AS owner_pid,
+               coalesce(wp.comm, wcg.comm, j.comm, '') AS owner_comm,
+               coalesce(wp.cgroup_path, wcg.cgroup_path, j.cgroup_path, '') AS owner_cgroup_path
+        FROM joined j
+        LEFT JOIN w wp ON j.kind = 'flow_bytes' AND wp.host_name = j.host_name AND wp.pid = j.pid
+        LEFT JOIN wc wcg ON j.kind = 'flow_bytes' AND wp.pid IS NULL AND wcg.host_name = j.host_name
+             AND wcg.cgroup_id = j.cgroup_id
+        ORDER BY j.hop_idx, j.ts_ns
+        """
+    ))
+    cgroups = fetch_arrow(con.sql("SELECT * FROM end_cgroups ORDER BY hop_idx, side"))
+    return JoinResult(evidence=evidence, cgroups=cgroups, ends=ends)
+
+
+def coverage_summary(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop]) -> dict[str, int]:
+    """Kernel events and workloads rows the store holds at all (to say what data was missing)."""
+    row = con.execute("SELECT (SELECT count(*) FROM kernel_events), (SELECT count(*) FROM workloads)").fetchone()
+    assert row is not None
+    return {"kernel_events": int(row[0]), "workloads": int(row[1])}
