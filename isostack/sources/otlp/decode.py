@@ -1,0 +1,353 @@
+"""OTLP protobuf messages -> Arrow tables (traces, metrics, logs).
+
+The hot loop (:func:`spans_from_request`) touches each span's fields once through the upb runtime
+and appends to column lists; only attributes that are not promoted to columns are JSON-encoded.
+Malformed pieces are refused one by one (a span with a bad id, a ResourceSpans cut short) so that
+every well-formed span of the same file or request is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
+from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+
+from isostack import records
+from isostack.sources import semconv
+from isostack.sources.otlp.columns import Decoded, SpanColumns, append_net, dumps
+
+KIND_NAMES = ["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"]
+STATUS_NAMES = ["UNSET", "OK", "ERROR"]
+MAX_DEPTH = 16  # nesting of array/kvlist attribute values kept; deeper is summarised (hostile input)
+_INT64_MAX = 2**63 - 1
+_SCALARS = frozenset({"string_value", "int_value", "bool_value", "double_value"})
+_NET_KEYS = semconv.NET_KEYS
+
+
+def any_value(v: Any, depth: int = 0) -> Any:
+    """An OTLP AnyValue as plain Python (bytes as hex)."""
+    which = v.WhichOneof("value")
+    if which in _SCALARS:
+        return getattr(v, which)
+    if which is None:
+        return None
+    if depth >= MAX_DEPTH:
+        return "<nested deeper than %d levels>" % MAX_DEPTH
+    if which == "array_value":
+        return [any_value(x, depth + 1) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: any_value(kv.value, depth + 1) for kv in v.kvlist_value.values}
+    if which == "bytes_value":
+        return v.bytes_value.hex()
+    return None
+
+
+def attrs_dict(kvs: Iterable[Any]) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def _id_error(value: bytes, size: int) -> bool:
+    return len(value) != size or value == b"\0" * size
+
+
+def spans_from_request(req: Any, source: str, where: str = "") -> Decoded:
+    """Decode a TracesData / ExportTraceServiceRequest (or anything with ``resource_spans``)."""
+    cols = SpanColumns()
+    out = Decoded()
+    for i, rs in enumerate(req.resource_spans):
+        _resource_spans(rs, cols, out, source, f"{where}resourceSpans[{i}]")
+    out.tables = cols.tables()
+    return out
+
+
+def _resource_spans(rs: Any, cols: SpanColumns, out: Decoded, source: str, where: str) -> None:
+    c = cols.cols
+    rcols, rrest = semconv.split_resource(attrs_dict(rs.resource.attributes))
+    rjson = dumps(rrest)
+    a_trace = c["trace_id"].append
+    a_span = c["span_id"].append
+    a_parent = c["parent_span_id"].append
+    a_name = c["name"].append
+    a_kind = c["kind"].append
+    a_start = c["start_ns"].append
+    a_end = c["end_ns"].append
+    a_dur = c["duration_ns"].append
+    a_st = c["status_code"].append
+    a_stm = c["status_message"].append
+    a_scope = c["scope_name"].append
+    a_attrs = c["attributes_json"].append
+    net_cols = ("net_transport", "net_family", "local_addr", "local_port", "peer_addr", "peer_port",
+                "peer_name", "sock_cookie", "http_status_code")
+    net_empty = ("", "", "", None, "", None, "", None, None)
+    net_appends = [c[n].append for n in net_cols]
+    resolve = semconv.resolve
+    kinds = KIND_NAMES
+    statuses = STATUS_NAMES
+    n_before = len(cols)
+    for j, ss in enumerate(rs.scope_spans):
+        scope = ss.scope.name
+        for k, sp in enumerate(ss.spans):
+            tid = sp.trace_id
+            sid = sp.span_id
+            start = sp.start_time_unix_nano
+            end = sp.end_time_unix_nano
+            if len(tid) != 16 or len(sid) != 8 or _id_error(tid, 16) or _id_error(sid, 8) \
+                    or start > _INT64_MAX or end > _INT64_MAX:
+                out.rejected += 1
+                if len(out.errors) < 20:
+                    out.errors.append(f"{where}.scopeSpans[{j}].spans[{k}]: invalid traceId/spanId "
+                                      f"({len(tid)}/{len(sid)} bytes, expected 16/8) or timestamp")
+                continue
+            trace_hex = tid.hex()
+            span_hex = sid.hex()
+            a_trace(trace_hex)
+            a_span(span_hex)
+            a_parent(sp.parent_span_id.hex())
+            a_name(sp.name)
+            kind = kinds[sp.kind] if 0 <= sp.kind < 6 else "UNSPECIFIED"
+            a_kind(kind)
+            a_start(start)
+            a_end(end)
+            a_dur(end - start)
+            st = sp.status
+            a_st(statuses[st.code] if 0 <= st.code < 3 else "UNSET")
+            a_stm(st.message)
+            a_scope(scope)
+            cands: dict[str, Any] | None = None
+            extra: dict[str, Any] = {}
+            for kv in sp.attributes:
+                key = kv.key
+                v = kv.value
+                which = v.WhichOneof("value")
+                value = getattr(v, which) if which in _SCALARS else any_value(v)
+                if key in _NET_KEYS:
+                    if cands is None:
+                        cands = {}
+                    cands[key] = value
+                else:
+                    extra[key] = value
+            if cands is not None:
+                net = resolve(kind, cands)
+                for ap, val in zip(net_appends, (net.transport, net.family, net.local_addr, net.local_port,
+                                                 net.peer_addr, net.peer_port, net.peer_name, net.sock_cookie,
+                                                 net.http_status), strict=True):
+                    ap(val)
+                for key, value in cands.items():
+                    if key not in net.used:
+                        extra[key] = value
+            else:
+                for ap, val in zip(net_appends, net_empty, strict=True):
+                    ap(val)
+            a_attrs(dumps(extra))
+            if sp.events:
+                for ev in sp.events:
+                    cols.add_event(trace_hex, span_hex, ev.time_unix_nano, ev.name,
+                                   dumps(attrs_dict(ev.attributes)))
+            if sp.links:
+                for ln in sp.links:
+                    cols.add_link(trace_hex, span_hex, ln.trace_id.hex(), ln.span_id.hex(),
+                                  dumps(attrs_dict(ln.attributes)))
+    n = len(cols) - n_before
+    out.accepted += n
+    if n:
+        for col, value in rcols.items():
+            c[col].extend([value] * n)
+        c["resource_json"].extend([rjson] * n)
+        c["source"].extend([source] * n)
+
+
+# ------------------------------------------------------------------ truncated-protobuf recovery
+def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= len(data):
+            raise IndexError(pos)
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError(pos)
+
+
+def top_level_chunks(data: bytes, field_number: int = 1) -> tuple[list[tuple[int, bytes]], str]:
+    """Split a *Data / Export*Request message into its top-level ``field_number`` sub-messages.
+
+    Returns ``[(byte_offset, sub_message_bytes)]`` for every complete one, and an error text naming
+    the byte offset where the message stops being well-formed ("" when it is whole).
+    """
+    chunks: list[tuple[int, bytes]] = []
+    view = memoryview(data)
+    pos = 0
+    n = len(data)
+    while pos < n:
+        start = pos
+        try:
+            tag, pos = _varint(view, pos)
+            wire = tag & 7
+            if wire == 2:
+                length, pos = _varint(view, pos)
+                if pos + length > n:
+                    return chunks, (f"byte offset {start}: field {tag >> 3} declares {length} bytes "
+                                    f"but only {n - pos} remain (truncated)")
+                if tag >> 3 == field_number:
+                    chunks.append((start, bytes(view[pos:pos + length])))
+                pos += length
+            elif wire == 0:
+                _, pos = _varint(view, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            else:
+                return chunks, f"byte offset {start}: invalid wire type {wire} (not protobuf?)"
+            if pos > n:
+                return chunks, f"byte offset {start}: truncated field"
+        except (IndexError, ValueError):
+            return chunks, f"byte offset {start}: truncated or invalid varint"
+    return chunks, ""
+
+
+_SIGNALS: dict[str, tuple[Any, Any, str]] = {
+    "traces": (ExportTraceServiceRequest, ResourceSpans, "resourceSpans"),
+    "metrics": (ExportMetricsServiceRequest, ResourceMetrics, "resourceMetrics"),
+    "logs": (ExportLogsServiceRequest, ResourceLogs, "resourceLogs"),
+}
+
+
+def decode_proto(data: bytes, signal: str, source: str) -> Decoded:
+    """Decode an OTLP protobuf body/file of one signal; keeps every complete resource block before a fault."""
+    request_cls, resource_cls, label = _SIGNALS[signal]
+    try:
+        req = request_cls.FromString(data)
+    except DecodeError:
+        req = None
+    if req is not None:
+        return decode_request(req, signal, source)
+    # Damaged: salvage the complete top-level resource blocks one by one.
+    chunks, fault = top_level_chunks(data)
+    out = Decoded()
+    for idx, (offset, chunk) in enumerate(chunks):
+        try:
+            block = resource_cls.FromString(chunk)
+        except DecodeError:
+            out.errors.append(f"byte offset {offset}: {label}[{idx}] is not a valid {resource_cls.__name__}")
+            out.rejected += 1
+            continue
+        holder = request_cls()
+        getattr(holder, _field(signal)).append(block)
+        out.merge(decode_request(holder, signal, source, where=f"{label}[{idx}]"))
+    if fault:
+        out.errors.append(fault)
+        out.rejected += 1 if not out.rejected else 0
+    elif not out.errors:
+        out.errors.append("not a valid OTLP protobuf message")
+        out.rejected += 1
+    return out
+
+
+def _field(signal: str) -> str:
+    return {"traces": "resource_spans", "metrics": "resource_metrics", "logs": "resource_logs"}[signal]
+
+
+def decode_request(req: Any, signal: str, source: str, where: str = "") -> Decoded:
+    """Decode an already-parsed request message (the gRPC path gets these from grpcio)."""
+    if signal == "traces":
+        out = spans_from_request(req, source)
+    elif signal == "metrics":
+        out = metrics_from_request(req, source)
+    else:
+        out = logs_from_request(req, source)
+    if where:
+        out.errors = [e.replace("resourceSpans[0]", where, 1) for e in out.errors]
+    return out
+
+
+# ------------------------------------------------------------------ metrics
+def metrics_from_request(req: Any, source: str) -> Decoded:
+    """One metric_points row per data point; histograms/summaries keep count and buckets in attributes_json."""
+    rows: dict[str, list[Any]] = {f.name: [] for f in records.METRIC_POINTS}
+    for rm in req.resource_metrics:
+        rattrs = attrs_dict(rm.resource.attributes)
+        rcols, rrest = semconv.split_resource(rattrs)
+        rjson = dumps(rrest)
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                which = m.WhichOneof("data")
+                if which is None:
+                    continue
+                data = getattr(m, which)
+                for dp in data.data_points:
+                    attrs = attrs_dict(dp.attributes)
+                    if which in ("gauge", "sum"):
+                        value = float(dp.as_int) if dp.WhichOneof("value") == "as_int" else dp.as_double
+                        mtype = which
+                    elif which == "summary":
+                        value = dp.sum
+                        mtype = "summary"
+                        attrs["_count"] = dp.count
+                        attrs["_quantiles"] = {str(q.quantile): q.value for q in dp.quantile_values}
+                    else:  # histogram, exponential_histogram: the sum is the value, the shape is detail
+                        value = dp.sum
+                        mtype = "histogram"
+                        attrs["_count"] = dp.count
+                        if which == "histogram":
+                            attrs["_bucket_counts"] = list(dp.bucket_counts)
+                            attrs["_explicit_bounds"] = list(dp.explicit_bounds)
+                    rows["ts_ns"].append(dp.time_unix_nano)
+                    rows["name"].append(m.name)
+                    rows["value"].append(value)
+                    rows["unit"].append(m.unit)
+                    rows["metric_type"].append(mtype)
+                    rows["service_name"].append(rcols["service_name"])
+                    rows["host_name"].append(rcols["host_name"])
+                    rows["attributes_json"].append(dumps(attrs))
+                    rows["resource_json"].append(dumps(rrest) if rrest else rjson)
+                    rows["source"].append(source)
+    table = pa.Table.from_pydict(
+        {name: pa.array(v, records.METRIC_POINTS.field(name).type) for name, v in rows.items()}
+    )
+    return Decoded(tables={"metric_points": table}, accepted=table.num_rows)
+
+
+# ------------------------------------------------------------------ logs
+_SEVERITY = ["UNSPECIFIED", "TRACE", "TRACE2", "TRACE3", "TRACE4", "DEBUG", "DEBUG2", "DEBUG3", "DEBUG4",
+             "INFO", "INFO2", "INFO3", "INFO4", "WARN", "WARN2", "WARN3", "WARN4", "ERROR", "ERROR2",
+             "ERROR3", "ERROR4", "FATAL", "FATAL2", "FATAL3", "FATAL4"]
+
+
+def logs_from_request(req: Any, source: str) -> Decoded:
+    """One log_records row per LogRecord (body as text: strings as is, structured bodies as JSON)."""
+    rows: dict[str, list[Any]] = {f.name: [] for f in records.LOG_RECORDS}
+    for rl in req.resource_logs:
+        rcols, rrest = semconv.split_resource(attrs_dict(rl.resource.attributes))
+        rjson = dumps(rrest)
+        for sl in rl.scope_logs:
+            for lr in sl.log_records:
+                body = any_value(lr.body)
+                rows["ts_ns"].append(lr.time_unix_nano or lr.observed_time_unix_nano)
+                sev = lr.severity_text or (_SEVERITY[lr.severity_number] if 0 <= lr.severity_number < 25 else "")
+                rows["severity"].append(sev)
+                rows["body"].append(body if isinstance(body, str) else ("" if body is None else dumps(body)))
+                rows["trace_id"].append(lr.trace_id.hex())
+                rows["span_id"].append(lr.span_id.hex())
+                rows["service_name"].append(rcols["service_name"])
+                rows["host_name"].append(rcols["host_name"])
+                rows["attributes_json"].append(dumps(attrs_dict(lr.attributes)))
+                rows["resource_json"].append(rjson)
+                rows["source"].append(source)
+    table = pa.Table.from_pydict(
+        {name: pa.array(v, records.LOG_RECORDS.field(name).type) for name, v in rows.items()}
+    )
+    return Decoded(tables={"log_records": table}, accepted=table.num_rows)
