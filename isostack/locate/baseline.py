@@ -79,8 +79,11 @@ def scoring_sql(t: Thresholds) -> str:
     thresholds are literals from a typed dataclass, not user text.
     """
     m = int(t.min_samples)
-    pick = (lambda col: f"CASE WHEN bk.n >= {m} THEN bk.{col} WHEN bs.n >= {m} THEN bs.{col} "
-                        f"WHEN wk.n >= {m} THEN wk.{col} ELSE ws.{col} END")
+
+    def pick(col: str) -> str:
+        return (f"CASE WHEN bk.n >= {m} THEN bk.{col} WHEN bs.n >= {m} THEN bs.{col} "
+                f"WHEN wk.n >= {m} THEN wk.{col} ELSE ws.{col} END")
+
     return f"""
 scored AS (
     SELECT w.trace_id, w.span_id, w.part, w.value_ns,

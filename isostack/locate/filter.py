@@ -115,7 +115,8 @@ class Token:
 
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-_BARE_RE = re.compile(r"[^\s()&|'\"]+")
+# a bare value may not start with an operator character: "duration >> 1s" is an error, not ">"
+_BARE_RE = re.compile(r"[^\s()&|'\"=<>!~][^\s()&|'\"]*")
 _OP_RE = re.compile(r"==|!=|>=|<=|!~|=|>|<|~")
 
 

@@ -163,7 +163,7 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None
 def _stats(con: duckdb.DuckDBPyConnection, temp: str, lo: int, hi: int, ref_lo: int, ref_hi: int) -> dict[str, Any]:
     row = _one(
         con,
-        f"""SELECT count(*), count(DISTINCT trace_id), count(*) FILTER (WHERE is_orphan),
+        f"""SELECT count(*), count(DISTINCT trace_id) FILTER (WHERE start_ns BETWEEN $lo AND $hi), count(*) FILTER (WHERE is_orphan),
                    count(*) FILTER (WHERE hop_gap_ns IS NOT NULL),
                    count(*) FILTER (WHERE start_ns BETWEEN $lo AND $hi),
                    count(*) FILTER (WHERE start_ns BETWEEN $ref_lo AND $ref_hi)

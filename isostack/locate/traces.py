@@ -75,7 +75,7 @@ clipped AS (
 ),
 covered AS (
     -- union length of the children's intervals: each child adds what lies beyond the running max end
-    SELECT trace_id, parent_id, sum(greatest(0, ce - greatest(cs, coalesce(prev_end, cs)))) AS covered_ns
+    SELECT trace_id, parent_id, CAST(sum(greatest(0, ce - greatest(cs, coalesce(prev_end, cs)))) AS BIGINT) AS covered_ns
     FROM (
         SELECT trace_id, parent_id, cs, ce,
                max(ce) OVER (PARTITION BY trace_id, parent_id ORDER BY cs, ce
@@ -161,7 +161,8 @@ def trace_tree(con: duckdb.DuckDBPyConnection, trace_id: str) -> list[TreeNode]:
         r["span_id"]: TreeNode(
             span_id=r["span_id"], parent_span_id=r["parent_span_id"] or "", service=r["service_name"] or "",
             name=r["name"] or "", kind=r["kind"] or "", start_ns=r["start_ns"], end_ns=r["end_ns"],
-            duration_ns=r["duration_ns"], self_time_ns=r["self_time_ns"], hop_gap_ns=r["hop_gap_ns"],
+            duration_ns=int(r["duration_ns"]), self_time_ns=int(r["self_time_ns"]),
+            hop_gap_ns=None if r["hop_gap_ns"] is None else int(r["hop_gap_ns"]),
             host_name=r["host_name"] or "", is_orphan=bool(r["is_orphan"]),
         )
         for r in rows
