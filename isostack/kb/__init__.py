@@ -1,11 +1,19 @@
 """The isolation-stack knowledge base: the spec's tables as data files in ``kb/data``.
 
-This module is the one way code reads them. Two accessors are a contract other packages rely on:
-:func:`threshold` (decision/alert thresholds by id) and :func:`mechanism` (layer, title, fix).
+This module is the one way code reads them. Every data file is checked against its JSON schema in
+``kb/schema`` the first time it is loaded; a malformed entry fails loudly with one line naming the
+file and the key path (``kb/data/patterns.yaml: patterns[3].layer: 'L-9' is not one of ...``).
+
+Contracts other packages rely on: :func:`threshold` / :func:`thresholds` (decision and alert
+thresholds by id), :func:`mechanism` (layer, title, fix) and :func:`load_data_file`. The loaders
+added for ``where`` and ``triage``: :func:`layers`, :func:`components`, :func:`patterns`,
+:func:`tools`, :func:`term_index`.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -14,15 +22,50 @@ import yaml
 
 from isostack.errors import IsostackError
 
+# The isolation layers in stack order (HOST = the physical disks/NICs under everything).
+LAYERS = ("L-0", "L-1", "L-2", "L-3", "L-4", "HOST")
+
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster load
+
+
+def _read_text(*parts: str) -> str:
+    return resources.files("isostack.kb").joinpath(*parts).read_text(encoding="utf-8")
+
+
+def _key_path(path: Any) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _validate(name: str, data: Any) -> None:
+    """Check ``data`` against ``kb/schema/<stem>.schema.json`` if that schema exists."""
+    stem = name.rsplit(".", 1)[0]
+    try:
+        schema_text = _read_text("schema", f"{stem}.schema.json")
+    except FileNotFoundError:
+        return
+    # jsonschema is imported here, not at module top: `isostack where` pays for it only on first load.
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json.loads(schema_text))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        raise IsostackError(f"kb/data/{name}: {_key_path(error.absolute_path)}: {error.message}")
+
 
 @cache
 def load_data_file(name: str) -> Any:
-    """Parse ``kb/data/<name>``; a YAML error names the file and position."""
-    ref = resources.files("isostack.kb").joinpath("data", name)
+    """Parse and schema-check ``kb/data/<name>``; an error names the file and the position or key."""
     try:
-        return yaml.safe_load(ref.read_text(encoding="utf-8"))
+        data = yaml.load(_read_text("data", name), Loader=_SAFE_LOADER)  # noqa: S506 - safe loader
+    except FileNotFoundError as exc:
+        raise IsostackError(f"kb/data/{name}: no such knowledge-base file") from exc
     except yaml.YAMLError as exc:
-        raise IsostackError(f"kb/data/{name}: invalid YAML: {exc}") from exc
+        raise IsostackError(f"kb/data/{name}: invalid YAML: {' '.join(str(exc).split())}") from exc
+    _validate(name, data)
+    return data
 
 
 def threshold(threshold_id: str, group: str = "decision") -> float:
@@ -46,3 +89,83 @@ def mechanism(mechanism_id: str) -> dict[str, str]:
         return dict(table[mechanism_id])
     except KeyError as exc:
         raise IsostackError(f"kb/data/mechanisms.yaml: no mechanism {mechanism_id!r}") from exc
+
+
+def layers() -> dict[str, dict[str, Any]]:
+    """The six layers (L-0..L-4, HOST): name, boundary, zh/en one-liner and network slice."""
+    return dict(load_data_file("layers.yaml"))
+
+
+def components() -> dict[str, dict[str, Any]]:
+    """Every component / sub-module / jargon term by id, with layer, aliases and one-liner."""
+    return dict(load_data_file("components.yaml"))
+
+
+def tools() -> dict[str, Any]:
+    """The tool tables: ``tools`` (by name), ``quick_reference`` (by layer), ``symptoms`` (29.6.8)."""
+    return dict(load_data_file("tools.yaml"))
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One diagnostic log pattern; ``index`` is its priority (lower wins when several match a line)."""
+
+    index: int
+    id: str
+    layer: str
+    submodule: str
+    severity: str
+    regex: str
+    next_step: str
+    source: str
+    example: str
+    spec_keyword: str | None = None
+
+
+@cache
+def patterns() -> tuple[Pattern, ...]:
+    """All log patterns in priority order; ids are unique and every sub-module is a known component."""
+    raw = load_data_file("patterns.yaml")["patterns"]
+    known = load_data_file("components.yaml")
+    seen: set[str] = set()
+    out = []
+    for i, p in enumerate(raw):
+        if p["id"] in seen:
+            raise IsostackError(f"kb/data/patterns.yaml: patterns[{i}].id: duplicate id {p['id']!r}")
+        if p["submodule"] not in known:
+            raise IsostackError(
+                f"kb/data/patterns.yaml: patterns[{i}].submodule: {p['submodule']!r} is not an id in components.yaml")
+        seen.add(p["id"])
+        out.append(Pattern(index=i, **p))
+    return tuple(out)
+
+
+def normalise_term(term: str) -> str:
+    """The lookup key of a term: case-folded, with ``_``, ``-``, spaces and dots removed."""
+    return "".join(ch for ch in term.casefold() if ch not in " _-./()")
+
+
+@cache
+def term_index() -> dict[str, tuple[str, str]]:
+    """Normalised name/alias -> (kind of entry, id). Kinds: ``component``, ``tool``, ``layer``.
+
+    Names win over aliases, and components over tools, so ``conntrack`` is the L-3 component, while
+    ``conntrack -S`` is the tool.
+    """
+    index: dict[str, tuple[str, str]] = {}
+    comps = components()
+    for cid, c in comps.items():  # names first
+        index.setdefault(normalise_term(c["name"]), ("component", cid))
+        index.setdefault(normalise_term(cid), ("component", cid))
+    for name, t in tools()["tools"].items():
+        index.setdefault(normalise_term(name), ("tool", name))
+    for lid, layer in layers().items():
+        for key in (lid, layer["name"]["en"], layer["name"]["zh"]):
+            index.setdefault(normalise_term(key), ("layer", lid))
+    for cid, c in comps.items():
+        for alias in c.get("aliases", []):
+            index.setdefault(normalise_term(alias), ("component", cid))
+    for name, t in tools()["tools"].items():
+        for alias in t.get("aliases", []):
+            index.setdefault(normalise_term(alias), ("tool", name))
+    return index
