@@ -1,0 +1,88 @@
+"""syscall-slow: the target restarts under a seccomp user-notification filter on connect/accept4;
+a supervisor holds each such syscall for delay_ms before letting it continue - the sandbox's
+syscall slow path (spec: gVisor Sentry / USER_NOTIF, L-4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from typing import Any
+
+from isostack.errors import UsageError
+from isostack.testbed import cgroups, seccomp
+from isostack.testbed.faults import Context, Fault
+
+
+def _restart(ctx: Context, old_pids: list[int], timeout_s: float = 20.0) -> None:
+    """Kill the service; the testbed's supervisor restarts it with the new arguments."""
+    from isostack.testbed.topology import PORT
+
+    for pid in old_pids:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = cgroups.pids(ctx.cgroup)
+        if now and not set(now) & set(old_pids):
+            try:
+                with urllib.request.urlopen(f"http://{ctx.addr}:{PORT}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+        time.sleep(0.2)
+    raise UsageError(f"{ctx.target} did not come back within {timeout_s:.0f}s after restart")
+
+
+class SyscallSlow(Fault):
+    name = "syscall-slow"
+    layer = "L-4"
+    mechanism = "seccomp_slow_path"
+    summary = "seccomp SECCOMP_RET_USER_NOTIF on connect/accept4, each held delay_ms by a supervisor"
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        from isostack.testbed.topology import extra_args_file, load_state
+
+        if not seccomp.supported():
+            raise UsageError("syscall-slow needs x86_64 Linux (the filter uses x86_64 syscall numbers)")
+        st = load_state()
+        if st is None or not st.owner_pid or not _alive(st.owner_pid):
+            raise UsageError("syscall-slow restarts the service: the testbed's owner process must be running")
+        syscalls = str(ctx.params.get("syscalls", "connect,accept4"))
+        delay = float(ctx.params.get("delay_ms", 25))
+        extra_args_file(ctx.target).write_text(json.dumps(["--seccomp-slow", f"{syscalls}:{delay:g}"]))
+        _restart(ctx, cgroups.pids(ctx.cgroup))
+        return {"syscalls": syscalls, "delay_ms": delay}
+
+    def revert(self, ctx: Context, state: dict[str, Any]) -> None:
+        from isostack.testbed.topology import extra_args_file
+
+        extra_args_file(ctx.target).unlink(missing_ok=True)
+        if ctx.addr:
+            _restart(ctx, cgroups.pids(ctx.cgroup))
+
+    def observe(self, ctx: Context) -> dict[str, Any]:
+        modes = {}
+        for pid in cgroups.pids(ctx.cgroup):
+            try:
+                for line in open(f"/proc/{pid}/status"):
+                    if line.startswith("Seccomp:"):
+                        modes[pid] = int(line.split()[1])  # 0 off, 2 filter
+            except OSError:
+                continue
+        return {"seccomp_modes": modes}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+FAULT = SyscallSlow()

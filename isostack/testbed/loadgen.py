@@ -1,0 +1,90 @@
+"""A steady-rate load generator: ``rate_rps`` requests per second (open loop, Poisson arrivals from a
+seeded RNG), bounded by ``duration_s`` and ``max_requests``. Records each request's outcome."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+
+@dataclass
+class Result:
+    start_ns: int
+    latency_ns: int
+    status: int  # HTTP status, 0 on connection error / timeout
+
+
+class LoadGen:
+    """Drive ``http://host:port/`` at a steady rate from the calling namespace."""
+
+    def __init__(self, host: str, port: int, *, rate_rps: float = 20.0, seed: int = 0, body_bytes: int = 8192,
+                 timeout_s: float = 5.0, max_workers: int = 64) -> None:
+        self.host, self.port = host, port
+        self.rate_rps = rate_rps
+        self.rng = random.Random(seed)
+        self.body = os.urandom(body_bytes)
+        self.timeout_s = timeout_s
+        self.results: list[Result] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="loadgen")
+        self._stop = threading.Event()
+
+    def _one(self) -> None:
+        t0 = time.time_ns()
+        status = 0
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        try:
+            conn.request("POST", "/checkout", body=self.body, headers={"Connection": "close"})
+            resp = conn.getresponse()
+            resp.read()
+            status = resp.status
+        except OSError:
+            status = 0
+        finally:
+            conn.close()
+        with self._lock:
+            self.results.append(Result(t0, time.time_ns() - t0, status))
+
+    def run(self, duration_s: float, max_requests: int | None = None) -> list[Result]:
+        """Send for ``duration_s`` (blocking); returns this run's results once in-flight requests finish."""
+        first = len(self.results)
+        limit = max_requests if max_requests is not None else int(duration_s * self.rate_rps * 2) + 10
+        end = time.monotonic() + duration_s
+        nxt = time.monotonic()
+        futures = []
+        sent = 0
+        while not self._stop.is_set() and sent < limit:
+            nxt += self.rng.expovariate(self.rate_rps)
+            if nxt >= end:
+                break
+            delay = nxt - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(self._pool.submit(self._one))
+            sent += 1
+        for f in futures:
+            f.result()
+        with self._lock:
+            return self.results[first:]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def summary(results: list[Result]) -> dict[str, float]:
+    """Count, error share and latency percentiles (ms) of a run."""
+    if not results:
+        return {"count": 0, "errors": 0, "p50_ms": 0.0, "p90_ms": 0.0, "p99_ms": 0.0}
+    lat = sorted(r.latency_ns for r in results)
+
+    def q(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6
+
+    return {"count": len(results), "errors": sum(1 for r in results if r.status != 200),
+            "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99)}

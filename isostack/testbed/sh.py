@@ -1,0 +1,35 @@
+"""Running the kernel's own tools (ip, tc, iptables) with errors that name the command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from isostack.errors import CapabilityError, IsostackError
+
+
+def require_root(what: str) -> None:
+    """Refuse early, with one line, when not root (namespaces, cgroups and qdiscs need it)."""
+    if os.geteuid() != 0:
+        raise CapabilityError(f"{what} needs root (network namespaces, cgroups, qdiscs): run it with sudo")
+
+
+def run(*cmd: str, check: bool = True, netns: str | None = None, timeout: float = 20) -> str:
+    """Run a command (optionally inside a network namespace) and return its stdout."""
+    argv = (["ip", "netns", "exec", netns] if netns else []) + list(cmd)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise CapabilityError(f"{argv[0]} is not installed (needed by the testbed)") from exc
+    if check and proc.returncode != 0:
+        raise IsostackError(f"`{' '.join(argv)}` failed ({proc.returncode}): {proc.stderr.strip()[:300]}")
+    return proc.stdout
+
+
+def ok(*cmd: str, netns: str | None = None) -> bool:
+    """Run a clean-up command whose failure is expected when the thing is already gone."""
+    try:
+        run(*cmd, check=True, netns=netns)
+        return True
+    except IsostackError:
+        return False

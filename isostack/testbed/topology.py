@@ -1,0 +1,383 @@
+"""The testbed topology: ingress -> order -> payment -> db, each in its own netns and cgroups.
+
+    root netns: bridge isotb-br0 10.77.0.1/24  (the OTLP receiver listens here)
+      |-- veth isotb-ingress <-> eth0 in netns isotb-ingress 10.77.0.11
+      |-- veth isotb-order   <-> eth0 in netns isotb-order   10.77.0.12
+      |-- veth isotb-payment <-> eth0 in netns isotb-payment 10.77.0.13
+      `-- veth isotb-db      <-> eth0 in netns isotb-db      10.77.0.14
+
+cgroups: /sys/fs/cgroup/<ctrl>/isostack-testbed/<service> for cpu, cpuacct, memory, blkio, pids.
+State (what is running, which faults are applied) lives in /run/isostack-testbed so that
+``isostack fault`` in another process can find the services and revert what it applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from isostack.errors import IsostackError
+from isostack.testbed import cgroups
+from isostack.testbed.sh import ok, require_root, run
+
+PREFIX = "isotb-"
+BRIDGE = "isotb-br0"
+SUBNET = "10.77.0"
+BRIDGE_ADDR = f"{SUBNET}.1"
+PORT = 8080
+STATE_DIR = Path(os.environ.get("ISOSTACK_TESTBED_STATE", "/run/isostack-testbed"))
+DATA_ROOT = Path("/var/tmp/isostack-testbed")  # on the real disk: O_DIRECT does not work on tmpfs
+
+
+@dataclass
+class ServiceSpec:
+    """One service of the chain: where it listens, what it calls, how heavy it is."""
+
+    name: str
+    addr: str
+    downstream: str = ""
+    cpu_work_ms: float = 1.0
+    payload_bytes: int = 1024
+    ballast_mb: int = 24
+    db: bool = False
+
+    @property
+    def netns(self) -> str:
+        return PREFIX + self.name
+
+    @property
+    def host_veth(self) -> str:
+        return PREFIX + self.name  # root-namespace end; the other end is eth0 in the netns
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.addr}:{PORT}"
+
+
+def default_services() -> list[ServiceSpec]:
+    """The spec's chain (29.6.2): Ingress-Nginx -> OrderService -> PaymentSidecar -> PostgreSQL."""
+    return [
+        # 8 KiB bodies on every hop, so a rate-limited link really queues
+        ServiceSpec("ingress", f"{SUBNET}.11", f"{SUBNET}.12:{PORT}", cpu_work_ms=0.5, payload_bytes=8192),
+        ServiceSpec("order", f"{SUBNET}.12", f"{SUBNET}.13:{PORT}", cpu_work_ms=1.0, payload_bytes=8192),
+        # payment signs each request: the CPU-heavy hop
+        ServiceSpec("payment", f"{SUBNET}.13", f"{SUBNET}.14:{PORT}", cpu_work_ms=4.0, payload_bytes=8192),
+        ServiceSpec("db", f"{SUBNET}.14", "", cpu_work_ms=0.5, db=True),
+    ]
+
+
+SERVICE_NAMES = tuple(s.name for s in default_services())
+NOISY_NETNS = PREFIX + "noisy"
+NOISY_ADDR = f"{SUBNET}.50"
+
+
+@dataclass
+class TopologyState:
+    services: dict[str, dict] = field(default_factory=dict)  # name -> spec + pid + cgroup paths
+    otlp: str = ""
+    owner_pid: int = 0
+    started_ns: int = 0
+
+
+def load_state() -> TopologyState | None:
+    """The running topology's state, or None when no testbed is up."""
+    f = STATE_DIR / "topology.json"
+    if not f.exists():
+        return None
+    data = json.loads(f.read_text())
+    return TopologyState(**data)
+
+
+def extra_args_file(service: str) -> Path:
+    """Faults that must restart a service (syscall-slow) leave its extra arguments here."""
+    return STATE_DIR / f"{service}.args"
+
+
+class Testbed:
+    """Bring the topology up, supervise the services, tear everything down (context manager).
+
+    ``Testbed(otlp="http://10.77.0.1:4318")``; ``up()`` returns when every service answers /health.
+    """
+
+    def __init__(self, otlp: str = f"http://{BRIDGE_ADDR}:4318", services: list[ServiceSpec] | None = None,
+                 log_dir: Path | None = None) -> None:
+        self.otlp = otlp
+        self.services = services or default_services()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.restarts: dict[str, int] = {s.name: 0 for s in self.services}
+        self.log_dir = log_dir or (STATE_DIR / "logs")
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ up
+    def up(self, ready_timeout_s: float = 30.0) -> None:
+        require_root("the testbed")
+        if load_state() is not None:
+            st = load_state()
+            assert st is not None
+            if st.owner_pid and _alive(st.owner_pid):
+                raise IsostackError(f"a testbed is already running (owner pid {st.owner_pid}); "
+                                    "stop it first (python -m isostack.testbed down)")
+            teardown()  # stale leftovers of a killed run
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        (STATE_DIR / "faults").mkdir(exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._network()
+            for spec in self.services:
+                cgroups.create(spec.name)
+            for spec in self.services:
+                self._start(spec)
+            self._write_state()
+            self._wait_ready(ready_timeout_s)
+        except BaseException:
+            self.down()
+            raise
+        self._supervisor = threading.Thread(target=self._supervise, name="testbed-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _network(self) -> None:
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+        run("ip", "addr", "add", f"{BRIDGE_ADDR}/24", "dev", BRIDGE)
+        run("ip", "link", "set", BRIDGE, "up")
+        for spec in self.services:
+            add_netns_on_bridge(spec.netns, spec.host_veth, spec.addr)
+
+    def _command(self, spec: ServiceSpec) -> list[str]:
+        cmd = [sys.executable, "-m", "isostack.testbed.service", "--name", spec.name, "--listen", spec.endpoint,
+               "--otlp", self.otlp, "--cpu-work-ms", str(spec.cpu_work_ms), "--payload-bytes",
+               str(spec.payload_bytes), "--ballast-mb", str(spec.ballast_mb)]
+        if spec.downstream:
+            cmd += ["--downstream", spec.downstream]
+        if spec.db:
+            cmd += ["--data-file", str(DATA_ROOT / "db" / "table.dat")]
+        extra = extra_args_file(spec.name)
+        if extra.exists():
+            cmd += json.loads(extra.read_text())
+        return cmd
+
+    def _start(self, spec: ServiceSpec) -> None:
+        name = spec.name
+
+        def enter_cgroups() -> None:  # runs in the child between fork and exec
+            cgroups.attach(name, os.getpid())
+
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
+        env = dict(os.environ, OTEL_SERVICE_NAME=name, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.Popen(["ip", "netns", "exec", spec.netns, *self._command(spec)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                preexec_fn=enter_cgroups, start_new_session=True)
+        log.close()
+        self.procs[name] = proc
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = {s.name: s for s in self.services}
+        while pending:
+            for name, spec in list(pending.items()):
+                proc = self.procs[name]
+                if proc.poll() is not None:
+                    tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-400:]
+                    raise IsostackError(f"testbed service {name} exited ({proc.returncode}) at start: {tail}")
+                try:
+                    with urllib.request.urlopen(f"http://{spec.endpoint}/health", timeout=1) as r:
+                        if r.status == 200:
+                            del pending[name]
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                raise IsostackError(f"testbed services not ready after {timeout_s:.0f}s: {sorted(pending)}")
+            time.sleep(0.2)
+
+    def _write_state(self) -> None:
+        st = TopologyState(otlp=self.otlp, owner_pid=os.getpid(), started_ns=time.time_ns())
+        for spec in self.services:
+            d = asdict(spec)
+            d.update(pid=self.procs[spec.name].pid, netns=spec.netns, host_veth=spec.host_veth,
+                     cgroup=f"{cgroups.PARENT}/{spec.name}", cgroup_id=cgroups.cgroup_id(spec.name))
+            st.services[spec.name] = d
+        tmp = STATE_DIR / ".topology.json.tmp"
+        tmp.write_text(json.dumps(asdict(st), indent=2))
+        os.replace(tmp, STATE_DIR / "topology.json")
+
+    def _supervise(self) -> None:
+        """Restart a service that died (OOM-killed, or killed by a fault to restart it), like a kubelet."""
+        while not self._stop.wait(0.3):
+            with self._lock:
+                changed = False
+                for spec in self.services:
+                    proc = self.procs.get(spec.name)
+                    if proc is not None and proc.poll() is not None and not self._stop.is_set():
+                        self.restarts[spec.name] += 1
+                        self._start(spec)
+                        changed = True
+                if changed:
+                    self._write_state()
+
+    def pid(self, service: str) -> int:
+        return self.procs[service].pid
+
+    def spec(self, service: str) -> ServiceSpec:
+        for s in self.services:
+            if s.name == service:
+                return s
+        raise KeyError(service)
+
+    # ------------------------------------------------------------------ down
+    def down(self) -> list[str]:
+        """Stop everything this testbed created; returns residue descriptions (empty when clean)."""
+        self._stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=2)
+        with self._lock:
+            for proc in self.procs.values():
+                _terminate(proc)
+        return teardown()
+
+    def __enter__(self) -> Testbed:
+        self.up()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.down()
+
+
+def add_netns_on_bridge(netns: str, host_veth: str, addr: str) -> None:
+    """A network namespace with eth0 at ``addr``/24, attached to the testbed bridge by a veth pair."""
+    run("ip", "netns", "add", netns)
+    peer = (host_veth + "-p")[:15]
+    run("ip", "link", "add", host_veth, "type", "veth", "peer", "name", peer)
+    run("ip", "link", "set", peer, "netns", netns)
+    run("ip", "link", "set", host_veth, "master", BRIDGE)
+    run("ip", "link", "set", host_veth, "up")
+    run("ip", "link", "set", "lo", "up", netns=netns)
+    run("ip", "link", "set", peer, "name", "eth0", netns=netns)
+    run("ip", "addr", "add", f"{addr}/24", "dev", "eth0", netns=netns)
+    run("ip", "link", "set", "eth0", "up", netns=netns)
+    run("ip", "route", "add", "default", "via", BRIDGE_ADDR, netns=netns)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _terminate(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=grace_s)
+
+
+def teardown() -> list[str]:
+    """Remove every testbed resource, whoever created it: faults first, then processes, links, netns,
+    cgroups, rules, state. Idempotent; returns the residue found afterwards (empty when clean)."""
+    from isostack.testbed import faults
+
+    faults.revert_all()
+    for ns in _netns_list():
+        # processes inside our namespaces (services, flooders) die with their cgroups below, but a
+        # process started by hand inside one would keep the netns alive: kill by netns membership.
+        for pid in _netns_pids(ns):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    cgroups.remove_all()
+    for ns in _netns_list():
+        ok("ip", "netns", "delete", ns)
+    for link in _links():
+        ok("ip", "link", "delete", link)
+    _remove_root_rules()
+    if STATE_DIR.exists():
+        for f in sorted(STATE_DIR.rglob("*"), key=lambda p: -len(p.parts)):
+            if f.is_dir():
+                f.rmdir()
+            else:
+                f.unlink()
+        STATE_DIR.rmdir()
+    if DATA_ROOT.exists():
+        import shutil
+
+        shutil.rmtree(DATA_ROOT, ignore_errors=True)
+    return residue()
+
+
+def _netns_list() -> list[str]:
+    out = run("ip", "netns", "list", check=False)
+    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+
+
+def _netns_pids(ns: str) -> list[int]:
+    out = run("ip", "netns", "pids", ns, check=False)
+    return [int(x) for x in out.split() if x.isdigit()]
+
+
+def _links() -> list[str]:
+    out = run("ip", "-o", "link", "show", check=False)
+    names = []
+    for line in out.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) >= 2:
+            name = parts[1].strip().split("@", 1)[0]
+            if name.startswith(PREFIX):
+                names.append(name)
+    return names
+
+
+def _remove_root_rules() -> None:
+    """Delete root-namespace iptables rules tagged with our comment prefix."""
+    for table in ("filter", "mangle"):
+        out = run("iptables", "-t", table, "-S", check=False)
+        for line in out.splitlines():
+            if PREFIX in line and line.startswith("-A "):
+                ok("iptables", "-t", table, "-D", *shlex.split(line)[1:])
+
+
+def residue() -> list[str]:
+    """Everything of the testbed still present on the host: netns, links, cgroups, rules, state, processes."""
+    found = [f"netns {n}" for n in _netns_list()] + [f"link {n}" for n in _links()]
+    found += [f"cgroup {c}" for c in cgroups.residue()]
+    for table in ("filter", "mangle"):
+        found += [f"iptables {line}" for line in run("iptables", "-t", table, "-S", check=False).splitlines()
+                  if PREFIX in line]
+    if STATE_DIR.exists():
+        found.append(f"state {STATE_DIR}")
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"isostack.testbed.service" in cmdline or b"isostack.testbed.noise" in cmdline:
+            found.append(f"process {proc_dir.name}: {cmdline[:80].decode(errors='replace')}")
+    return found
