@@ -138,6 +138,7 @@ class Decoded:
     accepted: int = 0  # spans, metric points or log records, per the signal
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    malformed: bool = False  # the body itself is broken (wire/JSON syntax), not just some items in it
 
     def merge(self, other: Decoded) -> None:
         for name, table in other.tables.items():
@@ -146,3 +147,4 @@ class Decoded:
         self.accepted += other.accepted
         self.rejected += other.rejected
         self.errors.extend(other.errors)
+        self.malformed = self.malformed or other.malformed

@@ -22,7 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 from isostack import records
 from isostack.sources import semconv
-from isostack.sources.otlp.columns import Decoded, SpanColumns, append_net, dumps
+from isostack.sources.otlp.columns import Decoded, SpanColumns, dumps
 
 KIND_NAMES = ["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"]
 STATUS_NAMES = ["UNSET", "OK", "ERROR"]
@@ -40,7 +40,7 @@ def any_value(v: Any, depth: int = 0) -> Any:
     if which is None:
         return None
     if depth >= MAX_DEPTH:
-        return "<nested deeper than %d levels>" % MAX_DEPTH
+        return f"<nested deeper than {MAX_DEPTH} levels>"
     if which == "array_value":
         return [any_value(x, depth + 1) for x in v.array_value.values]
     if which == "kvlist_value":
@@ -237,7 +237,7 @@ def decode_proto(data: bytes, signal: str, source: str) -> Decoded:
         return decode_request(req, signal, source)
     # Damaged: salvage the complete top-level resource blocks one by one.
     chunks, fault = top_level_chunks(data)
-    out = Decoded()
+    out = Decoded(malformed=True)
     for idx, (offset, chunk) in enumerate(chunks):
         try:
             block = resource_cls.FromString(chunk)
@@ -248,6 +248,7 @@ def decode_proto(data: bytes, signal: str, source: str) -> Decoded:
         holder = request_cls()
         getattr(holder, _field(signal)).append(block)
         out.merge(decode_request(holder, signal, source, where=f"{label}[{idx}]"))
+    out.malformed = True
     if fault:
         out.errors.append(fault)
         out.rejected += 1 if not out.rejected else 0

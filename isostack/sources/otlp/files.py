@@ -32,10 +32,9 @@ def _json_docs(data: bytes) -> tuple[list[tuple[str, Any]], str]:
     except UnicodeDecodeError as exc:
         return [], f"byte offset {exc.start}: not UTF-8 text"
     except json.JSONDecodeError as exc:
-        if exc.msg != "Extra data":
-            # A single document that is malformed: report where, keep nothing from it.
-            if b"\n" not in data.strip():
-                return [], f"malformed JSON at line {exc.lineno} column {exc.colno} (byte offset {exc.pos}): {exc.msg}"
+        if exc.msg != "Extra data" and not _first_line_is_json(data):
+            # One malformed document (not JSON Lines): report where; nothing of it is usable.
+            return [], f"malformed JSON at line {exc.lineno} column {exc.colno} (byte offset {exc.pos}): {exc.msg}"
     docs: list[tuple[str, Any]] = []
     for lineno, line in enumerate(data.splitlines(), 1):
         if not line.strip():
@@ -48,6 +47,17 @@ def _json_docs(data: bytes) -> tuple[list[tuple[str, Any]], str]:
             col = getattr(exc, "colno", getattr(exc, "start", 0))
             return docs, f"line {lineno} column {col}: malformed JSON: {getattr(exc, 'msg', exc)}"
     return docs, ""
+
+
+def _first_line_is_json(data: bytes) -> bool:
+    for line in data.splitlines():
+        if line.strip():
+            try:
+                json.loads(line)
+            except (ValueError, RecursionError):
+                return False
+            return True
+    return False
 
 
 def detect(data: bytes, docs: list[tuple[str, Any]] | None = None) -> str:

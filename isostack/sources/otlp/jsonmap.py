@@ -145,13 +145,13 @@ def _salvage(signal: str, block: dict[str, Any], path: str, out: Decoded) -> Any
     """Re-parse a failed resource block item by item, keeping the good ones; counts the bad ones."""
     scope_key, item_key = _SCOPE_KEY[signal]
     _, resource_cls, _ = decode._SIGNALS[signal]
-    scopes = block.get(scope_key) if isinstance(block.get(scope_key), list) else []
+    scopes: list[Any] = block[scope_key] if isinstance(block.get(scope_key), list) else []
     kept_scopes = []
     for j, scope in enumerate(scopes):
         if not isinstance(scope, dict):
             out.rejected += 1
             continue
-        items = scope.get(item_key) if isinstance(scope.get(item_key), list) else []
+        items: list[Any] = scope[item_key] if isinstance(scope.get(item_key), list) else []
         good = []
         for k, item in enumerate(items):
             single = {**block, scope_key: [{**scope, item_key: [item]}]}
@@ -183,11 +183,11 @@ def decode_json_bytes(data: bytes, signal: str | None, source: str, where: str =
     try:
         doc = json.loads(data)
     except RecursionError:
-        out = Decoded(rejected=1)
+        out = Decoded(rejected=1, malformed=True)
         out.errors.append(f"{where}JSON nested too deeply")
         return out
     except (ValueError, UnicodeDecodeError) as exc:
-        out = Decoded(rejected=1)
+        out = Decoded(rejected=1, malformed=True)
         pos = getattr(exc, "pos", None)
         out.errors.append(f"{where}malformed JSON" + (f" at byte offset {pos}" if pos is not None else "")
                           + f": {getattr(exc, 'msg', exc)}")

@@ -1,0 +1,57 @@
+"""``isostack ingest FILE...``: trace files (OTLP JSON/protobuf, Jaeger, Zipkin) into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from isostack.cli.common import console, emit_jsonl, err_console, get_store, json_option, table
+from isostack.errors import InputError
+from isostack.sources.otlp.files import FORMATS, ingest_file
+
+
+@click.command("ingest")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Input format (default: detected per file from its bytes).")
+@json_option
+@click.pass_context
+def command(ctx: click.Context, files: tuple[Path, ...], fmt: str | None, as_json: bool) -> None:
+    """Read trace files into the store (spans, span events and links; OTLP metrics and logs too).
+
+    Formats are detected per file: OTLP JSON (one document or JSON Lines, as the Collector's file
+    exporter writes), OTLP protobuf (TracesData), Jaeger query-API JSON, Zipkin v2 JSON; .gz works.
+    A malformed file keeps every good span before the fault and exits 1 naming the file and the
+    offset/field. --json prints one summary object per file (JSON Lines).
+
+    \b
+    Examples:
+      isostack ingest traces.json jaeger-export.json
+      isostack --data-dir /tmp/run ingest --format otlp-proto dump.pb --json
+    """
+    store = get_store(ctx)
+    failed: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        summary: dict[str, Any]
+        if not path.is_file():
+            summary = {"file": str(path), "format": fmt, "spans": 0, "rejected": 0,
+                       "error": f"{path}: no such file"}
+        else:
+            summary = ingest_file(store, path, fmt)
+        if summary["error"]:
+            failed.append(summary["error"])
+            if len(files) > 1:
+                err_console.print(f"isostack: error: {summary['error']}", markup=False, highlight=False)
+        if as_json:
+            emit_jsonl(summary)
+        rows.append(summary)
+    if not as_json:
+        console.print(table(f"ingest -> {store.data_dir}", ["file", "format", "spans", "events", "links",
+                                                            "metrics", "logs", "rejected"],
+                            [(Path(r["file"]).name, r["format"], r["spans"], r.get("span_events", 0), r.get("span_links", 0),
+                              r.get("metric_points", 0), r.get("log_records", 0), r["rejected"]) for r in rows]))
+    if failed:
+        raise InputError(failed[0] if len(failed) == 1 else f"{len(failed)} files had errors; first: {failed[0]}")

@@ -1,0 +1,100 @@
+"""``isostack serve``: the OTLP receiver (HTTP 4318 + gRPC 4317) writing into the store."""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+import threading
+
+import click
+
+from isostack.cli.common import emit_jsonl, get_store, json_option
+from isostack.errors import UsageError
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZES = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+
+
+def parse_duration_s(text: str) -> float:
+    """'90s', '15m', '7d' -> seconds."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([smhdw]?)\s*", text.lower())
+    if not m:
+        raise UsageError(f"--retention {text!r}: expected a duration like 90s, 15m, 24h or 7d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_size_bytes(text: str) -> int:
+    """'64MiB', '10G', '5000000' -> bytes."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-z]*)\s*", text.lower())
+    if not m or m.group(2) not in _SIZES:
+        raise UsageError(f"size {text!r}: expected bytes with an optional unit (K, M, G, MiB, GiB)")
+    return int(float(m.group(1)) * _SIZES[m.group(2)])
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (any local address, e.g. a bridge address, or 0.0.0.0 / ::).")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=4318, show_default=True,
+              help="OTLP/HTTP port (0 disables).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=4317, show_default=True,
+              help="OTLP/gRPC port (0 disables).")
+@click.option("--flush-interval", type=float, default=1.0, show_default=True,
+              help="Seconds between segment writes.")
+@click.option("--batch-size", type=click.IntRange(1), default=50_000, show_default=True,
+              help="Write a segment as soon as this many rows are buffered.")
+@click.option("--max-body", default="64MiB", show_default=True, help="Largest accepted request body (413 above).")
+@click.option("--retention", default=None, help="Delete segments older than this (e.g. 24h, 7d).")
+@click.option("--max-size", default=None, help="Keep the store under this size, oldest segments first (e.g. 10GiB).")
+@json_option
+@click.pass_context
+def command(ctx: click.Context, host: str, http_port: int, grpc_port: int, flush_interval: float,
+            batch_size: int, max_body: str, retention: str | None, max_size: str | None, as_json: bool) -> None:
+    """Receive OpenTelemetry data over OTLP/HTTP and OTLP/gRPC into the store until SIGTERM/SIGINT.
+
+    Point any OpenTelemetry SDK or Collector at it (OTEL_EXPORTER_OTLP_ENDPOINT). Accepts
+    /v1/traces, /v1/metrics and /v1/logs with protobuf or JSON bodies, gzip or not; answers with the
+    OTLP spec's status codes. GET /metrics (Prometheus) and /healthz on the HTTP port. Shutdown
+    flushes the buffer. Rejected requests are logged to stderr, one line each.
+
+    \b
+    Examples:
+      isostack serve
+      isostack --data-dir /tmp/run serve --host 10.200.0.1 --grpc-port 0 --retention 24h
+      OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 python app.py
+    """
+    from isostack.serve import Receiver
+
+    if not http_port and not grpc_port:
+        raise UsageError("--http-port and --grpc-port are both 0: nothing to serve")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="isostack serve: %(levelname)s %(message)s")
+    store = get_store(ctx)
+    rx = Receiver(store, host=host, http_port=http_port, grpc_port=grpc_port, flush_interval_s=flush_interval,
+                  batch_spans=batch_size, max_body_bytes=parse_size_bytes(max_body),
+                  retention_s=parse_duration_s(retention) if retention else None,
+                  max_size_bytes=parse_size_bytes(max_size) if max_size else None)
+    try:
+        rx.start()
+    except OSError as exc:
+        raise UsageError(f"cannot bind {host}: {exc}") from exc
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    ready = {"event": "listening", "host": host, "http_port": rx.http_port or None,
+             "grpc_port": rx.grpc_port or None, "data_dir": str(store.data_dir)}
+    if as_json:
+        emit_jsonl(ready)
+        sys.stdout.flush()
+    else:
+        click.echo(f"isostack serve: OTLP/HTTP {host}:{rx.http_port or '-'}  OTLP/gRPC {host}:{rx.grpc_port or '-'}"
+                   f"  -> {store.data_dir}", err=True)
+    while not stop.is_set():
+        stop.wait(0.5)
+    rx.stop()
+    counts = store.counts()
+    if as_json:
+        emit_jsonl({"event": "stopped", **counts})
+    else:
+        click.echo(f"isostack serve: stopped; store has {counts['spans']} spans", err=True)
