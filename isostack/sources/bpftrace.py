@@ -181,7 +181,7 @@ class BpftraceDecoder:
         rows, self.rows = self.rows, []
         if not rows:
             return records.empty("kernel_events")
-        return records.conform("kernel_events", pa.Table.from_pylist(rows))
+        return pa.Table.from_pylist(rows, schema=records.KERNEL_EVENTS)
 
     # -------------------------------------------------------------- internals
     def _error(self, what: str) -> BpftraceOutputError:
