@@ -67,7 +67,8 @@ def diagnose_hops(con: duckdb.DuckDBPyConnection, hops: list[SlowHop], config: d
     cfg = validate(config or {}, "config")
     skew_ns = int(cfg["skew_ms"] * 1e6)
     thresholds = resolved_thresholds(cfg)
-    joined = joinmod.join(con, hops, skew_ns=skew_ns, max_window_ns=int(cfg["max_window_s"] * 1e9))
+    joined = joinmod.join(con, hops, skew_ns=skew_ns, max_window_ns=int(cfg["max_window_s"] * 1e9),
+                          sock_cookies=joinmod.span_sock_cookies(con, hops))
     totals = joinmod.coverage_summary(con, hops)
     services = {h.service for h in hops}
     all_slow = len(hops) >= 3 and len(services) >= 2

@@ -122,13 +122,14 @@ _MEETS = "k.ts_ns <= e.win_end_ns AND k.ts_ns + greatest(k.duration_ns, 0) >= e.
 
 
 def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: int = DEFAULT_SKEW_NS,
-         max_window_ns: int = MAX_WINDOW_NS) -> JoinResult:
+         max_window_ns: int = MAX_WINDOW_NS, sock_cookies: Sequence[int | None] | None = None) -> JoinResult:
     """Join ``hops`` with ``kernel_events`` and ``workloads`` on ``con`` (a :meth:`Store.connect`).
 
     ``skew_ns``: clock-skew tolerance added on both sides of each span. Returns the evidence rows of
-    all hops at once (filter by ``hop_idx``).
+    all hops at once (filter by ``hop_idx``). ``sock_cookies``: per hop, the span's socket cookie
+    when its instrumentation exported one (exact match, the spec's ``skb->sk->sk_cookie``).
     """
-    ends = hop_ends_table(hops, skew_ns)
+    ends = hop_ends_table(hops, skew_ns, sock_cookies)
     con.register("hop_ends", ends)
     if ends.num_rows:
         lo = int(min(ends.column("win_start_ns").to_pylist())) - max_window_ns
@@ -231,6 +232,22 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     ))
     cgroups = fetch_arrow(con.sql("SELECT * FROM end_cgroups ORDER BY hop_idx, side"))
     return JoinResult(evidence=evidence, cgroups=cgroups, ends=ends)
+
+
+def span_sock_cookies(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop]) -> list[int | None]:
+    """The ``sock_cookie`` of each hop's span (client side, else server side), None when absent."""
+    if not hops:
+        return []
+    ids = pa.table({"trace_id": [h.trace_id for h in hops], "span_id": [h.span_id for h in hops],
+                    "server_span_id": [h.server_span_id or "" for h in hops]})
+    con.register("hop_ids", ids)
+    rows = con.execute(
+        """SELECT h.span_id, h.server_span_id, s.span_id, s.sock_cookie FROM hop_ids h JOIN spans s
+           ON s.trace_id = h.trace_id AND (s.span_id = h.span_id OR s.span_id = h.server_span_id)
+           WHERE s.sock_cookie IS NOT NULL AND s.sock_cookie <> 0"""
+    ).fetchall()
+    by_span = {r[2]: int(r[3]) for r in rows}
+    return [by_span.get(h.span_id) or by_span.get(h.server_span_id or "") for h in hops]
 
 
 def coverage_summary(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop]) -> dict[str, int]:

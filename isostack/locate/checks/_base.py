@@ -59,6 +59,11 @@ class CheckContext:
             mask = pc.and_(mask, pc.equal(t.column("coord"), coord))
         return t.filter(mask)
 
+    def service_of(self, side: str) -> str:
+        """The service at one end of the hop ("client" = the span's own side, "server" = the far side)."""
+        name = self.hop.server_service if side == "server" else self.hop.service
+        return f"{name or '?'} ({side} side)"
+
     @property
     def span_ns(self) -> int:
         return max(1, self.hop.end_ns - self.hop.start_ns)

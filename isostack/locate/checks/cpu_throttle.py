@@ -41,7 +41,7 @@ def run(ctx: CheckContext) -> list[Finding]:
                       where=where_of(part, "cgroup_path"), nr_throttled=periods, side=side)
         share = throttled_ns / max(1, ctx.excess_ns())
         findings.append(finding(
-            CHECK, ctx, f"{side} cgroup throttled {ms(throttled_ns)} inside the {ms(ctx.hop.duration_ns)} span",
+            CHECK, ctx, f"{ctx.service_of(side)} cgroup throttled {ms(throttled_ns)} inside the {ms(ctx.hop.duration_ns)} span",
             [ev], confidence=0.6 + 0.4 * min(1.0, share), explained_ns=int(throttled_ns),
             started_ns=ev.first_ns,
         ))

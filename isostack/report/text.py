@@ -1,0 +1,69 @@
+"""Human output of a diagnosis: the slow hop, then the chain (rich), then what was checked/missing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from isostack import kb
+from isostack.locate.chain import chain_line
+from isostack.locate.model import Diagnosis, Evidence
+
+
+def _t(ns: int | None) -> str:
+    if ns is None:
+        return "?"
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _ms(ns: int | None) -> str:
+    return "?" if ns is None else f"{ns / 1e6:,.1f} ms"
+
+
+def evidence_line(e: Evidence) -> str:
+    """``cpu_throttle 960 ms (> 100) · 12 events 16:00:00.130–16:00:01.330 · covers 67% · /cgroup``"""
+    thr = f" (threshold {e.threshold:g})" if e.threshold is not None else ""
+    cov = f" · covers {e.coverage:.0%} of the span" if e.coverage else ""
+    where = f" · {e.where}" if e.where else ""
+    return (f"{e.signal} {e.value:,.3g} {e.unit}{thr} · {e.event_count} events "
+            f"{_t(e.first_ns)}–{_t(e.last_ns)}{cov}{where}")
+
+
+def render(d: Diagnosis, console: Console, *, verbose: bool = False) -> None:
+    """Print one diagnosis."""
+    hop = d.slow_hop
+    if hop is None:
+        console.print("[bold]No slow hop found.[/]")
+    else:
+        base = f"baseline p50 {_ms(hop.baseline_p50_ns)}" if hop.baseline_p50_ns else "no baseline"
+        console.print(f"[bold]Slow hop[/] {hop.service} · {hop.kind} {hop.operation} → {hop.peer or '?'}  "
+                      f"[bold red]{_ms(hop.duration_ns)}[/] ({base}, excess {_ms(hop.excess_ns)} in {hop.part})")
+        console.print(f"  trace {hop.trace_id} span {hop.span_id} · {hop.five_tuple} · host {hop.host_name or '?'}"
+                      + (f" · server {hop.server_service}@{hop.server_host_name}" if hop.server_service else ""))
+    if d.chain:
+        assert hop is not None
+        console.print(f"\n[bold]Root-cause chain[/]  {chain_line(hop.service, hop.duration_ns, d.chain)}")
+        for i, f in enumerate(d.chain, 1):
+            title = kb.mechanism(f.mechanism).get("title", f.mechanism)
+            because = f"  [dim](symptom of {f.caused_by})[/]" if f.caused_by else "  [bold](root cause)[/]" if i == 1 else ""
+            console.print(f"{i}. [bold]{f.layer}[/] {title}{because}  confidence {f.confidence:.0%}, "
+                          f"explains {_ms(f.explained_ns)}")
+            console.print(f"   {f.summary}")
+            for e in f.evidence:
+                console.print(f"   · {evidence_line(e)}", markup=False)
+            console.print(f"   fix: {f.fix}  [dim](docs/checks/{f.check}.md)[/]")
+    elif hop is not None:
+        console.print("\n[bold]Nothing found[/]: no check crossed its threshold for this hop.")
+    if verbose or not d.chain:
+        t = Table(title="checked", title_justify="left", header_style="bold")
+        for name in ("check", "layer", "status", "note"):
+            t.add_column(name)
+        for res in d.checked:
+            t.add_row(res.check, res.layer, res.status, res.note)
+        console.print(t)
+    if d.missing:
+        console.print("[yellow]missing data:[/]")
+        for m in d.missing:
+            console.print(f"  - {m}", markup=False)
