@@ -1,0 +1,56 @@
+"""``isostack ingest`` end to end: detection, --format, --json summaries, damaged files keep good spans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import FIXTURES, run_cli
+from tests.test_otlp import _request
+
+
+def test_ingest_all_fixtures_then_sql(data_dir: Path) -> None:
+    files = [str(p) for d in ("jaeger", "otlp", "zipkin") for p in sorted((FIXTURES / d).glob("*.json"))]
+    r = run_cli("ingest", "--json", *files, data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    summaries = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [Path(s["file"]).name for s in summaries] == [Path(f).name for f in files]
+    assert {Path(s["file"]).name: s["format"] for s in summaries}["ui_01.json"] == "jaeger"
+    assert sum(s["spans"] for s in summaries) == 15 and all(s["error"] is None for s in summaries)
+    stats = json.loads(run_cli("stats", "--json", data_dir=data_dir).stdout)
+    assert (stats["spans"], stats["metric_points"], stats["log_records"]) == (15, 3, 1)
+    q = run_cli("sql", "--json", "SELECT source, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1", data_dir=data_dir)
+    assert json.loads(q.stdout) == [{"source": "jaeger", "n": 5}, {"source": "otlp-json", "n": 1},
+                                    {"source": "zipkin", "n": 9}]
+
+
+def test_truncated_protobuf_file_keeps_good_spans_and_exits_1(data_dir: Path, tmp_path: Path) -> None:
+    data = _request(n_resources=3).SerializeToString()
+    path = tmp_path / "dump.pb"
+    path.write_bytes(data[:-5])
+    r = run_cli("ingest", "--json", str(path), data_dir=data_dir)
+    assert r.returncode == 1
+    summary = json.loads(r.stdout)
+    assert summary["format"] == "otlp-proto" and summary["spans"] == 8 and summary["rejected"] >= 1
+    assert "dump.pb" in summary["error"] and "byte offset" in summary["error"]
+    assert r.stderr.count("\n") == 1 and "byte offset" in r.stderr  # one line naming file and offset
+    assert json.loads(run_cli("stats", "--json", data_dir=data_dir).stdout)["spans"] == 8
+
+
+def test_json_lines_bad_line_keeps_earlier_lines(data_dir: Path, tmp_path: Path) -> None:
+    line = json.dumps(json.loads((FIXTURES / "otlp" / "trace.json").read_text()))
+    path = tmp_path / "export.jsonl"
+    path.write_text(f"{line}\n{line}\n{{\"resourceSpans\": [\n")
+    r = run_cli("ingest", "--json", str(path), data_dir=data_dir)
+    assert r.returncode == 1
+    summary = json.loads(r.stdout)
+    assert summary["spans"] == 2 and "line 3" in summary["error"]
+
+
+def test_format_override(data_dir: Path, tmp_path: Path) -> None:
+    r = run_cli("ingest", "--json", "--format", "zipkin", str(FIXTURES / "otlp" / "trace.json"), data_dir=data_dir)
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["format"] == "zipkin"
+    assert "Zipkin" in json.loads(r.stdout)["error"]
+    bad = run_cli("ingest", "--format", "nope", "x.json", data_dir=data_dir)
+    assert bad.returncode == 2
