@@ -1,0 +1,352 @@
+"""Alert convergence: one notification per diagnosed root cause, not per alert (spec 29.6.0.3 ⑤).
+
+Alertmanager groups by label equality, so one CPU-throttled cgroup still pages as "p95 high on
+payment", "p95 high on checkout", "throttled on pod payment-0" ... This module maps every firing
+alert to the root of a diagnosis chain and merges alerts whose roots agree:
+
+* same root ``(layer, mechanism)`` of the chain (``Finding.layer``/``Finding.mechanism`` of ``chain[0]``),
+* the same cause location (cgroup path / container id / device / flow key -- any alias shared),
+* overlapping time (alert activity windows, widened by ``slack_ns``).
+
+An alert is tied to a chain when its service label is the chain's slow hop (or the hop's far side),
+or when its own ``mechanism`` + location labels name any finding of the chain (a symptom alert like
+"drops on veth0" joins the chain whose root is the noisy flow filling that queue). Alerts no
+diagnosis explains keep a label-derived root, so unrelated faults never merge.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from isostack.errors import InputError
+from isostack.locate.model import Diagnosis, Finding
+
+SLACK_NS = 5 * 60 * 1_000_000_000
+# Labels that locate a cause, as our rules, cAdvisor and node_exporter spell them.
+LOCATION_LABELS = ("cgroup", "cgroup_path", "container_id", "container", "pod", "device", "flow_key", "flow")
+SERVICE_LABELS = ("service_name", "service", "job")
+
+
+def _parse_time_ns(text: str, where: str) -> int:
+    if not text or text.startswith("0001-01-01"):
+        return 0
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1e9)
+    except ValueError as exc:
+        raise InputError(f"{where}: expected an RFC 3339 time, got {text!r}") from exc
+
+
+@dataclass
+class Alert:
+    """One Alertmanager alert (webhook payload version 4)."""
+
+    fingerprint: str
+    status: str  # firing | resolved
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_ns: int
+    ends_ns: int  # 0 while firing
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def service(self) -> str:
+        return next((self.labels[k] for k in SERVICE_LABELS[:2] if self.labels.get(k)), "")
+
+    def locations(self) -> set[str]:
+        return {self.labels[k] for k in LOCATION_LABELS if self.labels.get(k)}
+
+
+def parse_webhook(payload: Any, source: str = "payload") -> list[Alert]:
+    """Alerts of one Alertmanager webhook body; errors name the field that is wrong."""
+    if not isinstance(payload, dict):
+        raise InputError(f"{source}: expected a JSON object (Alertmanager webhook), got {type(payload).__name__}")
+    if str(payload.get("version", "")) != "4":
+        raise InputError(f"{source}: field 'version': expected \"4\" (Alertmanager webhook), got {payload.get('version')!r}")
+    raw_alerts = payload.get("alerts")
+    if not isinstance(raw_alerts, list):
+        raise InputError(f"{source}: field 'alerts': expected a list")
+    out = []
+    for i, a in enumerate(raw_alerts):
+        where = f"{source}: alerts[{i}]"
+        if not isinstance(a, dict) or not isinstance(a.get("labels"), dict):
+            raise InputError(f"{where}: expected an object with 'labels'")
+        labels = {str(k): str(v) for k, v in a["labels"].items()}
+        fp = str(a.get("fingerprint") or json.dumps(sorted(labels.items())))
+        out.append(Alert(fp, str(a.get("status", payload.get("status", "firing"))), labels,
+                         {str(k): str(v) for k, v in (a.get("annotations") or {}).items()},
+                         _parse_time_ns(str(a.get("startsAt", "")), f"{where}.startsAt"),
+                         _parse_time_ns(str(a.get("endsAt", "")), f"{where}.endsAt")))
+    return out
+
+
+@dataclass
+class RootCause:
+    """Where a chain starts: mechanism and layer of its root finding, and the places it names."""
+
+    layer: str
+    mechanism: str
+    locations: frozenset[str]
+    started_ns: int
+    summary: str = ""
+    chain: list[dict[str, Any]] = field(default_factory=list)
+    diagnosed: bool = False  # False when derived from the alert's labels only
+
+    def key(self) -> tuple[str, str]:
+        return (self.layer, self.mechanism)
+
+
+def finding_locations(f: Finding) -> set[str]:
+    """Cause locations a finding names (evidence ``where`` may list several, comma-separated)."""
+    out: set[str] = set()
+    for ev in f.evidence:
+        for part in str(ev.where or "").replace(" ...", "").split(","):
+            if part.strip():
+                out.add(part.strip())
+        for k in ("cgroup_path", "container_id", "device", "flow_key"):
+            v = ev.detail.get(k) if isinstance(ev.detail, dict) else None
+            if v:
+                out.add(str(v))
+    return out
+
+
+def root_of(d: Diagnosis) -> RootCause | None:
+    if not d.chain:
+        return None
+    root = d.chain[0]
+    locs = set().union(*(finding_locations(f) for f in d.chain[:1])) or {f"{root.mechanism}@?"}
+    return RootCause(root.layer, root.mechanism, frozenset(locs), int(root.started_ns or 0), root.summary,
+                     [f.to_dict() for f in d.chain], diagnosed=True)
+
+
+class Resolver:
+    """Maps an alert to a root cause using the diagnoses of its time window."""
+
+    def __init__(self, diagnoses: Callable[[int, int], list[Diagnosis]] | None = None,
+                 window_ns: int = 15 * 60 * 1_000_000_000) -> None:
+        self.diagnoses = diagnoses
+        self.window_ns = window_ns
+        self._cache: dict[tuple[int, int], list[Diagnosis]] = {}
+
+    def _window(self, a: Alert) -> list[Diagnosis]:
+        if self.diagnoses is None:
+            return []
+        # Cache per minute bucket: a storm asks for the same window many times.
+        since = (a.starts_ns - self.window_ns) // 60_000_000_000 * 60_000_000_000
+        until = max(a.ends_ns, a.starts_ns) + self.window_ns
+        key = (since, until // 60_000_000_000)
+        if key not in self._cache:
+            self._cache[key] = self.diagnoses(since, until)
+        return self._cache[key]
+
+    def resolve(self, a: Alert) -> RootCause:
+        roots: list[RootCause] = []
+        locs, mech, svc = a.locations(), a.labels.get("mechanism", ""), a.service
+        # cAdvisor names the workload by container/pod, not service: those can name a hop too.
+        names = {v for v in (svc, a.labels.get("container", "")) if v}
+        for d in self._window(a):
+            r = root_of(d)
+            if r is None:
+                continue
+            hop = d.slow_hop
+            if names and hop is not None and names & {hop.service, hop.server_service}:
+                roots.append(r)
+                continue
+            if mech and any(f.mechanism == mech and (not locs or locs & finding_locations(f)) for f in d.chain):
+                roots.append(r)
+        if roots:
+            best_key, _ = Counter((r.key(), r.locations) for r in roots).most_common(1)[0]
+            return next(r for r in roots if (r.key(), r.locations) == best_key)
+        layer = a.labels.get("layer", "?")
+        where = locs or {a.labels.get("instance") or a.labels.get("host_name") or svc or a.fingerprint}
+        return RootCause(layer, mech or a.name, frozenset(where), a.starts_ns,
+                         a.annotations.get("summary", a.name), [], diagnosed=False)
+
+
+@dataclass
+class Incident:
+    """Alerts converged on one root cause; one notification each."""
+
+    id: int
+    root: RootCause
+    first_ns: int
+    last_ns: int
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    notified: bool = False
+
+    def to_notification(self) -> dict[str, Any]:
+        return {
+            "version": "isostack-incident/1",
+            "incident": self.id,
+            "root_cause": {"layer": self.root.layer, "mechanism": self.root.mechanism,
+                           "locations": sorted(self.root.locations), "summary": self.root.summary,
+                           "diagnosed": self.root.diagnosed, "started_ns": self.root.started_ns},
+            "chain": self.root.chain,
+            "alert_count": len(self.alerts),
+            "alerts": [{"alertname": a.name, "labels": a.labels, "status": a.status,
+                        "summary": a.annotations.get("summary", "")} for a in self.alerts.values()],
+        }
+
+
+class Converger:
+    """Folds alerts into incidents; calls ``notify`` once per new incident. Thread-safe."""
+
+    def __init__(self, resolver: Resolver, notify: Callable[[dict[str, Any]], None] | None = None,
+                 slack_ns: int = SLACK_NS) -> None:
+        self.resolver = resolver
+        self.notify = notify
+        self.slack_ns = slack_ns
+        self.incidents: list[Incident] = []
+        self.fingerprints: dict[str, int] = {}  # alert -> incident id
+        self.notifications = 0
+        self._lock = threading.Lock()
+
+    def _match(self, root: RootCause, start_ns: int, end_ns: int) -> Incident | None:
+        for inc in self.incidents:
+            if inc.root.key() != root.key() or not (inc.root.locations & root.locations):
+                continue
+            if start_ns <= inc.last_ns + self.slack_ns and end_ns >= inc.first_ns - self.slack_ns:
+                return inc
+        return None
+
+    def ingest(self, alerts: Iterable[Alert]) -> list[dict[str, Any]]:
+        """Take a webhook's alerts; returns the notifications sent for them (new incidents only)."""
+        sent = []
+        with self._lock:
+            for a in alerts:
+                if a.status != "firing":
+                    continue
+                # Alertmanager re-sends a group's alerts with the same startsAt; a new firing of the
+                # same series after it resolved has a new startsAt and counts again.
+                key = f"{a.fingerprint}@{a.starts_ns}"
+                if key in self.fingerprints:
+                    continue
+                root = self.resolver.resolve(a)
+                end = a.ends_ns or max(a.starts_ns, time.time_ns())
+                inc = self._match(root, a.starts_ns, end)
+                if inc is None:
+                    inc = Incident(len(self.incidents) + 1, root, a.starts_ns, a.starts_ns)
+                    self.incidents.append(inc)
+                inc.alerts[key] = a
+                inc.first_ns, inc.last_ns = min(inc.first_ns, a.starts_ns), max(inc.last_ns, a.starts_ns)
+                self.fingerprints[key] = inc.id
+                if not inc.notified:
+                    inc.notified = True
+                    self.notifications += 1
+                    sent.append(inc.to_notification())
+        for n in sent:
+            if self.notify is not None:
+                self.notify(n)
+            _count_diagnosis(n)
+        return sent
+
+    def stats(self) -> dict[str, Any]:
+        """Alerts, notifications and the convergence rate ``1 - notifications / alerts``."""
+        with self._lock:
+            n_alerts = len(self.fingerprints)
+            return {
+                "alerts": n_alerts, "notifications": self.notifications, "incidents": len(self.incidents),
+                "convergence_rate": round(1 - self.notifications / n_alerts, 4) if n_alerts else None,
+                "by_incident": [{"incident": i.id, "layer": i.root.layer, "mechanism": i.root.mechanism,
+                                 "locations": sorted(i.root.locations), "alerts": len(i.alerts),
+                                 "diagnosed": i.root.diagnosed} for i in self.incidents],
+            }
+
+
+def _count_diagnosis(notification: dict[str, Any]) -> None:
+    from isostack.ops import metrics
+
+    rc = notification["root_cause"]
+    metrics.record_diagnosis(rc["layer"], rc["mechanism"])
+
+
+def webhook_notifier(url: str, timeout_s: float = 5.0) -> Callable[[dict[str, Any]], None]:
+    """POST each notification as JSON to ``url``."""
+
+    def post(notification: dict[str, Any]) -> None:
+        req = urllib.request.Request(url, data=json.dumps(notification).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            resp.read()
+
+    return post
+
+
+def store_diagnoses(store: Any, service: str | None = None, limit: int = 50) -> Callable[[int, int], list[Diagnosis]]:
+    """A diagnoses provider over the store (``isostack.locate.diagnose.diagnose_all``, imported lazily)."""
+
+    def provider(since_ns: int, until_ns: int) -> list[Diagnosis]:
+        from isostack.locate.diagnose import diagnose_all
+
+        return [d for d in diagnose_all(store, since_ns=since_ns, until_ns=until_ns, service=service, limit=limit)
+                if d.chain]
+
+    return provider
+
+
+def diagnoses_from_json(doc: Any) -> list[Diagnosis]:
+    """Rebuild Diagnosis objects from ``Diagnosis.to_dict()`` output (``isostack diagnose --json``)."""
+    from isostack.locate.model import Evidence, FiveTuple, SlowHop
+
+    items = doc if isinstance(doc, list) else doc.get("diagnoses", [doc])
+    out = []
+    for i, d in enumerate(items):
+        try:
+            hop = None
+            if d.get("slow_hop"):
+                h = dict(d["slow_hop"])
+                h["five_tuple"] = FiveTuple(**h.get("five_tuple", {}))
+                hop = SlowHop(**h)
+            chain = [Finding(**{**f, "evidence": [Evidence(**e) for e in f.get("evidence", [])]}) for f in d.get("chain", [])]
+        except (TypeError, AttributeError) as exc:
+            raise InputError(f"diagnoses[{i}]: not a Diagnosis.to_dict() object: {exc}") from exc
+        out.append(Diagnosis(slow_hop=hop, chain=chain))
+    return out
+
+
+def make_server(converger: Converger, host: str = "127.0.0.1", port: int = 9095) -> Any:
+    """A threading HTTP server: POST (any path) takes an Alertmanager webhook; GET /stats the rate."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, code: int, obj: Any) -> None:
+            body = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            try:
+                alerts = parse_webhook(json.loads(raw), f"POST {self.path}")
+            except (ValueError, InputError) as exc:
+                self._reply(400, {"error": str(exc)})
+                return
+            sent = converger.ingest(alerts)
+            self._reply(200, {"received": len(alerts), "notifications": len(sent)})
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.startswith("/stats"):
+                self._reply(200, converger.stats())
+            elif self.path.startswith("/-/healthy"):
+                self._reply(200, {"ok": True})
+            else:
+                self._reply(404, {"error": "GET /stats or /-/healthy; POST Alertmanager webhooks to any path"})
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: the stats endpoint is the record
+            return
+
+    return ThreadingHTTPServer((host, port), Handler)

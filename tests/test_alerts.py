@@ -1,0 +1,223 @@
+"""Alert convergence: a storm from one root cause -> one notification; two faults stay two.
+
+The slow test drives a real Alertmanager (Debian prometheus-alertmanager) on loopback, routing by
+labels to ``isostack alerts``' receiver, which forwards to a sink that records notifications.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from isostack.errors import InputError
+from isostack.ops import alerts, storm
+from tests.conftest import have, run_cli
+
+T0 = 1_764_050_000_000_000_000
+
+
+def converge(payloads: list[dict[str, Any]], diags: list) -> alerts.Converger:
+    c = alerts.Converger(alerts.Resolver(lambda since, until: diags))
+    for p in payloads:
+        c.ingest(alerts.parse_webhook(p))
+    return c
+
+
+def test_one_root_cause_storm_converges_to_one_notification() -> None:
+    f = storm.throttle_fault()
+    c = converge(storm.webhook(storm.alerts(f, T0), group_size=4), storm.diagnoses(f, T0))
+    st = c.stats()
+    assert st["alerts"] == 23 and st["notifications"] == 1
+    assert st["convergence_rate"] == pytest.approx(1 - 1 / 23, abs=1e-4) and st["convergence_rate"] >= 0.9
+    inc = st["by_incident"][0]
+    assert (inc["layer"], inc["mechanism"], inc["diagnosed"]) == ("L-3", "cpu_throttle", True)
+
+
+def test_two_independent_faults_stay_two() -> None:
+    f1, f2 = storm.throttle_fault(), storm.disk_fault()
+    mixed = storm.alerts(f1, T0) + storm.alerts(f2, T0)
+    mixed = mixed[::2] + mixed[1::2]  # interleaved, as a real storm arrives
+    c = converge(storm.webhook(mixed, group_size=3), storm.diagnoses(f1, T0) + storm.diagnoses(f2, T0))
+    st = c.stats()
+    assert st["notifications"] == 2
+    assert {(i["mechanism"], i["alerts"]) for i in st["by_incident"]} == {("cpu_throttle", 23), ("disk_saturation", 10)}
+
+
+def test_same_mechanism_on_two_cgroups_is_not_merged() -> None:
+    """Same root mechanism but different cause location: two incidents (no over-merging)."""
+    fa = storm.throttle_fault(victim="payment", upstream=("checkout",))
+    fb = storm.throttle_fault(victim="search", upstream=("catalog",))
+    c = converge(storm.webhook(storm.alerts(fa, T0) + storm.alerts(fb, T0)),
+                 storm.diagnoses(fa, T0) + storm.diagnoses(fb, T0))
+    assert c.stats()["notifications"] == 2
+
+
+def test_far_apart_in_time_is_not_merged() -> None:
+    f = storm.throttle_fault(upstream=())
+    later = T0 + 3600 * 10**9
+    c = converge(storm.webhook(storm.alerts(f, T0) + storm.alerts(f, later)),
+                 storm.diagnoses(f, T0) + storm.diagnoses(f, later))
+    assert c.stats()["notifications"] == 2
+
+
+def test_without_diagnoses_alerts_fall_back_to_labels() -> None:
+    f = storm.throttle_fault()
+    st = converge(storm.webhook(storm.alerts(f, T0)), []).stats()
+    # Labels alone cannot tie span alerts of five services to one cgroup: far below the bar.
+    assert st["notifications"] > 10 and st["convergence_rate"] < 0.9
+    assert all(not i["diagnosed"] for i in st["by_incident"])
+
+
+def test_resent_alerts_are_counted_once() -> None:
+    f = storm.throttle_fault()
+    payloads = storm.webhook(storm.alerts(f, T0))
+    c = converge(payloads + payloads, storm.diagnoses(f, T0))
+    assert c.stats()["alerts"] == 23
+
+
+def test_bad_payload_names_the_field() -> None:
+    with pytest.raises(InputError, match="field 'version'"):
+        alerts.parse_webhook({"version": "3", "alerts": []}, "hook.json")
+    with pytest.raises(InputError, match=r"alerts\[1\]\.startsAt"):
+        alerts.parse_webhook({"version": "4", "alerts": [{"labels": {}}, {"labels": {}, "startsAt": "yesterday"}]})
+
+
+def test_cli_replay_with_recorded_diagnoses(tmp_path: Path) -> None:
+    f1, f2 = storm.throttle_fault(), storm.disk_fault()
+    hooks = tmp_path / "webhooks.jsonl"
+    hooks.write_text("\n".join(json.dumps(p) for p in storm.webhook(storm.alerts(f1, T0) + storm.alerts(f2, T0), 6)))
+    diag = tmp_path / "diag.json"
+    diag.write_text(json.dumps([d.to_dict() for d in storm.diagnoses(f1, T0) + storm.diagnoses(f2, T0)]))
+    res = run_cli("alerts", "replay", str(hooks), "--diagnoses", str(diag), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert (out["alerts"], out["notifications"]) == (33, 2)
+    assert out["notifications_sent"][0]["chain"][0]["mechanism"] == "cpu_throttle"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": "4", "alerts": {}}')
+    res = run_cli("alerts", "replay", str(bad))
+    assert res.returncode == 1 and "bad.json:1: field 'alerts'" in res.stderr
+
+
+# ---------------------------------------------------------------- real Alertmanager
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Sink:
+    """The configured downstream webhook: records every notification isostack forwards."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        sink = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                sink.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def wait_http(url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not come up in {timeout_s} s")
+
+
+def start_alertmanager(tmp: Path, receiver_url: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cfg = tmp / "alertmanager.yml"
+    # Label-based grouping, as deployed today: Alertmanager alone would send one notification per
+    # (alertname, service, instance) group.
+    cfg.write_text(f"""
+route:
+  receiver: isostack
+  group_by: [alertname, service_name, instance, pod]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: isostack
+    webhook_configs:
+      - url: {receiver_url}
+        send_resolved: false
+""")
+    proc = subprocess.Popen(["prometheus-alertmanager", f"--config.file={cfg}", f"--storage.path={tmp / 'am-data'}",
+                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                            stdout=subprocess.DEVNULL, stderr=(tmp / "am.log").open("w"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/-/ready")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, url
+
+
+def post_alerts(am_url: str, batch: list[dict[str, Any]]) -> None:
+    req = urllib.request.Request(am_url + "/api/v2/alerts", data=json.dumps(batch).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("two_faults", [False, True], ids=["one-root-cause", "two-independent-faults"])
+def test_real_alertmanager_storm(tmp_path: Path, two_faults: bool) -> None:
+    if not have("prometheus-alertmanager"):
+        pytest.skip("prometheus-alertmanager is not installed (Debian package prometheus-alertmanager)")
+    now = time.time_ns() - 60 * 10**9
+    faults = [storm.throttle_fault()] + ([storm.disk_fault()] if two_faults else [])
+    diags = [d for f in faults for d in storm.diagnoses(f, now)]
+    api_alerts = [a for f in faults for a in storm.alerts(f, now)]
+    sink = Sink()
+    conv = alerts.Converger(alerts.Resolver(lambda since, until: diags), alerts.webhook_notifier(sink.url))
+    receiver = alerts.make_server(conv, "127.0.0.1", 0)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    am, am_url = start_alertmanager(tmp_path, f"http://127.0.0.1:{receiver.server_address[1]}/")
+    try:
+        for k in range(0, len(api_alerts), 7):  # the storm arrives in bursts
+            post_alerts(am_url, api_alerts[k:k + 7])
+            time.sleep(0.3)
+        deadline = time.time() + 30
+        while time.time() < deadline and conv.stats()["alerts"] < len(api_alerts):
+            time.sleep(0.3)
+        time.sleep(1.5)  # let Alertmanager's group_interval re-sends arrive too
+        st = conv.stats()
+    finally:
+        am.terminate()
+        am.wait(10)
+        receiver.shutdown()
+        sink.server.shutdown()
+    assert st["alerts"] == len(api_alerts), (st, (tmp_path / "am.log").read_text()[-2000:])
+    assert st["notifications"] == len(faults) == len(sink.received)
+    assert st["convergence_rate"] >= 0.9
+    roots = {n["root_cause"]["mechanism"] for n in sink.received}
+    assert roots == ({"cpu_throttle", "disk_saturation"} if two_faults else {"cpu_throttle"})
+    for n in sink.received:
+        assert n["chain"] and n["chain"][0]["mechanism"] == n["root_cause"]["mechanism"]
+        assert n["alert_count"] >= 1
