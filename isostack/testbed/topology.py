@@ -13,6 +13,7 @@ State (what is running, which faults are applied) lives in /run/isostack-testbed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -290,10 +291,8 @@ def _terminate(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
     try:
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=grace_s)
 
 
@@ -307,10 +306,8 @@ def teardown() -> list[str]:
         # processes inside our namespaces (services, flooders) die with their cgroups below, but a
         # process started by hand inside one would keep the netns alive: kill by netns membership.
         for pid in _netns_pids(ns):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     cgroups.remove_all()
     for ns in _netns_list():
         ok("ip", "netns", "delete", ns)

@@ -10,6 +10,7 @@ outlives its owner even if nobody reverts it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -205,15 +206,11 @@ def spawn(cmd: list[str], *, netns: str = "", cgroup: str = "", duration_s: floa
 
 def kill_group(pid: int) -> None:
     """Kill a helper started by :func:`spawn` and everything it started."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     # reap it when it is our child (apply and revert in the same process)
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def alive(pid: int) -> bool:

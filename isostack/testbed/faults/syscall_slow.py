@@ -4,6 +4,7 @@ syscall slow path (spec: gVisor Sentry / USER_NOTIF, L-4)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -20,10 +21,8 @@ def _restart(ctx: Context, old_pids: list[int], timeout_s: float = 20.0) -> None
     from isostack.testbed.topology import PORT
 
     for pid in old_pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         now = cgroups.pids(ctx.cgroup)
@@ -69,7 +68,7 @@ class SyscallSlow(Fault):
         modes = {}
         for pid in cgroups.pids(ctx.cgroup):
             try:
-                for line in open(f"/proc/{pid}/status"):
+                for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
                     if line.startswith("Seccomp:"):
                         modes[pid] = int(line.split()[1])  # 0 off, 2 filter
             except OSError:

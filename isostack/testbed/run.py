@@ -1,0 +1,171 @@
+"""One testbed case end to end: topology + receiver + agent up, baseline load, fault, load, revert,
+flush, tear down. Used by ``isostack demo``, ``scripts/record_cases.py`` and ``bench.accuracy``."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from isostack.testbed import faults
+from isostack.testbed.loadgen import LoadGen, summary
+from isostack.testbed.pipeline import Pipeline
+from isostack.testbed.topology import BRIDGE_ADDR, PORT, Testbed, default_services
+
+
+@dataclass
+class Case:
+    """What a run produced: where the data is, the truth, and the time windows (unix ns)."""
+
+    data_dir: Path
+    fault: str
+    target: str
+    truth: dict[str, str]
+    baseline_start_ns: int = 0
+    inject_ns: int = 0
+    revert_ns: int = 0
+    end_ns: int = 0
+    load: dict[str, dict[str, float]] = field(default_factory=dict)
+    components: dict[str, str] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    requests: list[tuple[int, int, int]] = field(default_factory=list)  # (start_ns, latency_ns, status)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data_dir": str(self.data_dir), "fault": self.fault, "target": self.target, "truth": self.truth,
+                "baseline_start_ns": self.baseline_start_ns, "inject_ns": self.inject_ns,
+                "revert_ns": self.revert_ns, "end_ns": self.end_ns, "load": self.load,
+                "components": self.components, "restarts": self.restarts}
+
+
+def _progress(msg: str) -> None:
+    sys.stderr.write(f"[isostack demo] {msg}\n")
+    sys.stderr.flush()
+
+
+def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.0, fault_s: float = 20.0,
+             rate_rps: float = 20.0, seed: int = 0, params: dict[str, Any] | None = None,
+             progress: Any = _progress) -> Case:
+    """Run one labelled case; the fault is always reverted and the testbed always torn down."""
+    f = faults.get(fault)
+    if target not in f.applies_to:
+        from isostack.errors import UsageError
+
+        raise UsageError(f"fault {fault} does not apply to {target!r}; it applies to: {', '.join(f.applies_to)}")
+    case = Case(data_dir=data_dir, fault=fault, target=target, truth=f.truth(target).to_dict())
+    tb = Testbed(otlp=f"http://{BRIDGE_ADDR}:4318", services=default_services(), log_dir=data_dir / "logs")
+    pipeline = Pipeline(data_dir, BRIDGE_ADDR, log_dir=data_dir / "logs")
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    lg: LoadGen | None = None
+    try:
+        progress("topology up: 4 netns, 4 veth + bridge isotb-br0, cgroups isostack-testbed/*")
+        tb.up()
+        pipeline.start()
+        case.components = dict(pipeline.kinds)
+        progress(f"receiver: {pipeline.kinds['receiver']}; agent: {pipeline.kinds['agent']}")
+        lg = LoadGen(default_services()[0].addr, PORT, rate_rps=rate_rps, seed=seed)
+        case.baseline_start_ns = time.time_ns()
+        progress(f"baseline: {rate_rps:g} req/s for {baseline_s:g}s")
+        case.load["baseline"] = summary(lg.run(baseline_s))
+        progress(f"baseline p50 {case.load['baseline']['p50_ms']:.1f} ms; "
+                 f"injecting {fault} on {target}")
+        case.inject_ns = time.time_ns()
+        faults.apply(fault, target, params, duration_s=fault_s + 30)
+        case.load["fault"] = summary(lg.run(fault_s))
+        progress(f"under fault p50 {case.load['fault']['p50_ms']:.1f} ms, p99 {case.load['fault']['p99_ms']:.1f} ms; "
+                 "reverting")
+        faults.revert(fault, target)
+        case.revert_ns = time.time_ns()
+        case.requests = [(r.start_ns, r.latency_ns, r.status) for r in lg.results]
+        time.sleep(2.0)  # let the services' batch span processors export the last spans
+    finally:
+        if lg is not None:
+            lg.stop()
+        case.restarts = dict(tb.restarts)
+        faults.revert_all()
+        pipeline.stop()
+        left = tb.down()
+        signal.signal(signal.SIGTERM, old_term)
+        case.end_ns = time.time_ns()
+        if left:
+            progress(f"WARNING: residue after teardown: {left}")
+        else:
+            progress("torn down: no residue")
+    return case
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@dataclass
+class Verdict:
+    """Diagnoses of a case's fault window, and the ranked candidates they vote for."""
+
+    diagnoses: list[Any]
+    ranked_services: list[str]
+    ranked_layers: list[str]
+    ranked_mechanisms: list[str]
+    elapsed_s: float
+    headline: Any = None
+
+
+def _where_service(d: Any) -> str:
+    """The testbed service the root finding's evidence points at (cgroup path, veth or address)."""
+    from isostack.testbed.topology import PREFIX
+
+    addrs = {s.addr: s.name for s in default_services()}
+    for finding in d.chain[:1]:
+        for ev in finding.evidence:
+            where = f"{ev.where} {ev.detail}"
+            for s in default_services():
+                if f"isostack-testbed/{s.name}" in where or f"{PREFIX}{s.name}" in where:
+                    return s.name
+            for addr, name in addrs.items():
+                if f"{addr}:" in where:
+                    return name
+    return ""
+
+
+def _hop_service(d: Any) -> str:
+    h = d.slow_hop
+    if h is None:
+        return ""
+    named = _where_service(d)
+    if named:
+        return named
+    # a hop gap is the far side's problem when a kernel finding sits on the server side; the chain's
+    # evidence names the cgroup/device, so prefer the server service for hop gaps
+    if h.part == "hop_gap" and h.server_service:
+        return str(h.server_service)
+    return str(h.service)
+
+
+def diagnose_case(case: Case, limit: int = 20) -> Verdict:
+    """Run the real diagnosis over the fault window and rank services/layers/mechanisms by votes
+    (each slow hop's diagnosis votes for its service and its chain's root cause first)."""
+    from isostack.locate.diagnose import diagnose_all
+    from isostack.store import Store
+
+    t0 = time.perf_counter()
+    store = Store(case.data_dir)
+    ds = diagnose_all(store, since_ns=case.inject_ns, until_ns=case.revert_ns, limit=limit)
+    elapsed = time.perf_counter() - t0
+    svc: Counter[str] = Counter()
+    lay: Counter[str] = Counter()
+    mech: Counter[str] = Counter()
+    for rank_weight, d in zip(range(len(ds), 0, -1), ds, strict=False):
+        s = _hop_service(d)
+        if s:
+            svc[s] += rank_weight
+        for i, finding in enumerate(d.chain):
+            w = rank_weight / (i + 1)
+            lay[finding.layer] += w
+            mech[finding.mechanism] += w
+    return Verdict(diagnoses=ds, ranked_services=[k for k, _ in svc.most_common()],
+                   ranked_layers=[k for k, _ in lay.most_common()],
+                   ranked_mechanisms=[k for k, _ in mech.most_common()], elapsed_s=elapsed,
+                   headline=ds[0] if ds else None)
