@@ -169,6 +169,8 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
         WHERE m.cgroup_id IS NOT NULL AND m.cgroup_id <> 0
         """
     )
+    # memory_growth needs a slope, so memory samples are read back over the whole look-back window.
+    history = f"(k.kind = 'memory_usage' AND k.ts_ns BETWEEN e.win_start_ns - {int(max_window_ns)} AND e.win_end_ns)"
     k_src = f"(SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi})"
     sql = f"""
     WITH fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
@@ -193,12 +195,12 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
       SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
       FROM {k_src} k JOIN ce e ON k.cgroup_id = e.cgroup_id
       WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND (k.host_name = e.host_name OR e.host_name = '' OR k.host_name = '')
-        AND {_MEETS}
+        AND ({_MEETS} OR {history})
       UNION ALL
       -- an end with no workloads row: fall back to events carrying its pid on its host
       SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
       FROM {k_src} k JOIN pe e ON k.pid = e.pid AND k.host_name = e.host_name
-      WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND {_MEETS}
+      WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND ({_MEETS} OR {history})
     ),
     host AS (
       SELECT e.hop_idx, '' AS side, 'host' AS coord, {_EVENT_COLS}, {_OVERLAP}

@@ -13,8 +13,8 @@ CHECK = CheckSpec(
 
 def run(ctx: CheckContext) -> list[Finding]:
     hop = ctx.hop
-    if ctx.excess_ns() <= 0:
-        return []
+    if ctx.excess_ns() <= 0 or hop.part != "self_time":
+        return []  # a slow hop gap is network + queueing: not the application's own code
     # Always proposed; the chain keeps it only when the kernel findings explain less than half the excess.
     ev = Evidence(signal="span.self_time", value=round(hop.self_time_ns / 1e6, 3), unit="ms",
                   threshold=round(hop.baseline_p50_ns / 1e6, 3) if hop.baseline_p50_ns else None,

@@ -1,0 +1,211 @@
+"""One test group per check: realistic joined rows in a temp store -> the finding and its numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from isostack.locate.checks import all_checks
+from isostack.locate.diagnose import diagnose_hops
+from isostack.locate.model import Diagnosis, FiveTuple
+from isostack.store import Store
+from tests.test_join import (
+    CLIENT,
+    HOST,
+    MDNS_CG,
+    MS,
+    PAY_CG,
+    SERVER,
+    S,
+    T0,
+    build_case,
+    build_workloads,
+    ev,
+    flow,
+    rows_table,
+    slow_hop,
+)
+
+
+def run(data_dir: Path, rows: list[dict], hop=None, config: dict | None = None) -> Diagnosis:
+    store = Store(data_dir)
+    build_workloads(store, extra=[{"ts_ns": T0 - 60 * S, "host_name": HOST, "pid": 900, "comm": "avahi-flood",
+                                   "service_name": "mdns-storm", "cgroup_id": MDNS_CG}])
+    if rows:
+        store.append("kernel_events", rows_table("kernel_events", rows))
+    con = store.connect()
+    try:
+        return diagnose_hops(con, [hop or slow_hop()], config)[0]
+    finally:
+        con.close()
+
+
+def mechanisms(d: Diagnosis) -> list[str]:
+    return [f.mechanism for f in d.chain]
+
+
+def status(d: Diagnosis, check: str) -> str:
+    return next(c.status for c in d.checked if c.check == check)
+
+
+H = slow_hop()
+IN = H.start_ns + 100 * MS  # a time inside the hop
+
+
+def test_every_check_declares_kb_ids() -> None:
+    from isostack import kb
+
+    ids = [m.CHECK.id for m in all_checks()]
+    assert len(ids) == len(set(ids)) == 13
+    for m in all_checks():
+        kb.mechanism(m.CHECK.mechanism)
+        for t in m.CHECK.thresholds:
+            kb.threshold(t)
+
+
+def test_cpu_throttle_over_and_under_threshold(data_dir: Path) -> None:
+    rows = [ev(IN + k * 100 * MS, "cpu_throttle", 30 * MS, 100 * MS, cgroup_id=PAY_CG) for k in range(5)]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "cpu_throttle")
+    assert f.layer == "L-3"
+    assert f.evidence[0].value == pytest.approx(150.0)  # 5 x 30 ms, all inside the span
+    assert f.evidence[0].event_count == 5 and f.evidence[0].coverage == pytest.approx(500 / 1820, abs=1e-3)
+    assert f.evidence[0].detail["sides"] == ["server"]
+    under = run(data_dir.parent / "u", rows[:3])  # 90 ms < 100 ms
+    assert "cpu_throttle" not in mechanisms(under) and status(under, "cpu_throttle") == "ok"
+    # the config lowers the threshold: 90 ms becomes a finding
+    lowered = run(data_dir.parent / "l", rows[:3], config={"thresholds": {"cpu_throttle_ms": 50}})
+    assert "cpu_throttle" in mechanisms(lowered)
+
+
+def test_cpu_throttle_partial_window_counts_its_overlap(data_dir: Path) -> None:
+    # a 1 s cpu.stat window, 400 ms of it inside the span, 500 ms throttled: 200 ms counted
+    d = run(data_dir, [ev(H.start_ns - 600 * MS, "cpu_throttle", 500 * MS, S, cgroup_id=PAY_CG)])
+    f = next(f for f in d.chain if f.mechanism == "cpu_throttle")
+    assert f.evidence[0].value == pytest.approx(200.0)
+    # 200 ms of a 1,620 ms excess: less than half explained, so the app's own time stays the lead
+    assert mechanisms(d) == ["app_self_time", "cpu_throttle"]
+
+
+def test_runq_latency(data_dir: Path) -> None:
+    rows = [ev(IN, "runq_latency", 25 * MS, 500 * MS, cgroup_id=PAY_CG, detail={"count": 300}),
+            ev(IN + 500 * MS, "runq_latency", 2 * MS, 500 * MS, cgroup_id=PAY_CG)]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "runq_latency")
+    assert f.evidence[0].value == pytest.approx(25.0) and f.evidence[0].event_count == 1
+
+
+def test_seccomp_slow_path_and_denials(data_dir: Path) -> None:
+    rows = [ev(IN, "syscall_latency", 950_000, 100 * MS, cgroup_id=PAY_CG, detail={"syscall": "connect", "count": 40}),
+            ev(IN, "syscall_latency", 90_000, 100 * MS, cgroup_id=PAY_CG, detail={"syscall": "read", "count": 900}),
+            ev(IN, "seccomp_denied", 3, cgroup_id=PAY_CG, detail={"syscall": "ptrace", "action": "ERRNO"})]
+    d = run(data_dir, rows)
+    slow = next(f for f in d.chain if f.mechanism == "seccomp_slow_path")
+    assert slow.layer == "L-4" and slow.evidence[0].value == pytest.approx(950.0)
+    assert slow.evidence[0].detail["syscalls"] == ["connect"]
+    denied = next(f for f in d.chain if f.mechanism == "syscall_errors")
+    assert denied.evidence[0].value == 3 and denied.evidence[0].detail["syscalls"] == ["ptrace"]
+
+
+def test_tx_queue_full(data_dir: Path) -> None:
+    rows = [ev(IN, "qdisc_backlog", 50, 100 * MS, device="eth-h6"),
+            ev(IN + 100 * MS, "txq_stopped", 7, 100 * MS, device="eth-h6")]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "tx_queue_full")
+    assert [e.signal for e in f.evidence] == ["txq_stopped"]  # a 50-packet backlog is below 100
+    assert f.evidence[0].where == "eth-h6"
+
+
+def test_packet_drop_on_flow_and_by_rate(data_dir: Path) -> None:
+    d = run(data_dir, [ev(IN, "skb_drop", 1, detail={"reason": "TCP_CSUM"}, **flow(reverse=True))])
+    f = next(f for f in d.chain if f.mechanism == "packet_drop")
+    assert f.evidence[0].detail["reasons"] == ["TCP_CSUM"]
+    # host devices: 500 packets in 1 s = 0.5 kpps (no finding); 50,000 in 1 s = 50 kpps (finding)
+    low = run(data_dir.parent / "low", [ev(IN, "nic_drop", 500, S, device="vnet-h6")])
+    assert "packet_drop" not in mechanisms(low)
+    high = run(data_dir.parent / "high", [ev(IN, "nic_drop", 50_000, S, device="vnet-h6")])
+    f = next(f for f in high.chain if f.mechanism == "packet_drop")
+    assert f.evidence[0].value == pytest.approx(50.0) and f.evidence[0].unit == "kpps"
+
+
+def test_retransmits_threshold_and_other_flows_ignored(data_dir: Path) -> None:
+    rows = [ev(IN + k * MS, "tcp_retransmit", 1, **flow()) for k in range(2)]
+    rows += [ev(IN + k * MS, "tcp_retransmit", 1, **flow(sport=40001)) for k in range(5)]  # another connection
+    d = run(data_dir, rows)
+    assert "retransmits" not in mechanisms(d)
+    d = run(data_dir.parent / "b", rows + [ev(IN + 9 * MS, "tcp_retransmit", 1, **flow(reverse=True))])
+    f = next(f for f in d.chain if f.mechanism == "retransmits")
+    assert f.evidence[0].value == 3 and f.explained_ns == 600 * MS
+
+
+def test_rtt_spike_ipv6_v4mapped_hop(data_dir: Path) -> None:
+    hop = slow_hop(five_tuple=FiveTuple("tcp", f"::ffff:{CLIENT[0]}", CLIENT[1], SERVER[0], SERVER[1]))
+    rows = [ev(IN, "tcp_rtt", 180_000, **flow(reverse=True)), ev(IN + 10 * MS, "tcp_rtt", 900, **flow())]
+    d = run(data_dir, rows, hop=hop)
+    f = next(f for f in d.chain if f.mechanism == "rtt_spike")
+    assert f.layer == "NET" and f.evidence[0].value == pytest.approx(180.0) and f.evidence[0].detail["samples"] == 2
+
+
+def test_conntrack_insert_failed(data_dir: Path) -> None:
+    d = run(data_dir, [ev(IN, "conntrack_insert_failed", 12, S)])
+    f = next(f for f in d.chain if f.mechanism == "conntrack_full")
+    assert f.layer == "L-3" and f.evidence[0].value == 12
+    zero = run(data_dir.parent / "z", [ev(IN, "conntrack_insert_failed", 0, S)])
+    assert status(zero, "conntrack") == "ok"
+
+
+def test_noisy_flow_names_the_workload(data_dir: Path) -> None:
+    rows = [ev(IN, "flow_bytes", 40e6, 100 * MS, saddr="10.200.9.9", sport=5353, daddr="224.0.0.251", dport=5353,
+               pid=900, cgroup_id=MDNS_CG, source="probe:flowbytes"),
+            ev(IN, "flow_bytes", 1e5, 100 * MS, pid=200, **flow())]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "noisy_flow")
+    det = f.evidence[0].detail
+    assert det["service"] == "mdns-storm" and det["pid"] == 900 and det["share"] > 0.99
+    assert f.evidence[0].where == "10.200.9.9:5353|224.0.0.251:5353"
+
+
+def test_noisy_flow_not_blamed_when_hop_is_the_top_talker(data_dir: Path) -> None:
+    rows = [ev(IN, "flow_bytes", 40e6, 100 * MS, pid=200, **flow()),
+            ev(IN, "flow_bytes", 1e5, 100 * MS, saddr="10.200.9.9", sport=5353, daddr="224.0.0.251", dport=5353)]
+    assert "noisy_flow" not in mechanisms(run(data_dir, rows))
+
+
+def test_disk_saturation(data_dir: Path) -> None:
+    rows = [ev(IN, "block_io_latency", 45 * MS, S, device="vda"), ev(IN, "disk_util", 70.0, S, device="vda")]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "disk_saturation")
+    assert [e.signal for e in f.evidence] == ["block_io_latency"] and f.layer == "HOST"
+
+
+def test_oom_kill(data_dir: Path) -> None:
+    d = run(data_dir, [ev(IN, "oom_kill", 1, cgroup_id=PAY_CG, detail={"comm": "payment-worker"})])
+    f = next(f for f in d.chain if f.mechanism == "oom_kill")
+    assert f.evidence[0].detail["victims"] == ["payment-worker"]
+
+
+def test_memory_growth(data_dir: Path) -> None:
+    # 1.0 GB -> 1.1 GB over 60 s is 600 %/h; samples must reach into the join window
+    rows = [ev(H.start_ns - 59 * S, "memory_usage", 1.0e9, cgroup_id=PAY_CG),
+            ev(IN, "memory_usage", 1.1e9, cgroup_id=PAY_CG)]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "memory_growth")
+    assert f.evidence[0].value == pytest.approx(10 / (59.13 / 3600), rel=0.01)
+
+
+def test_app_self_time_when_nothing_else(data_dir: Path) -> None:
+    d = run(data_dir, [])
+    assert mechanisms(d) == ["app_self_time"] and d.chain[0].layer == "APP"
+    assert any("no kernel events" in m for m in d.missing)
+    assert {c.status for c in d.checked if c.check != "app_self_time"} == {"no_data"}
+
+
+def test_disable_check_by_config(data_dir: Path) -> None:
+    trace_dir = data_dir / "x"
+    build_case(Store(trace_dir), "throttle")
+    con = Store(trace_dir).connect()
+    d = diagnose_hops(con, [slow_hop()], {"disable": ["cpu_throttle"]})[0]
+    con.close()
+    assert "cpu_throttle" not in mechanisms(d)
+    assert next(c for c in d.checked if c.check == "cpu_throttle").note == "disabled by config"
