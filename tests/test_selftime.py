@@ -115,6 +115,7 @@ def test_critical_path_follows_the_last_finishing_child(tmp_path: Path) -> None:
         span("root", "", 0, 100),
         span("fast", "root", 5, 30), span("slow", "root", 10, 95),  # parallel; slow ends last
         span("slow.db", "slow", 20, 90), span("fast.db", "fast", 6, 29),
+        span("cache", "root", 40, 50),  # runs in parallel with "slow", wholly inside it: not critical
     ]
     metrics(tmp_path, rows)
     con = Store(tmp_path / "store").connect(["spans"])
@@ -127,6 +128,7 @@ def test_critical_path_follows_the_last_finishing_child(tmp_path: Path) -> None:
     # once the cursor reaches slow's start (10), fast (5..30) is what was running: it is on the
     # path for its 5..10 part, and so is its child
     assert path[3:] == ["fast", "fast.db"]
+    assert "cache" not in path
 
 
 intervals = st.lists(st.tuples(st.integers(-50, 150), st.integers(0, 120)), min_size=0, max_size=8)

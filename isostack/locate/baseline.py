@@ -14,7 +14,10 @@ least ``min_excess_ns`` (so a 40 µs gap becoming 90 µs is not paged on).
 
 Baseline fallback, first with at least ``min_samples`` rows wins: the key in the reference
 window ("key"), the service in the reference window ("service"), the key in the analysis window
-itself ("window-key"), the service in the analysis window ("window-service").
+itself ("window-key"), the service in the analysis window ("window-service"); with fewer samples
+everywhere nothing is called slow. CLIENT spans without a SERVER child ("unpaired": the peer is
+not instrumented or its span was lost) carry the whole remote call in their self time, so every
+level keeps them apart from paired CLIENT spans.
 """
 
 from __future__ import annotations
@@ -41,11 +44,13 @@ class Thresholds:
 # ``is_candidate`` marks the spans the user asked about (service/trace/filter); the window
 # baselines use every span of the window, not only the candidates.
 _PARTS_SQL = """
-SELECT trace_id, span_id, service_name, name, peer, 'self_time' AS part, self_time_ns AS value_ns,
+SELECT trace_id, span_id, service_name, name, peer, unpaired_client AS unpaired, 'self_time' AS part,
+       self_time_ns AS value_ns,
        {cand} AS is_candidate
 FROM {src} WHERE {cond}
 UNION ALL
-SELECT trace_id, span_id, service_name, name, peer, 'hop_gap' AS part, hop_gap_ns AS value_ns,
+SELECT trace_id, span_id, service_name, name, peer, FALSE AS unpaired, 'hop_gap' AS part,
+       hop_gap_ns AS value_ns,
        {cand} AS is_candidate
 FROM {src} WHERE {cond} AND hop_gap_ns IS NOT NULL
 """
@@ -64,11 +69,11 @@ def baselines_sql(src: str, ref_cond: str, win_cond: str, cand_cond: str) -> str
     win = _PARTS_SQL.format(src=src, cond=win_cond, cand=f"({cand_cond})")
     return f"""
 ref_parts AS MATERIALIZED ({ref}),
-b_key AS (SELECT service_name, name, peer, part, {_STATS} FROM ref_parts GROUP BY ALL),
-b_svc AS (SELECT service_name, part, {_STATS} FROM ref_parts GROUP BY ALL),
+b_key AS (SELECT service_name, name, peer, unpaired, part, {_STATS} FROM ref_parts GROUP BY ALL),
+b_svc AS (SELECT service_name, unpaired, part, {_STATS} FROM ref_parts GROUP BY ALL),
 win_parts AS MATERIALIZED ({win}),
-w_key AS (SELECT service_name, name, peer, part, {_STATS} FROM win_parts GROUP BY ALL),
-w_svc AS (SELECT service_name, part, {_STATS} FROM win_parts GROUP BY ALL)
+w_key AS (SELECT service_name, name, peer, unpaired, part, {_STATS} FROM win_parts GROUP BY ALL),
+w_svc AS (SELECT service_name, unpaired, part, {_STATS} FROM win_parts GROUP BY ALL)
 """
 
 
@@ -78,7 +83,7 @@ def scoring_sql(t: Thresholds) -> str:
     Produces ``slow``: one row per span (its worst slow part) with the baseline used. The numeric
     thresholds are literals from a typed dataclass, not user text.
     """
-    m = int(t.min_samples)
+    m = int(t.min_samples)  # also the least samples any baseline needs before it may call a span slow
 
     def pick(col: str) -> str:
         return (f"CASE WHEN bk.n >= {m} THEN bk.{col} WHEN bs.n >= {m} THEN bs.{col} "
@@ -93,11 +98,11 @@ scored AS (
            {pick('n')} AS baseline_n
     FROM win_parts w
     LEFT JOIN b_key bk ON bk.service_name IS NOT DISTINCT FROM w.service_name AND bk.name IS NOT DISTINCT FROM w.name
-                       AND bk.peer IS NOT DISTINCT FROM w.peer AND bk.part = w.part
-    LEFT JOIN b_svc bs ON bs.service_name IS NOT DISTINCT FROM w.service_name AND bs.part = w.part
+                       AND bk.peer IS NOT DISTINCT FROM w.peer AND bk.unpaired = w.unpaired AND bk.part = w.part
+    LEFT JOIN b_svc bs ON bs.service_name IS NOT DISTINCT FROM w.service_name AND bs.unpaired = w.unpaired AND bs.part = w.part
     LEFT JOIN w_key wk ON wk.service_name IS NOT DISTINCT FROM w.service_name AND wk.name IS NOT DISTINCT FROM w.name
-                       AND wk.peer IS NOT DISTINCT FROM w.peer AND wk.part = w.part
-    LEFT JOIN w_svc ws ON ws.service_name IS NOT DISTINCT FROM w.service_name AND ws.part = w.part
+                       AND wk.peer IS NOT DISTINCT FROM w.peer AND wk.unpaired = w.unpaired AND wk.part = w.part
+    LEFT JOIN w_svc ws ON ws.service_name IS NOT DISTINCT FROM w.service_name AND ws.unpaired = w.unpaired AND ws.part = w.part
     WHERE w.is_candidate
 ),
 rated AS (
@@ -111,7 +116,7 @@ rated AS (
 slow AS (
     SELECT * FROM rated
     WHERE ratio >= {float(t.min_ratio)} AND robust_z >= {float(t.min_robust_z)}
-          AND excess_ns >= {int(t.min_excess_ns)}
+          AND excess_ns >= {int(t.min_excess_ns)} AND baseline_n >= {m}
     -- equal excess (a paired CLIENT whose only child is its SERVER): name the hop gap, which
     -- clock skew cannot distort
     QUALIFY row_number() OVER (PARTITION BY trace_id, span_id

@@ -30,6 +30,9 @@ from isostack.store import Store, fetch_arrow
 
 _temp_seq = itertools.count()
 
+# How far beyond the windows spans are read so that traces crossing a window edge stay whole.
+TRACE_MARGIN_NS = 60_000_000_000
+
 
 @dataclass
 class HopsResult:
@@ -104,7 +107,9 @@ def analyse_hops(
             ref_lo, ref_hi, ref_kind = first, since_ns - 1, "before-window"
         else:
             ref_lo, ref_hi, ref_kind = first, last, "whole-store"
-        read_lo, read_hi = min(lo, ref_lo), max(hi, ref_hi)
+        # read a margin beyond both windows so a span at a window's edge still meets its children
+        # and parent (and skewed hosts' spans); only spans inside a window are scored or baselined
+        read_lo, read_hi = min(lo, ref_lo) - TRACE_MARGIN_NS, max(hi, ref_hi) + TRACE_MARGIN_NS
         with_json = "attributes_json" in filter_sql
         con.execute(
             f"CREATE TEMP TABLE {temp} AS {span_metrics_sql('start_ns BETWEEN $read_lo AND $read_hi', with_json=with_json)}",

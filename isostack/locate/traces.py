@@ -28,7 +28,8 @@ import duckdb
 from isostack.store import fetch_arrow
 
 # Columns of the per-span metrics relation (besides the span columns it carries through).
-METRIC_COLUMNS = ("self_time_ns", "hop_gap_ns", "peer", "is_orphan", "server_span_id", "server_service")
+METRIC_COLUMNS = ("self_time_ns", "hop_gap_ns", "peer", "is_orphan", "unpaired_client", "server_span_id",
+                  "server_service")
 
 # Span columns the finder reads. attributes/resource JSON are only read when a filter needs them.
 _BASE_COLUMNS = (
@@ -99,6 +100,9 @@ SELECT s.*,
        s.duration_ns - coalesce(cv.covered_ns, 0) AS self_time_ns,
        CASE WHEN pr.srv IS NOT NULL THEN s.duration_ns - pr.srv.duration_ns END AS hop_gap_ns,
        (s.parent_span_id <> '' AND cl.child_id IS NULL) AS is_orphan,
+       -- a CLIENT span without its SERVER child (uninstrumented or lost peer): its self time holds
+       -- the whole remote call, so it is baselined apart from the paired ones
+       (s.kind = 'CLIENT' AND pr.srv IS NULL) AS unpaired_client,
        coalesce(pr.srv.span_id, '') AS server_span_id,
        coalesce(pr.srv.service, '') AS server_service,
        coalesce(pr.srv.host, '') AS server_host_name,

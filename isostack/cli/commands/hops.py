@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 from rich.markup import escape
-from rich.tree import Tree
 
 from isostack.cli.common import console, emit_json, err_console, get_store, json_option
 from isostack.errors import UsageError
@@ -33,6 +32,11 @@ def parse_time_ns(text: str, *, latest_ns: int, option: str) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp() * 1e9)
+
+
+def _say(renderable: Any) -> None:
+    # no wrapping at the terminal width: five-tuples and ids stay on one line (and greppable)
+    console.print(renderable, soft_wrap=True)
 
 
 def _ms(ns: float | int | None) -> str:
@@ -140,26 +144,26 @@ def _baseline_note(result: HopsResult) -> str:
 def _print_hops(result: HopsResult) -> None:
     st = result.stats
     if "window" not in st:
-        console.print(f"no slow hops: {st.get('note', 'nothing to analyse')}")
+        _say(f"no slow hops: {st.get('note', 'nothing to analyse')}")
         return
     win = st["window"]
     head = (f"window {_iso(win['since_ns'])} → {_iso(win['until_ns'])}: {st['window_spans']} spans, "
             f"{st['traces']} traces, {st['client_server_pairs']} client/server pairs, "
             f"{st['orphans']} orphan spans (parent missing: treated as roots)")
-    console.print(head)
+    _say(head)
     if not result.hops:
-        console.print("no slow hops.")
-        console.print(_baseline_note(result))
+        _say("no slow hops.")
+        _say(_baseline_note(result))
         return
     # one block per hop rather than a wide table: five-tuples and ids must not be truncated
-    console.print(f"[bold]slow hops: {st.get('slow_total', len(result.hops))} found, worst first[/]")
+    _say(f"[bold]slow hops: {st.get('slow_total', len(result.hops))} found, worst first[/]")
     for i, (h, level, n) in enumerate(
             zip(result.hops, result.baseline_used, result.baseline_samples, strict=True), 1):
         value = h.hop_gap_ns if h.part == "hop_gap" else h.self_time_ns
         ratio = f"{h.ratio:.1f}×" if h.ratio is not None else "?"
         z = f"{h.robust_z:.1f}" if h.robust_z is not None else "?"
         arrow = f" → {escape(h.peer)}" if h.peer else ""
-        console.print(
+        _say(
             f"{i:>2}. [bold]{escape(h.service)}{arrow}[/]  {escape(h.operation)} {escape(f'[{h.kind}]')}  "
             f"[red]{h.part} {_ms(value)}[/] vs p50 {_ms(h.baseline_p50_ns)} (p99 {_ms(h.baseline_p99_ns)})  "
             f"{ratio}, z {z}, baseline {level} n={n}"
@@ -167,20 +171,18 @@ def _print_hops(result: HopsResult) -> None:
         where = str(h.five_tuple) if h.five_tuple.peer_addr else "five-tuple unknown"
         server = f"  server span {h.server_span_id} ({escape(h.server_service)}@{escape(h.server_host_name)})" \
             if h.server_span_id else ""
-        console.print(f"    {where}   {_iso(h.start_ns)} +{_ms(h.duration_ns)}   "
-                      f"trace {h.trace_id} span {h.span_id}{server}", soft_wrap=True)
-    console.print(_baseline_note(result))
+        _say(f"    {where}   {_iso(h.start_ns)} +{_ms(h.duration_ns)}   "
+             f"trace {h.trace_id} span {h.span_id}{server}")
+    _say(_baseline_note(result))
 
 
 def _print_tree(trace_id: str, roots: list[TreeNode]) -> None:
-    tree = Tree(f"trace {trace_id}  (★ = critical path; self = duration − children)")
-    branches: dict[int, Tree] = {}
+    # printed line by line (not a rich Tree, which crops at the terminal width): ids, times and
+    # the ★ marks stay on one greppable line each
+    _say(f"trace {trace_id}  (★ = critical path; self = duration − children)")
     for depth, node in tree_lines(roots):
-        parent = tree if depth == 0 else branches[depth - 1]
-        mark = "★ " if node.on_critical_path else "  "
+        mark = "★" if node.on_critical_path else " "
         gap = f", hop gap {_ms(node.hop_gap_ns)}" if node.hop_gap_ns is not None else ""
         orphan = " [yellow](parent missing)[/]" if node.is_orphan else ""
-        label = (f"{mark}{escape(node.service)} {node.kind} {escape(repr(node.name))}: {_ms(node.duration_ns)}, "
-                 f"self {_ms(node.self_time_ns)}{gap}{orphan}")
-        branches[depth] = parent.add(label)
-    console.print(tree)
+        _say(f"{'   ' * depth}{mark} {escape(node.service)} {node.kind} {escape(repr(node.name))}: "
+             f"{_ms(node.duration_ns)}, self {_ms(node.self_time_ns)}{gap}{orphan}  [dim]{node.span_id}[/]")
