@@ -1,0 +1,239 @@
+"""The node agent: bundled eBPF probes + procfs/cgroup collectors, attributed, to the store and/or OTLP.
+
+Python API (the live testbed runs it in-process)::
+
+    agent = Agent(Store(data_dir), probes="tcp_retransmit,runq_latency", interval_s=1.0)
+    agent.start()      # raises CapabilityError when not root / no tracefs / no BTF / no bpftrace
+    ...
+    stats = agent.stop()   # detaches every probe, flushes the last window
+
+Degrades per probe: a probe that fails to attach is a warning (``stats.failed``), the rest run. The
+procfs collector and workload scan (isostack.sources.procfs) are optional: missing -> a warning.
+Call start() and stop() from the same long-lived thread: the bpftrace children are bound to the
+starting thread's life (PR_SET_PDEATHSIG), which is what guarantees no residue on SIGKILL.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from isostack import probes as probes_mod
+from isostack import records
+from isostack.agent.attribution import Attributor
+from isostack.agent.runner import ProbeProcess
+from isostack.errors import CapabilityError
+from isostack.store import Store
+
+
+@dataclass
+class AgentStats:
+    """What the agent did: rows per kind, probes running / failed, warnings."""
+
+    started_ns: int = 0
+    stopped_ns: int = 0
+    rows_by_kind: Counter[str] = field(default_factory=Counter)
+    rows_written: int = 0
+    workloads_written: int = 0
+    probes_running: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    lost_events: int = 0
+    bad_lines: int = 0
+    cgroup_mode: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "started_ns": self.started_ns, "stopped_ns": self.stopped_ns,
+            "rows_by_kind": dict(sorted(self.rows_by_kind.items())), "rows_written": self.rows_written,
+            "workloads_written": self.workloads_written, "probes_running": self.probes_running,
+            "probes_failed": self.failed, "warnings": self.warnings, "lost_events": self.lost_events,
+            "bad_lines": self.bad_lines, "cgroup_mode": self.cgroup_mode,
+        }
+
+
+class Agent:
+    """Runs probes and collectors, every ``interval_s`` seconds attributes and ships their rows."""
+
+    def __init__(self, store: Store | None, probes: str | list[str] | None = "all", interval_s: float = 1.0,
+                 host_name: str | None = None, otlp_endpoint: str | None = None, collectors: bool = True,
+                 workloads: bool = True, attach_timeout_s: float = 20.0,
+                 on_rows: Callable[[pa.Table], None] | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.specs = probes_mod.select(probes) if probes not in ("", None, "none") else []
+        self.interval_s = float(interval_s)
+        self.host_name = host_name or socket.gethostname()
+        self.otlp_endpoint = otlp_endpoint
+        self.collectors = collectors
+        self.workloads = workloads
+        self.attach_timeout_s = attach_timeout_s
+        self.on_rows = on_rows
+        self._warn_cb = warn
+        self.stats = AgentStats()
+        self._procs: list[ProbeProcess] = []
+        self._collector: Any = None
+        self._scan: Callable[[str], pa.Table] | None = None
+        self._otlp: Any = None
+        self._attr: Attributor | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ship_lock = threading.Lock()
+        self._ticks = 0
+
+    # -------------------------------------------------------------- lifecycle
+    def warn(self, message: str) -> None:
+        self.stats.warnings.append(message)
+        if self._warn_cb:
+            self._warn_cb(message)
+
+    def start(self) -> None:
+        """Start probes (in parallel), collectors and the shipping loop. Raises CapabilityError."""
+        self.stats.started_ns = time.time_ns()
+        self._attr = Attributor()
+        self.stats.cgroup_mode = probes_mod.cgroup_mode()
+        if self.specs:
+            probes_mod.check_capabilities()
+            cg_expr = probes_mod.calibrate_cgroup_expr()
+            for spec in self.specs:
+                p = ProbeProcess(spec, self.interval_s, cg_expr, self.host_name)
+                try:
+                    p.start()
+                except OSError as exc:
+                    self.stats.failed[spec.name] = f"cannot start bpftrace: {exc}"
+                    self.warn(f"probe {spec.name}: cannot start bpftrace: {exc}")
+                    continue
+                self._procs.append(p)
+            for p in list(self._procs):
+                why = p.wait_attached(self.attach_timeout_s)
+                if why:
+                    p.stop(grace_s=1)
+                    self._procs.remove(p)
+                    self.stats.failed[p.name] = why
+                    self.warn(f"probe {p.name} disabled: {why}")
+            self.stats.probes_running = [p.name for p in self._procs]
+            if not self._procs:
+                self.warn("no probe could attach; running collectors only")
+        if self.collectors or self.workloads:
+            self._load_procfs()
+        if self.otlp_endpoint:
+            from isostack.agent.otlp import OtlpExporter
+
+            self._otlp = OtlpExporter(self.otlp_endpoint, self.host_name)
+        if self._collector is not None:
+            self._safe(self._collector.sample)  # the first call primes counters (0 rows)
+        self._ship_workloads()
+        self._thread = threading.Thread(target=self._loop, name="isostack-agent", daemon=True)
+        self._thread.start()
+
+    def _load_procfs(self) -> None:
+        try:
+            from isostack.sources.procfs import ProcfsCollector, scan_workloads
+        except ImportError as exc:
+            self.warn(f"procfs collectors unavailable ({exc}); eBPF probes only")
+            return
+        if self.collectors:
+            self._collector = ProcfsCollector(self.host_name)
+        if self.workloads:
+            self._scan = scan_workloads
+
+    def _safe(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # a collector bug must not stop the agent; it is reported
+            self.warn(f"{getattr(fn, '__qualname__', fn)} failed: {type(exc).__name__}: {exc}")
+            return None
+
+    def _loop(self) -> None:
+        next_t = time.monotonic() + self.interval_s
+        while not self._stop.wait(max(0.0, next_t - time.monotonic())):
+            next_t += self.interval_s
+            self._ticks += 1
+            self.ship()
+            if self._ticks % 10 == 0:
+                self._ship_workloads()
+            for p in list(self._procs):
+                if not p.alive and p.name not in self.stats.failed:
+                    self.stats.failed[p.name] = f"bpftrace exited {p.proc.returncode if p.proc else '?'}: " \
+                                                f"{p.error_text()}"
+                    self.warn(f"probe {p.name} stopped: {self.stats.failed[p.name]}")
+
+    def ship(self) -> pa.Table:
+        """Collect every source's rows since the last call, attribute, write/export; returns them."""
+        with self._ship_lock:
+            parts = [p.take() for p in self._procs]
+            if self._collector is not None:
+                t = self._safe(self._collector.sample)
+                if t is not None and t.num_rows:
+                    parts.append(records.conform("kernel_events", t))
+            parts = [t for t in parts if t.num_rows]
+            if not parts:
+                return records.empty("kernel_events")
+            table = pa.concat_tables(parts)
+            if self._attr is not None:
+                table = self._attr.attribute(table)
+            for k in table.column("kind").to_pylist():
+                self.stats.rows_by_kind[k] += 1
+            if self.store is not None:
+                self.stats.rows_written += self.store.append("kernel_events", table)
+            if self._otlp is not None:
+                err = self._otlp.export(table)
+                if err:
+                    self.warn(err)
+            if self.on_rows is not None:
+                self.on_rows(table)
+            return table
+
+    def _ship_workloads(self) -> None:
+        if self._scan is None or self.store is None:
+            return
+        scan = self._scan
+        t = self._safe(lambda: scan(self.host_name))
+        if t is not None and t.num_rows:
+            self.stats.workloads_written += self.store.append("workloads", t)
+
+    def stop(self) -> AgentStats:
+        """Detach every probe (SIGINT, then SIGKILL), ship the last window, stop exporters."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for p in self._procs:
+            p.stop()
+        self.ship()  # the windows bpftrace flushed on exit
+        for p in self._procs:
+            self.stats.lost_events += p.decoder.lost_events
+            self.stats.bad_lines += p.bad_lines
+            if p.bad_lines:
+                self.warn(f"probe {p.name}: {p.bad_lines} undecodable line(s), first: {p.first_error}")
+        self._ship_workloads()
+        if self._otlp is not None:
+            self._otlp.shutdown()
+        self.stats.stopped_ns = time.time_ns()
+        return self.stats
+
+    def run(self, duration_s: float | None) -> AgentStats:
+        """start(), run for ``duration_s`` (None = until stop() from elsewhere / KeyboardInterrupt), stop()."""
+        self.start()
+        try:
+            if duration_s is None:
+                while not self._stop.is_set():
+                    time.sleep(0.5)
+            else:
+                self._stop.wait(duration_s)
+        finally:
+            self.stop()
+        return self.stats
+
+    def request_stop(self) -> None:
+        """Ask a ``run()`` in progress to finish (signal handlers call this)."""
+        self._stop.set()
+
+
+__all__ = ["Agent", "AgentStats", "CapabilityError"]

@@ -1,0 +1,125 @@
+"""One bpftrace child per probe, decoded on a reader thread, never outliving the agent.
+
+No residue: each child is started with PR_SET_PDEATHSIG(SIGKILL) (the kernel kills it when the thread
+that started it dies, including on SIGKILL of the agent) and in its own process group; stop() sends
+SIGINT (bpftrace detaches and prints its END maps), then SIGKILL after a grace period. The program text
+lives in a temporary file removed at stop. bpftrace probes are perf/BPF links owned by the process, so
+they vanish with it; nothing is written to tracefs or cgroupfs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import pyarrow as pa
+
+from isostack.probes import ProbeSpec, program_text
+from isostack.sources.bpftrace import BpftraceDecoder, BpftraceOutputError
+
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:
+    # runs in the child between fork and exec: die with the parent, own process group
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setpgid(0, 0)
+
+
+class ProbeProcess:
+    """A running bundled probe: ``take()`` returns its decoded rows since the last call."""
+
+    def __init__(self, spec: ProbeSpec, interval_s: float, cgroup_expr: str, host_name: str,
+                 bpftrace: str = "bpftrace") -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.decoder = BpftraceDecoder(host_name=host_name, source=f"probe:{spec.name}", name=f"probe {spec.name}")
+        self._text = program_text(spec, interval_s, cgroup_expr)
+        self._bpftrace = bpftrace
+        self._lock = threading.Lock()
+        self._dir = tempfile.mkdtemp(prefix="isostack-probe-")
+        self.proc: subprocess.Popen[str] | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=20)
+        self.bad_lines = 0
+        self.first_error = ""
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        path = Path(self._dir) / f"{self.name}.bt"
+        path.write_text(self._text)
+        self.proc = subprocess.Popen(
+            [self._bpftrace, "-f", "json", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_child_setup,
+        )
+        self._threads = [threading.Thread(target=self._read_stdout, name=f"probe-{self.name}", daemon=True),
+                         threading.Thread(target=self._read_stderr, name=f"probe-{self.name}-err", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def wait_attached(self, timeout_s: float) -> str | None:
+        """None once bpftrace reported its probes attached; else why not (exit status + its stderr)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.decoder.attached_probes:
+                return None
+            if self.proc is not None and self.proc.poll() is not None:
+                time.sleep(0.05)  # let the stderr reader drain
+                return f"bpftrace exited {self.proc.returncode}: {self.error_text()}"
+            time.sleep(0.02)
+        return f"not attached after {timeout_s:.0f}s: {self.error_text()}"
+
+    def error_text(self) -> str:
+        lines = [ln for ln in self.stderr_tail if "RLIMIT_MEMLOCK" not in ln and ln.strip()]
+        return " | ".join(lines[-3:]) or "no message"
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                try:
+                    self.decoder.feed(line)
+                except BpftraceOutputError as exc:
+                    self.bad_lines += 1
+                    self.first_error = self.first_error or str(exc)
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_tail.append(line.rstrip())
+
+    def take(self) -> pa.Table:
+        with self._lock:
+            return self.decoder.take()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace_s: float = 3.0) -> None:
+        """SIGINT, then SIGKILL to the whole process group; joins the readers; removes the program file."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGINT)
+                self.proc.wait(timeout=grace_s)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        for t in self._threads:
+            t.join(timeout=2)
+        try:
+            for f in Path(self._dir).iterdir():
+                f.unlink()
+            os.rmdir(self._dir)
+        except OSError:
+            pass

@@ -1,0 +1,95 @@
+"""``isostack agent``: run the bundled eBPF probes and procfs collectors on this node."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+import click
+
+from isostack.cli.common import console, emit_json, err_console, get_store, json_option, table, warn
+from isostack.errors import UsageError
+
+
+def _parse_seconds(text: str) -> float:
+    t = text.strip().lower()
+    try:
+        if t.endswith("ms"):
+            return float(t[:-2]) / 1000
+        if t.endswith("s"):
+            return float(t[:-1])
+        if t.endswith("m"):
+            return float(t[:-1]) * 60
+        return float(t)
+    except ValueError:
+        raise UsageError(f"--interval/--duration: {text!r} is not a duration (e.g. 1s, 500ms, 2m)") from None
+
+
+@click.command("agent")
+@click.option("--duration", default=None, help="Run this long (e.g. 30s, 5m); default: until SIGTERM/SIGINT.")
+@click.option("--probes", "probe_list", default="all", show_default=True,
+              help="Comma list of bundled probes, 'all', or 'none' (collectors only).")
+@click.option("--interval", default="1s", show_default=True, help="Aggregation window of probes and collectors.")
+@click.option("--otlp-endpoint", default=None, help="Also export OTLP/HTTP metrics+logs to this base URL "
+                                                    "(e.g. http://localhost:4318).")
+@click.option("--no-store", is_flag=True, help="Do not write to the store (export only).")
+@click.option("--no-collectors", is_flag=True, help="eBPF probes only (skip procfs/cgroup counters).")
+@click.option("--list", "list_probes", is_flag=True, help="List the bundled probes and exit.")
+@json_option
+@click.pass_context
+def command(ctx: click.Context, duration: str | None, probe_list: str, interval: str, otlp_endpoint: str | None,
+            no_store: bool, no_collectors: bool, list_probes: bool, as_json: bool) -> None:
+    """Run eBPF probes + kernel counters, attributed to cgroup/container/service, into the store.
+
+    Needs root, tracefs and kernel BTF for the probes (the error names what is missing). A probe that
+    cannot attach is a warning; the others keep running. bpftrace children die with the agent.
+
+    \b
+    Examples:
+      isostack --data-dir /tmp/run agent --duration 30s
+      isostack agent --probes tcp_retransmit,skb_drop,runq_latency --interval 2s --json
+      isostack agent --no-store --otlp-endpoint http://localhost:4318
+      isostack agent --list
+    """
+    from isostack import probes as probes_mod
+    from isostack.agent import Agent
+
+    if list_probes:
+        specs = probes_mod.registry()
+        if as_json:
+            emit_json([{"name": s.name, "question": s.question, "layer": s.layer, "kinds": s.kinds,
+                        "tracepoints": s.tracepoints} for s in specs.values()])
+        else:
+            console.print(table("bundled probes", ["probe", "kinds", "layer", "question"],
+                                [(s.name, ",".join(s.kinds), s.layer, s.question) for s in specs.values()]))
+        return
+    interval_s = _parse_seconds(interval)
+    if interval_s < 0.05:
+        raise UsageError("--interval must be at least 50ms")
+    duration_s = _parse_seconds(duration) if duration else None
+    if no_store and not otlp_endpoint:
+        raise UsageError("--no-store needs --otlp-endpoint (otherwise the records go nowhere)")
+    store = None if no_store else get_store(ctx)
+    agent = Agent(store, probes=probe_list, interval_s=interval_s, otlp_endpoint=otlp_endpoint,
+                  collectors=not no_collectors, warn=warn)
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        agent.request_stop()
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    err_console.print(f"isostack agent: starting probes ({probe_list}), interval {interval_s:g}s", highlight=False)
+    try:
+        stats = agent.run(duration_s)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    result = stats.as_dict()
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"probes running: {', '.join(stats.probes_running) or 'none'}")
+    for name, why in stats.failed.items():
+        console.print(f"[yellow]probe {name} failed:[/] {why}")
+    console.print(table("rows by kind", ["kind", "rows"], sorted(stats.rows_by_kind.items())))
+    console.print(f"{stats.rows_written} kernel_events rows and {stats.workloads_written} workloads rows written"
+                  + (f" to {store.data_dir}" if store else ""))
