@@ -1,0 +1,79 @@
+"""``isostack read``: parse captures of existing tools (bcc/bpftrace text, Prometheus text) into the store."""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from pathlib import Path
+
+import click
+import pyarrow as pa
+
+from isostack.cli.common import console, emit_json, get_store, json_option, table, warn
+from isostack.errors import InputError
+
+
+@click.command("read")
+@click.option("--format", "fmt", type=click.Choice(["bcc", "prom"]), required=True,
+              help="bcc: text output of bcc/bpftrace tools (tcplife, biolatency, runqlat ...). "
+                   "prom: Prometheus or OpenMetrics exposition text.")
+@click.option("--tool", default=None, help="bcc only: which tool printed the capture, when neither the file name "
+                                           "(<tool>_*.txt) nor a '# ./tool' line says so.")
+@click.option("--lenient", is_flag=True, help="bcc only: skip lines that are not tool output (prose in "
+                                              "*_example.txt files) instead of failing on them.")
+@click.option("--host", "host_name", default=None, help="host.name for the rows (default: this host for bcc, "
+                                                        "the instance label for prom).")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@click.pass_context
+def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_name: str | None,
+            files: tuple[Path, ...], as_json: bool) -> None:
+    """Parse tool captures into the store, one summary line per file.
+
+    Times: captures carry no date, so capture-relative times are anchored at each file's
+    modification time. A malformed line stops that file with an error naming file:line; the
+    rows before it are kept and the other files are still read (exit 1).
+
+    \b
+    Examples:
+      sudo tcplife-bpfcc -t > tcplife_prod.txt; isostack read --format bcc tcplife_prod.txt
+      isostack read --format bcc --tool runqlat --json runqlat-capture.txt
+      curl -s localhost:9100/metrics > node.prom; isostack read --format prom node.prom
+    """
+    from isostack.sources import bcc_text, prometheus_text
+
+    store = get_store(ctx)
+    summaries: list[dict] = []
+    failed = False
+    for path in files:
+        error = ""
+        try:
+            if fmt == "bcc":
+                data = bcc_text.parse_file(path, tool=tool, strict=not lenient,
+                                           host_name=host_name if host_name is not None else socket.gethostname())
+            else:
+                data = prometheus_text.parse_file(path, host_name=host_name or "")
+        except InputError as exc:
+            failed = True
+            error = str(exc)
+            data = getattr(exc, "partial", None)
+            if not as_json:
+                warn(error)
+        table_name = "kernel_events" if fmt == "bcc" else "metric_points"
+        rows = store.append(table_name, data) if isinstance(data, pa.Table) else 0
+        key = "kind" if fmt == "bcc" else "name"
+        kinds = dict(Counter(data.column(key).to_pylist())) if isinstance(data, pa.Table) else {}
+        summaries.append({"file": str(path), "table": table_name, "rows": rows,
+                          ("kinds" if fmt == "bcc" else "metrics"): kinds, "error": error})
+    if as_json:
+        emit_json({"files": summaries})
+    else:
+        console.print(table(None, ["file", "table", "rows", "what", "error"], [
+            (s["file"], s["table"], s["rows"],
+             ", ".join(f"{k} {v}" for k, v in sorted(s["kinds"].items())) if "kinds" in s
+             else f"{len(s['metrics'])} metric names",
+             "failed (see above)" if s["error"] else "") for s in summaries]))
+    if failed:
+        bad = [s for s in summaries if s["error"]]
+        raise InputError(f"{len(bad)} of {len(summaries)} file(s) stopped at an error (rows before it were kept); "
+                         f"first: {bad[0]['error']}")

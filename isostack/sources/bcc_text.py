@@ -1,0 +1,450 @@
+"""Readers of the text that the bcc and bpftrace tools print: tables and log2 histograms -> kernel_events.
+
+Users already have captures of ``tcplife``, ``tcpretrans``, ``biolatency``, ``runqlat`` ... (the tools
+the spec names); this turns them into the same rows the probes produce, so ``diagnose`` can use them.
+
+What is read, per tool (a tool is named by the ``# ./tool`` command lines of a capture, by ``tool=``,
+or by the file name ``<tool>_*.txt``):
+
+=============  =================================  =========================================
+tool           output                             kernel_events kind (value)
+=============  =================================  =========================================
+tcplife        table (also ``-w``, ``-t``, CSV)   tcp_life (lifetime ns; detail tx_kb rx_kb)
+tcpretrans     table, ``-c`` counts               tcp_retransmit (count; detail state, type)
+tcpdrop        table + kernel stack               skb_drop (1; detail state, flags, location)
+fileslower     table                              syscall_latency (ns of that one read/write)
+softirqs       table / ``-d`` histograms          softirq_net_rx (ns) for net_rx only
+biolatency     histogram (per disk with ``-D``)   block_io_latency (p99 ns)
+runqlat        histogram                          runq_latency (p99 ns)
+cpudist        histogram                          oncpu (estimated total ns)
+funclatency    histogram                          syscall_latency (p99 ns; detail function)
+tcprtt         histogram (per address)            tcp_rtt (p99 us)
+=============  =================================  =========================================
+
+Histograms become one row each: p50/p99 are computed from the log2 buckets by linear interpolation
+inside the bucket that holds the quantile -- an approximation whose error is bounded by the bucket
+width (up to 2x); the buckets themselves travel in ``detail_json`` (``hist``: [[lo_ns, hi_ns, count]]).
+
+Times: captures carry no date. ``TIME(s)`` columns are offsets from ``base_ts_ns``; ``HH:MM:SS``
+columns and lines are that time of day on ``base_ts_ns``'s UTC date; otherwise rows get ``base_ts_ns``.
+Histogram windows are unknown (``duration_ns`` 0).
+
+Strict mode (the default, for real captures) rejects any line that is not tool output with an
+:class:`~isostack.errors.InputError` naming ``file:line``; lenient mode skips prose (for the
+``*_example.txt`` documentation files, which interleave output and commentary).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from isostack import records
+from isostack.errors import InputError
+
+# Histogram tool -> (kind, unit of the kind's value)
+HIST_KINDS: dict[str, tuple[str, str]] = {
+    "biolatency": ("block_io_latency", "ns"),
+    "runqlat": ("runq_latency", "ns"),
+    "cpudist": ("oncpu", "ns"),
+    "funclatency": ("syscall_latency", "ns"),
+    "tcprtt": ("tcp_rtt", "us"),
+    "softirqs": ("softirq_net_rx", "ns"),
+}
+
+_UNIT_NS = {"nsecs": 1, "ns": 1, "usecs": 1_000, "us": 1_000, "msecs": 1_000_000, "ms": 1_000_000,
+            "secs": 1_000_000_000, "s": 1_000_000_000}
+_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+_COMMAND = re.compile(r"^[#$]\s+(?P<cmd>.+)$")
+_BCC_HIST_HEAD = re.compile(r"^\s*(?P<unit>[A-Za-z_]+)\s*:\s*count\s+distribution\s*$")
+_BCC_HIST_ROW = re.compile(r"^\s*(?P<lo>\d+)\s*->\s*(?P<hi>\d+)\s*:\s*(?P<count>\d+)\s*\|")
+_BT_MAP_HEAD = re.compile(r"^@(?P<name>\w*)(?:\[(?P<key>.*)\])?:\s*$")
+_BT_HIST_ROW = re.compile(
+    r"^\[(?P<lo>\d+)(?P<los>[KMGTP]?)(?:,\s*(?P<hi>\d+)(?P<his>[KMGTP]?)\)|\])\s+(?P<count>\d+)\s*\|"
+)
+_LABEL = re.compile(r"^(?P<key>[A-Za-z][\w ]*?)\s*=\s*(?P<value>.+?)\s*$")
+_CLOCK = re.compile(r"^\d{2}:\d{2}:\d{2}$")
+_NOISE = re.compile(
+    r"^(\^C|\[\.\.\.\]|\.{3,}|Tracing .*|Attached \d+ probes?|ERROR: .*RLIMIT_MEMLOCK.*|"
+    r"Hit Ctrl-C to end\.?|Lost \d+ events?)$"
+)
+
+
+@dataclass
+class _Context:
+    path: str
+    tool: str
+    base_ts_ns: int
+    host_name: str
+    clock_ns: int | None = None  # from the last HH:MM:SS line
+    labels: dict[str, str] = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+
+    def ts(self) -> int:
+        return self.clock_ns if self.clock_ns is not None else self.base_ts_ns
+
+    def at_clock(self, hhmmss: str) -> int:
+        day = dt.datetime.fromtimestamp(self.base_ts_ns / 1e9, tz=dt.UTC).date()
+        t = dt.time.fromisoformat(hhmmss)
+        return int(dt.datetime.combine(day, t, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
+
+
+def tool_from_command(cmd: str) -> str:
+    """The bcc/bpftrace tool a shell command runs ("" when none): ``./tcplife.py -t`` -> tcplife."""
+    last = cmd.split(";")[-1].split("|")[0].split()
+    words = [w for w in last if w not in ("sudo", "env")]
+    if not words:
+        return ""
+    name = words[0].rsplit("/", 1)[-1]
+    for suffix in (".py", ".bt", "-bpfcc", ".bcc"):
+        name = name.removesuffix(suffix)
+    if name == "bpftrace" and len(words) > 1:  # `bpftrace tools/runqlat.bt`
+        return tool_from_command(" ".join(words[1:]))
+    return name
+
+
+def _addr_port(text: str) -> tuple[str, int]:
+    addr, _, port = text.rpartition(":")
+    return records.normalise_addr(addr), int(port)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+# Each table parser takes the header's column names and one row's text; returns a row dict or raises
+# ValueError. Recognised headers are matched on their column names (options reorder/add columns).
+
+def _split_row(header: list[str], line: str, csv: bool) -> dict[str, str]:
+    if csv:
+        vals = [v.strip() for v in line.split(",")]
+    else:
+        # The last column may contain spaces (file names): split at most len(header)-1 times.
+        vals = line.split(None, len(header) - 1)
+    if len(vals) != len(header):
+        raise ValueError(f"{len(vals)} fields, the header has {len(header)} ({' '.join(header)})")
+    return dict(zip(header, vals, strict=True))
+
+
+def _row_time(ctx: _Context, f: dict[str, str]) -> int:
+    if "TIME(s)" in f:
+        return ctx.base_ts_ns + int(float(f["TIME(s)"]) * 1e9)
+    if "TIME" in f and _CLOCK.match(f["TIME"]):
+        return ctx.at_clock(f["TIME"])
+    return ctx.ts()
+
+
+def _tcplife(ctx: _Context, header: list[str], line: str, csv: bool) -> dict:
+    f = _split_row(header, line, csv)
+    return {
+        "ts_ns": _row_time(ctx, f), "kind": "tcp_life", "value": float(f["MS"]) * 1e6,
+        "pid": int(f["PID"]), "comm": f["COMM"],
+        "saddr": records.normalise_addr(f["LADDR"]), "sport": int(f["LPORT"]),
+        "daddr": records.normalise_addr(f["RADDR"]), "dport": int(f["RPORT"]),
+        "detail_json": json.dumps({"tx_kb": int(f["TX_KB"]), "rx_kb": int(f["RX_KB"])}),
+    }
+
+
+def _tcpretrans(ctx: _Context, header: list[str], line: str, csv: bool) -> dict:
+    if "RETRANSMITS" in header:  # -c: per-flow counts, "laddr:lport <-> raddr:rport n"
+        parts = line.split()
+        if len(parts) != 4 or parts[1] != "<->":
+            raise ValueError("expected 'LADDR:LPORT <-> RADDR:RPORT COUNT'")
+        (sa, sp), (da, dp) = _addr_port(parts[0]), _addr_port(parts[2])
+        return {"ts_ns": ctx.ts(), "kind": "tcp_retransmit", "value": float(int(parts[3])),
+                "saddr": sa, "sport": sp, "daddr": da, "dport": dp,
+                "detail_json": json.dumps({"aggregated": True})}
+    f = _split_row(header, line, csv)
+    (sa, sp), (da, dp) = _addr_port(f["LADDR:LPORT"]), _addr_port(f["RADDR:RPORT"])
+    detail = {"state": f.get("STATE", "")}
+    if "T>" in f:
+        detail["type"] = {"R>": "retransmit", "L>": "tail_loss_probe"}.get(f["T>"], f["T>"])
+    return {"ts_ns": _row_time(ctx, f), "kind": "tcp_retransmit", "value": 1.0, "pid": int(f["PID"]),
+            "saddr": sa, "sport": sp, "daddr": da, "dport": dp, "detail_json": json.dumps(detail)}
+
+
+def _tcpdrop(ctx: _Context, header: list[str], line: str, csv: bool) -> dict:
+    # "STATE (FLAGS)" is one header column of two words: rejoin them.
+    cols = [c for c in header if c != "(FLAGS)"]
+    f = _split_row(cols, line, csv)
+    state, _, flags = f["STATE"].partition(" ")
+    (sa, sp), (da, dp) = _addr_port(f["SADDR:SPORT"]), _addr_port(f["DADDR:DPORT"])
+    return {"ts_ns": _row_time(ctx, f), "kind": "skb_drop", "value": 1.0, "pid": int(f["PID"]),
+            "saddr": sa, "sport": sp, "daddr": da, "dport": dp,
+            "detail_json": json.dumps({"state": state, "flags": flags.strip("()"), "stack": []})}
+
+
+def _fileslower(ctx: _Context, header: list[str], line: str, csv: bool) -> dict:
+    f = _split_row(header, line, csv)
+    return {"ts_ns": _row_time(ctx, f), "kind": "syscall_latency", "value": float(f["LAT(ms)"]) * 1e6,
+            "pid": int(f["PID"]), "comm": f["COMM"],
+            "detail_json": json.dumps({"syscall": {"R": "read", "W": "write"}.get(f["D"], f["D"]),
+                                       "bytes": int(f["BYTES"]), "file": f["FILENAME"], "count": 1,
+                                       "tool": "fileslower"})}
+
+
+def _softirqs(ctx: _Context, header: list[str], line: str, csv: bool) -> dict | None:
+    f = _split_row(header, line, csv)
+    unit_col = header[1]  # TOTAL_usecs or TOTAL_nsecs (-N)
+    scale = _UNIT_NS[unit_col.split("_", 1)[1]]
+    name = f["SOFTIRQ"]
+    total_ns = float(int(f[unit_col]) * scale)
+    if name not in ("net_rx_action", "net_rx"):
+        return None  # only NET_RX has a kind; the others are parsed (validated) and left out
+    return {"ts_ns": ctx.ts(), "kind": "softirq_net_rx", "value": total_ns,
+            "detail_json": json.dumps({"softirq": name})}
+
+
+_TableParser = Callable[[_Context, list[str], str, bool], dict | None]
+
+
+def _table_for_header(header: list[str]) -> _TableParser | None:
+    cols = set(header)
+    if {"LADDR", "LPORT", "RADDR", "RPORT", "MS"} <= cols:
+        return _tcplife
+    if {"LADDR:LPORT", "RADDR:RPORT"} <= cols:
+        return _tcpretrans
+    if {"SADDR:SPORT", "DADDR:DPORT", "STATE"} <= cols:
+        return _tcpdrop
+    if {"COMM", "PID", "D", "BYTES", "LAT(ms)", "FILENAME"} <= cols:
+        return _fileslower
+    if header and header[0] == "SOFTIRQ" and len(header) == 2 and header[1] in ("TOTAL_usecs", "TOTAL_nsecs"):
+        return _softirqs
+    return None
+
+
+# ------------------------------------------------------------------------------------------ histograms
+
+def log2_quantile(buckets: list[tuple[float, float, int]], q: float) -> float:
+    """Approximate ``q`` quantile of a log2 histogram [(lo, hi_exclusive, count)], same unit as the bounds.
+
+    Linear interpolation inside the bucket where the cumulative count reaches q*total: exact at the
+    bucket edges, off by at most the bucket width otherwise.
+    """
+    total = sum(c for _, _, c in buckets)
+    if total == 0:
+        return 0.0
+    target = q * total
+    seen = 0
+    for lo, hi, count in buckets:
+        if count and seen + count >= target:
+            return lo + (hi - lo) * (target - seen) / count
+        seen += count
+    return buckets[-1][1]
+
+
+@dataclass
+class _Hist:
+    unit: str
+    start_line: int
+    buckets: list[tuple[float, float, int]] = field(default_factory=list)  # in ns
+    name: str = ""
+
+
+def _finish_hist(ctx: _Context, h: _Hist) -> None:
+    tool = ctx.tool
+    if tool not in HIST_KINDS:
+        raise InputError(
+            f"{ctx.path}:{h.start_line}: a histogram from tool {tool or '(unknown)'!r}; expected one of "
+            f"{', '.join(sorted(HIST_KINDS))} (name the tool with --tool or a '# ./tool' line)"
+        )
+    kind, value_unit = HIST_KINDS[tool]
+    labels = dict(ctx.labels)
+    if tool == "softirqs" and labels.get("softirq") not in ("net_rx_action", "net_rx"):
+        return
+    total = sum(c for _, _, c in h.buckets)
+    if total == 0:
+        return
+    p50, p99 = log2_quantile(h.buckets, 0.50), log2_quantile(h.buckets, 0.99)
+    to_unit = 1_000.0 if value_unit == "us" else 1.0
+    if kind in ("oncpu", "softirq_net_rx"):
+        # time-in-state kinds: the estimated total (count x bucket midpoint), not a percentile
+        value = sum(c * (lo + hi) / 2 for lo, hi, c in h.buckets)
+    else:
+        value = p99 / to_unit
+    detail = {"hist": [[int(lo), int(hi), c] for lo, hi, c in h.buckets if c], "hist_unit": "ns",
+              "printed_unit": h.unit, "count": total, "p50": round(p50 / to_unit, 3),
+              "p99": round(p99 / to_unit, 3), "approximate": True, "tool": tool}
+    row: dict = {"ts_ns": ctx.ts(), "kind": kind, "value": float(value)}
+    for key, val in labels.items():
+        if key == "disk":
+            row["device"] = val.strip("'\"")
+        elif key == "raddr":
+            row["daddr"] = records.normalise_addr(val.split()[0])
+        elif key == "laddr":
+            row["saddr"] = records.normalise_addr(val.split()[0])
+        elif key == "pid" and val.isdigit():
+            row["pid"] = int(val)
+        else:
+            detail[key] = val
+    if h.name:
+        detail["map"] = h.name
+    row["detail_json"] = json.dumps(detail)
+    ctx.rows.append(row)
+
+
+def _label_key(key: str) -> str:
+    last = key.strip().split()[-1].lower()
+    return {"addres": "raddr", "address": "raddr", "addresses": "all", "function": "function",
+            "comm": "comm"}.get(last, last) if not key.lower().startswith("local") else "laddr"
+
+
+def _bt_bound(num: str, suffix: str) -> int:
+    return int(num) * _SUFFIX[suffix]
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+def parse_text(text: str, path: str = "<text>", *, tool: str | None = None, host_name: str = "",
+               base_ts_ns: int | None = None, strict: bool = True) -> pa.Table:
+    """Parse one capture of bcc/bpftrace tool output into ``kernel_events`` rows.
+
+    ``base_ts_ns`` (unix ns) anchors capture-relative times (default: now). In ``strict`` mode an
+    unrecognised line raises :class:`InputError` naming ``path:line``; the rows of everything before
+    it are attached to the exception as ``exc.partial`` (a table).
+    """
+    ctx = _Context(path=path, tool=tool or "", base_ts_ns=base_ts_ns if base_ts_ns is not None else time.time_ns(),
+                   host_name=host_name)
+    hist: _Hist | None = None
+    table: tuple[_TableParser, list[str], bool] | None = None
+    last_drop: dict | None = None
+    lines = text.splitlines()
+    try:
+        for lineno, raw in enumerate(lines, start=1):
+            line = raw.rstrip()
+            stripped = line.strip()
+            # --- inside a histogram
+            if hist is not None:
+                m = _BCC_HIST_ROW.match(line)
+                if m and hist.name == "":
+                    scale = _UNIT_NS.get(hist.unit, 1)
+                    lo, hi = int(m["lo"]), int(m["hi"]) + 1
+                    hist.buckets.append((lo * scale, hi * scale, int(m["count"])))
+                    continue
+                b = _BT_HIST_ROW.match(line)
+                if b and hist.name:
+                    scale = _UNIT_NS.get(hist.unit, 1)
+                    lo = _bt_bound(b["lo"], b["los"])
+                    hi = _bt_bound(b["hi"], b["his"]) if b["hi"] else lo + 1
+                    hist.buckets.append((lo * scale, hi * scale, int(b["count"])))
+                    continue
+                _finish_hist(ctx, hist)
+                hist = None
+            # --- inside a table
+            if table is not None:
+                parser, header, csv = table
+                if raw.startswith("\t") and last_drop is not None:  # tcpdrop's kernel stack frames
+                    detail = json.loads(last_drop["detail_json"])
+                    detail["stack"].append(stripped)
+                    detail.setdefault("location", stripped)
+                    last_drop["detail_json"] = json.dumps(detail)
+                    continue
+                if stripped and stripped not in ("[...]", "...."):
+                    try:
+                        row = parser(ctx, header, stripped, csv)
+                    except (ValueError, KeyError) as exc:
+                        if strict:
+                            raise InputError(f"{path}:{lineno}: bad {ctx.tool or 'table'} row: {exc}") from exc
+                        table = None  # lenient: prose after the table
+                    else:
+                        if row is not None:
+                            ctx.rows.append(row)
+                            last_drop = row if row["kind"] == "skb_drop" else None
+                        continue
+                else:
+                    if not stripped and parser is _tcpdrop:
+                        continue  # tcpdrop separates events with blank lines
+                    table = None
+                    last_drop = None
+                    if not stripped:
+                        continue
+            if not stripped or _NOISE.match(stripped):
+                continue
+            # --- block starts
+            m = _COMMAND.match(stripped)
+            if m:
+                found = tool_from_command(m["cmd"])
+                if found:
+                    ctx.tool = tool or found
+                ctx.labels = {}
+                ctx.clock_ns = None
+                continue
+            if _CLOCK.match(stripped):
+                ctx.clock_ns = ctx.at_clock(stripped)
+                continue
+            m = _BCC_HIST_HEAD.match(line)
+            if m:
+                hist = _Hist(unit=m["unit"].lower(), start_line=lineno)
+                continue
+            m = _BT_MAP_HEAD.match(stripped)
+            if m:
+                name = m["name"] or "hist"
+                hist = _Hist(unit=name.lower() if name.lower() in _UNIT_NS else "", start_line=lineno,
+                             name=name)
+                if m["key"]:
+                    ctx.labels["key"] = m["key"]
+                continue
+            header = stripped.split(",") if "," in stripped and " " not in stripped else stripped.split()
+            found_parser = _table_for_header(header)
+            if found_parser is not None:
+                table = (found_parser, header, "," in stripped and " " not in stripped)
+                if not ctx.tool:
+                    ctx.tool = found_parser.__name__.lstrip("_")
+                continue
+            m = _LABEL.match(stripped)
+            if m:
+                ctx.labels[_label_key(m["key"])] = m["value"]
+                continue
+            if strict:
+                raise InputError(
+                    f"{path}:{lineno}: unrecognised line {stripped[:60]!r}; expected a bcc/bpftrace table "
+                    f"header or row, a log2 histogram, or a '# command' line"
+                )
+        if hist is not None:
+            _finish_hist(ctx, hist)
+    except InputError as exc:
+        exc.partial = _to_table(ctx)  # type: ignore[attr-defined]
+        raise
+    return _to_table(ctx)
+
+
+def _to_table(ctx: _Context) -> pa.Table:
+    if not ctx.rows:
+        return records.empty("kernel_events")
+    names = records.KERNEL_EVENTS.names
+    rows = []
+    for r in ctx.rows:
+        full = {n: r.get(n) for n in names}
+        full["host_name"] = ctx.host_name
+        full["duration_ns"] = 0
+        full["source"] = f"bcc_text:{r.get('_tool') or ctx.tool}"
+        rows.append(full)
+    return pa.Table.from_pylist(rows, schema=records.KERNEL_EVENTS)
+
+
+def parse_file(path: str | Path, *, tool: str | None = None, host_name: str = "",
+               base_ts_ns: int | None = None, strict: bool = True) -> pa.Table:
+    """Read one capture file; the tool defaults to the file name's first word (``tcplife_*.txt``).
+
+    ``base_ts_ns`` defaults to the file's modification time (when the capture was written).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(errors="replace")
+        mtime_ns = p.stat().st_mtime_ns
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror}") from exc
+    guess = p.name.split("_", 1)[0].split(".", 1)[0]
+    if guess == "bpftrace":
+        guess = p.name.split("_")[1] if p.name.count("_") >= 1 else ""
+    return parse_text(text, str(p), tool=tool or (guess if guess in _KNOWN_TOOLS else None),
+                      host_name=host_name, base_ts_ns=base_ts_ns if base_ts_ns is not None else mtime_ns,
+                      strict=strict)
+
+
+_KNOWN_TOOLS = set(HIST_KINDS) | {"tcplife", "tcpretrans", "tcpdrop", "fileslower"}

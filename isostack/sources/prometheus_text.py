@@ -1,0 +1,103 @@
+"""Prometheus / OpenMetrics exposition text -> ``metric_points`` rows (parsed by prometheus_client).
+
+One row per sample: ``name`` is the sample's name (``*_total``, ``*_bucket``, ``*_sum`` ... as
+exposed), labels go to ``attributes_json``, the family type maps to ``metric_type`` (counter -> sum,
+gauge/unknown/untyped/info/stateset -> gauge, histogram/gaugehistogram -> histogram, summary -> summary).
+``service_name`` comes from the ``service_name``, ``service`` or ``job`` label (the OTel Prometheus
+receiver's rule), ``host_name`` from the caller or else the ``instance`` label.
+
+Timestamps: a sample's own timestamp when it has one (ms in the text format, s in OpenMetrics),
+otherwise ``ts_ns`` (the scrape time the caller knows, default now).
+
+OpenMetrics is detected by its mandatory ``# EOF`` line. A malformed line raises
+:class:`~isostack.errors.InputError` naming ``file:line``; the rows before it are attached as
+``exc.partial``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from prometheus_client.openmetrics import parser as om_parser
+from prometheus_client.parser import text_string_to_metric_families
+
+from isostack import records
+from isostack.errors import InputError
+
+_TYPE = {"counter": "sum", "gauge": "gauge", "unknown": "gauge", "untyped": "gauge", "info": "gauge",
+         "stateset": "gauge", "histogram": "histogram", "gaugehistogram": "histogram", "summary": "summary"}
+
+
+def is_openmetrics(text: str) -> bool:
+    return text.rstrip().endswith("# EOF")
+
+
+def _families(text: str, openmetrics: bool) -> list:
+    parse = om_parser.text_string_to_metric_families if openmetrics else text_string_to_metric_families
+    return list(parse(text))
+
+
+def _find_bad_line(text: str, openmetrics: bool) -> tuple[int, str]:
+    """The first line that does not parse on its own (the parser's errors carry no line number)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines, start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        try:
+            _families(line + "\n", False)
+        except ValueError as exc:
+            return i, str(exc)
+    # every line parses alone: the fault is in how they combine (types, order, # EOF)
+    return len(lines), "the lines do not form valid exposition text (metadata, ordering or # EOF)"
+
+
+def parse_text(text: str, path: str = "<text>", *, host_name: str = "", ts_ns: int | None = None) -> pa.Table:
+    """Parse exposition text into ``metric_points``; ``ts_ns`` (unix ns) stamps samples without a timestamp."""
+    now_ns = ts_ns if ts_ns is not None else time.time_ns()
+    openmetrics = is_openmetrics(text)
+    try:
+        families = _families(text, openmetrics)
+    except ValueError as exc:
+        lineno, reason = _find_bad_line(text, openmetrics)
+        good = "\n".join(text.splitlines()[: lineno - 1]) + "\n"
+        err = InputError(f"{path}:{lineno}: not Prometheus exposition text: {reason or exc}")
+        try:
+            err.partial = _rows(_families(good, False), now_ns, host_name)  # type: ignore[attr-defined]
+        except ValueError:
+            err.partial = records.empty("metric_points")  # type: ignore[attr-defined]
+        raise err from exc
+    return _rows(families, now_ns, host_name, "openmetrics" if openmetrics else "prometheus_text")
+
+
+def _rows(families: list, now_ns: int, host_name: str, source: str = "prometheus_text") -> pa.Table:
+    cols: dict[str, list] = {n: [] for n in records.METRIC_POINTS.names}
+    for fam in families:
+        mtype = _TYPE.get(fam.type, "gauge")
+        for s in fam.samples:
+            labels = dict(s.labels)
+            ts = now_ns if s.timestamp is None else int(float(s.timestamp) * 1e9)
+            cols["ts_ns"].append(ts)
+            cols["name"].append(s.name)
+            cols["value"].append(float(s.value))
+            cols["unit"].append(fam.unit or "")
+            cols["metric_type"].append(mtype)
+            cols["service_name"].append(labels.get("service_name") or labels.get("service") or labels.get("job", ""))
+            cols["host_name"].append(host_name or labels.get("instance", ""))
+            cols["attributes_json"].append(json.dumps(labels, sort_keys=True))
+            cols["resource_json"].append("{}")
+            cols["source"].append(source)
+    return pa.Table.from_pydict(cols, schema=records.METRIC_POINTS)
+
+
+def parse_file(path: str | Path, *, host_name: str = "", ts_ns: int | None = None) -> pa.Table:
+    """Read one scrape file; samples without a timestamp get the file's modification time."""
+    p = Path(path)
+    try:
+        text = p.read_text(errors="replace")
+        mtime_ns = p.stat().st_mtime_ns
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror}") from exc
+    return parse_text(text, str(p), host_name=host_name, ts_ns=ts_ns if ts_ns is not None else mtime_ns)

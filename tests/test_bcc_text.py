@@ -1,0 +1,156 @@
+"""bcc/bpftrace text readers on the tools' own *_example.txt files (tests/fixtures/bcc/SOURCES)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from isostack.errors import InputError
+from isostack.sources import bcc_text
+from isostack.store import Store
+from tests.conftest import FIXTURES, run_cli
+
+BCC = FIXTURES / "bcc"
+BASE_NS = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z
+
+
+def _rows(name: str, **kw) -> list[dict]:
+    return bcc_text.parse_file(BCC / name, strict=False, base_ts_ns=BASE_NS, **kw).to_pylist()
+
+
+def test_tcplife_all_variants_become_tcp_life_rows() -> None:
+    rows = _rows("tcplife_example.txt")
+    assert len(rows) == 43  # 8 + 6 (-w) + 12 + 8 (-t) + 8 (CSV) + 1 (-L)
+    assert {r["kind"] for r in rows} == {"tcp_life"}
+    curl = rows[2]
+    assert (curl["pid"], curl["comm"], curl["saddr"], curl["sport"], curl["daddr"], curl["dport"]) == (
+        22598, "curl", "100.66.3.172", 61620, "52.205.89.26", 80)
+    assert curl["value"] == pytest.approx(91.79e6)  # MS -> ns
+    sshd = next(r for r in rows if r["pid"] == 7619)
+    assert json.loads(sshd["detail_json"]) == {"tx_kb": 5, "rx_kb": 10255}
+    ipv6 = next(r for r in rows if r["comm"] == "ssh")
+    assert ipv6["saddr"] == "fe80::8a3:9dff:fed5:6b19" and ipv6["dport"] == 22
+    timed = [r for r in rows if r["pid"] == 6042]  # -t: TIME(s) 3.069136 after the capture start
+    assert timed[0]["ts_ns"] == BASE_NS + 3_069_136_000
+    csv = next(r for r in rows if r["pid"] == 7404)
+    assert csv["comm"] == "recordProgramSt" and csv["value"] == pytest.approx(0.30e6)
+    assert all(r["source"] == "bcc_text:tcplife" for r in rows)
+
+
+def test_tcpretrans_events_and_counts() -> None:
+    rows = _rows("tcpretrans_example.txt")
+    assert len(rows) == 17
+    first = rows[0]
+    assert (first["saddr"], first["sport"], first["daddr"], first["dport"]) == ("10.153.223.157", 22, "69.53.245.40", 34619)
+    assert json.loads(first["detail_json"]) == {"state": "ESTABLISHED", "type": "retransmit"}
+    tlp = [r for r in rows if json.loads(r["detail_json"]).get("type") == "tail_loss_probe"]
+    assert len(tlp) == 1 and tlp[0]["dport"] == 46444
+    counted = rows[-3:]
+    assert [r["value"] for r in counted] == [700, 345, 211]
+    assert counted[0]["daddr"] == "172.217.21.194" and counted[0]["dport"] == 443
+
+
+def test_tcpdrop_keeps_the_kernel_stack() -> None:
+    rows = _rows("tcpdrop_example.txt")
+    assert len(rows) == 2
+    d = json.loads(rows[1]["detail_json"])
+    assert (rows[1]["saddr"], rows[1]["sport"], rows[1]["dport"], rows[1]["pid"]) == ("127.0.0.1", 8198, 48280, 12431)
+    assert d["state"] == "CLOSE" and d["flags"] == "RST|ACK"
+    assert d["stack"][0] == "tcp_drop+0x1" and len(d["stack"]) == 9
+    assert len(json.loads(rows[0]["detail_json"])["stack"]) == 29
+
+
+def test_biolatency_histograms_p99_from_buckets_and_per_disk() -> None:
+    rows = _rows("biolatency_example.txt")
+    assert len(rows) == 10  # 1 + 5 (-mT 1 5) + 1 (-Q) + 3 (-D)
+    first = json.loads(rows[0]["detail_json"])
+    assert first["count"] == 277 and first["printed_unit"] == "usecs"
+    # 99 % of 277 = 274.23: 273 I/Os are below 32768 us, then 1.23 of the 2 in [32768, 65536) us.
+    assert rows[0]["value"] == pytest.approx((32768 + 32768 * 1.23 / 2) * 1000)
+    assert first["hist"][0] == [64_000, 128_000, 1]
+    msecs = json.loads(rows[1]["detail_json"])
+    assert msecs["printed_unit"] == "msecs" and msecs["count"] == 103
+    assert rows[1]["ts_ns"] == BASE_NS - (22 * 3600 + 13 * 60 + 20) * 10**9 + (6 * 3600 + 20 * 60 + 16) * 10**9
+    assert [r["device"] for r in rows[-3:]] == ["xvdb", "xvdc", "xvda1"]
+
+
+def test_bpftrace_runqlat_histograms_with_k_m_suffixes() -> None:
+    rows = _rows("bpftrace_runqlat_example.txt")
+    assert [r["kind"] for r in rows] == ["runq_latency"] * 4
+    d = json.loads(rows[3]["detail_json"])
+    assert d["count"] == 770 and d["map"] == "usecs"
+    assert d["hist"][-1] == [1024 * 1024 * 1000, 2 * 1024 * 1024 * 1000, 1]  # [1M, 2M) usecs in ns
+    # 478 of 771 waits are in [32K, 64K) us: the median lands there.
+    assert 32 * 1024 * 1000 <= d["p50"] < 64 * 1024 * 1000
+
+
+def test_tcprtt_per_remote_address_in_microseconds() -> None:
+    rows = _rows("tcprtt_example.txt")
+    assert len(rows) == 6
+    per_addr = {r["daddr"]: r for r in rows if r["daddr"]}
+    assert set(per_addr) == {"10.194.87.206", "10.194.87.197", "10.194.88.148", "10.194.87.90"}
+    assert per_addr["10.194.88.148"]["value"] == pytest.approx(4096 + 4096 * 0.99)  # both samples in [4096, 8192) us
+    assert json.loads(rows[0]["detail_json"])["printed_unit"] == "msecs"
+
+
+def test_softirqs_net_rx_table_and_histogram() -> None:
+    rows = _rows("softirqs_example.txt")
+    assert [r["value"] for r in rows[:4]] == [88188e3, 15075e3, 14652e3, 15656e3]
+    hist = json.loads(rows[4]["detail_json"])
+    assert hist["softirq"] == "net_rx_action" and hist["count"] == 21396
+
+
+def test_fileslower_rows() -> None:
+    rows = _rows("fileslower_example.txt")
+    assert len(rows) == 56
+    slow = max(rows, key=lambda r: r["value"])
+    assert slow["value"] == pytest.approx(163.12e6) and slow["pid"] == 9654
+    assert json.loads(slow["detail_json"])["file"] == "preconv"
+
+
+def test_log2_quantile_edges() -> None:
+    b = [(0.0, 2.0, 0), (2.0, 4.0, 10), (4.0, 8.0, 10)]
+    assert bcc_text.log2_quantile(b, 0.5) == 4.0
+    assert bcc_text.log2_quantile(b, 1.0) == 8.0
+    assert bcc_text.log2_quantile([(0.0, 1.0, 0)], 0.99) == 0.0
+
+
+def test_strict_mode_names_file_and_line_and_keeps_earlier_rows(tmp_path) -> None:
+    capture = tmp_path / "tcplife_prod.txt"
+    capture.write_text(
+        "PID   COMM       LADDR           LPORT RADDR           RPORT TX_KB RX_KB MS\n"
+        "22597 recordProg 127.0.0.1       46644 127.0.0.1       28527     0     0 0.23\n"
+        "3277  redis-serv 127.0.0.1       28527 127.0.0.1\n"
+    )
+    with pytest.raises(InputError, match=r"tcplife_prod.txt:3: bad tcplife row: 5 fields") as exc:
+        bcc_text.parse_file(capture)
+    assert exc.value.partial.num_rows == 1  # type: ignore[attr-defined]
+    prose = tmp_path / "biolatency_x.txt"
+    prose.write_text("     usecs  : count  distribution\n   0 -> 1 : 3 |**|\nthis is not output\n")
+    with pytest.raises(InputError, match=r"biolatency_x.txt:3: unrecognised line 'this is not output'"):
+        bcc_text.parse_file(prose)
+    unknown = tmp_path / "capture.txt"
+    unknown.write_text("     usecs  : count  distribution\n   0 -> 1 : 3 |**|\n")
+    with pytest.raises(InputError, match=r"capture.txt:1: a histogram from tool '\(unknown\)'"):
+        bcc_text.parse_file(unknown)
+
+
+def test_rows_are_accepted_by_the_store(tmp_path) -> None:
+    store = Store(tmp_path / "s")
+    for name in ("tcplife_example.txt", "biolatency_example.txt", "tcpdrop_example.txt"):
+        store.append("kernel_events", bcc_text.parse_file(BCC / name, strict=False, base_ts_ns=BASE_NS))
+    counts = Counter(store.query("SELECT kind FROM kernel_events").column("kind").to_pylist())
+    assert counts == {"tcp_life": 43, "block_io_latency": 10, "skb_drop": 2}
+    keys = store.query("SELECT flow_key FROM kernel_events WHERE pid = 22598").column("flow_key").to_pylist()
+    assert keys == ["100.66.3.172:61620|52.205.89.26:80"]
+
+
+def test_read_cli_bcc_json_summary(data_dir) -> None:
+    res = run_cli("read", "--format", "bcc", "--lenient", "--json", str(BCC / "tcpretrans_example.txt"),
+                  str(BCC / "bpftrace_runqlat_example.txt"), data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert [f["rows"] for f in summary["files"]] == [17, 4]
+    assert summary["files"][1]["kinds"] == {"runq_latency": 4}
