@@ -157,7 +157,7 @@ def term_index() -> dict[str, tuple[str, str]]:
     for cid, c in comps.items():  # names first
         index.setdefault(normalise_term(c["name"]), ("component", cid))
         index.setdefault(normalise_term(cid), ("component", cid))
-    for name, t in tools()["tools"].items():
+    for name in tools()["tools"]:
         index.setdefault(normalise_term(name), ("tool", name))
     for lid, layer in layers().items():
         for key in (lid, layer["name"]["en"], layer["name"]["zh"]):
