@@ -154,18 +154,18 @@ def diagnose_case(case: Case, limit: int = 20) -> Verdict:
     store = Store(case.data_dir)
     ds = diagnose_all(store, since_ns=case.inject_ns, until_ns=case.revert_ns, limit=limit)
     elapsed = time.perf_counter() - t0
-    svc: Counter[str] = Counter()
-    lay: Counter[str] = Counter()
-    mech: Counter[str] = Counter()
+    svc: Counter[str] = Counter()  # weights are floats below
+    lay: dict[str, float] = {}
+    mech: dict[str, float] = {}
     for rank_weight, d in zip(range(len(ds), 0, -1), ds, strict=False):
         s = _hop_service(d)
         if s:
             svc[s] += rank_weight
         for i, finding in enumerate(d.chain):
             w = rank_weight / (i + 1)
-            lay[finding.layer] += w
-            mech[finding.mechanism] += w
+            lay[finding.layer] = lay.get(finding.layer, 0.0) + w
+            mech[finding.mechanism] = mech.get(finding.mechanism, 0.0) + w
     return Verdict(diagnoses=ds, ranked_services=[k for k, _ in svc.most_common()],
-                   ranked_layers=[k for k, _ in lay.most_common()],
-                   ranked_mechanisms=[k for k, _ in mech.most_common()], elapsed_s=elapsed,
+                   ranked_layers=sorted(lay, key=lambda k: -lay[k]),
+                   ranked_mechanisms=sorted(mech, key=lambda k: -mech[k]), elapsed_s=elapsed,
                    headline=ds[0] if ds else None)

@@ -17,7 +17,7 @@ def _write_html(path: Path, diagnosis: object, case: dict) -> None:
     try:
         from isostack.report import html as html_report  # type: ignore[attr-defined]
 
-        render = getattr(html_report, "render_html", None) or getattr(html_report, "render")
+        render = getattr(html_report, "render_html", None) or getattr(html_report, "render")  # noqa: B009
         path.write_text(render(diagnosis))
         return
     except (ImportError, AttributeError):
