@@ -1,0 +1,40 @@
+"""``isostack probe``: which isolation layers is this process inside, with the evidence for each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from isostack.cli.common import console, emit_json, json_option, table
+
+
+@click.command("probe")
+@click.option("--root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=Path("/"),
+              show_default=True, help="Read /proc, /sys and /dev under this prefix (a copied tree from another "
+                                      "machine, or a test fixture).")
+@json_option
+def command(root: Path, as_json: bool) -> None:
+    """Which isolation layers am I in? L-0 hardware assist to L-4 sandboxes, each with its evidence.
+
+    Reads only files (CPUID through /dev/cpu/0/cpuid when the cpuid driver is loaded); no dmesg, no
+    root needed for most signals. A lone empty /.dockerenv is reported and ignored.
+
+    \b
+    Examples:
+      isostack probe
+      isostack probe --json | jq '.summary'
+      isostack probe --json | jq '.findings[] | select(.layer=="L-2") | .value'
+    """
+    from isostack.sources.stack_probe import LAYERS, probe
+
+    report = probe(root)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    console.print(table("isolation stack", ["layer", "summary"], [(L, report.summary.get(L, "")) for L in LAYERS]))
+    rows = []
+    for f in report.findings:
+        ev = "; ".join(f"{e.file}: {e.value}" for e in f.evidence)
+        rows.append((f.layer, f.signal, f.value, ev + (f" ({f.note})" if f.note else "")))
+    console.print(table("evidence", ["layer", "signal", "value", "evidence"], rows))
