@@ -110,3 +110,21 @@ def test_cli_json_text_html_and_exit_codes(tmp_path: Path) -> None:
     cfg.write_text("skew_ms: -1\n")
     r = run_cli("diagnose", "--config", str(cfg), data_dir=data)
     assert r.returncode == 1 and "c.yaml: skew_ms: expected a non-negative number" in r.stderr
+
+
+def test_same_connection_serves_repeated_diagnoses(data_dir: Path) -> None:
+    # the alerting helper keeps one connection open: every call must leave it usable
+    from isostack.locate.diagnose import diagnose_hops
+    from tests.test_join import slow_hop
+
+    store = Store(data_dir)
+    build_case(store, "throttle")
+    con = store.connect()
+    try:
+        first = diagnose_hops(con, [slow_hop()])[0]
+        again = diagnose_hops(con, [slow_hop()])[0]
+        third = diagnose(store, trace_id=slow_hop().trace_id, con=con)
+    finally:
+        con.close()
+    assert [f.mechanism for f in first.chain] == [f.mechanism for f in again.chain]
+    assert third.chain[0].mechanism == "cpu_throttle"

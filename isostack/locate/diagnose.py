@@ -133,7 +133,7 @@ def _missing(hop: SlowHop, ev: pa.Table, cg: pa.Table, ends: pa.Table, idx: int,
 
 def _no_hop_reasons(con: duckdb.DuckDBPyConnection, trace_id: str | None, service: str | None,
                     since_ns: int | None, until_ns: int | None) -> list[str]:
-    row = con.execute("SELECT count(*) FROM spans").fetchone()
+    row = con.execute("SELECT count(*) FROM spans").fetchall()[0]
     n = int(row[0]) if row else 0
     if n == 0:
         return ["no spans in the store: ingest traces first (`isostack serve` / `isostack ingest`)"]

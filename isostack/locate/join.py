@@ -254,6 +254,7 @@ def span_sock_cookies(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop]) -
 
 def coverage_summary(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop]) -> dict[str, int]:
     """Kernel events and workloads rows the store holds at all (to say what data was missing)."""
-    row = con.execute("SELECT (SELECT count(*) FROM kernel_events), (SELECT count(*) FROM workloads)").fetchone()
+    # fetchall, not fetchone: DuckDB 2 keeps a half-read result open and refuses register() after it
+    row = con.execute("SELECT (SELECT count(*) FROM kernel_events), (SELECT count(*) FROM workloads)").fetchall()[0]
     assert row is not None
     return {"kernel_events": int(row[0]), "workloads": int(row[1])}

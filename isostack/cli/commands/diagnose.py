@@ -60,7 +60,7 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
     try:
         since_ns = until_ns = None
         if window or since or until:
-            row = con.execute("SELECT max(end_ns) FROM spans").fetchone()
+            row = con.execute("SELECT max(end_ns) FROM spans").fetchall()[0]
             latest = int(row[0]) if row and row[0] is not None else 0
             if window:
                 dur = parse_duration_ns(window)
