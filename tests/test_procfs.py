@@ -204,3 +204,44 @@ def test_tbf_qdisc_on_veth_shows_drops_and_backlog(veth_in_netns: str) -> None:
     assert json.loads(kinds["qdisc_backlog"]["detail_json"])["qdisc"] == "tbf"
     assert kinds["qdisc_drop"]["value"] > 100
     assert json.loads(kinds["qdisc_drop"]["detail_json"])["qdisc"] == "tbf"
+
+
+@pytest.fixture
+def v1_memory_cgroup():
+    require_root()
+    base = Path("/sys/fs/cgroup/memory")
+    if not (base / "memory.limit_in_bytes").exists():
+        pytest.skip("no v1 memory controller at /sys/fs/cgroup/memory (this test covers hybrid hosts)")
+    d = base / f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    try:
+        yield d
+    finally:
+        for _ in range(50):
+            try:
+                d.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_memory_cgroup_oom_kill_is_counted(v1_memory_cgroup: Path) -> None:
+    d = v1_memory_cgroup
+    (d / "memory.limit_in_bytes").write_text(str(32 * 1024 * 1024))
+    with contextlib.suppress(OSError):
+        (d / "memory.swappiness").write_text("0")  # no swapping its way out of the limit
+    rel = "/" + d.name
+    c = ProcfsCollector("node-h5", cgroup_paths=[rel], qdiscs=False, ethtool=False)
+    c.sample()
+    # The child joins the cgroup before allocating 256 MiB, so the OOM killer picks it.
+    hog = subprocess.Popen([sys.executable, "-c",
+                            f"open('{d}/cgroup.procs','w').write(str(__import__('os').getpid()))\n"
+                            "b = bytearray(256 * 1024 * 1024)\nb[::4096] = b'x' * len(b[::4096])\n"])
+    assert hog.wait(timeout=30) == -9  # SIGKILL from the OOM killer
+    rows = c.sample().to_pylist()
+    oom = [r for r in rows if r["kind"] == "oom_kill"]
+    assert len(oom) == 1 and oom[0]["value"] == 1
+    assert oom[0]["cgroup_path"] == rel
+    assert oom[0]["cgroup_id"] == os.stat(d).st_ino  # no cpu cgroup of that path: the memory dir's inode
+    assert any(r["kind"] == "memory_events" and json.loads(r["detail_json"])["event"] == "max" for r in rows)

@@ -110,7 +110,7 @@ class ProcfsCollector:
                 snap.counters[("_nr_periods", rel, cid)] = stat.get("nr_periods", 0)
         mem_base = layout.v2 if v2_only else layout.v1_memory
         for rel, d in layout.walk(mem_base, self.cgroup_paths):
-            cid = layout.cgroup_id(rel)
+            cid = layout.cgroup_id(rel, d)
             if v2_only:
                 usage = cg.read_int(d / "memory.current")
                 events = cg.read_flat_keyed(d / "memory.events")
@@ -130,7 +130,7 @@ class ProcfsCollector:
                 gauges.append({"kind": "memory_usage", "value": float(usage), "cgroup_id": cid,
                                "cgroup_path": rel, "source": "procfs:memory"})
         for rel, d in layout.walk(layout.v2, self.cgroup_paths):
-            cid = layout.cgroup_id(rel)
+            cid = layout.cgroup_id(rel, d)
             for res, kind in _PSI_KINDS.items():
                 total = cg.read_psi_some_total_us(d / f"{res}.pressure")
                 if total is not None and rel != "/":  # the root's pressure is the host's (read below)

@@ -52,8 +52,13 @@ class CgroupLayout:
             return "v2"
         return "hybrid" if self.v2 is not None else "v1"
 
-    def cgroup_id(self, rel_path: str) -> int:
-        """The canonical id (inode) of the cgroup at ``rel_path`` ("/" = root); 0 when it is gone."""
+    def cgroup_id(self, rel_path: str, read_from: Path | None = None) -> int:
+        """The canonical id (inode) of the cgroup at ``rel_path`` ("/" = root).
+
+        When that path exists in neither the v1 cpu nor the v2 hierarchy (a cgroup made in the v1
+        memory controller only), the inode of ``read_from`` -- the directory the counter came from --
+        is the id; 0 when everything is gone.
+        """
         rel = rel_path.strip("/")
         cached = self._inode_cache.get(rel)
         if cached is not None:
@@ -67,6 +72,11 @@ class CgroupLayout:
                 continue
             self._inode_cache[rel] = ino
             return ino
+        if read_from is not None:
+            try:
+                return os.stat(read_from).st_ino
+            except OSError:
+                return 0
         return 0
 
     def walk(self, base: Path | None, wanted: list[str] | None) -> Iterator[tuple[str, Path]]:
