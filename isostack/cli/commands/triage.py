@@ -109,4 +109,4 @@ def command(files: tuple[str, ...], as_json: bool, engine: str, max_line_bytes: 
     if failures:
         raise InputError("; ".join(failures))
     if worst <= SEVERITY_RANK[fail_on]:
-        raise click.exceptions.Exit(1)
+        sys.exit(1)  # click swallows Exit in standalone_mode=False; SystemExit carries the status

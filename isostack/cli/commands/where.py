@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import click
@@ -182,4 +183,4 @@ def command(term: tuple[str, ...], as_json: bool) -> None:
     else:
         _print_human(answer)
     if not answer["found"]:
-        raise click.exceptions.Exit(1)
+        sys.exit(1)  # click swallows Exit in standalone_mode=False; SystemExit carries the status
