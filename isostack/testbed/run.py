@@ -14,6 +14,7 @@ from typing import Any
 from isostack.testbed import faults
 from isostack.testbed.loadgen import LoadGen, summary
 from isostack.testbed.pipeline import Pipeline
+from isostack.testbed.sampler import Sampler
 from isostack.testbed.topology import BRIDGE_ADDR, PORT, Testbed, default_services
 
 
@@ -33,6 +34,7 @@ class Case:
     components: dict[str, str] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[int, int, int]] = field(default_factory=list)  # (start_ns, latency_ns, status)
+    metrics: list[dict[str, float]] = field(default_factory=list)  # per-second cgroup metrics (sampler)
 
     def to_dict(self) -> dict[str, Any]:
         return {"data_dir": str(self.data_dir), "fault": self.fault, "target": self.target, "truth": self.truth,
@@ -60,11 +62,14 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
     pipeline = Pipeline(data_dir, BRIDGE_ADDR, log_dir=data_dir / "logs")
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     lg: LoadGen | None = None
+    sampler: Sampler | None = None
     try:
         progress("topology up: 4 netns, 4 veth + bridge isotb-br0, cgroups isostack-testbed/*")
         tb.up()
         pipeline.start()
         case.components = dict(pipeline.kinds)
+        sampler = Sampler([s.name for s in tb.services])
+        sampler.start()
         progress(f"receiver: {pipeline.kinds['receiver']}; agent: {pipeline.kinds['agent']}")
         lg = LoadGen(default_services()[0].addr, PORT, rate_rps=rate_rps, seed=seed)
         case.baseline_start_ns = time.time_ns()
@@ -84,6 +89,9 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
     finally:
         if lg is not None:
             lg.stop()
+        if sampler is not None:
+            sampler.stop()
+            case.metrics = sampler.rows
         case.restarts = dict(tb.restarts)
         faults.revert_all()
         pipeline.stop()

@@ -1,0 +1,207 @@
+"""``sudo .venv/bin/python -m bench.accuracy [--quick]``: how often isostack names the injected root cause.
+
+For every fault x every service it applies to x ``--reps`` repetitions (different seeds and request
+rates), the live testbed runs a baseline, injects the fault, reverts it; then
+- isostack (full: traces + kernel side) ranks services, layers and mechanisms;
+- isostack restricted to the service level (the same store without kernel_events);
+- RCAEval's BARO, N-Sigma, CIRCA (metrics) and TraceRCA, MicroRank (traces) run on the same case
+  written in RCAEval's layout, in their own venv (bench/accuracy/setup_rcaeval.sh).
+AC@k = share of cases whose truth is among the top k. Prints a table; writes Markdown for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RCAEVAL_PY = HERE / ".venv-rcaeval" / "bin" / "python"
+QUICK_CASES = [("cpu-throttle", "payment"), ("disk", "db")]
+RATES = (20.0, 16.0, 24.0)
+
+
+def _matrix(faults_filter: list[str] | None) -> list[tuple[str, str]]:
+    from isostack.testbed import faults
+
+    out = []
+    for name, f in faults.registry().items():
+        if faults_filter and name not in faults_filter:
+            continue
+        out += [(name, svc) for svc in f.applies_to]
+    return out
+
+
+def _service_only_store(src: Path) -> Path:
+    """A store with the same spans and workloads but no kernel side (symlinked segments)."""
+    dst = Path(tempfile.mkdtemp(prefix="isostack-svconly-"))
+    for table in ("spans", "span_events", "span_links", "workloads"):
+        if (src / table).is_dir():
+            (dst / table).symlink_to(src / table)
+    return dst
+
+
+def _first_services(ranks: list[str]) -> list[str]:
+    """RCAEval ranks metrics ("payment_cpu") or operations ("payment_POST /"): keep services in order."""
+    out: list[str] = []
+    for r in ranks:
+        svc = r.split("_", 1)[0]
+        if svc not in out:
+            out.append(svc)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from isostack.testbed.recorder import export_rcaeval
+    from isostack.testbed.run import Case, diagnose_case, run_case
+
+    cases = QUICK_CASES if args.quick else _matrix(args.faults.split(",") if args.faults else None)
+    reps = 1 if args.quick else args.reps
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    run_dir = HERE / "runs" / stamp
+    rca_root = run_dir / "rcaeval"
+    rows: list[dict[str, Any]] = []
+    total = len(cases) * reps
+    i = 0
+    for fault, target in cases:
+        for rep in range(reps):
+            i += 1
+            rate = RATES[rep % len(RATES)]
+            sys.stderr.write(f"[bench.accuracy] {i}/{total} {fault} on {target} rep {rep} ({rate:g} req/s)\n")
+            data = Path(tempfile.mkdtemp(prefix="isostack-bench-"))
+            svc_only: Path | None = None
+            try:
+                case: Case = run_case(fault, target, data, baseline_s=args.baseline_s, fault_s=args.fault_s,
+                                      rate_rps=rate, seed=rep, progress=lambda m: None)
+                full = diagnose_case(case)
+                svc_only = _service_only_store(data)
+                case_so = Case(**{**case.__dict__, "data_dir": svc_only})
+                restricted = diagnose_case(case_so)
+                export_rcaeval(case, rca_root, rep + 1)
+                rows.append({"fault": fault, "target": target, "rep": rep, "truth": case.truth,
+                             "load": case.load, "components": case.components,
+                             "isostack": {"service": full.ranked_services, "layer": full.ranked_layers,
+                                          "mechanism": full.ranked_mechanisms, "elapsed_s": full.elapsed_s},
+                             "isostack-service-level": {"service": restricted.ranked_services,
+                                                        "layer": restricted.ranked_layers,
+                                                        "mechanism": restricted.ranked_mechanisms,
+                                                        "elapsed_s": restricted.elapsed_s}})
+            finally:
+                shutil.rmtree(data, ignore_errors=True)
+                if svc_only is not None:
+                    shutil.rmtree(svc_only, ignore_errors=True)
+    baselines: dict[str, Any] = (_run_baselines(rca_root) if not args.no_baselines
+                                 else {"note": "skipped (--no-baselines)"})
+    for r in rows:
+        key = f"{r['target']}_{r['fault'].replace('-', '')}/{r['rep'] + 1}"
+        for method, res in (baselines.get("results", {}).get(key) or {}).items():
+            r[method] = {"service": _first_services(res["ranks"]), "layer": [], "mechanism": [],
+                         "elapsed_s": res["elapsed_s"], "fallback": res["fallback"], "error": res["error"]}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = {"rows": rows, "baselines_note": baselines.get("note", ""), "run_dir": str(run_dir),
+           "quick": bool(args.quick)}
+    (run_dir / "results.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def _run_baselines(root: Path) -> dict[str, Any]:
+    if not RCAEVAL_PY.exists():
+        return {"note": f"RCAEval venv missing: run {HERE / 'setup_rcaeval.sh'}"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(RCAEVAL_PY), str(HERE / "rcaeval_driver.py"), str(root)], capture_output=True,
+                          text=True, timeout=900, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    if proc.returncode != 0:
+        return {"note": f"RCAEval driver failed: {proc.stderr.strip()[-300:]}"}
+    return {"results": json.loads(proc.stdout), "note": f"RCAEval 1.8.1 in {RCAEVAL_PY.parent.parent} "
+            f"({time.perf_counter() - t0:.1f}s)"}
+
+
+METHODS = ["isostack", "isostack-service-level", "baro", "nsigma", "circa", "tracerca", "microrank"]
+
+
+def score(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """AC@1/AC@3 per method and axis (None where a method does not name that axis)."""
+    table = []
+    rows = out["rows"]
+    for m in METHODS:
+        have = [r for r in rows if m in r]
+        if not have:
+            continue
+        line: dict[str, Any] = {"method": m, "cases": len(have)}
+        for axis in ("service", "layer", "mechanism"):
+            named = [r for r in have if r[m][axis]]
+            if not named and axis != "service":
+                line[f"{axis}@1"] = line[f"{axis}@3"] = None
+                continue
+            for k in (1, 3):
+                hits = sum(1 for r in have if r["truth"][axis] in r[m][axis][:k])
+                line[f"{axis}@{k}"] = hits / len(have)
+        line["time_s"] = statistics.mean(r[m]["elapsed_s"] for r in have)
+        line["fallbacks"] = sum(1 for r in have if r[m].get("fallback"))
+        table.append(line)
+    return table
+
+
+def markdown(table: list[dict[str, Any]], out: dict[str, Any]) -> str:
+    def f(v: Any) -> str:
+        return "—" if v is None else f"{v:.2f}"
+
+    head = ("| method | cases | service AC@1 | service AC@3 | layer AC@1 | layer AC@3 | mechanism AC@1 | "
+            "mechanism AC@3 | time to diagnosis (s) | fallbacks |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {r['method']} | {r['cases']} | {f(r['service@1'])} | {f(r['service@3'])} | "
+                   f"{f(r['layer@1'])} | {f(r['layer@3'])} | {f(r['mechanism@1'])} | {f(r['mechanism@3'])} | "
+                   f"{r['time_s']:.2f} | {r['fallbacks']} |\n" for r in table)
+    per = "".join(f"| {r['fault']} | {r['target']} | {r['rep']} | {r['truth']['layer']} {r['truth']['mechanism']} | "
+                  f"{','.join(r['isostack']['service'][:3])} | {','.join(r['isostack']['layer'][:3])} | "
+                  f"{','.join(r['isostack']['mechanism'][:3])} |\n" for r in out["rows"])
+    return (f"## Accuracy ({'quick' if out['quick'] else 'full'} run, {len(out['rows'])} cases)\n\n{head}{body}\n"
+            f"Baselines: {out['baselines_note']}. \"—\": the method does not name a layer or mechanism. "
+            "\"fallbacks\": RCAEval returned its column order after an internal error (detected on stderr).\n\n"
+            "| fault | target | rep | truth | isostack services | layers | mechanisms |\n|---|---|---|---|---|---|---|\n"
+            f"{per}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="CI size: 2 cases, short windows (< 60 s)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--faults", default="", help="comma-separated subset of faults")
+    ap.add_argument("--baseline-s", type=float, default=12.0)
+    ap.add_argument("--fault-s", type=float, default=12.0)
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md")
+    args = ap.parse_args()
+    if args.quick:
+        args.baseline_s, args.fault_s = min(args.baseline_s, 6.0), min(args.fault_s, 8.0)
+    if os.geteuid() != 0:
+        sys.exit("bench.accuracy needs root (it runs the live testbed): sudo .venv/bin/python -m bench.accuracy")
+    t0 = time.perf_counter()
+    out = run(args)
+    table = score(out)
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"accuracy over {len(out['rows'])} cases ({time.perf_counter() - t0:.0f}s wall)")
+    for col in ("method", "svc@1", "svc@3", "layer@1", "layer@3", "mech@1", "mech@3", "t_diag s", "fallbacks"):
+        t.add_column(col)
+    for r in table:
+        t.add_row(r["method"], *("—" if r[k] is None else f"{r[k]:.2f}" for k in (
+            "service@1", "service@3", "layer@1", "layer@3", "mechanism@1", "mechanism@3")),
+            f"{r['time_s']:.2f}", str(r["fallbacks"]))
+    Console().print(t)
+    Console(stderr=True).print(out["baselines_note"])
+    args.markdown.write_text(markdown(table, out))
+    print(f"markdown: {args.markdown}; raw: {out['run_dir']}/results.json")
+
+
+if __name__ == "__main__":
+    main()
