@@ -344,6 +344,8 @@ def parse_text(text: str, path: str = "<text>", *, tool: str | None = None, host
                     detail.setdefault("location", stripped)
                     last_drop["detail_json"] = json.dumps(detail)
                     continue
+                if stripped and (stripped.split(",") if csv else stripped.split()) == header:
+                    continue  # periodic tools reprint their header
                 if stripped and stripped not in ("[...]", "...."):
                     try:
                         row = parser(ctx, header, stripped, csv)
