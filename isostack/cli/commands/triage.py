@@ -108,5 +108,5 @@ def command(files: tuple[str, ...], as_json: bool, engine: str, max_line_bytes: 
             _print_summary(result)
     if failures:
         raise InputError("; ".join(failures))
-    if worst <= SEVERITY_RANK[fail_on]:
+    if fail_on != "never" and worst <= SEVERITY_RANK[fail_on]:
         sys.exit(1)  # click swallows Exit in standalone_mode=False; SystemExit carries the status
