@@ -219,3 +219,23 @@ def test_retention_by_age_runs_in_the_background(data_dir: Path) -> None:
         rx.stop()
     # the 10-day-old segment was removed by the receiver's own retention pass; the fresh one stays
     assert store.counts()["spans"] == 3
+
+
+def test_grpc_export_partial_success_and_invalid_argument(rx: Receiver) -> None:
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{rx.grpc_port}") as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        req = _request(1, 3)
+        req.resource_spans[0].scope_spans[0].spans[2].span_id = b""
+        resp = stub.Export(req, timeout=10)
+        assert resp.partial_success.rejected_spans == 1
+        raw = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                                  request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as info:
+            raw(_request(2, 2).SerializeToString()[:-3], timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "truncated" in info.value.details()
+    rows = _spans(rx, "SELECT source, count(*) AS n FROM spans GROUP BY 1")
+    assert rows == [{"source": "otlp-grpc", "n": 2 + 2}]  # 2 good + the complete first block of the damaged one

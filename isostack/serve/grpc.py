@@ -1,52 +1,52 @@
-"""OTLP/gRPC: the Trace/Metrics/Logs Export services on grpcio, answering with partial_success."""
+"""OTLP/gRPC: the Trace/Metrics/Logs ``Export`` methods on grpcio, answering with partial_success.
+
+The handlers take the request as raw bytes (identity deserializer) so gRPC shares the HTTP path's
+decoder, including its fast wire view for traces and its salvage of damaged messages. The service
+and method names are those of opentelemetry-proto's generated stubs.
+"""
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from isostack.serve.http import partial_success_response
 from isostack.serve.metrics import REQUESTS
-from isostack.sources.otlp.decode import decode_request
+from isostack.sources.otlp.columns import Decoded
+from isostack.sources.otlp.decode import decode_proto
 
 if TYPE_CHECKING:
     from isostack.serve import Receiver
 
+log = logging.getLogger("isostack.serve")
 
-def _export(receiver: Receiver, signal: str, request: Any) -> Any:
-    decoded = decode_request(request, signal, "otlp-grpc")
-    receiver.accept(signal, decoded, "grpc")
-    REQUESTS.labels(protocol="grpc", path=signal, code="OK").inc()
-    return partial_success_response(signal, decoded)
-
-
-class _Trace(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, receiver: Receiver) -> None:
-        self.receiver = receiver
-
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - the generated name
-        return _export(self.receiver, "traces", request)
+SERVICES = {
+    "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
+    "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
+}
 
 
-class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, receiver: Receiver) -> None:
-        self.receiver = receiver
+def _handler(receiver: Receiver, signal: str) -> Any:
+    def export(raw: bytes, context: grpc.ServicerContext) -> Any:
+        decoded = decode_proto(raw, signal, "otlp-grpc")
+        if decoded.accepted:
+            receiver.accept(signal, decoded, "grpc")
+        elif decoded.rejected:
+            receiver.accept(signal, Decoded(rejected=decoded.rejected), "grpc")
+        if decoded.malformed or (decoded.rejected and not decoded.accepted):
+            message = f"malformed {signal} protobuf: {'; '.join(decoded.errors[:3]) or 'unreadable'}"
+            log.warning("rejected gRPC %s export from %s: %s", signal, context.peer(), message)
+            REQUESTS.labels(protocol="grpc", path=signal, code="INVALID_ARGUMENT").inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        REQUESTS.labels(protocol="grpc", path=signal, code="OK").inc()
+        return partial_success_response(signal, decoded)
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return _export(self.receiver, "metrics", request)
-
-
-class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
-    def __init__(self, receiver: Receiver) -> None:
-        self.receiver = receiver
-
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return _export(self.receiver, "logs", request)
+    return grpc.unary_unary_rpc_method_handler(export, request_deserializer=lambda b: b,
+                                               response_serializer=lambda m: m.SerializeToString())
 
 
 def make_grpc_server(receiver: Receiver, host: str, port: int,
@@ -55,9 +55,10 @@ def make_grpc_server(receiver: Receiver, host: str, port: int,
     limit = receiver.max_body_bytes
     server = grpc.server(executor, options=[("grpc.max_receive_message_length", limit),
                                             ("grpc.so_reuseport", 0)])
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Trace(receiver), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(receiver), server)
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(receiver), server)
+    server.add_generic_rpc_handlers([
+        grpc.method_handlers_generic_handler(service, {"Export": _handler(receiver, signal)})
+        for signal, service in SERVICES.items()
+    ])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
     if not bound:

@@ -25,6 +25,11 @@ from typing import Any
 
 from isostack.records import normalise_addr
 
+def is_port_key(key: str) -> bool:
+    """Keys whose values are ports (they vary per connection, so readers cache resolutions without them)."""
+    return key.endswith(".port")
+
+
 # Every attribute key resolve() reads. Readers look keys up here so that only these reach the
 # (slower) resolution step; everything else goes straight to attributes_json.
 NET_KEYS: frozenset[str] = frozenset(
@@ -79,7 +84,7 @@ class NetCoords:
     """The resolved network coordinates of one span (plain attributes: cheap to create)."""
 
     __slots__ = ("local_addr", "local_port", "peer_addr", "peer_port", "transport", "family", "peer_name",
-                 "http_status", "sock_cookie", "used")
+                 "http_status", "sock_cookie", "used", "local_port_key", "peer_port_key")
 
     def __init__(self) -> None:
         self.local_addr = ""
@@ -92,6 +97,9 @@ class NetCoords:
         self.http_status: int | None = None
         self.sock_cookie: int | None = None
         self.used: set[str] = set()
+        # which attribute supplied each port (readers reuse a resolution for spans differing only in ports)
+        self.local_port_key = ""
+        self.peer_port_key = ""
 
 
 def _port(value: Any) -> int | None:
@@ -123,7 +131,7 @@ def _addr(key: str, value: Any) -> str:
 
 
 def _pick(cands: dict[str, Any], order: tuple[tuple[str, str], ...], used: set[str],
-          require_ip: bool) -> tuple[str, int | None]:
+          require_ip: bool) -> tuple[str, int | None, str]:
     for addr_key, port_key in order:
         value = cands.get(addr_key)
         if value in (None, ""):
@@ -136,15 +144,15 @@ def _pick(cands: dict[str, Any], order: tuple[tuple[str, str], ...], used: set[s
         port = _port(cands.get(port_key))
         if port is not None:
             used.add(port_key)
-        else:
-            # Same-generation port missing: take the first port any generation offers.
-            for _, other_port_key in order:
-                port = _port(cands.get(other_port_key))
-                if port is not None:
-                    used.add(other_port_key)
-                    break
-        return addr, port
-    return "", None
+            return addr, port, port_key
+        # Same-generation port missing: take the first port any generation offers.
+        for _, other_port_key in order:
+            port = _port(cands.get(other_port_key))
+            if port is not None:
+                used.add(other_port_key)
+                return addr, port, other_port_key
+        return addr, None, ""
+    return "", None, ""
 
 
 def resolve(kind: str, cands: dict[str, Any]) -> NetCoords:
@@ -156,13 +164,15 @@ def resolve(kind: str, cands: dict[str, Any]) -> NetCoords:
     out = NetCoords()
     used = out.used
     server_side = kind in SERVER_SIDE
-    out.peer_addr, out.peer_port = _pick(cands, _SERVER_PEER if server_side else _CLIENT_PEER, used, True)
-    out.local_addr, out.local_port = _pick(cands, _LOCAL, used, True)
+    out.peer_addr, out.peer_port, out.peer_port_key = _pick(cands, _SERVER_PEER if server_side else _CLIENT_PEER,
+                                                            used, True)
+    out.local_addr, out.local_port, out.local_port_key = _pick(cands, _LOCAL, used, True)
     if server_side and out.local_port is None:
         for key in _SERVER_LOCAL_PORT_FALLBACK:
             port = _port(cands.get(key))
             if port is not None:
                 out.local_port = port
+                out.local_port_key = key
                 used.add(key)
                 break
     for key in ("network.transport", "net.transport"):
