@@ -1,0 +1,123 @@
+"""`isostack triage` throughput on a generated mixed log, next to `grep -E -c -f <the same patterns>`.
+
+    .venv/bin/python -m bench.triage            # full: a 1 GiB log
+    .venv/bin/python -m bench.triage --quick    # < 60 s: a 128 MiB log
+
+The log mixes realistic noise (nginx access lines, kubelet klog, containerd logfmt, kernel info,
+JSON app logs) with real-format diagnostic lines (each KB pattern's example) at --match-ratio. Both
+tools read the same file from the page cache (one warm-up read first); grep runs with LC_ALL=C and
+the KB's regexes verbatim (one per line), the dialect both read identically. The script checks that
+both count the same number of matching lines, then prints MB/s of each and the ratio triage/grep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from isostack import kb
+
+NOISE = [
+    '10.244.{a}.{b} - - [25/Nov/2026:06:{m:02d}:{s:02d} +0000] "GET /api/v1/orders/{n} HTTP/1.1" 200 {size} "-" "Go-http-client/1.1"',
+    "I1125 06:{m:02d}:{s:02d}.{us:06d}    2211 kubelet.go:2461] \"SyncLoop (PLEG): event for pod\" pod=\"shop/cart-{n}\" event={{ID:\"{n}\" Type:\"ContainerStarted\"}}",
+    'time="2026-11-25T06:{m:02d}:{s:02d}.{us:06d}Z" level=info msg="StartContainer for \\"{n}\\" returns successfully" namespace=k8s.io',
+    "[{n}.{us:06d}] IPv6: ADDRCONF(NETDEV_CHANGE): veth{n:x}: link becomes ready",
+    '{{"ts":"2026-11-25T06:{m:02d}:{s:02d}Z","level":"info","svc":"payment","trace_id":"{n:032x}","msg":"charged card","amount_cents":{size}}}',
+    "Nov 25 06:{m:02d}:{s:02d} node-{a} systemd[1]: Started cri-containerd-{n:x}.scope - libcontainer container {n:x}.",
+    "[{n}.{us:06d}] cni0: port {a}(veth{n:x}) entered forwarding state",
+]
+
+
+def generate(path: Path, size_bytes: int, match_ratio: float, seed: int = 1) -> None:
+    """Write ``size_bytes`` of mixed log to ``path`` (a 16 MiB random chunk, repeated)."""
+    rng = random.Random(seed)
+    examples = [p.example for p in kb.patterns()]
+    lines: list[str] = []
+    chunk_bytes = 0
+    while chunk_bytes < min(16 << 20, size_bytes):
+        if rng.random() < match_ratio:
+            line = rng.choice(examples)
+        else:
+            line = rng.choice(NOISE).format(a=rng.randrange(256), b=rng.randrange(256), m=rng.randrange(60),
+                                            s=rng.randrange(60), us=rng.randrange(10**6), n=rng.randrange(10**9),
+                                            size=rng.randrange(100, 90000))
+        lines.append(line)
+        chunk_bytes += len(line) + 1
+    chunk = ("\n".join(lines) + "\n").encode()
+    with path.open("wb") as f:
+        written = 0
+        while written < size_bytes:
+            f.write(chunk)
+            written += len(chunk)
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    elapsed = time.perf_counter() - start
+    if out.returncode not in (0, 1):
+        raise SystemExit(f"{cmd[0]} failed ({out.returncode}): {out.stderr.strip()}")
+    return elapsed, out.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="128 MiB instead of 1 GiB (< 60 s)")
+    ap.add_argument("--size-mib", type=int, default=None, help="log size in MiB (default 1024, quick 128)")
+    ap.add_argument("--match-ratio", type=float, default=0.01, help="share of lines that match a pattern")
+    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where to write the log")
+    ap.add_argument("--keep", action="store_true", help="keep the generated log")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = ap.parse_args()
+    size_mib = args.size_mib or (128 if args.quick else 1024)
+
+    log = args.dir / f"isostack-bench-triage-{size_mib}MiB.log"
+    pats = args.dir / "isostack-bench-triage.patterns"
+    pats.write_text("".join(p.regex + "\n" for p in kb.patterns()), encoding="utf-8")
+    try:
+        t0 = time.perf_counter()
+        generate(log, size_mib << 20, args.match_ratio)
+        gen_s = time.perf_counter() - t0
+        size = log.stat().st_size
+        with log.open("rb") as f:  # warm the page cache so neither tool pays for the first disk read
+            while f.read(16 << 20):
+                pass
+        grep_s, grep_out = timed(["grep", "-E", "-c", "-f", str(pats), str(log)], env={**os.environ, "LC_ALL": "C"})
+        tri_s, tri_out = timed([sys.executable, "-m", "isostack", "triage", str(log)])
+        m = re.search(r"(\d+) lines, (\d+) matched", tri_out)
+        if m is None:
+            raise SystemExit(f"unexpected triage output: {tri_out[:300]}")
+        result = {
+            "size_mib": round(size / 2**20, 1), "lines": int(m.group(1)), "match_ratio": args.match_ratio,
+            "generate_s": round(gen_s, 2),
+            "triage_s": round(tri_s, 2), "triage_mb_s": round(size / 1e6 / tri_s, 1),
+            "grep_s": round(grep_s, 2), "grep_mb_s": round(size / 1e6 / grep_s, 1),
+            "ratio_triage_over_grep": round(grep_s / tri_s, 2),
+            "matched_triage": int(m.group(2)), "matched_grep": int(grep_out.strip() or 0),
+        }
+        result["same_count"] = result["matched_triage"] == result["matched_grep"]
+    finally:
+        if not args.keep:
+            log.unlink(missing_ok=True)
+        pats.unlink(missing_ok=True)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"mixed log: {result['size_mib']} MiB, {result['lines']} lines, {args.match_ratio:.0%} diagnostic")
+    print(f"isostack triage : {result['triage_s']:>7} s  {result['triage_mb_s']:>8} MB/s  "
+          f"{result['matched_triage']} lines matched")
+    print(f"grep -E -c -f   : {result['grep_s']:>7} s  {result['grep_mb_s']:>8} MB/s  "
+          f"{result['matched_grep']} lines matched  (LC_ALL=C, same {len(kb.patterns())} patterns)")
+    print(f"ratio triage/grep throughput: {result['ratio_triage_over_grep']}x   same count: {result['same_count']}")
+
+
+if __name__ == "__main__":
+    main()
