@@ -25,6 +25,7 @@ from typing import Any
 
 from isostack.records import normalise_addr
 
+
 def is_port_key(key: str) -> bool:
     """Keys whose values are ports (they vary per connection, so readers cache resolutions without them)."""
     return key.endswith(".port")

@@ -26,7 +26,9 @@ def _message(fp: descriptor_pb2.FileDescriptorProto, name: str,
     msg.name = name
     for fname, number, ftype, label, type_name in fields:
         f = msg.field.add()
-        f.name, f.number, f.type, f.label = fname, number, ftype, label
+        f.name, f.number = fname, number
+        f.type = ftype  # type: ignore[assignment]  # enum values are ints at runtime
+        f.label = label  # type: ignore[assignment]
         if type_name:
             f.type_name = type_name
 
