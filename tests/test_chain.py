@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from isostack.locate.chain import build_chain, chain_line
-from isostack.locate.diagnose import diagnose
+from isostack.locate.diagnose import diagnose_hops
 from isostack.locate.model import Finding
 from isostack.store import Store
-from tests.test_join import MS, T0, build_case
+from tests.test_join import MS, T0, build_case, server_hop
 
 
 def f(mech: str, layer: str, explained_ms: int, start_ms: int | None, conf: float = 0.7) -> Finding:
@@ -50,9 +50,14 @@ def test_app_self_time_dropped_when_kernel_explains_it() -> None:
 
 
 def _case(tmp: Path, case: str):
+    """The case's slow span (payment SERVER, 1.8 s) through join + checks + chain (no hop finder)."""
     store = Store(tmp / case)
-    trace = build_case(store, case)
-    return diagnose(store, trace_id=trace)
+    build_case(store, case)
+    con = store.connect()
+    try:
+        return diagnose_hops(con, [server_hop()])[0]
+    finally:
+        con.close()
 
 
 def test_case1_throttle_root_then_queue_then_retransmits(tmp_path: Path) -> None:

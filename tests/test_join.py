@@ -151,6 +151,15 @@ def slow_hop(**kw) -> SlowHop:
     return SlowHop(**base)  # type: ignore[arg-type]
 
 
+def server_hop() -> SlowHop:
+    """The slow payment SERVER span itself (what the finder reports when the excess is its self time)."""
+    return slow_hop(span_id=f"{999:08x}00000003", service="payment", peer="order", kind="SERVER",
+                    start_ns=T0 + 30 * MS, end_ns=T0 + 1830 * MS, duration_ns=1800 * MS, self_time_ns=1800 * MS,
+                    hop_gap_ns=None, excess_ns=1600 * MS,
+                    five_tuple=FiveTuple("tcp", SERVER[0], SERVER[1], CLIENT[0], CLIENT[1]), process_pid=200,
+                    server_span_id="", server_service="", server_host_name="", server_process_pid=None)
+
+
 def _join(data_dir: Path, hops: list[SlowHop], **kw):
     store = Store(data_dir)
     con = store.connect()

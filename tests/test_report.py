@@ -7,11 +7,11 @@ from pathlib import Path
 
 import jsonschema
 
-from isostack.locate.diagnose import diagnose
+from isostack.locate.diagnose import diagnose, diagnose_hops
 from isostack.report.html import render_html, trace_spans
 from isostack.report.json_report import SCHEMA, to_json
 from isostack.store import Store
-from tests.test_join import build_case
+from tests.test_join import build_case, server_hop
 
 
 class _Collect(HTMLParser):
@@ -25,8 +25,12 @@ class _Collect(HTMLParser):
 
 def _diagnosed(tmp: Path, case: str):
     store = Store(tmp / case)
-    trace = build_case(store, case)
-    return store, diagnose(store, trace_id=trace)
+    build_case(store, case)
+    con = store.connect()
+    try:
+        return store, diagnose_hops(con, [server_hop()])[0]
+    finally:
+        con.close()
 
 
 def test_json_matches_schema_and_contract(tmp_path: Path) -> None:
