@@ -187,3 +187,9 @@ def test_last_line_without_newline_is_read() -> None:
     hits = list(classify_blocks(blocks, Matcher()))
     assert [(h.line_no, h.pattern.id) for h in hits] == [(3, "l3.oom_killed")]
     assert stats.lines == 3
+
+
+def test_bundled_sample_is_the_fixture_in_plain_text() -> None:
+    """sample.log (for demos and docs) is exactly the labelled fixture's lines, so the two never drift."""
+    sample = (FIXTURES / "logs" / "sample.log").read_text(encoding="utf-8").splitlines()
+    assert sample == [r["line"] for r in REAL]
