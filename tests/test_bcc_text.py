@@ -154,3 +154,26 @@ def test_read_cli_bcc_json_summary(data_dir) -> None:
     summary = json.loads(res.stdout)
     assert [f["rows"] for f in summary["files"]] == [17, 4]
     assert summary["files"][1]["kinds"] == {"runq_latency": 4}
+
+
+def test_cpudist_on_and_off_cpu_per_pid_and_tid() -> None:
+    rows = _rows("cpudist_example.txt")
+    assert [r["kind"] for r in rows].count("offcpu") == 1
+    assert len(rows) == 18  # 3 whole-system + 6 per-pid (-TP 5 3) + 1 off-CPU + 8 per-thread
+    first = rows[0]
+    # estimated total = sum(count x bucket midpoint): 1x3 + 1x6 + 13x12 + 187x24 + 89x48 + 26x96 + 1x384 us
+    assert first["value"] == pytest.approx((3 + 6 + 13 * 12 + 187 * 24 + 89 * 48 + 26 * 96 + 384) * 1000)
+    per_pid = [r for r in rows if r["pid"] == 5068]
+    assert len(per_pid) == 3 and json.loads(per_pid[0]["detail_json"])["count"] == 5
+    tids = [json.loads(r["detail_json"]).get("tid") for r in rows[-8:]]
+    assert tids == [str(t) for t in range(5092, 5100)]
+    assert json.loads(rows[-1]["detail_json"])["printed_unit"] == "msecs"
+
+
+def test_bpftrace_tcpdrop_with_comm_column() -> None:
+    rows = _rows("bpftrace_tcpdrop_example.txt")
+    assert [(r["comm"], r["pid"], r["saddr"], r["sport"], r["daddr"], r["dport"]) for r in rows] == [
+        ("redis-server", 3252023, "10.153.18.169", 44926, "10.134.113.159", 6379),
+        ("swapper/4", 0, "10.152.132.206", 38392, "10.134.113.159", 6379),
+    ]
+    assert json.loads(rows[0]["detail_json"])["state"] == "ESTABLISHED"

@@ -16,7 +16,7 @@ fileslower     table                              syscall_latency (ns of that on
 softirqs       table / ``-d`` histograms          softirq_net_rx (ns) for net_rx only
 biolatency     histogram (per disk with ``-D``)   block_io_latency (p99 ns)
 runqlat        histogram                          runq_latency (p99 ns)
-cpudist        histogram                          oncpu (estimated total ns)
+cpudist        histogram (``-O``: off-CPU)        oncpu / offcpu (estimated total ns)
 funclatency    histogram                          syscall_latency (p99 ns; detail function)
 tcprtt         histogram (per address)            tcp_rtt (p99 us)
 =============  =================================  =========================================
@@ -85,6 +85,7 @@ class _Context:
     base_ts_ns: int
     host_name: str
     clock_ns: int | None = None  # from the last HH:MM:SS line
+    args: list[str] = field(default_factory=list)  # options of the last '# ./tool ...' command
     labels: dict[str, str] = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
 
@@ -175,7 +176,7 @@ def _tcpdrop(ctx: _Context, header: list[str], line: str, csv: bool) -> dict:
     state, _, flags = f["STATE"].partition(" ")
     (sa, sp), (da, dp) = _addr_port(f["SADDR:SPORT"]), _addr_port(f["DADDR:DPORT"])
     return {"ts_ns": _row_time(ctx, f), "kind": "skb_drop", "value": 1.0, "pid": int(f["PID"]),
-            "saddr": sa, "sport": sp, "daddr": da, "dport": dp,
+            "comm": f.get("COMM"), "saddr": sa, "sport": sp, "daddr": da, "dport": dp,
             "detail_json": json.dumps({"state": state, "flags": flags.strip("()"), "stack": []})}
 
 
@@ -254,6 +255,9 @@ def _finish_hist(ctx: _Context, h: _Hist) -> None:
             f"{', '.join(sorted(HIST_KINDS))} (name the tool with --tool or a '# ./tool' line)"
         )
     kind, value_unit = HIST_KINDS[tool]
+    if tool == "cpudist" and any(a == "--offcpu" or (a.startswith("-") and not a.startswith("--") and "O" in a)
+                                 for a in ctx.args):
+        kind = "offcpu"  # cpudist -O measures off-CPU time
     labels = dict(ctx.labels)
     if tool == "softirqs" and labels.get("softirq") not in ("net_rx_action", "net_rx"):
         return
@@ -262,7 +266,7 @@ def _finish_hist(ctx: _Context, h: _Hist) -> None:
         return
     p50, p99 = log2_quantile(h.buckets, 0.50), log2_quantile(h.buckets, 0.99)
     to_unit = 1_000.0 if value_unit == "us" else 1.0
-    if kind in ("oncpu", "softirq_net_rx"):
+    if kind in ("oncpu", "offcpu", "softirq_net_rx"):
         # time-in-state kinds: the estimated total (count x bucket midpoint), not a percentile
         value = sum(c * (lo + hi) / 2 for lo, hi, c in h.buckets)
     else:
@@ -373,6 +377,7 @@ def parse_text(text: str, path: str = "<text>", *, tool: str | None = None, host
                 found = tool_from_command(m["cmd"])
                 if found:
                     ctx.tool = tool or found
+                    ctx.args = m["cmd"].split(";")[-1].split()[1:]
                 ctx.labels = {}
                 ctx.clock_ns = None
                 continue
