@@ -17,6 +17,7 @@ import json
 import os
 import random
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -90,8 +91,10 @@ def main() -> None:
         with log.open("rb") as f:  # warm the page cache so neither tool pays for the first disk read
             while f.read(16 << 20):
                 pass
-        grep_s, grep_out = timed(["grep", "-E", "-c", "-f", str(pats), str(log)], env={**os.environ, "LC_ALL": "C"})
+        # triage first: ru_maxrss of RUSAGE_CHILDREN is then triage's own peak RSS (constant memory check)
         tri_s, tri_out = timed([sys.executable, "-m", "isostack", "triage", str(log)])
+        triage_max_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        grep_s, grep_out = timed(["grep", "-E", "-c", "-f", str(pats), str(log)], env={**os.environ, "LC_ALL": "C"})
         m = re.search(r"(\d+) lines, (\d+) matched", tri_out)
         if m is None:
             raise SystemExit(f"unexpected triage output: {tri_out[:300]}")
@@ -101,6 +104,7 @@ def main() -> None:
             "triage_s": round(tri_s, 2), "triage_mb_s": round(size / 1e6 / tri_s, 1),
             "grep_s": round(grep_s, 2), "grep_mb_s": round(size / 1e6 / grep_s, 1),
             "ratio_triage_over_grep": round(grep_s / tri_s, 2),
+            "triage_max_rss_mib": round(triage_max_rss_mib, 1),
             "matched_triage": int(m.group(2)), "matched_grep": int(grep_out.strip() or 0),
         }
         result["same_count"] = result["matched_triage"] == result["matched_grep"]
@@ -113,7 +117,7 @@ def main() -> None:
         return
     print(f"mixed log: {result['size_mib']} MiB, {result['lines']} lines, {args.match_ratio:.0%} diagnostic")
     print(f"isostack triage : {result['triage_s']:>7} s  {result['triage_mb_s']:>8} MB/s  "
-          f"{result['matched_triage']} lines matched")
+          f"{result['matched_triage']} lines matched, peak RSS {result['triage_max_rss_mib']} MiB")
     print(f"grep -E -c -f   : {result['grep_s']:>7} s  {result['grep_mb_s']:>8} MB/s  "
           f"{result['matched_grep']} lines matched  (LC_ALL=C, same {len(kb.patterns())} patterns)")
     print(f"ratio triage/grep throughput: {result['ratio_triage_over_grep']}x   same count: {result['same_count']}")

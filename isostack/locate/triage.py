@@ -228,6 +228,8 @@ def classify_blocks(blocks: Iterable[Block], matcher: Matcher) -> Iterator[Hit]:
             end = data.find(b"\n", start)
             text = data[start:end].decode("utf-8", errors="replace")
             yield Hit(line_no, _clip(text), matcher.patterns[idx], line_timestamp(text))
+        # The newlines up to the last hit are counted already: finish the count for the reader.
+        block.line_count = line_no - block.first_line_no + data.count(b"\n", prev)
 
 
 def classify_stream(stream: Any, stats: ReadStats, matcher: Matcher, *,

@@ -47,10 +47,15 @@ class ReadStats:
 
 @dataclass
 class Block:
-    """Whole lines: ``data`` ends with ``\\n``; its first line is line ``first_line_no`` (1-based)."""
+    """Whole lines: ``data`` ends with ``\\n``; its first line is line ``first_line_no`` (1-based).
+
+    A consumer that counts the block's newlines anyway (to number its hits) may store the total in
+    ``line_count``; the reader then skips its own count — one pass over the bytes instead of two.
+    """
 
     data: bytes
     first_line_no: int
+    line_count: int | None = None
 
 
 @dataclass
@@ -145,9 +150,9 @@ def iter_blocks(stream: BinaryIO, stats: ReadStats, *, block_bytes: int = BLOCK_
             pending = buf
         else:
             data, pending = buf[: last_nl + 1], buf[last_nl + 1:]
-            lines_in_block = data.count(b"\n")
-            yield Block(_drop_undecodable(data, stats), next_line_no)
-            next_line_no += lines_in_block
+            block = Block(_drop_undecodable(data, stats), next_line_no)
+            yield block
+            next_line_no += block.line_count if block.line_count is not None else data.count(b"\n")
         if len(pending) > max_line_bytes:
             stats.long_lines += 1
             next_line_no += 1  # the long line keeps its number; it is simply never yielded
