@@ -33,11 +33,15 @@ def main() -> None:
     from isostack.testbed.run import run_case
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cases", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("cases", nargs="*", metavar="CASE", help=f"one of {', '.join(CASES)} (default: all)")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures" / "cases")
     ap.add_argument("--baseline-s", type=float, default=15)
     ap.add_argument("--fault-s", type=float, default=15)
     a = ap.parse_args()
+    a.cases = a.cases or list(CASES)
+    for name in a.cases:
+        if name not in CASES:
+            ap.error(f"unknown case {name!r}; cases: {', '.join(CASES)}")
     for name in a.cases:
         fault, target, params = CASES[name]
         tmp = Path(tempfile.mkdtemp(prefix=f"isostack-{name}-"))
