@@ -2,7 +2,8 @@
 
 Each figure comes with a baseline measured in the same run:
 - sample(): vs a minimal sampler that reads only /proc/stat and /proc/net/dev (the floor any agent pays);
-  CPU includes the tc/ethtool child processes. "core at 1 Hz" = CPU seconds per sample.
+  CPU includes the ethtool (and fallback tc) child processes. "core at 1 Hz" = CPU seconds per sample.
+  Qdisc statistics over rtnetlink (pyroute2, what sample() uses) vs forking `tc -s -j qdisc`.
 - bcc text: rows/s of bcc_text.parse_text on a synthetic tcplife capture vs a bare str.split() pass.
 - Prometheus text: samples/s of prometheus_text.parse_text vs prometheus_client's parser alone.
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from isostack.sources import bcc_text, prometheus_text
-from isostack.sources.procfs import ProcfsCollector
+from isostack.sources.procfs import ProcfsCollector, net
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -52,13 +53,21 @@ def bench_sample(n: int) -> dict:
     out: dict = {}
     base_wall, base_cpu = _time_calls(floor, n)
     out["baseline_proc_stat_netdev"] = {"wall_ms": round(base_wall, 3), "cpu_ms": round(base_cpu, 3)}
-    for label, kw in (("full", {}), ("no_tc_no_ethtool", {"qdiscs": False, "ethtool": False})):
+    for label, kw in (("full", {}), ("no_qdisc_no_ethtool", {"qdiscs": False, "ethtool": False})):
         c = ProcfsCollector("bench", **kw)
         c.sample()
         rows: list[int] = []
         wall, cpu = _time_calls(lambda c=c, rows=rows: rows.append(c.sample().num_rows), n)
         out[label] = {"wall_ms": round(wall, 3), "cpu_ms": round(cpu, 3), "rows_per_sample": statistics.median(rows),
                       "core_at_1hz": round(cpu / 1e3, 4), "cpu_ratio_vs_baseline": round(cpu / max(base_cpu, 1e-6), 1)}
+    nl = net.NetlinkQdiscs()
+    try:
+        wall, cpu = _time_calls(nl.stats, n)
+        out["qdisc_stats_rtnetlink"] = {"wall_ms": round(wall, 3), "cpu_ms": round(cpu, 3)}
+    finally:
+        nl.close()
+    wall, cpu = _time_calls(net.qdisc_stats, n)
+    out["qdisc_stats_tc_fork"] = {"wall_ms": round(wall, 3), "cpu_ms": round(cpu, 3)}
     return out
 
 

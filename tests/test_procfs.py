@@ -245,3 +245,17 @@ def test_memory_cgroup_oom_kill_is_counted(v1_memory_cgroup: Path) -> None:
     assert oom[0]["cgroup_path"] == rel
     assert oom[0]["cgroup_id"] == os.stat(d).st_ino  # no cpu cgroup of that path: the memory dir's inode
     assert any(r["kind"] == "memory_events" and json.loads(r["detail_json"])["event"] == "max" for r in rows)
+
+
+def test_netlink_qdisc_stats_agree_with_tc() -> None:
+    if not have("tc"):
+        pytest.skip("iproute2's tc is not installed")
+    nl = net.NetlinkQdiscs()
+    try:
+        ours = {(q["dev"], q["kind"], q["handle"], q["parent"]) for q in nl.stats()}
+    finally:
+        nl.close()
+    theirs = {(q["dev"], q["kind"], q["handle"], q.get("parent", "root")) for q in net.qdisc_stats()}
+    assert ours == theirs and ours
+    assert net.tc_handle(0x800A0000) == "800a:" and net.tc_handle(0x10010) == "1:10"
+    assert net.tc_handle(0xFFFFFFFF, parent=True) == "root"

@@ -59,6 +59,29 @@ class ProcfsCollector:
         self.ethtool = ethtool
         self._prev: _Snapshot | None = None
         self._ethtool_devs: list[str] | None = None  # interfaces whose driver has a tx-timeout counter
+        self._netlink: net.NetlinkQdiscs | None = None
+        if qdiscs:
+            try:
+                self._netlink = net.NetlinkQdiscs()
+            except Exception:  # no pyroute2 / no netlink socket: fork `tc -s -j qdisc` instead
+                self._netlink = None
+
+    def close(self) -> None:
+        """Release the netlink socket (also done on garbage collection)."""
+        if self._netlink is not None:
+            self._netlink.close()
+            self._netlink = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _qdiscs(self) -> list[dict]:
+        if self._netlink is not None:
+            try:
+                return self._netlink.stats()
+            except Exception:  # a netlink hiccup must not lose the window: fall back to tc
+                self.close()
+        return net.qdisc_stats()
 
     # ------------------------------------------------------------------ public
     def sample(self) -> pa.Table:
@@ -153,11 +176,11 @@ class ProcfsCollector:
             snap.counters[("nic_drop", dev, "rx")] = c["rx_drop"]
             snap.counters[("nic_drop", dev, "tx")] = c["tx_drop"]
         if self.qdiscs:
-            for q in net.qdisc_stats():
+            for q in self._qdiscs():
                 dev, handle, parent = q["dev"], q.get("handle", ""), q.get("parent", "root")
                 snap.counters[("qdisc_drop", dev, q.get("kind", ""), handle, parent)] = q.get("drops", 0)
                 gauges.append({"kind": "qdisc_backlog", "value": float(q.get("qlen", 0)), "device": dev,
-                               "source": "procfs:tc",
+                               "source": "procfs:qdisc",
                                "detail_json": json.dumps({"qdisc": q.get("kind", ""), "handle": handle,
                                                           "parent": parent,
                                                           "bytes": q.get("backlog", 0),
@@ -207,7 +230,7 @@ class ProcfsCollector:
                     "detail_json": json.dumps({"direction": direction})}
         if kind == "qdisc_drop":
             _, dev, qkind, handle, parent = key
-            return {"kind": kind, "value": delta, "device": dev, "source": "procfs:tc",
+            return {"kind": kind, "value": delta, "device": dev, "source": "procfs:qdisc",
                     "detail_json": json.dumps({"qdisc": qkind, "handle": handle, "parent": parent})}
         if kind == "tx_timeout":
             return {"kind": kind, "value": delta, "device": key[1], "source": "procfs:ethtool"}
