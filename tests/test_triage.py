@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from isostack.locate.triage import Matcher, classify_blocks, line_timestamp
 from isostack.sources.logs import ReadStats, iter_blocks
@@ -193,3 +195,45 @@ def test_bundled_sample_is_the_fixture_in_plain_text() -> None:
     """sample.log (for demos and docs) is exactly the labelled fixture's lines, so the two never drift."""
     sample = (FIXTURES / "logs" / "sample.log").read_text(encoding="utf-8").splitlines()
     assert sample == [r["line"] for r in REAL]
+
+
+def _naive(data: bytes, max_line: int, matcher: Matcher) -> tuple[list[tuple[int, str]], int, int, int]:
+    """The reference: split on newlines, skip long / undecodable lines, match each kept line alone."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    hits, long_lines, bad = [], 0, 0
+    for n, line in enumerate(lines, 1):
+        if len(line) > max_line:
+            long_lines += 1
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad += 1
+            continue
+        idx = matcher.match_line(line)
+        if idx is not None:
+            hits.append((n, matcher.patterns[idx].id))
+    return hits, len(lines), long_lines, bad
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from([r["line"].encode() for r in REAL[:12]]),
+                          st.sampled_from([b"OOMKilled", b"[ 1.0] kvm: disabled by bios", b"EPT violation \xff",
+                                           b"x" * 70 + b" TaskOOM", "容器 OOMKilled".encode()]),
+                          st.binary(max_size=90)), max_size=40),
+       st.integers(min_value=8, max_value=200))
+def test_reader_and_matcher_agree_with_a_per_line_reference(parts: list[bytes], max_line: int) -> None:
+    data = b"\n".join(parts) + (b"\n" if parts and len(parts) % 2 else b"")
+    matcher = _MATCHER
+    want_hits, want_lines, want_long, want_bad = _naive(data, max_line, matcher)
+    stats = ReadStats()
+    blocks = iter_blocks(io.BufferedReader(io.BytesIO(data), buffer_size=max_line), stats,
+                         block_bytes=max_line, max_line_bytes=max_line)
+    got = [(h.line_no, h.pattern.id) for h in classify_blocks(blocks, matcher)]
+    assert got == want_hits
+    assert (stats.lines, stats.long_lines, stats.undecodable_lines) == (want_lines, want_long, want_bad)
+
+
+_MATCHER = Matcher()

@@ -250,8 +250,7 @@ def classify_stream(stream: Any, stats: ReadStats, matcher: Matcher, *,
                   if entry.realtime_us else line_timestamp(text))
             yield Hit(entry.line_no, _clip(shown), matcher.patterns[idx], ts)
         return
-    yield from classify_blocks(iter_blocks(stream, stats, block_bytes=max(limit, 1 << 16),
-                                           max_line_bytes=limit), matcher)
+    yield from classify_blocks(iter_blocks(stream, stats, block_bytes=limit, max_line_bytes=limit), matcher)
 
 
 def hit_record(hit: Hit, source: str) -> dict[str, Any]:

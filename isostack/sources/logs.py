@@ -127,23 +127,37 @@ def iter_blocks(stream: BinaryIO, stats: ReadStats, *, block_bytes: int = BLOCK_
                 max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Block]:
     """Yield blocks of whole lines from ``stream``; counts lines, bytes and skipped lines in ``stats``.
 
-    ``block_bytes`` is the read size; ``max_line_bytes`` the longest line kept (longer ones are
-    counted as ``long_lines`` and stand as an empty line). A last line without ``\\n`` is completed.
+    ``block_bytes`` is the read size; a line longer than ``max_line_bytes`` (newline excluded) is
+    counted in ``long_lines`` and never yielded, but keeps its number. The check is exact when
+    ``block_bytes <= max_line_bytes + 1`` (a line inside one read is never longer than the read); the
+    defaults are equal. A last line without ``\\n`` is completed.
     """
-    pending = b""
+    pending = b""  # the start of a line whose newline has not been read yet
     skipping = False  # inside a line already counted as too long: drop bytes up to its newline
     next_line_no = 1
+
     while True:
         chunk = stream.read(block_bytes)
         if not chunk:
             break
         stats.bytes += len(chunk)
-        if skipping:
+        if skipping or pending:
             nl = chunk.find(b"\n")
-            if nl < 0:
+            if skipping:
+                if nl < 0:
+                    continue
+                chunk, skipping = chunk[nl + 1:], False
+            elif nl < 0:
+                pending += chunk
+                if len(pending) > max_line_bytes:
+                    stats.long_lines += 1
+                    next_line_no += 1
+                    pending, skipping = b"", True
                 continue
-            chunk = chunk[nl + 1:]
-            skipping = False
+            elif len(pending) + nl > max_line_bytes:  # the pending line ends here, too long
+                stats.long_lines += 1
+                next_line_no += 1
+                pending, chunk = b"", chunk[nl + 1:]
         buf = pending + chunk if pending else chunk
         last_nl = buf.rfind(b"\n")
         if last_nl < 0:
@@ -155,9 +169,8 @@ def iter_blocks(stream: BinaryIO, stats: ReadStats, *, block_bytes: int = BLOCK_
             next_line_no += block.line_count if block.line_count is not None else data.count(b"\n")
         if len(pending) > max_line_bytes:
             stats.long_lines += 1
-            next_line_no += 1  # the long line keeps its number; it is simply never yielded
-            pending = b""
-            skipping = True
+            next_line_no += 1
+            pending, skipping = b"", True
     if pending and not skipping:
         yield Block(_drop_undecodable(pending + b"\n", stats), next_line_no)
         next_line_no += 1
