@@ -177,3 +177,20 @@ def test_bpftrace_tcpdrop_with_comm_column() -> None:
         ("swapper/4", 0, "10.152.132.206", 38392, "10.134.113.159", 6379),
     ]
     assert json.loads(rows[0]["detail_json"])["state"] == "ESTABLISHED"
+
+
+def test_read_cli_from_stdin_strict_capture(data_dir) -> None:
+    capture = (
+        "Tracing TCP RTT... Hit Ctrl-C to end.\n"
+        "     usecs               : count     distribution\n"
+        "         0 -> 1          : 0        |                                        |\n"
+        "        64 -> 127        : 30       |****************************************|\n"
+        "       128 -> 255        : 10       |*************                           |\n"
+    )
+    res = run_cli("read", "--format", "bcc", "--tool", "tcprtt", "--json", "-", input=capture, data_dir=data_dir)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["files"][0]["kinds"] == {"tcp_rtt": 1}
+    q = run_cli("sql", "--json", "SELECT value FROM kernel_events", data_dir=data_dir)
+    assert q.returncode == 0, q.stderr
+    # p99 of 40 samples = the 39.6th: 9.6 of the 10 samples in [128, 256) us -> 128 + 128 x 0.96
+    assert json.loads(q.stdout)[0]["value"] == pytest.approx(250.88)

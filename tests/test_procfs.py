@@ -259,3 +259,32 @@ def test_netlink_qdisc_stats_agree_with_tc() -> None:
     assert ours == theirs and ours
     assert net.tc_handle(0x800A0000) == "800a:" and net.tc_handle(0x10010) == "1:10"
     assert net.tc_handle(0xFFFFFFFF, parent=True) == "root"
+
+
+def test_scan_workloads_on_a_fake_v2_kubernetes_node(tmp_path: Path) -> None:
+    cid = "b" * 64
+    uid = "1f2e3d4c_5b6a_7980_a1b2_c3d4e5f60718"
+    rel = f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice/cri-containerd-{cid}.scope"
+    cgroot = tmp_path / "cgroup"
+    (cgroot / rel.lstrip("/")).mkdir(parents=True)
+    (cgroot / "cgroup.controllers").write_text("cpu memory\n")
+    pid_dir = tmp_path / "proc" / "4242"
+    (pid_dir / "ns").mkdir(parents=True)
+    (pid_dir / "net").mkdir()
+    (pid_dir / "comm").write_text("checkout\n")
+    (pid_dir / "cgroup").write_text(f"0::{rel}\n")
+    (pid_dir / "environ").write_bytes(b"HOSTNAME=checkout-7d9f8-x2x9q\0POD_NAMESPACE=shop\0"
+                                      b"OTEL_RESOURCE_ATTRIBUTES=service.name=checkout,deployment.environment=prod\0")
+    (pid_dir / "ns" / "net").write_text("")
+    (pid_dir / "net" / "fib_trie").write_text(
+        "Local:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 10.244.1.17\n        /32 host LOCAL\n"
+        "     |-- 127.0.0.1\n        /32 host LOCAL\n")
+    (pid_dir / "net" / "if_inet6").write_text("00000000000000000000000000000001 01 80 10 80       lo\n")
+    rows = scan_workloads("node-k", proc=tmp_path / "proc", cgroup_root=cgroot).to_pylist()
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r["pid"], r["comm"], r["service_name"]) == (4242, "checkout", "checkout")
+    assert r["cgroup_path"] == rel and r["cgroup_id"] == os.stat(cgroot / rel.lstrip("/")).st_ino
+    assert r["container_id"] == cid
+    assert (r["k8s_namespace"], r["k8s_pod_name"]) == ("shop", "checkout-7d9f8-x2x9q")
+    assert r["addrs"] == "10.244.1.17 127.0.0.1 ::1"

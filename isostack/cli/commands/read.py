@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from isostack.errors import InputError
                                               "*_example.txt files) instead of failing on them.")
 @click.option("--host", "host_name", default=None, help="host.name for the rows (default: this host for bcc, "
                                                         "the instance label for prom).")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @json_option
 @click.pass_context
 def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_name: str | None,
@@ -31,12 +32,13 @@ def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_
     """Parse tool captures into the store, one summary line per file.
 
     Times: captures carry no date, so capture-relative times are anchored at each file's
-    modification time. A malformed line stops that file with an error naming file:line; the
+    modification time (at the time of reading for "-", standard input). A malformed line stops that file with an error naming file:line; the
     rows before it are kept and the other files are still read (exit 1).
 
     \b
     Examples:
       sudo tcplife-bpfcc -t > tcplife_prod.txt; isostack read --format bcc tcplife_prod.txt
+      sudo runqlat-bpfcc 10 1 | isostack read --format bcc --tool runqlat -
       isostack read --format bcc --tool runqlat --json runqlat-capture.txt
       curl -s localhost:9100/metrics > node.prom; isostack read --format prom node.prom
     """
@@ -47,10 +49,16 @@ def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_
     failed = False
     for path in files:
         error = ""
+        bcc_host = host_name if host_name is not None else socket.gethostname()
         try:
-            if fmt == "bcc":
-                data = bcc_text.parse_file(path, tool=tool, strict=not lenient,
-                                           host_name=host_name if host_name is not None else socket.gethostname())
+            if str(path) == "-":
+                text = sys.stdin.read()
+                if fmt == "bcc":
+                    data = bcc_text.parse_text(text, "<stdin>", tool=tool, strict=not lenient, host_name=bcc_host)
+                else:
+                    data = prometheus_text.parse_text(text, "<stdin>", host_name=host_name or "")
+            elif fmt == "bcc":
+                data = bcc_text.parse_file(path, tool=tool, strict=not lenient, host_name=bcc_host)
             else:
                 data = prometheus_text.parse_file(path, host_name=host_name or "")
         except InputError as exc:
