@@ -20,6 +20,8 @@ CAUSES: dict[str, tuple[tuple[str, ...], ...]] = {
     "packet_drop": (("tx_queue_full",), ("noisy_flow", "cpu_throttle", "conntrack_full")),
     "tx_queue_full": (("cpu_throttle", "noisy_flow", "runq_latency"),),
     "oom_kill": (("memory_growth",),),
+    # a throttled task waits runnable until the next period: run-queue latency follows the quota
+    "runq_latency": (("cpu_throttle",),),
     "app_self_time": (("disk_saturation",),),
 }
 # When kernel findings explain at least this share of the excess, "it's the app" is not the answer.
@@ -46,7 +48,8 @@ def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[F
     for f in items:
         for group in CAUSES.get(f.mechanism, ()):
             cands = [c for m in group for c in by_mech.get(m, []) if c is not f and
-                     (f.started_ns is None or c.started_ns is None or c.started_ns <= f.started_ns + skew_ns)]
+                     (f.started_ns is None or c.started_ns is None or
+                      c.started_ns <= f.started_ns + skew_ns + _resolution(c, f))]
             if cands:
                 cause = min(cands, key=lambda c: (starts(c), -c.explained_ns))
                 if not _creates_cycle(cause, f, parent):
@@ -74,6 +77,12 @@ def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[F
     for root in sorted((f for f in items if id(f) not in parent), key=key):
         walk(root)
     return out
+
+
+def _resolution(a: Finding, b: Finding) -> int:
+    """Time resolution of two findings' evidence: windowed rows (a 1 s cpu.stat delta) only say the
+    condition began somewhere inside the window, so "started first" is judged to that precision."""
+    return max((int(e.detail.get("window_ns", 0) or 0) for f in (a, b) for e in f.evidence), default=0)
 
 
 def _creates_cycle(cause: Finding, symptom: Finding, parent: dict[int, Finding]) -> bool:

@@ -194,14 +194,14 @@ def fallback_slow_hops(con: duckdb.DuckDBPyConnection, *, trace_id: str | None =
                    arg_max(c.container_id, c.duration_ns) AS container_id, max(c.duration_ns) AS dur
             FROM spans c SEMI JOIN scope p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
             GROUP BY ALL),
-    kids AS (SELECT trace_id, parent_span_id, sum(dur) AS child_ns FROM srv GROUP BY ALL)
+    kids AS (SELECT trace_id, parent_span_id, sum(dur)::BIGINT AS child_ns FROM srv GROUP BY ALL)
     SELECT s.trace_id, s.span_id, s.service_name, s.name, s.peer_name, s.peer_addr, s.peer_port, s.kind,
            s.start_ns, s.end_ns, s.duration_ns, s.host_name, s.container_id, s.process_pid, s.net_transport,
            s.local_addr, s.local_port, b.p50, b.p99, b.n,
-           greatest(0, s.duration_ns - coalesce(k.child_ns, 0)) AS self_ns,
+           greatest(0, s.duration_ns - coalesce(k.child_ns, 0))::BIGINT AS self_ns,
            v.span_id AS srv_span, v.service_name AS srv_service, v.host_name AS srv_host,
            v.process_pid AS srv_pid, v.container_id AS srv_cid, v.dur AS srv_dur,
-           greatest(0, s.duration_ns - b.p50) AS excess
+           greatest(0, s.duration_ns - b.p50)::BIGINT AS excess
     FROM scope s JOIN base b USING (service_name, name)
     LEFT JOIN kids k ON k.trace_id = s.trace_id AND k.parent_span_id = s.span_id
     LEFT JOIN srv v ON s.kind = 'CLIENT' AND v.trace_id = s.trace_id AND v.parent_span_id = s.span_id
@@ -219,7 +219,7 @@ def fallback_slow_hops(con: duckdb.DuckDBPyConnection, *, trace_id: str | None =
             trace_id=r["trace_id"], span_id=r["span_id"], service=r["service_name"] or "", operation=r["name"] or "",
             peer=r["peer_name"] or (f"{r['peer_addr']}:{r['peer_port']}" if r["peer_addr"] else ""),
             kind=r["kind"] or "", start_ns=r["start_ns"], end_ns=r["end_ns"], duration_ns=r["duration_ns"],
-            self_time_ns=r["self_ns"], hop_gap_ns=gap, part="self_time", baseline_p50_ns=p50,
+            self_time_ns=r["self_ns"], hop_gap_ns=gap, part="hop_gap" if gap is not None else "self_time", baseline_p50_ns=p50,
             baseline_p99_ns=r["p99"] if p50 else None, excess_ns=excess,
             ratio=round(r["duration_ns"] / p50, 2) if p50 else None, robust_z=None,
             five_tuple=FiveTuple(r["net_transport"] or "tcp", r["local_addr"] or "", r["local_port"] or 0,

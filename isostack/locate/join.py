@@ -33,6 +33,8 @@ DEFAULT_SKEW_NS = 50_000_000
 # Windowed kernel rows (e.g. a 1 s cpu.stat delta) start before the span they overlap; how far back
 # to look for such a row's start. Also lets DuckDB prune Parquet row groups by ts_ns statistics.
 MAX_WINDOW_NS = 60_000_000_000
+# memory_growth needs a slope over minutes, so memory_usage samples are read further back.
+MEMORY_HISTORY_NS = 900_000_000_000
 
 FLOW_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by == "flow")
 CGROUP_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by in ("cgroup", "pid"))
@@ -170,8 +172,10 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
         """
     )
     # memory_growth needs a slope, so memory samples are read back over the whole look-back window.
-    history = f"(k.kind = 'memory_usage' AND k.ts_ns BETWEEN e.win_start_ns - {int(max_window_ns)} AND e.win_end_ns)"
-    k_src = f"(SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi})"
+    mem_lo = lo + max_window_ns - MEMORY_HISTORY_NS
+    history = f"(k.kind = 'memory_usage' AND k.ts_ns BETWEEN e.win_start_ns - {MEMORY_HISTORY_NS} AND e.win_end_ns)"
+    k_src = (f"(SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} "
+             f"OR (kind = 'memory_usage' AND ts_ns BETWEEN {mem_lo} AND {lo}))")
     sql = f"""
     WITH fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
                        win_end_ns FROM hop_ends),

@@ -119,6 +119,9 @@ def evidence(ctx: CheckContext, rows: pa.Table, signal: str, value: float, unit:
     sides = sorted({s for s in rows.column("side").to_pylist() if s}) if rows.num_rows else []
     if sides:
         detail.setdefault("sides", sides)
+    if rows.num_rows:
+        # the producer's window length: the time resolution of this evidence (the chain's tolerance)
+        detail.setdefault("window_ns", int(pc.max(pc.fill_null(rows.column("duration_ns"), 0)).as_py() or 0))
     hosts = sorted({h for h in rows.column("host_name").to_pylist() if h}) if rows.num_rows else []
     if hosts:
         detail.setdefault("hosts", hosts)

@@ -15,6 +15,11 @@ CHECK = CheckSpec(
 )
 
 
+def _loopback(addr: str) -> bool:
+    # loopback traffic never shares a NIC/veth queue with a hop between hosts or namespaces
+    return addr.startswith("127.") or addr == "::1"
+
+
 def run(ctx: CheckContext) -> list[Finding]:
     rows = ctx.events("flow_bytes", coord="host")
     if rows.num_rows == 0:
@@ -28,7 +33,8 @@ def run(ctx: CheckContext) -> list[Finding]:
                   any_value(owner_service) AS service, any_value(owner_pid) AS pid,
                   any_value(owner_comm) AS comm, any_value(owner_cgroup_path) AS cgroup_path,
                   any_value(host_name) AS host
-           FROM rows WHERE flow_key <> '' GROUP BY flow_key ORDER BY bytes DESC"""
+           FROM rows WHERE flow_key <> '' AND (? OR NOT (starts_with(saddr, '127.') OR saddr = '::1'))
+           GROUP BY flow_key ORDER BY bytes DESC""", [_loopback(ctx.hop.five_tuple.peer_addr)]
     ).fetchall()
     if not ranked:
         return []

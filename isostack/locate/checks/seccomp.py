@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, where_of
@@ -12,6 +13,19 @@ CHECK = CheckSpec(
     thresholds=("syscall_slow_us",), mechanism="seccomp_slow_path",
     question="Is the sandbox's syscall path slow, or refusing calls?",
 )
+# Syscalls whose latency is waiting by design (for I/O, a child, a timer, a lock, the disk): a long
+# poll() is an idle server, not a slow path. Measured on the testbed: under a CPU quota these reach
+# seconds at p99 while the sandbox is fine.
+BLOCKING = frozenset({
+    "poll", "ppoll", "select", "pselect6", "epoll_wait", "epoll_pwait", "epoll_pwait2", "futex", "futex_waitv",
+    "wait4", "waitid", "nanosleep", "clock_nanosleep", "pause", "rt_sigsuspend", "rt_sigtimedwait", "recvfrom",
+    "recvmsg", "recvmmsg", "read", "readv", "pread64", "preadv", "preadv2", "write", "writev", "pwrite64",
+    "pwritev", "pwritev2", "sendto", "sendmsg", "sendfile", "io_getevents", "io_pgetevents", "io_uring_enter",
+    "msgrcv", "semop", "semtimedop", "mq_timedreceive", "vfork", "sched_yield", "fsync", "fdatasync", "sync",
+    "syncfs", "msync", "splice", "tee", "flock", "fcntl",
+})
+REFUSAL_ERRNOS = frozenset({"EPERM", "EACCES", "ENOSYS"})
+MIN_CALLS = 3  # a p50 over fewer calls is one unlucky call
 ERRORS = CheckSpec(id="seccomp", layer="L-4", signals=CHECK.signals, thresholds=(), mechanism="syscall_errors")
 
 
@@ -19,18 +33,37 @@ def run(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
     lat = ctx.events("syscall_latency", coord="cgroup")
     limit_ns = ctx.threshold("syscall_slow_us") * 1e3
-    slow = lat.filter(pc.greater(lat.column("value"), limit_ns)) if lat.num_rows else lat
+    # The slow path slows *every* call of a filtered syscall (spec: seccomp average 90 µs -> 900 µs), so
+    # judge the typical call (the producer's p50), not the tail: a throttled or preempted process has a
+    # long tail on any syscall without any slow path.
+    keep = []
+    for i, d in enumerate(lat.column("detail_json").to_pylist() if lat.num_rows else []):
+        det = detail_of(d)
+        if str(det.get("syscall", "")) in BLOCKING or int(det.get("count", MIN_CALLS) or 0) < MIN_CALLS:
+            continue
+        typical = float(det.get("p50_ns", lat.column("value")[i].as_py()) or 0)
+        if typical > limit_ns:
+            keep.append(i)
+    slow = lat.take(keep) if keep else lat.slice(0, 0)
     if slow.num_rows:
-        p99_ns = float(pc.max(slow.column("value")).as_py())
         calls = [detail_of(d) for d in slow.column("detail_json").to_pylist()]
+        p50_ns = max(float(c.get("p50_ns", 0) or 0) for c in calls) or float(pc.max(slow.column("value")).as_py())
+        p99_ns = float(pc.max(slow.column("value")).as_py())
         count = sum(int(c.get("count", 1) or 1) for c in calls)
         names = sorted({str(c.get("syscall")) for c in calls if c.get("syscall")})
-        ev = evidence(ctx, slow, "syscall_latency", p99_ns / 1e3, "us", ctx.threshold("syscall_slow_us"),
-                      where=where_of(slow, "cgroup_path"), syscalls=names, calls=count)
-        # Every slow call costs at least the p99 above the fast path; cap at the excess in finding().
-        out.append(finding(CHECK, ctx, f"syscall p99 {p99_ns / 1e3:.0f} µs ({', '.join(names) or 'syscalls'})",
-                           [ev], confidence=0.7, explained_ns=int(p99_ns * count), started_ns=ev.first_ns))
+        ev = evidence(ctx, slow, "syscall_latency_p50", p50_ns / 1e3, "us", ctx.threshold("syscall_slow_us"),
+                      where=where_of(slow, "cgroup_path"), syscalls=names, calls=count, p99_us=p99_ns / 1e3)
+        # Every slow call costs at least its typical latency; finding() caps this at the excess.
+        out.append(finding(CHECK, ctx, f"{', '.join(names) or 'syscalls'}: typical call {p50_ns / 1e3:,.0f} µs "
+                           f"({count} calls; fast path is tens of µs)",
+                           [ev], confidence=0.75, explained_ns=int(p50_ns * count), started_ns=ev.first_ns))
+    # Refusals: every seccomp_denied, and syscall errors only with the errnos a filter returns. ENOENT,
+    # EAGAIN, EINPROGRESS, ETIMEDOUT are a healthy process's daily bread (thousands per testbed run).
     bad = ctx.events("seccomp_denied", "syscall_error", coord="cgroup")
+    keep = [i for i, (k, d) in enumerate(zip(bad.column("kind").to_pylist(), bad.column("detail_json").to_pylist(),
+                                             strict=True))
+            if k == "seccomp_denied" or str(detail_of(d).get("errno", "")) in REFUSAL_ERRNOS]
+    bad = bad.take(pa.array(keep, pa.int64())) if bad.num_rows else bad
     if bad.num_rows:
         total = float(pc.sum(bad.column("value")).as_py() or 0)
         names = sorted({str(detail_of(d).get("syscall")) for d in bad.column("detail_json").to_pylist()
