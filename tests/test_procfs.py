@@ -103,6 +103,7 @@ def test_v2_only_host_fake_tree(tmp_path: Path) -> None:
     assert by_kind[("psi_cpu", "/system.slice/payment.service")]["value"] == 40_000_000
     assert by_kind[("psi_cpu", "")]["value"] == 80_000_000  # host-wide /proc/pressure/cpu
     assert by_kind[("tcp_timeouts", None)]["value"] == 3
+    assert json.loads(by_kind[("tcp_timeouts", None)]["detail_json"]) == {"scope": "host", "TCPTimeouts": 3}
     events = [r for r in rows if r["kind"] == "memory_events"]
     assert {json.loads(r["detail_json"])["event"]: r["value"] for r in events} == {"max": 3, "oom": 1}
     assert all(r["host_name"] == "node-a" and r["duration_ns"] > 0 for r in rows)
@@ -288,3 +289,27 @@ def test_scan_workloads_on_a_fake_v2_kubernetes_node(tmp_path: Path) -> None:
     assert r["container_id"] == cid
     assert (r["k8s_namespace"], r["k8s_pod_name"]) == ("shop", "checkout-7d9f8-x2x9q")
     assert r["addrs"] == "10.244.1.17 127.0.0.1 ::1"
+
+
+def _nf_conntrack(insert_failed_per_cpu: int, drop_per_cpu: int) -> str:
+    head = ("entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop "
+            "icmp_error  expect_new expect_create expect_delete search_restart\n")
+    line = ("000003e8  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 "
+            f"{insert_failed_per_cpu:08x} {drop_per_cpu:08x} 00000000 00000000  00000000 00000000 00000000 00000000\n")
+    return head + line + line  # two CPUs; entries (1000) is global and repeated on each line
+
+
+def test_conntrack_counters_summed_over_cpus(tmp_path: Path) -> None:
+    cgroot, proc = _fake_v2_host(tmp_path)
+    (proc / "net" / "stat").mkdir()
+    (proc / "sys" / "net" / "netfilter").mkdir(parents=True)
+    (proc / "sys" / "net" / "netfilter" / "nf_conntrack_max").write_text("1024\n")
+    _write_v2_state(cgroot, proc, throttled_usec=0, oom_kill=0, psi_us=0, timeouts=0)
+    (proc / "net" / "stat" / "nf_conntrack").write_text(_nf_conntrack(1, 0))
+    c = ProcfsCollector("node-a", cgroup_paths=[], proc=proc, cgroup_root=cgroot, qdiscs=False, ethtool=False)
+    c.sample()
+    (proc / "net" / "stat" / "nf_conntrack").write_text(_nf_conntrack(0x11, 0x2))
+    rows = {r["kind"]: r for r in c.sample().to_pylist()}
+    assert rows["conntrack_insert_failed"]["value"] == 32  # (0x11 - 1) x 2 CPUs
+    assert rows["conntrack_drop"]["value"] == 4
+    assert json.loads(rows["conntrack_drop"]["detail_json"]) == {"entries": 1000, "max": 1024}

@@ -38,6 +38,7 @@ class _Snapshot:
     ts_ns: int
     counters: dict[tuple, float] = field(default_factory=dict)  # key -> cumulative value
     disks: dict[str, disk.DiskSample] = field(default_factory=dict)
+    conntrack_fill: dict[str, int] = field(default_factory=dict)  # table entries and max at sample time
 
 
 class ProcfsCollector:
@@ -167,11 +168,14 @@ class ProcfsCollector:
                 snap.counters[(kind, "", 0)] = total * 1000.0
         tcp = net.tcp_counters(self.proc)
         snap.counters[("tcp_timeouts",)] = tcp.get("TCPTimeouts", 0)
+        for name, value in tcp.items():  # context for the tcp rows' detail (window deltas)
+            snap.counters[("_tcp", name)] = value
         snap.counters[("tcp_retransmit",)] = tcp.get("RetransSegs", 0)
         ct = net.conntrack_counters(self.proc)
         if ct is not None:
             snap.counters[("conntrack_insert_failed",)] = ct.get("insert_failed", 0)
             snap.counters[("conntrack_drop",)] = ct.get("drop", 0) + ct.get("early_drop", 0)
+            snap.conntrack_fill = {"entries": ct.get("entries", 0), "max": ct.get("max", 0)}
         for dev, c in net.nic_counters().items():
             snap.counters[("nic_drop", dev, "rx")] = c["rx_drop"]
             snap.counters[("nic_drop", dev, "tx")] = c["tx_drop"]
@@ -220,10 +224,14 @@ class ProcfsCollector:
             return {"kind": kind, "value": delta, "cgroup_id": cid, "cgroup_path": rel,
                     "source": "procfs:memory.oom_control"}
         if kind in ("tcp_timeouts", "tcp_retransmit"):
+            # the neighbouring TCP counters' deltas say which kind of loss it was (RTO vs TLP vs SYN)
+            others = {k[1]: snap.counters[k] - prev.counters.get(k, snap.counters[k])
+                      for k in snap.counters if k[0] == "_tcp"}
             return {"kind": kind, "value": delta, "source": "procfs:netstat",
-                    "detail_json": json.dumps({"scope": "host"})}
+                    "detail_json": json.dumps({"scope": "host", **{k: v for k, v in others.items() if v}})}
         if kind in ("conntrack_insert_failed", "conntrack_drop"):
-            return {"kind": kind, "value": delta, "source": "procfs:nf_conntrack"}
+            return {"kind": kind, "value": delta, "source": "procfs:nf_conntrack",
+                    "detail_json": json.dumps(snap.conntrack_fill)}
         if kind == "nic_drop":
             _, dev, direction = key
             return {"kind": kind, "value": delta, "device": dev, "source": "procfs:netdev",
