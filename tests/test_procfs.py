@@ -313,3 +313,45 @@ def test_conntrack_counters_summed_over_cpus(tmp_path: Path) -> None:
     assert rows["conntrack_insert_failed"]["value"] == 32  # (0x11 - 1) x 2 CPUs
     assert rows["conntrack_drop"]["value"] == 4
     assert json.loads(rows["conntrack_drop"]["detail_json"]) == {"entries": 1000, "max": 1024}
+
+
+@pytest.fixture
+def lossy_loopback_port():
+    require_root()
+    if not have("iptables"):
+        pytest.skip("iptables is not installed")
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-m", "statistic", "--mode", "random",
+            "--probability", "0.05", "-m", "comment", "--comment", f"{PREFIX}loss", "-j", "DROP"]
+    subprocess.run(["iptables", "-A", *rule], check=True, capture_output=True)
+    try:
+        yield srv, port
+    finally:
+        subprocess.run(["iptables", "-D", *rule], capture_output=True)
+        srv.close()
+
+
+@pytest.mark.slow
+def test_iptables_random_drop_shows_host_retransmits(lossy_loopback_port) -> None:
+    srv, port = lossy_loopback_port
+    c = ProcfsCollector("node-h5", cgroup_paths=[], qdiscs=False, ethtool=False)
+    c.sample()
+    received = 0
+    cli = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    try:
+        conn.settimeout(20)
+        payload = b"x" * 16384
+        for i in range(64):  # 1 MiB in 16 KiB writes, each read back so the window keeps moving
+            cli.sendall(payload)
+            while received < len(payload) * (i + 1):
+                received += len(conn.recv(65536))
+    finally:
+        cli.close()
+        conn.close()
+    rows = {r["kind"]: r for r in c.sample().to_pylist()}
+    assert rows["tcp_retransmit"]["value"] > 0
+    assert json.loads(rows["tcp_retransmit"]["detail_json"])["RetransSegs"] == rows["tcp_retransmit"]["value"]
