@@ -193,3 +193,39 @@ def test_unused_network_attributes_stay_in_attributes_json() -> None:
     assert (row["peer_addr"], row["peer_port"]) == ("10.0.0.1", 80)
     # the losing generation is kept, not dropped
     assert json.loads(row["attributes_json"]) == {"net.peer.ip": "10.0.0.99", "http.route": "/pay"}
+
+
+def test_fast_wire_path_equals_full_schema_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The light-schema/caching decoder must produce exactly what the straightforward decoder does."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+    from bench.ingest import generate
+    from isostack.sources.otlp.decode import clear_caches, spans_from_bytes, spans_from_request
+
+    (path,) = generate(tmp_path, 4_000, n_files=1)
+    data = path.read_bytes()
+    slow = spans_from_request(TracesData.FromString(data), "otlp-proto").tables["spans"]
+    clear_caches()
+    for _ in range(2):  # cold, then warm caches
+        fast_out = spans_from_bytes(data, "otlp-proto")
+        assert fast_out is not None
+        fast = fast_out.tables["spans"]
+        assert fast.drop(["attributes_json"]).equals(slow.drop(["attributes_json"]))
+        assert [json.loads(a) for a in fast.column("attributes_json").to_pylist()] == \
+               [json.loads(a) for a in slow.column("attributes_json").to_pylist()]
+    assert fast.num_rows == 4_000 and fast.column("peer_addr").null_count == 0
+
+
+def test_ports_given_as_text_or_out_of_range() -> None:
+    req = _request(n_resources=1, spans_per=3, attrs={"network.peer.address": "10.0.0.1"})
+    spans = req.resource_spans[0].scope_spans[0].spans
+    for sp, port in zip(spans, ("8080", 70000, 443), strict=True):
+        kv = sp.attributes.add()
+        kv.key = "network.peer.port"
+        if isinstance(port, str):
+            kv.value.string_value = port
+        else:
+            kv.value.int_value = port
+    rows = decode_proto(req.SerializeToString(), "traces", "x").tables["spans"].to_pylist()
+    assert [r["peer_port"] for r in rows] == [8080, None, 443]
+    assert json.loads(rows[1]["attributes_json"]) == {"network.peer.port": 70000}  # unusable, but kept

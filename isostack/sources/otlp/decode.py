@@ -369,10 +369,12 @@ from isostack.sources.otlp import light  # noqa: E402
 _CACHE_MAX = 200_000  # entries per cache; cleared when full (memory stays bounded on unique values)
 # raw KeyValue bytes -> (key, value, 0 plain / 1 network / 2 network port, its JSON member '"key":value')
 _attr_cache: dict[bytes, tuple[str, Any, int, str]] = {}
-# (kind, raw non-port network KeyValues, port keys present) -> a resolution with the ports left open:
-# (column values, local port key, peer port key, JSON members of unused non-port keys, port keys used).
+# (kind, raw non-port network KeyValues, port keys present, in order) -> a resolution with the ports
+# left open: (column values, index of the local port among the port attributes or -1, same for the
+# peer port, JSON members of unused non-port keys, indexes of unused port attributes).
 # Client ports are ephemeral; keying on their values would make every server span a cache miss.
-_net_cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], str, str, tuple[str, ...], frozenset[str]]] = {}
+_NetHit = tuple[tuple[Any, ...], int, int, tuple[str, ...], tuple[int, ...]]
+_net_cache: dict[tuple[Any, ...], _NetHit] = {}
 
 
 def clear_caches() -> None:
@@ -414,25 +416,28 @@ def _valid_port(value: Any) -> bool:
     return isinstance(value, int) and 0 < value < 65536
 
 
-def _net_of(key: tuple[Any, ...], raws: list[bytes], ports: list[tuple[str, Any, int, str]]
-            ) -> tuple[tuple[Any, ...], str, str, tuple[str, ...], frozenset[str]]:
+def _net_of(key: tuple[Any, ...], raws: list[bytes] | None, ports: list[tuple[str, Any, int, str]] | None
+            ) -> _NetHit:
     kind = key[0]
     infos: dict[str, tuple[str, Any, int, str]] = {}
     cands: dict[str, Any] = {}
-    for r in raws:
+    for r in raws or ():
         info = _attr_cache.get(r) or _attr_info(r)
         cands[info[0]] = info[1]
         infos[info[0]] = info
-    for info in ports:
-        cands[info[0]] = info[1]
+    port_keys = [p[0] for p in ports or ()]
+    for p in ports or ():
+        cands[p[0]] = p[1]
     net = semconv.resolve(kind, cands)
     values = (net.transport, net.family, net.local_addr, net.local_port, net.peer_addr, net.peer_port,
               net.peer_name, net.sock_cookie, net.http_status)
     unused = tuple(info[3] for k, info in infos.items() if k not in net.used)
-    used_ports = frozenset(p[0] for p in ports if p[0] in net.used)
-    result = (values, net.local_port_key, net.peer_port_key, unused, used_ports)
-    # Only cache a resolution whose ports were valid: an invalid port changes which key wins.
-    if all(_valid_port(p[1]) for p in ports):
+    li = port_keys.index(net.local_port_key) if net.local_port_key in port_keys else -1
+    pi = port_keys.index(net.peer_port_key) if net.peer_port_key in port_keys else -1
+    unused_ports = tuple(i for i, k in enumerate(port_keys) if k not in net.used)
+    result = (values, li, pi, unused, unused_ports)
+    # Only cache a resolution whose ports were all valid: an invalid port changes which key wins.
+    if all(_valid_port(p[1]) for p in ports or ()):
         if len(_net_cache) >= _CACHE_MAX:
             _net_cache.clear()
         _net_cache[key] = result
@@ -515,21 +520,26 @@ def _light_resource_spans(rs: Any, cols: SpanColumns, out: Decoded, source: str,
                         ports = [info]
                     else:
                         ports.append(info)
-                if net_raws is not None or ports is not None:
-                    nraws = net_raws or []
-                    pinfo = ports or []
-                    nkey = (kind, tuple(nraws), tuple([p[0] for p in pinfo]))
-                    hit = net_cache.get(nkey)
-                    if hit is None or not all([_valid_port(p[1]) for p in pinfo]):
-                        hit = _net_of(nkey, nraws, pinfo)
-                    values, lkey, pkey, unused, used_ports = hit
-                    if pinfo:
-                        by_key = {p[0]: p for p in pinfo}
-                        values = (values[0], values[1], values[2], by_key[lkey][1] if lkey in by_key else values[3],
-                                  values[4], by_key[pkey][1] if pkey in by_key else values[5], *values[6:])
-                        for p in pinfo:
-                            if p[0] not in used_ports:
-                                a_frag(p[3])
+                if ports is not None:
+                    nkey = (kind, tuple(net_raws) if net_raws else (), tuple([p[0] for p in ports]))
+                    hit = net_cache.get(nkey) or _net_of(nkey, net_raws, ports)
+                    values, li, pi, unused, unused_ports = hit
+                    lport = ports[li][1] if li >= 0 else values[3]
+                    pport = ports[pi][1] if pi >= 0 else values[5]
+                    # a port given as text or out of range: resolve this span on its own (semconv converts)
+                    if (li >= 0 and (type(lport) is not int or not 0 < lport < 65536)) or \
+                            (pi >= 0 and (type(pport) is not int or not 0 < pport < 65536)):
+                        values, li, pi, unused, unused_ports = _net_of(nkey, net_raws, ports)
+                        lport, pport = values[3], values[5]
+                    a_net((values[0], values[1], values[2], lport, values[4], pport, values[6], values[7],
+                           values[8]))
+                    for idx in unused_ports:
+                        a_frag(ports[idx][3])
+                    if unused:
+                        frags.extend(unused)
+                elif net_raws is not None:
+                    nkey = (kind, tuple(net_raws), ())
+                    values, _, _, unused, _ = net_cache.get(nkey) or _net_of(nkey, net_raws, None)
                     a_net(values)
                     if unused:
                         frags.extend(unused)
