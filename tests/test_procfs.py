@@ -325,7 +325,7 @@ def lossy_loopback_port():
     srv.listen(1)
     port = srv.getsockname()[1]
     rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-m", "statistic", "--mode", "random",
-            "--probability", "0.05", "-m", "comment", "--comment", f"{PREFIX}loss", "-j", "DROP"]
+            "--probability", "0.1", "-m", "comment", "--comment", f"{PREFIX}loss", "-j", "DROP"]
     subprocess.run(["iptables", "-A", *rule], check=True, capture_output=True)
     try:
         yield srv, port
@@ -345,7 +345,8 @@ def test_iptables_random_drop_shows_host_retransmits(lossy_loopback_port) -> Non
     try:
         conn.settimeout(20)
         payload = b"x" * 16384
-        for i in range(64):  # 1 MiB in 16 KiB writes, each read back so the window keeps moving
+        # 2 MiB in 128 writes at 10 % loss: P(no drop at all) = 0.9^128 < 1e-5
+        for i in range(128):  # each 16 KiB write is read back so the window keeps moving
             cli.sendall(payload)
             while received < len(payload) * (i + 1):
                 received += len(conn.recv(65536))
