@@ -209,7 +209,10 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     host AS (
       SELECT e.hop_idx, '' AS side, 'host' AS coord, {_EVENT_COLS}, {_OVERLAP}
       FROM {k_src} k JOIN he e ON k.host_name = e.host_name
-      WHERE k.kind IN ({_in_list(HOST_KINDS + ('flow_bytes',))}) AND {_MEETS}
+      WHERE (k.kind IN ({_in_list(HOST_KINDS + ('flow_bytes',))})
+             -- PSI read from /proc/pressure (no cgroup) is the whole host's stall time
+             OR (k.kind IN ('psi_cpu', 'psi_io', 'psi_memory') AND coalesce(k.cgroup_id, 0) = 0))
+        AND {_MEETS}
     )
     SELECT * FROM flow UNION ALL SELECT * FROM cg UNION ALL SELECT * FROM host
     """
@@ -223,16 +226,25 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
                    FROM workloads GROUP BY ALL),
         wc AS (SELECT host_name, cgroup_id, any_value(service_name) AS service_name, any_value(pid) AS pid,
                       any_value(comm) AS comm, any_value(cgroup_path) AS cgroup_path
-               FROM workloads GROUP BY ALL)
+               FROM workloads GROUP BY ALL),
+        -- a probe that sees packets in softirq has no process: the sender's address names its netns
+        wa AS (SELECT host_name, addr, max(service_name) AS service_name, max(pid) AS pid, max(comm) AS comm,
+                      max(cgroup_path) AS cgroup_path
+               FROM (SELECT host_name, unnest(string_split(coalesce(addrs, ''), ' ')) AS addr, service_name, pid,
+                            comm, cgroup_path FROM workloads)
+               WHERE addr <> '' AND addr NOT LIKE '127.%' AND addr <> '::1' AND addr NOT LIKE 'fe80:%'
+               GROUP BY ALL)
         SELECT j.*,
-               coalesce(wp.service_name, wcg.service_name, '') AS owner_service,
-               coalesce(wp.pid, wcg.pid, j.pid) AS owner_pid,
-               coalesce(wp.comm, wcg.comm, j.comm, '') AS owner_comm,
-               coalesce(wp.cgroup_path, wcg.cgroup_path, j.cgroup_path, '') AS owner_cgroup_path
+               coalesce(wp.service_name, wcg.service_name, wa.service_name, '') AS owner_service,
+               coalesce(wp.pid, wcg.pid, j.pid, wa.pid) AS owner_pid,
+               coalesce(wp.comm, wcg.comm, wa.comm, j.comm, '') AS owner_comm,
+               coalesce(wp.cgroup_path, wcg.cgroup_path, wa.cgroup_path, j.cgroup_path, '') AS owner_cgroup_path
         FROM joined j
         LEFT JOIN w wp ON j.kind = 'flow_bytes' AND wp.host_name = j.host_name AND wp.pid = j.pid
         LEFT JOIN wc wcg ON j.kind = 'flow_bytes' AND wp.pid IS NULL AND wcg.host_name = j.host_name
              AND wcg.cgroup_id = j.cgroup_id
+        LEFT JOIN wa ON j.kind = 'flow_bytes' AND wp.pid IS NULL AND wcg.cgroup_id IS NULL
+             AND wa.host_name = j.host_name AND wa.addr = j.saddr
         ORDER BY j.hop_idx, j.ts_ns
         """
     ))
