@@ -54,3 +54,25 @@ def test_format_override(data_dir: Path, tmp_path: Path) -> None:
     assert "Zipkin" in json.loads(r.stdout)["error"]
     bad = run_cli("ingest", "--format", "nope", "x.json", data_dir=data_dir)
     assert bad.returncode == 2
+
+
+def test_truncated_single_documents_keep_leading_elements(data_dir: Path, tmp_path: Path) -> None:
+    zipkin = (FIXTURES / "zipkin" / "simple-db-p6.json").read_bytes()
+    cut = tmp_path / "zipkin-cut.json"
+    cut.write_bytes(zipkin[:1300])  # inside the third span
+    r = run_cli("ingest", "--json", str(cut), data_dir=data_dir)
+    summary = json.loads(r.stdout)
+    assert r.returncode == 1 and summary["format"] == "zipkin" and summary["spans"] == 2
+    assert "byte offset 1296" in summary["error"]
+    jaeger_cut = tmp_path / "jaeger-cut.json"
+    jaeger_cut.write_bytes((FIXTURES / "jaeger" / "ui_01.json").read_bytes()[:2000])
+    summary = json.loads(run_cli("ingest", "--json", str(jaeger_cut), data_dir=data_dir).stdout)
+    assert summary["format"] == "jaeger" and "line 94" in summary["error"]
+    # OTLP JSON with two resource blocks, cut inside the second
+    doc = json.loads((FIXTURES / "otlp" / "trace.json").read_text())
+    doc["resourceSpans"].append(doc["resourceSpans"][0])
+    text = json.dumps(doc)
+    otlp_cut = tmp_path / "otlp-cut.json"
+    otlp_cut.write_text(text[: len(text) - 40])
+    summary = json.loads(run_cli("ingest", "--json", str(otlp_cut), data_dir=data_dir).stdout)
+    assert summary["format"] == "otlp-json" and summary["spans"] == 1 and summary["rejected"] == 1

@@ -239,3 +239,14 @@ def test_grpc_export_partial_success_and_invalid_argument(rx: Receiver) -> None:
         assert "truncated" in info.value.details()
     rows = _spans(rx, "SELECT source, count(*) AS n FROM spans GROUP BY 1")
     assert rows == [{"source": "otlp-grpc", "n": 2 + 2}]  # 2 good + the complete first block of the damaged one
+
+
+def test_truncated_json_body_400_keeps_leading_resource_blocks(rx: Receiver) -> None:
+    doc = json.loads(TRACE_JSON)
+    doc["resourceSpans"].append(doc["resourceSpans"][0])
+    text = json.dumps(doc).encode()
+    code, body, _ = _post(rx, "/v1/traces", text[:-40], "application/json")
+    assert code == 400
+    message = json.loads(body)["message"]
+    assert "byte offset" in message and "1 well-formed item(s)" in message
+    assert len(_spans(rx)) == 1

@@ -33,8 +33,11 @@ def _json_docs(data: bytes) -> tuple[list[tuple[str, Any]], str]:
         return [], f"byte offset {exc.start}: not UTF-8 text"
     except json.JSONDecodeError as exc:
         if exc.msg != "Extra data" and not _first_line_is_json(data):
-            # One malformed document (not JSON Lines): report where; nothing of it is usable.
-            return [], f"malformed JSON at line {exc.lineno} column {exc.colno} (byte offset {exc.pos}): {exc.msg}"
+            # One malformed document (not JSON Lines): report where, and keep its well-formed leading
+            # elements (resource blocks, Jaeger traces, Zipkin spans) before the fault.
+            fault = f"malformed JSON at line {exc.lineno} column {exc.colno} (byte offset {exc.pos}): {exc.msg}"
+            salvaged = jsonmap.salvage_prefix(data.decode("utf-8", "replace"))
+            return ([("", salvaged)] if salvaged is not None else []), fault
     docs: list[tuple[str, Any]] = []
     for lineno, line in enumerate(data.splitlines(), 1):
         if not line.strip():
@@ -72,6 +75,15 @@ def detect(data: bytes, docs: list[tuple[str, Any]] | None = None) -> str:
         return "zipkin"
     if jaeger.looks_like(first):
         return "jaeger"
+    if first is None:
+        # Nothing parsed (a damaged document): sniff the head so the error names the right format.
+        sample = data[:65536]
+        if b'"resourceSpans"' in sample or b'"resourceMetrics"' in sample or b'"resourceLogs"' in sample:
+            return "otlp-json"
+        if b'"traceID"' in sample:
+            return "jaeger"
+        if head == b"[" and b'"traceId"' in sample:
+            return "zipkin"
     return "otlp-json"
 
 

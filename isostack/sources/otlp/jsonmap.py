@@ -187,10 +187,63 @@ def decode_json_bytes(data: bytes, signal: str | None, source: str, where: str =
         out.errors.append(f"{where}JSON nested too deeply")
         return out
     except (ValueError, UnicodeDecodeError) as exc:
-        out = Decoded(rejected=1, malformed=True)
         pos = getattr(exc, "pos", None)
-        out.errors.append(f"{where}malformed JSON" + (f" at byte offset {pos}" if pos is not None else "")
-                          + f": {getattr(exc, 'msg', exc)}")
+        fault = (f"{where}malformed JSON" + (f" at byte offset {pos}" if pos is not None else "")
+                 + f": {getattr(exc, 'msg', exc)}")
+        salvaged = salvage_prefix(data.decode("utf-8", "replace"))
+        out = Decoded()
+        if salvaged is not None:
+            out = decode_document(signal or detect_signal(salvaged) or "traces", salvaged, source, where)
+        out.rejected += 1
+        out.malformed = True
+        out.errors.insert(0, fault)
         return out
     sig = signal or detect_signal(doc) or "traces"
     return decode_document(sig, doc, source, where)
+
+
+_ARRAY_KEYS = ("resourceSpans", "resourceMetrics", "resourceLogs", "data")
+
+
+def salvage_prefix(text: str) -> Any:
+    """The well-formed leading elements of a JSON document cut short, or None.
+
+    Handles the shapes trace exports take: a top-level array (Zipkin, a list of Jaeger traces) and
+    an object whose payload is one array (``{"resourceSpans": [...]}``, Jaeger's ``{"data": [...]}``).
+    Elements are decoded one by one until the first that does not parse.
+    """
+    decoder = json.JSONDecoder()
+    stripped = text.lstrip()
+    offset = len(text) - len(stripped)
+    key = None
+    if stripped.startswith("["):
+        pos = offset + 1
+    elif stripped.startswith("{"):
+        pos = -1
+        for candidate in _ARRAY_KEYS:
+            marker = text.find(f'"{candidate}"', offset)
+            if marker >= 0:
+                colon = text.find(":", marker + len(candidate) + 2)
+                bracket = text.find("[", colon)
+                if colon >= 0 and bracket >= 0 and text[colon + 1:bracket].strip() == "":
+                    key, pos = candidate, bracket + 1
+                    break
+        if key is None:
+            return None
+    else:
+        return None
+    items: list[Any] = []
+    n = len(text)
+    while pos < n:
+        while pos < n and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= n or text[pos] == "]":
+            break
+        try:
+            item, pos = decoder.raw_decode(text, pos)
+        except (ValueError, RecursionError):
+            break
+        items.append(item)
+    if not items:
+        return None
+    return {key: items} if key else items
