@@ -231,3 +231,31 @@ def test_disable_check_by_config(data_dir: Path) -> None:
     con.close()
     assert "cpu_throttle" not in mechanisms(d)
     assert next(c for c in d.checked if c.check == "cpu_throttle").note == "disabled by config"
+
+
+def test_disk_onset_by_host_io_pressure(data_dir: Path) -> None:
+    # /proc/pressure/io (no cgroup): 224 ms of a 1 s window stalled = 22 %, as at testbed case 3's onset
+    rows = [ev(IN - 300 * MS, "psi_io", 224 * MS, S), ev(IN - 300 * MS, "disk_util", 33.0, S, device="vda"),
+            ev(IN - 300 * MS, "psi_io", 900 * MS, S, cgroup_id=PAY_CG)]  # a cgroup's PSI is not the host's
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "disk_saturation")
+    assert [(e.signal, e.event_count) for e in f.evidence] == [("psi_io", 1)]
+    assert f.evidence[0].value == pytest.approx(22.4)
+    calm = run(data_dir.parent / "calm", [ev(IN - 300 * MS, "psi_io", 3 * MS, S)])
+    assert status(calm, "disk") == "ok"
+
+
+def test_noisy_flow_owner_from_namespace_address(data_dir: Path) -> None:
+    # a softirq-side probe gives no pid: the flood's source address names the netns's workload
+    store = Store(data_dir)
+    store.append("workloads", rows_table("workloads", [
+        {"ts_ns": T0 - 60 * S, "host_name": HOST, "pid": 20450, "comm": "timeout", "service_name": "",
+         "addrs": "10.77.0.50 127.0.0.1 ::1 fe80::c465:13ff:fed1:3255"}]))
+    rows = [ev(IN, "flow_bytes", 40e6, 100 * MS, saddr="10.77.0.50", sport=41366, daddr="10.200.2.2", dport=5353),
+            ev(IN, "flow_bytes", 9e6, 100 * MS, saddr="127.0.0.1", sport=33506, daddr="127.0.0.1", dport=33401),
+            ev(IN, "flow_bytes", 1e5, 100 * MS, **flow())]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "noisy_flow")
+    det = f.evidence[0].detail
+    assert (det["comm"], det["pid"]) == ("timeout", 20450)
+    assert det["share"] == pytest.approx(40e6 / (40e6 + 1e5), abs=1e-3)  # loopback traffic shares no queue
