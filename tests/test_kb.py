@@ -216,3 +216,9 @@ def test_grep_reads_every_pattern_the_same_way(tmp_path: Path) -> None:
                              env={"LC_ALL": "C"})
         assert out.returncode == 0 and int(out.stdout) >= 1, f"grep -E does not read {p.id}: {out.stderr}"
         assert not out.stderr, p.id
+
+
+def test_the_spec_mnemonics_are_kept_verbatim() -> None:
+    m = kb.tools()["mnemonics"]
+    assert m["network"]["zh"] == "横向先看 RTT，纵向再追重传；virtio 看 xdpdrop，veth 看软中断；OTLP 锁定跳，eBPF 锁定层。"
+    assert m["logs"]["zh"].startswith("先找隔离层，再看谁拦 syscall")

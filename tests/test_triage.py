@@ -237,3 +237,17 @@ def test_reader_and_matcher_agree_with_a_per_line_reference(parts: list[bytes], 
 
 
 _MATCHER = Matcher()
+
+
+def test_without_hyperscan_the_combined_regex_takes_over(monkeypatch: pytest.MonkeyPatch, real_log: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hyperscan", None)  # `import hyperscan` now raises ImportError
+    matcher = Matcher(engine="auto")
+    assert matcher.engine == "python"
+    stats = ReadStats()
+    hits = list(classify_blocks(iter_blocks(io.BufferedReader(io.BytesIO(real_log.read_bytes())), stats), matcher))
+    assert [(h.line_no, h.pattern.id) for h in hits] == \
+        [(i + 1, r["pattern"]) for i, r in enumerate(REAL) if r["pattern"]]
+    with pytest.raises(ImportError):
+        Matcher(engine="hyperscan")
