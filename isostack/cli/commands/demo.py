@@ -18,9 +18,11 @@ def _write_html(path: Path, diagnosis: object, case: dict) -> None:
         from isostack.report import html as html_report  # type: ignore[attr-defined]
 
         render = getattr(html_report, "render_html", None) or getattr(html_report, "render")  # noqa: B009
-        path.write_text(render(diagnosis))
-        return
-    except (ImportError, AttributeError):
+        page = render(diagnosis)
+        if isinstance(page, str):
+            path.write_text(page)
+            return
+    except Exception:  # noqa: BLE001 - the report package is optional here; fall back to the plain page
         pass
     import html
     import json
