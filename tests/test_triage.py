@@ -251,3 +251,19 @@ def test_without_hyperscan_the_combined_regex_takes_over(monkeypatch: pytest.Mon
         [(i + 1, r["pattern"]) for i, r in enumerate(REAL) if r["pattern"]]
     with pytest.raises(ImportError):
         Matcher(engine="hyperscan")
+
+
+def test_truncated_gzip_keeps_the_lines_before_the_cut(real_log: Path, tmp_path: Path) -> None:
+    data = real_log.read_bytes() * 400
+    z = gzip.compress(data)
+    path = tmp_path / "cut.log.gz"
+    path.write_bytes(z[: len(z) // 2])
+    out = run_cli("triage", str(path), "--json")
+    assert out.returncode == 1
+    hits, summary = _jsonl(out.stdout)
+    read_lines = summary["files"][0]["lines"]
+    assert 0 < read_lines < data.count(b"\n")
+    per_copy = sum(1 for r in REAL if r["pattern"])
+    assert len(hits) >= per_copy * (read_lines // len(REAL))  # every whole copy read was classified
+    assert out.stderr.startswith(f"isostack: error: {path}: read failed after decompressed byte ")
+    assert "Compressed file ended before the end-of-stream marker was reached" in out.stderr

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import io
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,8 +91,45 @@ def open_log(path: str | Path, stats: ReadStats | None = None) -> BinaryIO:
     if buffered.peek(2)[:2] == _GZIP_MAGIC:
         if stats is not None:
             stats.format = "gzip"
-        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+        return _SalvagingGzip(gzip.GzipFile(fileobj=buffered, mode="rb"))  # type: ignore[return-value]
     return buffered  # type: ignore[return-value]
+
+
+class _SalvagingGzip:
+    """A gzip reader that hands out what it decompressed before a truncation or corruption, and
+    raises the error on the NEXT read — so every good line before the fault is still classified."""
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self._gz = gz
+        self._error: Exception | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self._error is not None:
+            raise self._error
+        parts: list[bytes] = []
+        got = 0
+        while n < 0 or got < n:
+            try:
+                b = self._gz.read1(n - got if n >= 0 else 1 << 20)
+            except (EOFError, OSError, zlib.error) as exc:
+                self._error = exc
+                break
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+        if not parts and self._error is not None:
+            raise self._error
+        return b"".join(parts)
+
+    def peek(self, n: int = 0) -> bytes:
+        return self._gz.peek(n)
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._gz.readline(limit)
+
+    def close(self) -> None:
+        self._gz.close()
 
 
 def is_journal_export(stream: BinaryIO) -> bool:
@@ -137,7 +175,11 @@ def iter_blocks(stream: BinaryIO, stats: ReadStats, *, block_bytes: int = BLOCK_
     next_line_no = 1
 
     while True:
-        chunk = stream.read(block_bytes)
+        try:
+            chunk = stream.read(block_bytes)
+        except Exception:
+            stats.lines = next_line_no - 1  # the lines yielded so far stay counted
+            raise
         if not chunk:
             break
         stats.bytes += len(chunk)

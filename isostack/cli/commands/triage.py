@@ -91,7 +91,8 @@ def command(files: tuple[str, ...], as_json: bool, engine: str, max_line_bytes: 
                 if as_json:
                     emit_jsonl(hit_record(hit, name))
         except (OSError, EOFError) as exc:  # truncated gzip, I/O error: keep what was read, name the offset
-            failures.append(f"{name}: read failed after byte {stats.bytes}: {exc}")
+            unit = "decompressed byte" if stats.format == "gzip" else "byte"
+            failures.append(f"{name}: read failed after {unit} {stats.bytes} (line {stats.lines}): {exc}")
         finally:
             if name != "-":
                 stream.close()
