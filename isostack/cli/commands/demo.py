@@ -12,18 +12,24 @@ from isostack.cli.common import console, emit_json, json_option, warn
 from isostack.errors import UsageError
 
 
-def _write_html(path: Path, diagnosis: object, case: dict) -> None:
-    """The HTML report: the report package's renderer when present, else a plain self-contained page."""
+def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict) -> None:
+    """The HTML report: the same page as `isostack diagnose --html` (waterfalls of the slow traces);
+    a plain self-contained page if that renderer is unavailable."""
+    diagnosis = diagnoses[0]
     try:
-        from isostack.report import html as html_report  # type: ignore[attr-defined]
+        from isostack.report import html as html_report
+        from isostack.store import Store
 
-        render = getattr(html_report, "render_html", None) or getattr(html_report, "render")  # noqa: B009
-        page = render(diagnosis)
-        if isinstance(page, str):
-            path.write_text(page)
-            return
-    except Exception:  # noqa: BLE001 - the report package is optional here; fall back to the plain page
-        pass
+        con = Store(data_dir).connect()
+        try:
+            ids = sorted({d.slow_hop.trace_id for d in diagnoses[:5] if d.slow_hop is not None})
+            page = html_report.render_html(diagnoses[:5], html_report.trace_spans(con, ids))
+        finally:
+            con.close()
+        path.write_text(page)
+        return
+    except Exception as exc:  # noqa: BLE001 - the report is a by-product: fall back, never fail the demo
+        warn(f"HTML renderer unavailable ({type(exc).__name__}: {exc}); writing the plain page")
     import html
     import json
 
@@ -99,7 +105,7 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
         verdict = diagnose_case(case)
         d = verdict.headline
         if html_path is not None and d is not None:
-            _write_html(html_path, d, case.to_dict())
+            _write_html(html_path, verdict.diagnoses, data_dir, case.to_dict())
         if as_json:
             out = to_json(d)
             out["truth"] = case.truth
