@@ -194,3 +194,27 @@ def test_read_cli_from_stdin_strict_capture(data_dir) -> None:
     assert q.returncode == 0, q.stderr
     # p99 of 40 samples = the 39.6th: 9.6 of the 10 samples in [128, 256) us -> 128 + 128 x 0.96
     assert json.loads(q.stdout)[0]["value"] == pytest.approx(250.88)
+
+
+def test_funclatency_functions_pids_and_exact_summary() -> None:
+    rows = _rows("funclatency_example.txt")
+    assert {r["kind"] for r in rows} == {"syscall_latency"}
+    details = [json.loads(r["detail_json"]) for r in rows]
+    assert [d["function"] for d in details[:4]] == ["do_sys_open", "pthread:pthread_mutex_lock", "is_prime",
+                                                     "insert_result"]
+    assert details[0]["summary"] == {"avg": 13746, "total": 6543360, "count": 476, "unit": "nsecs"}
+    # -F: one summary line after both histograms covers both
+    assert details[2]["summary"]["count"] == details[3]["summary"]["count"] == 1721727
+    assert rows[2]["pid"] == 6556  # "Function = is_prime [6556]"
+    assert rows[-3]["pid"] == 17064  # "-mp 17064": the capture was filtered to that process
+    assert rows[1]["pid"] is None  # "-p $(pidof contentions)": the pid is not in the capture
+    # 476 calls; the 99th percentile (471.24th) falls in [32768, 65536) ns after 467 faster ones
+    assert rows[0]["value"] == pytest.approx(32768 + 32768 * (0.99 * 476 - 467) / 8)
+
+
+def test_funclatency_capture_parses_strictly(tmp_path) -> None:
+    text = (BCC / "funclatency_example.txt").read_text().split("The output shows")[0]
+    capture = tmp_path / "funclatency_do_sys_open.txt"
+    capture.write_text("\n".join(text.splitlines()[5:]) + "\n")  # from "# ./funclatency do_sys_open" on
+    t = bcc_text.parse_file(capture, base_ts_ns=BASE_NS)
+    assert t.num_rows == 1 and json.loads(t.column("detail_json")[0].as_py())["summary"]["avg"] == 13746

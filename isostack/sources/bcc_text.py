@@ -72,9 +72,13 @@ _BT_HIST_ROW = re.compile(
 )
 _LABEL = re.compile(r"^(?P<key>[A-Za-z][\w ]*?)\s*=\s*(?P<value>.+?)\s*$")
 _CLOCK = re.compile(r"^\d{2}:\d{2}:\d{2}$")
+# funclatency's exact summary after its histograms (the mean is exact, unlike the bucket percentiles)
+_AVG = re.compile(r"^avg = (?P<avg>\d+) (?P<unit>\w+), total: (?P<total>\d+) \w+, count: (?P<count>\d+)$")
+# options of bcc tools that take a value (so the value is not mistaken for a positional argument)
+_VALUE_OPTIONS = set("pidLl")
 _NOISE = re.compile(
     r"^(\^C|\[\.\.\.\]|\.{3,}|Tracing .*|Attached \d+ probes?|ERROR: .*RLIMIT_MEMLOCK.*|"
-    r"Hit Ctrl-C to end\.?|Lost \d+ events?)$"
+    r"Hit Ctrl-C to end\.?|Lost \d+ events?|Detaching\.\.\.)$"
 )
 
 
@@ -86,6 +90,7 @@ class _Context:
     host_name: str
     clock_ns: int | None = None  # from the last HH:MM:SS line
     args: list[str] = field(default_factory=list)  # options of the last '# ./tool ...' command
+    unsummarised: list[dict] = field(default_factory=list)  # histogram rows an "avg = ..." line applies to
     labels: dict[str, str] = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
 
@@ -275,6 +280,9 @@ def _finish_hist(ctx: _Context, h: _Hist) -> None:
               "printed_unit": h.unit, "count": total, "p50": round(p50 / to_unit, 3),
               "p99": round(p99 / to_unit, 3), "approximate": True, "tool": tool}
     row: dict = {"ts_ns": ctx.ts(), "kind": kind, "value": float(value)}
+    pid = _pid_option(ctx.args)
+    if pid is not None:
+        row["pid"] = pid  # the capture was filtered to this process (-p PID)
     for key, val in labels.items():
         if key == "disk":
             row["device"] = val.strip("'\"")
@@ -284,12 +292,60 @@ def _finish_hist(ctx: _Context, h: _Hist) -> None:
             row["saddr"] = records.normalise_addr(val.split()[0])
         elif key == "pid" and val.isdigit():
             row["pid"] = int(val)
+        elif key == "function":
+            m = re.match(r"^(?P<name>\S+)(?: \[(?P<pid>\d+)\])?$", val)
+            detail["function"] = m["name"] if m else val
+            if m and m["pid"]:
+                row["pid"] = int(m["pid"])
         else:
             detail[key] = val
     if h.name:
         detail["map"] = h.name
+    if tool == "funclatency" and "function" not in detail:
+        pattern = _positional(ctx.args)
+        if pattern:
+            detail["function"] = pattern
     row["detail_json"] = json.dumps(detail)
     ctx.rows.append(row)
+    ctx.unsummarised.append(row)
+
+
+def _words(args: list[str]) -> list[str]:
+    """Command words with shell substitutions (``$(pidof x)``, which may span words) removed."""
+    out, depth = [], 0
+    for a in args:
+        if a.startswith("$(") or depth:
+            depth = max(depth + a.count("(") - a.count(")"), 0)
+            if depth == 0:
+                out.append("$SUBST")
+            continue
+        out.append(a)
+    return out
+
+
+def _positional(args: list[str]) -> str:
+    """The last positional argument of a bcc tool command (funclatency's pattern), "" if none."""
+    out = ""
+    skip = False
+    for a in _words(args):
+        if skip:
+            skip = False
+            continue
+        if a.startswith("-"):
+            skip = not a.startswith("--") and a[-1] in _VALUE_OPTIONS
+            continue
+        if a != "$SUBST":
+            out = a.strip("'\"")
+    return out
+
+
+def _pid_option(args: list[str]) -> int | None:
+    """The numeric value of ``-p PID`` (also in clusters like ``-mp 17064``), None if absent or a $(...)."""
+    words = _words(args)
+    for i, a in enumerate(words[:-1]):
+        if a.startswith("-") and not a.startswith("--") and a.endswith("p") and words[i + 1].isdigit():
+            return int(words[i + 1])
+    return None
 
 
 def _label_key(key: str) -> str:
@@ -380,9 +436,20 @@ def parse_text(text: str, path: str = "<text>", *, tool: str | None = None, host
                     ctx.args = m["cmd"].split(";")[-1].split()[1:]
                 ctx.labels = {}
                 ctx.clock_ns = None
+                ctx.unsummarised = []
                 continue
             if _CLOCK.match(stripped):
                 ctx.clock_ns = ctx.at_clock(stripped)
+                continue
+            m = _AVG.match(stripped)
+            if m:
+                summary = {"avg": int(m["avg"]), "total": int(m["total"]), "count": int(m["count"]),
+                           "unit": m["unit"]}
+                for row in ctx.unsummarised:
+                    detail = json.loads(row["detail_json"])
+                    detail["summary"] = summary  # covers every histogram of the run (all of -F's functions)
+                    row["detail_json"] = json.dumps(detail)
+                ctx.unsummarised = []
                 continue
             m = _BCC_HIST_HEAD.match(line)
             if m:
