@@ -61,7 +61,7 @@ def _first_services(ranks: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from isostack.testbed.recorder import export_rcaeval
-    from isostack.testbed.run import Case, diagnose_case, run_case
+    from isostack.testbed.run import Case, run_case
 
     cases = QUICK_CASES if args.quick else _matrix(args.faults.split(",") if args.faults else None)
     reps = 1 if args.quick else args.reps
@@ -81,19 +81,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 case: Case = run_case(fault, target, data, baseline_s=args.baseline_s, fault_s=args.fault_s,
                                       rate_rps=rate, seed=rep, progress=lambda m: None)
-                full = diagnose_case(case)
-                svc_only = _service_only_store(data)
-                case_so = Case(**{**case.__dict__, "data_dir": svc_only})
-                restricted = diagnose_case(case_so)
                 export_rcaeval(case, rca_root, rep + 1)
-                rows.append({"fault": fault, "target": target, "rep": rep, "truth": case.truth,
-                             "load": case.load, "components": case.components,
-                             "isostack": {"service": full.ranked_services, "layer": full.ranked_layers,
-                                          "mechanism": full.ranked_mechanisms, "elapsed_s": full.elapsed_s},
-                             "isostack-service-level": {"service": restricted.ranked_services,
-                                                        "layer": restricted.ranked_layers,
-                                                        "mechanism": restricted.ranked_mechanisms,
-                                                        "elapsed_s": restricted.elapsed_s}})
+                row: dict[str, Any] = {"fault": fault, "target": target, "rep": rep, "truth": case.truth,
+                                       "load": case.load, "components": case.components}
+                svc_only = _service_only_store(data)
+                for method, store_dir in (("isostack", data), ("isostack-service-level", svc_only)):
+                    row[method] = _ours(Case(**{**case.__dict__, "data_dir": store_dir}))
+                rows.append(row)
             finally:
                 shutil.rmtree(data, ignore_errors=True)
                 if svc_only is not None:
@@ -110,6 +104,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
            "quick": bool(args.quick)}
     (run_dir / "results.json").write_text(json.dumps(out, indent=2))
     return out
+
+
+def _ours(case: Any) -> dict[str, Any]:
+    """isostack's ranking for one case; a crash in the diagnosis counts as a miss and is reported."""
+    from isostack.testbed.run import diagnose_case
+
+    t0 = time.perf_counter()
+    try:
+        v = diagnose_case(case)
+    except Exception as exc:  # noqa: BLE001 - one broken case must not lose the other results
+        return {"service": [], "layer": [], "mechanism": [], "elapsed_s": time.perf_counter() - t0,
+                "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"service": v.ranked_services, "layer": v.ranked_layers, "mechanism": v.ranked_mechanisms,
+            "elapsed_s": v.elapsed_s}
 
 
 def _run_baselines(root: Path) -> dict[str, Any]:
@@ -145,7 +153,7 @@ def score(out: dict[str, Any]) -> list[dict[str, Any]]:
                 hits = sum(1 for r in have if r["truth"][axis] in r[m][axis][:k])
                 line[f"{axis}@{k}"] = hits / len(have)
         line["time_s"] = statistics.mean(r[m]["elapsed_s"] for r in have)
-        line["fallbacks"] = sum(1 for r in have if r[m].get("fallback"))
+        line["fallbacks"] = sum(1 for r in have if r[m].get("fallback") or r[m].get("error"))
         table.append(line)
     return table
 
@@ -164,7 +172,8 @@ def markdown(table: list[dict[str, Any]], out: dict[str, Any]) -> str:
                   f"{','.join(r['isostack']['mechanism'][:3])} |\n" for r in out["rows"])
     return (f"## Accuracy ({'quick' if out['quick'] else 'full'} run, {len(out['rows'])} cases)\n\n{head}{body}\n"
             f"Baselines: {out['baselines_note']}. \"—\": the method does not name a layer or mechanism. "
-            "\"fallbacks\": RCAEval returned its column order after an internal error (detected on stderr).\n\n"
+            "\"fallbacks\": RCAEval returned its column order after an internal error (detected on stderr), or a "
+            "method raised (counted as a miss).\n\n"
             "| fault | target | rep | truth | isostack services | layers | mechanisms |\n|---|---|---|---|---|---|---|\n"
             f"{per}")
 
