@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import importlib.util
 import json
 import signal
 import socket
@@ -128,6 +129,9 @@ def test_metrics_and_healthz(rx: Receiver) -> None:
     assert 'isostack_receiver_accepted_total{protocol="http",signal="traces"}' in text
     assert 'isostack_receiver_rejected_total{protocol="http",signal="traces"}' in text
     assert 'isostack_receiver_requests_total{code="400",path="/v1/traces",protocol="http"}' in text
+    # the /metrics hook: another module's series, registered at start, are served from the same registry
+    if importlib.util.find_spec("isostack.ops.metrics") is not None:
+        assert "isostack_store_rows" in text
 
 
 def _sdk_provider(exporter: object) -> object:
