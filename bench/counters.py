@@ -23,7 +23,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from isostack.sources import bcc_text, prometheus_text
-from isostack.sources.procfs import ProcfsCollector, net
+from isostack.sources.procfs import ProcfsCollector, net, scan_workloads
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -68,6 +68,10 @@ def bench_sample(n: int) -> dict:
         nl.close()
     wall, cpu = _time_calls(net.qdisc_stats, n)
     out["qdisc_stats_tc_fork"] = {"wall_ms": round(wall, 3), "cpu_ms": round(cpu, 3)}
+    procs = scan_workloads("bench").num_rows
+    wall, cpu = _time_calls(lambda: scan_workloads("bench"), max(5, n // 10))
+    out["scan_workloads"] = {"processes": procs, "wall_ms": round(wall, 3), "cpu_ms": round(cpu, 3),
+                             "cpu_us_per_process": round(cpu * 1e3 / max(procs, 1), 1)}
     return out
 
 

@@ -12,10 +12,12 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from isostack.sources.procfs import ProcfsCollector, disk, net, scan_workloads
 from isostack.sources.procfs.workloads import container_id_from_cgroup, pod_uid_from_cgroup
+from isostack.store import Store
 from tests.conftest import FIXTURES, have, require_root
 
 PREFIX = "isotest-h5-"
@@ -107,6 +109,8 @@ def test_v2_only_host_fake_tree(tmp_path: Path) -> None:
     events = [r for r in rows if r["kind"] == "memory_events"]
     assert {json.loads(r["detail_json"])["event"]: r["value"] for r in events} == {"max": 3, "oom": 1}
     assert all(r["host_name"] == "node-a" and r["duration_ns"] > 0 for r in rows)
+    # every kind is in the shared vocabulary: the store accepts the window as it is
+    assert Store(tmp_path / "store").append("kernel_events", pa.Table.from_pylist(rows)) == len(rows)
 
 
 @pytest.fixture
