@@ -63,6 +63,8 @@ def test_this_machine_is_a_firecracker_kvm_guest_with_its_virtio_devices() -> No
     assert virtio == ["virtio-balloon", "virtio-block", "virtio-net", "virtio-rng", "virtio-vsock"]
     assert any(f.value == "hypervisor" for f in r.of("L-0", "cpu-flag"))
     assert r.summary["L-3"].startswith("not in a container")
+    nic = r.of("L-3", "default-route-nic")
+    assert nic and "virtio_net" in nic[0].value  # the default route leaves through the virtio NIC
     if Path("/.dockerenv").exists():  # this VM ships a lone empty /.dockerenv: it must not make us a container
         assert r.of("L-3", "marker-ignored")[0].value == "/.dockerenv"
     assert "Firecracker microVM" in r.summary["L-4"]
@@ -135,6 +137,9 @@ def test_docker_container_in_gvisor(tmp_path: Path) -> None:
         f"/sys/fs/cgroup/system.slice/docker-{CID}.scope/memory.max": "268435456\n",
         f"/sys/fs/cgroup/system.slice/docker-{CID}.scope/pids.max": "max\n",
         "/.dockerenv": "",
+        "/proc/self/net/route": "Iface\tDestination\tGateway\tFlags\neth0\t00000000\t010011AC\t0003\n",
+        "/sys/class/net/eth0/ifindex": "9\n",
+        "/sys/class/net/eth0/iflink": "10\n",
     }, ns={"pid": 4026532200, "net": 4026532300}, init_ns={"pid": 4026532200, "net": 4026532300})
     r = probe(root)
     assert r.summary["L-4"] == "gVisor"
@@ -146,6 +151,8 @@ def test_docker_container_in_gvisor(tmp_path: Path) -> None:
     assert r.of("L-3", "no-new-privs")
     marker = [f for f in r.of("L-3", "container-runtime") if f.evidence[0].file == "/.dockerenv"]
     assert marker and "corroborated by docker" in marker[0].note
+    nic = r.of("L-3", "default-route-nic")[0]
+    assert nic.value == "eth0 (veth-like: peer ifindex 10 in another namespace)"
     pid_ns = [f for f in r.of("L-3", "namespace") if f.evidence[0].file == "/proc/self/ns/pid"]
     assert pid_ns and "4026532200" in pid_ns[0].evidence[0].value
 

@@ -347,6 +347,28 @@ def _container_id(cg_lines: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def _default_route_nic(t: _Tree, r: StackReport) -> None:
+    """The NET slice of L-3: what the default route leaves through (a veth means a container netns)."""
+    route = t.text("/proc/self/net/route") or t.text("/proc/net/route") or ""
+    dev = next((f[0] for f in (line.split() for line in route.splitlines()[1:]) if len(f) > 1 and f[1] == "00000000"), "")
+    if not dev:
+        return
+    base = f"/sys/class/net/{dev}"
+    try:
+        driver = os.path.basename(os.readlink(t.p(f"{base}/device/driver")))
+    except OSError:
+        driver = ""
+    ifindex, iflink = t.line(f"{base}/ifindex"), t.line(f"{base}/iflink")
+    if driver:
+        r.add("L-3", "default-route-nic", f"{dev} (driver {driver})", (f"{base}/device/driver", driver))
+    elif ifindex and iflink and ifindex != iflink:
+        r.add("L-3", "default-route-nic", f"{dev} (veth-like: peer ifindex {iflink} in another namespace)",
+              (f"{base}/iflink", f"{iflink} (own ifindex {ifindex})"),
+              note="traffic crosses a veth pair and the host's bridge/NAT: the container network path")
+    else:
+        r.add("L-3", "default-route-nic", f"{dev} (virtual, no device)", (f"{base}/ifindex", ifindex or "?"))
+
+
 def _l3(t: _Tree, r: StackReport) -> None:
     cg_lines = (t.text("/proc/self/cgroup") or "").splitlines()
     version = _cgroup_limits(t, cg_lines, r)
@@ -377,6 +399,8 @@ def _l3(t: _Tree, r: StackReport) -> None:
         r.add("L-3", "capabilities", value, ("/proc/self/status", f"CapEff: {st['CapEff']}"))
     if st.get("NoNewPrivs") == "1":
         r.add("L-3", "no-new-privs", "set", ("/proc/self/status", "NoNewPrivs: 1"))
+
+    _default_route_nic(t, r)
 
     # Runtime markers: each counts only with corroboration, because sandboxes and images leave them.
     strong: list[str] = []
