@@ -178,6 +178,7 @@ def test_sdk_http_and_grpc_exporters_into_running_serve(data_dir: Path) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert json.loads(out.splitlines()[-1])["spans"] == 80
+    assert json.loads(run_cli("stats", "--json", data_dir=data_dir).stdout)["spans"] == 80
     q = run_cli("sql", "--json", "SELECT source, service_name, k8s_pod_name, container_id, kind, peer_addr, "
                 "peer_port, count(*) AS n, sum(http_status_code)::BIGINT AS s FROM spans GROUP BY ALL ORDER BY source",
                 data_dir=data_dir)

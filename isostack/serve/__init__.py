@@ -64,6 +64,11 @@ class Receiver:
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> Receiver:
+        from google.protobuf.internal import api_implementation
+
+        if api_implementation.Type() != "upb":
+            # The pure-Python protobuf runtime decodes ~20x slower; say so instead of silently lagging.
+            log.warning("protobuf runtime is %r, not upb: decoding will be slow", api_implementation.Type())
         _register_other_metrics(self.store)
         if self.http_port:
             self._http = make_http_server(self, self.host, max(self.http_port, 0))
