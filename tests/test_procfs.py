@@ -185,6 +185,10 @@ def veth_in_netns():
         # A slow token bucket with a tiny queue: a burst of datagrams must overflow it.
         sh("tc", "qdisc", "add", "dev", a, "root", "tbf", "rate", "1mbit", "burst", "10kb", "limit", "15kb")
         sh("ip", "neigh", "replace", "10.231.55.2", "lladdr", "02:00:00:00:55:02", "dev", a)
+        # the same inside the namespace, on the peer: only visible when the collector enters it
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("tc", "-n", ns, "qdisc", "add", "dev", b, "root", "tbf", "rate", "1mbit", "burst", "10kb", "limit", "15kb")
+        sh("ip", "-n", ns, "neigh", "replace", "10.231.55.1", "lladdr", "02:00:00:00:55:01", "dev", b)
         yield a
     finally:
         subprocess.run(["ip", "link", "del", a], capture_output=True)
@@ -360,3 +364,25 @@ def test_iptables_random_drop_shows_host_retransmits(lossy_loopback_port) -> Non
     rows = {r["kind"]: r for r in c.sample().to_pylist()}
     assert rows["tcp_retransmit"]["value"] > 0
     assert json.loads(rows["tcp_retransmit"]["detail_json"])["RetransSegs"] == rows["tcp_retransmit"]["value"]
+
+
+@pytest.mark.slow
+def test_qdisc_inside_a_named_netns(veth_in_netns: str) -> None:
+    ns, peer = f"{PREFIX}ns", f"{PREFIX}b"
+    c = ProcfsCollector("node-h5", cgroup_paths=[], ethtool=False, netns=[ns])
+    try:
+        c.sample()
+        sender = ("import socket, contextlib\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                  "for _ in range(400):\n    with contextlib.suppress(OSError):\n"
+                  "        s.sendto(b'x' * 1200, ('10.231.55.1', 9))\n")
+        subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", sender], check=True, timeout=30)
+        rows = c.sample().to_pylist()
+    finally:
+        c.close()
+    inside = [r for r in rows if r["device"] == peer]
+    drops = [r for r in inside if r["kind"] == "qdisc_drop"]
+    assert drops and drops[0]["value"] > 100
+    detail = json.loads(drops[0]["detail_json"])
+    assert (detail["qdisc"], detail["parent"], detail["netns"]) == ("tbf", "root", ns)
+    backlog = [r for r in inside if r["kind"] == "qdisc_backlog"]
+    assert json.loads(backlog[0]["detail_json"])["netns"] == ns

@@ -51,7 +51,7 @@ class ProcfsCollector:
     def __init__(self, host_name: str, cgroup_paths: list[str] | None = None, *,
                  proc: str | os.PathLike[str] = "/proc",
                  cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
-                 qdiscs: bool = True, ethtool: bool = True) -> None:
+                 qdiscs: bool = True, ethtool: bool = True, netns: list[str] | None = None) -> None:
         self.host_name = host_name
         self.cgroup_paths = cgroup_paths
         self.proc = Path(proc)
@@ -61,6 +61,10 @@ class ProcfsCollector:
         self._prev: _Snapshot | None = None
         self._ethtool_devs: list[str] | None = None  # interfaces whose driver has a tx-timeout counter
         self._netlink: net.NetlinkQdiscs | None = None
+        # Named network namespaces (``ip netns``) whose qdiscs and interface drops are read too:
+        # a container's own eth0 and any qdisc inside its namespace are invisible from the host's.
+        self.netns = list(netns or [])
+        self._ns_links: dict[str, net.NetlinkQdiscs] = {}
         if qdiscs:
             try:
                 self._netlink = net.NetlinkQdiscs()
@@ -68,10 +72,49 @@ class ProcfsCollector:
                 self._netlink = None
 
     def close(self) -> None:
-        """Release the netlink socket (also done on garbage collection)."""
+        """Release the netlink sockets (also done on garbage collection)."""
         if self._netlink is not None:
             self._netlink.close()
             self._netlink = None
+        for nl in self._ns_links.values():
+            nl.close()
+        self._ns_links = {}
+
+    def _netns_reader(self, name: str) -> net.NetlinkQdiscs | None:
+        if name not in self._ns_links:
+            try:
+                self._ns_links[name] = net.NetlinkQdiscs(netns=name)
+            except Exception:  # the namespace went away: its counters simply stop
+                return None
+        return self._ns_links[name]
+
+    def _read_netns(self, snap: _Snapshot, gauges: list[dict]) -> None:
+        for name in self.netns:
+            nl = self._netns_reader(name)
+            if nl is None:
+                continue
+            try:
+                drops = nl.link_drops()
+                qdiscs = nl.stats() if self.qdiscs else []
+            except Exception:
+                nl.close()
+                del self._ns_links[name]
+                continue
+            for dev, c in drops.items():
+                snap.counters[("nic_drop", dev, "rx", name)] = c["rx_drop"]
+                snap.counters[("nic_drop", dev, "tx", name)] = c["tx_drop"]
+            self._qdisc_counters(qdiscs, snap, gauges, name)
+
+    def _qdisc_counters(self, qdiscs: list[dict], snap: _Snapshot, gauges: list[dict], netns: str = "") -> None:
+        for q in qdiscs:
+            dev, handle, parent = q["dev"], q.get("handle", ""), q.get("parent", "root")
+            snap.counters[("qdisc_drop", dev, q.get("kind", ""), handle, parent, netns)] = q.get("drops", 0)
+            detail = {"qdisc": q.get("kind", ""), "handle": handle, "parent": parent, "bytes": q.get("backlog", 0),
+                      "requeues": q.get("requeues", 0), "overlimits": q.get("overlimits", 0)}
+            if netns:
+                detail["netns"] = netns
+            gauges.append({"kind": "qdisc_backlog", "value": float(q.get("qlen", 0)), "device": dev,
+                           "source": "procfs:qdisc", "detail_json": json.dumps(detail)})
 
     def __del__(self) -> None:
         self.close()
@@ -180,16 +223,8 @@ class ProcfsCollector:
             snap.counters[("nic_drop", dev, "rx")] = c["rx_drop"]
             snap.counters[("nic_drop", dev, "tx")] = c["tx_drop"]
         if self.qdiscs:
-            for q in self._qdiscs():
-                dev, handle, parent = q["dev"], q.get("handle", ""), q.get("parent", "root")
-                snap.counters[("qdisc_drop", dev, q.get("kind", ""), handle, parent)] = q.get("drops", 0)
-                gauges.append({"kind": "qdisc_backlog", "value": float(q.get("qlen", 0)), "device": dev,
-                               "source": "procfs:qdisc",
-                               "detail_json": json.dumps({"qdisc": q.get("kind", ""), "handle": handle,
-                                                          "parent": parent,
-                                                          "bytes": q.get("backlog", 0),
-                                                          "requeues": q.get("requeues", 0),
-                                                          "overlimits": q.get("overlimits", 0)})})
+            self._qdisc_counters(self._qdiscs(), snap, gauges)
+        self._read_netns(snap, gauges)
         if self.ethtool:
             if self._ethtool_devs is None:
                 self._ethtool_devs = [d for d in net.nic_counters() if net.ethtool_tx_timeouts(d) is not None]
@@ -233,13 +268,19 @@ class ProcfsCollector:
             return {"kind": kind, "value": delta, "source": "procfs:nf_conntrack",
                     "detail_json": json.dumps(snap.conntrack_fill)}
         if kind == "nic_drop":
-            _, dev, direction = key
+            dev, direction = key[1], key[2]
+            nic_detail = {"direction": direction}
+            if len(key) > 3:
+                nic_detail["netns"] = key[3]
             return {"kind": kind, "value": delta, "device": dev, "source": "procfs:netdev",
-                    "detail_json": json.dumps({"direction": direction})}
+                    "detail_json": json.dumps(nic_detail)}
         if kind == "qdisc_drop":
-            _, dev, qkind, handle, parent = key
+            _, dev, qkind, handle, parent, netns = key
+            q_detail = {"qdisc": qkind, "handle": handle, "parent": parent}
+            if netns:
+                q_detail["netns"] = netns
             return {"kind": kind, "value": delta, "device": dev, "source": "procfs:qdisc",
-                    "detail_json": json.dumps({"qdisc": qkind, "handle": handle, "parent": parent})}
+                    "detail_json": json.dumps(q_detail)}
         if kind == "tx_timeout":
             return {"kind": kind, "value": delta, "device": key[1], "source": "procfs:ethtool"}
         raise AssertionError(f"unhandled counter {key}")

@@ -92,15 +92,24 @@ class NetlinkQdiscs:
     requeues, overlimits). Call :meth:`close` when done.
     """
 
-    def __init__(self) -> None:
-        from pyroute2 import IPRoute
+    def __init__(self, netns: str | None = None) -> None:
+        from pyroute2 import IPRoute, NetNS
 
-        self._ipr = IPRoute()
+        self.netns = netns
+        self._ipr = NetNS(netns) if netns else IPRoute()
         self._names: dict[int, str] = {}
         self._calls = 0
 
     def close(self) -> None:
         self._ipr.close()
+
+    def link_drops(self) -> dict[str, dict[str, int]]:
+        """Per-interface rx/tx drop counters (IFLA_STATS64) of this namespace."""
+        out = {}
+        for link in self._ipr.get_links():
+            st = link.get_attr("IFLA_STATS64") or {}
+            out[link.get_attr("IFLA_IFNAME")] = {"rx_drop": st.get("rx_dropped", 0), "tx_drop": st.get("tx_dropped", 0)}
+        return out
 
     def _refresh_names(self) -> None:
         self._names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in self._ipr.get_links()}
@@ -125,6 +134,14 @@ class NetlinkQdiscs:
                 "requeues": queue.get("requeues", 0), "overlimits": queue.get("overlimits", 0),
             })
         return out
+
+
+def named_netns(run_dir: str = "/var/run/netns") -> list[str]:
+    """Names of the network namespaces ``ip netns`` manages (what ``ProcfsCollector(netns=...)`` takes)."""
+    try:
+        return sorted(p.name for p in Path(run_dir).iterdir())
+    except OSError:
+        return []
 
 
 def qdisc_stats(netns: str | None = None) -> list[dict]:
