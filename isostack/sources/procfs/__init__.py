@@ -80,6 +80,10 @@ class ProcfsCollector:
             nl.close()
         self._ns_links = {}
 
+    def __del__(self) -> None:
+        if hasattr(self, "_ns_links"):  # __init__ may have failed before setting everything
+            self.close()
+
     def _netns_reader(self, name: str) -> net.NetlinkQdiscs | None:
         if name not in self._ns_links:
             try:
@@ -116,15 +120,13 @@ class ProcfsCollector:
             gauges.append({"kind": "qdisc_backlog", "value": float(q.get("qlen", 0)), "device": dev,
                            "source": "procfs:qdisc", "detail_json": json.dumps(detail)})
 
-    def __del__(self) -> None:
-        self.close()
-
     def _qdiscs(self) -> list[dict]:
         if self._netlink is not None:
             try:
                 return self._netlink.stats()
-            except Exception:  # a netlink hiccup must not lose the window: fall back to tc
-                self.close()
+            except Exception:  # a netlink hiccup must not lose the window: fall back to tc from now on
+                self._netlink.close()
+                self._netlink = None
         return net.qdisc_stats()
 
     # ------------------------------------------------------------------ public
