@@ -13,6 +13,7 @@ in the same run, on one core (this process), and prints spans/s and the ratios.
 
     .venv/bin/python -m bench.ingest            # 1,000,000 spans
     .venv/bin/python -m bench.ingest --quick    # 200,000 spans, < 60 s
+    .venv/bin/python -m bench.ingest --no-unique-attr   # attributes repeat more (only client.port varies)
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _kv(attrs, key, value) -> None:  # type: ignore[no-untyped-def]
         kv.value.string_value = value
 
 
-def generate(folder: Path, n_spans: int, n_files: int = 10, seed: int = 7) -> list[Path]:
+def generate(folder: Path, n_spans: int, n_files: int = 10, seed: int = 7, unique_attr: bool = True) -> list[Path]:
     """Write ``n_spans`` spans as ``n_files`` OTLP protobuf files; returns their paths."""
     rnd = random.Random(seed)
     paths = []
@@ -96,7 +97,8 @@ def generate(folder: Path, n_spans: int, n_files: int = 10, seed: int = 7) -> li
                     _kv(a, "client.address", f"10.244.{(svc + 3) % 16}.{(svc * 11) % 250 + 2}")
                     _kv(a, "client.port", rnd.randint(32768, 60999))
                     _kv(a, "server.port", 8080)
-                _kv(a, "http.response.body.size", rnd.randint(100, 90_000))
+                if unique_attr:
+                    _kv(a, "http.response.body.size", rnd.randint(100, 90_000))
         path = folder / f"traces-{f:02d}.pb"
         path.write_bytes(data.SerializeToString())
         paths.append(path)
@@ -146,13 +148,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="200,000 spans (< 60 s)")
     parser.add_argument("--spans", type=int, default=None)
+    parser.add_argument("--no-unique-attr", action="store_true",
+                        help="drop the per-span varying attribute (only client.port still varies)")
     args = parser.parse_args()
     n = args.spans or (200_000 if args.quick else 1_000_000)
     print(f"protobuf runtime: {api_implementation.Type()}")
     with tempfile.TemporaryDirectory(prefix="isostack-bench-ingest-") as tmp:
         folder = Path(tmp)
         t = time.perf_counter()
-        paths = generate(folder, n)
+        paths = generate(folder, n, unique_attr=not args.no_unique_attr)
         size = sum(p.stat().st_size for p in paths)
         print(f"generated {n:,} spans in {len(paths)} OTLP protobuf files ({size / 1e6:.0f} MB) "
               f"in {time.perf_counter() - t:.1f} s")
