@@ -31,7 +31,7 @@ def metrics(tmp_path: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, A
     store.append("spans", pa.Table.from_pylist(rows, schema=SPANS))
     con = store.connect(["spans"])
     try:
-        out = fetch_arrow(con.sql(span_metrics_sql("TRUE"))).to_pylist()
+        out = fetch_arrow(con.sql(span_metrics_sql("TRUE", with_ids=True))).to_pylist()
     finally:
         con.close()
     return {r["span_id"]: r for r in out}

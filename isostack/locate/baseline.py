@@ -40,69 +40,66 @@ class Thresholds:
     mad_floor_fraction: float = 0.01
 
 
-# Long format: one row per (span, part) that has a value.
+# Long format: one row per (span, part) that has a value, flagged with the windows it is in.
 # ``is_candidate`` marks the spans the user asked about (service/trace/filter); the window
 # baselines use every span of the window, not only the candidates.
 _PARTS_SQL = """
-SELECT trace_id, span_id, service_name, name, peer, unpaired_client AS unpaired, 'self_time' AS part,
-       self_time_ns AS value_ns,
-       {cand} AS is_candidate
-FROM {src} WHERE {cond}
+SELECT k, svc_h, op_h, peer_h, unpaired_client AS unpaired, 'self_time' AS part, self_time_ns AS value_ns,
+       {in_ref} AS in_ref, {in_win} AS in_win, {in_win} AND {cand} AS is_candidate
+FROM {src} WHERE {in_ref} OR {in_win}
 UNION ALL
-SELECT trace_id, span_id, service_name, name, peer, FALSE AS unpaired, 'hop_gap' AS part,
-       hop_gap_ns AS value_ns,
-       {cand} AS is_candidate
-FROM {src} WHERE {cond} AND hop_gap_ns IS NOT NULL
+SELECT k, svc_h, op_h, peer_h, FALSE AS unpaired, 'hop_gap' AS part, hop_gap_ns AS value_ns,
+       {in_ref} AS in_ref, {in_win} AS in_win, {in_win} AND {cand} AS is_candidate
+FROM {src} WHERE hop_gap_ns IS NOT NULL AND ({in_ref} OR {in_win})
 """
 
-_STATS = """count(*) AS n, quantile_cont(value_ns, 0.5) AS p50, quantile_cont(value_ns, 0.95) AS p95,
-       quantile_cont(value_ns, 0.99) AS p99, mad(value_ns) AS mad"""
+
+def _stats(prefix: str, flag: str) -> str:
+    # one sort per group for the three quantiles (list form), MAD beside it
+    return (f"count(*) FILTER (WHERE {flag}) AS {prefix}n, "
+            f"quantile_cont(value_ns, [0.5, 0.95, 0.99]) FILTER (WHERE {flag}) AS {prefix}q, "
+            f"mad(value_ns) FILTER (WHERE {flag}) AS {prefix}mad")
 
 
-def baselines_sql(src: str, ref_cond: str, win_cond: str, cand_cond: str) -> str:
-    """SQL creating the four baseline levels as CTEs ``b_key``, ``b_svc``, ``w_key``, ``w_svc``.
+def baselines_sql(src: str, ref_cond: str, win_cond: str, cand_cond: str, *, window_levels: bool = True) -> str:
+    """SQL creating the baselines as CTEs ``b_key`` (per operation and peer) and ``b_svc`` (per service).
 
-    ``src`` is the per-span metrics relation; ``ref_cond``/``win_cond`` select the reference and
-    analysis windows over it and ``cand_cond`` the candidate spans (named ``$`` parameters only).
+    Each carries the reference window's statistics (``rn``, ``rq`` = [p50, p95, p99], ``rmad``) and,
+    when ``window_levels``, the analysis window's (``wn``, ``wq``, ``wmad``) — pointless when the
+    window lies inside the reference, which then always has at least as many samples. ``src`` is
+    the per-span metrics relation; the conditions use named ``$`` parameters only.
     """
-    ref = _PARTS_SQL.format(src=src, cond=ref_cond, cand="FALSE")
-    win = _PARTS_SQL.format(src=src, cond=win_cond, cand=f"({cand_cond})")
+    parts = _PARTS_SQL.format(src=src, in_ref=f"({ref_cond})", in_win=f"({win_cond})", cand=f"({cand_cond})")
+    win = (", " + _stats("w", "in_win")) if window_levels else ", 0 AS wn, NULL AS wq, NULL AS wmad"
     return f"""
-ref_parts AS MATERIALIZED ({ref}),
-b_key AS (SELECT service_name, name, peer, unpaired, part, {_STATS} FROM ref_parts GROUP BY ALL),
-b_svc AS (SELECT service_name, unpaired, part, {_STATS} FROM ref_parts GROUP BY ALL),
-win_parts AS MATERIALIZED ({win}),
-w_key AS (SELECT service_name, name, peer, unpaired, part, {_STATS} FROM win_parts GROUP BY ALL),
-w_svc AS (SELECT service_name, unpaired, part, {_STATS} FROM win_parts GROUP BY ALL)
+parts AS MATERIALIZED ({parts}),
+b_key AS (SELECT op_h, peer_h, unpaired, part, {_stats("r", "in_ref")}{win} FROM parts GROUP BY ALL),
+b_svc AS (SELECT svc_h, unpaired, part, {_stats("r", "in_ref")}{win} FROM parts GROUP BY ALL)
 """
 
 
 def scoring_sql(t: Thresholds) -> str:
-    """SQL (continuing :func:`baselines_sql`) that scores ``win_parts`` rows and keeps the slow ones.
+    """SQL (continuing :func:`baselines_sql`) that scores the candidate ``parts`` rows and keeps the slow ones.
 
     Produces ``slow``: one row per span (its worst slow part) with the baseline used. The numeric
     thresholds are literals from a typed dataclass, not user text.
     """
     m = int(t.min_samples)  # also the least samples any baseline needs before it may call a span slow
 
-    def pick(col: str) -> str:
-        return (f"CASE WHEN bk.n >= {m} THEN bk.{col} WHEN bs.n >= {m} THEN bs.{col} "
-                f"WHEN wk.n >= {m} THEN wk.{col} ELSE ws.{col} END")
+    def pick(col: str, idx: str = "") -> str:
+        return (f"CASE WHEN bk.rn >= {m} THEN bk.r{col}{idx} WHEN bs.rn >= {m} THEN bs.r{col}{idx} "
+                f"WHEN bk.wn >= {m} THEN bk.w{col}{idx} ELSE bs.w{col}{idx} END")
 
     return f"""
 scored AS (
-    SELECT w.trace_id, w.span_id, w.part, w.value_ns,
-           CASE WHEN bk.n >= {m} THEN 'key' WHEN bs.n >= {m} THEN 'service'
-                WHEN wk.n >= {m} THEN 'window-key' ELSE 'window-service' END AS baseline_level,
-           {pick('p50')} AS p50, {pick('p95')} AS p95, {pick('p99')} AS p99, {pick('mad')} AS mad,
-           {pick('n')} AS baseline_n
-    FROM win_parts w
-    LEFT JOIN b_key bk ON bk.service_name IS NOT DISTINCT FROM w.service_name AND bk.name IS NOT DISTINCT FROM w.name
-                       AND bk.peer IS NOT DISTINCT FROM w.peer AND bk.unpaired = w.unpaired AND bk.part = w.part
-    LEFT JOIN b_svc bs ON bs.service_name IS NOT DISTINCT FROM w.service_name AND bs.unpaired = w.unpaired AND bs.part = w.part
-    LEFT JOIN w_key wk ON wk.service_name IS NOT DISTINCT FROM w.service_name AND wk.name IS NOT DISTINCT FROM w.name
-                       AND wk.peer IS NOT DISTINCT FROM w.peer AND wk.unpaired = w.unpaired AND wk.part = w.part
-    LEFT JOIN w_svc ws ON ws.service_name IS NOT DISTINCT FROM w.service_name AND ws.unpaired = w.unpaired AND ws.part = w.part
+    SELECT w.k, w.part, w.value_ns,
+           CASE WHEN bk.rn >= {m} THEN 'key' WHEN bs.rn >= {m} THEN 'service'
+                WHEN bk.wn >= {m} THEN 'window-key' ELSE 'window-service' END AS baseline_level,
+           {pick('q', '[1]')} AS p50, {pick('q', '[2]')} AS p95, {pick('q', '[3]')} AS p99,
+           {pick('mad')} AS mad, {pick('n')} AS baseline_n
+    FROM parts w
+    LEFT JOIN b_key bk ON bk.op_h = w.op_h AND bk.peer_h = w.peer_h AND bk.unpaired = w.unpaired AND bk.part = w.part
+    LEFT JOIN b_svc bs ON bs.svc_h = w.svc_h AND bs.unpaired = w.unpaired AND bs.part = w.part
     WHERE w.is_candidate
 ),
 rated AS (
@@ -119,7 +116,7 @@ slow AS (
           AND excess_ns >= {int(t.min_excess_ns)} AND baseline_n >= {m}
     -- equal excess (a paired CLIENT whose only child is its SERVER): name the hop gap, which
     -- clock skew cannot distort
-    QUALIFY row_number() OVER (PARTITION BY trace_id, span_id
+    QUALIFY row_number() OVER (PARTITION BY k
                                ORDER BY excess_ns DESC, part = 'hop_gap' DESC, robust_z DESC) = 1
 )
 """

@@ -63,7 +63,6 @@ FIELDS: dict[str, Field] = {
     "span_id": Field("span_id", "str"),
     "service": Field("service_name", "str"),
     "service.name": Field("service_name", "str"),
-    "peer": Field("peer", "str"),
     "peer.service": Field("peer_name", "str"),
     "server.address": Field("peer_name", "str"),
     "net.peer.name": Field("peer_name", "str"),
@@ -231,7 +230,7 @@ class _Compiler:
         op = _OPS[op_tok.text]
         field = FIELDS.get(name.text)
         if field is None:
-            if "." not in name.text and name.text not in ("peer",):
+            if "." not in name.text:
                 raise FilterError(self.expression, name.column,
                                   f"unknown field {name.text!r}; known: {', '.join(sorted(FIELDS))}, "
                                   "or any dotted attribute name")
@@ -315,7 +314,7 @@ def compile_filter(expression: str) -> tuple[str, dict[str, object]]:
     """Compile a filter expression to ``(sql_where_fragment, params)`` with ``$f0``-style named placeholders.
 
     The fragment refers to span columns (``duration_ns``, ``peer_addr``, ``service_name`` …) and to
-    ``self_time_ns``, ``hop_gap_ns`` and ``peer``, which the slow-hop finder computes. Raises
+    ``self_time_ns`` and ``hop_gap_ns``, which the slow-hop finder computes. Raises
     :class:`FilterError` (a usage error, exit 2) pointing at the offending column.
     """
     if not expression.strip():

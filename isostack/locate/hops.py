@@ -16,16 +16,19 @@ The computation is SQL over the store's DuckDB views (see :mod:`isostack.locate.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 
+from isostack.errors import IsostackError
 from isostack.locate.baseline import Thresholds, baselines_sql, scoring_sql
 from isostack.locate.filter import compile_filter
 from isostack.locate.model import FiveTuple, SlowHop
 from isostack.locate.traces import span_metrics_sql
+from isostack.records import SPANS
 from isostack.store import Store, fetch_arrow
 
 _temp_seq = itertools.count()
@@ -110,9 +113,12 @@ def analyse_hops(
         # read a margin beyond both windows so a span at a window's edge still meets its children
         # and parent (and skewed hosts' spans); only spans inside a window are scored or baselined
         read_lo, read_hi = min(lo, ref_lo) - TRACE_MARGIN_NS, max(hi, ref_hi) + TRACE_MARGIN_NS
-        with_json = "attributes_json" in filter_sql
+        # the span columns a filter refers to ride along; everything else readable is fetched
+        # for the final hops only (see traces.span_metrics_sql)
+        extra = tuple(c for c in SPANS.names if re.search(rf"\b{c}\b", filter_sql))
         con.execute(
-            f"CREATE TEMP TABLE {temp} AS {span_metrics_sql('start_ns BETWEEN $read_lo AND $read_hi', with_json=with_json)}",
+            f"CREATE TEMP TABLE {temp} AS "
+            f"{span_metrics_sql('start_ns BETWEEN $read_lo AND $read_hi', extra_columns=extra)}",
             {"read_lo": read_lo, "read_hi": read_hi},
         )
         stats = _stats(con, temp, lo, hi, ref_lo, ref_hi)
@@ -126,37 +132,60 @@ def analyse_hops(
         named: dict[str, Any] = dict(params)
         named.update({"lo": lo, "hi": hi, "ref_lo": ref_lo, "ref_hi": ref_hi})
         if trace_id:
-            cand.append("trace_id = $trace_id")
+            cand.append("tk = hash($trace_id)")
             named["trace_id"] = trace_id
         if service:
-            cand.append("service_name = $service")
+            cand.append("svc_h = hash($service)")
             named["service"] = service
-        limit_sql = f"LIMIT {int(limit)}" if limit else ""
-        sql = (
-            "WITH " + baselines_sql(temp, "start_ns BETWEEN $ref_lo AND $ref_hi", "start_ns BETWEEN $lo AND $hi",
-                                     " AND ".join(cand)).strip()
-            + ",\n" + scoring_sql(thresholds).strip()
-            + f"\nSELECT m.*, slow.part, slow.value_ns, slow.baseline_level, slow.p50, slow.p99, slow.ratio,"
-              f" slow.robust_z, slow.excess_ns, slow.baseline_n"
-              f"\nFROM slow JOIN {temp} m ON m.trace_id = slow.trace_id AND m.span_id = slow.span_id"
-              f"\nORDER BY slow.excess_ns DESC, slow.robust_z DESC, m.trace_id, m.span_id {limit_sql}"
+        con.execute(
+            f"CREATE TEMP TABLE {temp}_slow AS WITH "
+            + baselines_sql(temp, "start_ns BETWEEN $ref_lo AND $ref_hi", "start_ns BETWEEN $lo AND $hi",
+                            " AND ".join(cand), window_levels=not (ref_lo <= lo and hi <= ref_hi)).strip()
+            + ",\n" + scoring_sql(thresholds).strip() + "\nSELECT * FROM slow",
+            named,
         )
-        rows = fetch_arrow(con.sql(sql, params=named)).to_pylist()
-        count_sql = sql.rsplit("SELECT m.*", 1)[0] + "SELECT count(*) FROM slow"
-        stats["slow_total"] = _one(con, count_sql, named)[0]
+        stats["slow_total"] = _one(con, f"SELECT count(*) FROM {temp}_slow")[0]
+        limit_sql = f"LIMIT {int(limit)}" if limit else ""
+        rows = fetch_arrow(con.sql(
+            f"""SELECT m.*, x.part, x.value_ns, x.baseline_level, x.p50, x.p99, x.ratio, x.robust_z,
+                       x.excess_ns, x.baseline_n
+                FROM {temp}_slow x JOIN {temp} m ON m.k = x.k
+                ORDER BY x.excess_ns DESC, x.robust_z DESC, m.start_ns, m.k {limit_sql}""")).to_pylist()
+        details = _details(con, rows)
     except duckdb.Error as exc:
-        from isostack.errors import IsostackError
-
         raise IsostackError(f"slow-hop query failed: {exc}") from exc
     finally:
         try:
             con.execute(f"DROP TABLE IF EXISTS {temp}")
+            con.execute(f"DROP TABLE IF EXISTS {temp}_slow")
         finally:
             if own:
                 con.close()
-    hops = [_to_hop(r) for r in rows]
+    hops = [_to_hop(r, details) for r in rows]
     stats["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     return HopsResult(hops, [r["baseline_level"] for r in rows], [int(r["baseline_n"] or 0) for r in rows], stats)
+
+
+def _details(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The full span rows of the hops, their SERVER children and their callers, by key.
+
+    Looked up by start time first (an integer filter DuckDB pushes into the Parquet scan), so
+    only a handful of rows have their ids hashed.
+    """
+    wanted: dict[int, int] = {}
+    for r in rows:
+        wanted[r["k"]] = r["start_ns"]
+        if r["server_k"] is not None:
+            wanted[r["server_k"]] = r["server_start_ns"]
+        if r["caller_k"] is not None:
+            wanted[r["caller_k"]] = r["caller_start_ns"]
+    if not wanted:
+        return {}
+    starts = ", ".join(str(int(v)) for v in sorted(set(wanted.values())))  # our own integers, not user text
+    found = fetch_arrow(con.sql(
+        f"SELECT * FROM (SELECT hash(trace_id, span_id) AS k, * FROM spans WHERE start_ns IN ({starts})) "
+        f"WHERE k IN (SELECT unnest($keys))", params={"keys": list(wanted)})).to_pylist()
+    return {r["k"]: r for r in found}
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
@@ -168,7 +197,7 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None
 def _stats(con: duckdb.DuckDBPyConnection, temp: str, lo: int, hi: int, ref_lo: int, ref_hi: int) -> dict[str, Any]:
     row = _one(
         con,
-        f"""SELECT count(*), count(DISTINCT trace_id) FILTER (WHERE start_ns BETWEEN $lo AND $hi), count(*) FILTER (WHERE is_orphan),
+        f"""SELECT count(*), count(DISTINCT tk) FILTER (WHERE start_ns BETWEEN $lo AND $hi), count(*) FILTER (WHERE is_orphan),
                    count(*) FILTER (WHERE hop_gap_ns IS NOT NULL),
                    count(*) FILTER (WHERE start_ns BETWEEN $lo AND $hi),
                    count(*) FILTER (WHERE start_ns BETWEEN $ref_lo AND $ref_hi)
@@ -182,19 +211,40 @@ def _stats(con: duckdb.DuckDBPyConnection, temp: str, lo: int, hi: int, ref_lo: 
     }
 
 
-def _to_hop(r: dict[str, Any]) -> SlowHop:
-    transport = r["net_transport"] or "tcp"
-    if r["kind"] in ("CLIENT", "PRODUCER"):
-        ft = FiveTuple(transport, r["tuple_local_addr"], int(r["tuple_local_port"] or 0),
-                       r["tuple_peer_addr"], int(r["tuple_peer_port"] or 0))
+def _to_hop(r: dict[str, Any], details: dict[int, dict[str, Any]]) -> SlowHop:
+    span = details.get(r["k"], {})
+    server = details.get(r["server_k"], {}) if r["server_k"] is not None else {}
+    caller = details.get(r["caller_k"], {}) if r["caller_k"] is not None else {}
+    kind = r["kind"] or ""
+
+    def text(row: dict[str, Any], col: str) -> str:
+        return row.get(col) or ""
+
+    def port(row: dict[str, Any], col: str) -> int:
+        return int(row.get(col) or 0)
+
+    transport = text(span, "net_transport") or "tcp"
+    if kind in ("CLIENT", "PRODUCER"):
+        # the CLIENT's local -> peer; each missing field from the mirror of its SERVER child
+        # (server local = client peer, server peer = client local)
+        ft = FiveTuple(transport, text(span, "local_addr") or text(server, "peer_addr"),
+                       port(span, "local_port") or port(server, "peer_port"),
+                       text(span, "peer_addr") or text(server, "local_addr"),
+                       port(span, "peer_port") or port(server, "local_port"))
+        peer = text(server, "service_name") or text(span, "peer_name") or (
+            f"{span['peer_addr']}:{port(span, 'peer_port')}" if text(span, "peer_addr") else "")
     else:
         # a lone SERVER (or internal) span: local = its own address, peer = the client's
-        ft = FiveTuple(transport, r["local_addr"] or "", int(r["local_port"] or 0),
-                       r["peer_addr"] or "", int(r["peer_port"] or 0))
+        ft = FiveTuple(transport, text(span, "local_addr"), port(span, "local_port"),
+                       text(span, "peer_addr"), port(span, "peer_port"))
+        if kind == "SERVER":
+            peer = (text(caller, "service_name") if r["caller_kind"] == "CLIENT" else "") or text(span, "peer_addr")
+        else:
+            peer = text(span, "peer_name")
     p50, p99 = r["p50"], r["p99"]
     return SlowHop(
-        trace_id=r["trace_id"], span_id=r["span_id"], service=r["service_name"] or "",
-        operation=r["name"] or "", peer=r["peer"] or "", kind=r["kind"] or "",
+        trace_id=text(span, "trace_id"), span_id=text(span, "span_id"), service=text(span, "service_name"),
+        operation=text(span, "name"), peer=peer, kind=kind,
         start_ns=int(r["start_ns"]), end_ns=int(r["end_ns"]), duration_ns=int(r["duration_ns"]),
         self_time_ns=int(r["self_time_ns"]),
         hop_gap_ns=None if r["hop_gap_ns"] is None else int(r["hop_gap_ns"]),
@@ -205,8 +255,9 @@ def _to_hop(r: dict[str, Any]) -> SlowHop:
         ratio=None if r["ratio"] is None else round(float(r["ratio"]), 3),
         robust_z=None if r["robust_z"] is None else round(float(r["robust_z"]), 3),
         five_tuple=ft,
-        host_name=r["host_name"] or "", container_id=r["container_id"] or "", process_pid=r["process_pid"],
-        server_span_id=r["server_span_id"] or "", server_service=r["server_service"] or "",
-        server_host_name=r["server_host_name"] or "", server_process_pid=r["server_process_pid"],
-        server_container_id=r["server_container_id"] or "",
+        host_name=text(span, "host_name"), container_id=text(span, "container_id"),
+        process_pid=span.get("process_pid"),
+        server_span_id=text(server, "span_id"), server_service=text(server, "service_name"),
+        server_host_name=text(server, "host_name"), server_process_pid=server.get("process_pid"),
+        server_container_id=text(server, "container_id"),
     )

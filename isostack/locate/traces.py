@@ -27,104 +27,107 @@ import duckdb
 
 from isostack.store import fetch_arrow
 
-# Columns of the per-span metrics relation (besides the span columns it carries through).
-METRIC_COLUMNS = ("self_time_ns", "hop_gap_ns", "peer", "is_orphan", "unpaired_client", "server_span_id",
-                  "server_service")
-
-# Span columns the finder reads. attributes/resource JSON are only read when a filter needs them.
-_BASE_COLUMNS = (
-    "trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "duration_ns",
-    "status_code", "service_name", "host_name", "container_id", "process_pid", "k8s_namespace",
-    "k8s_pod_name", "net_transport", "local_addr", "local_port", "peer_addr", "peer_port", "peer_name",
-    "http_status_code",
-)
-_JSON_COLUMNS = ("attributes_json", "resource_json")
+# Columns read as they are (no strings but ``kind``, which DuckDB stores inline). Everything a
+# human reads (names, addresses, ids) is fetched for the final hops only; filters add the columns
+# they refer to (``extra_columns``); ``with_ids`` adds the readable columns for small reads.
+CORE_COLUMNS = ("kind", "start_ns", "end_ns", "duration_ns")
+READABLE_COLUMNS = ("trace_id", "span_id", "parent_span_id", "service_name", "name", "host_name", "peer_name",
+                    "peer_addr", "peer_port")
 
 
-def span_metrics_sql(span_where: str, *, with_json: bool = False) -> str:
-    """A SELECT producing one row per span with its self time, hop gap and pair/peer coordinates.
-
-    ``span_where`` restricts the spans read (bound ``?`` parameters are the caller's). Times in ns.
-    """
-    cols = _BASE_COLUMNS + (_JSON_COLUMNS if with_json else ())
-    s_cols = ", ".join(cols)
-    return f"""
-WITH s AS MATERIALIZED (
-    SELECT {s_cols} FROM spans WHERE {span_where}
-),
-edges AS MATERIALIZED (
-    -- one row per child whose parent is present, with the child's interval in the parent's clock
-    SELECT c.trace_id, c.span_id AS child_id, p.span_id AS parent_id, c.kind AS child_kind,
-           p.kind AS parent_kind, p.service_name AS parent_service, c.duration_ns AS child_duration_ns,
-           p.start_ns AS p_start, p.end_ns AS p_end,
-           CASE WHEN (c.host_name IS DISTINCT FROM p.host_name OR c.service_name IS DISTINCT FROM p.service_name)
-                     AND (c.start_ns < p.start_ns OR c.end_ns > p.end_ns)
-                     AND c.duration_ns <= p.duration_ns
-                THEN p.start_ns + (p.duration_ns - c.duration_ns) // 2
-                ELSE c.start_ns END AS c_start,
-           c.duration_ns AS c_dur,
-           c.service_name AS child_service, c.host_name AS child_host, c.process_pid AS child_pid,
-           c.container_id AS child_container,
-           c.local_addr AS child_local_addr, c.local_port AS child_local_port,
-           c.peer_addr AS child_peer_addr, c.peer_port AS child_peer_port
-    FROM s c JOIN s p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
-    WHERE c.parent_span_id <> ''
-),
-clipped AS (
-    SELECT trace_id, parent_id, greatest(c_start, p_start) AS cs, least(c_start + c_dur, p_end) AS ce
-    FROM edges WHERE least(c_start + c_dur, p_end) > greatest(c_start, p_start)
-),
-covered AS (
-    -- union length of the children's intervals: each child adds what lies beyond the running max end
-    SELECT trace_id, parent_id, CAST(sum(greatest(0, ce - greatest(cs, coalesce(prev_end, cs)))) AS BIGINT) AS covered_ns
-    FROM (
-        SELECT trace_id, parent_id, cs, ce,
-               max(ce) OVER (PARTITION BY trace_id, parent_id ORDER BY cs, ce
-                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
-        FROM clipped
-    ) GROUP BY trace_id, parent_id
-),
-pairs AS (
-    SELECT trace_id, parent_id,
-           arg_max({{'span_id': child_id, 'duration_ns': child_duration_ns, 'service': child_service,
-                    'host': child_host, 'pid': child_pid, 'container': child_container,
-                    'local_addr': child_local_addr, 'local_port': child_local_port,
-                    'peer_addr': child_peer_addr, 'peer_port': child_peer_port}}, child_duration_ns) AS srv
-    FROM edges WHERE parent_kind = 'CLIENT' AND child_kind = 'SERVER'
-    GROUP BY trace_id, parent_id
-),
-callers AS (
-    SELECT trace_id, child_id, parent_kind, parent_service FROM edges
-)
-SELECT s.*,
-       s.duration_ns - coalesce(cv.covered_ns, 0) AS self_time_ns,
-       CASE WHEN pr.srv IS NOT NULL THEN s.duration_ns - pr.srv.duration_ns END AS hop_gap_ns,
-       (s.parent_span_id <> '' AND cl.child_id IS NULL) AS is_orphan,
-       -- a CLIENT span without its SERVER child (uninstrumented or lost peer): its self time holds
-       -- the whole remote call, so it is baselined apart from the paired ones
-       (s.kind = 'CLIENT' AND pr.srv IS NULL) AS unpaired_client,
-       coalesce(pr.srv.span_id, '') AS server_span_id,
-       coalesce(pr.srv.service, '') AS server_service,
-       coalesce(pr.srv.host, '') AS server_host_name,
-       pr.srv.pid AS server_process_pid,
-       coalesce(pr.srv.container, '') AS server_container_id,
+_READABLE_SELECT = """,
+       coalesce(pr.server_span_id, '') AS server_span_id, coalesce(pr.server_service, '') AS server_service,
        CASE s.kind
-            WHEN 'CLIENT' THEN coalesce(nullif(pr.srv.service, ''), nullif(s.peer_name, ''),
+            WHEN 'CLIENT' THEN coalesce(nullif(pr.server_service, ''), nullif(s.peer_name, ''),
                                         CASE WHEN coalesce(s.peer_addr, '') <> ''
                                              THEN s.peer_addr || ':' || coalesce(s.peer_port, 0) END, '')
             WHEN 'SERVER' THEN coalesce(CASE WHEN cl.parent_kind = 'CLIENT' THEN nullif(cl.parent_service, '') END,
                                         nullif(s.peer_addr, ''), '')
-            ELSE coalesce(s.peer_name, '') END AS peer,
-       -- the hop's five-tuple: the CLIENT's local->peer, each missing field taken from the mirror
-       -- of its SERVER child (server local = client peer, server peer = client local)
-       coalesce(nullif(s.local_addr, ''), nullif(pr.srv.peer_addr, ''), '') AS tuple_local_addr,
-       coalesce(nullif(s.local_port, 0), nullif(pr.srv.peer_port, 0), 0) AS tuple_local_port,
-       coalesce(nullif(s.peer_addr, ''), nullif(pr.srv.local_addr, ''), '') AS tuple_peer_addr,
-       coalesce(nullif(s.peer_port, 0), nullif(pr.srv.local_port, 0), 0) AS tuple_peer_port
+            ELSE coalesce(s.peer_name, '') END AS peer"""
+
+
+def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), with_ids: bool = False) -> str:
+    """A SELECT producing one row per span: its self time, hop gap, pair and peer (times in ns).
+
+    Spans are keyed by ``k = hash(trace_id, span_id)`` (64-bit; ``pk`` the parent's, ``tk`` the
+    trace's) and services, operations and peers by hashes too: joining and grouping on integers
+    instead of strings is what keeps a million spans under two seconds (a collision needs billions
+    of distinct values to become likely). ``peer_h`` hashes the peer's *name* so that a CLIENT's
+    ``peer.service``/server service and the SERVER child's service name agree. ``with_ids`` adds
+    the readable columns and ``peer``/``server_service``/``server_span_id`` as text (one trace,
+    tests). ``span_where`` may use ``$`` parameters.
+    """
+    cols = list(CORE_COLUMNS) + [c for c in extra_columns if c not in CORE_COLUMNS]
+    if with_ids:
+        cols += [c for c in READABLE_COLUMNS if c not in cols]
+    s_cols = ", ".join(cols)
+    ids = with_ids
+    return f"""
+WITH s AS MATERIALIZED (
+    SELECT hash(trace_id, span_id) AS k,
+           CASE WHEN parent_span_id <> '' THEN hash(trace_id, parent_span_id) END AS pk,
+           hash(trace_id) AS tk, hash(host_name, service_name) AS origin,
+           hash(service_name) AS svc_h, hash(service_name, name) AS op_h,
+           CASE WHEN peer_name <> '' THEN hash(peer_name) END AS peer_name_h,
+           CASE WHEN peer_addr <> '' THEN hash(peer_addr || ':' || coalesce(peer_port, 0)) END AS peer_ep_h,
+           CASE WHEN peer_addr <> '' THEN hash(peer_addr) END AS peer_ip_h,
+           {s_cols}
+    FROM spans WHERE {span_where}
+),
+edges AS MATERIALIZED (
+    -- one row per child whose parent is present, with the child's interval in the parent's clock
+    SELECT c.k AS child_k, p.k AS parent_k, c.kind AS child_kind, p.kind AS parent_kind,
+           p.svc_h AS parent_svc_h, c.svc_h AS child_svc_h, c.start_ns AS child_start_ns,
+           c.duration_ns AS c_dur, p.start_ns AS p_start, p.end_ns AS p_end,
+           CASE WHEN c.origin <> p.origin
+                     AND (c.start_ns < p.start_ns OR c.end_ns > p.end_ns)
+                     AND c.duration_ns <= p.duration_ns
+                THEN p.start_ns + (p.duration_ns - c.duration_ns) // 2
+                ELSE c.start_ns END AS c_start
+           {", p.service_name AS parent_service, c.service_name AS child_service, c.span_id AS child_span_id"
+            if ids else ""}
+    FROM s c JOIN s p ON c.pk = p.k
+),
+covered AS (
+    -- union length of the children's intervals: each child adds what lies beyond the running max end
+    SELECT parent_k, CAST(sum(greatest(0, ce - greatest(cs, coalesce(prev_end, cs)))) AS BIGINT) AS covered_ns
+    FROM (
+        SELECT parent_k, cs, ce,
+               max(ce) OVER (PARTITION BY parent_k ORDER BY cs, ce
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
+        FROM (SELECT parent_k, greatest(c_start, p_start) AS cs, least(c_start + c_dur, p_end) AS ce FROM edges)
+        WHERE ce > cs
+    ) GROUP BY parent_k
+),
+pairs AS (
+    SELECT parent_k, max(c_dur) AS server_duration_ns, arg_max(child_k, c_dur) AS server_k,
+           arg_max(child_svc_h, c_dur) AS server_svc_h, arg_max(child_start_ns, c_dur) AS server_start_ns
+           {", arg_max(child_service, c_dur) AS server_service, arg_max(child_span_id, c_dur) AS server_span_id"
+            if ids else ""}
+    FROM edges WHERE parent_kind = 'CLIENT' AND child_kind = 'SERVER'
+    GROUP BY parent_k
+)
+SELECT s.*,
+       s.duration_ns - coalesce(cv.covered_ns, 0) AS self_time_ns,
+       s.duration_ns - pr.server_duration_ns AS hop_gap_ns,
+       (s.pk IS NOT NULL AND cl.child_k IS NULL) AS is_orphan,
+       -- a CLIENT span without its SERVER child (uninstrumented or lost peer): its self time holds
+       -- the whole remote call, so it is baselined apart from the paired ones
+       (s.kind = 'CLIENT' AND pr.parent_k IS NULL) AS unpaired_client,
+       pr.server_k, pr.server_start_ns, cl.parent_k AS caller_k, cl.p_start AS caller_start_ns,
+       cl.parent_kind AS caller_kind,
+       -- the peer: a CLIENT's server service (else peer.service/server.address, else the endpoint);
+       -- a SERVER's calling service (else the client address); 0 when unknown
+       coalesce(CASE s.kind
+            WHEN 'CLIENT' THEN coalesce(pr.server_svc_h, s.peer_name_h, s.peer_ep_h)
+            WHEN 'SERVER' THEN coalesce(CASE WHEN cl.parent_kind = 'CLIENT' THEN cl.parent_svc_h END, s.peer_ip_h)
+            ELSE s.peer_name_h END, 0) AS peer_h
+       {_READABLE_SELECT if ids else ""}
 FROM s
-LEFT JOIN covered cv ON cv.trace_id = s.trace_id AND cv.parent_id = s.span_id
-LEFT JOIN pairs pr ON pr.trace_id = s.trace_id AND pr.parent_id = s.span_id
-LEFT JOIN callers cl ON cl.trace_id = s.trace_id AND cl.child_id = s.span_id
+LEFT JOIN covered cv ON cv.parent_k = s.k
+LEFT JOIN pairs pr ON pr.parent_k = s.k
+LEFT JOIN (SELECT child_k, parent_k, p_start, parent_kind, parent_svc_h {", parent_service" if ids else ""}
+           FROM edges) cl ON cl.child_k = s.k
 """
 
 
@@ -160,7 +163,8 @@ class TreeNode:
 
 def trace_tree(con: duckdb.DuckDBPyConnection, trace_id: str) -> list[TreeNode]:
     """The roots of one trace (true roots and orphans), with self times and the critical path marked."""
-    rows = fetch_arrow(con.sql(span_metrics_sql("trace_id = ?"), params=[trace_id])).to_pylist()
+    rows = fetch_arrow(con.sql(span_metrics_sql("trace_id = $trace_id", with_ids=True),
+                               params={"trace_id": trace_id})).to_pylist()
     nodes = {
         r["span_id"]: TreeNode(
             span_id=r["span_id"], parent_span_id=r["parent_span_id"] or "", service=r["service_name"] or "",
