@@ -44,10 +44,11 @@ class ProbeSpec:
     fields: dict[str, str]
     maps: dict[str, dict[str, Any]] = field(default_factory=dict)
     sample: str = ""
+    bt_path: str = ""  # a program outside the bundle (tests, site-local probes); default <name>.bt here
 
     @property
     def path(self) -> Path:
-        return PROBE_DIR / f"{self.name}.bt"
+        return Path(self.bt_path) if self.bt_path else PROBE_DIR / f"{self.name}.bt"
 
 
 @functools.cache
@@ -74,12 +75,15 @@ def map_specs() -> dict[str, dict[str, Any]]:
     return out
 
 
-def select(names: str | list[str] | None) -> list[ProbeSpec]:
+def select(names: str | list[str] | list[ProbeSpec] | None) -> list[ProbeSpec]:
     """Resolve ``"all"``, ``None`` or a comma list to probe specs; unknown names are a usage error."""
+    if isinstance(names, list) and names and all(isinstance(n, ProbeSpec) for n in names):
+        return [n for n in names if isinstance(n, ProbeSpec)]
     reg = registry()
     if names is None or names == "all" or names == ["all"]:
         return list(reg.values())
-    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    items = names.split(",") if isinstance(names, str) else [n for n in names if isinstance(n, str)]
+    wanted = [n.strip() for n in items if n.strip()]
     unknown = [n for n in wanted if n not in reg]
     if unknown:
         raise UsageError(f"--probes: unknown probe(s) {', '.join(unknown)}; bundled: {', '.join(reg)}")

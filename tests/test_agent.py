@@ -1,0 +1,348 @@
+"""The node agent on this machine, as root, against real provoked conditions.
+
+One agent run (module fixture) watches while we provoke, for real: TCP retransmits through an
+iptables random DROP in a netns we create, a busy loop in a CPU-quota'd v1 cgroup, a memory-cgroup
+OOM, O_DIRECT block writes and a process whose syscalls fail. Each test then asserts the records of
+one condition, with the right five-tuple / pid / cgroup id. Kernel objects carry the prefix ``h4ag``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import pytest
+
+from isostack import probes as probes_mod
+from isostack.agent import Agent
+from isostack.errors import CapabilityError
+from isostack.store import Store
+from tests.conftest import have, require_ebpf, run_cli
+
+NS = "h4agns"
+HOST_IP, NS_IP, PORT = "10.244.78.1", "10.244.78.2", 7788
+CPU = Path("/sys/fs/cgroup/cpu")
+MEM = Path("/sys/fs/cgroup/memory")
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), capture_output=True, text=True, check=check)
+
+
+def _cleanup_kernel_objects() -> None:
+    sh("ip", "link", "del", "h4ag0", check=False)
+    sh("ip", "netns", "del", NS, check=False)
+    for d in (CPU / "h4ag_quota", CPU / "h4ag_oom", MEM / "h4ag_oom"):
+        if d.is_dir():
+            for pid in (d / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def _provoke_retransmits() -> dict[str, Any]:
+    sh("ip", "netns", "add", NS)
+    sh("ip", "link", "add", "h4ag0", "type", "veth", "peer", "name", "h4ag1")
+    sh("ip", "link", "set", "h4ag1", "netns", NS)
+    sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", "h4ag0")
+    sh("ip", "link", "set", "h4ag0", "up")
+    sh("ip", "-n", NS, "addr", "add", f"{NS_IP}/24", "dev", "h4ag1")
+    sh("ip", "-n", NS, "link", "set", "h4ag1", "up")
+    sh("ip", "netns", "exec", NS, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(PORT),
+       "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "DROP")
+    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", (
+        "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+        f"s.bind(('{NS_IP}',{PORT}));s.listen()\n"
+        "a,_=s.accept()\nwhile a.recv(65536): pass\n")])
+    try:
+        for _ in range(50):
+            try:
+                c = socket.create_connection((NS_IP, PORT), timeout=5)
+                break
+            except OSError:
+                time.sleep(0.1)
+        local = c.getsockname()
+        for _ in range(60):
+            c.send(b"x" * 3000)
+            time.sleep(0.01)
+        time.sleep(1.0)
+        c.close()
+    finally:
+        server.wait(timeout=20)
+    return {"saddr": local[0], "sport": local[1]}
+
+
+def _busy_in_quota_cgroup() -> tuple[int, subprocess.Popen]:
+    d = CPU / "h4ag_quota"
+    d.mkdir(exist_ok=True)
+    (d / "cpu.cfs_period_us").write_text("100000")
+    (d / "cpu.cfs_quota_us").write_text("10000")  # 10% of one CPU
+    busy = subprocess.Popen(["sh", "-c", f"echo $$ > {d}/cgroup.procs; exec {sys.executable} -c "
+                             "'import time\nt=time.time()\nwhile time.time()-t<4: pass'"])
+    return d.stat().st_ino, busy
+
+
+def _oom_in_memory_cgroup() -> tuple[int, int]:
+    mem, cpu = MEM / "h4ag_oom", CPU / "h4ag_oom"
+    mem.mkdir(exist_ok=True)
+    cpu.mkdir(exist_ok=True)
+    (mem / "memory.limit_in_bytes").write_text(str(48 << 20))
+    hog = subprocess.Popen(["sh", "-c", f"echo $$ > {mem}/cgroup.procs; echo $$ > {cpu}/cgroup.procs; exec "
+                            f"{sys.executable} -c 'x=[]\nwhile True: x.append(bytearray(8<<20))'"])
+    hog.wait(timeout=30)
+    assert hog.returncode == -signal.SIGKILL, f"the memory hog was not OOM-killed (exit {hog.returncode})"
+    return hog.pid, cpu.stat().st_ino
+
+
+def _disk_of(path: str) -> str:
+    st = os.stat(path)
+    sysdir = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}").resolve()
+    if (sysdir / "partition").exists():
+        sysdir = sysdir.parent
+    return sysdir.name
+
+
+def _syscall_errors() -> int:
+    p = subprocess.Popen([sys.executable, "-c", (
+        "import os,time\nfor _ in range(300):\n"
+        "    try: os.open('/nonexistent-h4ag', os.O_RDONLY)\n    except FileNotFoundError: pass\n"
+        "time.sleep(0.3)\n")])
+    p.wait(timeout=20)
+    return p.pid
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    require_ebpf()
+    if not CPU.joinpath("cpu.cfs_quota_us").exists() or not MEM.joinpath("memory.limit_in_bytes").exists():
+        pytest.skip("needs cgroup v1 cpu and memory controllers at /sys/fs/cgroup/{cpu,memory}")
+    if not have("iptables"):
+        pytest.skip("iptables is not installed")
+    store = Store(tmp_path_factory.mktemp("agent-store"))
+    _cleanup_kernel_objects()
+    warnings: list[str] = []
+    agent = Agent(store, probes="tcp_retransmit,skb_drop,runq_latency,cpu_time,oom_kill,block_io_latency,"
+                  "syscall_latency", interval_s=1.0, warn=warnings.append)
+    agent.start()
+    facts: dict[str, Any] = {"store": store, "agent": agent, "warnings": warnings}
+    busy = None
+    try:
+        facts["quota_cgid"], busy = _busy_in_quota_cgroup()
+        facts["flow"] = _provoke_retransmits()
+        facts["oom_pid"], facts["oom_cgid"] = _oom_in_memory_cgroup()
+        facts["err_pid"] = _syscall_errors()
+        facts["disk"] = _disk_of("/var/tmp")
+        sh("dd", "if=/dev/zero", "of=/var/tmp/h4ag.dd", "bs=64k", "count=300", "oflag=direct")
+        busy.wait(timeout=30)
+        time.sleep(1.5)
+    finally:
+        facts["stats"] = agent.stop()
+        if busy is not None and busy.poll() is None:
+            busy.kill()
+        Path("/var/tmp/h4ag.dd").unlink(missing_ok=True)
+        _cleanup_kernel_objects()
+    facts["rows"] = store.query("SELECT * FROM kernel_events").to_pylist()
+    yield facts
+
+
+def of_kind(live: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [r for r in live["rows"] if r["kind"] == kind]
+
+
+@pytest.mark.slow
+def test_all_requested_probes_attached(live: dict[str, Any]) -> None:
+    stats = live["stats"]
+    assert stats.failed == {}
+    assert len(stats.probes_running) == 7
+    assert stats.cgroup_mode == "v1"
+
+
+@pytest.mark.slow
+def test_iptables_drop_gives_retransmits_with_the_five_tuple(live: dict[str, Any]) -> None:
+    flow = live["flow"]
+    mine = [r for r in of_kind(live, "tcp_retransmit")
+            if (r["saddr"], r["sport"], r["daddr"], r["dport"]) == (flow["saddr"], flow["sport"], NS_IP, PORT)]
+    assert mine, f"no tcp_retransmit for {flow} -> {NS_IP}:{PORT}"
+    key = f"{flow['saddr']}:{flow['sport']}|{NS_IP}:{PORT}"
+    assert all(r["flow_key"] == key for r in mine)  # the store's join key, same as the span side
+
+
+@pytest.mark.slow
+def test_iptables_drop_shows_as_netfilter_drop_reason(live: dict[str, Any]) -> None:
+    drops = [r for r in of_kind(live, "skb_drop") if r["daddr"] == NS_IP and r["dport"] == PORT]
+    assert drops, "no skb_drop towards the DROP rule's port"
+    reasons = {json.loads(r["detail_json"])["reason"] for r in drops}
+    assert "NETFILTER_DROP" in reasons
+    assert all(r["saddr"] == live["flow"]["saddr"] for r in drops)
+
+
+@pytest.mark.slow
+def test_quota_cgroup_busy_loop_waits_and_is_attributed(live: dict[str, Any]) -> None:
+    cgid = live["quota_cgid"]
+    on = [r for r in of_kind(live, "oncpu") if r["cgroup_id"] == cgid]
+    assert on and all(r["cgroup_path"] == "/h4ag_quota" for r in on)
+    # 10% quota over ~4 s of spinning: it ran, but far less than the wall time it wanted
+    assert 0.1e9 < sum(r["value"] for r in on) < 1.5e9
+    rq = [r for r in of_kind(live, "runq_latency") if r["cgroup_id"] == cgid]
+    assert rq, "throttled task's run-queue waits not attributed to its cgroup"
+    # throttling parks it for most of each 100 ms period: p99 wait is tens of ms
+    assert max(r["value"] for r in rq) >= 16e6
+    throttle = [r for r in of_kind(live, "cpu_throttle") if r["cgroup_path"] == "/h4ag_quota"]
+    if any(r["kind"] == "cpu_throttle" for r in live["rows"]):
+        assert throttle and sum(r["value"] for r in throttle) > 1e9
+
+
+@pytest.mark.slow
+def test_memory_cgroup_oom_names_the_victim_and_cgroup(live: dict[str, Any]) -> None:
+    ooms = of_kind(live, "oom_kill")
+    mine = [r for r in ooms if r["pid"] == live["oom_pid"]]
+    assert len(mine) == 1, ooms
+    r = mine[0]
+    assert r["cgroup_id"] == live["oom_cgid"] and r["cgroup_path"] == "/h4ag_oom"
+    assert r["comm"].startswith("python")
+    assert json.loads(r["detail_json"])["anon_rss_kb"] > 30_000
+
+
+@pytest.mark.slow
+def test_direct_io_gives_block_latency_on_the_disk(live: dict[str, Any]) -> None:
+    blk = [r for r in of_kind(live, "block_io_latency") if r["device"] == live["disk"]]
+    assert blk, f"no block_io_latency on {live['disk']}"
+    assert sum(json.loads(r["detail_json"])["count"] for r in blk) >= 300
+    assert all(r["value"] > 0 and r["duration_ns"] > 0 for r in blk)
+
+
+@pytest.mark.slow
+def test_failing_syscalls_counted_per_process(live: dict[str, Any]) -> None:
+    errs = [r for r in of_kind(live, "syscall_error") if r["pid"] == live["err_pid"]]
+    enoent = [r for r in errs if json.loads(r["detail_json"])["errno"] == "ENOENT"
+              and json.loads(r["detail_json"])["syscall"] in ("openat", "open", "nr_257")]
+    assert sum(r["value"] for r in enoent) >= 300
+
+
+@pytest.mark.slow
+def test_no_probe_left_running_after_stop(live: dict[str, Any]) -> None:
+    agent = live["agent"]
+    assert all(p.proc is not None and p.proc.poll() is not None for p in agent._procs)
+
+
+# ---------------------------------------------------------------- lifecycle, errors, export
+def test_capability_error_names_what_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(probes_mod, "TRACEFS", tmp_path / "no-tracefs")
+    with pytest.raises(CapabilityError) as exc:
+        probes_mod.check_capabilities()
+    msg = str(exc.value)
+    assert "root" in msg and f"tracefs at {tmp_path / 'no-tracefs'}" in msg
+
+
+def test_unknown_probe_is_a_usage_error(data_dir: Path) -> None:
+    res = run_cli("agent", "--probes", "tcp_life,nope", "--duration", "1s", data_dir=data_dir)
+    assert res.returncode == 2
+    assert "unknown probe(s) nope" in res.stderr
+
+
+def test_list_probes_json() -> None:
+    res = run_cli("agent", "--list", "--json")
+    assert res.returncode == 0
+    listed = {p["name"]: p for p in json.loads(res.stdout)}
+    assert set(listed) == set(probes_mod.registry())
+    assert listed["skb_drop"]["tracepoints"] == ["skb:kfree_skb"]
+
+
+@pytest.mark.slow
+def test_sigkill_of_agent_leaves_no_bpftrace(data_dir: Path) -> None:
+    require_ebpf()
+    agent = subprocess.Popen([sys.executable, "-m", "isostack", "--data-dir", str(data_dir), "agent",
+                              "--probes", "tcp_retransmit,oom_kill", "--no-collectors"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(children) < 2:
+            children = [c for c in psutil.Process(agent.pid).children(recursive=True) if c.name() == "bpftrace"]
+            time.sleep(0.2)
+        assert len(children) == 2, "the agent did not start its two bpftrace children"
+    finally:
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"bpftrace survived the agent's SIGKILL: {[p.pid for p in alive]}"
+
+
+class _Sink(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[str, bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        _Sink.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_otlp_export_and_per_probe_degrade(tmp_path: Path) -> None:
+    require_ebpf()
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    broken = tmp_path / "broken.bt"
+    broken.write_text("tracepoint:nosuch:event { @x = count(); }\n")
+    spec = probes_mod.ProbeSpec(name="broken", question="", layer="", kinds=[], tracepoints=[], output="",
+                                fields={}, bt_path=str(broken))
+    reg = probes_mod.registry()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Sink.received = []
+    seen: list[pa.Table] = []
+    agent = Agent(None, probes=[spec, reg["tcp_life"], reg["cpu_time"]], interval_s=0.5, collectors=False,
+                  workloads=False, otlp_endpoint=f"http://127.0.0.1:{server.server_port}", on_rows=seen.append)
+    try:
+        agent.start()
+        srv = socket.create_server(("127.0.0.1", 0))
+        c = socket.create_connection(srv.getsockname())
+        a, _ = srv.accept()
+        c.send(b"hello")
+        a.recv(5)
+        c.close()
+        a.close()
+        srv.close()
+        time.sleep(1.5)
+    finally:
+        stats = agent.stop()
+        server.shutdown()
+    assert "broken" in stats.failed and "nosuch" in stats.failed["broken"]
+    assert stats.probes_running == ["tcp_life", "cpu_time"]
+    paths = {p for p, _ in _Sink.received}
+    assert {"/v1/metrics", "/v1/logs"} <= paths
+    names = set()
+    for p, body in _Sink.received:
+        if p == "/v1/metrics":
+            req = ExportMetricsServiceRequest.FromString(body)
+            names |= {m.name for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert "isostack.kernel.oncpu" in names
+    logs = [lr for p, body in _Sink.received if p == "/v1/logs"
+            for rl in ExportLogsServiceRequest.FromString(body).resource_logs
+            for sl in rl.scope_logs for lr in sl.log_records]
+    assert any(lr.event_name == "isostack.kernel.tcp_life" for lr in logs)
