@@ -255,3 +255,24 @@ def test_truncated_json_body_400_keeps_leading_resource_blocks(rx: Receiver) -> 
     message = json.loads(body)["message"]
     assert "byte offset" in message and "1 well-formed item(s)" in message
     assert len(_spans(rx)) == 1
+
+
+def test_chunked_body_accepted_and_limited(rx: Receiver) -> None:
+    data = _request(1, 4).SerializeToString()
+    conn = http.client.HTTPConnection("127.0.0.1", rx.http_port, timeout=10)
+    conn.request("POST", "/v1/traces", body=iter([data[:100], data[100:]]),
+                 headers={"Content-Type": "application/x-protobuf"}, encode_chunked=True)
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert len(_spans(rx)) == 4
+    big = iter([b"\0" * (1 << 20)] * 9)  # 9 MiB in chunks against the 8 MiB limit
+    conn = http.client.HTTPConnection("127.0.0.1", rx.http_port, timeout=10)
+    try:
+        conn.request("POST", "/v1/traces", body=big, headers={"Content-Type": "application/x-protobuf"},
+                     encode_chunked=True)
+        status = conn.getresponse().status
+    except (BrokenPipeError, ConnectionResetError):
+        status = conn.getresponse().status  # the server answered and closed while we were still sending
+    finally:
+        conn.close()
+    assert status == 413
