@@ -8,6 +8,7 @@ one condition, with the right five-tuple / pid / cgroup id. Kernel objects carry
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -47,15 +48,11 @@ def _cleanup_kernel_objects() -> None:
     for d in (CPU / "h4ag_quota", CPU / "h4ag_oom", MEM / "h4ag_oom"):
         if d.is_dir():
             for pid in (d / "cgroup.procs").read_text().split():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.2)
-            try:
+            with contextlib.suppress(OSError):
                 d.rmdir()
-            except OSError:
-                pass
 
 
 def _provoke_retransmits() -> dict[str, Any]:

@@ -9,6 +9,7 @@ they vanish with it; nothing is written to tracefs or cgroupfs.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -110,10 +111,8 @@ class ProbeProcess:
                 os.killpg(self.proc.pid, signal.SIGINT)
                 self.proc.wait(timeout=grace_s)
             except (subprocess.TimeoutExpired, ProcessLookupError):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self.proc.wait()
         for t in self._threads:
             t.join(timeout=2)

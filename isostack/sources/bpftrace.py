@@ -156,7 +156,7 @@ class BpftraceDecoder:
         try:
             msg = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise self._error(f"not JSON ({exc.msg} at column {exc.colno}); expected `bpftrace -f json` output")
+            raise self._error(f"not JSON ({exc.msg} at column {exc.colno}); expected `bpftrace -f json` output") from None
         if not isinstance(msg, dict) or "type" not in msg:
             raise self._error('expected an object with "type" and "data"')
         kind, data = msg["type"], msg.get("data")
@@ -200,7 +200,7 @@ class BpftraceDecoder:
             try:
                 obj = json.loads(part)
             except json.JSONDecodeError as exc:
-                raise self._error(f"printf text is not a bundled probe's JSON record ({exc.msg}): {part[:80]!r}")
+                raise self._error(f"printf text is not a bundled probe's JSON record ({exc.msg}): {part[:80]!r}") from None
             if not isinstance(obj, dict):
                 raise self._error(f"printf JSON is not an object: {part[:80]!r}")
             if "window" in obj:
