@@ -6,13 +6,14 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from isostack.store import Store
+if TYPE_CHECKING:  # imported lazily in get_store: pyarrow/duckdb cost ~0.3 s that `where` must not pay
+    from isostack.store import Store
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 
@@ -23,6 +24,8 @@ err_console = Console(stderr=True, highlight=False)
 
 def get_store(ctx: click.Context) -> Store:
     """The store selected by the global ``--data-dir``."""
+    from isostack.store import Store
+
     root = ctx.find_root()
     data_dir: Path = root.obj["data_dir"] if root.obj else Path(".")
     return Store(data_dir)
