@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 
 import pytest
@@ -218,3 +219,39 @@ def test_funclatency_capture_parses_strictly(tmp_path) -> None:
     capture.write_text("\n".join(text.splitlines()[5:]) + "\n")  # from "# ./funclatency do_sys_open" on
     t = bcc_text.parse_file(capture, base_ts_ns=BASE_NS)
     assert t.num_rows == 1 and json.loads(t.column("detail_json")[0].as_py())["summary"]["avg"] == 13746
+
+
+# runqlat.bt from bpftrace's tools, minus its `#include <linux/sched.h>` (no kernel headers here:
+# TASK_RUNNING is 0) and stopping itself after 2 s.
+RUNQLAT_BT = """
+BEGIN { printf("Tracing CPU scheduler... Hit Ctrl-C to end.\\n"); }
+tracepoint:sched:sched_wakeup, tracepoint:sched:sched_wakeup_new { @qtime[args->pid] = nsecs; }
+tracepoint:sched:sched_switch {
+    if (args->prev_state == 0) { @qtime[args->prev_pid] = nsecs; }
+    $ns = @qtime[args->next_pid];
+    if ($ns) { @usecs = hist((nsecs - $ns) / 1000); }
+    delete(@qtime[args->next_pid]);
+}
+interval:s:2 { exit(); }
+END { clear(@qtime); }
+"""
+
+
+@pytest.mark.slow
+def test_real_bpftrace_runqlat_capture_parses_strictly(data_dir) -> None:
+    from tests.conftest import require_ebpf
+
+    require_ebpf()
+    res = subprocess.run(["bpftrace", "-e", RUNQLAT_BT], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    # stderr's RLIMIT_MEMLOCK "ERROR" line comes along, as in `bpftrace ... 2>&1 | isostack read`
+    capture = res.stderr + res.stdout
+    out = run_cli("read", "--format", "bcc", "--tool", "runqlat", "--json", "-", input=capture, data_dir=data_dir)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["files"][0]["kinds"] == {"runq_latency": 1}
+    q = run_cli("sql", "--json", "SELECT value, detail_json FROM kernel_events", data_dir=data_dir)
+    row = json.loads(q.stdout)[0]
+    detail = json.loads(row["detail_json"])
+    assert detail["count"] > 100  # two seconds of a busy machine's context switches
+    assert detail["map"] == "usecs" and all(lo < hi for lo, hi, _ in detail["hist"])
+    assert 0 < detail["p50"] <= row["value"]

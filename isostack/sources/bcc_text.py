@@ -77,7 +77,7 @@ _AVG = re.compile(r"^avg = (?P<avg>\d+) (?P<unit>\w+), total: (?P<total>\d+) \w+
 # options of bcc tools that take a value (so the value is not mistaken for a positional argument)
 _VALUE_OPTIONS = set("pidLl")
 _NOISE = re.compile(
-    r"^(\^C|\[\.\.\.\]|\.{3,}|Tracing .*|Attached \d+ probes?|ERROR: .*RLIMIT_MEMLOCK.*|"
+    r"^(\^C|\[\.\.\.\]|\.{3,}|Tracing .*|Attach(?:ed|ing) \d+ probes?(?:\.\.\.)?|ERROR: .*RLIMIT_MEMLOCK.*|"
     r"Hit Ctrl-C to end\.?|Lost \d+ events?|Detaching\.\.\.)$"
 )
 
