@@ -7,6 +7,8 @@ import subprocess
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from isostack.errors import InputError
 from isostack.sources import bcc_text
@@ -255,3 +257,26 @@ def test_real_bpftrace_runqlat_capture_parses_strictly(data_dir) -> None:
     assert detail["count"] > 100  # two seconds of a busy machine's context switches
     assert detail["map"] == "usecs" and all(lo < hi for lo, hi, _ in detail["hist"])
     assert 0 < detail["p50"] <= row["value"]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=24),
+       st.floats(min_value=0.01, max_value=1.0), st.sampled_from(["usecs", "msecs", "nsecs"]))
+def test_bcc_histogram_text_round_trip_and_quantile_bounds(counts: list[int], q: float, unit: str) -> None:
+    """Any bcc-printed log2 histogram reads back bucket for bucket; quantiles stay inside the buckets."""
+    lines = [f"     {unit:<16}: count     distribution"]
+    for i, c in enumerate(counts):
+        lo, hi = (0, 1) if i == 0 else (1 << i, (1 << (i + 1)) - 1)
+        lines.append(f"{lo:>10} -> {hi:<10}: {c:<8} |{'*' * min(c, 40):<40}|")
+    table = bcc_text.parse_text("\n".join(lines) + "\n", tool="runqlat", base_ts_ns=BASE_NS)
+    if sum(counts) == 0:
+        assert table.num_rows == 0
+        return
+    detail = json.loads(table.column("detail_json")[0].as_py())
+    scale = {"usecs": 1_000, "msecs": 1_000_000, "nsecs": 1}[unit]
+    expected = [[(0 if i == 0 else 1 << i) * scale, (2 if i == 0 else 1 << (i + 1)) * scale, c]
+                for i, c in enumerate(counts) if c]
+    assert detail["hist"] == expected and detail["count"] == sum(counts)
+    buckets = [(float(lo), float(hi), c) for lo, hi, c in expected]
+    value = bcc_text.log2_quantile(buckets, q)
+    assert buckets[0][0] <= value <= buckets[-1][1]
+    assert bcc_text.log2_quantile(buckets, min(1.0, q + 0.01)) >= value  # monotone in q
