@@ -280,3 +280,26 @@ def test_bcc_histogram_text_round_trip_and_quantile_bounds(counts: list[int], q:
     value = bcc_text.log2_quantile(buckets, q)
     assert buckets[0][0] <= value <= buckets[-1][1]
     assert bcc_text.log2_quantile(buckets, min(1.0, q + 0.01)) >= value  # monotone in q
+
+
+def _bt_num(n: int) -> str:
+    for suffix, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{suffix}"
+    return str(n)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=3, max_size=34))
+def test_bpftrace_histogram_text_round_trip(counts: list[int]) -> None:
+    """bpftrace's [0], [1], [2, 4) ... [1K, 2K) ... [1G, 2G) rows read back bucket for bucket."""
+    lines = ["@usecs:"]
+    bounds = [(0, 1), (1, 2)] + [(1 << i, 1 << (i + 1)) for i in range(1, len(counts) - 1)]
+    for (lo, hi), c in zip(bounds, counts, strict=True):
+        label = f"[{lo}]" if hi == lo + 1 else f"[{_bt_num(lo)}, {_bt_num(hi)})"
+        lines.append(f"{label:<20} {c:>4} |{'@' * min(c, 52):<52}|")
+    table = bcc_text.parse_text("\n".join(lines) + "\n", tool="runqlat", base_ts_ns=BASE_NS)
+    expected = [[lo * 1000, hi * 1000, c] for (lo, hi), c in zip(bounds, counts, strict=True) if c]
+    if not expected:
+        assert table.num_rows == 0
+        return
+    assert json.loads(table.column("detail_json")[0].as_py())["hist"] == expected
