@@ -161,13 +161,17 @@ def test_lone_empty_dockerenv_is_not_a_container(tmp_path: Path) -> None:
     root = make_tree(tmp_path, {
         "/proc/cpuinfo": "flags\t\t: fpu\n",
         "/proc/self/status": HOST_STATUS,
-        "/proc/self/cgroup": "1:cpu:/\n0::/\n",
+        "/proc/self/cgroup": "4:memory:/batch\n1:cpu:/\n0::/\n",
         "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n",
+        "/sys/fs/cgroup/memory/batch/memory.limit_in_bytes": "536870912\n",
         "/.dockerenv": "",
     })
     r = probe(root)
     assert r.summary["L-3"].startswith("not in a container")
     assert not r.of("L-3", "container-runtime")
+    limits = r.of("L-3", "cgroup-limit")  # the cpu quota of -1 is no limit; the memory one is
+    assert [f.value for f in limits] == ["memory.limit_in_bytes 536870912"]
+    assert limits[0].evidence[0].file == "/sys/fs/cgroup/memory/batch/memory.limit_in_bytes"
     ignored = r.of("L-3", "marker-ignored")
     assert ignored[0].evidence[0].value == "present, 0 bytes"
     assert r.summary["L-0"] == "no hypervisor flag (bare metal?)"

@@ -333,7 +333,10 @@ def _cgroup_limits(t: _Tree, cg_lines: list[str], r: StackReport) -> str:
                 continue
             path = f"/sys/fs/cgroup/{ctrl}{rel.rstrip('/')}/{fname}"
             val = t.line(path)
-            if val and val != unlimited:
+            # v1's "no memory limit" is PAGE_COUNTER_MAX in bytes, which depends on the page size
+            no_limit = val == unlimited or (ctrl == "memory" and val is not None and val.isdigit()
+                                            and int(val) >= 1 << 62)
+            if val and not no_limit:
                 limits.append(f"{fname}={val}")
                 r.add("L-3", "cgroup-limit", f"{fname} {val}", (path, val))
     return version
