@@ -57,7 +57,7 @@ def validate(data: Any, origin: str = "config") -> dict[str, Any]:
     if not isinstance(disable, list) or not all(isinstance(x, str) for x in disable):
         raise InputError(f"{origin}: disable: expected a list of check ids")
     return {"thresholds": {k: float(v) for k, v in th.items()}, "skew_ms": float(data.get("skew_ms", 50)),
-            "max_window_s": float(data.get("max_window_s", 60)), "disable": list(disable)}
+            "max_window_s": float(data.get("max_window_s", 10)), "disable": list(disable)}
 
 
 def resolved_thresholds(config: dict[str, Any] | None) -> dict[str, float]:

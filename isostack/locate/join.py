@@ -31,8 +31,8 @@ from isostack.store import fetch_arrow
 # Default clock-skew tolerance between span clocks and kernel clocks (config: ``skew_ms``).
 DEFAULT_SKEW_NS = 50_000_000
 # Windowed kernel rows (e.g. a 1 s cpu.stat delta) start before the span they overlap; how far back
-# to look for such a row's start. Also lets DuckDB prune Parquet row groups by ts_ns statistics.
-MAX_WINDOW_NS = 60_000_000_000
+# to look for such a row's start (producers window at 1 s; the testbed's longest row is 4 s). Also lets DuckDB prune Parquet row groups by ts_ns statistics.
+MAX_WINDOW_NS = 10_000_000_000
 # memory_growth needs a slope over minutes, so memory_usage samples are read further back.
 MEMORY_HISTORY_NS = 900_000_000_000
 
@@ -171,13 +171,13 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
         WHERE m.cgroup_id IS NOT NULL AND m.cgroup_id <> 0
         """
     )
-    # memory_growth needs a slope, so memory samples are read back over the whole look-back window.
+    # One scan of the time range, shared by the joins below (MATERIALIZED: otherwise DuckDB reads the
+    # Parquet range once per branch).
+    k_src = "k_range"
     mem_lo = lo + max_window_ns - MEMORY_HISTORY_NS
-    history = f"(k.kind = 'memory_usage' AND k.ts_ns BETWEEN e.win_start_ns - {MEMORY_HISTORY_NS} AND e.win_end_ns)"
-    k_src = (f"(SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} "
-             f"OR (kind = 'memory_usage' AND ts_ns BETWEEN {mem_lo} AND {lo}))")
     sql = f"""
-    WITH fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
+    WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi}),
+    fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
                        win_end_ns FROM hop_ends),
     he AS (SELECT DISTINCT h.hop_idx, h.host_name, e.span_start_ns, e.span_end_ns, e.win_start_ns, e.win_end_ns
            FROM end_hosts h JOIN (SELECT DISTINCT hop_idx, span_start_ns, span_end_ns, win_start_ns, win_end_ns
@@ -199,12 +199,19 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
       SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
       FROM {k_src} k JOIN ce e ON k.cgroup_id = e.cgroup_id
       WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND (k.host_name = e.host_name OR e.host_name = '' OR k.host_name = '')
-        AND ({_MEETS} OR {history})
+        AND {_MEETS}
+      UNION ALL
+      -- memory_growth needs a slope over minutes: memory samples from before the window, read apart
+      -- so the main range stays narrow (a wide OR would defeat Parquet row-group pruning)
+      SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, 0::BIGINT AS overlap_ns
+      FROM (SELECT * FROM kernel_events WHERE kind = 'memory_usage' AND ts_ns >= {mem_lo} AND ts_ns < {lo}) k
+      JOIN ce e ON k.cgroup_id = e.cgroup_id
+      WHERE k.ts_ns >= e.win_start_ns - {MEMORY_HISTORY_NS} AND k.ts_ns + greatest(k.duration_ns, 0) < e.win_start_ns
       UNION ALL
       -- an end with no workloads row: fall back to events carrying its pid on its host
       SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
       FROM {k_src} k JOIN pe e ON k.pid = e.pid AND k.host_name = e.host_name
-      WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND ({_MEETS} OR {history})
+      WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND {_MEETS}
     ),
     host AS (
       SELECT e.hop_idx, '' AS side, 'host' AS coord, {_EVENT_COLS}, {_OVERLAP}

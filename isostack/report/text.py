@@ -22,12 +22,22 @@ def _ms(ns: int | None) -> str:
     return "?" if ns is None else f"{ns / 1e6:,.1f} ms"
 
 
+def num(v: float) -> str:
+    """A measured value at a readable precision: 4,370 · 131 · 22.4 · 0.95."""
+    a = abs(v)
+    if a >= 100:
+        return f"{v:,.0f}"
+    if a >= 10:
+        return f"{v:.1f}".rstrip("0").rstrip(".")
+    return f"{v:.2f}".rstrip("0").rstrip(".") if a else "0"
+
+
 def evidence_line(e: Evidence) -> str:
     """``cpu_throttle 960 ms (> 100) · 12 events 16:00:00.130–16:00:01.330 · covers 67% · /cgroup``"""
-    thr = f" (threshold {e.threshold:g})" if e.threshold is not None else ""
+    thr = f" (threshold {num(e.threshold)})" if e.threshold is not None else ""
     cov = f" · covers {e.coverage:.0%} of the span" if e.coverage else ""
     where = f" · {e.where}" if e.where else ""
-    return (f"{e.signal} {e.value:,.3g} {e.unit}{thr} · {e.event_count} events "
+    return (f"{e.signal} {num(e.value)} {e.unit}{thr} · {e.event_count} events "
             f"{_t(e.first_ns)}–{_t(e.last_ns)}{cov}{where}")
 
 
