@@ -22,11 +22,17 @@ def test_real_zipkin_endpoints() -> None:
     assert client["service_name"] == "bootifulmeters"
 
 
-def test_real_zipkin_shared_span_ids() -> None:
+def test_real_zipkin_shared_span_becomes_client_server_pair() -> None:
     _, out, err = decode_file(FIXTURES / "zipkin" / "skew.json")
     assert err == "" and out.accepted == 4
-    kinds = sorted(s["kind"] for s in out.tables["spans"].to_pylist() if s["span_id"] == "74280ae0c10d8062")
-    assert kinds == ["CLIENT", "SERVER"]  # Zipkin's shared client/server span id: both halves kept
+    spans = {(s["kind"], s["name"]): s for s in out.tables["spans"].to_pylist()}
+    client, server = spans[("CLIENT", "post")], spans[("SERVER", "post")]
+    # Zipkin's shared id: the client half keeps it, the server half becomes its child with the next id
+    assert client["span_id"] == "74280ae0c10d8062" and client["parent_span_id"] == "bf396325699c84bf"
+    assert server["span_id"] == "74280ae0c10d8063" and server["parent_span_id"] == "74280ae0c10d8062"
+    assert (client["service_name"], server["service_name"]) == ("servicea", "serviceb")
+    # the async span was a child of the shared span in serviceb: it now hangs under the server half
+    assert spans[("UNSPECIFIED", "async")]["parent_span_id"] == "74280ae0c10d8063"
 
 
 def test_bad_span_rejected_alone() -> None:

@@ -58,8 +58,43 @@ def decode(doc: Any, source: str = "zipkin") -> Decoded:
             out.rejected += 1
             if len(out.errors) < 20:
                 out.errors.append(f"{path}: {exc}" if not str(exc).startswith("[") else str(exc))
+    _split_shared_spans(cols)
     out.tables = cols.tables()
     return out
+
+
+def _split_shared_spans(cols: SpanColumns) -> None:
+    """Give the server half of a Zipkin shared span its own id, as a child of the client half.
+
+    Zipkin (B3 "shared" spans) reports the client and server sides of one RPC under one span id;
+    the OpenTelemetry model -- and the slow-hop finder's client/server pairing -- wants the SERVER
+    span to be a child of the CLIENT span. Like Jaeger's span-id deduper: the server half gets the
+    next unused id, and spans whose parent was the shared id move under the server half (in Zipkin
+    they were children of the server side).
+    """
+    c = cols.cols
+    trace_ids, span_ids, parents, kinds = c["trace_id"], c["span_id"], c["parent_span_id"], c["kind"]
+    clients = {(t, s) for t, s, k in zip(trace_ids, span_ids, kinds, strict=True) if k == "CLIENT"}
+    taken = set(zip(trace_ids, span_ids, strict=True))
+    renamed: dict[tuple[str, str], str] = {}
+    for i, (t, s, k) in enumerate(zip(trace_ids, span_ids, kinds, strict=True)):
+        if k == "SERVER" and (t, s) in clients:
+            new = int(s, 16)
+            while True:
+                new = (new + 1) % (1 << 64) or 1
+                candidate = f"{new:016x}"
+                if (t, candidate) not in taken:
+                    break
+            taken.add((t, candidate))
+            renamed[(t, s)] = candidate
+            span_ids[i] = candidate
+            parents[i] = s
+    if renamed:
+        for i, (t, parent) in enumerate(zip(trace_ids, parents, strict=True)):
+            server_id = renamed.get((t, parent))
+            if server_id is not None and span_ids[i] != server_id:
+                parents[i] = server_id
+    # Annotations stay on the shared (client) id: Zipkin does not say which half recorded them.
 
 
 def _span(cols: SpanColumns, span: Any, path: str, source: str) -> None:
