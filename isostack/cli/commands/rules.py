@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -19,8 +20,11 @@ SOURCES = ("isostack", "cadvisor", "node_exporter", "otel_semconv")
               help="Only rules over this metric family (repeatable). Default: all of them.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the YAML here instead of stdout.")
+@click.option("--for", "for_override", default=None, metavar="DURATION",
+              help="Replace every rule's `for:` (e.g. 0s for a drill or an end-to-end test).")
 @json_option
-def command(k8s: bool, namespace: str, sources: tuple[str, ...], out: Path | None, as_json: bool) -> None:
+def command(k8s: bool, namespace: str, sources: tuple[str, ...], out: Path | None, for_override: str | None,
+            as_json: bool) -> None:
     """Generate Prometheus alerting rules (span p95, CPU throttle, drops, disk p99, memory growth,
     retransmits+drops -> network on-call), each labelled with its isolation layer and its fix.
 
@@ -35,7 +39,10 @@ def command(k8s: bool, namespace: str, sources: tuple[str, ...], out: Path | Non
     """
     from isostack.ops import rules
 
-    doc = rules.prometheus_rule(namespace=namespace, sources=sources or None) if k8s else rules.rule_file(sources or None)
+    if for_override is not None and not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", for_override):
+        raise UsageError(f"--for {for_override!r}: expected a Prometheus duration like 0s, 30s, 5m")
+    doc = (rules.prometheus_rule(namespace=namespace, sources=sources or None, for_override=for_override) if k8s
+           else rules.rule_file(sources or None, for_override))
     groups = doc["spec"]["groups"] if k8s else doc["groups"]
     if not groups:
         raise UsageError(f"no rules for source(s) {', '.join(sources)}")
