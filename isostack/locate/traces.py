@@ -36,9 +36,9 @@ READABLE_COLUMNS = ("trace_id", "span_id", "parent_span_id", "service_name", "na
 
 
 _READABLE_SELECT = """,
-       coalesce(pr.server_span_id, '') AS server_span_id, coalesce(pr.server_service, '') AS server_service,
+       coalesce(pp.srv.span_id, '') AS server_span_id, coalesce(pp.srv.service, '') AS server_service,
        CASE s.kind
-            WHEN 'CLIENT' THEN coalesce(nullif(pr.server_service, ''), nullif(s.peer_name, ''),
+            WHEN 'CLIENT' THEN coalesce(nullif(pp.srv.service, ''), nullif(s.peer_name, ''),
                                         CASE WHEN coalesce(s.peer_addr, '') <> ''
                                              THEN s.peer_addr || ':' || coalesce(s.peer_port, 0) END, '')
             WHEN 'SERVER' THEN coalesce(CASE WHEN cl.parent_kind = 'CLIENT' THEN nullif(cl.parent_service, '') END,
@@ -88,44 +88,57 @@ edges AS MATERIALIZED (
             if ids else ""}
     FROM s c JOIN s p ON c.pk = p.k
 ),
-covered AS (
-    -- union length of the children's intervals: each child adds what lies beyond the running max end
-    SELECT parent_k, CAST(sum(greatest(0, ce - greatest(cs, coalesce(prev_end, cs)))) AS BIGINT) AS covered_ns
+clipped AS MATERIALIZED (
+    SELECT parent_k, child_k, child_svc_h, child_start_ns, c_dur,
+           greatest(c_start, p_start) AS cs, least(c_start + c_dur, p_end) AS ce,
+           parent_kind = 'CLIENT' AND child_kind = 'SERVER' AS is_pair
+           {", child_service, child_span_id" if ids else ""}
+    FROM edges
+),
+per_parent AS (
+    -- one pass without sorting: the children's count and summed clipped length (the union when
+    -- there is one child, the common case), and a CLIENT's pair: its longest SERVER child
+    -- (several are retries), taken as one struct so that one arg_max does it
+    SELECT parent_k, count(*) AS n_children, CAST(sum(greatest(0, ce - cs)) AS BIGINT) AS summed_ns,
+           max(c_dur) FILTER (WHERE is_pair) AS server_duration_ns,
+           arg_max({{'k': child_k, 'svc_h': child_svc_h, 'start_ns': child_start_ns
+                     {", 'service': child_service, 'span_id': child_span_id" if ids else ""}}}, c_dur)
+               FILTER (WHERE is_pair) AS srv
+    FROM clipped GROUP BY parent_k
+),
+unions AS (
+    -- several children: union length of their intervals. Sorted by start, each child adds what
+    -- lies beyond the running max end of those before it (children outside the parent add
+    -- nothing and do not move the running end)
+    SELECT parent_k,
+           CAST(sum(CASE WHEN ce > cs THEN greatest(0, ce - greatest(cs, coalesce(prev_end, cs))) END) AS BIGINT)
+               AS covered_ns
     FROM (
         SELECT parent_k, cs, ce,
-               max(ce) OVER (PARTITION BY parent_k ORDER BY cs, ce
-                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
-        FROM (SELECT parent_k, greatest(c_start, p_start) AS cs, least(c_start + c_dur, p_end) AS ce FROM edges)
-        WHERE ce > cs
+               max(CASE WHEN ce > cs THEN ce END) OVER (PARTITION BY parent_k ORDER BY cs, ce
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
+        FROM clipped WHERE parent_k IN (SELECT parent_k FROM per_parent WHERE n_children > 1)
     ) GROUP BY parent_k
-),
-pairs AS (
-    SELECT parent_k, max(c_dur) AS server_duration_ns, arg_max(child_k, c_dur) AS server_k,
-           arg_max(child_svc_h, c_dur) AS server_svc_h, arg_max(child_start_ns, c_dur) AS server_start_ns
-           {", arg_max(child_service, c_dur) AS server_service, arg_max(child_span_id, c_dur) AS server_span_id"
-            if ids else ""}
-    FROM edges WHERE parent_kind = 'CLIENT' AND child_kind = 'SERVER'
-    GROUP BY parent_k
 )
 SELECT s.*,
-       s.duration_ns - coalesce(cv.covered_ns, 0) AS self_time_ns,
-       s.duration_ns - pr.server_duration_ns AS hop_gap_ns,
+       s.duration_ns - coalesce(un.covered_ns, pp.summed_ns, 0) AS self_time_ns,
+       s.duration_ns - pp.server_duration_ns AS hop_gap_ns,
        (s.pk IS NOT NULL AND cl.child_k IS NULL) AS is_orphan,
        -- a CLIENT span without its SERVER child (uninstrumented or lost peer): its self time holds
        -- the whole remote call, so it is baselined apart from the paired ones
-       (s.kind = 'CLIENT' AND pr.parent_k IS NULL) AS unpaired_client,
-       pr.server_k, pr.server_start_ns, cl.parent_k AS caller_k, cl.p_start AS caller_start_ns,
+       (s.kind = 'CLIENT' AND pp.server_duration_ns IS NULL) AS unpaired_client,
+       pp.srv.k AS server_k, pp.srv.start_ns AS server_start_ns, cl.parent_k AS caller_k, cl.p_start AS caller_start_ns,
        cl.parent_kind AS caller_kind,
        -- the peer: a CLIENT's server service (else peer.service/server.address, else the endpoint);
        -- a SERVER's calling service (else the client address); 0 when unknown
        coalesce(CASE s.kind
-            WHEN 'CLIENT' THEN coalesce(pr.server_svc_h, s.peer_name_h, s.peer_ep_h)
+            WHEN 'CLIENT' THEN coalesce(pp.srv.svc_h, s.peer_name_h, s.peer_ep_h)
             WHEN 'SERVER' THEN coalesce(CASE WHEN cl.parent_kind = 'CLIENT' THEN cl.parent_svc_h END, s.peer_ip_h)
             ELSE s.peer_name_h END, 0) AS peer_h
        {_READABLE_SELECT if ids else ""}
 FROM s
-LEFT JOIN covered cv ON cv.parent_k = s.k
-LEFT JOIN pairs pr ON pr.parent_k = s.k
+LEFT JOIN per_parent pp ON pp.parent_k = s.k
+LEFT JOIN unions un ON un.parent_k = s.k
 LEFT JOIN (SELECT child_k, parent_k, p_start, parent_kind, parent_svc_h {", parent_service" if ids else ""}
            FROM edges) cl ON cl.child_k = s.k
 """
