@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 
 from isostack.locate.diagnose import diagnose, diagnose_hops
-from isostack.report.html import render_html, trace_spans
+from isostack.report.html import hop_events, render_html, trace_spans
 from isostack.report.json_report import SCHEMA, to_json
 from isostack.store import Store
 from tests.test_join import build_case, server_hop
@@ -60,7 +60,7 @@ def test_html_marks_implicated_layers_and_slow_span(tmp_path: Path) -> None:
     store, d = _diagnosed(tmp_path, "throttle")
     con = store.connect()
     assert d.slow_hop is not None
-    page = render_html([d], trace_spans(con, [d.slow_hop.trace_id]))
+    page = render_html([d], trace_spans(con, [d.slow_hop.trace_id]), hop_events(con, [d]))
     con.close()
     p = _Collect()
     p.feed(page)
@@ -75,6 +75,10 @@ def test_html_marks_implicated_layers_and_slow_span(tmp_path: Path) -> None:
     assert [a["data-span-id"] for a in slow] == [d.slow_hop.span_id]
     panel_ids = {a["id"] for t, a in p.elements if t == "div" and "evidence" in (a.get("class") or "")}
     assert panel_ids == {f"ev-{d.slow_hop.span_id}"}
+    # the panel lists the joined kernel events: 12 throttle windows (+1: the check's row in "checked"),
+    # 6 backlog windows, 4 retransmits
+    assert page.count("<td>cpu_throttle</td>") == 12 + 1 and page.count("<td>qdisc_backlog</td>") == 6
+    assert page.count("<td>tcp_retransmit</td>") == 4
     # self-contained: no external resources
     assert not [a for t, a in p.elements if a.get("src") or (t == "link" and a.get("href"))]
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page

@@ -117,7 +117,20 @@ def _stack(d: Diagnosis) -> str:
     return "".join(parts)
 
 
-def _section(i: int, d: Diagnosis, spans: list[dict[str, Any]]) -> str:
+def _events_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    t0 = min(r["ts_ns"] for r in rows)
+    body = "".join(
+        f"<tr><td>{(r['ts_ns'] - t0) / 1e6:+.1f} ms</td><td>{_e(r['kind'])}</td><td>{_e(r['coord'])}"
+        f"{(' ' + _e(r['side'])) if r.get('side') else ''}</td><td>{r['value']:,.6g} {_e(r['unit'])}</td>"
+        f"<td>{(r['duration_ns'] or 0) / 1e6:,.0f} ms</td><td>{_e(r['where'])}</td></tr>" for r in rows)
+    return ("<table class='checked'><tr><th>t</th><th>kind</th><th>joined by</th><th>value</th><th>window</th>"
+            f"<th>where</th></tr>{body}</table>")
+
+
+def _section(i: int, d: Diagnosis, spans: list[dict[str, Any]],
+             events: list[dict[str, Any]] | None = None) -> str:
     hop = d.slow_hop
     if hop is None:
         body = "<p><b>No slow hop found.</b></p>"
@@ -125,7 +138,9 @@ def _section(i: int, d: Diagnosis, spans: list[dict[str, Any]]) -> str:
     slow_ids = {hop.span_id} | ({hop.server_span_id} if hop.server_span_id else set())
     ev_lines = [f"{f.layer} {f.mechanism}: {f.summary}\n" + "\n".join("  " + evidence_line(e) for e in f.evidence)
                 for f in d.chain] or ["no kernel evidence crossed a threshold for this span"]
-    panels = "".join(f"<div class='evidence' id='ev-{_e(sid)}'>{_e(chr(10).join(ev_lines))}</div>" for sid in slow_ids)
+    table = _events_table(events or [])
+    panels = "".join(f"<div class='evidence' id='ev-{_e(sid)}'>{_e(chr(10).join(ev_lines))}"
+                     f"{('<br>kernel events joined to this hop:' + table) if table else ''}</div>" for sid in slow_ids)
     head = (f"<h2>{_e(hop.service)} · {_e(hop.kind)} {_e(hop.operation)} → {_e(hop.peer)} · "
             f"{hop.duration_ns / 1e6:,.0f} ms</h2><p>{_e(chain_line(hop.service, hop.duration_ns, d.chain))}</p>"
             f"<p class='label'>trace {_e(hop.trace_id)} · {_e(str(hop.five_tuple))} · host {_e(hop.host_name)}"
@@ -155,10 +170,14 @@ def _checked(d: Diagnosis) -> str:
            f"<tr><th>check</th><th>layer</th><th>status</th><th>note</th></tr>{rows}</table></details>"
 
 
-def render_html(diagnoses: list[Diagnosis], spans_by_trace: dict[str, list[dict[str, Any]]]) -> str:
-    """The whole report as one HTML string. ``spans_by_trace``: span rows (dicts) of each slow hop's trace."""
+def render_html(diagnoses: list[Diagnosis], spans_by_trace: dict[str, list[dict[str, Any]]],
+                events_by_hop: dict[int, list[dict[str, Any]]] | None = None) -> str:
+    """The whole report as one HTML string. ``spans_by_trace``: span rows (dicts) of each slow hop's
+    trace; ``events_by_hop``: per diagnosis index, the kernel events joined to its hop (see
+    :func:`hop_events`), shown when the slow span is clicked."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    sections = "".join(_section(i, d, spans_by_trace.get(d.slow_hop.trace_id, []) if d.slow_hop else [])
+    sections = "".join(_section(i, d, spans_by_trace.get(d.slow_hop.trace_id, []) if d.slow_hop else [],
+                                (events_by_hop or {}).get(i))
                        for i, d in enumerate(diagnoses))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>isostack diagnosis</title>"
             f"<style>{CSS}</style></head><body><h1>isostack diagnosis</h1><p class='label'>generated {now} · "
@@ -177,4 +196,27 @@ def trace_spans(con: Any, trace_ids: list[str]) -> dict[str, list[dict[str, Any]
     cols = ("trace_id", "span_id", "parent_span_id", "name", "kind", "service_name", "start_ns", "end_ns")
     for r in rows:
         out.setdefault(r[0], []).append(dict(zip(cols, r, strict=True)))
+    return out
+
+
+def hop_events(con: Any, diagnoses: list[Diagnosis], limit: int = 200) -> dict[int, list[dict[str, Any]]]:
+    """The kernel events joined to each diagnosis's hop (the same join as the diagnosis), by index."""
+    from isostack.locate.join import join
+    from isostack.records import KERNEL_EVENT_KINDS
+
+    idx = [i for i, d in enumerate(diagnoses) if d.slow_hop is not None]
+    hops = [diagnoses[i].slow_hop for i in idx]
+    if not hops:
+        return {}
+    res = join(con, [h for h in hops if h is not None]).evidence
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in res.to_pylist():
+        rows = out.setdefault(idx[r["hop_idx"]], [])
+        if len(rows) >= limit:
+            continue
+        where = r.get("cgroup_path") or r.get("device") or r.get("flow_key") or r.get("host_name") or ""
+        kind = KERNEL_EVENT_KINDS.get(r["kind"])
+        rows.append({"ts_ns": r["ts_ns"], "kind": r["kind"], "coord": r["coord"], "side": r.get("side") or "",
+                     "value": r["value"] or 0.0, "unit": kind.unit if kind else "",
+                     "duration_ns": r["duration_ns"], "where": where})
     return out

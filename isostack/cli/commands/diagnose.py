@@ -49,7 +49,7 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
     from isostack.locate.diagnose import diagnose_all
     from isostack.locate.filter import parse_duration_ns
     from isostack.report import text
-    from isostack.report.html import render_html, trace_spans
+    from isostack.report.html import hop_events, render_html, trace_spans
     from isostack.report.json_report import to_json
 
     if window and (since or until):
@@ -75,7 +75,8 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
                                limit=limit if all_hops else 1, config=config, con=con)
         if html_path:
             traces = sorted({d.slow_hop.trace_id for d in results if d.slow_hop})
-            html_path.write_text(render_html(results, trace_spans(con, traces)), encoding="utf-8")
+            page = render_html(results, trace_spans(con, traces), hop_events(con, results))
+            html_path.write_text(page, encoding="utf-8")
             err_console.print(f"[dim]HTML report written to {html_path}[/]")
     finally:
         con.close()
