@@ -276,3 +276,14 @@ def test_chunked_body_accepted_and_limited(rx: Receiver) -> None:
     finally:
         conn.close()
     assert status == 413
+
+
+def test_port_in_use_is_one_clear_error(data_dir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_cli("serve", "--http-port", "0", "--grpc-port", str(port), data_dir=data_dir, timeout=30)
+        assert r.returncode == 2 and f"127.0.0.1:{port}" in r.stderr
+        r = run_cli("serve", "--http-port", str(port), "--grpc-port", "0", data_dir=data_dir, timeout=30)
+        assert r.returncode == 2 and "cannot bind 127.0.0.1" in r.stderr

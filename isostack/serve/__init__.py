@@ -79,8 +79,12 @@ class Receiver:
         if self.grpc_port:
             from isostack.serve.grpc import make_grpc_server
 
-            self._grpc, self.grpc_port = make_grpc_server(self, self.host, max(self.grpc_port, 0),
-                                                          futures.ThreadPoolExecutor(max_workers=8))
+            try:
+                self._grpc, self.grpc_port = make_grpc_server(self, self.host, max(self.grpc_port, 0),
+                                                              futures.ThreadPoolExecutor(max_workers=8))
+            except OSError:
+                self.stop()  # do not leave the HTTP listener running behind a failed start
+                raise
             log.info("OTLP/gRPC listening on %s:%d", self.host, self.grpc_port)
         self.buffer.start()
         return self

@@ -60,7 +60,10 @@ def make_grpc_server(receiver: Receiver, host: str, port: int,
         for signal, service in SERVICES.items()
     ])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio >= 1.5x raises instead of returning 0
+        raise OSError(f"cannot bind OTLP/gRPC on {address}: {exc}") from None
     if not bound:
         raise OSError(f"cannot bind OTLP/gRPC on {address}")
     server.start()
