@@ -101,3 +101,78 @@ def parse_file(path: str | Path, *, host_name: str = "", ts_ns: int | None = Non
     except OSError as exc:
         raise InputError(f"{p}: cannot read: {exc.strerror}") from exc
     return parse_text(text, str(p), host_name=host_name, ts_ns=ts_ns if ts_ns is not None else mtime_ns)
+
+
+# Counters of node_exporter and cAdvisor that measure the same thing as a kernel-event kind:
+# name -> (kind, factor to the kind's unit, extra detail). With two scrapes of one target, their
+# increase over the interval is the kernel event of that window -- the Y axis for users who only
+# have Prometheus.
+COUNTER_KINDS: dict[str, tuple[str, float, dict[str, str]]] = {
+    "container_cpu_cfs_throttled_seconds_total": ("cpu_throttle", 1e9, {}),
+    "container_oom_events_total": ("oom_kill", 1.0, {}),
+    "node_pressure_cpu_waiting_seconds_total": ("psi_cpu", 1e9, {"scope": "host", "stall": "some"}),
+    "node_pressure_io_waiting_seconds_total": ("psi_io", 1e9, {"scope": "host", "stall": "some"}),
+    "node_pressure_memory_waiting_seconds_total": ("psi_memory", 1e9, {"scope": "host", "stall": "some"}),
+    "node_netstat_TcpExt_TCPTimeouts": ("tcp_timeouts", 1.0, {"scope": "host"}),
+    "node_netstat_Tcp_RetransSegs": ("tcp_retransmit", 1.0, {"scope": "host"}),
+    "node_nf_conntrack_stat_insert_failed": ("conntrack_insert_failed", 1.0, {}),
+    "node_nf_conntrack_stat_drop": ("conntrack_drop", 1.0, {}),
+    "node_network_receive_drop_total": ("nic_drop", 1.0, {"direction": "rx"}),
+    "node_network_transmit_drop_total": ("nic_drop", 1.0, {"direction": "tx"}),
+    # busy seconds per second of wall time = iostat's %util
+    "node_disk_io_time_seconds_total": ("disk_util", 100.0, {}),
+}
+
+
+def kernel_event_windows(scrapes: list[pa.Table]) -> pa.Table:
+    """``kernel_events`` rows from consecutive scrapes of one target (``metric_points`` tables).
+
+    For each counter in :data:`COUNTER_KINDS`, the increase between two scrapes becomes one row for
+    that window (``ts_ns`` = earlier scrape, ``duration_ns`` = the interval); a decrease (restart,
+    counter reset) yields nothing. cAdvisor's ``id`` label is the cgroup path (container id and pod
+    follow from it), node_exporter's ``device`` label the device. Scrapes are ordered by time.
+    """
+    from isostack.sources.procfs.workloads import container_id_from_cgroup
+
+    def index(t: pa.Table) -> tuple[int, dict[tuple[str, str], float]]:
+        rows = [r for r in t.to_pylist() if r["name"] in COUNTER_KINDS]
+        ts = min((r["ts_ns"] for r in t.to_pylist()), default=0)
+        return ts, {(r["name"], r["attributes_json"]): r["value"] for r in rows}
+
+    snaps = sorted((index(t) for t in scrapes if t.num_rows), key=lambda s: s[0])
+    out: list[dict] = []
+    for (t0, a), (t1, b) in zip(snaps, snaps[1:], strict=False):
+        window_ns = t1 - t0
+        if window_ns <= 0:
+            continue
+        for (name, attrs), after in b.items():
+            before = a.get((name, attrs))
+            if before is None or after < before:
+                continue
+            kind, factor, extra = COUNTER_KINDS[name]
+            delta = after - before
+            if delta <= 0:
+                continue  # an idle window: the counters' absence says so (as in the procfs collector)
+            if kind == "disk_util":
+                value = min(100.0, factor * delta / (window_ns / 1e9))
+            else:
+                value = delta * factor
+            labels = json.loads(attrs)
+            cgroup_path = labels.get("id", "") if name.startswith("container_") else ""
+            if name.startswith("container_") and not labels.get("container"):
+                continue  # cAdvisor's pod- and slice-level sums would double-count the containers
+            detail = dict(extra, metric=name)
+            for key in ("namespace", "pod", "container"):
+                if labels.get(key):
+                    detail[key] = labels[key]
+            out.append({
+                "ts_ns": t0, "duration_ns": window_ns, "kind": kind, "value": float(value),
+                "host_name": labels.get("instance", ""), "device": labels.get("device"),
+                "cgroup_path": cgroup_path or None,
+                "container_id": container_id_from_cgroup(cgroup_path) if cgroup_path else None,
+                "detail_json": json.dumps(detail), "source": "prometheus_text:" + name,
+            })
+    if not out:
+        return records.empty("kernel_events")
+    names = records.KERNEL_EVENTS.names
+    return pa.Table.from_pylist([{n: r.get(n) for n in names} for r in out], schema=records.KERNEL_EVENTS)

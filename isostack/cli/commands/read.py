@@ -11,7 +11,7 @@ import click
 import pyarrow as pa
 
 from isostack.cli.common import console, emit_json, get_store, json_option, table, warn
-from isostack.errors import InputError
+from isostack.errors import InputError, UsageError
 
 
 @click.command("read")
@@ -24,11 +24,14 @@ from isostack.errors import InputError
                                               "*_example.txt files) instead of failing on them.")
 @click.option("--host", "host_name", default=None, help="host.name for the rows (default: this host for bcc, "
                                                         "the instance label for prom).")
+@click.option("--windows", is_flag=True, help="prom only: the files are consecutive scrapes of one target; also "
+                                             "turn the increase of known counters (cAdvisor throttling, node_exporter "
+                                             "PSI, drops, disk busy time ...) between them into kernel_events.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @json_option
 @click.pass_context
 def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_name: str | None,
-            files: tuple[Path, ...], as_json: bool) -> None:
+            windows: bool, files: tuple[Path, ...], as_json: bool) -> None:
     """Parse tool captures into the store, one summary line per file.
 
     Times: captures carry no date, so capture-relative times are anchored at each file's
@@ -41,11 +44,15 @@ def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_
       sudo runqlat-bpfcc 10 1 | isostack read --format bcc --tool runqlat -
       isostack read --format bcc --tool runqlat --json runqlat-capture.txt
       curl -s localhost:9100/metrics > node.prom; isostack read --format prom node.prom
+      isostack read --format prom --windows scrape-1.prom scrape-2.prom   # + kernel_events
     """
     from isostack.sources import bcc_text, prometheus_text
 
+    if windows and fmt != "prom":
+        raise UsageError("--windows applies to --format prom only")
     store = get_store(ctx)
     summaries: list[dict] = []
+    scrapes: list[pa.Table] = []
     failed = False
     for path in files:
         error = ""
@@ -67,20 +74,27 @@ def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_
             data = getattr(exc, "partial", None)
             if not as_json:
                 warn(error)
+        if isinstance(data, pa.Table) and fmt == "prom":
+            scrapes.append(data)
         table_name = "kernel_events" if fmt == "bcc" else "metric_points"
         rows = store.append(table_name, data) if isinstance(data, pa.Table) else 0
         key = "kind" if fmt == "bcc" else "name"
         kinds = dict(Counter(data.column(key).to_pylist())) if isinstance(data, pa.Table) else {}
         summaries.append({"file": str(path), "table": table_name, "rows": rows,
                           ("kinds" if fmt == "bcc" else "metrics"): kinds, "error": error})
+    derived = 0
+    if windows:
+        derived = store.append("kernel_events", prometheus_text.kernel_event_windows(scrapes))
     if as_json:
-        emit_json({"files": summaries})
+        emit_json({"files": summaries, **({"kernel_events_from_windows": derived} if windows else {})})
     else:
         console.print(table(None, ["file", "table", "rows", "what", "error"], [
             (s["file"], s["table"], s["rows"],
              ", ".join(f"{k} {v}" for k, v in sorted(s["kinds"].items())) if "kinds" in s
              else f"{len(s['metrics'])} metric names",
              "failed (see above)" if s["error"] else "") for s in summaries]))
+        if windows:
+            console.print(f"{derived} kernel_events from the counters' increase between the scrapes")
     if failed:
         bad = [s for s in summaries if s["error"]]
         raise InputError(f"{len(bad)} of {len(summaries)} file(s) stopped at an error (rows before it were kept); "
