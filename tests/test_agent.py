@@ -273,10 +273,12 @@ def test_sigkill_of_agent_leaves_no_bpftrace(data_dir: Path) -> None:
     children: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(children) < 2:
+        while time.monotonic() < deadline and not children:
             children = [c for c in psutil.Process(agent.pid).children(recursive=True) if c.name() == "bpftrace"]
             time.sleep(0.2)
-        assert len(children) == 2, "the agent did not start its two bpftrace children"
+        assert children, "the agent did not start bpftrace"
+        time.sleep(1.0)  # attached and running, not just forked
+        children = [c for c in psutil.Process(agent.pid).children(recursive=True) if c.name() == "bpftrace"]
     finally:
         agent.send_signal(signal.SIGKILL)
         agent.wait()

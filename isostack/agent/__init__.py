@@ -64,7 +64,7 @@ class Agent:
 
     def __init__(self, store: Store | None, probes: str | list[str] | list[probes_mod.ProbeSpec] | None = "all", interval_s: float = 1.0,
                  host_name: str | None = None, otlp_endpoint: str | None = None, collectors: bool = True,
-                 workloads: bool = True, attach_timeout_s: float = 20.0,
+                 workloads: bool = True, attach_timeout_s: float = 20.0, combine: bool = True,
                  on_rows: Callable[[pa.Table], None] | None = None,
                  warn: Callable[[str], None] | None = None) -> None:
         self.store = store
@@ -75,6 +75,8 @@ class Agent:
         self.collectors = collectors
         self.workloads = workloads
         self.attach_timeout_s = attach_timeout_s
+        # one bpftrace for all probes (far less memory); falls back to one per probe on failure
+        self.combine = combine
         self.on_rows = on_rows
         self._warn_cb = warn
         self.stats = AgentStats()
@@ -102,23 +104,16 @@ class Agent:
         if self.specs:
             probes_mod.check_capabilities()
             cg_expr = probes_mod.calibrate_cgroup_expr()
-            for spec in self.specs:
-                p = ProbeProcess(spec, self.interval_s, cg_expr, self.host_name)
-                try:
-                    p.start()
-                except OSError as exc:
-                    self.stats.failed[spec.name] = f"cannot start bpftrace: {exc}"
-                    self.warn(f"probe {spec.name}: cannot start bpftrace: {exc}")
-                    continue
-                self._procs.append(p)
-            for p in list(self._procs):
-                why = p.wait_attached(self.attach_timeout_s)
-                if why:
-                    p.stop(grace_s=1)
-                    self._procs.remove(p)
-                    self.stats.failed[p.name] = why
-                    self.warn(f"probe {p.name} disabled: {why}")
-            self.stats.probes_running = [p.name for p in self._procs]
+            if self.combine and len(self.specs) > 1:
+                combined = ProbeProcess(self.specs, self.interval_s, cg_expr, self.host_name)
+                why = self._start_one(combined)
+                if why is None:
+                    self._procs.append(combined)
+                else:
+                    self.warn(f"combined probe program did not load ({why}); one bpftrace per probe")
+            if not self._procs:
+                self._start_each(cg_expr)
+            self.stats.probes_running = [s.name for p in self._procs for s in p.specs]
             if not self._procs:
                 self.warn("no probe could attach; running collectors only")
         if self.collectors or self.workloads:
@@ -132,6 +127,35 @@ class Agent:
         self._ship_workloads()
         self._thread = threading.Thread(target=self._loop, name="isostack-agent", daemon=True)
         self._thread.start()
+
+    def _start_one(self, p: ProbeProcess) -> str | None:
+        try:
+            p.start()
+        except OSError as exc:
+            return f"cannot start bpftrace: {exc}"
+        why = p.wait_attached(self.attach_timeout_s)
+        if why:
+            p.stop(grace_s=1)
+        return why
+
+    def _start_each(self, cg_expr: str) -> None:
+        procs = [ProbeProcess(spec, self.interval_s, cg_expr, self.host_name) for spec in self.specs]
+        for p in procs:  # start all, then wait: they compile in parallel
+            try:
+                p.start()
+            except OSError as exc:
+                self.stats.failed[p.name] = f"cannot start bpftrace: {exc}"
+                self.warn(f"probe {p.name}: cannot start bpftrace: {exc}")
+        for p in procs:
+            if p.name in self.stats.failed:
+                continue
+            why = p.wait_attached(self.attach_timeout_s)
+            if why:
+                p.stop(grace_s=1)
+                self.stats.failed[p.name] = why
+                self.warn(f"probe {p.name} disabled: {why}")
+            else:
+                self._procs.append(p)
 
     def _load_procfs(self) -> None:
         try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from isostack.probes import ProbeSpec, program_text
+from isostack.probes import ProbeSpec, combined_program_text, program_text
 from isostack.sources.bpftrace import BpftraceDecoder, BpftraceOutputError
 
 PR_SET_PDEATHSIG = 1
@@ -36,14 +36,20 @@ def _child_setup() -> None:
 
 
 class ProbeProcess:
-    """A running bundled probe: ``take()`` returns its decoded rows since the last call."""
+    """One bpftrace process running one probe, or several merged into one program (``specs``).
 
-    def __init__(self, spec: ProbeSpec, interval_s: float, cgroup_expr: str, host_name: str,
+    ``take()`` returns the decoded rows since the last call.
+    """
+
+    def __init__(self, specs: ProbeSpec | list[ProbeSpec], interval_s: float, cgroup_expr: str, host_name: str,
                  bpftrace: str = "bpftrace") -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.decoder = BpftraceDecoder(host_name=host_name, source=f"probe:{spec.name}", name=f"probe {spec.name}")
-        self._text = program_text(spec, interval_s, cgroup_expr)
+        self.specs = specs if isinstance(specs, list) else [specs]
+        self.name = self.specs[0].name if len(self.specs) == 1 else "combined"
+        self.decoder = BpftraceDecoder(host_name=host_name, name=f"probe {self.name}")
+        if len(self.specs) == 1:
+            self._text = program_text(self.specs[0], interval_s, cgroup_expr)
+        else:
+            self._text = combined_program_text(self.specs, interval_s, cgroup_expr)
         self._bpftrace = bpftrace
         self._lock = threading.Lock()
         self._dir = tempfile.mkdtemp(prefix="isostack-probe-")

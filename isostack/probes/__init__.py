@@ -186,3 +186,79 @@ def program_text(spec: ProbeSpec, interval_s: float = 1.0, cgroup_expr: str | No
         text = re.sub(r"\bCGID\b", cgroup_expr, text)
     ms = max(int(round(interval_s * 1000)), 10)
     return _INTERVAL_RE.sub(f"interval:ms:{ms}", text)
+
+
+_START_MARK = 'printf("{\\"start\\":%llu}\\n", nsecs);'
+_WINDOW_MARK = 'printf("{\\"window\\":%llu}\\n", nsecs);'
+
+
+def _top_level_blocks(text: str) -> list[tuple[str, str]]:
+    """(header, body) of each top-level ``probe { ... }`` block; braces inside strings and comments skipped."""
+    blocks: list[tuple[str, str]] = []
+    depth, i, start, header_start = 0, 0, 0, 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif c == "/" and text.startswith("//", i):
+            j = text.find("\n", i)
+            if depth == 0:
+                header_start = j + 1 if j >= 0 else n
+            i = j if j >= 0 else n
+            continue
+        elif c == "#" and depth == 0:
+            j = text.find("\n", i)
+            header_start = j + 1 if j >= 0 else n
+            i = j if j >= 0 else n
+            continue
+        elif c == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                blocks.append((text[header_start:start].strip(), text[start + 1:i]))
+                header_start = i + 1
+        i += 1
+    return blocks
+
+
+def combined_program_text(specs: list[ProbeSpec], interval_s: float = 1.0, cgroup_expr: str | None = None) -> str:
+    """One bpftrace program running several probes (map names are unique across the bundle).
+
+    One bpftrace process instead of one per probe: each process carries its own LLVM/BTF state
+    (~50 MiB), so ten of them cost ~0.5 GiB. bpftrace allows one BEGIN and one END, so those and the
+    interval blocks are merged (one start/window marker each). The agent tries this first and falls
+    back to one process per probe when the combined program does not load, so one broken probe never
+    blinds the rest.
+    """
+    begin: list[str] = []
+    end: list[str] = []
+    interval: list[str] = []
+    interval_header = ""
+    others: list[str] = []
+    for spec in specs:
+        for header, body in _top_level_blocks(program_text(spec, interval_s, cgroup_expr)):
+            body = body.replace(_START_MARK, "").replace(_WINDOW_MARK, "")
+            if header == "BEGIN":
+                begin.append(body)
+            elif header == "END":
+                end.append(body)
+            elif header.startswith("interval:"):
+                interval_header = header
+                interval.append(body)
+            else:
+                others.append(f"// {spec.name}\n{header}\n{{{body}}}")
+    out = []
+    if not cgroup_expr or cgroup_expr == "cgroup":
+        out.append(CGID_DEFINE)
+    out.append("BEGIN { " + _START_MARK + " ".join(b.strip() for b in begin) + " }")
+    out.extend(others)
+    if interval:
+        out.append(f"{interval_header}\n{{ {_WINDOW_MARK}\n" + "\n".join(interval) + "\n}")
+    out.append("END { " + _WINDOW_MARK + " " + " ".join(b.strip() for b in end) + " }")
+    return "\n\n".join(out) + "\n"

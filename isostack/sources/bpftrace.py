@@ -130,7 +130,7 @@ def hist_summary(buckets: list[dict[str, int]], scale_ns: float) -> dict[str, An
 class BpftraceDecoder:
     """Stateful line decoder for one bpftrace process (window markers carry over between lines)."""
 
-    def __init__(self, host_name: str = "", source: str = "probe", mono_offset_ns: int | None = None,
+    def __init__(self, host_name: str = "", source: str = "", mono_offset_ns: int | None = None,
                  name: str = "<bpftrace>") -> None:
         self.host_name = host_name or socket.gethostname()
         self.source = source
@@ -224,7 +224,8 @@ class BpftraceDecoder:
             raise self._error(f'{kind} record without "ts"')
         row: dict[str, Any] = {
             "ts_ns": self._unix(int(obj.pop("ts"))), "duration_ns": 0, "kind": kind,
-            "value": float(obj.pop("value", 1)), "host_name": self.host_name, "source": self.source,
+            "value": float(obj.pop("value", 1)), "host_name": self.host_name,
+            "source": self.source or f"probe:{event_probe(kind)}",
         }
         if kind == "tcp_life":
             # the row spans the connection's life, so time-window joins with its spans overlap
@@ -272,7 +273,8 @@ class BpftraceDecoder:
             group_key = (kind,)
             sub = str(row.get("device", key_text))
             row, detail = {}, {spec["field"]: {sub: value}}
-        pending = self._pending.setdefault(group_key, {"row": {"kind": kind, **row}, "detail": {}, "value": None})
+        pending = self._pending.setdefault(group_key, {"row": {"kind": kind, **row}, "detail": {}, "value": None,
+                                                       "source": self.source or f"probe:{spec['probe']}"})
         if role == "hist":
             summary = hist_summary(value if isinstance(value, list) else [], float(spec.get("scale_ns", 1)))
             pending["value"] = summary.pop("p99_ns")
@@ -297,12 +299,24 @@ class BpftraceDecoder:
             row = dict(p["row"])
             row.update({
                 "ts_ns": self._unix(start), "duration_ns": max(end - start, 0),
-                "value": float(p["value"] or 0.0), "host_name": self.host_name, "source": self.source,
+                "value": float(p["value"] or 0.0), "host_name": self.host_name, "source": p["source"],
                 "detail_json": json.dumps(p["detail"], sort_keys=True),
             })
             _normalise_flow(row)
             self.rows.append(row)
         self._pending = {}
+
+
+@functools.cache
+def _event_probes() -> dict[str, str]:
+    from isostack.probes import registry
+
+    return {k: spec.name for spec in registry().values() if not spec.maps for k in spec.kinds}
+
+
+def event_probe(kind: str) -> str:
+    """The bundled probe that prints per-event records of ``kind`` (for the row's source)."""
+    return _event_probes().get(kind, "bpftrace")
 
 
 def _split_key(key_text: str, n: int) -> list[str]:

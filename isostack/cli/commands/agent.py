@@ -34,11 +34,13 @@ def _parse_seconds(text: str) -> float:
                                                     "(e.g. http://localhost:4318).")
 @click.option("--no-store", is_flag=True, help="Do not write to the store (export only).")
 @click.option("--no-collectors", is_flag=True, help="eBPF probes only (skip procfs/cgroup counters).")
+@click.option("--one-process-per-probe", "per_probe", is_flag=True,
+              help="One bpftrace per probe (isolation, ~50 MiB each) instead of one merged program.")
 @click.option("--list", "list_probes", is_flag=True, help="List the bundled probes and exit.")
 @json_option
 @click.pass_context
 def command(ctx: click.Context, duration: str | None, probe_list: str, interval: str, otlp_endpoint: str | None,
-            no_store: bool, no_collectors: bool, list_probes: bool, as_json: bool) -> None:
+            no_store: bool, no_collectors: bool, per_probe: bool, list_probes: bool, as_json: bool) -> None:
     """Run eBPF probes + kernel counters, attributed to cgroup/container/service, into the store.
 
     Needs root, tracefs and kernel BTF for the probes (the error names what is missing). A probe that
@@ -71,7 +73,7 @@ def command(ctx: click.Context, duration: str | None, probe_list: str, interval:
         raise UsageError("--no-store needs --otlp-endpoint (otherwise the records go nowhere)")
     store = None if no_store else get_store(ctx)
     agent = Agent(store, probes=probe_list, interval_s=interval_s, otlp_endpoint=otlp_endpoint,
-                  collectors=not no_collectors, warn=warn)
+                  collectors=not no_collectors, combine=not per_probe, warn=warn)
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         agent.request_stop()
