@@ -77,3 +77,11 @@ def test_cli_stats_and_sql(data_dir):
     assert json.loads(r.stdout) == [{"service_name": "order"}]
     r = run_cli("sql", "DROP TABLE spans", data_dir=data_dir)
     assert r.returncode == 2 and "read-only" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_cli_sql_json_handles_decimal_sums(data_dir):
+    Store(data_dir).append("spans", pa.table({"trace_id": ["t", "u"], "start_ns": [1, 2], "local_port": [7, 8]}))
+    r = run_cli("sql", "SELECT sum(local_port) AS s, avg(local_port)::DECIMAL(6,2) AS a FROM spans", "--json",
+                data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"s": 15, "a": 7.5}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from decimal import Decimal
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,8 @@ def _default(o: Any) -> Any:
         return o.isoformat()
     if isinstance(o, bytes):
         return o.hex()
+    if isinstance(o, Decimal):  # DuckDB returns sum() of integer columns as DECIMAL
+        return int(o) if o == o.to_integral_value() else float(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
