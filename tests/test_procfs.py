@@ -261,10 +261,14 @@ def test_netlink_qdisc_stats_agree_with_tc() -> None:
         pytest.skip("iproute2's tc is not installed")
     nl = net.NetlinkQdiscs()
     try:
-        ours = {(q["dev"], q["kind"], q["handle"], q["parent"]) for q in nl.stats()}
+        for _ in range(5):  # other tests on this host add and remove qdiscs: compare a quiet moment
+            ours = {(q["dev"], q["kind"], q["handle"], q["parent"]) for q in nl.stats()}
+            theirs = {(q["dev"], q["kind"], q["handle"], q.get("parent", "root")) for q in net.qdisc_stats()}
+            if ours == theirs:
+                break
+            time.sleep(0.2)
     finally:
         nl.close()
-    theirs = {(q["dev"], q["kind"], q["handle"], q.get("parent", "root")) for q in net.qdisc_stats()}
     assert ours == theirs and ours
     assert net.tc_handle(0x800A0000) == "800a:" and net.tc_handle(0x10010) == "1:10"
     assert net.tc_handle(0xFFFFFFFF, parent=True) == "root"
