@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import duckdb
-import pyarrow as pa
+import pyarrow.compute as pc
 
 from isostack.locate.checks._base import CheckContext, CheckSpec, evidence, finding
 from isostack.locate.join import hop_flow_key
@@ -24,18 +23,21 @@ def run(ctx: CheckContext) -> list[Finding]:
     rows = ctx.events("flow_bytes", coord="host")
     if rows.num_rows == 0:
         return []
-    # Rank flows by bytes in the span window (an aggregation over a small in-memory Arrow table).
-    local = duckdb.connect()
-    local.register("rows", rows)
-    ranked = local.execute(
-        """SELECT flow_key, sum(value) AS bytes, min(ts_ns) AS first_ns,
-                  max(ts_ns + greatest(duration_ns, 0)) - min(ts_ns) AS window_ns,
-                  any_value(owner_service) AS service, any_value(owner_pid) AS pid,
-                  any_value(owner_comm) AS comm, any_value(owner_cgroup_path) AS cgroup_path,
-                  any_value(host_name) AS host
-           FROM rows WHERE flow_key <> '' AND (? OR NOT (starts_with(saddr, '127.') OR saddr = '::1'))
-           GROUP BY flow_key ORDER BY bytes DESC""", [_loopback(ctx.hop.five_tuple.peer_addr)]
-    ).fetchall()
+    if not _loopback(ctx.hop.five_tuple.peer_addr):
+        saddr = pc.fill_null(rows.column("saddr"), "")
+        rows = rows.filter(pc.invert(pc.or_(pc.starts_with(saddr, "127."), pc.equal(saddr, "::1"))))
+    rows = rows.filter(pc.not_equal(pc.fill_null(rows.column("flow_key"), ""), ""))
+    if rows.num_rows == 0:
+        return []
+    # Rank flows by bytes in the span window (Arrow group-by over the hop's few hundred rows).
+    ends = pc.add(rows.column("ts_ns"), pc.max_element_wise(pc.fill_null(rows.column("duration_ns"), 0), 0))
+    grouped = rows.append_column("end_ns", ends).group_by("flow_key", use_threads=False).aggregate([
+        ("value", "sum"), ("ts_ns", "min"), ("end_ns", "max"), ("owner_service", "first"), ("owner_pid", "first"),
+        ("owner_comm", "first"), ("owner_cgroup_path", "first"), ("host_name", "first")])
+    grouped = grouped.sort_by([("value_sum", "descending")])
+    ranked = [(r["flow_key"], r["value_sum"], r["ts_ns_min"], r["end_ns_max"] - r["ts_ns_min"], r["owner_service_first"],
+               r["owner_pid_first"], r["owner_comm_first"], r["owner_cgroup_path_first"], r["host_name_first"])
+              for r in grouped.to_pylist()]
     if not ranked:
         return []
     total = sum(r[1] for r in ranked) or 1.0
@@ -46,7 +48,7 @@ def run(ctx: CheckContext) -> list[Finding]:
     mbps = nbytes * 8 / max(window_ns or ctx.span_ns, ctx.span_ns) * 1e3  # bits per ns * 1e3 = Mbit/s
     if share < ctx.threshold("noisy_flow_share") or mbps < ctx.threshold("noisy_flow_mbps"):
         return []
-    top = rows.filter(pa.compute.equal(rows.column("flow_key"), key))
+    top = rows.filter(pc.equal(rows.column("flow_key"), key))
     who = service or comm or (f"pid {pid}" if pid else "unknown workload")
     ev = evidence(ctx, top, "flow_bytes", nbytes, "bytes", None, where=key, share=round(share, 3),
                   mbps=round(mbps, 1), service=service, pid=pid, comm=comm, cgroup_path=cgroup_path, host=host)
