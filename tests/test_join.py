@@ -285,3 +285,24 @@ def test_batch_join_keeps_hops_apart(data_dir: Path) -> None:
     per_hop = sorted(zip(res.evidence.column("hop_idx").to_pylist(), res.evidence.column("sport").to_pylist(),
                          strict=True))
     assert per_hop == [(0, 40000), (1, 41000)]
+
+
+def test_scattered_hops_read_only_their_ranges(data_dir: Path) -> None:
+    from isostack.locate.join import _merged_ranges, hop_ends_table
+
+    a = slow_hop()
+    b = slow_hop(start_ns=T0 + 300 * S, end_ns=T0 + 301 * S, five_tuple=FiveTuple("tcp", CLIENT[0], 41000, *SERVER))
+    c = slow_hop(start_ns=T0 + 305 * S, end_ns=T0 + 306 * S)
+    ranges = _merged_ranges(hop_ends_table([a, b, c], 50 * MS), 10 * S)
+    # a alone; b and c overlap once the 10 s look-back is added
+    assert ranges == [(a.start_ns - 50 * MS - 10 * S, a.end_ns + 50 * MS),
+                      (b.start_ns - 50 * MS - 10 * S, c.end_ns + 50 * MS)]
+    store = Store(data_dir)
+    store.append("kernel_events", rows_table("kernel_events", [
+        ev(T0 + 100 * MS, "tcp_retransmit", 1, **flow()),
+        ev(T0 + 150 * S, "tcp_retransmit", 1, **flow()),  # between the hops: read by neither
+        ev(T0 + 300 * S + 10 * MS, "tcp_retransmit", 1, **flow(sport=41000)),
+    ]))
+    res = _join(data_dir, [a, b, c], skew_ns=50 * MS, max_window_ns=10 * S)
+    got = sorted(zip(res.evidence.column("hop_idx").to_pylist(), res.evidence.column("ts_ns").to_pylist(), strict=True))
+    assert got == [(0, T0 + 100 * MS), (1, T0 + 300 * S + 10 * MS)]
