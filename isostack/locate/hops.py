@@ -197,14 +197,15 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None
 def _stats(con: duckdb.DuckDBPyConnection, temp: str, lo: int, hi: int, ref_lo: int, ref_hi: int) -> dict[str, Any]:
     row = _one(
         con,
-        f"""SELECT count(*), count(DISTINCT tk) FILTER (WHERE start_ns BETWEEN $lo AND $hi), count(*) FILTER (WHERE is_orphan),
-                   count(*) FILTER (WHERE hop_gap_ns IS NOT NULL),
+        f"""SELECT count(*), count(DISTINCT tk) FILTER (WHERE start_ns BETWEEN $lo AND $hi), count(*) FILTER (WHERE is_orphan AND start_ns BETWEEN $lo AND $hi),
+                   count(*) FILTER (WHERE hop_gap_ns IS NOT NULL AND start_ns BETWEEN $lo AND $hi),
                    count(*) FILTER (WHERE start_ns BETWEEN $lo AND $hi),
                    count(*) FILTER (WHERE start_ns BETWEEN $ref_lo AND $ref_hi)
             FROM {temp}""",
         {"lo": lo, "hi": hi, "ref_lo": ref_lo, "ref_hi": ref_hi},
     )
     return {
+        # spans read (windows + margin); everything else counts the analysis window only
         "spans": row[0], "traces": row[1],
         "orphans": row[2],  # spans whose parent is missing: treated as roots
         "client_server_pairs": row[3], "window_spans": row[4], "reference_spans": row[5],
