@@ -188,6 +188,7 @@ def _corrupt(root: Path, rnd: random.Random, op: str) -> str:
     return f"{op} in {seg.name}"
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1),
        op=st.sampled_from(["flip", "delete_file", "truncate", "drop_line", "dup_line", "swap_lines", "swap_segments"]))

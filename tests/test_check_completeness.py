@@ -172,3 +172,48 @@ scrape_configs:
         for p in procs:
             p.wait(10)
         iso_server.shutdown()
+
+
+def test_traces_from_a_jaeger_query_api(tmp_path: Path) -> None:
+    """`--traces URL`: services and traces read over Jaeger's query API (served here from the real
+    Jaeger UI fixture), logs from the store, joined by trace_id."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.conftest import FIXTURES
+
+    trace = json.loads((FIXTURES / "jaeger" / "ui_01.json").read_text())
+    services = sorted({p["serviceName"] for p in trace.get("processes", {}).values()})
+    asked: list[str] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            asked.append(self.path)
+            body = {"data": services} if self.path.startswith("/api/services") else {"data": [trace]}
+            raw = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *a: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    data = tmp_path / "store"
+    trace_id = trace["traceID"].rjust(32, "0")
+    Store(data).append("log_records", pa.Table.from_pylist(
+        [{"ts_ns": 1, "body": "x", "trace_id": trace_id, "service_name": services[0]}], schema=records.LOG_RECORDS))
+    try:
+        res = run_cli("check", "--traces", f"http://127.0.0.1:{server.server_address[1]}", "--json", data_dir=data)
+    finally:
+        server.shutdown()
+    out = json.loads(res.stdout)
+    pillars = out["criteria"][0]["evidence"]
+    assert pillars["jaeger_services"] == services and pillars["jaeger_spans"] > 0
+    assert pillars["logs_joined_to_spans"] == 1
+    assert any(p.startswith("/api/traces?service=") for p in asked)
+    assert not (data / "spans").exists()  # the user's store is only read
+    res = run_cli("check", "--traces", "http://127.0.0.1:9", data_dir=data)
+    assert res.returncode == 1 and "Jaeger query API unreachable" in res.stderr

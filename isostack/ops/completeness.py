@@ -275,6 +275,40 @@ def check_audit(archive_dir: Path | None) -> Criterion:
     return c
 
 
+def jaeger_store(url: str, store: Store, workdir: Path, limit: int = 50, lookback: str = "2d") -> tuple[Store, dict[str, Any]]:
+    """A view of ``store`` whose spans come from a Jaeger query API (``/api/services``, ``/api/traces``).
+
+    The other tables (logs, kernel events, workloads) stay the store's own, linked into ``workdir``,
+    so every criterion runs unchanged on Jaeger's traces.
+    """
+    from isostack.sources import jaeger
+
+    base = url.rstrip("/")
+    evidence: dict[str, Any] = {"jaeger_url": base}
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(base + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    view = Store(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for table in ("span_events", "span_links", "kernel_events", "workloads", "metric_points", "log_records"):
+        src = store.data_dir / table
+        if src.is_dir():
+            (workdir / table).symlink_to(src.resolve(), target_is_directory=True)
+    services = [str(s) for s in (get("/api/services").get("data") or [])]
+    evidence["jaeger_services"] = services
+    accepted = 0
+    for svc in services:
+        q = urllib.parse.urlencode({"service": svc, "limit": str(limit), "lookback": lookback})
+        decoded = jaeger.decode(get(f"/api/traces?{q}"), source="jaeger-api")
+        spans = decoded.tables.get("spans")
+        if spans is not None and spans.num_rows:
+            accepted += view.append("spans", spans)
+    evidence["jaeger_spans"] = accepted
+    return view, evidence
+
+
 def load_stats(source: str | None) -> dict[str, Any] | None:
     """Convergence stats from a URL (``/stats`` of ``isostack alerts serve``) or a JSON file."""
     if not source:
