@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -221,3 +222,37 @@ def test_real_alertmanager_storm(tmp_path: Path, two_faults: bool) -> None:
     for n in sink.received:
         assert n["chain"] and n["chain"][0]["mechanism"] == n["root_cause"]["mechanism"]
         assert n["alert_count"] >= 1
+
+
+@pytest.mark.slow
+def test_cli_serve_receives_forwards_and_reports(tmp_path: Path) -> None:
+    """`isostack alerts serve` as a user runs it: POST webhooks, one forward, /stats, clean exit on SIGINT."""
+    import signal
+    import sys
+
+    f = storm.throttle_fault()
+    diag = tmp_path / "diag.json"
+    diag.write_text(json.dumps([d.to_dict() for d in storm.diagnoses(f, T0)]))
+    sink = Sink()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "isostack", "--data-dir", str(tmp_path / "store"), "alerts", "serve",
+                             "--listen", f"127.0.0.1:{port}", "--forward", sink.url, "--diagnoses", str(diag)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/healthy")
+        for p in storm.webhook(storm.alerts(f, T0), group_size=5):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=json.dumps(p).encode(), method="POST")
+            with urllib.request.urlopen(req, timeout=5) as r:
+                assert r.status == 200
+        bad = urllib.request.Request(f"http://127.0.0.1:{port}/", data=b'{"version": "3"}', method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(bad, timeout=5)
+        assert err.value.code == 400 and "field 'version'" in err.value.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
+            st = json.loads(r.read())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+        sink.server.shutdown()
+    assert (st["alerts"], st["notifications"]) == (23, 1) and len(sink.received) == 1
+    assert "23 alerts -> 1 notifications; convergence 95.7%" in out
