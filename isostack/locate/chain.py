@@ -56,6 +56,11 @@ def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[F
                     parent[id(f)] = cause
                     f.caused_by = cause.mechanism
                     break
+    for f in items:
+        if f.mechanism == "app_self_time" and f.caused_by:
+            # the service's own time is where the wait shows, not what to fix
+            f.summary += f" (stretched by {f.caused_by}: the service waits on it)"
+            f.fix = f"Fix the root cause ({f.caused_by}) first; then profile what remains."
     children: dict[int, list[Finding]] = {}
     for f in items:
         if id(f) in parent:
