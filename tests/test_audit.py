@@ -199,3 +199,22 @@ def test_fuzz_every_corruption_is_found(seed: int, op: str) -> None:
         rep = audit.verify(a)
         assert not rep.ok, f"undetected: {what}"
         assert rep.problems and str(rep.problems[0])
+
+
+def test_append_store_rows_then_verify(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from isostack import records
+    from isostack.store import Store
+
+    data = tmp_path / "store"
+    Store(data).append("log_records", pa.Table.from_pylist(
+        [{"ts_ns": 10, "body": "old"}, {"ts_ns": 20, "body": "kernel: nf_conntrack: table full"}], schema=records.LOG_RECORDS))
+    res = run_cli("audit", "append", "--table", "log_records", "--since-ns", "15", "--json", data_dir=data)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"appended": 1, "first_index": 0}
+    assert run_cli("audit", "seal", data_dir=data).returncode == 0
+    line = json.loads((data / "audit" / "segments" / "000001.jsonl").read_text())
+    assert line["r"]["table"] == "log_records" and line["r"]["row"]["body"].endswith("table full")
+    res = run_cli("audit", "verify", "--json", data_dir=data)
+    assert res.returncode == 0 and json.loads(res.stdout)["records"] == 1

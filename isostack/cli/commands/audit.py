@@ -54,14 +54,33 @@ def init_cmd(ctx: click.Context, archive_dir: Path | None, retention_days: int, 
 @archive_option
 @click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--text", is_flag=True, help="Each line is a raw text record (default: JSON per line, else text).")
+@click.option("--table", "table_name", type=click.Choice(["log_records", "kernel_events", "spans", "workloads"]),
+              default=None, help="Archive rows of this store table instead of reading SOURCE.")
+@click.option("--since-ns", type=int, default=0, show_default=True,
+              help="With --table: only rows at or after this time (unix ns), e.g. the previous run's end.")
 @json_option
 @click.pass_context
-def append_cmd(ctx: click.Context, archive_dir: Path | None, source, text: bool, as_json: bool) -> None:
-    """Append records (JSON Lines, or raw text lines) from SOURCE ('-' = stdin)."""
+def append_cmd(ctx: click.Context, archive_dir: Path | None, source, text: bool, table_name: str | None,
+               since_ns: int, as_json: bool) -> None:
+    """Append records (JSON Lines, or raw text lines) from SOURCE ('-' = stdin), or a store table's rows.
+
+    
+    Examples:
+      tail -n 1000 /var/log/kern.log | isostack audit append --text -
+      isostack audit append --table kernel_events --since-ns 1764050000000000000
+    """
     a = _archive(ctx, archive_dir)
     if not a.policy_path.exists():
         a.init()
     raws: list = []
+    if table_name is not None:
+        from isostack import records
+        from isostack.cli.common import get_store
+
+        col = records.TIME_COLUMN[table_name]
+        rows = get_store(ctx).query(f"SELECT * FROM {table_name} WHERE {col} >= ? ORDER BY {col}", [since_ns])
+        raws = [{"table": table_name, "row": r} for r in rows.to_pylist()]
+        source = []
     for line in source:
         line = line.rstrip("\n")
         if not line:
