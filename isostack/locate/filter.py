@@ -99,8 +99,9 @@ class FilterError(UsageError):
     """A filter expression that does not parse or type-check; ``column`` is 1-based."""
 
     def __init__(self, expression: str, column: int, expected: str) -> None:
-        pointer = " " * (column - 1) + "^"
-        super().__init__(f"--where column {column}: {expected}\n  {expression}\n  {pointer}")
+        # one line (the CLI's error convention): the expression with a marker at the column
+        marked = expression[:column - 1] + "⟨here⟩" + expression[column - 1:]
+        super().__init__(f"--where column {column}: {expected}: {marked!r}")
         self.column = column
         self.expected = expected
 
