@@ -101,3 +101,24 @@ def test_promtool_test_rules_catches_a_wrong_threshold(tmp_path: Path) -> None:
     res = subprocess.run(["promtool", "test", "rules", test_path.name], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode != 0
     assert "checkout" in res.stdout + res.stderr
+
+
+def test_alertmanager_routing_checked_by_amtool(tmp_path: Path) -> None:
+    """--alertmanager: every alert reaches the convergence receiver; team=network also pages network on-call."""
+    if not have("amtool"):
+        pytest.skip("amtool is not installed (Debian package prometheus-alertmanager)")
+    cfg = tmp_path / "alertmanager.yml"
+    res = run_cli("rules", "--alertmanager", "http://127.0.0.1:9095/", "--network-oncall", "http://noc.local/hook",
+                  "--out", str(cfg))
+    assert res.returncode == 0, res.stderr
+    check = subprocess.run(["amtool", "check-config", str(cfg)], capture_output=True, text=True)
+    assert check.returncode == 0 and "SUCCESS" in check.stdout, check.stdout + check.stderr
+
+    def route(*labels: str) -> str:
+        r = subprocess.run(["amtool", "config", "routes", "test", f"--config.file={cfg}", *labels],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    assert route("alertname=IsostackRetransmitsWithDrops", "team=network") == "network-oncall,isostack-convergence"
+    assert route("alertname=IsostackCPUThrottled", "layer=L-3") == "isostack-convergence"

@@ -181,3 +181,30 @@ def prometheus_rule(name: str = "isostack-alerts", namespace: str = "monitoring"
 def to_yaml(doc: dict[str, Any]) -> str:
     """YAML text with the key order kept (alert, expr, for, labels, annotations) for review diffs."""
     return yaml.safe_dump(doc, sort_keys=False, width=200, allow_unicode=True)
+
+
+def alertmanager_config(receiver_url: str = "http://127.0.0.1:9095/",
+                        network_oncall_url: str = "http://network-oncall.invalid/hook") -> dict[str, Any]:
+    """An Alertmanager config routing every alert to ``isostack alerts serve`` (which converges them
+    by root cause) and, in addition, ``team: network`` alerts to the network on-call."""
+    return {
+        "route": {
+            "receiver": "isostack-convergence",
+            "group_by": ["alertname", "service_name", "instance"],
+            "group_wait": "10s", "group_interval": "1m", "repeat_interval": "4h",
+            "routes": [
+                # continue: the network on-call is paged directly AND the alert still reaches isostack.
+                {"matchers": ['team="network"'], "receiver": "network-oncall", "continue": True},
+                {"matchers": ['alertname=~"Isostack.+"'], "receiver": "isostack-convergence"},
+            ],
+        },
+        "receivers": [
+            {"name": "isostack-convergence", "webhook_configs": [{"url": receiver_url, "send_resolved": True}]},
+            {"name": "network-oncall", "webhook_configs": [{"url": network_oncall_url, "send_resolved": True}]},
+        ],
+        "inhibit_rules": [
+            # A critical alert on a layer silences the warnings of the same service/instance.
+            {"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'],
+             "equal": ["instance"]},
+        ],
+    }

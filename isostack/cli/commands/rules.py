@@ -20,11 +20,16 @@ SOURCES = ("isostack", "cadvisor", "node_exporter", "otel_semconv")
               help="Only rules over this metric family (repeatable). Default: all of them.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the YAML here instead of stdout.")
+@click.option("--alertmanager", "am_receiver", default=None, metavar="RECEIVER_URL",
+              help="Instead of rules: an alertmanager.yml routing to `isostack alerts serve` at RECEIVER_URL, "
+                   "team=network alerts also to --network-oncall.")
+@click.option("--network-oncall", default="http://network-oncall.invalid/hook", show_default=True,
+              help="Webhook of the network on-call (with --alertmanager).")
 @click.option("--for", "for_override", default=None, metavar="DURATION",
               help="Replace every rule's `for:` (e.g. 0s for a drill or an end-to-end test).")
 @json_option
-def command(k8s: bool, namespace: str, sources: tuple[str, ...], out: Path | None, for_override: str | None,
-            as_json: bool) -> None:
+def command(k8s: bool, namespace: str, sources: tuple[str, ...], out: Path | None, am_receiver: str | None,
+            network_oncall: str, for_override: str | None, as_json: bool) -> None:
     """Generate Prometheus alerting rules (span p95, CPU throttle, drops, disk p99, memory growth,
     retransmits+drops -> network on-call), each labelled with its isolation layer and its fix.
 
@@ -36,8 +41,20 @@ def command(k8s: bool, namespace: str, sources: tuple[str, ...], out: Path | Non
       isostack rules --out /etc/prometheus/rules/isostack.yml && promtool check rules /etc/prometheus/rules/isostack.yml
       isostack rules --k8s --namespace monitoring | kubectl apply -f -
       isostack rules --source node_exporter --json
+      isostack rules --alertmanager http://127.0.0.1:9095/ --out alertmanager.yml && amtool check-config alertmanager.yml
     """
     from isostack.ops import rules
+
+    if am_receiver is not None:
+        am = rules.alertmanager_config(am_receiver, network_oncall)
+        if as_json:
+            emit_json(am)
+        elif out is None:
+            click.echo(rules.to_yaml(am), nl=False)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(rules.to_yaml(am), encoding="utf-8")
+        return
 
     if for_override is not None and not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", for_override):
         raise UsageError(f"--for {for_override!r}: expected a Prometheus duration like 0s, 30s, 5m")
