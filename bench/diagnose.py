@@ -201,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"diagnose(trace)           {t_trace * 1e3:8.0f} ms   target < 1000 ms   chain: {chain}")
 
     slow = d.slow_hop  # type: ignore[attr-defined]
+    con = store.connect()
+    t_tfind, thops = timed(lambda: find_hops(store, trace_id=trace, service=None, since_ns=None, until_ns=None,
+                                             limit=1, con=con))
+    t_ty, _ = timed(lambda: diagnose_hops(con, thops))  # type: ignore[arg-type]
+    con.close()
+    print(f"  of which find_slow_hops {t_tfind * 1e3:8.0f} ms (X axis, locate.hops)   "
+          f"join+checks+chain {t_ty * 1e3:6.0f} ms (Y axis, 1 hop)")
     since = slow.start_ns - 450 * 10**9
     until = since + 900 * 10**9
     t_win, ds = timed(lambda: diagnose_all(store, since_ns=since, until_ns=until, limit=20), repeat=2)
