@@ -1,13 +1,22 @@
 """The fullest form: a real Prometheus evaluates `isostack rules` over isostack's scraped /metrics,
 fires to a real Alertmanager (label grouping), which routes to `isostack alerts`' receiver; the
 storm from one throttled cgroup reaches the downstream webhook as ONE notification carrying the chain.
+
+The fault is real: two busy processes in a cgroup-v1 CPU group with a 5 % quota; its cpu.stat
+throttled_time is sampled into the store as cpu_throttle events (what the agent's procfs collector
+does). The slow spans of the victim and its callers are written alongside (synthetic: no traced app
+runs inside the group), and the diagnoses tying them to the cgroup are built here.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -16,26 +25,34 @@ from prometheus_client import CollectorRegistry, start_http_server
 from isostack import records
 from isostack.ops import alerts, metrics, rules, storm
 from isostack.store import Store
-from tests.conftest import have
+from tests.conftest import have, require_root
 from tests.test_alerts import Sink, free_port, start_alertmanager, wait_http
 
 UPSTREAM = tuple(f"caller{k}" for k in range(10))
 
 
-def feed(store: Store, stop: threading.Event) -> None:
-    """What the agent and the OTLP receiver would write while payment's cgroup is throttled."""
-    n, last = 0, time.time_ns()
+CPU_V1 = Path("/sys/fs/cgroup/cpu")
+
+
+def throttled_ns(cg: Path) -> int:
+    for line in (cg / "cpu.stat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "throttled_time":
+            return int(value)
+    raise AssertionError(f"{cg}/cpu.stat has no throttled_time")
+
+
+def feed(store: Store, stop: threading.Event, cg: Path, cgroup_path: str) -> None:
+    """What the agent and the OTLP receiver write while the cgroup is throttled."""
+    n, last = 0, throttled_ns(cg)
     while not stop.is_set():
         now = time.time_ns()
-        # A 4-CPU cgroup throttled 90 % of the time: 3.6 s of throttled time per wall second (cgroup
-        # throttled time sums over CPUs), whatever the loop's pace. Why so much: rate(x[5m]) divides by
-        # the whole 5 min even when the series is only seconds old, so a young counter needs a steep slope
-        # to cross 10 s/min within the test.
-        throttled_ns, last = 3.6 * (now - last), now
+        cur = throttled_ns(cg)
         store.append("kernel_events", pa.Table.from_pylist([
-            {"ts_ns": now, "duration_ns": 500_000_000, "kind": "cpu_throttle", "value": throttled_ns,
-             "cgroup_path": "/isostack-h8/payment", "container_id": "ctr-payment", "host_name": "node-1"}],
-            schema=records.KERNEL_EVENTS))
+            {"ts_ns": now, "duration_ns": 500_000_000, "kind": "cpu_throttle", "value": float(cur - last),
+             "cgroup_path": cgroup_path, "container_id": "ctr-payment", "host_name": "node-1",
+             "source": "procfs:cpu.stat"}], schema=records.KERNEL_EVENTS))
+        last = cur
         spans = [{"trace_id": f"{n:028x}{k:04x}", "span_id": f"{n:012x}{k:04x}", "service_name": svc,
                   "name": "GET /", "kind": "SERVER", "start_ns": now - 1_800_000_000, "end_ns": now,
                   "duration_ns": 1_800_000_000, "status_code": "OK"} for k, svc in enumerate(("payment", *UPSTREAM))]
@@ -44,34 +61,64 @@ def feed(store: Store, stop: threading.Event) -> None:
         stop.wait(0.5)
 
 
+@pytest.fixture
+def throttled_cgroup() -> Any:
+    """A real CFS-throttled cgroup: 5 ms quota per 100 ms period, two busy loops inside."""
+    require_root()
+    if not (CPU_V1 / "cpu.cfs_quota_us").exists():
+        pytest.skip("no cgroup-v1 cpu controller at /sys/fs/cgroup/cpu (CFS quota needed for a real throttle)")
+    cg = CPU_V1 / f"isostack-h8-e2e-{os.getpid()}"
+    cg.mkdir()
+    procs: list[subprocess.Popen] = []
+    try:
+        (cg / "cpu.cfs_period_us").write_text("100000")
+        (cg / "cpu.cfs_quota_us").write_text("5000")
+        for _ in range(2):
+            p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            procs.append(p)
+            (cg / "cgroup.procs").write_text(str(p.pid))
+        yield cg
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for _ in range(50):  # the group empties once the killed tasks are reaped
+            try:
+                cg.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
 @pytest.mark.slow
-def test_prometheus_rules_alertmanager_isostack(tmp_path: Path) -> None:
+def test_prometheus_rules_alertmanager_isostack(tmp_path: Path, throttled_cgroup: Path) -> None:
     for binary in ("prometheus", "prometheus-alertmanager"):
         if not have(binary):
             pytest.skip(f"{binary} is not installed (Debian packages prometheus, prometheus-alertmanager)")
-    import subprocess
-
+    cgroup_path = "/" + throttled_cgroup.name
     store = Store(tmp_path / "store")
     store.append("workloads", pa.Table.from_pylist([{"ts_ns": time.time_ns(), "pid": 1, "service_name": "payment",
-                                                     "cgroup_path": "/isostack-h8/payment",
+                                                     "cgroup_path": cgroup_path,
                                                      "container_id": "ctr-payment"}], schema=records.WORKLOADS))
     reg = CollectorRegistry()
     metrics.register(store, reg)
     iso_port, prom_port = free_port(), free_port()
     iso_server, _ = start_http_server(iso_port, addr="127.0.0.1", registry=reg)
-    fault = storm.throttle_fault(victim="payment", upstream=UPSTREAM)
+    fault = storm.Fault("throttle", "payment", UPSTREAM, cgroup_path, container_id="ctr-payment")
     diags = storm.diagnoses(fault, time.time_ns())
     sink = Sink()
     conv = alerts.Converger(alerts.Resolver(lambda s, u: diags), alerts.webhook_notifier(sink.url))
     receiver = alerts.make_server(conv, "127.0.0.1", 0)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     stop = threading.Event()
-    feeder = threading.Thread(target=feed, args=(store, stop), daemon=True)
+    feeder = threading.Thread(target=feed, args=(store, stop, throttled_cgroup, cgroup_path), daemon=True)
     procs: list[subprocess.Popen] = []
     try:
         am, am_url = start_alertmanager(tmp_path, f"http://127.0.0.1:{receiver.server_address[1]}/")
         procs.append(am)
-        (tmp_path / "isostack.rules.yml").write_text(rules.to_yaml(rules.rule_file(("isostack",), for_override="0s")))
+        # 1m windows: rate() divides by the whole window, so a counter only seconds old needs one it fills.
+        (tmp_path / "isostack.rules.yml").write_text(
+            rules.to_yaml(rules.rule_file(("isostack",), for_override="0s", rate_window="1m")))
         (tmp_path / "prometheus.yml").write_text(f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 rule_files: [isostack.rules.yml]
@@ -110,4 +157,4 @@ scrape_configs:
     assert st["convergence_rate"] >= 0.9
     n = sink.received[0]
     assert (n["root_cause"]["layer"], n["root_cause"]["mechanism"]) == ("L-3", "cpu_throttle")
-    assert "/isostack-h8/payment" in n["root_cause"]["locations"] and n["chain"][0]["evidence"]
+    assert cgroup_path in n["root_cause"]["locations"] and n["chain"][0]["evidence"]

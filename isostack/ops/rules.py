@@ -129,11 +129,14 @@ def alert_specs() -> list[AlertSpec]:
     ]
 
 
-def build_groups(sources: tuple[str, ...] | None = None, for_override: str | None = None) -> list[dict[str, Any]]:
+def build_groups(sources: tuple[str, ...] | None = None, for_override: str | None = None,
+                 rate_window: str | None = None) -> list[dict[str, Any]]:
     """Rule groups (Prometheus rule-file shape), one group per metric source.
 
     ``sources`` limits the metric families written (default: all); ``for_override`` replaces every
-    rule's ``for`` duration (e.g. ``0s`` for an end-to-end test or a drill).
+    rule's ``for`` duration (e.g. ``0s`` for an end-to-end test or a drill); ``rate_window`` replaces
+    the 5 m rate windows (shorter reacts faster -- ``rate()`` divides by the whole window, so a young
+    or brief burst needs a window it fills -- at the price of noisier alerts).
     """
     alert_thresholds = kb.thresholds("alert")
     by_source: dict[str, list[dict[str, Any]]] = {}
@@ -156,25 +159,28 @@ def build_groups(sources: tuple[str, ...] | None = None, for_override: str | Non
                 "runbook_url": f"{RUNBOOK_BASE}#{spec.name.lower()}",
             }
             by_source.setdefault(v.source, []).append(
-                {"alert": spec.name, "expr": v.expr, "for": for_override or spec.for_, "labels": labels, "annotations": annotations}
+                {"alert": spec.name, "expr": v.expr.replace("[5m]", f"[{rate_window}]") if rate_window else v.expr,
+                 "for": for_override or spec.for_, "labels": labels, "annotations": annotations}
             )
     return [{"name": f"isostack.{src}", "rules": rules} for src, rules in by_source.items()]
 
 
-def rule_file(sources: tuple[str, ...] | None = None, for_override: str | None = None) -> dict[str, Any]:
+def rule_file(sources: tuple[str, ...] | None = None, for_override: str | None = None,
+              rate_window: str | None = None) -> dict[str, Any]:
     """A Prometheus rule file (``promtool check rules`` input)."""
-    return {"groups": build_groups(sources, for_override)}
+    return {"groups": build_groups(sources, for_override, rate_window)}
 
 
 def prometheus_rule(name: str = "isostack-alerts", namespace: str = "monitoring",
-                    sources: tuple[str, ...] | None = None, for_override: str | None = None) -> dict[str, Any]:
+                    sources: tuple[str, ...] | None = None, for_override: str | None = None,
+                    rate_window: str | None = None) -> dict[str, Any]:
     """The same groups as a prometheus-operator ``PrometheusRule`` manifest."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": name, "namespace": namespace,
                      "labels": {"app.kubernetes.io/name": "isostack", "role": "alert-rules"}},
-        "spec": {"groups": build_groups(sources, for_override)},
+        "spec": {"groups": build_groups(sources, for_override, rate_window)},
     }
 
 

@@ -27,9 +27,11 @@ SOURCES = ("isostack", "cadvisor", "node_exporter", "otel_semconv")
               help="Webhook of the network on-call (with --alertmanager).")
 @click.option("--for", "for_override", default=None, metavar="DURATION",
               help="Replace every rule's `for:` (e.g. 0s for a drill or an end-to-end test).")
+@click.option("--rate-window", default=None, metavar="DURATION",
+              help="Replace the 5m rate() windows (e.g. 1m: faster, noisier).")
 @json_option
 def command(k8s: bool, namespace: str, sources: tuple[str, ...], out: Path | None, am_receiver: str | None,
-            network_oncall: str, for_override: str | None, as_json: bool) -> None:
+            network_oncall: str, for_override: str | None, rate_window: str | None, as_json: bool) -> None:
     """Generate Prometheus alerting rules (span p95, CPU throttle, drops, disk p99, memory growth,
     retransmits+drops -> network on-call), each labelled with its isolation layer and its fix.
 
@@ -56,10 +58,12 @@ def command(k8s: bool, namespace: str, sources: tuple[str, ...], out: Path | Non
             out.write_text(rules.to_yaml(am), encoding="utf-8")
         return
 
-    if for_override is not None and not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", for_override):
-        raise UsageError(f"--for {for_override!r}: expected a Prometheus duration like 0s, 30s, 5m")
-    doc = (rules.prometheus_rule(namespace=namespace, sources=sources or None, for_override=for_override) if k8s
-           else rules.rule_file(sources or None, for_override))
+    for flag, value in (("--for", for_override), ("--rate-window", rate_window)):
+        if value is not None and not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", value):
+            raise UsageError(f"{flag} {value!r}: expected a Prometheus duration like 0s, 30s, 5m")
+    doc = (rules.prometheus_rule(namespace=namespace, sources=sources or None, for_override=for_override,
+                                 rate_window=rate_window) if k8s
+           else rules.rule_file(sources or None, for_override, rate_window))
     groups = doc["spec"]["groups"] if k8s else doc["groups"]
     if not groups:
         raise UsageError(f"no rules for source(s) {', '.join(sources)}")
