@@ -78,6 +78,8 @@ def build_trace(i: int, rng: random.Random) -> list[dict[str, Any]]:
         s(pay, 7, 6, "INSERT payments", "CLIENT", c3 + pay_self // 2, db, peer_addr="10.244.9.9", peer_port=5432),
         s(chk, 8, 3, "publish order", "PRODUCER", c2 + chk_cli, 50 * MS),  # async, outlives its parent
     ]
+    if i == NET_SLOW:
+        rows[4]["attributes_json"] = '{"app.tenant": "blue", "rpc.system": "grpc"}'
     if i == ORPHAN:
         rows = [r for r in rows if r["span_id"] != sid(3)]  # checkout SERVER lost: its children are orphans
     if i == RARE:
@@ -158,6 +160,11 @@ def test_filters_and_selectors(store: Store) -> None:
     assert find_slow_hops(store, since_ns=WINDOW_START, where="duration > 1s") == []
     assert [h.trace_id for h in find_slow_hops(store, trace_id=trace_id(SELF_SLOW))] == [trace_id(SELF_SLOW)]
     assert len(find_slow_hops(store, since_ns=WINDOW_START, limit=1)) == 1
+    # columns the finder does not otherwise read (status, JSON attributes) ride along for a filter
+    blue = find_slow_hops(store, since_ns=WINDOW_START, where="status = unset && app.tenant = blue")
+    assert [h.trace_id for h in blue] == [trace_id(NET_SLOW)]
+    assert find_slow_hops(store, since_ns=WINDOW_START, where="hop_gap > 100ms && !app.tenant = blue") == []
+    assert len(find_slow_hops(store, since_ns=WINDOW_START, where="!app.tenant = blue")) == 2
 
 
 def test_whole_store_as_its_own_baseline(store: Store) -> None:
@@ -220,6 +227,11 @@ def test_cli_no_slow_hops_and_bad_input(store: Store) -> None:
     assert quiet.returncode == 0 and "no slow hops." in quiet.stdout and "baseline:" in quiet.stdout
     bad = run_cli("hops", "--where", "duration > 1s && (", data_dir=store.data_dir)
     assert bad.returncode == 2 and "column 19" in bad.stderr
+    ref = run_cli("hops", "--since", str(WINDOW_START), "--baseline", f"{T0}..{T0 + 5_000_000_000}", "--json",
+                  data_dir=store.data_dir)
+    assert ref.returncode == 0, ref.stderr
+    assert json.loads(ref.stdout)["stats"]["reference"] == {"since_ns": T0, "until_ns": T0 + 5_000_000_000,
+                                                            "kind": "given"}
     clash = run_cli("hops", "--window", "5m", "--since", "1h", data_dir=store.data_dir)
     assert clash.returncode == 2 and "--window" in clash.stderr
     missing = run_cli("hops", "--trace", "f" * 32, data_dir=store.data_dir)
