@@ -82,3 +82,17 @@ def test_html_marks_implicated_layers_and_slow_span(tmp_path: Path) -> None:
     # self-contained: no external resources
     assert not [a for t, a in p.elements if a.get("src") or (t == "link" and a.get("href"))]
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
+
+
+def test_json_round_trips_for_replay(tmp_path: Path) -> None:
+    import json
+
+    from isostack.report.json_report import from_json
+
+    _, d = _diagnosed(tmp_path, "noisy")
+    doc = json.loads(json.dumps(to_json(d)))
+    back = from_json([doc])[0]
+    assert back.slow_hop == d.slow_hop
+    assert [(f.mechanism, f.caused_by, f.evidence[0].event_count) for f in back.chain] == \
+        [(f.mechanism, f.caused_by, f.evidence[0].event_count) for f in d.chain]
+    assert [c.status for c in back.checked] == [c.status for c in d.checked]

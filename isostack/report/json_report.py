@@ -65,3 +65,36 @@ def to_json(d: Diagnosis) -> dict[str, Any]:
                          if out["chain"] else None)
     out["chain_line"] = chain_line(d.slow_hop.service, d.slow_hop.duration_ns, d.chain) if d.slow_hop else ""
     return out
+
+
+def from_json(doc: Any) -> list[Diagnosis]:
+    """Diagnoses back from ``isostack diagnose --json`` output (one object or a list), ignoring the
+    keys :func:`to_json` adds (``baseline``, ``title``, ``root_cause``, ``chain_line``) — for replaying
+    recorded diagnoses (``isostack alerts --diagnoses``). Raises InputError naming the item and field."""
+    from dataclasses import fields
+
+    from isostack.errors import InputError
+    from isostack.locate.model import CheckResult, Evidence, Finding, FiveTuple, SlowHop
+
+    def pick(cls: Any, d: dict[str, Any]) -> dict[str, Any]:
+        names = {f.name for f in fields(cls)}
+        return {k: v for k, v in d.items() if k in names}
+
+    items = doc if isinstance(doc, list) else [doc]
+    out = []
+    for i, d in enumerate(items):
+        try:
+            hop = None
+            if d.get("slow_hop"):
+                h = pick(SlowHop, d["slow_hop"])
+                h["five_tuple"] = FiveTuple(**pick(FiveTuple, d["slow_hop"].get("five_tuple") or {}))
+                hop = SlowHop(**h)
+            chain = [Finding(**{**pick(Finding, f), "evidence": [Evidence(**pick(Evidence, e))
+                                                                 for e in f.get("evidence", [])]})
+                     for f in d.get("chain", [])]
+            checked = [CheckResult(**pick(CheckResult, c)) for c in d.get("checked", [])]
+        except (TypeError, AttributeError) as exc:
+            raise InputError(f"diagnoses[{i}]: not an `isostack diagnose --json` object: {exc}") from exc
+        out.append(Diagnosis(slow_hop=hop, chain=chain, checked=checked, missing=list(d.get("missing", [])),
+                             elapsed_ms=d.get("elapsed_ms")))
+    return out
