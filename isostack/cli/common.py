@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from decimal import Decimal
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
