@@ -30,7 +30,6 @@ def load_case(case_dir: Path, data_dir: Path) -> tuple[Store, dict, dict]:
     return store, truth, meta
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not CASES, reason="no recorded cases in tests/fixtures/cases/ yet (record them as root with "
                     "`.venv/bin/python scripts/record_cases.py`)")
 @pytest.mark.parametrize("case_dir", CASES, ids=[p.name for p in CASES])
