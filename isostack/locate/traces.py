@@ -88,7 +88,7 @@ edges AS MATERIALIZED (
             if ids else ""}
     FROM s c JOIN s p ON c.pk = p.k
 ),
-clipped AS MATERIALIZED (
+clipped AS NOT MATERIALIZED (  -- cheaper to compute twice than to store (measured)
     SELECT parent_k, child_k, child_svc_h, child_start_ns, c_dur,
            greatest(c_start, p_start) AS cs, least(c_start + c_dur, p_end) AS ce,
            parent_kind = 'CLIENT' AND child_kind = 'SERVER' AS is_pair
