@@ -306,3 +306,16 @@ def test_scattered_hops_read_only_their_ranges(data_dir: Path) -> None:
     res = _join(data_dir, [a, b, c], skew_ns=50 * MS, max_window_ns=10 * S)
     got = sorted(zip(res.evidence.column("hop_idx").to_pylist(), res.evidence.column("ts_ns").to_pylist(), strict=True))
     assert got == [(0, T0 + 100 * MS), (1, T0 + 300 * S + 10 * MS)]
+
+
+def test_no_workloads_falls_back_to_pid_and_container_id(data_dir: Path) -> None:
+    store = Store(data_dir)
+    store.append("kernel_events", rows_table("kernel_events", [
+        ev(T0 + 100 * MS, "oom_kill", 1, pid=200),                      # the server end's pid
+        ev(T0 + 200 * MS, "cpu_throttle", 5 * MS, 100 * MS, container_id="c-order"),  # the client's container
+        ev(T0 + 300 * MS, "oom_kill", 1, pid=201, container_id="c-other"),  # neither
+    ]))
+    res = _join(data_dir, [slow_hop(container_id="c-order")])
+    got = sorted(zip(res.evidence.column("side").to_pylist(), res.evidence.column("kind").to_pylist(), strict=True))
+    assert got == [("client", "cpu_throttle"), ("server", "oom_kill")]
+    assert res.cgroups.num_rows == 0

@@ -186,6 +186,7 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
                   e.win_end_ns FROM end_cgroups c JOIN hop_ends e USING (hop_idx, side)),
     pe AS (SELECT e.* FROM hop_ends e ANTI JOIN end_cgroups c USING (hop_idx, side)
            WHERE e.pid IS NOT NULL AND e.pid > 0),
+    ne AS (SELECT e.* FROM hop_ends e ANTI JOIN end_cgroups c USING (hop_idx, side) WHERE e.container_id <> ''),
     flow AS (
       SELECT e.hop_idx, '' AS side, 'flow' AS coord, {_EVENT_COLS}, {_OVERLAP}
       FROM {k_src} k JOIN fe e ON k.flow_key = e.flow_key
@@ -208,10 +209,16 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
       JOIN ce e ON k.cgroup_id = e.cgroup_id
       WHERE k.ts_ns >= e.win_start_ns - {MEMORY_HISTORY_NS} AND k.ts_ns + greatest(k.duration_ns, 0) < e.win_start_ns
       UNION ALL
-      -- an end with no workloads row: fall back to events carrying its pid on its host
+      -- an end with no workloads row: fall back to events carrying its pid on its host ...
       SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
       FROM {k_src} k JOIN pe e ON k.pid = e.pid AND k.host_name = e.host_name
       WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND {_MEETS}
+      UNION ALL
+      -- ... or its container id (a runtime-aware producer labels events with it)
+      SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
+      FROM {k_src} k JOIN ne e ON k.container_id = e.container_id
+      WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND {_MEETS}
+        AND NOT (coalesce(k.pid, 0) = coalesce(e.pid, -1) AND k.host_name = e.host_name)
     ),
     host AS (
       SELECT e.hop_idx, '' AS side, 'host' AS coord, {_EVENT_COLS}, {_OVERLAP}
