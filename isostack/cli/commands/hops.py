@@ -11,7 +11,7 @@ from rich.markup import escape
 from isostack.cli.common import console, emit_json, err_console, get_store, json_option
 from isostack.errors import UsageError
 from isostack.locate.baseline import Thresholds
-from isostack.locate.filter import parse_duration_ns
+from isostack.locate.filter import compile_filter, parse_duration_ns
 from isostack.locate.hops import HopsResult, analyse_hops
 from isostack.locate.traces import TreeNode, trace_tree, tree_lines
 
@@ -86,6 +86,8 @@ def command(ctx: click.Context, window: str | None, since: str | None, until: st
     excess_ns = parse_duration_ns(min_excess)
     if excess_ns is None:
         raise UsageError(f"--min-excess {min_excess!r}: expected a duration such as 1ms")
+    if where:
+        compile_filter(where)  # a bad expression fails before any data is read
     store = get_store(ctx)
     con = store.connect(["spans"])
     try:
