@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from isostack.cli.common import console, emit_json, err_console, get_store, json_option
-from isostack.errors import UsageError
+from isostack.errors import IsostackError, UsageError
 
 
 @click.command("diagnose")
@@ -76,7 +76,10 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
         if html_path:
             traces = sorted({d.slow_hop.trace_id for d in results if d.slow_hop})
             page = render_html(results, trace_spans(con, traces), hop_events(con, results))
-            html_path.write_text(page, encoding="utf-8")
+            try:
+                html_path.write_text(page, encoding="utf-8")
+            except OSError as exc:
+                raise IsostackError(f"{html_path}: cannot write the HTML report: {exc.strerror}") from exc
             err_console.print(f"[dim]HTML report written to {html_path}[/]")
     finally:
         con.close()
