@@ -1,6 +1,6 @@
 """What does the node agent cost a busy web server? nginx on loopback under wrk, with and without it.
 
-Alternating rounds (baseline first, then with `isostack agent --probes all`, repeated): median req/s and
+Alternating rounds (baseline first, then with `isostack agent --probes default`, repeated): median req/s and
 median p99 latency both ways, the req/s loss ratio, and the agent's own CPU (agent process + its
 bpftrace children, from /proc via psutil) and RSS while wrk runs. In-kernel BPF time is charged to the
 traced tasks (nginx, wrk), so it shows up as req/s loss, not as agent CPU: both figures are needed.
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--probes", default="all")
+    ap.add_argument("--probes", default="default", help="'default', 'all' (adds syscall_latency) or a list")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
     if args.quick:
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"agent_overhead: {binary} is not installed", file=sys.stderr)
             return 1
 
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="isostack-bench-agent-"))
     port = _free_port()
     (work / "nginx.conf").write_text(NGINX_CONF.format(prefix=work, port=port))
@@ -184,12 +185,17 @@ def main(argv: list[str] | None = None) -> int:
         "agent_cores_per_10k_rps": round(cores * 10000 / rps_with, 4) if rps_with else None,
         "agent_uss_mib": round(statistics.median(agent_rss) / 2**20, 1),
         "targets": {"rps_loss_pct_max": 2.0, "agent_cores_at_10k_rps_max": 0.2},
+        "rps_without_each": [round(r["rps"]) for r in base], "rps_with_each": [round(r["rps"]) for r in withs],
+        # other work on the machine moves req/s far more than the agent does: judge the figures by it
+        "loadavg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"req/s   without agent {result['rps_without']:>10.0f}   with agent {result['rps_with']:>10.0f}   "
               f"loss {result['rps_loss_pct']:.2f} % (target <= 2 %)")
+        print(f"per round without {result['rps_without_each']} with {result['rps_with_each']}; "
+              f"load average {result['loadavg_1m_before_after']} (2 cores)")
         print(f"p99 ms  without agent {result['p99_ms_without']:>10.3f}   with agent {result['p99_ms_with']:>10.3f}")
         print(f"agent   {result['agent_cores']:.3f} core at {result['rps_with']:.0f} req/s = "
               f"{result['agent_cores_per_10k_rps']:.3f} core per 10k req/s (target <= 0.2); "

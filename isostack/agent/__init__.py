@@ -62,7 +62,7 @@ class AgentStats:
 class Agent:
     """Runs probes and collectors, every ``interval_s`` seconds attributes and ships their rows."""
 
-    def __init__(self, store: Store | None, probes: str | list[str] | list[probes_mod.ProbeSpec] | None = "all", interval_s: float = 1.0,
+    def __init__(self, store: Store | None, probes: str | list[str] | list[probes_mod.ProbeSpec] | None = "default", interval_s: float = 1.0,
                  host_name: str | None = None, otlp_endpoint: str | None = None, collectors: bool = True,
                  workloads: bool = True, attach_timeout_s: float = 20.0, combine: bool = True,
                  on_rows: Callable[[pa.Table], None] | None = None,

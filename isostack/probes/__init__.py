@@ -44,6 +44,7 @@ class ProbeSpec:
     fields: dict[str, str]
     maps: dict[str, dict[str, Any]] = field(default_factory=dict)
     sample: str = ""
+    default_on: bool = True  # in the "default" set (syscall_latency is opt-in: it runs on every syscall)
     bt_path: str = ""  # a program outside the bundle (tests, site-local probes); default <name>.bt here
 
     @property
@@ -61,6 +62,7 @@ def registry() -> dict[str, ProbeSpec]:
             name=doc["name"], question=doc["question"], layer=doc["layer"], kinds=list(doc["kinds"]),
             tracepoints=list(doc["tracepoints"]), output=doc["output"], fields=dict(doc.get("fields") or {}),
             maps=dict(doc.get("maps") or {}), sample=doc.get("sample", ""),
+            default_on=bool(doc.get("default", True)),
         )
     return out
 
@@ -76,11 +78,17 @@ def map_specs() -> dict[str, dict[str, Any]]:
 
 
 def select(names: str | list[str] | list[ProbeSpec] | None) -> list[ProbeSpec]:
-    """Resolve ``"all"``, ``None`` or a comma list to probe specs; unknown names are a usage error."""
+    """Resolve ``"default"``, ``"all"``, ``None`` (= default) or a comma list to probe specs.
+
+    ``default`` is every bundled probe except the opt-in ones (``default: false`` in their YAML).
+    Unknown names are a usage error.
+    """
     if isinstance(names, list) and names and all(isinstance(n, ProbeSpec) for n in names):
         return [n for n in names if isinstance(n, ProbeSpec)]
     reg = registry()
-    if names is None or names == "all" or names == ["all"]:
+    if names is None or names == "default" or names == ["default"]:
+        return [s for s in reg.values() if s.default_on]
+    if names == "all" or names == ["all"]:
         return list(reg.values())
     items = names.split(",") if isinstance(names, str) else [n for n in names if isinstance(n, str)]
     wanted = [n.strip() for n in items if n.strip()]

@@ -27,8 +27,9 @@ def _parse_seconds(text: str) -> float:
 
 @click.command("agent")
 @click.option("--duration", default=None, help="Run this long (e.g. 30s, 5m); default: until SIGTERM/SIGINT.")
-@click.option("--probes", "probe_list", default="all", show_default=True,
-              help="Comma list of bundled probes, 'all', or 'none' (collectors only).")
+@click.option("--probes", "probe_list", default="default", show_default=True,
+              help="Comma list of bundled probes, 'default' (all but the opt-in syscall_latency), 'all', "
+                   "or 'none' (collectors only).")
 @click.option("--interval", default="1s", show_default=True, help="Aggregation window of probes and collectors.")
 @click.option("--otlp-endpoint", default=None, help="Also export OTLP/HTTP metrics+logs to this base URL "
                                                     "(e.g. http://localhost:4318).")
