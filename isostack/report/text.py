@@ -37,7 +37,8 @@ def evidence_line(e: Evidence) -> str:
     thr = f" (threshold {num(e.threshold)})" if e.threshold is not None else ""
     cov = f" · covers {e.coverage:.0%} of the span" if e.coverage else ""
     where = f" · {e.where}" if e.where else ""
-    return (f"{e.signal} {num(e.value)} {e.unit}{thr} · {e.event_count} events "
+    events = "1 event" if e.event_count == 1 else f"{e.event_count} events"
+    return (f"{e.signal} {num(e.value)} {e.unit}{thr} · {events} "
             f"{_t(e.first_ns)}–{_t(e.last_ns)}{cov}{where}")
 
 
