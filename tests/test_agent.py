@@ -345,3 +345,29 @@ def test_otlp_export_and_per_probe_degrade(tmp_path: Path) -> None:
             for rl in ExportLogsServiceRequest.FromString(body).resource_logs
             for sl in rl.scope_logs for lr in sl.log_records]
     assert any(lr.event_name == "isostack.kernel.tcp_life" for lr in logs)
+
+
+def test_attribution_fills_path_container_and_service(tmp_path: Path) -> None:
+    from isostack import records
+    from isostack.agent.attribution import Attributor
+
+    cid = "ab" * 32
+    leaf = tmp_path / "kubepods.slice" / f"cri-containerd-{cid}.scope"
+    leaf.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                             env={**os.environ, "OTEL_SERVICE_NAME": "checkout"})
+    try:
+        (leaf / "cgroup.procs").write_text(f"{child.pid}\n")
+        attr = Attributor(root=tmp_path)
+        table = pa.Table.from_pylist([
+            {"ts_ns": 1, "kind": "oncpu", "value": 5.0, "cgroup_id": leaf.stat().st_ino, "detail_json": "{}"},
+            {"ts_ns": 1, "kind": "oncpu", "value": 1.0, "cgroup_id": 999_999_999, "detail_json": "{}"},
+        ], schema=records.KERNEL_EVENTS)
+        got = attr.attribute(table).to_pylist()
+    finally:
+        child.kill()
+        child.wait()
+    assert got[0]["cgroup_path"] == f"/kubepods.slice/cri-containerd-{cid}.scope"
+    assert got[0]["container_id"] == cid
+    assert json.loads(got[0]["detail_json"])["service"] == "checkout"
+    assert got[1]["cgroup_path"] == "" and not got[1]["container_id"]

@@ -62,9 +62,9 @@ def service_of_pid(pid: int, proc: Path = Path("/proc")) -> str:
 
 
 class Attributor:
-    """Caches id -> path; re-walks the hierarchy (at most every ``rewalk_s``) when an id is unknown."""
+    """Caches id -> path; re-walks the hierarchy on an unknown id (at most every ``rewalk_s``: once per tick)."""
 
-    def __init__(self, root: Path | None = None, rewalk_s: float = 2.0) -> None:
+    def __init__(self, root: Path | None = None, rewalk_s: float = 0.2) -> None:
         self.root = root or hierarchy_root()
         self.rewalk_s = rewalk_s
         self._paths: dict[int, str] = {}
