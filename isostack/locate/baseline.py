@@ -72,7 +72,7 @@ def baselines_sql(src: str, ref_cond: str, win_cond: str, cand_cond: str, *, win
     parts = _PARTS_SQL.format(src=src, in_ref=f"({ref_cond})", in_win=f"({win_cond})", cand=f"({cand_cond})")
     win = (", " + _stats("w", "in_win")) if window_levels else ", 0 AS wn, NULL AS wq, NULL AS wmad"
     return f"""
-parts AS MATERIALIZED ({parts}),
+parts AS NOT MATERIALIZED ({parts}),  -- recomputing beats storing it (measured)
 b_key AS (SELECT op_h, peer_h, unpaired, part, {_stats("r", "in_ref")}{win} FROM parts GROUP BY ALL),
 b_svc AS (SELECT svc_h, unpaired, part, {_stats("r", "in_ref")}{win} FROM parts GROUP BY ALL)
 """
