@@ -371,3 +371,22 @@ def test_attribution_fills_path_container_and_service(tmp_path: Path) -> None:
     assert got[0]["container_id"] == cid
     assert json.loads(got[0]["detail_json"])["service"] == "checkout"
     assert got[1]["cgroup_path"] == "" and not got[1]["container_id"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combine", [True, False], ids=["merged", "per-probe"])
+def test_kprobe_variant_falls_back_to_tracepoint_here(combine: bool) -> None:
+    """This VM has no kprobes: forcing the preferred kprobe form must end on the tracepoint form."""
+    require_ebpf()
+    if probes_mod.kprobes_available():
+        pytest.skip("this host has kprobes: the variant would attach, nothing falls back")
+    warnings: list[str] = []
+    agent = Agent(None, probes="tcp_rtt,tcp_retransmit", collectors=False, workloads=False, combine=combine,
+                  prefer_variants=True, warn=warnings.append)
+    try:
+        agent.start()
+    finally:
+        stats = agent.stop()
+    assert sorted(stats.probes_running) == ["tcp_retransmit", "tcp_rtt"]
+    assert stats.failed == {} and stats.variants is False
+    assert any("tcp_rcv_established" in w or "variant" in w for w in warnings), warnings

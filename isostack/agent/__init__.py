@@ -48,6 +48,7 @@ class AgentStats:
     lost_events: int = 0
     bad_lines: int = 0
     cgroup_mode: str = ""
+    variants: bool = False  # the preferred kprobe/fentry forms are the ones running
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class AgentStats:
             "workloads_written": self.workloads_written, "probes_running": self.probes_running,
             "probes_failed": self.failed, "warnings": self.warnings, "lost_events": self.lost_events,
             "bad_lines": self.bad_lines, "cgroup_mode": self.cgroup_mode,
+            "kprobe_variants": self.variants,
         }
 
 
@@ -65,6 +67,7 @@ class Agent:
     def __init__(self, store: Store | None, probes: str | list[str] | list[probes_mod.ProbeSpec] | None = "default", interval_s: float = 1.0,
                  host_name: str | None = None, otlp_endpoint: str | None = None, collectors: bool = True,
                  workloads: bool = True, attach_timeout_s: float = 20.0, combine: bool = True,
+                 prefer_variants: bool | None = None,
                  on_rows: Callable[[pa.Table], None] | None = None,
                  warn: Callable[[str], None] | None = None) -> None:
         self.store = store
@@ -77,6 +80,8 @@ class Agent:
         self.attach_timeout_s = attach_timeout_s
         # one bpftrace for all probes (far less memory); falls back to one per probe on failure
         self.combine = combine
+        # kprobe/fentry forms where a probe ships one: None = when the host has kprobes
+        self.prefer_variants = prefer_variants
         self.on_rows = on_rows
         self._warn_cb = warn
         self.stats = AgentStats()
@@ -104,16 +109,22 @@ class Agent:
         if self.specs:
             probes_mod.check_capabilities()
             cg_expr = probes_mod.calibrate_cgroup_expr()
+            use_variants = probes_mod.kprobes_available() if self.prefer_variants is None else self.prefer_variants
+            self.stats.variants = use_variants and any(s.variant for s in self.specs)
             if self.combine and len(self.specs) > 1:
-                combined = ProbeProcess(self.specs, self.interval_s, cg_expr, self.host_name)
-                why = self._start_one(combined)
-                if why is None:
-                    self._procs.append(combined)
-                else:
-                    self.warn(f"combined probe program did not load ({why}); one bpftrace per probe")
+                for variants in ([True, False] if self.stats.variants else [False]):
+                    combined = ProbeProcess(self.specs, self.interval_s, cg_expr, self.host_name, variants=variants)
+                    why = self._start_one(combined)
+                    if why is None:
+                        self._procs.append(combined)
+                        self.stats.variants = variants
+                        break
+                    self.warn(f"combined probe program{' (kprobe variants)' if variants else ''} did not load "
+                              f"({why})")
             if not self._procs:
-                self._start_each(cg_expr)
+                self._start_each(cg_expr, self.stats.variants)
             self.stats.probes_running = [s.name for p in self._procs for s in p.specs]
+            self.stats.variants = any(p.variants for p in self._procs)
             if not self._procs:
                 self.warn("no probe could attach; running collectors only")
         if self.collectors or self.workloads:
@@ -138,8 +149,9 @@ class Agent:
             p.stop(grace_s=1)
         return why
 
-    def _start_each(self, cg_expr: str) -> None:
-        procs = [ProbeProcess(spec, self.interval_s, cg_expr, self.host_name) for spec in self.specs]
+    def _start_each(self, cg_expr: str, variants: bool) -> None:
+        procs = [ProbeProcess(spec, self.interval_s, cg_expr, self.host_name, variants=variants and bool(spec.variant))
+                 for spec in self.specs]
         for p in procs:  # start all, then wait: they compile in parallel
             try:
                 p.start()
@@ -150,6 +162,12 @@ class Agent:
             if p.name in self.stats.failed:
                 continue
             why = p.wait_attached(self.attach_timeout_s)
+            if why and p.variants:
+                # the preferred kprobe/fentry form did not attach: the tracepoint form instead
+                self.warn(f"probe {p.name}: preferred variant did not attach ({why}); tracepoint form")
+                p.stop(grace_s=1)
+                p = ProbeProcess(p.specs[0], self.interval_s, cg_expr, self.host_name, variants=False)
+                why = self._start_one(p)
             if why:
                 p.stop(grace_s=1)
                 self.stats.failed[p.name] = why

@@ -42,14 +42,15 @@ class ProbeProcess:
     """
 
     def __init__(self, specs: ProbeSpec | list[ProbeSpec], interval_s: float, cgroup_expr: str, host_name: str,
-                 bpftrace: str = "bpftrace") -> None:
+                 bpftrace: str = "bpftrace", variants: bool = False) -> None:
         self.specs = specs if isinstance(specs, list) else [specs]
         self.name = self.specs[0].name if len(self.specs) == 1 else "combined"
         self.decoder = BpftraceDecoder(host_name=host_name, name=f"probe {self.name}")
+        self.variants = variants and any(s.variant for s in self.specs)
         if len(self.specs) == 1:
-            self._text = program_text(self.specs[0], interval_s, cgroup_expr)
+            self._text = program_text(self.specs[0], interval_s, cgroup_expr, variants)
         else:
-            self._text = combined_program_text(self.specs, interval_s, cgroup_expr)
+            self._text = combined_program_text(self.specs, interval_s, cgroup_expr, variants)
         self._bpftrace = bpftrace
         self._lock = threading.Lock()
         self._dir = tempfile.mkdtemp(prefix="isostack-probe-")
@@ -72,10 +73,10 @@ class ProbeProcess:
             t.start()
 
     def wait_attached(self, timeout_s: float) -> str | None:
-        """None once bpftrace reported its probes attached; else why not (exit status + its stderr)."""
+        """None once the program's BEGIN ran (all probes attached); else why not (exit status + stderr)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.decoder.attached_probes:
+            if self.decoder.started:
                 return None
             if self.proc is not None and self.proc.poll() is not None:
                 time.sleep(0.05)  # let the stderr reader drain

@@ -44,6 +44,7 @@ class ProbeSpec:
     fields: dict[str, str]
     maps: dict[str, dict[str, Any]] = field(default_factory=dict)
     sample: str = ""
+    variant: str = ""  # preferred kprobe/fentry form (file in the bundle), used when kprobes exist
     default_on: bool = True  # in the "default" set (syscall_latency is opt-in: it runs on every syscall)
     bt_path: str = ""  # a program outside the bundle (tests, site-local probes); default <name>.bt here
 
@@ -62,7 +63,7 @@ def registry() -> dict[str, ProbeSpec]:
             name=doc["name"], question=doc["question"], layer=doc["layer"], kinds=list(doc["kinds"]),
             tracepoints=list(doc["tracepoints"]), output=doc["output"], fields=dict(doc.get("fields") or {}),
             maps=dict(doc.get("maps") or {}), sample=doc.get("sample", ""),
-            default_on=bool(doc.get("default", True)),
+            default_on=bool(doc.get("default", True)), variant=doc.get("preferred_variant", ""),
         )
     return out
 
@@ -184,9 +185,13 @@ def _own_cpu_cgroup_dir() -> Path:
 _INTERVAL_RE = re.compile(r"interval:s:1\b")
 
 
-def program_text(spec: ProbeSpec, interval_s: float = 1.0, cgroup_expr: str | None = None) -> str:
-    """The program to run: the bundled text with the cgroup-id define and the interval filled in."""
-    text = spec.path.read_text()
+def program_text(spec: ProbeSpec, interval_s: float = 1.0, cgroup_expr: str | None = None,
+                 variant: bool = False) -> str:
+    """The program to run: the bundled text with the cgroup-id define and the interval filled in.
+
+    ``variant``: use the probe's preferred kprobe/fentry form when it has one (production hosts).
+    """
+    text = (PROBE_DIR / spec.variant).read_text() if variant and spec.variant else spec.path.read_text()
     if cgroup_expr and cgroup_expr != "cgroup":
         # Substituted in the text, not via #define: bpftrace 0.17 resolves BTF types only for struct
         # names visible in the un-preprocessed source, so a macro hiding `curtask->...` fails to load.
@@ -235,7 +240,8 @@ def _top_level_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def combined_program_text(specs: list[ProbeSpec], interval_s: float = 1.0, cgroup_expr: str | None = None) -> str:
+def combined_program_text(specs: list[ProbeSpec], interval_s: float = 1.0, cgroup_expr: str | None = None,
+                          variants: bool = False) -> str:
     """One bpftrace program running several probes (map names are unique across the bundle).
 
     One bpftrace process instead of one per probe: each process carries its own LLVM/BTF state
@@ -250,7 +256,7 @@ def combined_program_text(specs: list[ProbeSpec], interval_s: float = 1.0, cgrou
     interval_header = ""
     others: list[str] = []
     for spec in specs:
-        for header, body in _top_level_blocks(program_text(spec, interval_s, cgroup_expr)):
+        for header, body in _top_level_blocks(program_text(spec, interval_s, cgroup_expr, variants)):
             body = body.replace(_START_MARK, "").replace(_WINDOW_MARK, "")
             if header == "BEGIN":
                 begin.append(body)

@@ -141,6 +141,8 @@ class BpftraceDecoder:
         self.lineno = 0
         self.lost_events = 0
         self.attached_probes = 0
+        # bpftrace prints "attached_probes" before attaching; BEGIN (our start marker) runs after
+        self.started = False
         self.rows: list[dict[str, Any]] = []
         self._pending: dict[tuple, dict[str, Any]] = {}
 
@@ -208,6 +210,7 @@ class BpftraceDecoder:
                 self.window_start_mono = self.window_end_mono
                 self.window_end_mono = int(obj["window"])
             elif "start" in obj:
+                self.started = True
                 self._flush_window()
                 self.window_start_mono = None
                 self.window_end_mono = int(obj["start"])
