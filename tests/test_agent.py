@@ -247,7 +247,19 @@ def test_capability_error_names_what_is_missing(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(CapabilityError) as exc:
         probes_mod.check_capabilities()
     msg = str(exc.value)
-    assert "root" in msg and f"tracefs at {tmp_path / 'no-tracefs'}" in msg
+    assert "root" in msg and f"a readable tracefs at {tmp_path / 'no-tracefs'}" in msg
+
+
+def test_not_root_cli_names_what_is_missing(data_dir: Path) -> None:
+    """A real unprivileged run (setpriv to nobody), not a patched euid."""
+    if os.geteuid() != 0 or not have("setpriv"):
+        pytest.skip("needs root and setpriv to drop to an unprivileged user")
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                          "isostack", "--data-dir", str(data_dir), "agent", "--duration", "1s"],
+                         capture_output=True, text=True, timeout=60, cwd="/")
+    assert res.returncode == 1
+    assert "isostack: error: cannot run eBPF probes: missing root" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_unknown_probe_is_a_usage_error(data_dir: Path) -> None:

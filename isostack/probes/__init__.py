@@ -111,14 +111,28 @@ def check_capabilities() -> None:
     missing = []
     if os.geteuid() != 0:
         missing.append("root (eBPF needs CAP_BPF/CAP_PERFMON; run as root)")
-    if not (TRACEFS / "events").is_dir():
-        missing.append(f"tracefs at {TRACEFS} (mount -t tracefs nodev {TRACEFS})")
-    if not BTF_VMLINUX.exists():
+    if not _accessible_dir(TRACEFS / "events"):
+        missing.append(f"a readable tracefs at {TRACEFS} (if not mounted: mount -t tracefs nodev {TRACEFS})")
+    if not _readable(BTF_VMLINUX):
         missing.append(f"kernel BTF at {BTF_VMLINUX} (a kernel built with CONFIG_DEBUG_INFO_BTF)")
     if not _which("bpftrace"):
         missing.append("the bpftrace binary (apt-get install bpftrace)")
     if missing:
         raise CapabilityError("cannot run eBPF probes: missing " + "; ".join(missing))
+
+
+def _accessible_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and os.access(path, os.R_OK | os.X_OK)
+    except OSError:  # e.g. tracefs is root-only: not usable by this user
+        return False
+
+
+def _readable(path: Path) -> bool:
+    try:
+        return path.exists() and os.access(path, os.R_OK)
+    except OSError:
+        return False
 
 
 def _which(binary: str) -> str | None:
