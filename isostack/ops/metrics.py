@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,15 +153,17 @@ class IsostackCollector(Collector):
         yield mem
 
 
-_registered: dict[int, IsostackCollector] = {}
+# Keyed by the registry object itself (weakly): an id() can be reused by a new registry once the old one
+# is garbage-collected, and unregistering from the wrong registry raises KeyError.
+_registered: weakref.WeakKeyDictionary[CollectorRegistry, IsostackCollector] = weakref.WeakKeyDictionary()
 
 
 def register(store: Store, registry: CollectorRegistry = REGISTRY) -> IsostackCollector:
     """Register (or re-point) the store collector on ``registry``; returns it. Safe to call twice."""
-    old = _registered.pop(id(registry), None)
+    old = _registered.pop(registry, None)
     if old is not None:
         registry.unregister(old)
     collector = IsostackCollector(store)
     registry.register(collector)
-    _registered[id(registry)] = collector
+    _registered[registry] = collector
     return collector
