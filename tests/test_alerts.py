@@ -97,7 +97,10 @@ def test_cli_replay_with_recorded_diagnoses(tmp_path: Path) -> None:
     hooks = tmp_path / "webhooks.jsonl"
     hooks.write_text("\n".join(json.dumps(p) for p in storm.webhook(storm.alerts(f1, T0) + storm.alerts(f2, T0), 6)))
     diag = tmp_path / "diag.json"
-    diag.write_text(json.dumps([d.to_dict() for d in storm.diagnoses(f1, T0) + storm.diagnoses(f2, T0)]))
+    # The exact shape `isostack diagnose --all --json` prints (to_json adds baseline, title, chain_line ...).
+    from isostack.report.json_report import to_json
+
+    diag.write_text(json.dumps([to_json(d) for d in storm.diagnoses(f1, T0) + storm.diagnoses(f2, T0)]))
     res = run_cli("alerts", "replay", str(hooks), "--diagnoses", str(diag), "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)

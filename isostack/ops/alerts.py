@@ -294,26 +294,6 @@ def store_diagnoses(store: Any, service: str | None = None, limit: int = 50) -> 
     return provider
 
 
-def diagnoses_from_json(doc: Any) -> list[Diagnosis]:
-    """Rebuild Diagnosis objects from ``Diagnosis.to_dict()`` output (``isostack diagnose --json``)."""
-    from isostack.locate.model import Evidence, FiveTuple, SlowHop
-
-    items = doc if isinstance(doc, list) else doc.get("diagnoses", [doc])
-    out = []
-    for i, d in enumerate(items):
-        try:
-            hop = None
-            if d.get("slow_hop"):
-                h = dict(d["slow_hop"])
-                h["five_tuple"] = FiveTuple(**h.get("five_tuple", {}))
-                hop = SlowHop(**h)
-            chain = [Finding(**{**f, "evidence": [Evidence(**e) for e in f.get("evidence", [])]}) for f in d.get("chain", [])]
-        except (TypeError, AttributeError) as exc:
-            raise InputError(f"diagnoses[{i}]: not a Diagnosis.to_dict() object: {exc}") from exc
-        out.append(Diagnosis(slow_hop=hop, chain=chain))
-    return out
-
-
 def make_server(converger: Converger, host: str = "127.0.0.1", port: int = 9095) -> Any:
     """A threading HTTP server: POST (any path) takes an Alertmanager webhook; GET /stats the rate."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

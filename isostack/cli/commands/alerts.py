@@ -21,10 +21,11 @@ forward_option = click.option("--forward", "forward_url", default=None,
 
 def _converger(ctx: click.Context, diagnoses_file: Path | None, forward_url: str | None, slack_s: float) -> Any:
     from isostack.ops import alerts
+    from isostack.report.json_report import from_json
 
     if diagnoses_file is not None:
         try:
-            recorded = alerts.diagnoses_from_json(json.loads(diagnoses_file.read_text()))
+            recorded = from_json(json.loads(diagnoses_file.read_text()))
         except ValueError as exc:
             raise InputError(f"{diagnoses_file}: not JSON: {exc}") from exc
         resolver = alerts.Resolver(lambda since, until: recorded)
