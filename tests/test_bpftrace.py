@@ -76,11 +76,19 @@ def test_hist_summary_quantiles() -> None:
 def test_block_device_named_and_rtt_maps_merged_per_flow() -> None:
     blk = rows("block_io_latency")
     assert blk and all(r["kind"] == "block_io_latency" and r["device"] for r in blk)
-    rtt = rows("tcp_rtt")
-    one = next(r for r in rtt if r["sock_cookie"] == 4097)
-    d = json.loads(one["detail_json"])
-    assert one["value"] == 21.0 and {"max_us", "samples", "cwnd_min"} <= d.keys()
-    assert (one["saddr"], one["sport"]) == ("10.244.77.2", 7777)
+    rtt = [r for r in rows("tcp_rtt") if r["sock_cookie"] == 158178]
+    # the client side of 10.244.77.1:55506 -> 10.244.77.2:7777; numeric keys decoded to dotted quads
+    assert {(r["saddr"], r["sport"], r["daddr"], r["dport"]) for r in rtt} == {("10.244.77.1", 55506,
+                                                                               "10.244.77.2", 7777)}
+    d = json.loads(rtt[0]["detail_json"])
+    assert rtt[0]["value"] == 32.0 and d == {"cwnd_min": 10, "max_us": 63, "samples": 25}
+
+
+def test_flow_bytes_counts_the_sender_five_tuple() -> None:
+    got = [r for r in rows("net_tx_pressure") if r["kind"] == "flow_bytes" and r["sport"] == 55522]
+    # 100 sends of 5000 bytes plus headers, across two windows
+    assert 500_000 < sum(r["value"] for r in got) < 520_000
+    assert {(r["saddr"], r["daddr"], r["dport"]) for r in got} == {("10.244.77.1", "10.244.77.2", 7777)}
 
 
 def test_drop_reason_comes_from_the_kernel_format() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -287,9 +288,11 @@ class BpftraceDecoder:
         elif role == "detail_by_key":
             for f, sub in detail.items():
                 pending["detail"].setdefault(f, {}).update(sub)
+        elif isinstance(value, dict) and "average" in value:  # stats(): count/average/total
+            pending["value"] = float(value["average"])
+            pending["detail"]["samples"] = value.get("count", 0)
         else:
-            num = float(value["average"] if isinstance(value, dict) and "average" in value else value)
-            pending["value"] = num + (pending["value"] or 0.0)
+            pending["value"] = float(value) + (pending["value"] or 0.0)
             pending["detail"][map_name.lstrip("@")] = value
         pending["detail"].update(detail)
 
@@ -334,7 +337,10 @@ def _key_into(kname: str, raw: str, row: dict[str, Any], detail: dict[str, Any])
         row["cgroup_id"] = int(raw)
     elif kname in ("pid", "sock_cookie", "sport", "dport"):
         row[kname] = int(raw)
-    elif kname in ("saddr", "daddr", "comm", "device"):
+    elif kname in ("saddr", "daddr"):
+        # numeric = an IPv4 address as the kernel stores it (network order) read as a host u32
+        row[kname] = str(ipaddress.IPv4Address(int(raw).to_bytes(4, "little"))) if raw.isdigit() else raw
+    elif kname in ("comm", "device"):
         row[kname] = raw
     elif kname == "dev_t":
         row["device"] = block_device_name(int(raw))
