@@ -12,6 +12,12 @@ load, its fixed part (interval printing, parsing, store writes) does not.
 
     sudo .venv/bin/python -m bench.agent_overhead            # 5 rounds x 15 s
     sudo .venv/bin/python -m bench.agent_overhead --quick    # 2 rounds x 4 s, < 60 s
+    sudo .venv/bin/python -m bench.agent_overhead --per-probe-cost --probes all   # in-kernel ns per request
+
+--per-probe-cost runs one bpftrace per probe with kernel.bpf_stats_enabled=1 and reads each BPF
+program's run_time_ns / run_cnt from /proc/<bpftrace>/fdinfo across one wrk run: the in-kernel cost
+each probe adds to every request, which is what the req/s loss is made of and what is hard to see
+on a shared machine.
 """
 
 from __future__ import annotations
@@ -111,6 +117,54 @@ def uss_bytes(procs: list[psutil.Process]) -> int:
     return total
 
 
+def bpf_prog_stats(pid: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over the BPF programs a process holds (needs bpf_stats_enabled)."""
+    total_ns = runs = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        t = re.search(r"^run_time_ns:\s+(\d+)", text, re.M)
+        c = re.search(r"^run_cnt:\s+(\d+)", text, re.M)
+        if t and c:
+            total_ns += int(t.group(1))
+            runs += int(c.group(1))
+    return total_ns, runs
+
+
+def per_probe_cost(url: str, work: Path, probes: str, seconds: int, connections: int) -> dict[str, dict]:
+    """In-kernel BPF time per request of each probe during one wrk run."""
+    stats_file = Path("/proc/sys/kernel/bpf_stats_enabled")
+    before = stats_file.read_text().strip()
+    stats_file.write_text("1")
+    data_dir = work / "cost-store"
+    data_dir.mkdir()
+    agent = subprocess.Popen([sys.executable, "-m", "isostack", "--data-dir", str(data_dir), "agent", "--probes",
+                              probes, "--one-process-per-probe", "--no-collectors"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not list((data_dir / "kernel_events").glob("*.parquet")):
+            time.sleep(0.2)
+        kids = {c.pid: Path(c.cmdline()[-1]).stem for c in psutil.Process(agent.pid).children()
+                if c.name() == "bpftrace"}
+        s0 = {pid: bpf_prog_stats(pid) for pid in kids}
+        r = run_wrk(url, seconds, connections)
+        s1 = {pid: bpf_prog_stats(pid) for pid in kids}
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+        stats_file.write_text(before)
+    requests = r["rps"] * seconds
+    out: dict[str, dict] = {"_wrk": r}
+    for pid, name in kids.items():
+        dt, dc = s1[pid][0] - s0[pid][0], s1[pid][1] - s0[pid][1]
+        out[name] = {"ns_per_request": round(dt / requests), "runs_per_request": round(dc / requests, 2),
+                     "ns_per_run": round(dt / dc) if dc else 0, "cores": round(dt / 1e9 / seconds, 4)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 rounds x 4 s (< 60 s)")
@@ -119,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--probes", default="default", help="'default', 'all' (adds syscall_latency) or a list")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--per-probe-cost", action="store_true",
+                    help="instead of the A/B runs: in-kernel BPF ns per request of each probe")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds = 2, 4
@@ -144,6 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         time.sleep(0.5)
         run_wrk(url, 2, args.connections)  # warm-up
+        if args.per_probe_cost:
+            cost = per_probe_cost(url, work, args.probes, args.seconds, args.connections)
+            wrk = cost.pop("_wrk")
+            if args.json:
+                print(json.dumps({"wrk": wrk, "probes": cost}, indent=2))
+            else:
+                print(f"wrk with all probes attached: {wrk['rps']:.0f} req/s")
+                for name, c in sorted(cost.items(), key=lambda kv: -kv[1]["ns_per_request"]):
+                    print(f"{name:18s} {c['ns_per_request']:6d} ns/request  {c['runs_per_request']:6.2f} runs/request"
+                          f"  {c['ns_per_run']:6d} ns/run  {c['cores']:.3f} core")
+                total = sum(c["ns_per_request"] for c in cost.values())
+                print(f"{'total':18s} {total:6d} ns/request in-kernel")
+            return 0
         for i in range(args.rounds):
             b = run_wrk(url, args.seconds, args.connections)
             base.append(b)
