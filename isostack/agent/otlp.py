@@ -36,7 +36,7 @@ class OtlpExporter:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
         from opentelemetry.sdk.resources import Resource
 
         base = endpoint.rstrip("/")
@@ -44,7 +44,8 @@ class OtlpExporter:
         self.metric_exporter = OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=timeout_s)
         self.log_provider = LoggerProvider(resource=self.resource)
         self.log_provider.add_log_record_processor(
-            SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{base}/v1/logs", timeout=timeout_s)))
+            # batched: tcp_life can be thousands of records per second on a busy node
+            BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{base}/v1/logs", timeout=timeout_s)))
         self.logger = self.log_provider.get_logger("isostack.agent")
 
     def export(self, table: pa.Table) -> str:
