@@ -71,7 +71,7 @@ class Agent:
                  on_rows: Callable[[pa.Table], None] | None = None,
                  warn: Callable[[str], None] | None = None) -> None:
         self.store = store
-        self.specs = probes_mod.select(probes) if probes not in ("", None, "none") else []
+        self.specs = probes_mod.select(probes) if probes not in ("", "none") else []
         self.interval_s = float(interval_s)
         self.host_name = host_name or socket.gethostname()
         self.otlp_endpoint = otlp_endpoint
