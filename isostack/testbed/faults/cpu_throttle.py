@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from isostack.testbed import cgroups
@@ -12,10 +13,10 @@ class CpuThrottle(Fault):
     name = "cpu-throttle"
     layer = "L-3"
     mechanism = "cpu_throttle"
-    summary = "cgroup CPU quota (cpu.cfs_quota_us) at quota_pct % of one CPU; CFS throttles the service"
+    summary = "cgroup CPU quota (cpu.cfs_quota_us) at half the service's measured CPU demand (or quota_pct)"
 
     def apply(self, ctx: Context) -> dict[str, Any]:
-        pct = float(ctx.params.get("quota_pct", 10))
+        pct = float(ctx.params["quota_pct"]) if "quota_pct" in ctx.params else _half_of_demand_pct(ctx.cgroup)
         period = int(ctx.params.get("period_us", 100_000))
         state = self.observe(ctx)
         if cgroups.is_v2_only():
@@ -38,6 +39,24 @@ class CpuThrottle(Fault):
         if cgroups.is_v2_only():
             return {"cpu.max": cgroups.read("", ctx.cgroup, "cpu.max")}
         return {k: cgroups.read("cpu", ctx.cgroup, k) for k in ("cpu.cfs_quota_us", "cpu.cfs_period_us")}
+
+
+def _half_of_demand_pct(name: str, window_s: float = 1.0) -> float:
+    """Half of what the service used over the last second, in % of one CPU (>= 1 %).
+
+    A fixed quota hurts a CPU-heavy service and not a light one; half its own demand throttles
+    every service in every period it is busy, whatever its weight.
+    """
+    if cgroups.is_v2_only():
+        return 10.0
+    knob = cgroups.path("cpuacct", name) / "cpuacct.usage"
+    try:
+        u0 = int(knob.read_text())
+        time.sleep(window_s)
+        used_pct = (int(knob.read_text()) - u0) / 1e9 / window_s * 100
+    except (OSError, ValueError):
+        return 10.0
+    return max(1.0, used_pct / 2)
 
 
 FAULT = CpuThrottle()
