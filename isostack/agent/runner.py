@@ -3,7 +3,7 @@
 No residue: each child is started with PR_SET_PDEATHSIG(SIGKILL) (the kernel kills it when the thread
 that started it dies, including on SIGKILL of the agent) and in its own process group; stop() sends
 SIGINT (bpftrace detaches and prints its END maps), then SIGKILL after a grace period. The program text
-lives in a temporary file removed at stop. bpftrace probes are perf/BPF links owned by the process, so
+goes to bpftrace on stdin (``bpftrace -``), so not even a temporary file is left behind. bpftrace probes are perf/BPF links owned by the process, so
 they vanish with it; nothing is written to tracefs or cgroupfs.
 """
 
@@ -14,11 +14,9 @@ import ctypes
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -53,7 +51,6 @@ class ProbeProcess:
             self._text = combined_program_text(self.specs, interval_s, cgroup_expr, variants)
         self._bpftrace = bpftrace
         self._lock = threading.Lock()
-        self._dir = tempfile.mkdtemp(prefix="isostack-probe-")
         self.proc: subprocess.Popen[str] | None = None
         self.stderr_tail: deque[str] = deque(maxlen=20)
         self.bad_lines = 0
@@ -61,12 +58,16 @@ class ProbeProcess:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        path = Path(self._dir) / f"{self.name}.bt"
-        path.write_text(self._text)
         self.proc = subprocess.Popen(
-            [self._bpftrace, "-f", "json", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_child_setup,
+            [self._bpftrace, "-f", "json", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE, text=True, bufsize=1, preexec_fn=_child_setup,
         )
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(self._text)
+            self.proc.stdin.close()
+        except BrokenPipeError:  # bpftrace died at once; wait_attached() reports its stderr
+            pass
         self._threads = [threading.Thread(target=self._read_stdout, name=f"probe-{self.name}", daemon=True),
                          threading.Thread(target=self._read_stderr, name=f"probe-{self.name}-err", daemon=True)]
         for t in self._threads:
@@ -112,7 +113,7 @@ class ProbeProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace_s: float = 3.0) -> None:
-        """SIGINT, then SIGKILL to the whole process group; joins the readers; removes the program file."""
+        """SIGINT, then SIGKILL to the whole process group; joins the readers."""
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGINT)
@@ -123,9 +124,3 @@ class ProbeProcess:
                 self.proc.wait()
         for t in self._threads:
             t.join(timeout=2)
-        try:
-            for f in Path(self._dir).iterdir():
-                f.unlink()
-            os.rmdir(self._dir)
-        except OSError:
-            pass
