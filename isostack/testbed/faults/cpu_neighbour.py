@@ -1,4 +1,4 @@
-"""cpu-neighbour: busy processes in a sibling cgroup with twice the cpu.shares weight but no quota,
+"""cpu-neighbour: busy processes in a sibling cgroup with four times the cpu.shares weight but no quota,
 sharing a CPU with the target (its threads pinned to the same CPU): the target waits in the run
 queue, it is never throttled (L-3, run-queue latency)."""
 
@@ -24,14 +24,14 @@ class CpuNeighbour(Fault):
     name = "cpu-neighbour"
     layer = "L-3"
     mechanism = "runq_latency"
-    summary = "spinning neighbour (cpu.shares x2, no quota) pinned to the target's CPU"
+    summary = "spinning neighbour (cpu.shares x4, no quota) pinned to the target's CPU"
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         cpu = int(ctx.params.get("cpu", (os.cpu_count() or 1) - 1))
         threads = int(ctx.params.get("threads", 1))
         cgroups.create(NOISY_CGROUP)
         if not cgroups.is_v2_only():
-            cgroups.write("cpu", NOISY_CGROUP, "cpu.shares", str(int(ctx.params.get("shares", 2048))))
+            cgroups.write("cpu", NOISY_CGROUP, "cpu.shares", str(int(ctx.params.get("shares", 4096))))
         before: dict[str, list[int]] = {}
         for pid in cgroups.pids(ctx.cgroup):
             for tid in _threads(pid):
