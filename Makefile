@@ -9,7 +9,7 @@ setup:
 
 # The main job on the embedded default store (no external server).
 demo: setup
-	@bash scripts/demo.sh
+	@bash scripts/demo.sh $(ARGS)
 
 # The whole suite, slow end-to-end tests included (this is what .ci/run calls).
 test: setup lint
