@@ -236,3 +236,40 @@ def test_cli_no_slow_hops_and_bad_input(store: Store) -> None:
     assert clash.returncode == 2 and "--window" in clash.stderr
     missing = run_cli("hops", "--trace", "f" * 32, data_dir=store.data_dir)
     assert missing.returncode == 2 and "no spans with this trace id" in missing.stderr
+
+
+def test_one_trace_scope_gives_the_same_hops_as_the_whole_store(tmp_path: Path) -> None:
+    """`--trace` reads only the trace's services and their children; the answer must not change.
+
+    The store also holds traces of services the checked trace never touches ("search" calling
+    "payment", so payment spans have parents outside the scope, and "index" spans never in it).
+    """
+    st = Store(tmp_path / "store")
+    rng = random.Random(11)
+    rows = [r for i in range(N_REF + N_WIN) for r in build_trace(i, rng)]
+    for i in range(N_REF + N_WIN):
+        t = T0 + i * 100 * MS + 30 * MS
+        tid = f"{i + 10_000:032x}"
+        slow = 80 * MS if i % 7 == 0 else 0
+        common = dict(trace_id=tid, status_code="UNSET", net_transport="tcp", host_name="node-s")
+        rows += [
+            dict(common, service_name="search", span_id=f"{i:08x}{1:08x}", parent_span_id="", name="GET /q",
+                 kind="SERVER", start_ns=t, end_ns=t + 20 * MS + slow, duration_ns=20 * MS + slow),
+            dict(common, service_name="search", span_id=f"{i:08x}{2:08x}", parent_span_id=f"{i:08x}{1:08x}",
+                 name="POST /charge", kind="CLIENT", start_ns=t + MS, end_ns=t + 9 * MS, duration_ns=8 * MS,
+                 peer_name="payment"),
+            dict(common, service_name="payment", span_id=f"{i:08x}{3:08x}", parent_span_id=f"{i:08x}{2:08x}",
+                 name="POST /charge", kind="SERVER", start_ns=t + 2 * MS, end_ns=t + 8 * MS, duration_ns=6 * MS),
+            dict(common, service_name="index", span_id=f"{i:08x}{4:08x}", parent_span_id=f"{i:08x}{1:08x}",
+                 name="lookup", kind="INTERNAL", start_ns=t + 10 * MS, end_ns=t + 18 * MS + slow,
+                 duration_ns=8 * MS + slow),
+        ]
+    st.append("spans", pa.Table.from_pylist(rows, schema=SPANS))
+    for tid in (trace_id(NET_SLOW), trace_id(SELF_SLOW), trace_id(RARE)):
+        scoped = analyse_hops(st, trace_id=tid)
+        whole = analyse_hops(st, trace_id=tid, scope_to_trace=False)
+        assert scoped.stats["scope"] != whole.stats["scope"]
+        assert scoped.stats["spans"] < whole.stats["spans"]  # the scope really skipped spans
+        assert [h.to_dict() for h in scoped.hops] == [h.to_dict() for h in whole.hops]
+        assert scoped.hops  # and the injected slowness is still found
+        assert (scoped.baseline_used, scoped.baseline_samples) == (whole.baseline_used, whole.baseline_samples)
