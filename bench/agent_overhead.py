@@ -66,14 +66,32 @@ def _to_ms(value: str, unit: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
-    """req/s and p99 latency (ms) of one closed-loop wrk run (1 thread: the machine has 2 cores)."""
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+def run_wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> dict[str, float]:
+    """req/s and p99 latency (ms) of one wrk run (1 thread: the machine has 2 cores).
+
+    Closed loop (as fast as nginx answers) without ``script``; with a pacing script (see
+    ``pacing_script``) each connection waits between requests, so the offered rate is fixed.
+    """
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     p99 = _to_ms(m.group(1), m.group(2)) if m else float("nan")
     return {"rps": rps, "p99_ms": p99}
+
+
+def pacing_script(work: Path, rate_rps: float, connections: int) -> Path:
+    """A wrk Lua script holding each connection ``connections / rate`` seconds between requests.
+
+    wrk has no rate option; its ``delay()`` hook paces every connection, so ``connections`` of them
+    offer about ``rate_rps`` while nginx answers well under the delay (sub-millisecond here).
+    """
+    delay_ms = connections * 1000.0 / rate_rps
+    path = work / "pace.lua"
+    path.write_text(f"function delay()\n  return {delay_ms:.3f}\nend\n")
+    return path
 
 
 def start_agent(data_dir: Path, probes: str) -> subprocess.Popen:
@@ -172,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--probes", default="default", help="'default', 'all' (adds syscall_latency) or a list")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="offer this many req/s (paced wrk, e.g. 10000 for the issue's 10k req/s bar) "
+                         "instead of saturating nginx; use with --connections 100")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--per-probe-cost", action="store_true",
                     help="instead of the A/B runs: in-kernel BPF ns per request of each probe")
@@ -199,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     agent_rss: list[int] = []
     try:
         time.sleep(0.5)
+        script = pacing_script(work, args.rate, args.connections) if args.rate else None
         run_wrk(url, 2, args.connections)  # warm-up
         if args.per_probe_cost:
             cost = per_probe_cost(url, work, args.probes, args.seconds, args.connections)
@@ -214,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'total':18s} {total:6d} ns/request in-kernel")
             return 0
         for i in range(args.rounds):
-            b = run_wrk(url, args.seconds, args.connections)
+            b = run_wrk(url, args.seconds, args.connections, script)
             base.append(b)
             data_dir = work / f"store{i}"
             data_dir.mkdir()
@@ -222,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 tree = agent_tree(agent)
                 c0, t0 = cpu_s(tree), time.monotonic()
-                w = run_wrk(url, args.seconds, args.connections)
+                w = run_wrk(url, args.seconds, args.connections, script)
                 c1, t1 = cpu_s(tree), time.monotonic()
                 agent_rss.append(uss_bytes(tree))
             finally:
@@ -246,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = statistics.median(agent_cores)
     result = {
         "rounds": args.rounds, "seconds_per_run": args.seconds, "probes": args.probes,
+        "offered_rps": args.rate or "saturating (closed loop)",
         "rps_without": round(rps_base, 1), "rps_with": round(rps_with, 1),
         "rps_loss_pct": round(100 * (rps_base - rps_with) / rps_base, 2),
         "p99_ms_without": round(statistics.median(r["p99_ms"] for r in base), 3),
@@ -261,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        print(f"offered load: {result['offered_rps']}")
         print(f"req/s   without agent {result['rps_without']:>10.0f}   with agent {result['rps_with']:>10.0f}   "
               f"loss {result['rps_loss_pct']:.2f} % (target <= 2 %)")
         print(f"per round without {result['rps_without_each']} with {result['rps_with_each']}; "
