@@ -17,6 +17,7 @@ span is throttled. It measures
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -184,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n_spans, n_events = (100_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="isostack-bench-diagnose-"))
+    try:
+        return _bench(data_dir, n_spans, n_events)
+    finally:
+        if args.data_dir is None:  # a generated store is ~90 MB of Parquet: do not leave it in /tmp
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _bench(data_dir: Path, n_spans: int, n_events: int) -> int:
     marker = data_dir / "bench-trace.txt"
     t = time.perf_counter()
     if marker.exists():
