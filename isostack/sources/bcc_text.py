@@ -48,6 +48,7 @@ import pyarrow as pa
 
 from isostack import records
 from isostack.errors import InputError
+from isostack.sources import read_capture
 
 # Histogram tool -> (kind, unit of the kind's value)
 HIST_KINDS: dict[str, tuple[str, str]] = {
@@ -508,11 +509,7 @@ def parse_file(path: str | Path, *, tool: str | None = None, host_name: str = ""
     ``base_ts_ns`` defaults to the file's modification time (when the capture was written).
     """
     p = Path(path)
-    try:
-        text = p.read_text(errors="replace")
-        mtime_ns = p.stat().st_mtime_ns
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read: {exc.strerror}") from exc
+    text, mtime_ns = read_capture(p)
     guess = p.name.split("_", 1)[0].split(".", 1)[0]
     if guess == "bpftrace":
         guess = p.name.split("_")[1] if p.name.count("_") >= 1 else ""

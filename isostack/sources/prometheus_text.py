@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from isostack import records
 from isostack.errors import InputError
+from isostack.sources import read_capture
 
 _TYPE = {"counter": "sum", "gauge": "gauge", "unknown": "gauge", "untyped": "gauge", "info": "gauge",
          "stateset": "gauge", "histogram": "histogram", "gaugehistogram": "histogram", "summary": "summary"}
@@ -95,11 +96,7 @@ def _rows(families: list, now_ns: int, host_name: str, source: str = "prometheus
 def parse_file(path: str | Path, *, host_name: str = "", ts_ns: int | None = None) -> pa.Table:
     """Read one scrape file; samples without a timestamp get the file's modification time."""
     p = Path(path)
-    try:
-        text = p.read_text(errors="replace")
-        mtime_ns = p.stat().st_mtime_ns
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read: {exc.strerror}") from exc
+    text, mtime_ns = read_capture(p)
     return parse_text(text, str(p), host_name=host_name, ts_ns=ts_ns if ts_ns is not None else mtime_ns)
 
 

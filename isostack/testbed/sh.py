@@ -33,3 +33,14 @@ def ok(*cmd: str, netns: str | None = None) -> bool:
         return True
     except IsostackError:
         return False
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0; EPERM means it exists but is not ours)."""
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -29,7 +29,7 @@ from types import TracebackType
 
 from isostack.errors import IsostackError
 from isostack.testbed import cgroups
-from isostack.testbed.sh import ok, require_root, run
+from isostack.testbed.sh import ok, pid_alive, require_root, run
 
 PREFIX = "isotb-"
 BRIDGE = "isotb-br0"
@@ -127,7 +127,7 @@ class Testbed:
         if load_state() is not None:
             st = load_state()
             assert st is not None
-            if st.owner_pid and _alive(st.owner_pid):
+            if st.owner_pid and pid_alive(st.owner_pid):
                 raise IsostackError(f"a testbed is already running (owner pid {st.owner_pid}); "
                                     "stop it first (python -m isostack.testbed down)")
             teardown()  # stale leftovers of a killed run
@@ -271,14 +271,6 @@ def add_netns_on_bridge(netns: str, host_veth: str, addr: str) -> None:
     run("ip", "route", "add", "default", "via", BRIDGE_ADDR, netns=netns)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def _terminate(proc: subprocess.Popen, grace_s: float = 3.0) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from isostack.errors import UsageError
 from isostack.testbed import cgroups, seccomp
 from isostack.testbed.faults import Context, Fault
+from isostack.testbed.sh import pid_alive
 
 
 def _restart(ctx: Context, old_pids: list[int], timeout_s: float = 20.0) -> None:
@@ -49,7 +50,7 @@ class SyscallSlow(Fault):
         if not seccomp.supported():
             raise UsageError("syscall-slow needs x86_64 Linux (the filter uses x86_64 syscall numbers)")
         st = load_state()
-        if st is None or not st.owner_pid or not _alive(st.owner_pid):
+        if st is None or not st.owner_pid or not pid_alive(st.owner_pid):
             raise UsageError("syscall-slow restarts the service: the testbed's owner process must be running")
         syscalls = str(ctx.params.get("syscalls", "connect,accept4"))
         delay = float(ctx.params.get("delay_ms", 25))
@@ -76,12 +77,6 @@ class SyscallSlow(Fault):
         return {"seccomp_modes": modes}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 FAULT = SyscallSlow()
