@@ -40,7 +40,12 @@ fi
 stamp=.venv/.isostack-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "installing isostack and its dependencies into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # pip and the build backend are chatty even with -q: keep their output in a log, show it on failure
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e '.[dev]'; } > .venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log >&2
+    log "pip install failed (log above, also in .venv/pip-install.log)"
+    exit 1
+  fi
   touch "$stamp"
 fi
