@@ -85,3 +85,16 @@ def test_cli_sql_json_handles_decimal_sums(data_dir):
                 data_dir=data_dir)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [{"s": 15, "a": 7.5}]
+
+
+def test_error_lines_are_not_wrapped_on_a_narrow_pipe(tmp_path, data_dir):
+    bad = tmp_path / ("a-rather-long-file-name-that-pushes-the-error-past-eighty-columns" * 2 + ".json")
+    bad.write_text('{"resourceSpans":[{"resource":')
+    import os
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "isostack", "--data-dir", str(data_dir), "ingest", str(bad)],
+                       capture_output=True, text=True, env={**os.environ, "COLUMNS": "40"}, timeout=120)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("isostack: error:")]
+    assert errors and all(str(bad) in line for line in errors)  # each error is one whole line

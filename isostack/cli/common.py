@@ -20,7 +20,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 # Human output goes to stdout; progress and warnings to stderr so they never pollute --json.
 console = Console(highlight=False, soft_wrap=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: an error or warning stays one line however narrow the terminal (or pipe) is
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def get_store(ctx: click.Context) -> Store:
