@@ -113,6 +113,16 @@ def test_v2_only_host_fake_tree(tmp_path: Path) -> None:
     assert Store(tmp_path / "store").append("kernel_events", pa.Table.from_pylist(rows)) == len(rows)
 
 
+
+def _rmdir_cgroup(d: Path) -> None:
+    """Remove a cgroup dir once the kernel has let go of its last task (it can lag a kill by ~100 ms)."""
+    for _ in range(50):
+        try:
+            d.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)
+
 @pytest.fixture
 def v1_cpu_cgroup():
     require_root()
@@ -127,12 +137,7 @@ def v1_cpu_cgroup():
         for p in procs:
             p.kill()
             p.wait()
-        for _ in range(50):
-            try:
-                d.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        _rmdir_cgroup(d)
 
 
 @pytest.mark.slow
@@ -226,12 +231,7 @@ def v1_memory_cgroup():
     try:
         yield d
     finally:
-        for _ in range(50):
-            try:
-                d.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        _rmdir_cgroup(d)
 
 
 @pytest.mark.slow
