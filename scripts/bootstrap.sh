@@ -38,7 +38,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.isostack-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# reinstall when the build inputs changed (pyproject.toml, setup.py, the Cython decoder) or its .so is missing
+if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py isostack -newer "$stamp" \( -name pyproject.toml \
+     -o -name setup.py -o -name '*.pyx' \) -print -quit)" ] || ! ls isostack/sources/otlp/_wire.*.so >/dev/null 2>&1; then
   log "installing isostack and its dependencies into .venv"
   # pip and the build backend are chatty even with -q: keep their output in a log, show it on failure
   if ! { .venv/bin/python -m pip install -q --upgrade pip &&

@@ -95,6 +95,10 @@ class SpanColumns:
         spans = pa.Table.from_pydict(
             {name: pa.array(values, records.SPANS.field(name).type) for name, values in self.cols.items()}
         )
+        return {"spans": records.conform("spans", spans), **self.event_link_tables()}
+
+    def event_link_tables(self) -> dict[str, pa.Table]:
+        """The span_events and span_links tables (the compiled decoder builds spans itself)."""
         events = pa.Table.from_pydict({
             "trace_id": pa.array(self.ev_trace, pa.string()), "span_id": pa.array(self.ev_span, pa.string()),
             "ts_ns": pa.array(self.ev_ts, pa.int64()), "name": pa.array(self.ev_name, pa.string()),
@@ -107,7 +111,6 @@ class SpanColumns:
             "attributes_json": pa.array(self.ln_attrs, pa.string()),
         })
         return {
-            "spans": records.conform("spans", spans),
             "span_events": records.conform("span_events", events),
             "span_links": records.conform("span_links", links),
         }

@@ -379,8 +379,11 @@ _net_cache: dict[tuple[Any, ...], _NetHit] = {}
 
 def clear_caches() -> None:
     """Forget decoded attributes (benchmarks call this so every timed run starts cold)."""
+    from isostack.sources.otlp import wire
+
     _attr_cache.clear()
     _net_cache.clear()
+    wire.clear_caches()
 
 
 _encode_str = json.encoder.encode_basestring  # the C implementation json.dumps itself uses
@@ -398,14 +401,23 @@ def _json_value(value: Any) -> str:
     return dumps([value])[1:-1]
 
 
-def _attr_info(raw: bytes) -> tuple[str, Any, int, str]:
-    """Decode one KeyValue's bytes once: (key, value, network class, JSON member)."""
+def _key_class(key: str) -> int:
+    """0 a plain attribute, 1 a network attribute, 2 a network port (see semconv.NET_KEYS)."""
+    return 0 if key not in _NET_KEYS else (2 if semconv.is_port_key(key) else 1)
+
+
+def _attr_decode(raw: bytes) -> tuple[str, Any, int, str]:
+    """Decode one KeyValue's bytes: (key, value, network class, JSON member); raises DecodeError."""
     kv = KeyValue.FromString(raw)
     key = kv.key
     value = any_value(kv.value)
-    net = 0 if key not in _NET_KEYS else (2 if semconv.is_port_key(key) else 1)
     # attributes_json is the concatenation of these members: no json.dumps per span.
-    info = (key, value, net, _encode_str(key) + ":" + _json_value(value))
+    return (key, value, _key_class(key), _encode_str(key) + ":" + _json_value(value))
+
+
+def _attr_info(raw: bytes) -> tuple[str, Any, int, str]:
+    """Decode one KeyValue's bytes once (cached): (key, value, network class, JSON member)."""
+    info = _attr_decode(raw)
     if len(_attr_cache) >= _CACHE_MAX:
         _attr_cache.clear()
     _attr_cache[raw] = info
@@ -418,11 +430,22 @@ def _valid_port(value: Any) -> bool:
 
 def _net_of(key: tuple[Any, ...], raws: list[bytes] | None, ports: list[tuple[str, Any, int, str]] | None
             ) -> _NetHit:
-    kind = key[0]
+    net_infos = [_attr_cache.get(r) or _attr_info(r) for r in raws or ()]
+    result = _net_resolve(key[0], net_infos, ports)
+    # Only cache a resolution whose ports were all valid: an invalid port changes which key wins.
+    if all(_valid_port(p[1]) for p in ports or ()):
+        if len(_net_cache) >= _CACHE_MAX:
+            _net_cache.clear()
+        _net_cache[key] = result
+    return result
+
+
+def _net_resolve(kind: str, net_infos: list[tuple[str, Any, int, str]],
+                 ports: list[tuple[str, Any, int, str]] | None) -> _NetHit:
+    """Resolve one span's network attributes (decoded infos) with the ports left open (see _net_cache)."""
     infos: dict[str, tuple[str, Any, int, str]] = {}
     cands: dict[str, Any] = {}
-    for r in raws or ():
-        info = _attr_cache.get(r) or _attr_info(r)
+    for info in net_infos:
         cands[info[0]] = info[1]
         infos[info[0]] = info
     port_keys = [p[0] for p in ports or ()]
@@ -435,13 +458,7 @@ def _net_of(key: tuple[Any, ...], raws: list[bytes] | None, ports: list[tuple[st
     li = port_keys.index(net.local_port_key) if net.local_port_key in port_keys else -1
     pi = port_keys.index(net.peer_port_key) if net.peer_port_key in port_keys else -1
     unused_ports = tuple(i for i, k in enumerate(port_keys) if k not in net.used)
-    result = (values, li, pi, unused, unused_ports)
-    # Only cache a resolution whose ports were all valid: an invalid port changes which key wins.
-    if all(_valid_port(p[1]) for p in ports or ()):
-        if len(_net_cache) >= _CACHE_MAX:
-            _net_cache.clear()
-        _net_cache[key] = result
-    return result
+    return (values, li, pi, unused, unused_ports)
 
 
 _NO_NET = ("", "", "", None, "", None, "", None, None)
@@ -449,11 +466,36 @@ _ZERO16 = bytes(16)
 _ZERO8 = bytes(8)
 
 
-def spans_from_bytes(data: bytes, source: str) -> Decoded | None:
-    """Decode serialized TracesData/ExportTraceServiceRequest bytes via the light schema (the fast path).
+def add_events_links(cols: SpanColumns, trace_hex: str, span_hex: str, events: Iterable[bytes],
+                     links: Iterable[bytes]) -> None:
+    """Append one span's raw Event/Link encodings to the span_events/span_links columns (DecodeError if bad)."""
+    for ev_raw in events:
+        ev = _FullSpan.Event.FromString(ev_raw)
+        cols.add_event(trace_hex, span_hex, ev.time_unix_nano, ev.name, dumps(attrs_dict(ev.attributes)))
+    for ln_raw in links:
+        ln = _FullSpan.Link.FromString(ln_raw)
+        cols.add_link(trace_hex, span_hex, ln.trace_id.hex(), ln.span_id.hex(), dumps(attrs_dict(ln.attributes)))
 
+
+def spans_from_bytes(data: bytes, source: str) -> Decoded | None:
+    """Decode serialized TracesData/ExportTraceServiceRequest bytes (the fast path).
+
+    The compiled wire decoder (``_wire``, see :mod:`.wire`) when it is built and not disabled by
+    ``ISOSTACK_PURE_PYTHON=1``; it hands anything unusual (a bad span, malformed wire data) to
+    :func:`spans_from_bytes_py`, which is also the reference its output is tested against.
     Returns None when the bytes do not parse (the caller falls back to the salvaging path).
     """
+    from isostack.sources.otlp import wire
+
+    if wire.enabled():
+        out = wire.spans_from_bytes(data, source)
+        if out is not None:
+            return out
+    return spans_from_bytes_py(data, source)
+
+
+def spans_from_bytes_py(data: bytes, source: str) -> Decoded | None:
+    """The pure-Python fast path: upb parses the light schema, per-attribute caches, column lists."""
     try:
         req = light.TracesRequest.FromString(data)
     except DecodeError:
@@ -550,16 +592,8 @@ def _light_resource_spans(rs: Any, cols: SpanColumns, out: Decoded, source: str,
                 links = sp.links
                 trace_hex = tid.hex()
                 span_hex = sid.hex()
-                if events:
-                    for ev_raw in events:
-                        ev = _FullSpan.Event.FromString(ev_raw)
-                        cols.add_event(trace_hex, span_hex, ev.time_unix_nano, ev.name,
-                                       dumps(attrs_dict(ev.attributes)))
-                if links:
-                    for ln_raw in links:
-                        ln = _FullSpan.Link.FromString(ln_raw)
-                        cols.add_link(trace_hex, span_hex, ln.trace_id.hex(), ln.span_id.hex(),
-                                      dumps(attrs_dict(ln.attributes)))
+                if events or links:
+                    add_events_links(cols, trace_hex, span_hex, events, links)
             except DecodeError:
                 if net_raws is not None or len(net_rows) > len(cols) - n_before:
                     del net_rows[len(cols) - n_before:]
