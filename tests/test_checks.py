@@ -57,7 +57,7 @@ def test_every_check_declares_kb_ids() -> None:
     from isostack import kb
 
     ids = [m.CHECK.id for m in all_checks()]
-    assert len(ids) == len(set(ids)) == 13
+    assert len(ids) == len(set(ids)) == 14
     for m in all_checks():
         kb.mechanism(m.CHECK.mechanism)
         for t in m.CHECK.thresholds:
@@ -130,6 +130,19 @@ def test_packet_drop_on_flow_and_by_rate(data_dir: Path) -> None:
     high = run(data_dir.parent / "high", [ev(IN, "nic_drop", 50_000, S, device="vnet-h6")])
     f = next(f for f in high.chain if f.mechanism == "packet_drop")
     assert f.evidence[0].value == pytest.approx(50.0) and f.evidence[0].unit == "kpps"
+
+
+def test_filter_drop_is_its_own_finding_and_causes_retransmits(data_dir: Path) -> None:
+    # an iptables DROP on the hop's connection (the kernel's NETFILTER_DROP reason), then the RTO
+    rows = [ev(IN, "skb_drop", 1, detail={"reason": "NETFILTER_DROP"}, **flow(reverse=True))]
+    rows += [ev(IN + 210 * MS + k * MS, "tcp_retransmit", 1, **flow()) for k in range(3)]
+    d = run(data_dir, rows)
+    assert mechanisms(d)[:2] == ["filter_drop", "retransmits"]
+    f = d.chain[0]
+    assert f.layer == "NET" and f.evidence[0].value == 1 and "netfilter" in f.summary
+    assert d.chain[1].caused_by == "filter_drop"
+    assert "packet_drop" not in mechanisms(d)  # not loss in the driver/qdisc
+    assert status(d, "packet_drop") == "ok"
 
 
 def test_retransmits_threshold_and_other_flows_ignored(data_dir: Path) -> None:

@@ -15,8 +15,8 @@ from isostack.locate.model import Finding
 # symptom mechanism -> groups of candidate causes, most direct group first; within a group the
 # cause that started earliest wins (CPU throttle vs a noisy flow filling the same queue).
 CAUSES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "rtt_spike": (("retransmits",), ("packet_drop", "tx_queue_full"), ("cpu_throttle", "noisy_flow", "runq_latency")),
-    "retransmits": (("packet_drop", "tx_queue_full", "conntrack_full"), ("cpu_throttle", "noisy_flow")),
+    "rtt_spike": (("retransmits",), ("packet_drop", "filter_drop", "tx_queue_full"), ("cpu_throttle", "noisy_flow", "runq_latency")),
+    "retransmits": (("packet_drop", "filter_drop", "tx_queue_full", "conntrack_full"), ("cpu_throttle", "noisy_flow")),
     "packet_drop": (("tx_queue_full",), ("noisy_flow", "cpu_throttle", "conntrack_full")),
     "tx_queue_full": (("cpu_throttle", "noisy_flow", "runq_latency"),),
     "oom_kill": (("memory_growth",),),

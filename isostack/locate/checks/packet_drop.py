@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, where_of
+from isostack.locate.checks.filter_drop import FILTER_REASONS
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
@@ -20,12 +21,15 @@ CHECK = CheckSpec(
 BENIGN_REASONS = frozenset({
     "NOT_SPECIFIED", "QUEUE_PURGE", "SOCKET_CLOSE", "TCP_CLOSE", "TCP_OLD_DATA", "TCP_OLD_SEQUENCE", "TCP_OLD_ACK",
     "TCP_TOO_OLD_ACK", "NO_SOCKET", "TCP_ABORT_ON_DATA", "TCP_RESET", "DUP_FRAG", "SOCKET_FILTER", "PKT_TOO_SMALL",
+    # a retransmitted SYN for a connection that already exists: the echo of an earlier loss, redundant
+    "TCP_INVALID_SYN",
 })
 
 
 def _lossy(rows: pa.Table) -> pa.Table:
+    # a netfilter verdict is a rule, not loss in the driver/qdisc: checks/filter_drop.py names it
     keep = [i for i, d in enumerate(rows.column("detail_json").to_pylist())
-            if str(detail_of(d).get("reason", "")).upper() not in BENIGN_REASONS]
+            if str(detail_of(d).get("reason", "")).upper() not in BENIGN_REASONS | FILTER_REASONS]
     return rows.take(pa.array(keep, pa.int64()))
 
 
