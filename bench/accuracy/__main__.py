@@ -76,7 +76,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             i += 1
             rate = RATES[rep % len(RATES)]
             sys.stderr.write(f"[bench.accuracy] {i}/{total} {fault} on {target} rep {rep} ({rate:g} req/s)\n")
-            data = Path(tempfile.mkdtemp(prefix="isostack-bench-"))
+            if args.keep:
+                data = run_dir / "cases" / f"{fault}_{target}_{rep}"
+                data.mkdir(parents=True, exist_ok=True)
+            else:
+                data = Path(tempfile.mkdtemp(prefix="isostack-bench-"))
             svc_only: Path | None = None
             try:
                 case: Case = run_case(fault, target, data, baseline_s=args.baseline_s, fault_s=args.fault_s,
@@ -88,8 +92,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for method, store_dir in (("isostack", data), ("isostack-service-level", svc_only)):
                     row[method] = _ours(Case(**{**case.__dict__, "data_dir": store_dir}))
                 rows.append(row)
+                if args.keep:
+                    (data / "case.json").write_text(json.dumps(case.to_dict(), indent=2))
             finally:
-                shutil.rmtree(data, ignore_errors=True)
+                if not args.keep:
+                    shutil.rmtree(data, ignore_errors=True)
                 if svc_only is not None:
                     shutil.rmtree(svc_only, ignore_errors=True)
     baselines: dict[str, Any] = (_run_baselines(rca_root) if not args.no_baselines
@@ -104,6 +111,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
            "quick": bool(args.quick)}
     (run_dir / "results.json").write_text(json.dumps(out, indent=2))
     return out
+
+
+def rediagnose(run_dir: Path) -> dict[str, Any]:
+    """Re-run isostack's diagnosis over the stores a ``--keep`` run left (no live testbed): for tuning
+    the localisation offline; the baselines' answers are taken from that run's results.json."""
+    from isostack.testbed.run import Case
+
+    old = json.loads((run_dir / "results.json").read_text())
+    rows = []
+    for r in old["rows"]:
+        data = run_dir / "cases" / f"{r['fault']}_{r['target']}_{r['rep']}"
+        meta = json.loads((data / "case.json").read_text())
+        meta["data_dir"] = data
+        case = Case(**meta)
+        svc_only = _service_only_store(data)
+        try:
+            r["isostack"] = _ours(case)
+            r["isostack-service-level"] = _ours(Case(**{**meta, "data_dir": svc_only}))
+        finally:
+            shutil.rmtree(svc_only, ignore_errors=True)
+        rows.append(r)
+    return {**old, "rows": rows}
 
 
 def _ours(case: Any) -> dict[str, Any]:
@@ -188,13 +217,17 @@ def main() -> None:
     ap.add_argument("--fault-s", type=float, default=12.0)
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep every case's store under runs/<stamp>/cases/ (for --rediagnose)")
+    ap.add_argument("--rediagnose", type=Path, metavar="RUN_DIR",
+                    help="no live run: re-diagnose the stores a --keep run left in RUN_DIR")
     args = ap.parse_args()
     if args.quick:
         args.baseline_s, args.fault_s = min(args.baseline_s, 6.0), min(args.fault_s, 8.0)
-    if os.geteuid() != 0:
+    if args.rediagnose is None and os.geteuid() != 0:
         sys.exit("bench.accuracy needs root (it runs the live testbed): sudo .venv/bin/python -m bench.accuracy")
     t0 = time.perf_counter()
-    out = run(args)
+    out = rediagnose(args.rediagnose) if args.rediagnose else run(args)
     table = score(out)
     from rich.console import Console
     from rich.table import Table

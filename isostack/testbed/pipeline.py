@@ -143,7 +143,9 @@ class Pipeline:
             self.mini.start()
             self.kinds["receiver"] = "testbed mini OTLP/HTTP receiver"
         if _has_command("agent"):
-            proc = self._spawn("agent", name="agent")
+            # every bundled probe, the opt-in syscall_latency too: the testbed's load is light
+            # (tens of requests/s) and the sandbox slow path (syscall-slow) is only visible there
+            proc = self._spawn("agent", "--probes", "all", name="agent")
             time.sleep(3)
             if proc.poll() is None:
                 self.kinds["agent"] = "isostack agent"

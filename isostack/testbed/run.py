@@ -122,18 +122,29 @@ class Verdict:
 
 
 def _where_service(d: Any) -> str:
-    """The testbed service the root finding's evidence points at (cgroup path, veth or address)."""
+    """The testbed service the root finding's evidence points at: a cgroup path or veth names one;
+    an address only when the evidence says the trouble is *at* it ("into 10.77.0.13:8080"). A bare
+    five-tuple names both ends of the hop, so it decides nothing (the caller falls back to the hop)."""
     from isostack.testbed.topology import PREFIX
 
     addrs = {s.addr: s.name for s in default_services()}
+    ft = d.slow_hop.five_tuple if d.slow_hop is not None else None
+    hop_ends = [a for a in ((ft.local_addr, ft.peer_addr) if ft else ()) if a]
     for finding in d.chain[:1]:
         for ev in finding.evidence:
             where = f"{ev.where} {ev.detail}"
             for s in default_services():
                 if f"isostack-testbed/{s.name}" in where or f"{PREFIX}{s.name}" in where:
                     return s.name
+            if ev.where.startswith("into "):
+                for addr, name in addrs.items():
+                    if ev.where.startswith(f"into {addr}:"):
+                        return name
+                continue
+            if hop_ends and all(f"{a}:" in ev.where for a in hop_ends):
+                continue  # the hop's own connection: both ends, no side
             for addr, name in addrs.items():
-                if f"{addr}:" in where:
+                if f"{addr}:" in where:  # another flow (a noisy neighbour's) names the service it shares a path with
                     return name
     return ""
 
