@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from isostack.locate import join as joinmod
+from isostack.locate.availability import confirmed, find_unavailable
 from isostack.locate.chain import build_chain
 from isostack.locate.checks import CheckContext, all_checks
 from isostack.locate.config import resolved_thresholds, validate
@@ -47,12 +48,22 @@ def diagnose_all(store: Store, *, since_ns: int | None = None, until_ns: int | N
     try:
         hops = find_hops(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
                          limit=limit, con=con)
+        if trace_id is None:
+            # a service that stopped answering outranks any slow one: its requests failed outright
+            down = [h for h in find_unavailable(con, since_ns, until_ns) if service in (None, h.service)]
+            hops = (down + hops)[:limit] if down else hops
         if not hops:
             d = Diagnosis(slow_hop=None, chain=[], checked=_all_unchecked("no slow hop to check"),
                           missing=_no_hop_reasons(con, trace_id, service, since_ns, until_ns))
             d.elapsed_ms = round((time.perf_counter() - t0) * 1e3, 1)
             return [d]
-        out = diagnose_hops(con, hops, cfg)
+        out = [d for d in diagnose_hops(con, hops, cfg)
+               if d.slow_hop is None or confirmed(d.slow_hop, [f.mechanism for f in d.chain])]
+        if not out:
+            d = Diagnosis(slow_hop=None, chain=[], checked=_all_unchecked("no slow hop to check"),
+                          missing=_no_hop_reasons(con, trace_id, service, since_ns, until_ns))
+            d.elapsed_ms = round((time.perf_counter() - t0) * 1e3, 1)
+            return [d]
         elapsed = round((time.perf_counter() - t0) * 1e3, 1)
         for d in out:
             d.elapsed_ms = elapsed
