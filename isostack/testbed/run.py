@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,9 +162,15 @@ def _hop_service(d: Any) -> str:
     return str(h.service)
 
 
+def _weights(ds: list[Any]) -> list[float]:
+    """Each diagnosis votes with its hop's excess in ms: the user-visible time it stands for (an
+    unavailable service's whole failure window outweighs twenty hops a few ms slower than usual)."""
+    return [float(d.slow_hop.excess_ns) / 1e6 if d.slow_hop is not None else 0.0 for d in ds]
+
+
 def diagnose_case(case: Case, limit: int = 20) -> Verdict:
     """Run the real diagnosis over the fault window and rank services/layers/mechanisms by votes
-    (each slow hop's diagnosis votes for its service and its chain's root cause first)."""
+    (each hop's diagnosis votes, weighted by its excess, for its service and its chain's root cause first)."""
     from isostack.locate.diagnose import diagnose_all
     from isostack.store import Store
 
@@ -173,18 +178,18 @@ def diagnose_case(case: Case, limit: int = 20) -> Verdict:
     store = Store(case.data_dir)
     ds = diagnose_all(store, since_ns=case.inject_ns, until_ns=case.revert_ns, limit=limit)
     elapsed = time.perf_counter() - t0
-    svc: Counter[str] = Counter()  # weights are floats below
+    svc: dict[str, float] = {}
     lay: dict[str, float] = {}
     mech: dict[str, float] = {}
-    for rank_weight, d in zip(range(len(ds), 0, -1), ds, strict=False):
+    for rank_weight, d in zip(_weights(ds), ds, strict=False):
         s = _hop_service(d)
         if s:
-            svc[s] += rank_weight
+            svc[s] = svc.get(s, 0.0) + rank_weight
         for i, finding in enumerate(d.chain):
             w = rank_weight / (i + 1)
             lay[finding.layer] = lay.get(finding.layer, 0.0) + w
             mech[finding.mechanism] = mech.get(finding.mechanism, 0.0) + w
-    return Verdict(diagnoses=ds, ranked_services=[k for k, _ in svc.most_common()],
+    return Verdict(diagnoses=ds, ranked_services=sorted(svc, key=lambda k: -svc[k]),
                    ranked_layers=sorted(lay, key=lambda k: -lay[k]),
                    ranked_mechanisms=sorted(mech, key=lambda k: -mech[k]), elapsed_s=elapsed,
                    headline=ds[0] if ds else None)
