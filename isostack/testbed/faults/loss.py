@@ -1,5 +1,9 @@
 """loss: random packet drop (iptables statistic match) on the target's link: TCP retransmits and
-RTOs on every hop into the target (NET)."""
+RTOs on every hop into the target (NET).
+
+The label is what is injected, a netfilter DROP rule (``filter_drop``), as every other fault is
+labelled by its cause (cpu_throttle, not the run-queue latency it causes); the retransmits and RTT
+spikes it causes follow it in the chain."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ def _rule(probability: float) -> list[str]:
 class Loss(Fault):
     name = "loss"
     layer = "NET"
-    mechanism = "retransmits"
+    mechanism = "filter_drop"
     summary = "iptables -m statistic --mode random DROP of incoming TCP in the target's netns"
 
     def apply(self, ctx: Context) -> dict[str, Any]:
