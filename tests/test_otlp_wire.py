@@ -44,22 +44,17 @@ def _both(data: bytes, monkeypatch: pytest.MonkeyPatch, *, must_compile: bool = 
     Python path raises (a value that does not fit its column, e.g. an http status of 2**40), the
     compiled path must hand over and raise the same.
     """
-    direct_exc: type[BaseException] | None = None
-    try:
-        direct = wire.spans_from_bytes(data, "otlp-proto")
-    except Exception as exc:  # noqa: BLE001
-        direct, direct_exc = None, type(exc)
+    direct = wire.spans_from_bytes(data, "otlp-proto")  # never raises: hands over instead
     monkeypatch.setenv(wire.ENV_VAR, "1")
     try:
         slow = decode_proto(data, "traces", "otlp-proto")
     except Exception as exc:  # noqa: BLE001
         monkeypatch.delenv(wire.ENV_VAR)
-        assert direct is None and direct_exc in (None, type(exc))
+        assert direct is None
         with pytest.raises(type(exc)):
             decode_proto(data, "traces", "otlp-proto")
         return Decoded()
     monkeypatch.delenv(wire.ENV_VAR)
-    assert direct_exc is None
     if must_compile:
         assert direct is not None, "the compiled decoder handed a well-formed message over"
     fast = decode_proto(data, "traces", "otlp-proto")
@@ -384,7 +379,7 @@ def _requests(draw: Any) -> tuple[bytes, bool]:
     return req.SerializeToString(), valid
 
 
-_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                             HealthCheck.function_scoped_fixture])
 
 

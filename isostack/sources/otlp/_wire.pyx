@@ -18,6 +18,7 @@ does not match, groups, a value that does not fit its column) raises ``_Bail``: 
 returns None and the caller runs the Python path on the whole message. See isostack/sources/otlp/wire.py.
 """
 
+cimport cython
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
@@ -254,6 +255,15 @@ cdef void ht_free(HTable* t) noexcept:
 
 # ----------------------------------------------------------------------------- wire reading
 cdef inline int rd_varint(const uint8_t** pp, const uint8_t* end, uint64_t* out) except -1:
+    cdef const uint8_t* p = pp[0]
+    if p < end and p[0] < 0x80:  # one byte: most tags and lengths
+        out[0] = p[0]
+        pp[0] = p + 1
+        return 0
+    return rd_varint_long(pp, end, out)
+
+
+cdef int rd_varint_long(const uint8_t** pp, const uint8_t* end, uint64_t* out) except -1:
     cdef const uint8_t* p = pp[0]
     cdef uint64_t r = 0
     cdef int shift = 0
@@ -497,6 +507,7 @@ cdef enum:
     N_NUMS = 15
 
 
+@cython.auto_pickle(False)
 cdef class Decoder:
     """Holds the attribute / network caches across calls (the caller serialises calls)."""
 
@@ -762,7 +773,7 @@ cdef class Decoder:
             buf_zero(&nums[i])
         try:
             return self._decode(data, source, cols, sc, nums)
-        except _Bail:
+        except Exception:  # _Bail, or a callback's error: the Python path decides (raise, reject, salvage)
             return None
         finally:
             for i in range(N_SPAN_STR):
@@ -1179,18 +1190,59 @@ cdef class Decoder:
         return out
 
 
+@cython.auto_pickle(False)
+cdef class _Owned:
+    """A malloc'd column buffer handed to Arrow without a copy (freed when Arrow lets go of it)."""
+
+    cdef char* data
+    cdef Py_ssize_t size
+    cdef Py_ssize_t shape[1]
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        self.shape[0] = self.size
+        view.buf = self.data
+        view.obj = self
+        view.len = self.size
+        view.readonly = 1
+        view.itemsize = 1
+        view.format = NULL
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+    def __dealloc__(self):
+        free(self.data)
+
+
+cdef object _take(Buf* b):
+    """The buffer's bytes as a pyarrow Buffer; the Buf gives up its memory."""
+    cdef _Owned o
+    if b.data == NULL or b.size == 0:
+        return pa.py_buffer(b"")
+    o = _Owned.__new__(_Owned)
+    o.data = b.data
+    o.size = b.size
+    buf_zero(b)
+    return pa.py_buffer(o)
+
+
 cdef object _str_array(StrCol* c, Py_ssize_t n):
-    offsets = PyBytes_FromStringAndSize(c.off.data, c.off.size)
-    data = PyBytes_FromStringAndSize(c.data.data, c.data.size)
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    offsets = _take(&c.off)
+    data = _take(&c.data)
+    return pa.Array.from_buffers(pa.string(), n, [None, offsets, data])
 
 
 cdef object _num_array(object typ, Buf* values, Py_ssize_t n, Buf* valid):
     cdef Py_ssize_t i, nulls = 0
     cdef uint8_t* bits
-    vals = PyBytes_FromStringAndSize(values.data, values.size)
+    vals = _take(values)
     if valid == NULL:
-        return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(vals)])
+        return pa.Array.from_buffers(typ, n, [None, vals])
     bitmap = bytearray((n + 7) // 8)
     bits = <uint8_t*><char*>bitmap
     for i in range(n):
@@ -1198,4 +1250,4 @@ cdef object _num_array(object typ, Buf* values, Py_ssize_t n, Buf* valid):
             bits[i >> 3] |= <uint8_t>(1 << (i & 7))
         else:
             nulls += 1
-    return pa.Array.from_buffers(typ, n, [pa.py_buffer(bytes(bitmap)), pa.py_buffer(vals)], null_count=nulls)
+    return pa.Array.from_buffers(typ, n, [pa.py_buffer(bytes(bitmap)), vals], null_count=nulls)

@@ -126,8 +126,11 @@ def spans_from_bytes(data: bytes, source: str) -> Decoded | None:
         arrays = _get().decode(data, source, cols)
     if arrays is None:
         return None
-    spans = records.conform("spans", _pa_table(arrays))
-    return Decoded(tables={"spans": spans, **cols.event_link_tables()}, accepted=spans.num_rows)
+    try:
+        spans = records.conform("spans", _pa_table(arrays))
+        return Decoded(tables={"spans": spans, **cols.event_link_tables()}, accepted=spans.num_rows)
+    except (OverflowError, ValueError):  # e.g. an event time past int64: the Python path decides
+        return None
 
 
 def _pa_table(arrays: dict[str, Any]) -> Any:
