@@ -58,7 +58,7 @@ class Store:
             seq = next(_seq)
         name = f"{first:020d}-{os.getpid()}-{seq:06d}.parquet"
         tmp = folder / f".{name}.tmp"
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=_dictionary_columns(table_name, table))
         os.replace(tmp, folder / name)
         return table.num_rows
 
@@ -212,6 +212,17 @@ def _segment_last_ts(path: Path) -> int:
         if stats is not None and stats.has_min_max:
             best = max(best, int(stats.max))
     return best
+
+
+# Columns whose values are (nearly) all distinct: a Parquet dictionary only costs time there (the writer
+# builds it, then falls back to plain pages) -- span segments write ~25% faster without it.
+_NO_DICTIONARY = {"spans": frozenset({"span_id", "parent_span_id", "start_ns", "end_ns", "duration_ns",
+                                      "attributes_json"})}
+
+
+def _dictionary_columns(table_name: str, table: pa.Table) -> bool | list[str]:
+    skip = _NO_DICTIONARY.get(table_name)
+    return [c for c in table.column_names if c not in skip] if skip else True
 
 
 def _fill_derived(table_name: str, table: pa.Table) -> pa.Table:
