@@ -304,6 +304,16 @@ cdef inline int rd_fixed64(const uint8_t** pp, const uint8_t* end, uint64_t* out
 
 
 cdef inline int rd_tag(const uint8_t** pp, const uint8_t* end, uint32_t* field, int* wire) except -1:
+    cdef const uint8_t* p = pp[0]
+    if p < end and 8 <= p[0] < 0x80:  # one-byte tag: fields 1..15
+        field[0] = p[0] >> 3
+        wire[0] = p[0] & 7
+        pp[0] = p + 1
+        return 0
+    return rd_tag_long(pp, end, field, wire)
+
+
+cdef int rd_tag_long(const uint8_t** pp, const uint8_t* end, uint32_t* field, int* wire) except -1:
     cdef uint64_t tag
     rd_varint(pp, end, &tag)
     if tag >> 3 == 0 or tag >> 3 > 536870911:
@@ -390,6 +400,87 @@ cdef inline int rd_str(const uint8_t** pp, const uint8_t* end, const uint8_t** s
     return 0
 
 
+# ----------------------------------------------------------------------------- simple KeyValues
+cdef inline int nx_varint(const uint8_t** pp, const uint8_t* end, uint64_t* out) noexcept:
+    """rd_varint without exceptions: 0 ok, -1 malformed."""
+    cdef const uint8_t* p = pp[0]
+    cdef uint64_t r = 0
+    cdef int shift = 0
+    cdef uint8_t b
+    while True:
+        if p >= end:
+            return -1
+        b = p[0]
+        p += 1
+        if shift == 63 and b > 1:
+            return -1
+        r |= (<uint64_t>(b & 0x7F)) << shift
+        if not (b & 0x80):
+            break
+        shift += 7
+    pp[0] = p
+    out[0] = r
+    return 0
+
+
+cdef inline int nx_len(const uint8_t** pp, const uint8_t* end, const uint8_t** start, Py_ssize_t* n) noexcept:
+    cdef uint64_t v
+    if nx_varint(pp, end, &v) < 0 or v > <uint64_t>(end - pp[0]):
+        return -1
+    start[0] = pp[0]
+    n[0] = <Py_ssize_t>v
+    pp[0] += <Py_ssize_t>v
+    return 0
+
+
+cdef int parse_kv(const uint8_t* q, const uint8_t* e, const uint8_t** ks, Py_ssize_t* kn,
+                  const uint8_t** ss, Py_ssize_t* sn, uint64_t* v) noexcept:
+    """A KeyValue whose value is one string (1), bool (2) or int (3), key and string valid UTF-8.
+
+    Returns which; 0 for anything else (the cached Python path decodes those).
+    """
+    cdef uint64_t tag
+    cdef const uint8_t* vs = NULL
+    cdef Py_ssize_t vn = 0
+    cdef int have_key = 0, have_val = 0, which
+    ks[0] = NULL
+    kn[0] = 0
+    while q < e:
+        if nx_varint(&q, e, &tag) < 0:
+            return 0
+        if tag == 10 and not have_key:  # field 1, length-delimited
+            if nx_len(&q, e, ks, kn) < 0:
+                return 0
+            have_key = 1
+        elif tag == 18 and not have_val:  # field 2, length-delimited
+            if nx_len(&q, e, &vs, &vn) < 0:
+                return 0
+            have_val = 1
+        else:
+            return 0
+    if not have_val or vn == 0:
+        return 0
+    q = vs
+    e = vs + vn
+    if nx_varint(&q, e, &tag) < 0:
+        return 0
+    if tag == 10:
+        if nx_len(&q, e, ss, sn) < 0:
+            return 0
+        which = 1
+    elif tag == 16 or tag == 24:  # bool (field 2) or int (field 3), varint
+        if nx_varint(&q, e, v) < 0:
+            return 0
+        which = <int>(tag >> 3)
+    else:
+        return 0
+    if q != e:
+        return 0
+    if not utf8_ok(ks[0], kn[0]) or (which == 1 and not utf8_ok(ss[0], sn[0])):
+        return 0
+    return which
+
+
 # ----------------------------------------------------------------------------- JSON members
 cdef int put_json_str(Buf* b, const uint8_t* s, Py_ssize_t n) except -1:
     """A JSON string exactly as json.encoder.encode_basestring (non-ASCII kept as UTF-8)."""
@@ -463,7 +554,32 @@ cdef int put_int(Buf* b, int64_t v) except -1:
     return buf_put(b, tmp + i, 24 - i)
 
 
+cdef int put_value(Buf* b, int which, const uint8_t* ss, Py_ssize_t sn, uint64_t v) except -1:
+    """The JSON of a simple value (see parse_kv)."""
+    if which == 1:
+        return put_json_str(b, ss, sn)
+    if which == 2:
+        return buf_put(b, b"true", 4) if v else buf_put(b, b"false", 5)
+    return put_int(b, <int64_t>v)
+
+
 # ----------------------------------------------------------------------------- cached things
+cdef struct Key:
+    int64_t pre_off   # its JSON '"key":' in key_pre
+    int32_t pre_n
+    int8_t cls        # 0 plain, 1 network, 2 network port
+
+
+# a port attribute of the span being decoded
+cdef struct Port:
+    int64_t raw_off   # its KeyValue, relative to the span's start
+    int64_t mem_off   # its JSON member, in t_pmem
+    int32_t raw_n
+    int32_t mem_n
+    int32_t key_id
+    int32_t val
+    int8_t ok
+
 cdef struct Attr:
     int64_t raw_off   # the KeyValue's encoding, in attrs_ht.arena
     int64_t mem_off   # its JSON member '"key":value', in members
@@ -502,6 +618,14 @@ cdef inline Res* R(Buf* res, Py_ssize_t i) noexcept:
     return (<Res*>res.data) + i
 
 
+cdef inline Key* K(Buf* keys, Py_ssize_t i) noexcept:
+    return (<Key*>keys.data) + i
+
+
+cdef inline Port* P(Buf* ports, Py_ssize_t i) noexcept:
+    return (<Port*>ports.data) + i
+
+
 cdef enum:
     N_SPAN_STR = 11
     N_NUMS = 15
@@ -512,8 +636,8 @@ cdef class Decoder:
     """Holds the attribute / network caches across calls (the caller serialises calls)."""
 
     cdef HTable attrs_ht, keys_ht, net_ht
-    cdef Buf attrs, members, key_cls, res, res_arena
-    cdef Buf t_att, t_plain, t_net, t_port, t_nkey, t_ev, t_ln
+    cdef Buf attrs, members, keys, key_pre, res, res_arena
+    cdef Buf t_att, t_net, t_port, t_pmem, t_nkey, t_ev, t_ln
     cdef Py_ssize_t max_entries
     cdef object cb_attr, cb_key, cb_net, cb_resource, cb_scope, cb_extras
     cdef object kind_arr, status_arr
@@ -527,11 +651,12 @@ cdef class Decoder:
         buf_zero(&self.net_ht.arena)
         buf_zero(&self.attrs)
         buf_zero(&self.members)
-        buf_zero(&self.key_cls)
+        buf_zero(&self.keys)
+        buf_zero(&self.key_pre)
         buf_zero(&self.res)
         buf_zero(&self.res_arena)
         buf_zero(&self.t_att)
-        buf_zero(&self.t_plain)
+        buf_zero(&self.t_pmem)
         buf_zero(&self.t_net)
         buf_zero(&self.t_port)
         buf_zero(&self.t_nkey)
@@ -560,11 +685,12 @@ cdef class Decoder:
         ht_free(&self.net_ht)
         buf_free(&self.attrs)
         buf_free(&self.members)
-        buf_free(&self.key_cls)
+        buf_free(&self.keys)
+        buf_free(&self.key_pre)
         buf_free(&self.res)
         buf_free(&self.res_arena)
         buf_free(&self.t_att)
-        buf_free(&self.t_plain)
+        buf_free(&self.t_pmem)
         buf_free(&self.t_net)
         buf_free(&self.t_port)
         buf_free(&self.t_nkey)
@@ -581,7 +707,8 @@ cdef class Decoder:
         ht_clear(&self.net_ht)
         self.attrs.size = 0
         self.members.size = 0
-        self.key_cls.size = 0
+        self.keys.size = 0
+        self.key_pre.size = 0
         self.res.size = 0
         self.res_arena.size = 0
         # resolution 0: a span without network attributes
@@ -601,15 +728,21 @@ cdef class Decoder:
         """Id of an attribute key; cls -1 = classify it (Python callback on a new key)."""
         cdef uint64_t h = hash_bytes(p, n)
         cdef int32_t kid = ht_get(&self.keys_ht, p, n, h)
+        cdef Key k
         if kid >= 0:
             return kid
         if cls < 0:
             cls = self.cb_key(PyBytes_FromStringAndSize(p, n))
             if cls < 0:
                 raise _Bail()
-        kid = <int32_t>(self.key_cls.size)
+        kid = <int32_t>(self.keys.size // sizeof(Key))
         ht_put(&self.keys_ht, p, n, h, kid)
-        put_u8(&self.key_cls, <uint8_t>cls)
+        k.cls = <int8_t>cls
+        k.pre_off = self.key_pre.size
+        put_json_str(&self.key_pre, <const uint8_t*>p, n)
+        put_u8(&self.key_pre, b':')
+        k.pre_n = <int32_t>(self.key_pre.size - k.pre_off)
+        buf_put(&self.keys, &k, sizeof(Key))
         return kid
 
     cdef int32_t attr_id(self, const char* p, Py_ssize_t n) except -2:
@@ -621,68 +754,25 @@ cdef class Decoder:
 
     cdef int32_t attr_new(self, const char* p, Py_ssize_t n, uint64_t h) except -2:
         cdef Attr a
-        cdef const uint8_t* q = <const uint8_t*>p
-        cdef const uint8_t* e = q + n
-        cdef const uint8_t* ks = NULL
-        cdef const uint8_t* vs = NULL
+        cdef const uint8_t* ks
         cdef const uint8_t* ss = NULL
-        cdef Py_ssize_t kn = 0, vn = 0, sn = 0
-        cdef uint32_t field
-        cdef int wire, which = 0, have_key = 0, have_val = 0, nfields = 0, ok = 1
+        cdef Py_ssize_t kn, sn = 0
         cdef uint64_t v = 0
+        cdef Key* k
         cdef int32_t aid = <int32_t>(self.attrs.size // sizeof(Attr))
+        cdef int which = parse_kv(<const uint8_t*>p, <const uint8_t*>p + n, &ks, &kn, &ss, &sn, &v)
         memset(&a, 0, sizeof(Attr))
-        # KeyValue { string key = 1; AnyValue value = 2; } with value one of string/bool/int: done here
-        try:
-            while q < e and ok:
-                rd_tag(&q, e, &field, &wire)
-                if field == 1 and wire == 2 and not have_key:
-                    rd_len(&q, e, &ks, &kn)
-                    have_key = 1
-                elif field == 2 and wire == 2 and not have_val:
-                    rd_len(&q, e, &vs, &vn)
-                    have_val = 1
-                else:
-                    ok = 0
-            if ok and have_val:
-                q = vs
-                e = vs + vn
-                while q < e and ok:
-                    rd_tag(&q, e, &field, &wire)
-                    nfields += 1
-                    if nfields > 1:
-                        ok = 0
-                    elif field == 1 and wire == 2:
-                        rd_len(&q, e, &ss, &sn)
-                        which = 1
-                    elif (field == 2 or field == 3) and wire == 0:
-                        rd_varint(&q, e, &v)
-                        which = field
-                    else:
-                        ok = 0
-            else:
-                ok = 0
-        except _Bail:
-            ok = 0
-        if ok and which and utf8_ok(ks, kn) and (which != 1 or utf8_ok(ss, sn)):
+        if which:
             a.key_id = self.key_id(<const char*>ks, kn, -1)
-            a.cls = <int8_t>(<uint8_t*>self.key_cls.data)[a.key_id]
+            k = K(&self.keys, a.key_id)
+            a.cls = k.cls
             a.mem_off = self.members.size
-            put_json_str(&self.members, ks, kn)
-            put_u8(&self.members, b':')
-            if which == 1:
-                put_json_str(&self.members, ss, sn)
-            elif which == 2:
-                if v:
-                    buf_put(&self.members, b"true", 4)
-                else:
-                    buf_put(&self.members, b"false", 5)
-            else:
-                put_int(&self.members, <int64_t>v)
-                if a.cls == 2 and 0 < <int64_t>v < 65536:
-                    a.port_ok = 1
-                    a.port_val = <int32_t>v
+            buf_put(&self.members, self.key_pre.data + k.pre_off, k.pre_n)
+            put_value(&self.members, which, ss, sn, v)
             a.mem_n = <int32_t>(self.members.size - a.mem_off)
+            if which == 3 and a.cls == 2 and 0 < <int64_t>v < 65536:
+                a.port_ok = 1
+                a.port_val = <int32_t>v
         else:
             self.attr_from_python(&a, PyBytes_FromStringAndSize(p, n))
         a.raw_off = ht_put(&self.attrs_ht, p, n, h, aid)
@@ -712,15 +802,18 @@ cdef class Decoder:
         return PyBytes_FromStringAndSize(self.attrs_ht.arena.data + a.raw_off, a.raw_n)
 
     # ------------------------------------------------------------------------- network resolution
-    cdef int32_t res_new(self, int kind, Py_ssize_t n_net, Py_ssize_t n_port) except -2:
+    cdef int32_t res_new(self, const uint8_t* p, int kind, Py_ssize_t n_net, Py_ssize_t n_port) except -2:
         """Resolve via the Python semconv code; returns the new resolution's id."""
         cdef int32_t* net_ids = <int32_t*>self.t_net.data
-        cdef int32_t* port_ids = <int32_t*>self.t_port.data
+        cdef Port* pt
         cdef Res r
         cdef Py_ssize_t i
         cdef int32_t rid = <int32_t>(self.res.size // sizeof(Res))
         net_raws = [self.attr_raw(net_ids[i]) for i in range(n_net)]
-        port_raws = [self.attr_raw(port_ids[i]) for i in range(n_port)]
+        port_raws = []
+        for i in range(n_port):
+            pt = P(&self.t_port, i)
+            port_raws.append(PyBytes_FromStringAndSize(<const char*>p + pt.raw_off, pt.raw_n))
         result = self.cb_net(kind, net_raws, port_raws)
         if result is None:
             raise _Bail()
@@ -897,7 +990,7 @@ cdef class Decoder:
         cdef int64_t off
         if self.attrs.size // <Py_ssize_t>sizeof(Attr) >= self.max_entries or \
                 self.res.size // <Py_ssize_t>sizeof(Res) >= self.max_entries or \
-                self.key_cls.size >= self.max_entries:
+                self.keys.size // <Py_ssize_t>sizeof(Key) >= self.max_entries:
             self._clear()  # memory stays bounded on unique values, as the Python caches do
         self.t_att.size = 0
         self.t_ev.size = 0
@@ -1028,45 +1121,82 @@ cdef class Decoder:
         return 0
 
     cdef int span_attributes(self, const uint8_t* p, int kind, StrCol* sc, Buf* nums) except -1:
-        """attributes_json and the network columns of one span (nums[7..11], sc[5..10])."""
+        """attributes_json and the network columns of one span (nums[7..14], sc[5..10]).
+
+        A plain attribute with a string/int/bool value is written straight into attributes_json
+        (its key's JSON cached per key); a port keeps its value and member for this span only.
+        Network attributes (and anything not simple) go through the attribute cache, whose ids
+        key the network-resolution cache.
+        """
         cdef int64_t* att = <int64_t*>self.t_att.data
         cdef Py_ssize_t n_att = self.t_att.size // 16
-        cdef Py_ssize_t i, n_plain = 0, n_net = 0, n_port = 0
-        cdef int32_t aid, rid, lport = 0, pport = 0
+        cdef Py_ssize_t i, n_net = 0, n_port = 0, kn, sn
+        cdef int32_t aid, rid, kid, lport = 0, pport = 0
         cdef int8_t lok = 0, pok = 0
+        cdef int which
         cdef Attr* a
+        cdef Key* k
         cdef Res* r
-        cdef int32_t* ids
-        cdef int32_t* port_ids
+        cdef Port pt
+        cdef Port* pp
+        cdef const uint8_t* q
+        cdef const uint8_t* ks
+        cdef const uint8_t* ss
+        cdef uint64_t v, h
         cdef int32_t* up
-        cdef int32_t kid
-        cdef uint64_t h
-        cdef bint first = True, fresh = False
+        cdef bint first = True
         cdef StrCol* aj = &sc[10]
-        self.t_plain.size = 0
         self.t_net.size = 0
         self.t_port.size = 0
+        self.t_pmem.size = 0
+        # attributes_json: plain members in order, then unused ports, then unused network attributes
+        put_u8(&aj.data, b'{')
         for i in range(n_att):
-            aid = self.attr_id(<const char*>p + att[2 * i], att[2 * i + 1])
+            q = p + att[2 * i]
+            which = parse_kv(q, q + att[2 * i + 1], &ks, &kn, &ss, &sn, &v)
+            if which:
+                kid = self.key_id(<const char*>ks, kn, -1)
+                k = K(&self.keys, kid)
+                if k.cls == 0:
+                    if not first:
+                        put_u8(&aj.data, b',')
+                    first = False
+                    buf_put(&aj.data, self.key_pre.data + k.pre_off, k.pre_n)
+                    put_value(&aj.data, which, ss, sn, v)
+                    continue
+                if k.cls == 2:
+                    pt.key_id = kid
+                    pt.raw_off = att[2 * i]
+                    pt.raw_n = <int32_t>att[2 * i + 1]
+                    pt.mem_off = self.t_pmem.size
+                    buf_put(&self.t_pmem, self.key_pre.data + k.pre_off, k.pre_n)
+                    put_value(&self.t_pmem, which, ss, sn, v)
+                    pt.mem_n = <int32_t>(self.t_pmem.size - pt.mem_off)
+                    pt.ok = which == 3 and 0 < <int64_t>v < 65536
+                    pt.val = <int32_t>v if pt.ok else 0
+                    buf_put(&self.t_port, &pt, sizeof(Port))
+                    continue
+            aid = self.attr_id(<const char*>q, att[2 * i + 1])
             a = A(&self.attrs, aid)
             if a.cls == 0:
-                put_i32(&self.t_plain, aid)
+                if not first:
+                    put_u8(&aj.data, b',')
+                first = False
+                buf_put(&aj.data, self.members.data + a.mem_off, a.mem_n)
             elif a.cls == 1:
                 put_i32(&self.t_net, aid)
             else:
-                put_i32(&self.t_port, aid)
-        n_plain = self.t_plain.size // 4
+                pt.key_id = a.key_id
+                pt.raw_off = att[2 * i]
+                pt.raw_n = <int32_t>att[2 * i + 1]
+                pt.mem_off = self.t_pmem.size
+                buf_put(&self.t_pmem, self.members.data + a.mem_off, a.mem_n)
+                pt.mem_n = a.mem_n
+                pt.ok = a.port_ok
+                pt.val = a.port_val
+                buf_put(&self.t_port, &pt, sizeof(Port))
         n_net = self.t_net.size // 4
-        n_port = self.t_port.size // 4
-        # attributes_json: plain members in order, then unused ports, then unused network attributes
-        put_u8(&aj.data, b'{')
-        ids = <int32_t*>self.t_plain.data
-        for i in range(n_plain):
-            a = A(&self.attrs, ids[i])
-            if not first:
-                put_u8(&aj.data, b',')
-            first = False
-            buf_put(&aj.data, self.members.data + a.mem_off, a.mem_n)
+        n_port = self.t_port.size // <Py_ssize_t>sizeof(Port)
         rid = 0
         if n_net or n_port:
             # the cache key: (kind, network attribute ids, port key ids) -- port values left open
@@ -1074,49 +1204,44 @@ cdef class Decoder:
             put_i32(&self.t_nkey, kind)
             put_i32(&self.t_nkey, <int32_t>n_net)
             buf_put(&self.t_nkey, self.t_net.data, self.t_net.size)
-            port_ids = <int32_t*>self.t_port.data
             for i in range(n_port):
-                put_i32(&self.t_nkey, A(&self.attrs, port_ids[i]).key_id)
+                put_i32(&self.t_nkey, P(&self.t_port, i).key_id)
             h = hash_bytes(self.t_nkey.data, self.t_nkey.size)
             rid = ht_get(&self.net_ht, self.t_nkey.data, self.t_nkey.size, h)
             if rid >= 0:
                 r = R(&self.res, rid)
-                if (r.li >= 0 and not A(&self.attrs, port_ids[r.li]).port_ok) or \
-                        (r.pi >= 0 and not A(&self.attrs, port_ids[r.pi]).port_ok):
+                if (r.li >= 0 and not P(&self.t_port, r.li).ok) or (r.pi >= 0 and not P(&self.t_port, r.pi).ok):
                     rid = -1
             if rid < 0:
-                rid = self.res_new(kind, n_net, n_port)
-                fresh = True
-                port_ids = <int32_t*>self.t_port.data
+                rid = self.res_new(p, kind, n_net, n_port)
                 for i in range(n_port):
-                    if not A(&self.attrs, port_ids[i]).port_ok:
+                    if not P(&self.t_port, i).ok:
                         break
                 else:
                     if ht_get(&self.net_ht, self.t_nkey.data, self.t_nkey.size, h) < 0:
                         ht_put(&self.net_ht, self.t_nkey.data, self.t_nkey.size, h, rid)
             r = R(&self.res, rid)
-            port_ids = <int32_t*>self.t_port.data
             up = <int32_t*>(self.res_arena.data + r.up_off)
             for i in range(r.up_n):
-                a = A(&self.attrs, port_ids[up[i]])
+                pp = P(&self.t_port, up[i])
                 if not first:
                     put_u8(&aj.data, b',')
                 first = False
-                buf_put(&aj.data, self.members.data + a.mem_off, a.mem_n)
+                buf_put(&aj.data, self.t_pmem.data + pp.mem_off, pp.mem_n)
             if r.unused_n:
                 if not first:
                     put_u8(&aj.data, b',')
                 first = False
                 buf_put(&aj.data, self.res_arena.data + r.unused_off, r.unused_n)
-            if r.li >= 0 and A(&self.attrs, port_ids[r.li]).port_ok:
+            if r.li >= 0 and P(&self.t_port, r.li).ok:
                 lok = 1
-                lport = A(&self.attrs, port_ids[r.li]).port_val
+                lport = P(&self.t_port, r.li).val
             else:
                 lok = r.lport_ok
                 lport = r.lport
-            if r.pi >= 0 and A(&self.attrs, port_ids[r.pi]).port_ok:
+            if r.pi >= 0 and P(&self.t_port, r.pi).ok:
                 pok = 1
-                pport = A(&self.attrs, port_ids[r.pi]).port_val
+                pport = P(&self.t_port, r.pi).val
             else:
                 pok = r.pport_ok
                 pport = r.pport
