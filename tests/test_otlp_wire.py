@@ -418,3 +418,18 @@ def test_json_members_escape_like_the_json_module() -> None:
     assert row is not None
     got = json.loads(row.tables["spans"].column("attributes_json")[0].as_py())
     assert list(got.values()) == values
+
+
+def test_large_and_unique_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big attribute values (escaped 6x in JSON), unique network values per span, many keys."""
+    from tests.test_otlp import _request
+
+    req = _request(n_resources=2, spans_per=40)
+    for r, rs in enumerate(req.resource_spans):
+        for i, sp in enumerate(rs.scope_spans[0].spans):
+            _add_attrs(sp.attributes, [
+                ("server.address", f"host-{r}-{i}-" + "x" * 20_000),
+                ("blob", "\x01" * 30_000 + str(i)),
+                (f"key.{i}", i), ("server.port", 1000 + i), ("client.port", "not a port"),
+            ])
+    _both(req.SerializeToString(), monkeypatch)

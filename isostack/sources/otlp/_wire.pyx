@@ -47,6 +47,7 @@ class _Bail(Exception):
 
 cdef const char* HEX = b"0123456789abcdef"
 cdef Py_ssize_t INT32_MAX_ = 2147483647
+cdef Py_ssize_t MAX_CACHE_BYTES = 256 << 20  # cached attribute bytes (huge unique values): then start over
 
 
 # ----------------------------------------------------------------------------- growable buffers
@@ -990,7 +991,8 @@ cdef class Decoder:
         cdef int64_t off
         if self.attrs.size // <Py_ssize_t>sizeof(Attr) >= self.max_entries or \
                 self.res.size // <Py_ssize_t>sizeof(Res) >= self.max_entries or \
-                self.keys.size // <Py_ssize_t>sizeof(Key) >= self.max_entries:
+                self.keys.size // <Py_ssize_t>sizeof(Key) >= self.max_entries or \
+                self.attrs_ht.arena.size + self.members.size + self.key_pre.size > MAX_CACHE_BYTES:
             self._clear()  # memory stays bounded on unique values, as the Python caches do
         self.t_att.size = 0
         self.t_ev.size = 0
