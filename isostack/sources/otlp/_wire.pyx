@@ -6,12 +6,13 @@ the wire) field by field with every read bounds-checked, and writes each span's 
 into C buffers (offsets + UTF-8 data for strings, int64/int32 values + validity), which become
 Arrow arrays with ``pa.Array.from_buffers`` -- no Python object per span or per value.
 
-Attributes are cached by their raw KeyValue encoding (as the Python path does): a KeyValue seen for
-the first time is decoded in C when it is a string, int or bool (its JSON member is written in C,
-escaped as ``json.encoder.encode_basestring`` does); other values go to the Python callback. The
-network resolution of a span is cached per (kind, network attributes, port keys) with the ports
-left open, and computed on a miss by the Python semconv code (the callback), so the columns are the
-Python path's by construction.
+A plain attribute whose value is a string, int or bool is written into attributes_json straight
+from the wire (the key's ``"key":`` is cached per key; values escaped as
+``json.encoder.encode_basestring`` does); a port keeps its value for the span. Network attributes,
+and values that are not that simple (doubles, bytes, arrays, maps: decoded by a Python callback),
+are cached by their raw KeyValue encoding. The network resolution of a span is cached per (kind,
+network attributes, port keys) with the ports left open, and computed on a miss by the Python
+semconv code (a callback), so the columns are the Python path's by construction.
 
 Anything the Python path would treat specially (a rejected span, invalid UTF-8, a wire type that
 does not match, groups, a value that does not fit its column) raises ``_Bail``: ``decode`` then
