@@ -76,3 +76,24 @@ def test_truncated_single_documents_keep_leading_elements(data_dir: Path, tmp_pa
     otlp_cut.write_text(text[: len(text) - 40])
     summary = json.loads(run_cli("ingest", "--json", str(otlp_cut), data_dir=data_dir).stdout)
     assert summary["format"] == "otlp-json" and summary["spans"] == 1 and summary["rejected"] == 1
+
+
+def test_values_that_do_not_fit_their_columns_exit_1_keep_good_spans(data_dir: Path, tmp_path: Path) -> None:
+    """Infinite / past-int32 http status: kept in attributes_json; an event time past int64 refuses its span
+    alone, named in one line; the command exits 1 (bad input) with the good spans stored."""
+    from tests.test_otlp import unfit_values_doc
+
+    path = tmp_path / "unfit.json"
+    path.write_text(json.dumps(unfit_values_doc()))
+    r = run_cli("ingest", "--json", str(path), data_dir=data_dir)
+    assert r.returncode == 1
+    summary = json.loads(r.stdout)
+    assert (summary["spans"], summary["span_events"], summary["rejected"]) == (3, 3, 1)
+    assert summary["error"].startswith(f"{path}: resourceSpans[0].scopeSpans[0].spans[3].events[1].timeUnixNano: ")
+    assert r.stderr.count("\n") == 1 and "timeUnixNano" in r.stderr
+    q = run_cli("sql", "--json", "SELECT span_id, http_status_code, attributes_json FROM spans ORDER BY span_id",
+                data_dir=data_dir)
+    rows = json.loads(q.stdout)
+    assert [(row["span_id"], row["http_status_code"]) for row in rows] == [
+        ("00000000000000a1", None), ("00000000000000a2", None), ("eee19b7ec3c1b174", None)]
+    assert "Infinity" in rows[0]["attributes_json"] and "1099511627776" in rows[1]["attributes_json"]

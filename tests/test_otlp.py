@@ -229,3 +229,51 @@ def test_ports_given_as_text_or_out_of_range() -> None:
     rows = decode_proto(req.SerializeToString(), "traces", "x").tables["spans"].to_pylist()
     assert [r["peer_port"] for r in rows] == [8080, None, 443]
     assert json.loads(rows[1]["attributes_json"]) == {"network.peer.port": 70000}  # unusable, but kept
+
+
+def unfit_values_doc() -> dict:
+    """OTLP JSON: four spans -- a good one, an infinite http.response.status_code, an http.status_code
+    past int32, and one whose second event's time is past int64 (the only one refused)."""
+    doc = json.loads((FIXTURES / "otlp" / "trace.json").read_text())
+    spans = doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    good = spans[0]
+    good["events"] = [{"timeUnixNano": "1544712660100000000", "name": "ok"}]
+    inf = {**good, "spanId": "00000000000000a1",
+           "attributes": [{"key": "http.response.status_code", "value": {"doubleValue": "Infinity"}}]}
+    big = {**good, "spanId": "00000000000000a2",
+           "attributes": [{"key": "http.status_code", "value": {"intValue": "1099511627776"}}]}
+    late = {**good, "spanId": "00000000000000a3",
+            "events": [{"timeUnixNano": "1544712660100000000", "name": "ok"},
+                       {"timeUnixNano": "9223372036854775808", "name": "late"}]}
+    spans.extend([inf, big, late])
+    return doc
+
+
+def test_json_values_that_do_not_fit_their_columns() -> None:
+    out = decode_json_bytes(json.dumps(unfit_values_doc()).encode(), "traces", "otlp-json")
+    assert (out.accepted, out.rejected) == (3, 1)
+    assert out.errors == ["resourceSpans[0].scopeSpans[0].spans[3].events[1].timeUnixNano: 9223372036854775808 "
+                          "does not fit the int64 nanosecond timestamp (max 9223372036854775807)"]
+    rows = out.tables["spans"].to_pylist()
+    assert [r["span_id"] for r in rows] == ["eee19b7ec3c1b174", "00000000000000a1", "00000000000000a2"]
+    assert [r["http_status_code"] for r in rows] == [None, None, None]
+    assert rows[1]["attributes_json"] == '{"http.response.status_code":Infinity}'
+    assert json.loads(rows[2]["attributes_json"]) == {"http.status_code": 1099511627776}
+    assert out.tables["span_events"].column("span_id").to_pylist() == [
+        "eee19b7ec3c1b174", "00000000000000a1", "00000000000000a2"]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 2**31, -(2**31) - 1, 2**40,
+                                   2**63, "1" * 30, 1e300])
+def test_semconv_int_columns_refuse_values_that_do_not_fit(value: object) -> None:
+    """http_status_code is int32, sock_cookie and process_pid int64: what does not fit stays an attribute."""
+    in_int64 = isinstance(value, int) and -(2**63) <= value < 2**63
+    net = semconv.resolve("SERVER", {"http.response.status_code": value, "isostack.sock_cookie": value,
+                                     "client.address": "10.0.0.1", "client.port": value})
+    assert (net.http_status, net.peer_port) == (None, None)
+    assert net.sock_cookie == (value if in_int64 else None)
+    assert net.used == {"client.address"} | ({"isostack.sock_cookie"} if in_int64 else set())
+    cols, rest = semconv.split_resource({"process.pid": value, "service.name": "s"})
+    assert cols["process_pid"] == (value if in_int64 else None)
+    assert rest == ({} if in_int64 else {"process.pid": value})
+    assert semconv.resolve("CLIENT", {"http.status_code": 2**31 - 1}).http_status == 2**31 - 1

@@ -40,9 +40,9 @@ def _assert_same(a: Decoded, b: Decoded) -> None:
 def _both(data: bytes, monkeypatch: pytest.MonkeyPatch, *, must_compile: bool = True) -> Decoded:
     """decode_proto with the compiled decoder and with the Python one: identical; returns the result.
 
-    ``must_compile``: the compiled decoder must have decoded it itself (not handed it over). When the
-    Python path raises (a value that does not fit its column, e.g. an http status of 2**40), the
-    compiled path must hand over and raise the same.
+    ``must_compile``: the compiled decoder must have decoded it itself (not handed it over). Should the
+    Python path raise, the compiled path must hand over and raise the same (values that do not fit
+    their column no longer raise: see test_http_status_that_does_not_fit_int32_stays_in_attributes).
     """
     direct = wire.spans_from_bytes(data, "otlp-proto")  # never raises: hands over instead
     monkeypatch.setenv(wire.ENV_VAR, "1")
@@ -433,3 +433,122 @@ def test_large_and_unique_values(monkeypatch: pytest.MonkeyPatch) -> None:
                 (f"key.{i}", i), ("server.port", 1000 + i), ("client.port", "not a port"),
             ])
     _both(req.SerializeToString(), monkeypatch)
+
+
+# ----------------------------------------------------------------------------- values that do not fit a column
+_UNFIT = [math.inf, -math.inf, math.nan, 1e300, 2**40, 2**31, -(2**31) - 1, "99999999999", 2**63 - 1]
+
+
+@pytest.mark.parametrize("key", ["http.response.status_code", "http.status_code"])
+@pytest.mark.parametrize("value", _UNFIT, ids=repr)
+def test_http_status_that_does_not_fit_int32_stays_in_attributes(monkeypatch: pytest.MonkeyPatch, key: str,
+                                                                 value: Any) -> None:
+    """An infinite/NaN double or a status past int32: column null, the attribute kept; no span lost."""
+    from tests.test_otlp import _request
+
+    req = _request(n_resources=1, spans_per=3)
+    spans = req.resource_spans[0].scope_spans[0].spans
+    _add_attrs(spans[1].attributes, [(key, value)])
+    _add_attrs(spans[2].attributes, [(key, 2**31 - 1)])  # the int32 edge still fits
+    out = _both(req.SerializeToString(), monkeypatch)
+    assert (out.accepted, out.rejected, out.errors) == (3, 0, [])
+    table = out.tables["spans"]
+    assert table.column("http_status_code").to_pylist() == [None, None, 2**31 - 1]
+    kept = table.column("attributes_json")[1].as_py()
+    assert key in kept
+    if not (isinstance(value, float) and not math.isfinite(value)):
+        assert json.loads(kept)[key] == value
+
+
+@pytest.mark.parametrize("key,value", [("isostack.sock_cookie", "99999999999999999999"),
+                                       ("isostack.sock_cookie", math.inf), ("network.peer.port", math.inf),
+                                       ("network.peer.port", -math.inf), ("client.port", math.nan)], ids=repr)
+def test_other_promoted_ints_that_do_not_fit(monkeypatch: pytest.MonkeyPatch, key: str, value: Any) -> None:
+    from tests.test_otlp import _request
+
+    req = _request(n_resources=1, spans_per=2)
+    req.resource_spans[0].scope_spans[0].spans[1].kind = 2  # SERVER (client.port is its peer port)
+    for sp in req.resource_spans[0].scope_spans[0].spans:
+        _add_attrs(sp.attributes, [("network.peer.address", "10.0.0.1"), (key, value)])
+    out = _both(req.SerializeToString(), monkeypatch)
+    assert (out.accepted, out.rejected) == (2, 0)
+    assert all(key in a for a in out.tables["spans"].column("attributes_json").to_pylist())
+
+
+@pytest.mark.parametrize("pid", [math.inf, 2**70 * 1.0, "not a pid"], ids=repr)
+def test_resource_pid_that_does_not_fit_stays_in_resource_json(monkeypatch: pytest.MonkeyPatch, pid: Any) -> None:
+    from tests.test_otlp import _request
+
+    req = _request(n_resources=2, spans_per=2)
+    for kv in req.resource_spans[1].resource.attributes:
+        if kv.key == "process.pid":
+            kv.value.Clear()
+            _set_any(kv.value, pid)
+    out = _both(req.SerializeToString(), monkeypatch)
+    table = out.tables["spans"]
+    assert out.accepted == 4 and table.column("process_pid").to_pylist() == [4242, 4242, None, None]
+    assert "process.pid" in table.column("resource_json")[3].as_py()
+    assert "process.pid" not in table.column("resource_json")[0].as_py()
+
+
+@pytest.mark.parametrize("ts", [2**63, 2**64 - 1])
+def test_event_time_past_int64_refuses_its_span_alone(monkeypatch: pytest.MonkeyPatch, ts: int) -> None:
+    """The span is refused (as for its own start/end past int64), named down to the event's field."""
+    from tests.test_otlp import _request
+
+    req = _request(n_resources=2, spans_per=3)
+    for sp in req.resource_spans[0].scope_spans[0].spans:
+        ev = sp.events.add()
+        ev.name, ev.time_unix_nano = "ok", 1_700_000_000_100_000_000
+    bad = req.resource_spans[0].scope_spans[0].spans[1]
+    ev = bad.events.add()
+    ev.name, ev.time_unix_nano = "bad", ts
+    link = bad.links.add()
+    link.trace_id, link.span_id = b"\x07" * 16, b"\x07" * 8
+    out = _both(req.SerializeToString(), monkeypatch, must_compile=False)
+    assert (out.accepted, out.rejected) == (5, 1)
+    assert out.errors == [f"resourceSpans[0].scopeSpans[0].spans[1].events[1].timeUnixNano: {ts} does not fit "
+                          f"the int64 nanosecond timestamp (max {2**63 - 1})"]
+    assert "0101010102020202" not in out.tables["spans"].column("span_id").to_pylist()
+    events = out.tables["span_events"]
+    assert events.num_rows == 2 and set(events.column("name").to_pylist()) == {"ok"}
+    assert "0101010102020202" not in events.column("span_id").to_pylist()
+    assert out.tables["span_links"].num_rows == 0  # the refused span leaves nothing behind
+    # the full-schema path (gRPC, OTLP JSON) says the same
+    full = decode.decode_request(req, "traces", "otlp-proto")
+    assert (full.accepted, full.rejected, full.errors) == (out.accepted, out.rejected, out.errors)
+    assert full.tables["span_events"].num_rows == 2
+
+
+def test_refused_span_leaves_no_events_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An undecodable second event refuses the span; its first (good) event is not kept on its own."""
+    from tests.test_otlp import _request
+
+    req = _request(n_resources=1, spans_per=1)
+    rs = req.resource_spans[0]
+    scope = rs.scope_spans[0]
+    ev = scope.spans[0].events.add()
+    ev.name, ev.time_unix_nano = "good", 5
+    span = scope.spans[0].SerializeToString() + b"\x5a\x02\xff\xff"  # + an event (field 11) that does not parse
+
+    def field(tag: bytes, body: bytes) -> bytes:
+        return tag + _len(body) + body
+
+    scope_bytes = field(b"\x0a", scope.scope.SerializeToString()) + field(b"\x12", span)
+    rs_bytes = field(b"\x0a", rs.resource.SerializeToString()) + field(b"\x12", scope_bytes)
+    out = _both(field(b"\x0a", rs_bytes), monkeypatch, must_compile=False)
+    assert (out.accepted, out.rejected) == (0, 1) and "spans[0]: undecodable" in out.errors[0]
+    assert out.tables["span_events"].num_rows == 0
+
+
+def _len(b: bytes) -> bytes:
+    n = len(b)
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

@@ -287,3 +287,36 @@ def test_port_in_use_is_one_clear_error(data_dir: Path) -> None:
         assert r.returncode == 2 and f"127.0.0.1:{port}" in r.stderr
         r = run_cli("serve", "--http-port", str(port), "--grpc-port", "0", data_dir=data_dir, timeout=30)
         assert r.returncode == 2 and "cannot bind 127.0.0.1" in r.stderr
+
+
+def test_values_that_do_not_fit_their_columns_partial_success_not_500(rx: Receiver) -> None:
+    """An infinite or past-int32 http status is kept as an attribute; a span whose event time is past int64
+    is refused alone (partial success naming the field), over JSON, protobuf and gRPC."""
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    from tests.test_otlp import unfit_values_doc
+
+    code, body, _ = _post(rx, "/v1/traces", json.dumps(unfit_values_doc()).encode(), "application/json")
+    assert code == 200
+    partial = json.loads(body)["partialSuccess"]
+    assert partial["rejectedSpans"] in (1, "1") and "spans[3].events[1].timeUnixNano" in partial["errorMessage"]
+    req = _request(1, 4)
+    spans = req.resource_spans[0].scope_spans[0].spans
+    kv = spans[0].attributes.add()
+    kv.key, kv.value.double_value = "http.response.status_code", float("inf")
+    kv = spans[1].attributes.add()
+    kv.key, kv.value.int_value = "http.status_code", 2**40
+    spans[2].events.add(name="late", time_unix_nano=2**63)
+    code, body, _ = _post(rx, "/v1/traces", req.SerializeToString())
+    assert code == 200
+    resp = ExportTraceServiceResponse.FromString(body)
+    assert resp.partial_success.rejected_spans == 1
+    assert "spans[2].events[0].timeUnixNano" in resp.partial_success.error_message
+    with grpc.insecure_channel(f"127.0.0.1:{rx.grpc_port}") as channel:
+        resp = trace_service_pb2_grpc.TraceServiceStub(channel).Export(req, timeout=10)
+    assert resp.partial_success.rejected_spans == 1
+    rows = _spans(rx, "SELECT source, count(*) AS n, count(http_status_code) AS s FROM spans GROUP BY 1 ORDER BY 1")
+    assert rows == [{"source": "otlp-grpc", "n": 3, "s": 0}, {"source": "otlp-http", "n": 6, "s": 0}]
+    kept = _spans(rx, "SELECT attributes_json AS a FROM spans WHERE attributes_json LIKE '%status_code%'")
+    assert len(kept) == 6

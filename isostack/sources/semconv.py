@@ -103,12 +103,26 @@ class NetCoords:
         self.peer_port_key = ""
 
 
-def _port(value: Any) -> int | None:
+INT32_RANGE = (-(2**31), 2**31 - 1)
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def as_int(value: Any, bounds: tuple[int, int]) -> int | None:
+    """``int(value)`` when it converts and lies within ``bounds`` (its column's type), else None.
+
+    None means "not promoted": the caller leaves the attribute in attributes_json, untouched.
+    Infinite and NaN doubles, text that is not a number and values past the column's range all end
+    up there instead of raising (an OverflowError, or Arrow refusing the whole column).
+    """
     try:
-        port = int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
-    return port if 0 < port < 65536 else None
+    return number if bounds[0] <= number <= bounds[1] else None
+
+
+def _port(value: Any) -> int | None:
+    return as_int(value, (1, 65535))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -200,23 +214,20 @@ def resolve(kind: str, cands: dict[str, Any]) -> NetCoords:
             out.peer_name = str(value)
             used.add(key)
             break
+    # A value that does not convert or does not fit the column (int32 / int64) stays in attributes_json.
     for key in ("http.response.status_code", "http.status_code"):
         value = cands.get(key)
         if value not in (None, ""):
-            try:
-                out.http_status = int(value)
+            out.http_status = as_int(value, INT32_RANGE)
+            if out.http_status is not None:
                 used.add(key)
-            except (TypeError, ValueError):
-                pass
             break
     for key in ("isostack.sock_cookie", "sock.cookie"):
         value = cands.get(key)
         if value not in (None, ""):
-            try:
-                out.sock_cookie = int(value)
+            out.sock_cookie = as_int(value, INT64_RANGE)
+            if out.sock_cookie is not None:
                 used.add(key)
-            except (TypeError, ValueError):
-                pass
             break
     return out
 
@@ -236,18 +247,19 @@ _RESOURCE_KEYS = frozenset(RESOURCE_COLUMNS.values())
 def split_resource(attrs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split resource attributes into the promoted columns and the rest (for resource_json).
 
-    ``process_pid`` is an int or None; the other columns are strings ("" when absent).
+    ``process_pid`` is an int or None; a ``process.pid`` that is not an int64 (text, inf, 2**70)
+    stays in the rest instead. The other columns are strings ("" when absent).
     Every other ``k8s.*`` attribute stays in the rest, where SQL can still reach it.
     """
     cols: dict[str, Any] = {}
     for col, key in RESOURCE_COLUMNS.items():
         value = attrs.get(key)
         if col == "process_pid":
-            try:
-                cols[col] = int(value) if value not in (None, "") else None
-            except (TypeError, ValueError):
-                cols[col] = None
+            cols[col] = as_int(value, INT64_RANGE) if value not in (None, "") else None
         else:
             cols[col] = "" if value is None else str(value)
     rest = {k: v for k, v in attrs.items() if k not in _RESOURCE_KEYS}
+    pid = attrs.get("process.pid")
+    if cols["process_pid"] is None and pid not in (None, ""):
+        rest["process.pid"] = pid
     return cols, rest

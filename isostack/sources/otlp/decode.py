@@ -59,6 +59,23 @@ def _id_error(value: bytes, size: int) -> bool:
     return len(value) != size or value == b"\0" * size
 
 
+class SpanValueError(ValueError):
+    """A span refused for a value its table cannot hold; the message is the field path below the span and why."""
+
+
+def event_time_fault(events: Iterable[Any]) -> str:
+    """The first event whose time does not fit the int64 ``span_events.ts_ns`` column ("" when all fit).
+
+    The span is refused as a whole, as for its own start/end times: an event cannot be stored
+    without its time, and a span is the unit OTLP counts (``rejected_spans``).
+    """
+    for m, ev in enumerate(events):
+        if ev.time_unix_nano > _INT64_MAX:
+            return (f"events[{m}].timeUnixNano: {ev.time_unix_nano} does not fit the int64 nanosecond "
+                    f"timestamp (max {_INT64_MAX})")
+    return ""
+
+
 def spans_from_request(req: Any, source: str, where: str = "") -> Decoded:
     """Decode a TracesData / ExportTraceServiceRequest (or anything with ``resource_spans``)."""
     cols = SpanColumns()
@@ -107,6 +124,13 @@ def _resource_spans(rs: Any, cols: SpanColumns, out: Decoded, source: str, where
                     out.errors.append(f"{where}.scopeSpans[{j}].spans[{k}]: invalid traceId/spanId "
                                       f"({len(tid)}/{len(sid)} bytes, expected 16/8) or timestamp")
                 continue
+            if sp.events:
+                fault = event_time_fault(sp.events)
+                if fault:
+                    out.rejected += 1
+                    if len(out.errors) < 20:
+                        out.errors.append(f"{where}.scopeSpans[{j}].spans[{k}].{fault}")
+                    continue
             trace_hex = tid.hex()
             span_hex = sid.hex()
             a_trace(trace_hex)
@@ -468,12 +492,19 @@ _ZERO8 = bytes(8)
 
 def add_events_links(cols: SpanColumns, trace_hex: str, span_hex: str, events: Iterable[bytes],
                      links: Iterable[bytes]) -> None:
-    """Append one span's raw Event/Link encodings to the span_events/span_links columns (DecodeError if bad)."""
-    for ev_raw in events:
-        ev = _FullSpan.Event.FromString(ev_raw)
+    """Append one span's raw Event/Link encodings to the span_events/span_links columns.
+
+    Raises DecodeError (an undecodable one) or SpanValueError (an event time past int64) before
+    appending anything, so a refused span leaves no events or links behind.
+    """
+    evs = [_FullSpan.Event.FromString(ev_raw) for ev_raw in events]
+    lns = [_FullSpan.Link.FromString(ln_raw) for ln_raw in links]
+    fault = event_time_fault(evs)
+    if fault:
+        raise SpanValueError(fault)
+    for ev in evs:
         cols.add_event(trace_hex, span_hex, ev.time_unix_nano, ev.name, dumps(attrs_dict(ev.attributes)))
-    for ln_raw in links:
-        ln = _FullSpan.Link.FromString(ln_raw)
+    for ln in lns:
         cols.add_link(trace_hex, span_hex, ln.trace_id.hex(), ln.span_id.hex(), dumps(attrs_dict(ln.attributes)))
 
 
@@ -594,12 +625,14 @@ def _light_resource_spans(rs: Any, cols: SpanColumns, out: Decoded, source: str,
                 span_hex = sid.hex()
                 if events or links:
                     add_events_links(cols, trace_hex, span_hex, events, links)
-            except DecodeError:
+            except (DecodeError, SpanValueError) as exc:
                 if net_raws is not None or len(net_rows) > len(cols) - n_before:
                     del net_rows[len(cols) - n_before:]
                 out.rejected += 1
                 if len(out.errors) < 20:
-                    out.errors.append(f"{where}.scopeSpans[{j}].spans[{k}]: undecodable attribute, event or link")
+                    out.errors.append(f"{where}.scopeSpans[{j}].spans[{k}]." + str(exc)
+                                      if isinstance(exc, SpanValueError) else
+                                      f"{where}.scopeSpans[{j}].spans[{k}]: undecodable attribute, event or link")
                 continue
             a_trace(trace_hex)
             a_span(span_hex)

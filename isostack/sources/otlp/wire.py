@@ -89,7 +89,7 @@ def _scope(raw: bytes) -> str | None:
 def _extras(cols: SpanColumns, trace_hex: str, span_hex: str, events: list[bytes], links: list[bytes]) -> bool:
     try:
         decode.add_events_links(cols, trace_hex, span_hex, events, links)
-    except DecodeError:
+    except (DecodeError, decode.SpanValueError):  # the Python path refuses the span and names the field
         return False
     return True
 
