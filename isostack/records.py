@@ -212,6 +212,9 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     "syscall_latency": EventKind("ns", "syscall latency p99 in the window (detail: syscall, count)", "cgroup"),
     "syscall_error": EventKind("count", "syscalls returning an error (detail: syscall, errno)", "cgroup"),
     "seccomp_denied": EventKind("count", "syscalls refused by a seccomp filter (detail: syscall, action)", "cgroup"),
+    "syscall_entry_wait": EventKind("ns", "time a syscall was held before entering the kernel (seccomp user-notification / "
+                                    "ptrace supervisor: the sandbox slow path), p99 in the window (detail: syscall, "
+                                    "count, p50_ns)", "cgroup"),
     "oom_kill": EventKind("count", "a process killed by the OOM killer (detail: victim pid, comm)", "cgroup"),
     "memory_usage": EventKind("bytes", "cgroup memory usage sample", "cgroup"),
     "memory_events": EventKind("count", "cgroup memory.events high/max/oom counts in the window", "cgroup"),

@@ -45,7 +45,7 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
 def _cleanup_kernel_objects() -> None:
     sh("ip", "link", "del", "h4ag0", check=False)
     sh("ip", "netns", "del", NS, check=False)
-    for d in (CPU / "h4ag_quota", CPU / "h4ag_oom", MEM / "h4ag_oom"):
+    for d in (CPU / "h4ag_quota", CPU / "h4ag_oom", MEM / "h4ag_oom", CPU / "h4ag_seccomp"):
         if d.is_dir():
             for pid in (d / "cgroup.procs").read_text().split():
                 with contextlib.suppress(ProcessLookupError):
@@ -130,6 +130,21 @@ def _syscall_errors() -> int:
     return p.pid
 
 
+def _held_by_seccomp_supervisor() -> int:
+    """A process whose connect() is held 25 ms by a seccomp user-notification supervisor (the
+    testbed's syscall-slow mechanism), in its own cpu cgroup; returns that cgroup's inode."""
+    d = CPU / "h4ag_seccomp"
+    d.mkdir(exist_ok=True)
+    code = ("import socket, time\nfrom isostack.testbed import seccomp\nseccomp.install_slow_path(['connect'], 25)\n"
+            "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(64)\n"
+            "for _ in range(40):\n    c = socket.socket(); c.connect(srv.getsockname()); a, _ = srv.accept()\n"
+            "    a.close(); c.close()\n")
+    p = subprocess.Popen(["sh", "-c", f"echo $$ > {d}/cgroup.procs; exec {sys.executable} -c \"{code}\""])
+    p.wait(timeout=30)
+    assert p.returncode == 0, f"the seccomp victim failed (exit {p.returncode})"
+    return d.stat().st_ino
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     require_ebpf()
@@ -150,6 +165,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         facts["flow"] = _provoke_retransmits()
         facts["oom_pid"], facts["oom_cgid"] = _oom_in_memory_cgroup()
         facts["err_pid"] = _syscall_errors()
+        facts["seccomp_cgid"] = _held_by_seccomp_supervisor()
         facts["disk"] = _disk_of("/var/tmp")
         sh("dd", "if=/dev/zero", "of=/var/tmp/h4ag.dd", "bs=64k", "count=300", "oflag=direct")
         busy.wait(timeout=30)
@@ -236,6 +252,20 @@ def test_failing_syscalls_counted_per_process(live: dict[str, Any]) -> None:
     enoent = [r for r in errs if json.loads(r["detail_json"])["errno"] == "ENOENT"
               and json.loads(r["detail_json"])["syscall"] in ("openat", "open", "nr_257")]
     assert sum(r["value"] for r in enoent) >= 300
+
+
+@pytest.mark.slow
+def test_syscalls_held_by_a_seccomp_supervisor_are_timed_before_sys_enter(live: dict[str, Any]) -> None:
+    # the hold happens before sys_enter, so syscall_latency cannot see it; the entry wait does
+    held = [r for r in of_kind(live, "syscall_entry_wait") if r["cgroup_id"] == live["seccomp_cgid"]]
+    assert held, "no syscall_entry_wait for the seccomp victim's cgroup"
+    details = [json.loads(r["detail_json"]) for r in held]
+    assert {d["syscall"] for d in details} == {"connect"}  # only the filtered syscall was held
+    assert sum(d["count"] for d in details) >= 30
+    assert max(d["p50_ns"] for d in details) >= 16_000_000  # 25 ms holds: the 16-32 ms bucket or above
+    victim_lat = [json.loads(r["detail_json"]) for r in of_kind(live, "syscall_latency")
+                  if r["cgroup_id"] == live["seccomp_cgid"] and "connect" in r["detail_json"]]
+    assert victim_lat and max(d["p50_ns"] for d in victim_lat) < 1_000_000  # in-kernel connect stays fast
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evi
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="seccomp", layer="L-4", signals=("syscall_latency", "syscall_error", "seccomp_denied"),
+    id="seccomp", layer="L-4", signals=("syscall_latency", "syscall_entry_wait", "syscall_error", "seccomp_denied"),
     thresholds=("syscall_slow_us",), mechanism="seccomp_slow_path",
     question="Is the sandbox's syscall path slow, or refusing calls?",
 )
@@ -31,6 +31,9 @@ ERRORS = CheckSpec(id="seccomp", layer="L-4", signals=CHECK.signals, thresholds=
 
 def run(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
+    held = _entry_wait(ctx)
+    if held is not None:
+        out.append(held)
     lat = ctx.events("syscall_latency", coord="cgroup")
     limit_ns = ctx.threshold("syscall_slow_us") * 1e3
     # The slow path slows *every* call of a filtered syscall (spec: seccomp average 90 µs -> 900 µs), so
@@ -45,7 +48,7 @@ def run(ctx: CheckContext) -> list[Finding]:
         if typical > limit_ns:
             keep.append(i)
     slow = lat.take(keep) if keep else lat.slice(0, 0)
-    if slow.num_rows:
+    if slow.num_rows and held is None:
         calls = [detail_of(d) for d in slow.column("detail_json").to_pylist()]
         p50_ns = max(float(c.get("p50_ns", 0) or 0) for c in calls) or float(pc.max(slow.column("value")).as_py())
         p99_ns = float(pc.max(slow.column("value")).as_py())
@@ -74,3 +77,32 @@ def run(ctx: CheckContext) -> list[Finding]:
             out.append(finding(ERRORS, ctx, f"{total:.0f} syscalls refused ({', '.join(names) or '?'})", [ev],
                                confidence=0.5, explained_ns=0, started_ns=ev.first_ns))
     return out
+
+
+def _entry_wait(ctx: CheckContext) -> Finding | None:
+    """Syscalls held *before* entering the kernel (a seccomp user-notification or ptrace supervisor:
+    the probe times a sleep outside any syscall until the next sys_enter). A healthy process never
+    sleeps there, so a typical hold above the slow-path threshold is the finding."""
+    rows = ctx.events("syscall_entry_wait", coord="cgroup")
+    if rows.num_rows == 0:
+        return None
+    limit_ns = ctx.threshold("syscall_slow_us") * 1e3
+    keep, calls = [], []
+    for i, d in enumerate(rows.column("detail_json").to_pylist()):
+        det = detail_of(d)
+        typical = float(det.get("p50_ns", rows.column("value")[i].as_py()) or 0)
+        if typical > limit_ns:
+            keep.append(i)
+            calls.append(det)
+    n = sum(int(c.get("count", 1) or 1) for c in calls)
+    if n < MIN_CALLS:
+        return None
+    held = rows.take(pa.array(keep, pa.int64()))
+    p50_ns = max(float(c.get("p50_ns", 0) or 0) for c in calls)
+    names = sorted({str(c.get("syscall")) for c in calls if c.get("syscall")})
+    ev = evidence(ctx, held, "syscall_entry_wait_p50", p50_ns / 1e3, "us", ctx.threshold("syscall_slow_us"),
+                  where=where_of(held, "cgroup_path"), syscalls=names, calls=n,
+                  p99_us=float(pc.max(held.column("value")).as_py()) / 1e3)
+    return finding(CHECK, ctx, f"{', '.join(names) or 'syscalls'} held {p50_ns / 1e3:,.0f} µs (typical) before "
+                   f"entering the kernel, {n} calls: a seccomp user-notification / ptrace supervisor slow path",
+                   [ev], confidence=0.85, explained_ns=int(p50_ns * n), started_ns=ev.first_ns)
