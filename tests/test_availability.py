@@ -67,13 +67,16 @@ def build(tmp: Path, down: str, *, oom: bool = True) -> Store:
     return store
 
 
-def test_called_service_down_is_found_by_its_callers_failures(tmp_path: Path) -> None:
-    store = build(tmp_path, "payment")
+def unavailable(store: Store, since_ns: int | None = WINDOW, until_ns: int | None = T0 + 30 * S) -> list:
     con = store.connect()
     try:
-        hops = find_unavailable(con, WINDOW, T0 + 30 * S)
+        return find_unavailable(con, since_ns, until_ns)
     finally:
         con.close()
+
+
+def test_called_service_down_is_found_by_its_callers_failures(tmp_path: Path) -> None:
+    hops = unavailable(build(tmp_path, "payment"))
     assert [h.service for h in hops] == ["payment"]  # not ingress/order: they still answer
     h = hops[0]
     assert h.part == "unavailable" and h.peer == "order" and "calls from order failed unanswered" in h.operation
@@ -81,12 +84,7 @@ def test_called_service_down_is_found_by_its_callers_failures(tmp_path: Path) ->
 
 
 def test_entry_service_down_is_found_by_its_missing_requests(tmp_path: Path) -> None:
-    store = build(tmp_path, "ingress")
-    con = store.connect()
-    try:
-        hops = find_unavailable(con, WINDOW, T0 + 30 * S)
-    finally:
-        con.close()
+    hops = unavailable(build(tmp_path, "ingress"))
     # order and payment serve fewer requests too, but nobody's calls to them failed: only ingress
     assert [h.service for h in hops] == ["ingress"]
     assert "expected at its reference rate" in hops[0].operation
@@ -103,13 +101,9 @@ def test_diagnosis_puts_the_dead_service_first_with_its_oom_kills(tmp_path: Path
 
 def test_healthy_window_and_no_reference_find_nothing(tmp_path: Path) -> None:
     store = build(tmp_path, "")
-    con = store.connect()
-    try:
-        assert find_unavailable(con, WINDOW, T0 + 30 * S) == []
-        assert find_unavailable(con, None, None) == []  # no "before" to compare with
-        assert find_unavailable(con, T0 - S, None) == []
-    finally:
-        con.close()
+    assert unavailable(store) == []
+    assert unavailable(store, None, None) == []  # no "before" to compare with
+    assert unavailable(store, T0 - S, None) == []
 
 
 def test_entry_traffic_drop_without_a_fatal_finding_is_not_an_outage(tmp_path: Path) -> None:
