@@ -12,6 +12,7 @@ from isostack.locate.availability import find_unavailable
 from isostack.locate.diagnose import diagnose_all
 from isostack.records import SPANS
 from isostack.store import Store
+from tests.conftest import run_cli
 from tests.test_join import rows_table
 
 T0 = 1_764_050_000_000_000_000
@@ -115,3 +116,12 @@ def test_entry_traffic_drop_without_a_fatal_finding_is_not_an_outage(tmp_path: P
     store2 = build(tmp_path / "oom", "ingress")
     d = diagnose_all(store2, since_ns=WINDOW, until_ns=T0 + 30 * S)[0]
     assert d.slow_hop is not None and d.slow_hop.service == "ingress" and d.chain[0].mechanism == "oom_kill"
+
+
+def test_cli_prints_the_unavailable_service(tmp_path: Path) -> None:
+    build(tmp_path / "store", "payment")
+    out = run_cli("--data-dir", str(tmp_path / "store"), "diagnose", "--since", str(WINDOW),
+                  "--until", str(T0 + 30 * S))
+    assert out.returncode == 0, out.stderr
+    assert "Unavailable payment" in out.stdout and "calls from order failed unanswered" in out.stdout
+    assert "memory cgroup OOM kill" in out.stdout and "five-tuple" not in out.stdout

@@ -134,7 +134,9 @@ def _missing(hop: SlowHop, ev: pa.Table, cg: pa.Table, ends: pa.Table, idx: int,
             if side not in sides:
                 out.append(f"no workloads row maps the {side} ({svc or '?'}, pid {pid or '?'}, host {host or '?'}) "
                            "to a cgroup")
-    if not hop.five_tuple.complete:
+    if hop.part == "unavailable":
+        pass  # a service, not a connection: there is no five-tuple to join on
+    elif not hop.five_tuple.complete:
         out.append("the span carries no complete five-tuple (network.peer.*/network.local.*): flow-keyed "
                    "checks (rtt, retransmits, skb_drop) could not join")
     elif ev.num_rows and pc.sum(pc.equal(ev.column("coord"), "flow")).as_py() == 0:

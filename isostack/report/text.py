@@ -47,6 +47,10 @@ def render(d: Diagnosis, console: Console, *, verbose: bool = False) -> None:
     hop = d.slow_hop
     if hop is None:
         console.print("[bold]No slow hop found.[/]")
+    elif hop.part == "unavailable":
+        # no span to show: the service's own spans died with it (see locate/availability.py)
+        console.print(f"[bold]Unavailable[/] {hop.service} · {hop.operation.removeprefix('unavailable: ')}  "
+                      f"[bold red]{_ms(hop.duration_ns)}[/] of failures · host {hop.host_name or '?'}")
     else:
         base = f"baseline p50 {_ms(hop.baseline_p50_ns)}" if hop.baseline_p50_ns else "no baseline"
         console.print(f"[bold]Slow hop[/] {hop.service} · {hop.kind} {hop.operation} → {hop.peer or '?'}  "
