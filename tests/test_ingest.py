@@ -97,3 +97,33 @@ def test_values_that_do_not_fit_their_columns_exit_1_keep_good_spans(data_dir: P
     assert [(row["span_id"], row["http_status_code"]) for row in rows] == [
         ("00000000000000a1", None), ("00000000000000a2", None), ("eee19b7ec3c1b174", None)]
     assert "Infinity" in rows[0]["attributes_json"] and "1099511627776" in rows[1]["attributes_json"]
+
+
+def test_protobuf_metrics_and_logs_files_are_told_from_traces(data_dir: Path, tmp_path: Path) -> None:
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
+
+    from isostack.sources.otlp.decode import detect_proto_signal
+
+    metrics = MetricsData()
+    rm = metrics.resource_metrics.add()
+    rm.resource.attributes.add(key="service.name").value.string_value = "payment"
+    m = rm.scope_metrics.add().metrics.add(name="http.server.duration", unit="ms")
+    for v in (1.5, 2.5):
+        m.gauge.data_points.add(time_unix_nano=1_700_000_000_000_000_000, as_double=v)
+    logs = LogsData()
+    rl = logs.resource_logs.add()
+    rl.resource.attributes.add(key="service.name").value.string_value = "payment"
+    rec = rl.scope_logs.add().log_records.add(time_unix_nano=1_700_000_000_000_000_000, severity_text="ERROR")
+    rec.body.string_value = "connection refused"
+    (tmp_path / "m.pb").write_bytes(metrics.SerializeToString())
+    (tmp_path / "l.pb").write_bytes(logs.SerializeToString())
+    assert detect_proto_signal(metrics.SerializeToString()) == "metrics"
+    assert detect_proto_signal(logs.SerializeToString()) == "logs"
+    assert detect_proto_signal(_request().SerializeToString()) == "traces"
+    assert detect_proto_signal(b"") == detect_proto_signal(b"\xff\xff") == "traces"  # nothing to tell: traces
+    proc = run_cli("ingest", "--json", str(tmp_path / "m.pb"), str(tmp_path / "l.pb"), data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr
+    got = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(g["format"], g["metric_points"], g["log_records"], g["spans"]) for g in got] == [
+        ("otlp-proto", 2, 0, 0), ("otlp-proto", 0, 1, 0)]

@@ -244,6 +244,57 @@ def top_level_chunks(data: bytes, field_number: int = 1) -> tuple[list[tuple[int
     return chunks, ""
 
 
+def _fields(data: bytes) -> list[tuple[int, int, bytes]]:
+    """Every top-level field of a message as (number, wire type, bytes of a length-delimited value)."""
+    out: list[tuple[int, int, bytes]] = []
+    view, pos, n = memoryview(data), 0, len(data)
+    try:
+        while pos < n:
+            tag, pos = _varint(view, pos)
+            wire = tag & 7
+            value = b""
+            if wire == 2:
+                length, pos = _varint(view, pos)
+                value, pos = bytes(view[pos:pos + length]), pos + length
+            elif wire == 0:
+                _, pos = _varint(view, pos)
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                break
+            out.append((tag >> 3, wire, value))
+    except (IndexError, ValueError):
+        pass
+    return out
+
+
+def detect_proto_signal(data: bytes) -> str:
+    """Which OTLP signal a protobuf *Data / Export*Request holds: "traces", "metrics" or "logs".
+
+    The three are alike down to the leaf (field 1 -> field 2 -> field 2: resource block, scope block,
+    leaf), so the first leaf decides by fields only its kind has: a Span's start/end times are fixed64
+    fields 7/8; a LogRecord's times are fixed64 fields 1/11; a Metric's data is a message in field
+    5/7/9/10/11 (gauge, sum, histogram, exponential histogram, summary). Defaults to "traces".
+    """
+    for f1, w1, block in _fields(data[:1 << 20] if len(data) > 1 << 20 else data):
+        if f1 != 1 or w1 != 2:
+            continue
+        for f2, w2, scope in _fields(block):
+            if f2 != 2 or w2 != 2:
+                continue
+            for f3, w3, leaf in _fields(scope):
+                if f3 != 2 or w3 != 2:
+                    continue
+                kinds = {(f, w) for f, w, _ in _fields(leaf)}
+                if kinds & {(1, 1), (11, 1)}:
+                    return "logs"
+                if kinds & {(7, 1), (8, 1)}:
+                    return "traces"
+                if kinds & {(5, 2), (7, 2), (9, 2), (10, 2), (11, 2)}:
+                    return "metrics"
+    return "traces"
+
+
 _SIGNALS: dict[str, tuple[Any, Any, str]] = {
     "traces": (ExportTraceServiceRequest, ResourceSpans, "resourceSpans"),
     "metrics": (ExportMetricsServiceRequest, ResourceMetrics, "resourceMetrics"),

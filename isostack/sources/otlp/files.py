@@ -1,8 +1,8 @@
 """Trace files of any supported format -> the store: format detection, decoding, one summary per file.
 
 Formats: ``otlp-json`` (one OTLP JSON document, or JSON Lines as the Collector's file exporter
-writes), ``otlp-proto`` (a serialized TracesData / ExportTraceServiceRequest; concatenated messages
-merge, as protobuf defines), ``jaeger`` (query-API JSON) and ``zipkin`` (v2 JSON). Gzip-compressed
+writes), ``otlp-proto`` (a serialized TracesData / MetricsData / LogsData or Export*Request, the
+signal told from its first leaf message; concatenated messages merge, as protobuf defines), ``jaeger`` (query-API JSON) and ``zipkin`` (v2 JSON). Gzip-compressed
 files are recognised by their magic bytes.
 """
 
@@ -111,7 +111,7 @@ def decode_file(path: Path, fmt: str | None = None) -> tuple[str, Decoded, str]:
     fmt = fmt or detect(data, docs)
     out = Decoded()
     if fmt == "otlp-proto":
-        out = decode.decode_proto(data, "traces", "otlp-proto")
+        out = decode.decode_proto(data, decode.detect_proto_signal(data), "otlp-proto")
         fault = out.errors[0] if out.errors else ""
         return fmt, out, f"{path}: {fault}" if fault else ""
     for where, doc in docs:
