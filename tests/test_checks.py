@@ -15,6 +15,7 @@ from tests.test_join import (
     HOST,
     MDNS_CG,
     MS,
+    ORDER_CG,
     PAY_CG,
     SERVER,
     T0,
@@ -94,6 +95,18 @@ def test_runq_latency(data_dir: Path) -> None:
     d = run(data_dir, rows)
     f = next(f for f in d.chain if f.mechanism == "runq_latency")
     assert f.evidence[0].value == pytest.approx(25.0) and f.evidence[0].event_count == 1
+
+
+def test_runq_latency_names_the_cgroup_that_waited_most_first(data_dir: Path) -> None:
+    # both ends of the hop wait on a shared CPU; order (the hop's server) waits more and longer
+    rows = [ev(IN, "runq_latency", 12 * MS, 500 * MS, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment"),
+            ev(IN, "runq_latency", 30 * MS, 500 * MS, cgroup_id=ORDER_CG, cgroup_path="/isostack-h6/order"),
+            ev(IN + 500 * MS, "runq_latency", 25 * MS, 500 * MS, cgroup_id=ORDER_CG, cgroup_path="/isostack-h6/order")]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "runq_latency")
+    assert [e.where for e in f.evidence] == ["/isostack-h6/order", "/isostack-h6/payment"]
+    assert f.evidence[0].detail["waited_ns"] == 55 * MS and f.evidence[0].detail["windows_over"] == 2
+    assert "worst: /isostack-h6/order" in f.summary and f.explained_ns == 67 * MS
 
 
 def test_seccomp_slow_path_and_denials(data_dir: Path) -> None:
