@@ -164,8 +164,14 @@ def _hop_service(d: Any) -> str:
 
 def _weights(ds: list[Any]) -> list[float]:
     """Each diagnosis votes with its hop's excess in ms: the user-visible time it stands for (an
-    unavailable service's whole failure window outweighs twenty hops a few ms slower than usual)."""
-    return [float(d.slow_hop.excess_ns) / 1e6 if d.slow_hop is not None else 0.0 for d in ds]
+    unavailable service's whole failure window outweighs twenty hops a few ms slower than usual).
+    When some diagnoses carry kernel evidence, the unexplained ones (no finding below the
+    application) do not vote: a slow hop nothing explains is weaker evidence than one something does."""
+    w = [float(d.slow_hop.excess_ns) / 1e6 if d.slow_hop is not None else 0.0 for d in ds]
+    explained = [any(f.layer != "APP" for f in d.chain) for d in ds]
+    if any(explained):
+        w = [x if e else 0.0 for x, e in zip(w, explained, strict=True)]
+    return w
 
 
 def diagnose_case(case: Case, limit: int = 20) -> Verdict:
