@@ -116,3 +116,32 @@ def test_seccomp_filter_program_jumps_to_notify() -> None:
     # each compare's true-branch lands exactly on the USER_NOTIF return
     for idx in (4, 5):
         assert idx + 1 + prog[idx][1] == len(prog) - 1
+
+
+def test_loadgen_counts_a_reply_cut_short_as_a_failed_request() -> None:
+    # an OOM-killed server dies mid-response: Content-Length promises bytes that never come
+    import socket
+    import threading
+
+    from isostack.testbed.loadgen import LoadGen
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def serve() -> None:
+        for _ in range(3):
+            conn, _ = srv.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2048\r\n\r\n")
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    lg = LoadGen("127.0.0.1", srv.getsockname()[1], rate_rps=50, body_bytes=16, timeout_s=2)
+    try:
+        results = lg.run(1.0, max_requests=3)
+    finally:
+        lg.stop()
+        srv.close()
+    assert [r.status for r in results] == [0, 0, 0]

@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cases = QUICK_CASES if args.quick else _matrix(args.faults.split(",") if args.faults else None)
     reps = 1 if args.quick else args.reps
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    run_dir = HERE / "runs" / stamp
+    run_dir = args.resume or HERE / "runs" / stamp
+    if args.resume:
+        args.keep = True
     rca_root = run_dir / "rcaeval"
     rows: list[dict[str, Any]] = []
     total = len(cases) * reps
@@ -78,14 +80,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sys.stderr.write(f"[bench.accuracy] {i}/{total} {fault} on {target} rep {rep} ({rate:g} req/s)\n")
             if args.keep:
                 data = run_dir / "cases" / f"{fault}_{target}_{rep}"
+                if not (data / "case.json").exists():
+                    shutil.rmtree(data, ignore_errors=True)  # a case cut short: record it afresh
                 data.mkdir(parents=True, exist_ok=True)
             else:
                 data = Path(tempfile.mkdtemp(prefix="isostack-bench-"))
             svc_only: Path | None = None
             try:
-                case: Case = run_case(fault, target, data, baseline_s=args.baseline_s, fault_s=args.fault_s,
-                                      rate_rps=rate, seed=rep, progress=lambda m: None)
-                export_rcaeval(case, rca_root, rep + 1)
+                done = data / "case.json"
+                if args.resume and done.exists():  # recorded by the interrupted run: diagnose its store
+                    case: Case = Case(**{**json.loads(done.read_text()), "data_dir": data})
+                else:
+                    try:
+                        case = run_case(fault, target, data, baseline_s=args.baseline_s, fault_s=args.fault_s,
+                                        rate_rps=rate, seed=rep, progress=lambda m: None)
+                    except Exception as exc:  # noqa: BLE001 - one broken case must not lose the others
+                        sys.stderr.write(f"[bench.accuracy] case failed: {type(exc).__name__}: {exc}\n")
+                        miss = {"service": [], "layer": [], "mechanism": [], "elapsed_s": 0.0,
+                                "error": f"case failed: {type(exc).__name__}: {exc}"[:300]}
+                        rows.append({"fault": fault, "target": target, "rep": rep,
+                                     "truth": faults_truth(fault, target), "load": {}, "components": {},
+                                     "isostack": miss, "isostack-service-level": miss})
+                        continue
+                    export_rcaeval(case, rca_root, rep + 1)
                 row: dict[str, Any] = {"fault": fault, "target": target, "rep": rep, "truth": case.truth,
                                        "load": case.load, "components": case.components}
                 svc_only = _service_only_store(data)
@@ -111,6 +128,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
            "quick": bool(args.quick)}
     (run_dir / "results.json").write_text(json.dumps(out, indent=2))
     return out
+
+
+def faults_truth(fault: str, target: str) -> dict[str, str]:
+    from isostack.testbed import faults
+
+    return faults.get(fault).truth(target).to_dict()
 
 
 def rediagnose(run_dir: Path) -> dict[str, Any]:
@@ -219,6 +242,9 @@ def main() -> None:
     ap.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--keep", action="store_true",
                     help="keep every case's store under runs/<stamp>/cases/ (for --rediagnose)")
+    ap.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                    help="continue an interrupted --keep run: cases already recorded there are diagnosed "
+                         "from their stores, the rest run live (implies --keep)")
     ap.add_argument("--rediagnose", type=Path, metavar="RUN_DIR",
                     help="no live run: re-diagnose the stores a --keep run left in RUN_DIR")
     args = ap.parse_args()

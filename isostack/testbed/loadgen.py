@@ -43,7 +43,9 @@ class LoadGen:
             resp = conn.getresponse()
             resp.read()
             status = resp.status
-        except OSError:
+        except (OSError, http.client.HTTPException):
+            # refused, reset, timed out, or a reply cut short (IncompleteRead when the server is
+            # OOM-killed mid-response): a failed request, status 0, never an exception out of run()
             status = 0
         finally:
             conn.close()
