@@ -45,7 +45,7 @@ def _service_only_store(src: Path) -> Path:
     dst = Path(tempfile.mkdtemp(prefix="isostack-svconly-"))
     for table in ("spans", "span_events", "span_links", "workloads"):
         if (src / table).is_dir():
-            (dst / table).symlink_to(src / table)
+            (dst / table).symlink_to(src.resolve() / table)  # absolute: dst lives elsewhere
     return dst
 
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cases = QUICK_CASES if args.quick else _matrix(args.faults.split(",") if args.faults else None)
     reps = 1 if args.quick else args.reps
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    run_dir = args.resume or HERE / "runs" / stamp
+    run_dir = args.resume.resolve() if args.resume else HERE / "runs" / stamp
     if args.resume:
         args.keep = True
     rca_root = run_dir / "rcaeval"
