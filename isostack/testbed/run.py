@@ -187,12 +187,12 @@ def diagnose_case(case: Case, limit: int = 20) -> Verdict:
     svc: dict[str, float] = {}
     lay: dict[str, float] = {}
     mech: dict[str, float] = {}
-    for rank_weight, d in zip(_weights(ds), ds, strict=False):
+    for weight, d in zip(_weights(ds), ds, strict=False):
         s = _hop_service(d)
         if s:
-            svc[s] = svc.get(s, 0.0) + rank_weight
+            svc[s] = svc.get(s, 0.0) + weight
         for i, finding in enumerate(d.chain):
-            w = rank_weight / (i + 1)
+            w = weight / (i + 1)
             lay[finding.layer] = lay.get(finding.layer, 0.0) + w
             mech[finding.mechanism] = mech.get(finding.mechanism, 0.0) + w
     return Verdict(diagnoses=ds, ranked_services=sorted(svc, key=lambda k: -svc[k]),
