@@ -9,7 +9,7 @@ every well-formed span of the same file or request is kept.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -206,6 +206,55 @@ def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise ValueError(pos)
 
 
+class _WireFault(Exception):
+    """Where and how a message stops being well-formed protobuf (``offset``: the field's first byte)."""
+
+    def __init__(self, offset: int, text: str) -> None:
+        super().__init__(text)
+        self.offset = offset
+
+
+def _wire_fields(data: bytes | memoryview, *, clip: bool = False) -> Iterator[tuple[int, int, int, memoryview]]:
+    """The top-level fields of a message, lazily: ``(byte offset, field number, wire type, value)``;
+    ``value`` is a view of a length-delimited field's bytes (empty for the others).
+
+    Raises :class:`_WireFault` where the message breaks; with ``clip`` it yields what it can of the
+    broken field (a length-delimited value cut at the end of the data) and stops silently instead.
+    """
+    view = memoryview(data)
+    pos, n = 0, len(view)
+    empty = view[0:0]
+    while pos < n:
+        start = pos
+        try:
+            tag, pos = _varint(view, pos)
+            wire, value = tag & 7, empty
+            if wire == 2:
+                length, pos = _varint(view, pos)
+                value, pos = view[pos:pos + length], pos + length
+                if pos > n:
+                    if clip:
+                        yield start, tag >> 3, wire, value
+                        return
+                    raise _WireFault(start, f"field {tag >> 3} declares {length} bytes but only "
+                                            f"{n - (pos - length)} remain (truncated)")
+            elif wire == 0:
+                _, pos = _varint(view, pos)
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                if clip:
+                    return
+                raise _WireFault(start, f"invalid wire type {wire} (not protobuf?)")
+        except (IndexError, ValueError):
+            if clip:
+                return
+            raise _WireFault(start, "truncated or invalid varint") from None
+        if pos > n and not clip:
+            raise _WireFault(start, "truncated field")
+        yield start, tag >> 3, wire, value
+
+
 def top_level_chunks(data: bytes, field_number: int = 1) -> tuple[list[tuple[int, bytes]], str]:
     """Split a *Data / Export*Request message into its top-level ``field_number`` sub-messages.
 
@@ -213,59 +262,13 @@ def top_level_chunks(data: bytes, field_number: int = 1) -> tuple[list[tuple[int
     the byte offset where the message stops being well-formed ("" when it is whole).
     """
     chunks: list[tuple[int, bytes]] = []
-    view = memoryview(data)
-    pos = 0
-    n = len(data)
-    while pos < n:
-        start = pos
-        try:
-            tag, pos = _varint(view, pos)
-            wire = tag & 7
-            if wire == 2:
-                length, pos = _varint(view, pos)
-                if pos + length > n:
-                    return chunks, (f"byte offset {start}: field {tag >> 3} declares {length} bytes "
-                                    f"but only {n - pos} remain (truncated)")
-                if tag >> 3 == field_number:
-                    chunks.append((start, bytes(view[pos:pos + length])))
-                pos += length
-            elif wire == 0:
-                _, pos = _varint(view, pos)
-            elif wire == 1:
-                pos += 8
-            elif wire == 5:
-                pos += 4
-            else:
-                return chunks, f"byte offset {start}: invalid wire type {wire} (not protobuf?)"
-            if pos > n:
-                return chunks, f"byte offset {start}: truncated field"
-        except (IndexError, ValueError):
-            return chunks, f"byte offset {start}: truncated or invalid varint"
-    return chunks, ""
-
-
-def _fields(data: bytes) -> list[tuple[int, int, bytes]]:
-    """Every top-level field of a message as (number, wire type, bytes of a length-delimited value)."""
-    out: list[tuple[int, int, bytes]] = []
-    view, pos, n = memoryview(data), 0, len(data)
     try:
-        while pos < n:
-            tag, pos = _varint(view, pos)
-            wire = tag & 7
-            value = b""
-            if wire == 2:
-                length, pos = _varint(view, pos)
-                value, pos = bytes(view[pos:pos + length]), pos + length
-            elif wire == 0:
-                _, pos = _varint(view, pos)
-            elif wire in (1, 5):
-                pos += 8 if wire == 1 else 4
-            else:
-                break
-            out.append((tag >> 3, wire, value))
-    except (IndexError, ValueError):
-        pass
-    return out
+        for start, number, wire, value in _wire_fields(data):
+            if wire == 2 and number == field_number:
+                chunks.append((start, bytes(value)))
+    except _WireFault as fault:
+        return chunks, f"byte offset {fault.offset}: {fault}"
+    return chunks, ""
 
 
 def detect_proto_signal(data: bytes) -> str:
@@ -274,18 +277,16 @@ def detect_proto_signal(data: bytes) -> str:
     The three are alike down to the leaf (field 1 -> field 2 -> field 2: resource block, scope block,
     leaf), so the first leaf decides by fields only its kind has: a Span's start/end times are fixed64
     fields 7/8; a LogRecord's times are fixed64 fields 1/11; a Metric's data is a message in field
-    5/7/9/10/11 (gauge, sum, histogram, exponential histogram, summary). Defaults to "traces".
+    5/7/9/10/11 (gauge, sum, histogram, exponential histogram, summary). Defaults to "traces". Reads
+    lazily: only the first complete leaf (or what a damaged file has of it) is looked at.
     """
-    for f1, w1, block in _fields(data[:1 << 20] if len(data) > 1 << 20 else data):
-        if f1 != 1 or w1 != 2:
-            continue
-        for f2, w2, scope in _fields(block):
-            if f2 != 2 or w2 != 2:
-                continue
-            for f3, w3, leaf in _fields(scope):
-                if f3 != 2 or w3 != 2:
-                    continue
-                kinds = {(f, w) for f, w, _ in _fields(leaf)}
+    def children(msg: bytes | memoryview, number: int) -> Iterator[memoryview]:
+        return (v for _, f, w, v in _wire_fields(msg, clip=True) if f == number and w == 2)
+
+    for block in children(data, 1):
+        for scope in children(block, 2):
+            for leaf in children(scope, 2):
+                kinds = {(f, w) for _, f, w, _ in _wire_fields(leaf, clip=True)}
                 if kinds & {(1, 1), (11, 1)}:
                     return "logs"
                 if kinds & {(7, 1), (8, 1)}:
