@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, where_of
-from isostack.locate.model import Finding
+from isostack.locate.model import Evidence, Finding
 
 CHECK = CheckSpec(
     id="seccomp", layer="L-4", signals=("syscall_latency", "syscall_entry_wait", "syscall_error", "seccomp_denied"),
@@ -34,28 +37,13 @@ def run(ctx: CheckContext) -> list[Finding]:
     held = _entry_wait(ctx)
     if held is not None:
         out.append(held)
-    lat = ctx.events("syscall_latency", coord="cgroup")
-    limit_ns = ctx.threshold("syscall_slow_us") * 1e3
     # The slow path slows *every* call of a filtered syscall (spec: seccomp average 90 µs -> 900 µs), so
     # judge the typical call (the producer's p50), not the tail: a throttled or preempted process has a
     # long tail on any syscall without any slow path.
-    keep = []
-    for i, d in enumerate(lat.column("detail_json").to_pylist() if lat.num_rows else []):
-        det = detail_of(d)
-        if str(det.get("syscall", "")) in BLOCKING or int(det.get("count", MIN_CALLS) or 0) < MIN_CALLS:
-            continue
-        typical = float(det.get("p50_ns", lat.column("value")[i].as_py()) or 0)
-        if typical > limit_ns:
-            keep.append(i)
-    slow = lat.take(keep) if keep else lat.slice(0, 0)
-    if slow.num_rows and held is None:
-        calls = [detail_of(d) for d in slow.column("detail_json").to_pylist()]
-        p50_ns = max(float(c.get("p50_ns", 0) or 0) for c in calls) or float(pc.max(slow.column("value")).as_py())
-        p99_ns = float(pc.max(slow.column("value")).as_py())
-        count = sum(int(c.get("count", 1) or 1) for c in calls)
-        names = sorted({str(c.get("syscall")) for c in calls if c.get("syscall")})
-        ev = evidence(ctx, slow, "syscall_latency_p50", p50_ns / 1e3, "us", ctx.threshold("syscall_slow_us"),
-                      where=where_of(slow, "cgroup_path"), syscalls=names, calls=count, p99_us=p99_ns / 1e3)
+    slow = _typical_over(ctx, "syscall_latency", skip=lambda det: str(det.get("syscall", "")) in BLOCKING
+                         or int(det.get("count", MIN_CALLS) or 0) < MIN_CALLS)
+    if slow is not None and held is None:
+        ev, p50_ns, count, names = _slow_calls_evidence(ctx, *slow, "syscall_latency_p50")
         # Every slow call costs at least its typical latency; finding() caps this at the excess.
         out.append(finding(CHECK, ctx, f"{', '.join(names) or 'syscalls'}: typical call {p50_ns / 1e3:,.0f} µs "
                            f"({count} calls; fast path is tens of µs)",
@@ -79,30 +67,41 @@ def run(ctx: CheckContext) -> list[Finding]:
     return out
 
 
+def _typical_over(ctx: CheckContext, kind: str,
+                  skip: Callable[[dict[str, Any]], bool] = lambda det: False) -> tuple[pa.Table, list[dict]] | None:
+    """The ``kind`` windows whose typical call (p50, else the window's value) is above
+    ``syscall_slow_us``, with their details; None when there is none."""
+    rows = ctx.events(kind, coord="cgroup")
+    limit_ns = ctx.threshold("syscall_slow_us") * 1e3
+    keep, calls = [], []
+    for i, d in enumerate(rows.column("detail_json").to_pylist() if rows.num_rows else []):
+        det = detail_of(d)
+        if not skip(det) and float(det.get("p50_ns", rows.column("value")[i].as_py()) or 0) > limit_ns:
+            keep.append(i)
+            calls.append(det)
+    return (rows.take(pa.array(keep, pa.int64())), calls) if keep else None
+
+
+def _slow_calls_evidence(ctx: CheckContext, rows: pa.Table, calls: list[dict],
+                         signal: str) -> tuple[Evidence, float, int, list[str]]:
+    """Evidence over slow-call windows: the worst typical call, how many calls, which syscalls."""
+    p99_ns = float(pc.max(rows.column("value")).as_py())
+    p50_ns = max(float(c.get("p50_ns", 0) or 0) for c in calls) or p99_ns
+    count = sum(int(c.get("count", 1) or 1) for c in calls)
+    names = sorted({str(c.get("syscall")) for c in calls if c.get("syscall")})
+    ev = evidence(ctx, rows, signal, p50_ns / 1e3, "us", ctx.threshold("syscall_slow_us"),
+                  where=where_of(rows, "cgroup_path"), syscalls=names, calls=count, p99_us=p99_ns / 1e3)
+    return ev, p50_ns, count, names
+
+
 def _entry_wait(ctx: CheckContext) -> Finding | None:
     """Syscalls held *before* entering the kernel (a seccomp user-notification or ptrace supervisor:
     the probe times a sleep outside any syscall until the next sys_enter). A healthy process never
     sleeps there, so a typical hold above the slow-path threshold is the finding."""
-    rows = ctx.events("syscall_entry_wait", coord="cgroup")
-    if rows.num_rows == 0:
+    held = _typical_over(ctx, "syscall_entry_wait")
+    if held is None or sum(int(c.get("count", 1) or 1) for c in held[1]) < MIN_CALLS:
         return None
-    limit_ns = ctx.threshold("syscall_slow_us") * 1e3
-    keep, calls = [], []
-    for i, d in enumerate(rows.column("detail_json").to_pylist()):
-        det = detail_of(d)
-        typical = float(det.get("p50_ns", rows.column("value")[i].as_py()) or 0)
-        if typical > limit_ns:
-            keep.append(i)
-            calls.append(det)
-    n = sum(int(c.get("count", 1) or 1) for c in calls)
-    if n < MIN_CALLS:
-        return None
-    held = rows.take(pa.array(keep, pa.int64()))
-    p50_ns = max(float(c.get("p50_ns", 0) or 0) for c in calls)
-    names = sorted({str(c.get("syscall")) for c in calls if c.get("syscall")})
-    ev = evidence(ctx, held, "syscall_entry_wait_p50", p50_ns / 1e3, "us", ctx.threshold("syscall_slow_us"),
-                  where=where_of(held, "cgroup_path"), syscalls=names, calls=n,
-                  p99_us=float(pc.max(held.column("value")).as_py()) / 1e3)
+    ev, p50_ns, n, names = _slow_calls_evidence(ctx, *held, "syscall_entry_wait_p50")
     return finding(CHECK, ctx, f"{', '.join(names) or 'syscalls'} held {p50_ns / 1e3:,.0f} µs (typical) before "
                    f"entering the kernel, {n} calls: a seccomp user-notification / ptrace supervisor slow path",
                    [ev], confidence=0.85, explained_ns=int(p50_ns * n), started_ns=ev.first_ns)
