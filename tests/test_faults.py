@@ -145,6 +145,17 @@ def test_oom_limit_kills_and_revert_unlimits(testbed) -> None:
     assert oom_kills and int(oom_kills[0].split()[1]) >= 1
     faults.revert("oom", "order")
     assert cgroups.read("memory", "order", "memory.limit_in_bytes") == "9223372036854771712"
+    # restarted like a kubelet would, and serving again promptly (it used to wait out DNS timeouts
+    # in HTTPServer.server_bind's getfqdn for seconds, so the "crash loop" was an outage)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            assert urllib.request.urlopen("http://10.77.0.12:8080/health", timeout=1).read() == b"ok"
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "order not serving 5 s after its OOM kill"
+            time.sleep(0.1)
+    assert testbed.restarts["order"] >= 1
 
 
 @pytest.mark.slow

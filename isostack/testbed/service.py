@@ -18,6 +18,7 @@ import mmap
 import os
 import random
 import socket
+import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -171,6 +172,13 @@ def main(argv: list[str] | None = None) -> None:
         daemon_threads = True
         request_queue_size = 256
         allow_reuse_address = True
+
+        def server_bind(self) -> None:
+            # HTTPServer.server_bind asks DNS for our name (socket.getfqdn); from a fresh netns that
+            # waits out resolver timeouts, so a restarted service (after an OOM kill) stayed
+            # unreachable for seconds instead of crash-looping like a real one.
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = listen_host, listen_port
 
     server = Server((listen_host, listen_port), Handler)
     sys.stderr.write(f"{args.name} listening on {listen_host}:{listen_port} pid {os.getpid()}\n")

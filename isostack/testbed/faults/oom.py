@@ -1,15 +1,17 @@
 """oom: the target's memory cgroup limit just above what it cannot give back, below what a request
 needs: the next request's working memory triggers the memcg OOM killer; restarts crash-loop (L-3).
 
-"What it uses now" is not that floor: usage counts page cache the kernel reclaims under a limit, and
-with a few MiB of it a request's scratch memory fits after reclaim and nothing is killed (seen in 9
-of 12 accuracy cases). On cgroup v1 the limit is therefore first squeezed down from the anonymous
-floor, 1 MiB at a time, until the kernel accepts it (EBUSY = it could not reclaim that far); the
-fault's limit is that accepted level plus the headroom. On v2 writing memory.max below usage
-reclaims or OOM-kills by itself."""
+"What it uses now" is not that floor: usage counts page cache and slab the kernel reclaims under a
+limit, and memory a request freed but the allocator kept. With a few MiB of slack a request's scratch
+memory fits and nothing is killed (9 of 12 accuracy cases before the testbed fixed glibc's mmap
+threshold, see topology.Testbed._start). On cgroup v1 the limit is therefore first squeezed down from
+the anonymous floor, 1 MiB at a time, until the kernel accepts it (EBUSY = it could not reclaim that
+far); the fault's limit is that accepted level plus the headroom. On v2 writing memory.max below
+usage reclaims or OOM-kills by itself."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from isostack.testbed import cgroups
@@ -51,18 +53,28 @@ class Oom(Fault):
                 "memory.failcnt": cgroups.read("memory", ctx.cgroup, "memory.failcnt")}
 
 
-def _squeeze_v1(cgroup: str, step: int = 1 << 20) -> int:
-    """The lowest memory.limit_in_bytes the kernel accepts for ``cgroup`` (all it can reclaim, reclaimed)."""
-    usage = int(cgroups.read("memory", cgroup, "memory.usage_in_bytes"))
-    stat = dict(line.split() for line in cgroups.read("memory", cgroup, "memory.stat").splitlines())
-    limit = max(step, int(stat.get("total_rss", 0)) + int(stat.get("total_shmem", 0)))
-    while limit < usage:
-        try:
-            cgroups.write("memory", cgroup, "memory.limit_in_bytes", str(limit))
-            return limit
-        except OSError:  # EBUSY: cannot reclaim down to this; try a little higher
-            limit += step
-    return usage
+def _squeeze_v1(cgroup: str, step: int = 1 << 20, tries: int = 5, pause_s: float = 0.05) -> int:
+    """The lowest memory.limit_in_bytes the kernel accepts for ``cgroup`` (all it can reclaim, reclaimed).
+
+    Tried a few times a moment apart, keeping the lowest: a request in flight holds its scratch
+    memory for a millisecond or two, and a squeeze that lands then would stop one scratch too high."""
+    lowest = 0
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(pause_s)
+        usage = int(cgroups.read("memory", cgroup, "memory.usage_in_bytes"))
+        stat = dict(line.split() for line in cgroups.read("memory", cgroup, "memory.stat").splitlines())
+        limit = max(step, int(stat.get("total_rss", 0)) + int(stat.get("total_shmem", 0)))
+        while limit < usage and (not lowest or limit < lowest):
+            try:
+                cgroups.write("memory", cgroup, "memory.limit_in_bytes", str(limit))
+                lowest = limit
+                break
+            except OSError:  # EBUSY: cannot reclaim down to this; try a little higher
+                limit += step
+        else:
+            lowest = lowest or usage
+    return lowest
 
 
 FAULT = Oom()
