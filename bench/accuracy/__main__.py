@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 data = Path(tempfile.mkdtemp(prefix="isostack-bench-"))
             svc_only: Path | None = None
+            rerecorded: float | None = None  # outside CPUs of a first recording that was thrown away
             try:
                 done = data / "case.json"
                 if args.resume and done.exists():  # recorded by the interrupted run: diagnose its store
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             data.mkdir(parents=True, exist_ok=True)
                             case = run_case(fault, target, data, baseline_s=args.baseline_s,
                                             fault_s=args.fault_s, rate_rps=rate, seed=rep, progress=lambda m: None)
-                            case.load["rerecorded_busy_host_cpus"] = round(busy, 2)
+                            rerecorded = busy
                     except Exception as exc:  # noqa: BLE001 - one broken case must not lose the others
                         sys.stderr.write(f"[bench.accuracy] case failed: {type(exc).__name__}: {exc}\n")
                         miss = {"service": [], "layer": [], "mechanism": [], "elapsed_s": 0.0,
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     export_rcaeval(case, rca_root, rep + 1)
                 row: dict[str, Any] = {"fault": fault, "target": target, "rep": rep, "truth": case.truth,
                                        "load": case.load, "components": case.components,
-                                       "outside_cpus": outside_cpus(case)}
+                                       "outside_cpus": outside_cpus(case), "rerecorded_busy_host_cpus": rerecorded}
                 if (row["outside_cpus"] or 0) > BUSY_HOST_CPUS:
                     sys.stderr.write(f"[bench.accuracy] warning: host busy outside the testbed "
                                      f"({row['outside_cpus']:.2f} CPUs during the fault)\n")
