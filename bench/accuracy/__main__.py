@@ -257,13 +257,32 @@ def markdown(table: list[dict[str, Any]], out: dict[str, Any]) -> str:
                    f"{r['time_s']:.2f} | {r['fallbacks']} |\n" for r in table)
     per = "".join(f"| {r['fault']} | {r['target']} | {r['rep']} | {r['truth']['layer']} {r['truth']['mechanism']} | "
                   f"{','.join(r['isostack']['service'][:3])} | {','.join(r['isostack']['layer'][:3])} | "
-                  f"{','.join(r['isostack']['mechanism'][:3])} |\n" for r in out["rows"])
+                  f"{','.join(r['isostack']['mechanism'][:3])} | {_cpus(r)} |\n" for r in out["rows"])
+    by_fault: dict[str, list[int]] = {}
+    for r in out["rows"]:
+        hits = by_fault.setdefault(r["fault"], [0, 0, 0, 0])
+        hits[3] += 1
+        for i, axis in enumerate(("service", "layer", "mechanism")):
+            hits[i] += r["isostack"][axis][:1] == [r["truth"][axis]]
+    faults_table = ("| fault | cases | service AC@1 | layer AC@1 | mechanism AC@1 |\n|---|---|---|---|---|\n"
+                    + "".join(f"| {k} | {n} | {a}/{n} | {b}/{n} | {c}/{n} |\n"
+                              for k, (a, b, c, n) in sorted(by_fault.items())))
     return (f"## Accuracy ({'quick' if out['quick'] else 'full'} run, {len(out['rows'])} cases)\n\n{head}{body}\n"
             f"Baselines: {out['baselines_note']}. \"—\": the method does not name a layer or mechanism. "
             "\"fallbacks\": RCAEval returned its column order after an internal error (detected on stderr), or a "
             "method raised (counted as a miss).\n\n"
-            "| fault | target | rep | truth | isostack services | layers | mechanisms |\n|---|---|---|---|---|---|---|\n"
+            f"isostack per fault:\n\n{faults_table}\n"
+            "\"outside CPUs\": CPUs used outside the testbed's cgroups during the fault window (the harness "
+            f"takes 0.1-0.45; above {BUSY_HOST_CPUS} the case is recorded again once, the first figure in brackets).\n\n"
+            "| fault | target | rep | truth | isostack services | layers | mechanisms | outside CPUs |\n"
+            "|---|---|---|---|---|---|---|---|\n"
             f"{per}")
+
+
+def _cpus(row: dict[str, Any]) -> str:
+    now, first = row.get("outside_cpus"), row.get("rerecorded_busy_host_cpus")
+    text = "—" if now is None else f"{now:.2f}"
+    return f"{text} ({first:.2f})" if first is not None else text
 
 
 def main() -> None:

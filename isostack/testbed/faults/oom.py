@@ -24,7 +24,7 @@ class Oom(Fault):
     name = "oom"
     layer = "L-3"
     mechanism = "oom_kill"
-    summary = "memory.limit_in_bytes = current usage + headroom_mb, below the per-request working set"
+    summary = "memory.limit_in_bytes = the lowest level the kernel accepts + headroom_mb (1), below a request's working set"
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         headroom = int(float(ctx.params.get("headroom_mb", 1)) * 1024 * 1024)
