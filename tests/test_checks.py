@@ -285,3 +285,24 @@ def test_noisy_flow_owner_from_namespace_address(data_dir: Path) -> None:
     det = f.evidence[0].detail
     assert (det["comm"], det["pid"]) == ("timeout", 20450)
     assert det["share"] == pytest.approx(40e6 / (40e6 + 1e5), abs=1e-3)  # loopback traffic shares no queue
+
+
+def test_service_of_labels_each_end_by_its_role() -> None:
+    """The span's own side is the client only for a CLIENT span; a SERVER span's (or an unavailable
+    service's) own side is a server: "payment (client side)" on an unavailable payment misled."""
+    import pyarrow as pa
+
+    from isostack.locate.checks._base import CheckContext
+    from isostack.locate.model import SlowHop
+
+    def hop(kind: str) -> SlowHop:
+        return SlowHop(trace_id="t", span_id="s", service="order", operation="op", peer="payment", kind=kind,
+                       start_ns=0, end_ns=1, duration_ns=1, self_time_ns=0, hop_gap_ns=None, part="self_time",
+                       baseline_p50_ns=None, baseline_p99_ns=None, excess_ns=1, ratio=None, robust_z=None,
+                       server_service="payment")
+
+    client = CheckContext(hop=hop("CLIENT"), evidence=pa.table({}), thresholds={})
+    assert client.service_of("client") == "order (client side)"
+    assert client.service_of("server") == "payment (server side)"
+    server = CheckContext(hop=hop("SERVER"), evidence=pa.table({}), thresholds={})
+    assert server.service_of("client") == "order (server side)"

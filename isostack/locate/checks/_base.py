@@ -60,9 +60,11 @@ class CheckContext:
         return t.filter(mask)
 
     def service_of(self, side: str) -> str:
-        """The service at one end of the hop ("client" = the span's own side, "server" = the far side)."""
+        """The service at one end of the hop ("client" = the span's own side, "server" = the far side),
+        labelled by its role: the own side of a SERVER span or an unavailable service is a server."""
         name = self.hop.server_service if side == "server" else self.hop.service
-        return f"{name or '?'} ({side} side)"
+        role = "client" if side == "client" and self.hop.kind == "CLIENT" else "server"
+        return f"{name or '?'} ({role} side)"
 
     @property
     def span_ns(self) -> int:
