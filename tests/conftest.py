@@ -55,3 +55,12 @@ def run_cli(*args: str, input: str | bytes | None = None, data_dir: Path | None 
     cmd += list(args)
     return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
                           text=not isinstance(input, bytes))
+
+
+def sigint_default() -> None:
+    """preexec_fn for a child a test interrupts with SIGINT (Ctrl-C): restore the default disposition.
+    A suite started from a background job (``cmd &``, nohup) inherits SIGINT ignored, and so would
+    the child, which then never sees the Ctrl-C the test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

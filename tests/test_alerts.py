@@ -21,7 +21,7 @@ import pytest
 
 from isostack.errors import InputError
 from isostack.ops import alerts, storm
-from tests.conftest import have, run_cli
+from tests.conftest import have, run_cli, sigint_default
 
 T0 = 1_764_050_000_000_000_000
 
@@ -240,7 +240,7 @@ def test_cli_serve_receives_forwards_and_reports(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "isostack", "--data-dir", str(tmp_path / "store"), "alerts", "serve",
                              "--listen", f"127.0.0.1:{port}", "--forward", sink.url, "--diagnoses", str(diag)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
         wait_http(f"http://127.0.0.1:{port}/-/healthy")
         for p in storm.webhook(storm.alerts(f, T0), group_size=5):

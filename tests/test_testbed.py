@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require_root
+from tests.conftest import REPO, require_root, sigint_default
 
 
 def _residue() -> list[str]:
@@ -69,7 +69,7 @@ def test_up_traces_with_real_coordinates_then_no_residue(tmp_path: Path) -> None
 def test_ctrl_c_tears_down_everything() -> None:
     require_root()
     proc = subprocess.Popen([sys.executable, "-m", "isostack.testbed", "up", "--for-s", "60"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         assert json.loads(line)["payment"] == "10.77.0.13:8080"
