@@ -109,6 +109,24 @@ def test_runq_latency_names_the_cgroup_that_waited_most_first(data_dir: Path) ->
     assert "worst: /isostack-h6/order" in f.summary and f.explained_ns == 67 * MS
 
 
+def test_runq_latency_names_whom_it_waited_behind(data_dir: Path) -> None:
+    # the victim waits; on the same host a neighbour's cgroup burns 0.9 CPU and processes outside any
+    # container 0.3: both follow the victim's own evidence, busiest first, marked as neighbours
+    rows = [ev(IN, "runq_latency", 25 * MS, 500 * MS, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment"),
+            ev(IN, "oncpu", 60 * MS, S, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment"),
+            ev(IN, "oncpu", 900 * MS, S, cgroup_id=77001, cgroup_path="/isostack-h6/noisy-cpu"),
+            ev(IN, "oncpu", 300 * MS, S, cgroup_id=1, cgroup_path="/"),
+            ev(IN, "oncpu", 10 * MS, S, cgroup_id=77002, cgroup_path="/idle")]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "runq_latency")
+    assert [(e.where, e.value, e.detail.get("role")) for e in f.evidence] == [
+        ("/isostack-h6/payment", 25.0, None), ("/isostack-h6/noisy-cpu", 0.9, "neighbour"), ("/", 0.3, "neighbour")]
+    assert "busiest elsewhere on the host: /isostack-h6/noisy-cpu 0.9 CPU, / 0.3 CPU" in f.summary
+    from isostack.ops.alerts import finding_locations
+
+    assert "/isostack-h6/noisy-cpu" not in finding_locations(f)  # who it waited behind is not where the cause is
+
+
 def test_seccomp_slow_path_and_denials(data_dir: Path) -> None:
     rows = [ev(IN, "syscall_latency", 30e6, 100 * MS, cgroup_id=PAY_CG,
                detail={"syscall": "connect", "count": 40, "p50_ns": 950_000}),

@@ -225,7 +225,9 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
       FROM {k_src} k JOIN he e ON k.host_name = e.host_name
       WHERE (k.kind IN ({_in_list(HOST_KINDS + ('flow_bytes',))})
              -- PSI read from /proc/pressure (no cgroup) is the whole host's stall time
-             OR (k.kind IN ('psi_cpu', 'psi_io', 'psi_memory') AND coalesce(k.cgroup_id, 0) = 0))
+             OR (k.kind IN ('psi_cpu', 'psi_io', 'psi_memory') AND coalesce(k.cgroup_id, 0) = 0)
+             -- every cgroup's CPU use on the host: whom a run-queue wait was spent behind
+             OR k.kind = 'oncpu')
         AND {_MEETS}
     )
     SELECT * FROM flow UNION ALL SELECT * FROM cg UNION ALL SELECT * FROM host

@@ -110,6 +110,8 @@ def finding_locations(f: Finding) -> set[str]:
     """Cause locations a finding names (evidence ``where`` may list several, comma-separated)."""
     out: set[str] = set()
     for ev in f.evidence:
+        if isinstance(ev.detail, dict) and ev.detail.get("role") == "neighbour":
+            continue  # whom the service waited behind (runq_latency), not where the cause sits
         for part in str(ev.where or "").replace(" ...", "").split(","):
             if part.strip():
                 out.add(part.strip())

@@ -131,6 +131,8 @@ def _where_service(d: Any) -> str:
     hop_ends = [a for a in ((ft.local_addr, ft.peer_addr) if ft else ()) if a]
     for finding in d.chain[:1]:
         for ev in finding.evidence:
+            if ev.detail.get("role") == "neighbour":
+                continue  # the cgroups it waited behind: who, not where (the evidence before them says where)
             where = f"{ev.where} {ev.detail}"
             for s in default_services():
                 if f"isostack-testbed/{s.name}" in where or f"{PREFIX}{s.name}" in where:

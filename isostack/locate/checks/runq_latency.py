@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, ms
-from isostack.locate.model import Finding
+from isostack.locate.model import Evidence, Finding
 
 CHECK = CheckSpec(
-    id="runq_latency", layer="L-3", signals=("runq_latency", "psi_cpu"), thresholds=("runq_p99_ms",),
+    id="runq_latency", layer="L-3", signals=("runq_latency", "psi_cpu", "oncpu"), thresholds=("runq_p99_ms",),
     mechanism="runq_latency", question="Were the service's threads runnable but not running?",
 )
 
@@ -39,9 +39,38 @@ def run(ctx: CheckContext) -> list[Finding]:
                            windows_over=rows_cg.num_rows, samples=sum(waits),
                            waited_ns=int(sum(rows_cg.column("value").to_pylist()))))
     cov = max(e.coverage or 0 for e in ev)
+    behind = _busiest_elsewhere(ctx, own=set(by_cgroup) | set(_own_cgroups(ctx)))
+    also = "; busiest elsewhere on the host: " + ", ".join(f"{e.where} {e.value:g} CPU" for e in behind) if behind else ""
     return [finding(
         CHECK, ctx, f"run-queue latency p99 {ms(p99_ns)} in {hot.num_rows} window(s) during the span"
-                    f" (worst: {ev[0].where})",
-        ev, confidence=0.5 + 0.3 * cov, explained_ns=int(waited_ns),
+                    f" (worst: {ev[0].where}{also})",
+        ev + behind, confidence=0.5 + 0.3 * cov, explained_ns=int(waited_ns),
         started_ns=min((e.first_ns for e in ev if e.first_ns is not None), default=None),
     )]
+
+
+def _own_cgroups(ctx: CheckContext) -> list[str]:
+    rows = ctx.events("oncpu", "runq_latency", coord="cgroup")
+    return [p for p in rows.column("cgroup_path").to_pylist() if p] if rows.num_rows else []
+
+
+def _busiest_elsewhere(ctx: CheckContext, own: set[str], top: int = 3, min_cpus: float = 0.05) -> list[Evidence]:
+    """The other cgroups on the hop's host that used the most CPU during the span: whom the wait was
+    spent behind (a neighbour's cgroup, or "/" = processes in no container). Marked ``role:
+    neighbour``: they say who, not where the service waited (that is the evidence before them)."""
+    rows = ctx.events("oncpu", coord="host")
+    if rows.num_rows == 0:
+        return []
+    by_path: dict[str, list[int]] = {}
+    for i, path in enumerate(rows.column("cgroup_path").to_pylist()):
+        if path and path not in own:
+            by_path.setdefault(path, []).append(i)
+    ranked = []
+    for path, idx in by_path.items():
+        part = rows.take(pa.array(idx, pa.int64()))
+        window_ns = sum(d or 0 for d in part.column("duration_ns").to_pylist())
+        if window_ns > 0:
+            ranked.append((sum(part.column("value").to_pylist()) / window_ns, path, part))
+    ranked.sort(key=lambda r: -r[0])
+    return [evidence(ctx, part, "oncpu", round(cpus, 2), "CPUs", None, where=path, role="neighbour")
+            for cpus, path, part in ranked[:top] if cpus >= min_cpus]
