@@ -27,12 +27,10 @@ def run(ctx: CheckContext) -> list[Finding]:
     waited_ns = sum(hot.column("value").to_pylist())
     # One evidence per cgroup, the one that waited most first: on a shared CPU every neighbour's run
     # queue grows a little, the victim's most; naming them alphabetically would hide which is which.
-    by_cgroup: dict[str, list[int]] = {}
-    for i, path in enumerate(hot.column("cgroup_path").to_pylist()):
-        by_cgroup.setdefault(path or f"cgroup {hot.column('cgroup_id')[i].as_py()}", []).append(i)
+    ids = hot.column("cgroup_id").to_pylist()
+    by_cgroup = _split_by(hot, [path or f"cgroup {ids[i]}" for i, path in enumerate(hot.column("cgroup_path").to_pylist())])
     ev = []
-    for where, idx in sorted(by_cgroup.items(), key=lambda kv: -sum(hot.column("value")[i].as_py() for i in kv[1])):
-        rows_cg = hot.take(pa.array(idx, pa.int64()))
+    for where, rows_cg in sorted(by_cgroup.items(), key=lambda kv: -sum(kv[1].column("value").to_pylist())):
         waits = [int(detail_of(d).get("count", 1) or 1) for d in rows_cg.column("detail_json").to_pylist()]
         ev.append(evidence(ctx, rows_cg, "runq_latency", float(pc.max(rows_cg.column("value")).as_py()) / 1e6, "ms",
                            ctx.threshold("runq_p99_ms"), where=where,
@@ -61,16 +59,21 @@ def _busiest_elsewhere(ctx: CheckContext, own: set[str], top: int = 3, min_cpus:
     rows = ctx.events("oncpu", coord="host")
     if rows.num_rows == 0:
         return []
-    by_path: dict[str, list[int]] = {}
-    for i, path in enumerate(rows.column("cgroup_path").to_pylist()):
-        if path and path not in own:
-            by_path.setdefault(path, []).append(i)
+    by_path = _split_by(rows, [p if p not in own else "" for p in rows.column("cgroup_path").to_pylist()])
     ranked = []
-    for path, idx in by_path.items():
-        part = rows.take(pa.array(idx, pa.int64()))
+    for path, part in by_path.items():
         window_ns = sum(d or 0 for d in part.column("duration_ns").to_pylist())
         if window_ns > 0:
             ranked.append((sum(part.column("value").to_pylist()) / window_ns, path, part))
     ranked.sort(key=lambda r: -r[0])
     return [evidence(ctx, part, "oncpu", round(cpus, 2), "CPUs", None, where=path, role="neighbour")
             for cpus, path, part in ranked[:top] if cpus >= min_cpus]
+
+
+def _split_by(rows: pa.Table, keys: list[str | None]) -> dict[str, pa.Table]:
+    """``rows`` split into one table per key (``keys[i]`` is row i's); rows with an empty key are left out."""
+    index: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key:
+            index.setdefault(key, []).append(i)
+    return {key: rows.take(pa.array(idx, pa.int64())) for key, idx in index.items()}
