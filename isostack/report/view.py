@@ -203,7 +203,8 @@ def service_map(con: duckdb.DuckDBPyConnection, since_ns: int | None, until_ns: 
     for d in diagnoses:
         if d.slow_hop is not None:
             h = d.slow_hop
-            slow.add((h.service, h.server_service or h.peer))
+            # a CLIENT hop is the edge it calls along; a SERVER span's hop is the edge that reached it
+            slow.add((h.peer, h.service) if h.kind == "SERVER" else (h.service, h.server_service or h.peer))
     edges = [{"source": src, "target": dst, "calls": int(calls), "p95_ns": float(p95 or 0),
               "p95": human_duration_ns(float(p95 or 0)), "error_rate": float(err or 0),
               "slow": (src, dst) in slow} for src, dst, calls, p95, err in rows]

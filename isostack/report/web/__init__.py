@@ -29,6 +29,8 @@ from isostack.store import Store
 STATIC = resources.files(__package__) / "static"
 _ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "vendor/echarts.min.js": "text/javascript",
            "vendor/LICENSE-echarts": "text/plain", "index.html": "text/html"}
+_FAVICON = (b"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'><rect width='16' height='4' fill='#5b8def'/>"
+            b"<rect y='6' width='16' height='4' fill='#c62828'/><rect y='12' width='16' height='4' fill='#90a4ae'/></svg>")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -85,6 +87,8 @@ class WebApp:
         try:
             if path in ("/", "/ui", "/ui/"):
                 return Response(200, "text/html; charset=utf-8", live_page(window=self.default_window).encode())
+            if path == "/favicon.ico":  # browsers ask for it on every page
+                return Response(200, "image/svg+xml", _FAVICON)
             if path.startswith("/ui/static/"):
                 name = path[len("/ui/static/"):]
                 if name not in _ASSETS:

@@ -19,7 +19,7 @@ UI_PREFIXES = ("/ui", "/api/")
 
 
 def is_ui_path(path: str) -> bool:
-    return path == "/" or path.startswith(UI_PREFIXES)
+    return path in ("/", "/favicon.ico") or path.startswith(UI_PREFIXES)
 
 
 def answer(handler: BaseHTTPRequestHandler, app: WebApp) -> None:

@@ -16,7 +16,7 @@
   var PAGE = 50;
   var PALETTE = ['#d32f2f', '#1976d2', '#388e3c', '#f57c00', '#7b1fa2', '#0097a7', '#5d4037', '#c2185b',
     '#455a64', '#afb42b', '#512da8', '#00796b', '#e64a19', '#303f9f', '#689f38', '#fbc02d'];
-  var state = {incidents: null, trace: null, diag: null, finding: null, kinds: null, text: '', page: 0,
+  var state = {sort: 'time', sortDesc: false, incidents: null, trace: null, diag: null, finding: null, kinds: null, text: '', page: 0,
     xy: null, map: null, spanRows: []};
 
   function el(tag, attrs) {
@@ -50,6 +50,7 @@
     if (a >= 1e3) return fmt(ns / 1e3) + ' µs';
     return Math.round(ns) + ' ns';
   }
+  function offset(ns) { return (ns < 0 ? '−' : '+') + human(Math.abs(ns)); }
   function axisMs(v) { return Math.abs(v) >= 1000 ? fmt(v / 1000) + ' s' : fmt(v) + ' ms'; }
   function colour(kind) {
     var h = 0;
@@ -67,6 +68,13 @@
   }
   function loadIncidents() {
     if (CFG.mode === 'static') return Promise.resolve(CFG.data);
+    // a link may pin the range (?since=…&until=…, as `isostack diagnose` takes them)
+    var pinned = new URLSearchParams(window.location.search);
+    if (pinned.get('since') || pinned.get('until')) {
+      var q = new URLSearchParams();
+      ['since', 'until'].forEach(function (k) { if (pinned.get(k)) q.set(k, pinned.get(k)); });
+      return getJSON('/incidents?' + q.toString());
+    }
     var w = $('window-select') ? $('window-select').value : '15m';
     return getJSON('/incidents?window=' + encodeURIComponent(w));
   }
@@ -86,6 +94,12 @@
     var c = clear($('controls'));
     if (CFG.mode === 'static') {
       c.appendChild(el('span', {text: 'report generated ' + (CFG.generated || '') + ' · self-contained, no network'}));
+      return;
+    }
+    var pinned = new URLSearchParams(window.location.search);
+    if (pinned.get('since') || pinned.get('until')) {
+      c.appendChild(el('span', {text: 'range ' + (pinned.get('since') || '…') + ' – ' + (pinned.get('until') || 'now')}));
+      c.appendChild(el('button', {id: 'refresh', text: 'refresh', on: {click: refresh}}));
       return;
     }
     var sel = el('select', {id: 'window-select', 'aria-label': 'time window'});
@@ -479,18 +493,29 @@
       box.appendChild(el('p', {cls: 'muted', text: 'No kernel events were joined to this hop (see "missing" above).'}));
       return;
     }
+    var sorters = {time: function (e) { return e.ts_ns; }, value: function (e) { return e.value || 0; },
+      window: function (e) { return e.duration_ns; }};
+    var by = sorters[state.sort] || sorters.time, dir = state.sortDesc ? -1 : 1;
+    rows.sort(function (a, b) { return dir * (by(a) - by(b)) || a.ts_ns - b.ts_ns; });
     var pages = Math.max(1, Math.ceil(rows.length / PAGE));
     state.page = Math.min(state.page, pages - 1);
     var t = el('table', {id: 'events-table'});
-    t.appendChild(el('tr', null, el('th', {text: 'time'}), el('th', {text: 'kind'}), el('th', {text: 'value'}),
-      el('th', {text: 'window'}), el('th', {text: 'lane'}), el('th', {text: 'where'}), el('th', {text: 'joined by'}),
+    function sortable(key) {
+      var mark = (state.sort || 'time') === key ? (state.sortDesc ? ' ▼' : ' ▲') : '';
+      return el('th', {cls: 'sortable', title: 'sort by ' + key, 'data-sort': key, text: key + mark, on: {click: function () {
+        state.sortDesc = (state.sort || 'time') === key ? !state.sortDesc : key !== 'time';
+        state.sort = key; state.page = 0; renderEvents();
+      }}});
+    }
+    t.appendChild(el('tr', null, sortable('time'), el('th', {text: 'kind'}), sortable('value'),
+      sortable('window'), el('th', {text: 'lane'}), el('th', {text: 'where'}), el('th', {text: 'joined by'}),
       el('th', {text: 'detail'})));
     rows.slice(state.page * PAGE, (state.page + 1) * PAGE).forEach(function (e) {
       var detail = Object.keys(e.detail || {}).slice(0, 6).map(function (k) {
         var v = e.detail[k]; return k + '=' + (typeof v === 'object' ? JSON.stringify(v) : v);
       }).join(' ');
       t.appendChild(el('tr', {cls: 'event', 'data-kind': e.kind},
-        el('td', {cls: 'num', text: '+' + human(e.ts_ns - state.t0)}), el('td', {text: e.kind}),
+        el('td', {cls: 'num', text: offset(e.ts_ns - state.t0)}), el('td', {text: e.kind}),
         el('td', {cls: 'num', text: e.display}), el('td', {cls: 'num', text: e.duration_ns ? human(e.duration_ns) : 'instant'}),
         el('td', {text: e.lane}), el('td', {text: e.where + (e.comm ? ' (' + e.comm + (e.pid ? ' ' + e.pid : '') + ')' : '')}),
         el('td', null, el('span', {cls: basisClass(e.join_basis), text: (e.join_basis || e.coord) + (e.side ? ' · ' + e.side : '')})),
