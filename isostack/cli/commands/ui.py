@@ -46,8 +46,8 @@ def command(ctx: click.Context, host: str, port: int, window: str, config_path: 
         server = make_ui_server(WebApp(store, config=config, default_window=window), host, port)
     except OSError as exc:
         raise IsostackError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    bound_host, bound_port = server.server_address[:2]
-    url = f"http://{'[' + str(bound_host) + ']' if ':' in str(bound_host) else bound_host}:{bound_port}/"
+    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+    url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}/"
     if as_json:
         emit_json({"url": url, "data_dir": str(store.data_dir)})
     else:

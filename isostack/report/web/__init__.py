@@ -125,7 +125,13 @@ class WebApp:
 
     def incidents(self, query: dict[str, str]) -> dict[str, Any]:
         from isostack.locate.diagnose import diagnose_all
-        from isostack.report.view import diagnosis_view, hop_events, kind_mechanisms, lanes_legend, service_map
+        from isostack.report.view import (
+            diagnosis_view,
+            hop_events,
+            kind_mechanisms,
+            lanes_legend,
+            service_map,
+        )
 
         con = self.store.connect()
         try:

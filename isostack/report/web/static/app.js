@@ -207,6 +207,17 @@
       CFG.generated = CFG.generated || data.generated;
       renderVerdict(data); renderIncidents(data); renderMap(data);
       document.body.setAttribute('data-loaded', 'incidents');
+      // a link from elsewhere (a Grafana data link, a ticket) may name one trace: open it
+      var tid = CFG.mode === 'live' ? new URLSearchParams(window.location.search).get('trace') : null;
+      if (tid && !state.opened) {
+        state.opened = true;
+        return loadTrace(tid.toLowerCase(), null).then(function (trace) {
+          var d = trace.diagnoses[0] || {idx: -1, chain: [], slow_hop: {trace_id: tid, service: '?', peer: '', span_id: '',
+            duration_ns: 0, excess_ns: 0, start_ns: 0, end_ns: 0}};
+          state.trace = trace; renderTrace(trace, d);
+          document.body.setAttribute('data-loaded', 'trace');
+        });
+      }
     }).catch(function (e) {
       clear($('verdict')).appendChild(el('p', {cls: 'error', text: 'could not load: ' + e.message}));
     });
