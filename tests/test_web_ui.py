@@ -113,3 +113,21 @@ def test_static_report_is_the_same_page_with_the_data_inside(tmp_path: Path) -> 
 ])
 def test_human_units(value: float | None, unit: str, text: str) -> None:
     assert human_value(value, unit) == text
+
+
+def test_serve_answers_the_ui_on_its_http_port(tmp_path: Path) -> None:
+    import urllib.request
+
+    from isostack.serve import Receiver
+
+    store, _, meta = load_case(CASE1, tmp_path / "store")
+    rx = Receiver(store, http_port=-1, grpc_port=0).start()
+    try:
+        base = f"http://127.0.0.1:{rx.http_port}"
+        with urllib.request.urlopen(base + "/", timeout=30) as r:
+            assert r.status == 200 and b"window.ISOSTACK" in r.read()
+        url = f"{base}/api/incidents?since={meta['inject_ns']}&until={meta['revert_ns']}"
+        with urllib.request.urlopen(url, timeout=60) as r:
+            assert json.loads(r.read())["incidents"][0]["root_cause"]["mechanism"] == "cpu_throttle"
+    finally:
+        rx.stop()
