@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tool and its tests drive for real (eBPF, netns/tc/iptables faults, load, servers).
 APT_PACKAGES=(bpftrace iproute2 iptables ethtool conntrack fio wrk iperf3 nginx-light procps sysstat
-              prometheus prometheus-alertmanager prometheus-node-exporter)
+              prometheus prometheus-alertmanager prometheus-node-exporter
+              chromium chromium-driver  # the web UI's real-browser test
+              runsc)  # gVisor (Debian's release runs on the ptrace platform here): the L-4 sandbox tests
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
