@@ -21,6 +21,7 @@ from isostack.sources.gvisor_trace import (
     WireError,
     decode_packet,
     pod_init_config,
+    raise_packet_queue,
 )
 from tests.conftest import have, is_root
 
@@ -90,12 +91,14 @@ def test_pod_init_config_names_points_and_sink() -> None:
 @pytest.mark.skipif(not (is_root() and have("runsc")), reason="needs root and Debian's runsc (gVisor)")
 def test_live_sandbox_streams_into_the_sink(tmp_path: Path) -> None:
     sock = tmp_path / "gvisor.sock"
+    assert raise_packet_queue() is not None  # the sandbox connects from this namespace (runsc do)
     agg = SyscallAggregator(window_ns=60_000_000_000)
     sink = TraceSink(sock, agg).start()
     cfg = tmp_path / "pod.json"
     cfg.write_text(json.dumps(pod_init_config(str(sock), [39, "connect"])))
-    script = ("import os, socket\nfor i in range(200): os.getpid()\ns = socket.socket()\n"
-              "try: s.connect(('127.0.0.1', 9))\nexcept OSError as e: print(e.errno)\n")
+    # the refused connect first: a burst's tail can be lost when the sink falls behind (docs/sandbox.md)
+    script = ("import os, socket\ns = socket.socket()\ntry: s.connect(('127.0.0.1', 9))\n"
+              "except OSError as e: print(e.errno)\nfor i in range(100): os.getpid()\n")
     try:
         r = subprocess.run(["runsc", "--platform=ptrace", "--network=none", f"--pod-init-config={cfg}",
                             f"--root={tmp_path / 'runsc-root'}", "do", "python3", "-c", script],
@@ -105,7 +108,7 @@ def test_live_sandbox_streams_into_the_sink(tmp_path: Path) -> None:
         sink.stop()
     rows = agg.drain().to_pylist()
     lat = [r for r in rows if r["kind"] == "syscall_latency" and json.loads(r["detail_json"])["syscall"] == "getpid"]
-    assert sum(json.loads(r["detail_json"])["count"] for r in lat) >= 200
+    assert sum(json.loads(r["detail_json"])["count"] for r in lat) >= 100
     assert all(r["container_id"].startswith("runsc-") for r in rows)
     # attributed to the host cgroup the sandbox (the Sentry that connected) runs in
     assert {r["cgroup_path"] for r in rows} == {sink.peers[0][2]} and sink.peers[0][2]

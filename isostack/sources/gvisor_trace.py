@@ -32,7 +32,7 @@ import os
 import socket
 import struct
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +46,15 @@ log = logging.getLogger("isostack.gvisor")
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct("<HHI")
 MAX_PACKET_BYTES = 1 << 20  # a trace point is a few hundred bytes; anything near this is hostile
-# Message types (gVisor pkg/sentry/seccheck/points/common.proto, enum MessageType) we decode.
+# Message types (gVisor pkg/sentry/seccheck/points/common.proto, enum MessageType): 6 is the raw
+# syscall point, 7..34 the typed syscall points (open, close, read, connect, ..., accept = 25, write =
+# 34); 1..5 are container/sentry events, which carry no syscall.
 MESSAGE_SYSCALL_RAW = 6
 MESSAGE_SYSCALL_CONNECT = 10
-# syscall number field: 4 in the raw Syscall message, 3 in the typed ones (Connect, Open, Read, ...)
-_SYSNO_FIELD = {MESSAGE_SYSCALL_RAW: 4, MESSAGE_SYSCALL_CONNECT: 3}
+MESSAGE_SYSCALL_ACCEPT = 25
+# Where the syscall number sits: field 4 in the raw Syscall message, field 3 in every typed one
+# (all share context_data = 1, exit = 2, sysno = 3 in points/syscall.proto).
+_SYSNO_FIELD = {MESSAGE_SYSCALL_RAW: 4, **{t: 3 for t in range(7, 35)}}
 DEFAULT_WINDOW_NS = 1_000_000_000
 SOURCE = "gvisor:trace"
 
@@ -138,7 +142,7 @@ def decode_packet(packet: bytes) -> TracePoint | None:
                     thread_id = int(cval)  # type: ignore[arg-type]
                 elif cnum == 6 and cwire == 2:
                     container_id = bytes(cval[:256]).decode("utf-8", "replace")  # type: ignore[index]
-        elif num == 2 and wire == 2:
+        elif num == 2 and wire == 2:  # Exit: only on exit points
             is_exit = True
             assert isinstance(value, bytes)
             for enum_, ewire, evalue in _fields(value):
@@ -243,6 +247,7 @@ class TraceSink:
         self.malformed = 0
         self.packets = 0
         self.peers: list[tuple[int, int, str]] = []  # (pid, cgroup id, cgroup path) of each sandbox seen
+        self.message_types: Counter[int] = Counter()  # packets per message type, decoded or not
         self._on_error = on_error or log.warning
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
@@ -296,16 +301,20 @@ class TraceSink:
             except (OSError, WireError) as exc:
                 self._on_error(f"gvisor sink: handshake failed: {exc}")
                 return
-            while not self._stop.is_set():
+            while True:
                 try:
                     packet = self._recv(conn)
                 except OSError:
                     return
                 if packet is None:
                     return
-                if not packet:
+                if not packet:  # a read timeout: stop once asked to and nothing more is buffered
+                    if self._stop.is_set():
+                        return
                     continue
                 self.packets += 1
+                if len(packet) >= HEADER.size:
+                    self.message_types[HEADER.unpack_from(packet)[1]] += 1
                 try:
                     point = decode_packet(packet)
                 except WireError as exc:
@@ -333,6 +342,25 @@ class TraceSink:
         for t in self._threads:
             t.join(timeout=2)
         Path(self.path).unlink(missing_ok=True)
+
+
+# A Unix datagram/seqpacket receiver queues at most net.unix.max_dgram_qlen packets (often 10); gVisor's
+# sink never blocks the sandbox, so a burst beyond the queue is dropped. The limit is per network
+# namespace and read when a socket is created, so it must be raised before sandboxes connect.
+QUEUE_SYSCTL = "/proc/sys/net/unix/max_dgram_qlen"
+WANTED_QUEUE_PACKETS = 4096
+
+
+def raise_packet_queue(wanted: int = WANTED_QUEUE_PACKETS, sysctl: str = QUEUE_SYSCTL) -> tuple[int, int] | None:
+    """Raise this network namespace's Unix datagram queue limit to ``wanted`` when it is lower and we may;
+    returns (before, after), or None when it could not be read or changed."""
+    try:
+        before = int(Path(sysctl).read_text())
+        if before < wanted:
+            Path(sysctl).write_text(str(wanted))
+        return before, max(before, wanted)
+    except (OSError, ValueError):
+        return None
 
 
 def pod_init_config(endpoint: str, syscalls: Iterable[int | str] = ()) -> dict:

@@ -57,7 +57,7 @@ def command(ctx: click.Context, socket_path: Path, syscalls: str, config_out: Pa
       sudo isostack gvisor-sink --socket /run/isostack/gvisor.sock
       isostack gvisor-sink --syscalls connect,39,232 --write-config pod.json
     """
-    from isostack.sources.gvisor_trace import SyscallAggregator, TraceSink, pod_init_config
+    from isostack.sources.gvisor_trace import SyscallAggregator, TraceSink, pod_init_config, raise_packet_queue
 
     if window_s <= 0:
         raise UsageError("--window must be positive")
@@ -73,6 +73,12 @@ def command(ctx: click.Context, socket_path: Path, syscalls: str, config_out: Pa
             err_console.print(f"wrote {config_out}: runsc --pod-init-config={config_out} … streams to {socket_path}")
         return
     store = get_store(ctx)
+    queue = raise_packet_queue()
+    if queue is None:
+        err_console.print("could not read or raise net.unix.max_dgram_qlen: bursts of trace points may be dropped")
+    elif queue[0] != queue[1]:
+        err_console.print(f"raised net.unix.max_dgram_qlen {queue[0]} -> {queue[1]} (gVisor drops points the sink's "
+                          "queue cannot hold)")
     agg = SyscallAggregator(window_ns=int(window_s * 1e9))
     try:
         socket_path.parent.mkdir(parents=True, exist_ok=True)
