@@ -57,7 +57,12 @@ def command(ctx: click.Context, socket_path: Path, syscalls: str, config_out: Pa
       sudo isostack gvisor-sink --socket /run/isostack/gvisor.sock
       isostack gvisor-sink --syscalls connect,39,232 --write-config pod.json
     """
-    from isostack.sources.gvisor_trace import SyscallAggregator, TraceSink, pod_init_config, raise_packet_queue
+    from isostack.sources.gvisor_trace import (
+        SyscallAggregator,
+        TraceSink,
+        pod_init_config,
+        raise_packet_queue,
+    )
 
     if window_s <= 0:
         raise UsageError("--window must be positive")
