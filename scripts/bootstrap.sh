@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(bpftrace iproute2 iptables ethtool conntrack fio wrk iperf3 nginx-light procps sysstat
               prometheus prometheus-alertmanager prometheus-node-exporter
               chromium chromium-driver  # the web UI's real-browser test
-              runsc)  # gVisor (Debian's release runs on the ptrace platform here): the L-4 sandbox tests
+              runsc  # gVisor (Debian's release runs on the ptrace platform here): the L-4 sandbox tests
+              qemu-system-x86 linux-image-amd64 busybox-static)  # a QEMU/TCG guest: the L-1/L-2 VM tests
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
