@@ -112,35 +112,51 @@
   }
 
   // ---- verdict + incidents ------------------------------------------------------------------------
+  function mechanismTitles(data) {
+    var t = {};
+    (data.incidents || []).forEach(function (d) { (d.chain || []).forEach(function (f) { t[f.mechanism] = f.title; }); });
+    return t;
+  }
+
+  // The product's incident verdict (locate/verdict.py, `diagnose --json` .verdict): ranked candidates,
+  // each a place (service, host or device), layer and mechanism with its share of the slow hops' excess.
   function renderVerdict(data) {
     var box = clear($('verdict'));
     var v = data.verdict;
+    var titles = mechanismTitles(data);
     var incidents = (data.incidents || []).filter(function (d) { return d.slow_hop; });
-    if (!incidents.length) {
+    if (v && v.incident === false) {
       box.className = 'ok';
-      box.appendChild(el('p', {cls: 'answer', text: 'No slow hop in this window.'}));
+      box.appendChild(el('div', {cls: 'answer', id: 'verdict-answer', text: 'Nothing wrong beyond the noise in this window.'}));
+      if (v.reference && v.reference.how) box.appendChild(el('div', {cls: 'hint', text: 'compared with ' + v.reference.how}));
+    } else if (v && (v.service || v.layer)) {
+      box.className = '';
+      box.appendChild(el('div', {cls: 'answer', id: 'verdict-answer',
+        text: 'Root cause: ' + [v.service, v.layer, titles[v.mechanism] || v.mechanism].filter(Boolean).join(' · ')}));
+      if (v.reference && v.reference.how) box.appendChild(el('div', {cls: 'hint', text: 'compared with ' + v.reference.how}));
+    } else if (!incidents.length) {
+      box.className = 'ok';
+      box.appendChild(el('p', {cls: 'answer', id: 'verdict-answer', text: 'No slow hop in this window.'}));
       var first = (data.incidents || [])[0];
       (first && first.missing || []).forEach(function (m) { box.appendChild(el('div', {cls: 'missing', text: m})); });
       return;
-    }
-    box.className = '';
-    if (v && (v.service || v.layer)) {
-      box.appendChild(el('div', {cls: 'answer', id: 'verdict-answer',
-        text: 'Root cause: ' + [v.service, v.layer, v.mechanism_title || v.mechanism].filter(Boolean).join(' · ')}));
-      var ol = el('ol');
-      (v.candidates || []).slice(0, 5).forEach(function (c) {
-        var w = c.weight !== undefined ? ' (weight ' + Number(c.weight).toFixed(2) + ')' : '';
-        var hops = c.hops ? ' — supported by ' + c.hops.length + ' hop(s)' : '';
-        ol.appendChild(el('li', {text: [c.service, c.layer, c.mechanism].filter(Boolean).join(' · ') + w + hops}));
-      });
-      if (ol.childNodes.length) box.appendChild(ol);
     } else {
+      box.className = '';
       var top = incidents[0];
       box.appendChild(el('div', {cls: 'answer', id: 'verdict-answer',
         text: 'Worst slow hop: ' + top.slow_hop.service + ' → ' + (top.slow_hop.server_service || top.slow_hop.peer) +
           (top.chain_line ? ' · ' + top.chain_line : '')}));
       box.appendChild(el('div', {cls: 'hint', text: 'no incident verdict in this data: the worst hop\'s chain is shown'}));
     }
+    var ol = el('ol', {id: 'verdict-candidates'});
+    ((v && v.candidates) || []).slice(0, 5).forEach(function (c) {
+      var share = c.share !== undefined ? ' — ' + Math.round(c.share * 100) + ' % of the slow hops\' excess' : '';
+      var hops = c.hop_count ? ', ' + c.hop_count + ' hop(s)' : '';
+      var symptoms = c.symptoms && c.symptoms.length ? '; symptoms: ' + c.symptoms.join(', ') : '';
+      ol.appendChild(el('li', {text: [c.service, c.layer, titles[c.mechanism] || c.mechanism].filter(Boolean).join(' · ') +
+        share + hops + symptoms}));
+    });
+    if (ol.childNodes.length) box.appendChild(ol);
   }
 
   function renderIncidents(data) {
