@@ -115,3 +115,17 @@ def test_three_clicks_reach_the_kernel_events(case_dir: Path, tmp_path: Path, br
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_new_user_on_an_empty_store_is_told_what_feeds_it(tmp_path: Path, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    proc, url = _start_ui(tmp_path / "empty")
+    try:
+        browser.get(url)
+        _wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"), "the page")
+        verdict = browser.find_element(By.ID, "verdict").text
+        assert "No spans in the store yet." in verdict and "OTEL_EXPORTER_OTLP_ENDPOINT" in verdict
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

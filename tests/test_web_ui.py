@@ -131,3 +131,10 @@ def test_serve_answers_the_ui_on_its_http_port(tmp_path: Path) -> None:
             assert json.loads(r.read())["incidents"][0]["root_cause"]["mechanism"] == "cpu_throttle"
     finally:
         rx.stop()
+
+
+def test_an_empty_store_says_what_feeds_it(tmp_path: Path) -> None:
+    from isostack.store import Store
+
+    status, inc = _get(WebApp(Store(tmp_path / "empty")), "/api/incidents?window=all")
+    assert status == 200 and inc["store_rows"]["spans"] == 0 and inc["incidents"][0]["slow_hop"] is None

@@ -151,6 +151,7 @@ class WebApp:
                 "orphan_events": {str(i): v for i, v in events.items()},
                 "lanes": lanes_legend(),
                 "kind_mechanisms": kind_mechanisms(),
+                "store_rows": self.store.counts(),
                 "elapsed_ms": round((time.perf_counter() - t0) * 1e3, 1),
             }
         finally:

@@ -125,6 +125,18 @@
     var v = data.verdict;
     var titles = mechanismTitles(data);
     var incidents = (data.incidents || []).filter(function (d) { return d.slow_hop; });
+    var rows = data.store_rows;
+    if (rows && (!rows.spans || !rows.kernel_events)) {  // a new store: say what feeds it
+      box.className = 'ok';
+      box.appendChild(el('div', {cls: 'answer', id: 'verdict-answer', text: !rows.spans
+        ? 'No spans in the store yet.' : 'Spans arrive, but no kernel events yet.'}));
+      box.appendChild(el('div', {text: !rows.spans
+        ? 'Point an OpenTelemetry SDK or Collector at this receiver (OTEL_EXPORTER_OTLP_ENDPOINT=http://<this host>:4318), ' +
+          'or load files with `isostack ingest traces.json`.'
+        : 'Run `sudo isostack agent` on each node (eBPF tracepoints and cgroup counters): without it isostack finds the slow ' +
+          'hop but cannot name the layer under it.'}));
+      if (!rows.spans) return;
+    }
     if (v && v.incident === false) {
       box.className = 'ok';
       box.appendChild(el('div', {cls: 'answer', id: 'verdict-answer', text: 'Nothing wrong beyond the noise in this window.'}));
