@@ -207,8 +207,13 @@ def _ours(case: Any) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - one broken case must not lose the other results
         return {"service": [], "layer": [], "mechanism": [], "elapsed_s": time.perf_counter() - t0,
                 "error": f"{type(exc).__name__}: {exc}"[:300]}
+    top = v.verdict.top
     return {"service": v.ranked_services, "layer": v.ranked_layers, "mechanism": v.ranked_mechanisms,
-            "elapsed_s": v.elapsed_s}
+            "elapsed_s": v.elapsed_s,
+            # the verdict `isostack diagnose` prints for the fault window: scored as is (AC@1 is its top)
+            "verdict": {"service": top.service if top else None, "layer": top.layer if top else None,
+                        "mechanism": top.mechanism if top else None, "symptoms": top.symptoms if top else [],
+                        "candidates": [[c.service, c.layer, c.mechanism, c.share] for c in v.verdict.candidates[:5]]}}
 
 
 def _run_baselines(root: Path) -> dict[str, Any]:

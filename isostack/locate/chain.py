@@ -21,8 +21,8 @@ CAUSES: dict[str, tuple[tuple[str, ...], ...]] = {
     "tx_queue_full": (("cpu_throttle", "noisy_flow", "runq_latency"),),
     "oom_kill": (("memory_growth",),),
     # a throttled task waits runnable until the next period: run-queue latency follows the quota
-    "runq_latency": (("cpu_throttle",),),
-    "app_self_time": (("disk_saturation",),),
+    "runq_latency": (("cpu_throttle",), ("host_cpu_saturation",)),
+    "app_self_time": (("disk_saturation", "host_cpu_saturation"),),
 }
 # When kernel findings explain at least this share of the excess, "it's the app" is not the answer.
 APP_EXPLAINED_SHARE = 0.5

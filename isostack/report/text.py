@@ -10,6 +10,7 @@ from rich.table import Table
 from isostack import kb
 from isostack.locate.chain import chain_line
 from isostack.locate.model import Diagnosis, Evidence
+from isostack.locate.verdict import Verdict
 
 
 def _t(ns: int | None) -> str:
@@ -82,3 +83,31 @@ def render(d: Diagnosis, console: Console, *, verbose: bool = False) -> None:
         console.print("[yellow]missing data:[/]")
         for m in d.missing:
             console.print(f"  - {m}", markup=False)
+
+
+def _dur_ms(ms: float) -> str:
+    return f"{ms / 1e3:,.1f} s" if ms >= 10_000 else f"{ms:,.0f} ms"
+
+
+def render_verdict(v: Verdict, console: Console, *, top: int = 3) -> None:
+    """The incident first: the ranked root-cause candidates over the window, each with its weight
+    (the slow hops' excess it stands for) and the hops that support it."""
+    if not v.candidates:
+        console.print(f"[bold]Incident verdict[/]  nothing wrong beyond the noise: {v.note}"
+                      + (f" ({v.hops_considered} slow hop(s) checked)" if v.hops_considered else ""))
+        return
+    c = v.candidates[0]
+    title = kb.mechanism(c.mechanism).get("title", c.mechanism)
+    console.print(f"[bold]Incident verdict[/]  [bold red]{c.service}[/] · {c.layer} {title}  "
+                  f"({c.share:.0%} of the weight; {v.hops_voting} of {v.hops_considered} slow hops vote)")
+    for i, c in enumerate(v.candidates[:top], 1):
+        sym = f" → {' → '.join(c.symptoms)}" if c.symptoms else ""
+        at = f" · at {c.where}" if c.where else ""
+        console.print(f"  {i}. {c.service} [dim]({c.kind})[/] {c.layer} {c.mechanism}{sym}  "
+                      f"weight {_dur_ms(c.weight_ms)} ({c.share:.0%}) · {c.hop_count} hop(s){at}", highlight=False)
+        for h in c.hops[:2]:
+            to = f" → {h['peer']}" if h["peer"] else ""
+            console.print(f"     {h['service']}{to} {h['operation']} · +{_dur_ms(h['excess_ms'])} in {h['part']}"
+                          + (f" · trace {h['trace_id']}" if h["trace_id"] else ""), markup=False, highlight=False)
+    if len(v.candidates) > top:
+        console.print(f"  [dim]… {len(v.candidates) - top} more candidate(s) in --json[/]")

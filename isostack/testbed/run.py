@@ -109,95 +109,40 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 @dataclass
-class Verdict:
-    """Diagnoses of a case's fault window, and the ranked candidates they vote for."""
+class CaseVerdict:
+    """The product's answer for a case's fault window (:mod:`isostack.locate.verdict`), as
+    ``isostack diagnose --since <inject> --until <revert>`` gives it; the testbed scores nothing itself."""
 
     diagnoses: list[Any]
-    ranked_services: list[str]
-    ranked_layers: list[str]
-    ranked_mechanisms: list[str]
+    verdict: Any  # isostack.locate.verdict.Verdict
     elapsed_s: float
     headline: Any = None
 
+    @property
+    def ranked_services(self) -> list[str]:
+        return list(self.verdict.ranked("service"))
 
-def _where_service(d: Any) -> str:
-    """The testbed service the root finding's evidence points at: a cgroup path or veth names one;
-    an address only when the evidence says the trouble is *at* it ("into 10.77.0.13:8080"). A bare
-    five-tuple names both ends of the hop, so it decides nothing (the caller falls back to the hop)."""
-    from isostack.testbed.topology import PREFIX
+    @property
+    def ranked_layers(self) -> list[str]:
+        return list(self.verdict.ranked("layer"))
 
-    addrs = {s.addr: s.name for s in default_services()}
-    ft = d.slow_hop.five_tuple if d.slow_hop is not None else None
-    hop_ends = [a for a in ((ft.local_addr, ft.peer_addr) if ft else ()) if a]
-    for finding in d.chain[:1]:
-        for ev in finding.evidence:
-            if ev.detail.get("role") == "neighbour":
-                continue  # the cgroups it waited behind: who, not where (the evidence before them says where)
-            where = f"{ev.where} {ev.detail}"
-            for s in default_services():
-                if f"isostack-testbed/{s.name}" in where or f"{PREFIX}{s.name}" in where:
-                    return s.name
-            if ev.where.startswith("into "):
-                for addr, name in addrs.items():
-                    if ev.where.startswith(f"into {addr}:"):
-                        return name
-                continue
-            if hop_ends and all(f"{a}:" in ev.where for a in hop_ends):
-                continue  # the hop's own connection: both ends, no side
-            for addr, name in addrs.items():
-                if f"{addr}:" in where:  # another flow (a noisy neighbour's) names the service it shares a path with
-                    return name
-    return ""
+    @property
+    def ranked_mechanisms(self) -> list[str]:
+        return list(self.verdict.ranked("mechanism"))
 
 
-def _hop_service(d: Any) -> str:
-    h = d.slow_hop
-    if h is None:
-        return ""
-    named = _where_service(d)
-    if named:
-        return named
-    # a hop gap is the far side's problem when a kernel finding sits on the server side; the chain's
-    # evidence names the cgroup/device, so prefer the server service for hop gaps
-    if h.part == "hop_gap" and h.server_service:
-        return str(h.server_service)
-    return str(h.service)
-
-
-def _weights(ds: list[Any]) -> list[float]:
-    """Each diagnosis votes with its hop's excess in ms: the user-visible time it stands for (an
-    unavailable service's whole failure window outweighs twenty hops a few ms slower than usual).
-    When some diagnoses carry kernel evidence, the unexplained ones (no finding below the
-    application) do not vote: a slow hop nothing explains is weaker evidence than one something does."""
-    w = [float(d.slow_hop.excess_ns) / 1e6 if d.slow_hop is not None else 0.0 for d in ds]
-    explained = [any(f.layer != "APP" for f in d.chain) for d in ds]
-    if any(explained):
-        w = [x if e else 0.0 for x, e in zip(w, explained, strict=True)]
-    return w
-
-
-def diagnose_case(case: Case, limit: int = 20) -> Verdict:
-    """Run the real diagnosis over the fault window and rank services/layers/mechanisms by votes
-    (each hop's diagnosis votes, weighted by its excess, for its service and its chain's root cause first)."""
+def diagnose_case(case: Case, limit: int = 20) -> CaseVerdict:
+    """Run the product's diagnosis and incident verdict over the fault window (store data only)."""
     from isostack.locate.diagnose import diagnose_all
+    from isostack.locate.verdict import verdict_for
     from isostack.store import Store
 
     t0 = time.perf_counter()
     store = Store(case.data_dir)
-    ds = diagnose_all(store, since_ns=case.inject_ns, until_ns=case.revert_ns, limit=limit)
-    elapsed = time.perf_counter() - t0
-    svc: dict[str, float] = {}
-    lay: dict[str, float] = {}
-    mech: dict[str, float] = {}
-    for weight, d in zip(_weights(ds), ds, strict=False):
-        s = _hop_service(d)
-        if s:
-            svc[s] = svc.get(s, 0.0) + weight
-        for i, finding in enumerate(d.chain):
-            w = weight / (i + 1)
-            lay[finding.layer] = lay.get(finding.layer, 0.0) + w
-            mech[finding.mechanism] = mech.get(finding.mechanism, 0.0) + w
-    return Verdict(diagnoses=ds, ranked_services=sorted(svc, key=lambda k: -svc[k]),
-                   ranked_layers=sorted(lay, key=lambda k: -lay[k]),
-                   ranked_mechanisms=sorted(mech, key=lambda k: -mech[k]), elapsed_s=elapsed,
-                   headline=ds[0] if ds else None)
+    con = store.connect()
+    try:
+        ds = diagnose_all(store, since_ns=case.inject_ns, until_ns=case.revert_ns, limit=limit, con=con)
+        v = verdict_for(con, ds)
+    finally:
+        con.close()
+    return CaseVerdict(diagnoses=ds, verdict=v, elapsed_s=time.perf_counter() - t0, headline=ds[0] if ds else None)
