@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import duckdb
@@ -56,9 +56,14 @@ class Candidate:
     hops: list[dict[str, Any]] = field(default_factory=list)
     symptoms: list[str] = field(default_factory=list)
     where: str = ""  # the evidence location that named it (cgroup path, address, host)
+    # every service with spans in the supporting hops' traces: whose latency the cause shows up in
+    affected_services: list[str] = field(default_factory=list)
+    # every diagnosis that voted for it (not serialised: ``hops`` is their summary)
+    supporting: list[Diagnosis] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: list(getattr(self, f.name)) if isinstance(getattr(self, f.name), list) else getattr(self, f.name)
+                for f in fields(self) if f.name != "supporting"}
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Verdict:
     hops_considered: int
     hops_voting: int
     note: str = ""
+    reference: dict[str, Any] | None = None  # the period the hops were compared with (from_ns, to_ns, how)
 
     @property
     def top(self) -> Candidate | None:
@@ -90,7 +96,8 @@ class Verdict:
                 "mechanism": top.mechanism if top else None,
                 "candidates": [c.to_dict() for c in self.candidates],
                 "ranked": {axis: self.ranked(axis) for axis in ("service", "layer", "mechanism")},
-                "hops_considered": self.hops_considered, "hops_voting": self.hops_voting, "note": self.note}
+                "hops_considered": self.hops_considered, "hops_voting": self.hops_voting, "note": self.note,
+                "reference": self.reference}
 
 
 @dataclass
@@ -202,7 +209,7 @@ def _weights(ds: list[Diagnosis]) -> list[float]:
 def hop_label(d: Diagnosis) -> dict[str, Any]:
     h = d.slow_hop
     assert h is not None
-    to = h.server_service or h.peer
+    to = "" if h.part == "unavailable" else h.server_service or h.peer  # an outage has callers, not a peer
     return {"service": h.service, "operation": h.operation, "peer": to, "part": h.part, "trace_id": h.trace_id,
             "span_id": h.span_id, "excess_ms": round(h.excess_ns / 1e6, 1)}
 
@@ -239,8 +246,9 @@ def build_verdict(ds: list[Diagnosis], workloads: WorkloadIndex) -> Verdict:
     for c in ranked:
         c.share = round(c.weight_ms / total, 3)
         c.weight_ms = round(c.weight_ms, 1)
-        top = sorted(support[(c.service, c.layer, c.mechanism)], key=lambda x: -x[0])[:5]
-        c.hops = [hop_label(d) for _, d in top]
+        backing = sorted(support[(c.service, c.layer, c.mechanism)], key=lambda x: -x[0])
+        c.supporting = [d for _, d in backing]
+        c.hops = [hop_label(d) for _, d in backing[:5]]
     note = "" if ranked else "slow hops, but no check found a cause under any of them"
     return Verdict(ranked, len(hops), voting, note=note)
 
@@ -257,5 +265,16 @@ def _symptoms_of(root: Finding, chain: list[Finding]) -> list[str]:
 
 
 def verdict_for(con: duckdb.DuckDBPyConnection, ds: list[Diagnosis]) -> Verdict:
-    """:func:`build_verdict` with the workloads read from the store behind ``con``."""
-    return build_verdict(ds, WorkloadIndex.from_store(con))
+    """:func:`build_verdict` with the workloads read from the store behind ``con``, and each candidate's
+    affected services read from the spans of its supporting hops' traces."""
+    v = build_verdict(ds, WorkloadIndex.from_store(con))
+    v.reference = next((d.reference for d in ds if d.reference), None)
+    for c in v.candidates:
+        traces = sorted({d.slow_hop.trace_id for d in c.supporting if d.slow_hop and d.slow_hop.trace_id})[:200]
+        seen = {s for d in c.supporting if d.slow_hop for s in (d.slow_hop.service, d.slow_hop.server_service) if s}
+        if traces:
+            rows = con.execute("SELECT DISTINCT service_name FROM spans WHERE trace_id IN (SELECT unnest(?))",
+                               [traces]).fetchall()
+            seen |= {r[0] for r in rows if r[0]}
+        c.affected_services = sorted(seen)
+    return v

@@ -65,7 +65,8 @@ SCHEMA: dict[str, Any] = {
                                    "hops": {"type": "array", "items": {"type": "object"}},
                                    "symptoms": {"type": "array", "items": {"type": "string"}}}}},
                 "ranked": {"type": "object"},
-                "baseline": {"type": ["object", "null"]},
+                # the period the hops were compared with: {"from_ns", "to_ns", "how"}
+                "reference": {"type": ["object", "null"]},
             },
         },
         "chain_line": {"type": "string"},
@@ -84,8 +85,12 @@ def to_json(d: Diagnosis, verdict: Verdict | None = None) -> dict[str, Any]:
         hop["baseline"] = {"p50_ns": hop.get("baseline_p50_ns"), "p99_ns": hop.get("baseline_p99_ns"),
                            "excess_ns": hop.get("excess_ns"), "ratio": hop.get("ratio"),
                            "robust_z": hop.get("robust_z"), "part": hop.get("part")}
+    from isostack.report.text import human
+
     for link in out["chain"]:
         link["title"] = kb.mechanism(link["mechanism"]).get("title", link["mechanism"])
+        for ev in link["evidence"]:
+            ev["display"] = human(ev["value"], ev["unit"])  # the value in human units, as the text report prints it
     out["root_cause"] = ({k: out["chain"][0][k] for k in ("layer", "mechanism", "title", "check")}
                          if out["chain"] else None)
     out["chain_line"] = chain_line(d.slow_hop.service, d.slow_hop.duration_ns, d.chain) if d.slow_hop else ""

@@ -47,21 +47,36 @@ def _progress(msg: str) -> None:
     sys.stderr.flush()
 
 
+NO_FAULT = "none"  # a control case: the same baseline and window, nothing injected
+NOISE_CGROUP = "bg-noise"  # background work of a noisy case, outside every service
+
+
 def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.0, fault_s: float = 20.0,
              rate_rps: float = 20.0, seed: int = 0, params: dict[str, Any] | None = None,
-             progress: Any = _progress) -> Case:
-    """Run one labelled case; the fault is always reverted and the testbed always torn down."""
-    f = faults.get(fault)
-    if target not in f.applies_to:
-        from isostack.errors import UsageError
+             progress: Any = _progress, also: list[tuple[str, dict[str, Any]]] | None = None,
+             noise: dict[str, float] | None = None) -> Case:
+    """Run one labelled case; the fault is always reverted and the testbed always torn down.
 
-        raise UsageError(f"fault {fault} does not apply to {target!r}; it applies to: {', '.join(f.applies_to)}")
-    case = Case(data_dir=data_dir, fault=fault, target=target, truth=f.truth(target).to_dict())
+    ``fault`` may be ``"none"`` (a control: truth is empty). ``also``: more (fault, params) applied
+    to the same target right after the first, one compound incident (the truth stays the first's).
+    ``noise``: background work for the whole run in a cgroup of its own, ``{"cpus": 1.0,
+    "disk_mbyte_s": 4.0}``.
+    """
+    from isostack.errors import UsageError
+
+    chain = [] if fault == NO_FAULT else [(fault, params or {})] + list(also or [])
+    for name, _ in chain:
+        if target not in faults.get(name).applies_to:
+            raise UsageError(f"fault {name} does not apply to {target!r}; it applies to: "
+                             f"{', '.join(faults.get(name).applies_to)}")
+    truth = faults.get(fault).truth(target).to_dict() if chain else {"service": "", "layer": "", "mechanism": ""}
+    case = Case(data_dir=data_dir, fault=fault, target=target, truth=truth)
     tb = Testbed(otlp=f"http://{BRIDGE_ADDR}:4318", services=default_services(), log_dir=data_dir / "logs")
     pipeline = Pipeline(data_dir, BRIDGE_ADDR, log_dir=data_dir / "logs")
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     lg: LoadGen | None = None
     sampler: Sampler | None = None
+    noise_pid: int | None = None
     try:
         progress("topology up: 4 netns, 4 veth + bridge isotb-br0, cgroups isostack-testbed/*")
         tb.up()
@@ -70,6 +85,9 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
         sampler = Sampler([s.name for s in tb.services])
         sampler.start()
         progress(f"receiver: {pipeline.kinds['receiver']}; agent: {pipeline.kinds['agent']}")
+        if noise:
+            noise_pid = _start_noise(noise, baseline_s + fault_s + 60, data_dir)
+            progress(f"background noise: {noise}")
         lg = LoadGen(default_services()[0].addr, PORT, rate_rps=rate_rps, seed=seed)
         case.baseline_start_ns = time.time_ns()
         progress(f"baseline: {rate_rps:g} req/s for {baseline_s:g}s")
@@ -77,11 +95,13 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
         progress(f"baseline p50 {case.load['baseline']['p50_ms']:.1f} ms; "
                  f"injecting {fault} on {target}")
         case.inject_ns = time.time_ns()
-        faults.apply(fault, target, params, duration_s=fault_s + 30)
+        for name, p in chain:
+            faults.apply(name, target, p, duration_s=fault_s + 30)
         case.load["fault"] = summary(lg.run(fault_s))
         progress(f"under fault p50 {case.load['fault']['p50_ms']:.1f} ms, p99 {case.load['fault']['p99_ms']:.1f} ms; "
                  "reverting")
-        faults.revert(fault, target)
+        for name, _ in reversed(chain):
+            faults.revert(name, target)
         case.revert_ns = time.time_ns()
         case.requests = [(r.start_ns, r.latency_ns, r.status) for r in lg.results]
         time.sleep(2.0)  # let the services' batch span processors export the last spans
@@ -91,6 +111,9 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
         if sampler is not None:
             sampler.stop()
             case.metrics = sampler.rows
+        if noise_pid is not None:
+            faults.kill_group(noise_pid)
+            (data_dir / "bg-noise.dat").unlink(missing_ok=True)  # SIGKILL left it behind
         case.restarts = dict(tb.restarts)
         faults.revert_all()
         pipeline.stop()
@@ -102,6 +125,17 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
         else:
             progress("torn down: no residue")
     return case
+
+
+def _start_noise(noise: dict[str, float], duration_s: float, data_dir: Path) -> int:
+    """Background CPU + disk work in its own cgroup (no quota, no service in it), time-capped."""
+    from isostack.testbed import cgroups
+
+    cgroups.create(NOISE_CGROUP)
+    return faults.spawn([faults.python(), "-m", "isostack.testbed.noise", "background",
+                         "--cpus", str(noise.get("cpus", 1.0)), "--disk-mbyte-s", str(noise.get("disk_mbyte_s", 4.0)),
+                         "--path", str(data_dir / "bg-noise.dat"), "--duration-s", str(int(duration_s))],
+                        cgroup=NOISE_CGROUP, duration_s=duration_s)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
