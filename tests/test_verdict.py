@@ -91,3 +91,46 @@ def test_diagnose_json_carries_the_verdict(tmp_path: Path) -> None:
                    data_dir=tmp_path / "store").stdout
     assert text.index("Incident verdict") < text.index("Slow hop")
     assert "1. payment (service) L-3 cpu_throttle → runq_latency" in text
+
+
+def _steady_then(store_dir: Path, slow_in_window: int) -> tuple:
+    """30 requests (payment ~200 ms) before T0, then 30 in the window of which ``slow_in_window`` take
+    1.8 s while payment's cgroup is throttled under each of them."""
+    from isostack.store import Store
+    from tests.test_join import MS, PAY_CG, T0, S, build_workloads, ev, rows_table, trace_rows
+
+    store = Store(store_dir)
+    rows = []
+    for i in range(30):
+        rows += trace_rows(i + 1, T0 - (40 - i) * S, 190 + (i % 5) * 5, 41000 + i)
+    for i in range(30):
+        rows += trace_rows(100 + i, T0 + i * S, 1800 if i < slow_in_window else 190 + (i % 5) * 5, 42000 + i)
+    store.append("spans", rows_table("spans", rows))
+    build_workloads(store)
+    store.append("kernel_events", rows_table("kernel_events", [
+        ev(T0 + i * S, "cpu_throttle", 900 * MS, S, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment")
+        for i in range(slow_in_window)]))
+    return store, T0 - S // 2, T0 + 40 * S
+
+
+def test_a_window_no_worse_than_its_reference_is_no_incident(tmp_path: Path) -> None:
+    from isostack.locate.diagnose import diagnose_all
+    from isostack.locate.verdict import verdict_for
+
+    # one slow request of 30, its cgroup throttled: a finding under that hop, but the window's p95 is
+    # its reference's (the tail of any window has slow requests): nothing wrong beyond the noise
+    store, since, until = _steady_then(tmp_path / "one", 1)
+    con = store.connect()
+    ds = diagnose_all(store, since_ns=since, until_ns=until, con=con)
+    v = verdict_for(con, ds)
+    assert ds[0].chain[0].mechanism == "cpu_throttle" and v.candidates[0].mechanism == "cpu_throttle"
+    assert v.incident is False and v.top is None and v.ranked("service") == []
+    assert v.to_dict()["service"] is None and v.note.startswith("nothing wrong beyond the noise")
+    assert v.worst_operation is not None and v.worst_operation["p95_ratio"] < 1.5
+    assert v.reference is not None and v.reference["how"] == "before the window"
+    # ten of 30 slow: the window's p95 moved (~9x): an incident, and the throttled service is named
+    store, since, until = _steady_then(tmp_path / "ten", 10)
+    con = store.connect()
+    v = verdict_for(con, diagnose_all(store, since_ns=since, until_ns=until, con=con))
+    assert v.incident is True and (v.top.service, v.top.mechanism) == ("payment", "cpu_throttle")
+    assert v.worst_operation["p95_ratio"] > 5

@@ -181,14 +181,15 @@ def reference_period(con: duckdb.DuckDBPyConnection, since_ns: int | None,
     first, last = con.execute("SELECT min(start_ns), max(start_ns) FROM spans").fetchall()[0]
     if first is None:
         return since_ns, until_ns, None
-    if since_ns is not None and since_ns > first:
-        return since_ns, until_ns, {"from_ns": int(first), "to_ns": int(since_ns) - 1, "how": "before the window"}
     hi = int(until_ns if until_ns is not None else last)
+    if since_ns is not None and since_ns > first:
+        return since_ns, until_ns, {"from_ns": int(first), "to_ns": int(since_ns) - 1, "how": "before the window",
+                                    "window_to_ns": hi}
     cut = int(first) + int((hi - int(first)) * LEADING_REFERENCE_SHARE)
     if cut <= first:
         return since_ns, until_ns, None
     return cut, until_ns, {"from_ns": int(first), "to_ns": cut - 1,
-                           "how": "the first third of the window (nothing in the store before it)"}
+                           "how": "the first third of the window (nothing in the store before it)", "window_to_ns": hi}
 
 
 def find_hops(store: Store, *, trace_id: str | None, service: str | None, since_ns: int | None,

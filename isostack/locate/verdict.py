@@ -33,6 +33,13 @@ from isostack.locate.model import Diagnosis, Finding
 
 # A finding whose location is a whole host, not a service in it.
 HOST_MECHANISMS = frozenset({"host_cpu_saturation"})
+# Is the window an incident at all? Slow hops exist in every window (a tail is a tail); the window is
+# one when some operation's SERVER spans got slower as a whole — p95 at least this many times its
+# reference p95 — or started failing, against the period before it (at least INCIDENT_MIN_SPANS spans
+# on both sides). Below that the verdict is "nothing wrong beyond the noise", its candidates listed.
+INCIDENT_P95_RATIO = 1.5
+INCIDENT_ERROR_SHARE = 0.05  # added share of failed SERVER spans (and at least 3 of them)
+INCIDENT_MIN_SPANS = 20
 _ADDR_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]+):(\d+)")
 
 
@@ -75,14 +82,20 @@ class Verdict:
     hops_voting: int
     note: str = ""
     reference: dict[str, Any] | None = None  # the period the hops were compared with (from_ns, to_ns, how)
+    # False when the window as a whole is no worse than its reference (then nothing is named)
+    incident: bool = True
+    # the operation that moved most: {"service", "operation", "p95_ratio", "error_share", ...} (None: not measured)
+    worst_operation: dict[str, Any] | None = None
 
     @property
     def top(self) -> Candidate | None:
-        return self.candidates[0] if self.candidates else None
+        return self.candidates[0] if self.candidates and self.incident else None
 
     def ranked(self, axis: str) -> list[str]:
         """Distinct values of one axis ("service", "layer", "mechanism"): the top candidate's first
         (the verdict), then the others by their total weight over all candidates."""
+        if not self.incident:
+            return []
         total: dict[str, float] = {}
         for c in self.candidates:
             key = getattr(c, axis)
@@ -97,7 +110,7 @@ class Verdict:
                 "candidates": [c.to_dict() for c in self.candidates],
                 "ranked": {axis: self.ranked(axis) for axis in ("service", "layer", "mechanism")},
                 "hops_considered": self.hops_considered, "hops_voting": self.hops_voting, "note": self.note,
-                "reference": self.reference}
+                "reference": self.reference, "incident": self.incident, "worst_operation": self.worst_operation}
 
 
 @dataclass
@@ -277,4 +290,44 @@ def verdict_for(con: duckdb.DuckDBPyConnection, ds: list[Diagnosis]) -> Verdict:
                                [traces]).fetchall()
             seen |= {r[0] for r in rows if r[0]}
         c.affected_services = sorted(seen)
+    if v.reference and v.candidates and not any(d.slow_hop and d.slow_hop.part == "unavailable" for d in ds):
+        v.incident, v.worst_operation = window_moved(con, v.reference)
+        if not v.incident:
+            w = v.worst_operation
+            v.note = ("nothing wrong beyond the noise: no operation's p95 rose to "
+                      f"{INCIDENT_P95_RATIO:g}x its reference or started failing"
+                      + (f" (most moved: {w['service']} {w['operation']}, p95 {w['p95_ratio']:.2f}x)" if w else ""))
     return v
+
+
+def window_moved(con: duckdb.DuckDBPyConnection, reference: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+    """(is the window an incident, the operation that moved most), from SERVER spans: the window's p95
+    and error share per (service, operation) against the reference period's."""
+    lo, ref_hi = int(reference["from_ns"]), int(reference["to_ns"])
+    hi = int(reference.get("window_to_ns") or 0)
+    if hi <= ref_hi:
+        return True, None
+    rows = con.execute(f"""
+        SELECT service_name, name,
+               count(*) FILTER (WHERE start_ns <= $ref_hi) AS n_ref, count(*) FILTER (WHERE start_ns > $ref_hi) AS n_win,
+               quantile_cont(duration_ns, 0.95) FILTER (WHERE start_ns <= $ref_hi) AS p95_ref,
+               quantile_cont(duration_ns, 0.95) FILTER (WHERE start_ns > $ref_hi) AS p95_win,
+               count(*) FILTER (WHERE start_ns <= $ref_hi AND status_code = 'ERROR') AS err_ref,
+               count(*) FILTER (WHERE start_ns > $ref_hi AND status_code = 'ERROR') AS err_win
+        FROM spans WHERE kind = 'SERVER' AND start_ns BETWEEN $lo AND $hi GROUP BY ALL
+        HAVING n_ref >= {INCIDENT_MIN_SPANS} AND n_win >= {INCIDENT_MIN_SPANS}""",
+                       {"lo": lo, "ref_hi": ref_hi, "hi": hi}).fetchall()
+    if not rows:
+        return True, None  # too few spans to judge: the slow hops speak for themselves
+    worst: dict[str, Any] | None = None
+    moved = False
+    for svc, op, n_ref, n_win, p95_ref, p95_win, err_ref, err_win in rows:
+        ratio = float(p95_win) / max(float(p95_ref), 1.0)
+        added = err_win / n_win - err_ref / n_ref
+        if ratio >= INCIDENT_P95_RATIO or (added >= INCIDENT_ERROR_SHARE and err_win >= 3):
+            moved = True
+        if worst is None or ratio > worst["p95_ratio"]:
+            worst = {"service": svc, "operation": op, "p95_ratio": round(ratio, 2),
+                     "p95_ms": round(float(p95_win) / 1e6, 1), "reference_p95_ms": round(float(p95_ref) / 1e6, 1),
+                     "added_error_share": round(added, 3)}
+    return moved, worst

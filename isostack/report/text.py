@@ -122,7 +122,7 @@ def render_verdict(v: Verdict, console: Console, *, top: int = 3) -> None:
     ref = v.reference
     compared = (f"compared with {_t(ref['from_ns'])}–{_t(ref['to_ns'])} UTC ({ref['how']})" if ref
                 else "no reference period")
-    if not v.candidates:
+    if not v.candidates or not v.incident:
         console.print(f"[bold]Incident verdict[/]  nothing wrong beyond the noise: {v.note}"
                       + (f" ({v.hops_considered} slow hop(s) checked)" if v.hops_considered else "") + f"; {compared}")
         return
