@@ -142,7 +142,10 @@ def test_host_cpu_saturation_names_the_host_when_work_outside_services_fills_it(
     assert f.evidence[0].detail["outside_service_cpus"] == 1.6 and f.evidence[0].detail["host_cpus"] == 2.0
     # the service's run-queue wait is the symptom of the busy host, not a cause of its own
     assert next(x for x in d.chain if x.mechanism == "runq_latency").caused_by == "host_cpu_saturation"
-    assert d.chain[0].mechanism == "host_cpu_saturation"
+    assert d.chain[0].mechanism == "host_cpu_saturation" and f.explained_ns == 40 * MS  # what the service waited
+    # the same busy host, but the service never waited for a CPU: not this hop's problem
+    calm = [dict(r, value=2 * MS) if r["kind"] == "runq_latency" else r for r in rows]
+    assert "host_cpu_saturation" not in mechanisms(run(data_dir.parent / "calm", calm))
 
 
 def test_host_cpu_saturation_stays_quiet_below_capacity_or_when_services_fill_it(data_dir: Path) -> None:
@@ -153,7 +156,7 @@ def test_host_cpu_saturation_stays_quiet_below_capacity_or_when_services_fill_it
     d = run(data_dir, half)
     assert "host_cpu_saturation" not in mechanisms(d) and status(d, "host_cpu_saturation") == "ok"
     # the host is full, but with the services' own work: the service is the answer, not the host
-    own = [ev(IN, "host_cpus", 2, S), ev(IN, "oncpu", 1000 * MS, S, cgroup_id=PAY_CG),
+    own = [half[0], ev(IN, "host_cpus", 2, S), ev(IN, "oncpu", 1000 * MS, S, cgroup_id=PAY_CG),
            ev(IN, "oncpu", 900 * MS, S, cgroup_id=ORDER_CG), ev(IN, "oncpu", 100 * MS, S, cgroup_id=1, cgroup_path="/")]
     assert "host_cpu_saturation" not in mechanisms(run(data_dir.parent / "own", own))
     # no CPU count recorded (an older agent): no scale, no finding

@@ -9,13 +9,22 @@ from isostack.locate.checks._base import CheckContext, CheckSpec, evidence, find
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="host_cpu_saturation", layer="HOST", signals=("oncpu", "host_cpus", "psi_cpu"),
-    thresholds=("host_cpu_busy_percent", "host_cpu_outside_share"), mechanism="host_cpu_saturation",
-    question="Were all of the host's CPUs busy, mostly with work that belongs to no service?",
+    id="host_cpu_saturation", layer="HOST", signals=("oncpu", "host_cpus", "psi_cpu", "runq_latency"),
+    thresholds=("host_cpu_busy_percent", "host_cpu_outside_share", "runq_p99_ms"), mechanism="host_cpu_saturation",
+    question="Were all of the host's CPUs busy, mostly with work that belongs to no service, while the service "
+             "waited for one?",
 )
 
 
 def run(ctx: CheckContext) -> list[Finding]:
+    # A busy host slows this hop only through its own threads' run-queue wait: without such a wait
+    # (p99 over runq_p99_ms in the hop's cgroups) the host is busy but not this hop's problem, and
+    # the wait is also how much of the hop's excess the host can explain.
+    runq = ctx.events("runq_latency", coord="cgroup")
+    limit_ns = ctx.threshold("runq_p99_ms") * 1e6
+    waits = [v for v in runq.column("value").to_pylist() if v and v > limit_ns] if runq.num_rows else []
+    if not waits:
+        return []
     cap = ctx.events("host_cpus", coord="host")
     cpu = ctx.events("oncpu", coord="host")
     if cap.num_rows == 0 or cpu.num_rows == 0:
@@ -57,6 +66,5 @@ def run(ctx: CheckContext) -> list[Finding]:
     return [finding(
         CHECK, ctx, f"host CPU saturated: {busy:.2f} of {cpus:g} CPUs busy in {len(hot)} window(s), "
                     f"{outside:.2f} CPUs of it outside every service",
-        ev, confidence=0.5 + 0.4 * cov, explained_ns=int(ctx.excess_ns() * max(cov, 0.25)),
-        started_ns=ev[0].first_ns,
+        ev, confidence=0.5 + 0.4 * cov, explained_ns=int(sum(waits)), started_ns=ev[0].first_ns,
     )]
