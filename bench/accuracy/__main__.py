@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for attempt in range(2):  # once more when the host was busy outside the testbed
                         case = _record(item, data, args, rate)
                         outside = outside_cpus(case)
-                        if attempt or outside is None or outside <= BUSY_HOST_CPUS:
+                        if attempt or outside is None or outside <= args.rerecord_above:
                             break
                         sys.stderr.write(f"[bench.accuracy] the host was busy outside the testbed "
                                          f"({outside:.2f} CPUs during the fault): recording the case again\n")
@@ -482,6 +482,9 @@ def main() -> None:
                     help="one service per fault x severity x noise x rep, rotating through its targets")
     ap.add_argument("--no-compound", dest="compound", action="store_false", help="skip the compound incident")
     ap.add_argument("--controls", type=int, default=3, help="no-fault control runs per noise level")
+    ap.add_argument("--rerecord-above", type=float, default=BUSY_HOST_CPUS, metavar="CPUS",
+                    help="record a case again (once) when more CPUs than this were used outside the testbed "
+                         "during its fault window (other work on the host)")
     ap.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop starting new cases after this long (then continue with --resume RUN_DIR)")
     ap.add_argument("--baseline-s", type=float, default=12.0)
