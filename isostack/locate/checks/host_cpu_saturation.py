@@ -22,7 +22,9 @@ def run(ctx: CheckContext) -> list[Finding]:
     # the wait is also how much of the hop's excess the host can explain.
     runq = ctx.events("runq_latency", coord="cgroup")
     limit_ns = ctx.threshold("runq_p99_ms") * 1e6
-    waits = [v for v in runq.column("value").to_pylist() if v and v > limit_ns] if runq.num_rows else []
+    waits = [(int(ts), int(ts) + int(d or 0), float(v)) for ts, d, v in zip(
+        runq.column("ts_ns").to_pylist(), runq.column("duration_ns").to_pylist(), runq.column("value").to_pylist(),
+        strict=True) if v and v > limit_ns] if runq.num_rows else []
     if not waits:
         return []
     cap = ctx.events("host_cpus", coord="host")
@@ -48,7 +50,9 @@ def run(ctx: CheckContext) -> list[Finding]:
             w[2] += float(ns or 0)
     hot = [ts for ts, (dur, total, outside) in windows.items()
            if total >= busy_limit * cpus * dur and outside >= outside_limit * total]
-    if not hot:
+    # only the waits while the host was full count (instants: a zero-length runq row sits in a window)
+    waited_ns = sum(v for s, e, v in waits if any(s < ts + windows[ts][0] and max(e, s + 1) > ts for ts in hot))
+    if not hot or waited_ns <= 0:
         return []
     busy = max(windows[ts][1] / windows[ts][0] for ts in hot)  # CPUs busy in the worst window
     outside = max(windows[ts][2] / windows[ts][0] for ts in hot)
@@ -66,5 +70,5 @@ def run(ctx: CheckContext) -> list[Finding]:
     return [finding(
         CHECK, ctx, f"host CPU saturated: {busy:.2f} of {cpus:g} CPUs busy in {len(hot)} window(s), "
                     f"{outside:.2f} CPUs of it outside every service",
-        ev, confidence=0.5 + 0.4 * cov, explained_ns=int(sum(waits)), started_ns=ev[0].first_ns,
+        ev, confidence=0.5 + 0.4 * cov, explained_ns=int(waited_ns), started_ns=ev[0].first_ns,
     )]
