@@ -297,6 +297,18 @@ def test_benign_noise_is_not_a_finding(data_dir: Path) -> None:
     assert status(d, "seccomp") == "ok" and status(d, "packet_drop") == "ok"
 
 
+def test_syscalls_slowed_by_waiting_for_a_cpu_are_not_a_slow_path(data_dir: Path) -> None:
+    # measured on a busy 2-CPU host: close/munmap typically 2 ms while the cgroup's run-queue p99 was
+    # 32 ms in the same window: the calls were preempted, the sandbox path is fine
+    slow = ev(IN, "syscall_latency", 32.8e6, S, cgroup_id=PAY_CG,
+              detail={"syscall": "munmap", "count": 7, "p50_ns": 2.048e6})
+    waited = ev(IN, "runq_latency", 32.8e6, S, cgroup_id=PAY_CG, detail={"count": 300})
+    d = run(data_dir, [slow, waited])
+    assert "seccomp_slow_path" not in mechanisms(d)
+    # the same calls with no run-queue wait to blame: a slow path
+    assert "seccomp_slow_path" in mechanisms(run(data_dir.parent / "alone", [slow]))
+
+
 def test_app_self_time_when_nothing_else(data_dir: Path) -> None:
     d = run(data_dir, [])
     assert mechanisms(d) == ["app_self_time"] and d.chain[0].layer == "APP"
