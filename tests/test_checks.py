@@ -159,6 +159,11 @@ def test_host_cpu_saturation_stays_quiet_below_capacity_or_when_services_fill_it
     own = [half[0], ev(IN, "host_cpus", 2, S), ev(IN, "oncpu", 1000 * MS, S, cgroup_id=PAY_CG),
            ev(IN, "oncpu", 900 * MS, S, cgroup_id=ORDER_CG), ev(IN, "oncpu", 100 * MS, S, cgroup_id=1, cgroup_path="/")]
     assert "host_cpu_saturation" not in mechanisms(run(data_dir.parent / "own", own))
+    # full, but mostly with a container beside the services' (same top-level cgroup): a neighbour, whom
+    # runq_latency names, not the host's own load
+    beside = half + [ev(IN, "oncpu", 800 * MS, S, cgroup_id=1, cgroup_path="/")]
+    d = run(data_dir.parent / "beside", beside)
+    assert "host_cpu_saturation" not in mechanisms(d) and "runq_latency" in mechanisms(d)
     # no CPU count recorded (an older agent): no scale, no finding
     nocap = [r for r in half if r["kind"] != "host_cpus"] + [ev(IN, "oncpu", 1900 * MS, S, cgroup_id=1, cgroup_path="/")]
     assert "host_cpu_saturation" not in mechanisms(run(data_dir.parent / "nocap", nocap))

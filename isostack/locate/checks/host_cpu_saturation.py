@@ -39,14 +39,20 @@ def run(ctx: CheckContext) -> list[Finding]:
     # per agent window (rows of one window share its start): every cgroup's on-CPU time, and the
     # part of it no workload owns (owner_service is resolved from the workloads table by the join)
     owners = cpu.column("owner_service").to_pylist() if "owner_service" in cpu.column_names else [""] * cpu.num_rows
+    # A cgroup beside the services' own (under the same top-level cgroup: /kubepods, /docker, the
+    # testbed's parent) is a neighbour container, whom runq_latency names; the host's own load is the
+    # work elsewhere (/ = processes in no container, /user.slice, /system.slice ...).
+    tops = {_top(p) for p in (ctx.cgroups.column("cgroup_path").to_pylist() if ctx.cgroups is not None
+                              and ctx.cgroups.num_rows else []) if _top(p)}
     windows: dict[int, list[float]] = {}
-    for ts, dur, ns, owner in zip(cpu.column("ts_ns").to_pylist(), cpu.column("duration_ns").to_pylist(),
-                                  cpu.column("value").to_pylist(), owners, strict=True):
+    for ts, dur, ns, owner, path in zip(cpu.column("ts_ns").to_pylist(), cpu.column("duration_ns").to_pylist(),
+                                        cpu.column("value").to_pylist(), owners, cpu.column("cgroup_path").to_pylist(),
+                                        strict=True):
         if not dur or dur <= 0:
             continue
         w = windows.setdefault(int(ts), [float(dur), 0.0, 0.0])
         w[1] += float(ns or 0)
-        if not owner:
+        if not owner and _top(path or "/") not in tops:
             w[2] += float(ns or 0)
     hot = [ts for ts, (dur, total, outside) in windows.items()
            if total >= busy_limit * cpus * dur and outside >= outside_limit * total]
@@ -72,3 +78,9 @@ def run(ctx: CheckContext) -> list[Finding]:
                     f"{outside:.2f} CPUs of it outside every service",
         ev, confidence=0.5 + 0.4 * cov, explained_ns=int(waited_ns), started_ns=ev[0].first_ns,
     )]
+
+
+def _top(path: str | None) -> str:
+    """The top-level cgroup of a path ("" for the root): /kubepods/burstable/pod1/c -> /kubepods."""
+    parts = [x for x in str(path or "").split("/") if x]
+    return "/" + parts[0] if parts else ""
