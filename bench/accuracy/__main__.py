@@ -43,7 +43,7 @@ BUSY_HOST_CPUS = 0.6
 NOISE = {"cpus": 1.0, "disk_mbyte_s": 4.0}
 # The spec's case 1 (29.6.13): a syscall slow path and a CPU quota on one service, and its transmit
 # queue filling behind it — one incident. Any of its roots named is a hit; the queue must be linked.
-COMPOUND = {"target": "payment", "faults": [("syscall-slow", {}), ("cpu-throttle", {}), ("queue", {"rate": "4mbit"})],
+COMPOUND = {"target": "payment", "faults": [("syscall-slow", {}), ("cpu-throttle", {}), ("queue", {})],
             "roots": [("L-4", "seccomp_slow_path"), ("L-3", "cpu_throttle")], "symptoms": ["tx_queue_full"]}
 CONTROL = "none"
 
