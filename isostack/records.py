@@ -204,6 +204,8 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     "conntrack_insert_failed": EventKind("count", "conntrack insert failures in the window", "host"),
     "conntrack_drop": EventKind("count", "conntrack drops in the window (table full)", "host"),
     "tcp_timeouts": EventKind("count", "TCP RTO timeouts in the window (netstat TCPTimeouts)", "host"),
+    "host_cpus": EventKind("CPUs", "CPUs the host can run tasks on, one row per agent window (the capacity "
+                           "on-CPU time is measured against)", "host"),
     # compute, per cgroup
     "cpu_throttle": EventKind("ns", "CFS throttled time in the window (detail: nr_throttled, nr_periods)", "cgroup"),
     "runq_latency": EventKind("ns", "run-queue latency p99 over the window (detail: hist, count, p50)", "cgroup"),

@@ -62,6 +62,37 @@ def test_same_mechanism_on_two_cgroups_is_not_merged() -> None:
     assert c.stats()["notifications"] == 2
 
 
+def test_recorded_case1_alerts_group_by_the_incident_verdict(tmp_path: Path) -> None:
+    """Spec case 1 recorded live (payment throttled; its hops are order -> payment): the span-p95 alerts
+    of every service on the path - ingress too, which no slow hop names - and the throttle alerts form
+    one incident, the verdict's (15 alerts, 1 notification: 93 %); unrelated alerts stay their own."""
+    from isostack.locate.diagnose import diagnose_all
+    from tests.test_cases import CASES_DIR, load_case
+
+    store, truth, meta = load_case(CASES_DIR / "case1", tmp_path / "store")
+    ds = diagnose_all(store, since_ns=meta["inject_ns"], until_ns=meta["revert_ns"], limit=20)
+    assert {d.slow_hop.service for d in ds if d.slow_hop} == {"order"}  # ingress is never a slow hop here
+    fault = storm.Fault("throttle", "payment", ("order", "ingress"), "/isostack-testbed/payment", "ctr-payment")
+    storm_alerts = storm.alerts(fault, meta["inject_ns"])
+    # another service's p95 and a disk on another host, at the same time: on none of the incident's traces
+    disk = storm.alerts(storm.disk_fault(), meta["inject_ns"])
+    unrelated = [disk[0], disk[-1]]
+    from isostack.locate.verdict import verdict_for
+
+    con = store.connect()
+    c = alerts.Converger(alerts.Resolver(lambda since, until: ds, verdicts=lambda window: verdict_for(con, window)))
+    for p in storm.webhook(storm_alerts + unrelated, group_size=4):
+        c.ingest(alerts.parse_webhook(p))
+    con.close()
+    st = c.stats()
+    assert (st["alerts"], st["notifications"]) == (len(storm_alerts) + 2, 3)
+    main = next(i for i in st["by_incident"] if i["mechanism"] == truth["mechanism"])
+    assert main["alerts"] == len(storm_alerts) == 15 and "/isostack-testbed/payment" in main["locations"]
+    assert 1 - 1 / main["alerts"] >= 0.9
+    others = sorted((i["mechanism"], i["alerts"], i["diagnosed"]) for i in st["by_incident"] if i is not main)
+    assert others == [("app_self_time", 1, False), ("disk_saturation", 1, False)]
+
+
 def test_far_apart_in_time_is_not_merged() -> None:
     f = storm.throttle_fault(upstream=())
     later = T0 + 3600 * 10**9

@@ -123,5 +123,6 @@ def test_cli_prints_the_unavailable_service(tmp_path: Path) -> None:
     out = run_cli("--data-dir", str(tmp_path / "store"), "diagnose", "--since", str(WINDOW),
                   "--until", str(T0 + 30 * S))
     assert out.returncode == 0, out.stderr
-    assert "Unavailable payment" in out.stdout and "calls from order failed unanswered" in out.stdout
+    assert "Unavailable service payment" in out.stdout and "calls from order failed unanswered" in out.stdout
     assert "memory cgroup OOM kill" in out.stdout and "five-tuple" not in out.stdout
+    assert "first failed call: trace " in out.stdout and ":0 ->" not in out.stdout

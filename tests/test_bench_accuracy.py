@@ -34,6 +34,8 @@ def test_quick_accuracy_run_scores_one_live_case(tmp_path: Path) -> None:
         assert "error" not in ours, ours.get("error")
         for axis in ("service", "layer", "mechanism"):
             assert row["truth"][axis] in ours[axis][:3], (axis, ours[axis])
+            # AC@1 scores the product's incident verdict itself: its top candidate leads every ranking
+            assert ours[axis][0] == ours["verdict"][axis], (axis, ours[axis], ours["verdict"])
         # no kernel side: it cannot name an isolation layer. APP (app_self_time: excess in the service's
         # own span time, read from spans alone) it may name, when a hop's excess sits in self time.
         assert set(row["isostack-service-level"]["layer"]) <= {"APP"}, row["isostack-service-level"]["layer"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from isostack.locate.diagnose import diagnose_all
+from isostack.locate.verdict import verdict_for
 from isostack.records import TABLES
 from isostack.store import Store
 
@@ -44,3 +45,12 @@ def test_recorded_case_root_cause(case_dir: Path, tmp_path: Path) -> None:
     got = {"layer": root.layer, "mechanism": root.mechanism}
     assert got == {"layer": truth["layer"], "mechanism": truth["mechanism"]}, (
         f"{case_dir.name}: root {got}, truth {truth}; chain {[f.mechanism for f in worst.chain]}")
+    # the incident verdict `isostack diagnose` prints first names the same cause, and the service,
+    # from the store alone (workloads table, spans, kernel events)
+    con = store.connect()
+    try:
+        v = verdict_for(con, ds).to_dict()
+    finally:
+        con.close()
+    assert {k: v[k] for k in ("service", "layer", "mechanism")} == truth, (
+        f"{case_dir.name}: verdict {v['candidates'][:3]}, truth {truth}")

@@ -61,6 +61,15 @@ def test_drilldown_and_pillars_from_the_store(data_dir: Path) -> None:
     assert r.status == "fail" and "0.0005" in r.fix
 
 
+def test_retention_measures_the_span_time_range_held_not_the_oldest_span_age(data_dir: Path) -> None:
+    # six requests a second apart recorded 260 h ago (the last one 1.2 s long): the store holds 6.2 s, not 260 h
+    store = Store(data_dir)
+    seed(store, time.time_ns() - 260 * H)
+    r = completeness.check_retention(store, None, 0.01)
+    assert r.evidence["trace_history"] == "6 s" and r.evidence["trace_history_h"] == pytest.approx(6.2 / 3600, abs=1e-4)
+    assert r.status == "unknown" and "the store holds 6 s of spans (< 24 h)" in r.fix
+
+
 def test_drilldown_fails_when_spans_carry_no_coordinates(data_dir: Path) -> None:
     store = Store(data_dir)
     store.append("spans", pa.Table.from_pylist([{"trace_id": "1" * 32, "span_id": "2" * 16, "service_name": "x",
@@ -105,7 +114,11 @@ def test_real_prometheus_node_exporter_and_isostack(tmp_path: Path) -> None:
             pytest.skip(f"{binary} is not installed (Debian packages prometheus, prometheus-node-exporter)")
     data = tmp_path / "store"
     store = Store(data)
-    seed(store, time.time_ns() - 25 * H)  # older than 24 h: the retention criterion can be judged
+    seed(store, time.time_ns() - 25 * H)  # spans from 25 h ago up to now: 24 h held, the criterion can be judged
+    store.append("spans", pa.Table.from_pylist([{
+        "trace_id": "d" * 32, "span_id": "c" * 16, "service_name": "checkout", "name": "POST /pay", "kind": "SERVER",
+        "start_ns": time.time_ns() - 10**9, "end_ns": time.time_ns(), "duration_ns": 10**9, "status_code": "OK"}],
+        schema=records.SPANS))
     reg = CollectorRegistry()
     metrics.register(store, reg)
     iso_port, ne_port, prom_port = free_port(), free_port(), free_port()
@@ -147,7 +160,9 @@ scrape_configs:
         assert res.returncode == 0
         ev = {c["id"]: c["evidence"] for c in out["criteria"]}
         assert ev["pillars"]["prometheus_targets_up"] == 2 and ev["pillars"]["logs_joined_to_spans"] == 12
-        assert ev["retention"]["prometheus_retention"] == "30d"
+        assert ev["retention"]["prometheus_retention"] == "30d" and ev["retention"]["trace_history_h"] >= 24
+        # the golden-signals pass rests on series: each service's four signals are named
+        assert set(ev["golden_signals"]["found"]["payment"]) == {"errors", "latency", "saturation", "traffic"}
 
         # The same endpoints judged for a store with a service Prometheus never saw, a tampered archive
         # and a label-only convergence: three fails, exit 1, each with its fix.

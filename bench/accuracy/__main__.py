@@ -1,12 +1,17 @@
 """``sudo .venv/bin/python -m bench.accuracy [--quick]``: how often isostack names the injected root cause.
 
-For every fault x every service it applies to x ``--reps`` repetitions (different seeds and request
-rates), the live testbed runs a baseline, injects the fault, reverts it; then
-- isostack (full: traces + kernel side) ranks services, layers and mechanisms;
+For every fault x every service it applies to x severity (severe: clients time out; mild: the
+affected path's p95 2-5x, no timeouts) x noise (quiet; noisy: about one CPU and 4 MB/s of disk
+writes in another cgroup for the whole run) x ``--reps`` repetitions (different seeds and request
+rates), plus the spec's compound case 1 and no-fault controls, the live testbed runs a baseline,
+injects the fault(s), reverts; then
+- isostack (full: traces + kernel side) gives its incident verdict, exactly as `isostack diagnose
+  --since <inject> --until <revert>` prints it (isostack/locate/verdict.py);
 - isostack restricted to the service level (the same store without kernel_events);
 - RCAEval's BARO, N-Sigma, CIRCA (metrics) and TraceRCA, MicroRank (traces) run on the same case
   written in RCAEval's layout, in their own venv (bench/accuracy/setup_rcaeval.sh).
-AC@k = share of cases whose truth is among the top k. Prints a table; writes Markdown for the README.
+AC@k = share of cases whose truth is among the top k; false positives = no-fault controls whose
+verdict named a cause. Prints a table; writes Markdown for the README.
 """
 
 from __future__ import annotations
@@ -32,18 +37,85 @@ RATES = (20.0, 16.0, 24.0)
 # Other work on this 2-CPU machine (a test suite, a build: 0.8-1.8) made the whole host queue, and in
 # an earlier 87-case run three cpu-neighbour cases blamed the wrong service; those measured the host,
 # not the fault. Set low on purpose: a needless re-record costs ~35 s, a contaminated case a miss.
+# (A noisy case's background work runs in its own testbed cgroup, not counted here.)
 BUSY_HOST_CPUS = 0.6
+# "noisy": unrelated work for the whole run in a cgroup of its own: about one CPU and some disk I/O.
+NOISE = {"cpus": 1.0, "disk_mbyte_s": 4.0}
+# The spec's case 1 (29.6.13): a syscall slow path and a CPU quota on one service, and its transmit
+# queue filling behind it — one incident. Any of its roots named is a hit; the queue must be linked.
+COMPOUND = {"target": "payment", "faults": [("syscall-slow", {}), ("cpu-throttle", {}), ("queue", {})],
+            "roots": [("L-4", "seccomp_slow_path"), ("L-3", "cpu_throttle")], "symptoms": ["tx_queue_full"]}
+CONTROL = "none"
 
 
-def _matrix(faults_filter: list[str] | None) -> list[tuple[str, str]]:
+def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The cases to run, each a dict: fault, target, severity, noise, rep, kind (fault | compound | control).
+
+    Full: every fault x every service it applies to x severity x noise x reps; ``--one-target`` takes
+    one service per (fault, severity, noise, rep), rotating through the fault's targets."""
     from isostack.testbed import faults
 
-    out = []
+    if args.quick:
+        return [{"fault": f, "target": t, "severity": "severe", "noise": "quiet", "rep": 0, "kind": "fault"}
+                for f, t in QUICK_CASES]
+    wanted = [x for x in args.faults.split(",") if x] if args.faults else None
+    severities = args.severities.split(",")
+    noises = args.noise.split(",")
+    out: list[dict[str, Any]] = []
+    turn = 0
     for name, f in faults.registry().items():
-        if faults_filter and name not in faults_filter:
+        if wanted and name not in wanted:
             continue
-        out += [(name, svc) for svc in f.applies_to]
+        for sev in severities:
+            if sev not in f.severities:
+                continue  # e.g. oom: a service is killed or it is not; there is no mild form
+            for noise in noises:
+                for rep in range(args.reps):
+                    targets = [f.applies_to[turn % len(f.applies_to)]] if args.one_target else list(f.applies_to)
+                    turn += 1
+                    out += [{"fault": name, "target": t, "severity": sev, "noise": noise, "rep": rep, "kind": "fault"}
+                            for t in targets]
+    if args.compound and (not wanted or "compound" in wanted):
+        out += [{"fault": "compound", "target": COMPOUND["target"], "severity": "severe", "noise": noise, "rep": rep,
+                 "kind": "compound"} for noise in noises for rep in range(args.reps)]
+    out += [{"fault": CONTROL, "target": "-", "severity": "-", "noise": noise, "rep": rep, "kind": "control"}
+            for noise in noises for rep in range(args.controls)]
     return out
+
+
+def case_name(item: dict[str, Any]) -> str:
+    return f"{item['fault']}_{item['target']}_{item['severity']}_{item['noise']}_{item['rep']}"
+
+
+def _truth(item: dict[str, Any]) -> dict[str, Any]:
+    from isostack.testbed import faults
+
+    if item["kind"] == "control":
+        return {"service": "", "layer": "", "mechanism": ""}
+    if item["kind"] == "compound":
+        (layer, mech) = COMPOUND["roots"][0]
+        return {"service": item["target"], "layer": layer, "mechanism": mech,
+                "roots": [list(r) for r in COMPOUND["roots"]], "symptoms": list(COMPOUND["symptoms"])}
+    return faults.get(item["fault"]).truth(item["target"]).to_dict()
+
+
+def _record(item: dict[str, Any], data: Path, args: argparse.Namespace, rate: float) -> Any:
+    from isostack.testbed import faults
+    from isostack.testbed.run import NO_FAULT, run_case
+
+    noise = NOISE if item["noise"] == "noisy" else None
+    kw: dict[str, Any] = {"baseline_s": args.baseline_s, "fault_s": args.fault_s, "rate_rps": rate,
+                          "seed": item["rep"], "progress": lambda m: None, "noise": noise}
+    if item["kind"] == "control":
+        return run_case(NO_FAULT, item["target"], data, **kw)
+    if item["kind"] == "compound":
+        (first, p0), *rest = COMPOUND["faults"]
+        case = run_case(first, item["target"], data, params=p0, also=rest, **kw)
+        case.fault = "compound"
+        case.truth = _truth(item)
+        return case
+    params = faults.get(item["fault"]).severities[item["severity"]]
+    return run_case(item["fault"], item["target"], data, params=params, **kw)
 
 
 def _service_only_store(src: Path) -> Path:
@@ -67,89 +139,92 @@ def _first_services(ranks: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from isostack.testbed.recorder import export_rcaeval
-    from isostack.testbed.run import Case, run_case
+    from isostack.testbed.run import Case
 
-    cases = QUICK_CASES if args.quick else _matrix(args.faults.split(",") if args.faults else None)
-    reps = 1 if args.quick else args.reps
+    items = plan(args)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     run_dir = args.resume.resolve() if args.resume else HERE / "runs" / stamp
     if args.resume:
         args.keep = True
     rca_root = run_dir / "rcaeval"
     rows: list[dict[str, Any]] = []
-    total = len(cases) * reps
-    i = 0
-    for fault, target in cases:
-        for rep in range(reps):
-            i += 1
-            rate = RATES[rep % len(RATES)]
-            sys.stderr.write(f"[bench.accuracy] {i}/{total} {fault} on {target} rep {rep} ({rate:g} req/s)\n")
-            if args.keep:
-                data = run_dir / "cases" / f"{fault}_{target}_{rep}"
-                if not (data / "case.json").exists():
-                    shutil.rmtree(data, ignore_errors=True)  # a case cut short: record it afresh
-                data.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    for i, item in enumerate(items, 1):
+        rate = RATES[item["rep"] % len(RATES)]
+        base = {k: item[k] for k in ("fault", "target", "severity", "noise", "rep", "kind")} | {"case_no": i}
+        data = run_dir / "cases" / case_name(item)
+        done = data / "case.json"
+        if args.max_minutes and (time.monotonic() - t_start) / 60 > args.max_minutes and not done.exists():
+            sys.stderr.write(f"[bench.accuracy] --max-minutes {args.max_minutes:g} reached: stopping before case "
+                             f"{i}/{len(items)}; continue with --resume {run_dir}\n")
+            break
+        sys.stderr.write(f"[bench.accuracy] {i}/{len(items)} {case_name(item)} ({rate:g} req/s)\n")
+        if args.keep:
+            if not done.exists():
+                shutil.rmtree(data, ignore_errors=True)  # a case cut short: record it afresh
+            data.mkdir(parents=True, exist_ok=True)
+        else:
+            data = Path(tempfile.mkdtemp(prefix="isostack-bench-"))
+        svc_only: Path | None = None
+        rerecorded: float | None = None  # outside CPUs of a first recording that was thrown away
+        outside: float | None = None  # outside CPUs of the recording scored
+        try:
+            if args.resume and done.exists():  # recorded by the interrupted run: diagnose its store
+                case: Case = Case(**{**json.loads(done.read_text()), "data_dir": data})
+                outside = outside_cpus(case)
             else:
-                data = Path(tempfile.mkdtemp(prefix="isostack-bench-"))
-            svc_only: Path | None = None
-            rerecorded: float | None = None  # outside CPUs of a first recording that was thrown away
-            outside: float | None = None  # outside CPUs of the recording scored
-            try:
-                done = data / "case.json"
-                if args.resume and done.exists():  # recorded by the interrupted run: diagnose its store
-                    case: Case = Case(**{**json.loads(done.read_text()), "data_dir": data})
-                    outside = outside_cpus(case)
-                else:
-                    try:
-                        for attempt in range(2):  # once more when the host was busy outside the testbed
-                            case = run_case(fault, target, data, baseline_s=args.baseline_s, fault_s=args.fault_s,
-                                            rate_rps=rate, seed=rep, progress=lambda m: None)
-                            outside = outside_cpus(case)
-                            if attempt or outside is None or outside <= BUSY_HOST_CPUS:
-                                break
-                            sys.stderr.write(f"[bench.accuracy] the host was busy outside the testbed "
-                                             f"({outside:.2f} CPUs during the fault): recording the case again\n")
-                            rerecorded = outside
-                            shutil.rmtree(data, ignore_errors=True)
-                            data.mkdir(parents=True, exist_ok=True)
-                    except Exception as exc:  # noqa: BLE001 - one broken case must not lose the others
-                        sys.stderr.write(f"[bench.accuracy] case failed: {type(exc).__name__}: {exc}\n")
-                        miss = {"service": [], "layer": [], "mechanism": [], "elapsed_s": 0.0,
-                                "error": f"case failed: {type(exc).__name__}: {exc}"[:300]}
-                        rows.append({"fault": fault, "target": target, "rep": rep,
-                                     "truth": faults_truth(fault, target), "load": {}, "components": {},
-                                     "isostack": miss, "isostack-service-level": miss})
-                        continue
-                    export_rcaeval(case, rca_root, rep + 1)
-                row: dict[str, Any] = {"fault": fault, "target": target, "rep": rep, "truth": case.truth,
-                                       "load": case.load, "components": case.components,
-                                       "outside_cpus": outside, "rerecorded_busy_host_cpus": rerecorded}
-                if outside is not None and outside > BUSY_HOST_CPUS:
-                    sys.stderr.write(f"[bench.accuracy] warning: host busy outside the testbed "
-                                     f"({outside:.2f} CPUs during the fault)\n")
-                svc_only = _service_only_store(data)
-                for method, store_dir in (("isostack", data), ("isostack-service-level", svc_only)):
-                    row[method] = _ours(Case(**{**case.__dict__, "data_dir": store_dir}))
-                rows.append(row)
-                if args.keep:
-                    (data / "case.json").write_text(json.dumps(case.to_dict(), indent=2))
-            finally:
-                if not args.keep:
-                    shutil.rmtree(data, ignore_errors=True)
-                if svc_only is not None:
-                    shutil.rmtree(svc_only, ignore_errors=True)
+                try:
+                    for attempt in range(2):  # once more when the host was busy outside the testbed
+                        case = _record(item, data, args, rate)
+                        outside = outside_cpus(case)
+                        if attempt or outside is None or outside <= args.rerecord_above:
+                            break
+                        sys.stderr.write(f"[bench.accuracy] the host was busy outside the testbed "
+                                         f"({outside:.2f} CPUs during the fault): recording the case again\n")
+                        rerecorded = outside
+                        shutil.rmtree(data, ignore_errors=True)
+                        data.mkdir(parents=True, exist_ok=True)
+                except Exception as exc:  # noqa: BLE001 - one broken case must not lose the others
+                    sys.stderr.write(f"[bench.accuracy] case failed: {type(exc).__name__}: {exc}\n")
+                    miss = {"service": [], "layer": [], "mechanism": [], "elapsed_s": 0.0, "verdict": {},
+                            "error": f"case failed: {type(exc).__name__}: {exc}"[:300]}
+                    rows.append({**base, "truth": _truth(item), "load": {}, "components": {},
+                                 "isostack": miss, "isostack-service-level": miss})
+                    continue
+                if item["kind"] != "control":  # the baselines always rank something: no control for them
+                    export_rcaeval(case, rca_root, i)
+            row: dict[str, Any] = {**base, "truth": case.truth, "load": case.load, "components": case.components,
+                                   "outside_cpus": outside, "rerecorded_busy_host_cpus": rerecorded}
+            if outside is not None and outside > BUSY_HOST_CPUS:
+                sys.stderr.write(f"[bench.accuracy] warning: host busy outside the testbed "
+                                 f"({outside:.2f} CPUs during the fault)\n")
+            svc_only = _service_only_store(data)
+            for method, store_dir in (("isostack", data), ("isostack-service-level", svc_only)):
+                row[method] = _ours(Case(**{**case.__dict__, "data_dir": store_dir}))
+            rows.append(row)
+            if args.keep:
+                (data / "case.json").write_text(json.dumps(case.to_dict(), indent=2))
+        finally:
+            if not args.keep:
+                shutil.rmtree(data, ignore_errors=True)
+            if svc_only is not None:
+                shutil.rmtree(svc_only, ignore_errors=True)
     baselines: dict[str, Any] = (_run_baselines(rca_root) if not args.no_baselines
                                  else {"note": "skipped (--no-baselines)"})
+    _attach_baselines(rows, baselines)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = {"rows": rows, "baselines_note": baselines.get("note", ""), "run_dir": str(run_dir),
+           "quick": bool(args.quick), "planned": len(items)}
+    (run_dir / "results.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def _attach_baselines(rows: list[dict[str, Any]], baselines: dict[str, Any]) -> None:
     for r in rows:
-        key = f"{r['target']}_{r['fault'].replace('-', '')}/{r['rep'] + 1}"
+        key = f"{r['target']}_{r['fault'].replace('-', '')}/{r.get('case_no', r['rep'] + 1)}"
         for method, res in (baselines.get("results", {}).get(key) or {}).items():
             r[method] = {"service": _first_services(res["ranks"]), "layer": [], "mechanism": [],
                          "elapsed_s": res["elapsed_s"], "fallback": res["fallback"], "error": res["error"]}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = {"rows": rows, "baselines_note": baselines.get("note", ""), "run_dir": str(run_dir),
-           "quick": bool(args.quick)}
-    (run_dir / "results.json").write_text(json.dumps(out, indent=2))
-    return out
 
 
 def outside_cpus(case: Any) -> float | None:
@@ -183,7 +258,10 @@ def rediagnose(run_dir: Path) -> dict[str, Any]:
     old = json.loads((run_dir / "results.json").read_text())
     rows = []
     for r in old["rows"]:
-        data = run_dir / "cases" / f"{r['fault']}_{r['target']}_{r['rep']}"
+        data = run_dir / "cases" / (case_name(r) if "severity" in r else f"{r['fault']}_{r['target']}_{r['rep']}")
+        if not (data / "case.json").exists():
+            rows.append(r)  # a case that failed to record: its miss stands
+            continue
         meta = json.loads((data / "case.json").read_text())
         meta["data_dir"] = data
         case = Case(**meta)
@@ -207,8 +285,13 @@ def _ours(case: Any) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - one broken case must not lose the other results
         return {"service": [], "layer": [], "mechanism": [], "elapsed_s": time.perf_counter() - t0,
                 "error": f"{type(exc).__name__}: {exc}"[:300]}
+    top = v.verdict.top
     return {"service": v.ranked_services, "layer": v.ranked_layers, "mechanism": v.ranked_mechanisms,
-            "elapsed_s": v.elapsed_s}
+            "elapsed_s": v.elapsed_s,
+            # the verdict `isostack diagnose` prints for the fault window: scored as is (AC@1 is its top)
+            "verdict": {"service": top.service if top else None, "layer": top.layer if top else None,
+                        "mechanism": top.mechanism if top else None, "symptoms": top.symptoms if top else [],
+                        "candidates": [[c.service, c.layer, c.mechanism, c.share] for c in v.verdict.candidates[:5]]}}
 
 
 def _run_baselines(root: Path) -> dict[str, Any]:
@@ -224,62 +307,160 @@ def _run_baselines(root: Path) -> dict[str, Any]:
 
 
 METHODS = ["isostack", "isostack-service-level", "baro", "nsigma", "circa", "tracerca", "microrank"]
+AXES = ("service", "layer", "mechanism")
+
+
+def _accepted(truth: dict[str, Any], axis: str) -> set[str]:
+    """The answers that count as right on one axis: the truth, or for a compound incident any of its roots."""
+    if axis == "service" or "roots" not in truth:
+        return {truth[axis]}
+    return {r[0 if axis == "layer" else 1] for r in truth["roots"]}
+
+
+def hit(row: dict[str, Any], method: str, axis: str, k: int) -> bool:
+    return bool(_accepted(row["truth"], axis) & set(row[method][axis][:k]))
+
+
+def _named(row: dict[str, Any]) -> bool:
+    """Whether isostack's verdict named a cause (on a no-fault control that is a false positive)."""
+    return bool((row["isostack"].get("verdict") or {}).get("service"))
 
 
 def score(out: dict[str, Any]) -> list[dict[str, Any]]:
-    """AC@1/AC@3 per method and axis (None where a method does not name that axis)."""
+    """AC@1/AC@3 per method and axis over the fault and compound cases (None where a method does not
+    name that axis); controls are scored apart (:func:`false_positives`)."""
     table = []
-    rows = out["rows"]
+    rows = [r for r in out["rows"] if r.get("kind", "fault") != "control"]
     for m in METHODS:
         have = [r for r in rows if m in r]
         if not have:
             continue
         line: dict[str, Any] = {"method": m, "cases": len(have)}
-        for axis in ("service", "layer", "mechanism"):
+        for axis in AXES:
             named = [r for r in have if r[m][axis]]
             if not named and axis != "service":
                 line[f"{axis}@1"] = line[f"{axis}@3"] = None
                 continue
             for k in (1, 3):
-                hits = sum(1 for r in have if r["truth"][axis] in r[m][axis][:k])
-                line[f"{axis}@{k}"] = hits / len(have)
+                line[f"{axis}@{k}"] = sum(hit(r, m, axis, k) for r in have) / len(have)
         line["time_s"] = statistics.mean(r[m]["elapsed_s"] for r in have)
         line["fallbacks"] = sum(1 for r in have if r[m].get("fallback") or r[m].get("error"))
         table.append(line)
     return table
 
 
+def per_class(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """isostack per fault x severity x noise: AC@1/AC@3 on every axis, achieved load, time to verdict."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in out["rows"]:
+        if r.get("kind", "fault") == "control":
+            continue
+        groups.setdefault((r["fault"], r.get("severity", "severe"), r.get("noise", "quiet")), []).append(r)
+    table = []
+    for (fault, sev, noise), rs in sorted(groups.items()):
+        line: dict[str, Any] = {"fault": fault, "severity": sev, "noise": noise, "cases": len(rs)}
+        for axis in AXES:
+            for k in (1, 3):
+                line[f"{axis}@{k}"] = sum(hit(r, "isostack", axis, k) for r in rs)
+        line["p95_ratio"] = _median([_p95_ratio(r) for r in rs])
+        line["fault_p50_ms"] = _median([r["load"].get("fault", {}).get("p50_ms") for r in rs])
+        line["fault_p95_ms"] = _median([r["load"].get("fault", {}).get("p95_ms") for r in rs])
+        line["timeouts"] = sum(int(r["load"].get("fault", {}).get("timeouts", 0) or 0) for r in rs)
+        line["time_s"] = statistics.mean(r["isostack"]["elapsed_s"] for r in rs)
+        if fault == "compound":
+            line["linked"] = sum(1 for r in rs if set(r["truth"].get("symptoms", []))
+                                 <= set((r["isostack"].get("verdict") or {}).get("symptoms", [])))
+        table.append(line)
+    return table
+
+
+def false_positives(out: dict[str, Any]) -> dict[str, Any]:
+    """No-fault controls: the share whose verdict named a cause, per noise level."""
+    res: dict[str, Any] = {}
+    for r in out["rows"]:
+        if r.get("kind") != "control":
+            continue
+        cell = res.setdefault(r["noise"], {"runs": 0, "named": 0, "answers": []})
+        cell["runs"] += 1
+        v = r["isostack"].get("verdict") or {}
+        if _named(r):
+            cell["named"] += 1
+            cell["answers"].append(f"{v.get('service')} {v.get('layer')} {v.get('mechanism')}")
+    return res
+
+
+def _p95_ratio(r: dict[str, Any]) -> float | None:
+    base, fault = r["load"].get("baseline", {}).get("p95_ms"), r["load"].get("fault", {}).get("p95_ms")
+    return round(fault / base, 2) if base and fault else None
+
+
+def _median(xs: list[Any]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return round(statistics.median(vals), 2) if vals else None
+
+
 def markdown(table: list[dict[str, Any]], out: dict[str, Any]) -> str:
     def f(v: Any) -> str:
         return "—" if v is None else f"{v:.2f}"
 
+    def n(v: Any, unit: str = "") -> str:
+        return "—" if v is None else f"{v:,.1f}{unit}"
+
     head = ("| method | cases | service AC@1 | service AC@3 | layer AC@1 | layer AC@3 | mechanism AC@1 | "
-            "mechanism AC@3 | time to diagnosis (s) | fallbacks |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            "mechanism AC@3 | time to verdict (s) | fallbacks |\n|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(f"| {r['method']} | {r['cases']} | {f(r['service@1'])} | {f(r['service@3'])} | "
                    f"{f(r['layer@1'])} | {f(r['layer@3'])} | {f(r['mechanism@1'])} | {f(r['mechanism@3'])} | "
                    f"{r['time_s']:.2f} | {r['fallbacks']} |\n" for r in table)
-    per = "".join(f"| {r['fault']} | {r['target']} | {r['rep']} | {r['truth']['layer']} {r['truth']['mechanism']} | "
-                  f"{','.join(r['isostack']['service'][:3])} | {','.join(r['isostack']['layer'][:3])} | "
-                  f"{','.join(r['isostack']['mechanism'][:3])} | {_cpus(r)} |\n" for r in out["rows"])
-    by_fault: dict[str, list[int]] = {}
-    for r in out["rows"]:
-        hits = by_fault.setdefault(r["fault"], [0, 0, 0, 0])
-        hits[3] += 1
-        for i, axis in enumerate(("service", "layer", "mechanism")):
-            hits[i] += r["isostack"][axis][:1] == [r["truth"][axis]]
-    faults_table = ("| fault | cases | service AC@1 | layer AC@1 | mechanism AC@1 |\n|---|---|---|---|---|\n"
-                    + "".join(f"| {k} | {n} | {a}/{n} | {b}/{n} | {c}/{n} |\n"
-                              for k, (a, b, c, n) in sorted(by_fault.items())))
-    return (f"## Accuracy ({'quick' if out['quick'] else 'full'} run, {len(out['rows'])} cases)\n\n{head}{body}\n"
+    classes = per_class(out)
+    cls = ("| fault | severity | noise | cases | service @1 / @3 | layer @1 / @3 | mechanism @1 / @3 | "
+           "fault p50 / p95 (ms) | p95 × baseline | client timeouts | time to verdict (s) |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|\n"
+           + "".join(f"| {c['fault']} | {c['severity']} | {c['noise']} | {c['cases']} | "
+                     f"{c['service@1']}/{c['cases']} · {c['service@3']}/{c['cases']} | "
+                     f"{c['layer@1']}/{c['cases']} · {c['layer@3']}/{c['cases']} | "
+                     f"{c['mechanism@1']}/{c['cases']} · {c['mechanism@3']}/{c['cases']} | "
+                     f"{n(c['fault_p50_ms'])} / {n(c['fault_p95_ms'])} | {n(c['p95_ratio'], '×')} | {c['timeouts']} | "
+                     f"{c['time_s']:.2f} |\n" for c in classes))
+    linked = [c for c in classes if "linked" in c]
+    comp = "".join(f"\nCompound ({c['noise']}): the verdict's root linked {', '.join(COMPOUND['symptoms'])} as its "
+                   f"symptom in {c['linked']}/{c['cases']} cases.\n" for c in linked)
+    fp = false_positives(out)
+    fp_text = "".join(f"- {noise}: {c['named']}/{c['runs']} no-fault runs named a cause"
+                      + (f" ({'; '.join(c['answers'])})" if c["answers"] else "") + "\n"
+                      for noise, c in sorted(fp.items())) or "- none run\n"
+
+    def verdict_of(r: dict[str, Any]) -> str:
+        v = r["isostack"].get("verdict") or {}
+        return f"{v.get('service') or '—'} {v.get('layer') or ''} {v.get('mechanism') or ''}".strip()
+
+    per = "".join(f"| {r['fault']} | {r['target']} | {r.get('severity', 'severe')} | {r.get('noise', 'quiet')} | "
+                  f"{r['rep']} | {r['truth']['layer']} {r['truth']['mechanism']} | {verdict_of(r)} | "
+                  f"{','.join(r['isostack']['service'][:3])} | {','.join(r['isostack']['mechanism'][:3])} | "
+                  f"{_load(r)} | {_cpus(r)} |\n" for r in out["rows"])
+    return (f"## Accuracy ({'quick' if out['quick'] else 'reduced' if out.get('planned', 0) > len(out['rows']) else 'full'}"
+            f" run, {len(out['rows'])} cases)\n\n{head}{body}\n"
             f"Baselines: {out['baselines_note']}. \"—\": the method does not name a layer or mechanism. "
             "\"fallbacks\": RCAEval returned its column order after an internal error (detected on stderr), or a "
-            "method raised (counted as a miss).\n\n"
-            f"isostack per fault:\n\n{faults_table}\n"
+            "method raised (counted as a miss). AC@1 is the incident verdict `isostack diagnose` prints for the "
+            "fault window; AC@3 its candidates' top three per axis. A compound case counts as a hit on layer and "
+            "mechanism when any of its roots is named.\n\n"
+            f"isostack per class:\n\n{cls}{comp}\nFalse positives (no-fault controls, same load and window):\n\n"
+            f"{fp_text}\n"
             "\"outside CPUs\": CPUs used outside the testbed's cgroups during the fault window (the harness alone "
-            f"takes 0.1-0.65; above {BUSY_HOST_CPUS} the case is recorded again once, the first figure in brackets).\n\n"
-            "| fault | target | rep | truth | isostack services | layers | mechanisms | outside CPUs |\n"
-            "|---|---|---|---|---|---|---|---|\n"
+            f"takes 0.1-0.65; above {BUSY_HOST_CPUS} the case is recorded again once, the first figure in brackets); "
+            "a noisy case's background work runs in its own testbed cgroup and is not counted there.\n\n"
+            "| fault | target | severity | noise | rep | truth | verdict | services | mechanisms | "
+            "p50/p95 baseline → fault (ms), timeouts | outside CPUs |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n"
             f"{per}")
+
+
+def _load(r: dict[str, Any]) -> str:
+    b, f = r["load"].get("baseline", {}), r["load"].get("fault", {})
+    if not b or not f:
+        return "—"
+    return (f"{b.get('p50_ms', 0):.0f}/{b.get('p95_ms', b.get('p90_ms', 0)):.0f} → "
+            f"{f.get('p50_ms', 0):.0f}/{f.get('p95_ms', f.get('p90_ms', 0)):.0f}, {f.get('timeouts', '?')}")
 
 
 def _cpus(row: dict[str, Any]) -> str:
@@ -293,7 +474,19 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="CI size: 1 case, short windows (< 60 s)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--faults", default="", help="comma-separated subset of faults")
+    ap.add_argument("--faults", default="", help="comma-separated subset of faults (\"compound\" for the spec's case 1)")
+    ap.add_argument("--severities", default="severe,mild", help="comma-separated: severe, mild")
+    ap.add_argument("--noise", default="quiet,noisy",
+                    help="comma-separated: quiet, noisy (about 1 CPU + 4 MB/s of disk writes in another cgroup)")
+    ap.add_argument("--one-target", action="store_true",
+                    help="one service per fault x severity x noise x rep, rotating through its targets")
+    ap.add_argument("--no-compound", dest="compound", action="store_false", help="skip the compound incident")
+    ap.add_argument("--controls", type=int, default=3, help="no-fault control runs per noise level")
+    ap.add_argument("--rerecord-above", type=float, default=BUSY_HOST_CPUS, metavar="CPUS",
+                    help="record a case again (once) when more CPUs than this were used outside the testbed "
+                         "during its fault window (other work on the host)")
+    ap.add_argument("--max-minutes", type=float, default=0.0,
+                    help="stop starting new cases after this long (then continue with --resume RUN_DIR)")
     ap.add_argument("--baseline-s", type=float, default=12.0)
     ap.add_argument("--fault-s", type=float, default=12.0)
     ap.add_argument("--no-baselines", action="store_true")
@@ -308,6 +501,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.baseline_s, args.fault_s = min(args.baseline_s, 6.0), min(args.fault_s, 8.0)
+        args.controls = 0
     if args.rediagnose is None and os.geteuid() != 0:
         sys.exit("bench.accuracy needs root (it runs the live testbed): sudo .venv/bin/python -m bench.accuracy")
     t0 = time.perf_counter()

@@ -215,6 +215,7 @@ class Agent:
                 t = self._safe(self._collector.sample)
                 if t is not None and t.num_rows:
                     parts.append(records.conform("kernel_events", t))
+            parts.append(self._host_cpus())
             parts = [t for t in parts if t.num_rows]
             if not parts:
                 return records.empty("kernel_events")
@@ -232,6 +233,21 @@ class Agent:
             if self.on_rows is not None:
                 self.on_rows(table)
             return table
+
+    def _host_cpus(self) -> pa.Table:
+        """The host's CPU capacity for this window: on-CPU time means "saturated" only against it."""
+        import os
+        import time
+
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 0
+        now = time.time_ns()
+        window_ns = int(self.interval_s * 1e9)
+        return records.conform("kernel_events", {
+            "ts_ns": [now - window_ns], "duration_ns": [window_ns], "kind": ["host_cpus"], "value": [float(cpus)],
+            "host_name": [self.host_name], "source": ["agent:sched_getaffinity"]})
 
     def _ship_workloads(self) -> None:
         if self._scan is None or self.store is None:

@@ -54,8 +54,8 @@ paired AS (
 -- which service answers at an address:port, learned from the calls that reached it
 endpoint AS (SELECT ep, arg_max(callee, start_ns) AS callee FROM paired WHERE ep <> ':0' GROUP BY ep),
 calls AS (
-    SELECT c.service_name AS caller, e.callee, c.start_ns, c.end_ns, c.status_code,
-           p.client_span IS NULL AS unanswered
+    SELECT c.service_name AS caller, e.callee, c.start_ns, c.end_ns, c.status_code, c.trace_id, c.span_id,
+           e.ep, p.client_span IS NULL AS unanswered
     FROM sp c JOIN endpoint e ON e.ep = c.peer_addr || ':' || coalesce(c.peer_port, 0)
     LEFT JOIN paired p ON p.trace_id = c.trace_id AND p.client_span = c.span_id
     WHERE c.kind = 'CLIENT'),
@@ -66,7 +66,11 @@ toward AS (
            count(*) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered) AS failed_win,
            count(*) FILTER (WHERE start_ns < $lo AND status_code = 'ERROR' AND unanswered) AS failed_ref,
            min(start_ns) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered) AS first_fail,
-           max(end_ns) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered) AS last_fail
+           max(end_ns) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered) AS last_fail,
+           -- the first failed call: a real trace to open (the caller's span that got no answer)
+           arg_min(trace_id, start_ns) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered)
+               AS failed_trace,
+           arg_min(ep, start_ns) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered) AS failed_ep
     FROM calls GROUP BY callee),
 served AS (
     SELECT service_name AS service, count(*) FILTER (WHERE start_ns < $lo) AS served_ref,
@@ -75,7 +79,8 @@ served AS (
     FROM sp WHERE kind = 'SERVER' GROUP BY service_name)
 SELECT s.service, s.served_ref, s.served_win, s.host_name, s.addr, t.callers,
        coalesce(t.calls_ref, 0) AS calls_ref, coalesce(t.calls_win, 0) AS calls_win,
-       coalesce(t.failed_win, 0) AS failed_win, coalesce(t.failed_ref, 0) AS failed_ref, t.first_fail, t.last_fail
+       coalesce(t.failed_win, 0) AS failed_win, coalesce(t.failed_ref, 0) AS failed_ref, t.first_fail, t.last_fail,
+       t.failed_trace, t.failed_ep
 FROM served s LEFT JOIN toward t USING (service)
 ORDER BY s.service
 """
@@ -114,19 +119,25 @@ def _judge(r: dict[str, Any], lo: int, hi: int, ref_s: float, win_s: float) -> S
                 or failed / max(1, calls_win) < 2 * ref_fail_share:
             return None
         start, end = int(r["first_fail"]), int(r["last_fail"])
-        what = f"{failed} of {calls_win} calls from {r['callers']} failed unanswered"
+        what = f"{failed} of {calls_win} calls from {r['callers']} failed unanswered (to {r['failed_ep']})"
     else:
         if r["served_ref"] < MIN_REFERENCE or r["served_win"] >= MAX_SERVED_SHARE * expected:
             return None
         start, end = lo, hi
         what = f"served {r['served_win']} requests, {expected:.0f} expected at its reference rate"
+    addr, _, port = (r.get("failed_ep") or "").rpartition(":")
     return SlowHop(
-        trace_id="", span_id="", service=r["service"], operation=f"unavailable: {what}",
+        # the trace of the first failed call, to open (no span of the service itself, which never
+        # answered: span_id stays empty, so nothing joins on the caller's socket as if it were the hop's);
+        # no five-tuple either beyond the address and port the calls went to
+        trace_id=r.get("failed_trace") or "", span_id="", service=r["service"],
+        operation=f"unavailable: {what}",
         peer=r["callers"] or "", kind="SERVER", start_ns=start, end_ns=max(end, start + 1),
         duration_ns=max(1, end - start), self_time_ns=0, hop_gap_ns=None, part="unavailable",
         baseline_p50_ns=None, baseline_p99_ns=None,
         # the hop stands for every failed request: the whole failure window is the excess
         excess_ns=max(1, end - start), ratio=round(r["served_win"] / expected, 3) if expected else None,
-        robust_z=None, five_tuple=FiveTuple(local_addr=r["addr"] or ""), host_name=r["host_name"] or "",
+        robust_z=None, five_tuple=FiveTuple(local_addr=addr or r["addr"] or "", local_port=int(port or 0)),
+        host_name=r["host_name"] or "",
         container_id="", process_pid=None,
     )

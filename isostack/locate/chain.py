@@ -21,8 +21,8 @@ CAUSES: dict[str, tuple[tuple[str, ...], ...]] = {
     "tx_queue_full": (("cpu_throttle", "noisy_flow", "runq_latency"),),
     "oom_kill": (("memory_growth",),),
     # a throttled task waits runnable until the next period: run-queue latency follows the quota
-    "runq_latency": (("cpu_throttle",),),
-    "app_self_time": (("disk_saturation",),),
+    "runq_latency": (("cpu_throttle",), ("host_cpu_saturation",)),
+    "app_self_time": (("disk_saturation", "host_cpu_saturation"),),
 }
 # When kernel findings explain at least this share of the excess, "it's the app" is not the answer.
 APP_EXPLAINED_SHARE = 0.5
@@ -81,6 +81,12 @@ def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[F
 
     for root in sorted((f for f in items if id(f) not in parent), key=key):
         walk(root)
+    for f in out:
+        # a cause that explains less than a symptom it causes: its own evidence covers less of the span
+        # (a 1 s window's share, a flow's byte share) than the symptom it triggers; say so, do not hide it
+        w = weight(f)
+        if w > f.explained_ns and children.get(id(f)):
+            f.explained_with_symptoms_ns = w
     return out
 
 
@@ -99,10 +105,31 @@ def _creates_cycle(cause: Finding, symptom: Finding, parent: dict[int, Finding])
     return False
 
 
+def linked(chain: list[Finding]) -> tuple[list[Finding], list[Finding]]:
+    """(the first root and the findings linked below it by ``caused_by``, everything else). The chain
+    is the causal tree flattened depth first, so the first root's subtree is its leading run."""
+    if not chain:
+        return [], []
+    head = [chain[0]]
+    below = {chain[0].mechanism}
+    for f in chain[1:]:
+        if f.caused_by is None or f.caused_by not in below:
+            break
+        head.append(f)
+        below.add(f.mechanism)
+    return head, [f for f in chain if not any(f is h for h in head)]
+
+
 def chain_line(service: str, duration_ns: int, chain: list[Finding]) -> str:
-    """The one-line form, e.g. ``payment 1.8 s → cgroup CPU throttle → tx queue full``."""
+    """The one-line form, e.g. ``payment 1.8 s → cgroup CPU throttle → tx queue full``: only links that
+    are linked (``caused_by``) are joined by arrows; unrelated findings follow as "also seen"."""
     from isostack import kb
 
-    parts = [f"{service} {duration_ns / 1e9:.1f} s"]
-    parts += [kb.mechanism(f.mechanism).get("title", f.mechanism).split(" (")[0] for f in chain]
-    return " → ".join(parts)
+    def title(f: Finding) -> str:
+        return str(kb.mechanism(f.mechanism).get("title", f.mechanism)).split(" (")[0]
+
+    head, rest = linked(chain)
+    line = " → ".join([f"{service} {duration_ns / 1e9:.1f} s"] + [title(f) for f in head])
+    if rest:
+        line += "; also seen: " + ", ".join(title(f) for f in rest)
+    return line

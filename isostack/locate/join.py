@@ -257,7 +257,8 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
                coalesce(wp.cgroup_path, wcg.cgroup_path, wa.cgroup_path, j.cgroup_path, '') AS owner_cgroup_path
         FROM joined j
         LEFT JOIN w wp ON j.kind = 'flow_bytes' AND wp.host_name = j.host_name AND wp.pid = j.pid
-        LEFT JOIN wc wcg ON j.kind = 'flow_bytes' AND wp.pid IS NULL AND wcg.host_name = j.host_name
+        -- oncpu rows too, by cgroup: CPU time spent outside every service is the host's own load
+        LEFT JOIN wc wcg ON j.kind IN ('flow_bytes', 'oncpu') AND wp.pid IS NULL AND wcg.host_name = j.host_name
              AND wcg.cgroup_id = j.cgroup_id
         LEFT JOIN wa ON j.kind = 'flow_bytes' AND wp.pid IS NULL AND wcg.cgroup_id IS NULL
              AND wa.host_name = j.host_name AND wa.addr = j.saddr

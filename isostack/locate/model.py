@@ -104,6 +104,9 @@ class Finding:
     started_ns: int | None  # when the condition began (earlier causes rank higher)
     fix: str
     caused_by: str | None = None  # mechanism id of the finding this one is a symptom of
+    # set when a symptom it causes explains more than its own evidence does: the most any finding
+    # linked below it explains (ns); the chain ranks it by this
+    explained_with_symptoms_ns: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +131,8 @@ class Diagnosis:
     checked: list[CheckResult] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # data that was not there (no kernel events for host X ...)
     elapsed_ms: float | None = None
+    # the period the hop was compared with: {"from_ns", "to_ns", "how"} (None: not recorded)
+    reference: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,4 +141,5 @@ class Diagnosis:
             "checked": [asdict(c) for c in self.checked],
             "missing": list(self.missing),
             "elapsed_ms": self.elapsed_ms,
+            "reference": self.reference,
         }

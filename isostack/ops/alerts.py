@@ -28,6 +28,7 @@ from typing import Any
 
 from isostack.errors import InputError
 from isostack.locate.model import Diagnosis, Finding
+from isostack.locate.verdict import Verdict
 
 SLACK_NS = 5 * 60 * 1_000_000_000
 # Labels that locate a cause, as our rules, cAdvisor and node_exporter spell them.
@@ -135,23 +136,64 @@ class Resolver:
     """Maps an alert to a root cause using the diagnoses of its time window."""
 
     def __init__(self, diagnoses: Callable[[int, int], list[Diagnosis]] | None = None,
-                 window_ns: int = 15 * 60 * 1_000_000_000) -> None:
+                 window_ns: int = 15 * 60 * 1_000_000_000,
+                 verdicts: Callable[[list[Diagnosis]], Verdict] | None = None) -> None:
+        """``verdicts``: the incident verdict of a window's diagnoses (with the store behind it:
+        :func:`isostack.locate.verdict.verdict_for`, which also knows every service on the affected
+        traces); without it the verdict is built from the diagnoses alone."""
         self.diagnoses = diagnoses
+        self.verdicts = verdicts
         self.window_ns = window_ns
         self._cache: dict[tuple[int, int], list[Diagnosis]] = {}
+        self._verdicts: dict[tuple[int, int], tuple[RootCause, frozenset[str]] | None] = {}
+
+    def _key(self, a: Alert) -> tuple[int, int]:
+        # Cache per minute bucket: a storm asks for the same window many times.
+        since = (a.starts_ns - self.window_ns) // 60_000_000_000 * 60_000_000_000
+        until = max(a.ends_ns, a.starts_ns) + self.window_ns
+        return (since, until)
 
     def _window(self, a: Alert) -> list[Diagnosis]:
         if self.diagnoses is None:
             return []
-        # Cache per minute bucket: a storm asks for the same window many times.
-        since = (a.starts_ns - self.window_ns) // 60_000_000_000 * 60_000_000_000
-        until = max(a.ends_ns, a.starts_ns) + self.window_ns
+        since, until = self._key(a)
         key = (since, until // 60_000_000_000)
         if key not in self._cache:
             self._cache[key] = self.diagnoses(since, until)
         return self._cache[key]
 
+    def _verdict(self, a: Alert) -> tuple[RootCause, frozenset[str]] | None:
+        """The incident verdict over the alert's window (locate/verdict.py) as a root cause — its top
+        candidate's layer and mechanism, located where the supporting chains' roots point — and the
+        services it affects."""
+        from isostack.locate.verdict import WorkloadIndex, build_verdict
+
+        key = self._key(a)
+        if key not in self._verdicts:
+            ds = self._window(a)
+            v = (self.verdicts(ds) if self.verdicts is not None else build_verdict(ds, WorkloadIndex())) if ds else None
+            top = v.top if v is not None else None
+            found = None
+            if top is not None:
+                roots = [r for d in top.supporting if (r := root_of(d)) is not None
+                         and r.key() == (top.layer, top.mechanism)]
+                if roots:
+                    first = min(roots, key=lambda r: r.started_ns)
+                    root = RootCause(top.layer, top.mechanism, frozenset().union(*(r.locations for r in roots)),
+                                     first.started_ns, first.summary, first.chain, diagnosed=True)
+                    hop_services = {s for d in top.supporting if d.slow_hop
+                                    for s in (d.slow_hop.service, d.slow_hop.server_service) if s}
+                    found = (root, frozenset(top.affected_services) | hop_services)
+            self._verdicts[key] = found
+        return self._verdicts[key]
+
     def resolve(self, a: Alert) -> RootCause:
+        """The root cause an alert belongs to: the incident verdict of its window when the diagnoses the
+        alert points at (by service or by mechanism + location) share the verdict's root, or when it is a
+        latency symptom (layer APP) no diagnosis points at; else the diagnoses' most common root; else
+        a root from the alert's own labels (unrelated faults never merge)."""
+        found = self._verdict(a)
+        verdict, affected = found if found is not None else (None, frozenset())
         roots: list[RootCause] = []
         locs, mech, svc = a.locations(), a.labels.get("mechanism", ""), a.service
         # cAdvisor names the workload by container/pod, not service: those can name a hop too.
@@ -166,9 +208,15 @@ class Resolver:
                 continue
             if mech and any(f.mechanism == mech and (not locs or locs & finding_locations(f)) for f in d.chain):
                 roots.append(r)
+        if verdict is not None and any(r.key() == verdict.key() and r.locations & verdict.locations for r in roots):
+            return verdict
         if roots:
             best_key, _ = Counter((r.key(), r.locations) for r in roots).most_common(1)[0]
             return next(r for r in roots if (r.key(), r.locations) == best_key)
+        if verdict is not None and a.labels.get("layer") == "APP" and names & affected:
+            # a latency alert (a symptom by nature) of a service on the incident's traces that no hop
+            # diagnosis names (an upstream caller): the requests it measures wait on the root cause
+            return verdict
         layer = a.labels.get("layer", "?")
         where = locs or {a.labels.get("instance") or a.labels.get("host_name") or svc or a.fingerprint}
         return RootCause(layer, mech or a.name, frozenset(where), a.starts_ns,
@@ -292,6 +340,42 @@ def store_diagnoses(store: Any, service: str | None = None, limit: int = 50) -> 
 
         return [d for d in diagnose_all(store, since_ns=since_ns, until_ns=until_ns, service=service, limit=limit)
                 if d.chain]
+
+    return provider
+
+
+def store_verdicts(store: Any) -> Callable[[list[Diagnosis]], Verdict]:
+    """A verdict provider over the store: the window's diagnoses ranked with the workloads table and
+    the affected traces' services (:func:`isostack.locate.verdict.verdict_for`)."""
+
+    def provider(ds: list[Diagnosis]) -> Verdict:
+        from isostack.locate.verdict import verdict_for
+
+        con = store.connect()
+        try:
+            return verdict_for(con, ds)
+        finally:
+            con.close()
+
+    return provider
+
+
+def recorded_verdicts(doc: dict[str, Any] | None) -> Callable[[list[Diagnosis]], Verdict]:
+    """A verdict provider for recorded diagnoses (``diagnose --all --json``): the verdict is rebuilt
+    from them, and each candidate takes the affected services the recorded ``verdict`` lists for the
+    same layer and mechanism (those came from the spans, which the file does not hold)."""
+    from isostack.locate.verdict import WorkloadIndex, build_verdict
+
+    affected: dict[tuple[str, str], list[str]] = {}
+    for c in (doc or {}).get("candidates", []) if isinstance(doc, dict) else []:
+        if isinstance(c, dict):
+            affected.setdefault((str(c.get("layer")), str(c.get("mechanism"))), list(c.get("affected_services") or []))
+
+    def provider(ds: list[Diagnosis]) -> Verdict:
+        v = build_verdict(ds, WorkloadIndex())
+        for c in v.candidates:
+            c.affected_services = affected.get((c.layer, c.mechanism), [])
+        return v
 
     return provider
 

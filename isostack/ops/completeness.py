@@ -11,7 +11,6 @@ input needed to judge it was not given or not reachable -- never silently a pass
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -140,7 +139,8 @@ def check_golden(store: Store, prom: Prometheus | None) -> Criterion:
     if prom is None:
         c.fix = "Pass --prometheus URL: golden signals are checked where they are alerted on."
         return c
-    have: dict[str, set[str]] = {s: set() for s in services}
+    # per service, per signal: the series that carries it (the evidence a PASS rests on)
+    have: dict[str, dict[str, str]] = {s: {} for s in services}
     node_saturation = False
     try:
         for signal, names in GOLDEN.items():
@@ -148,18 +148,20 @@ def check_golden(store: Store, prom: Prometheus | None) -> Criterion:
                 for r in prom.query(f"count by (service_name) ({name})"):
                     svc = r["metric"].get("service_name", "")
                     if svc in have:
-                        have[svc].add(signal)
+                        have[svc].setdefault(signal, name)
         node_saturation = bool(prom.query("count(node_cpu_seconds_total)"))
     except OSError as exc:
         c.evidence["prometheus_error"] = str(exc)
         return c
     if node_saturation:
         c.evidence["saturation_from"] = "node_exporter node_cpu_seconds_total (host level) where no per-service series"
-        for s in have.values():
-            s.add("saturation")
-    missing = {s: sorted(set(GOLDEN) - sig) for s, sig in have.items() if set(GOLDEN) - sig}
+        for sig in have.values():
+            sig.setdefault("saturation", "node_cpu_seconds_total (host)")
+    missing = {s: sorted(set(GOLDEN) - set(sig)) for s, sig in have.items() if set(GOLDEN) - set(sig)}
+    c.evidence["found"] = {s: dict(sorted(sig.items())) for s, sig in have.items() if sig}
     c.evidence["missing"] = missing
-    c.status = FAIL if missing else PASS
+    # a pass needs every service's four signals found in real series: no series, no pass
+    c.status = FAIL if missing or not c.evidence["found"] else PASS
     if missing:
         c.fix = ("Expose the missing signals: scrape isostack /metrics (span histograms and errors per service), "
                  "run the isostack agent for per-cgroup CPU/memory, or node_exporter for host saturation.")
@@ -198,6 +200,14 @@ def check_drilldown(store: Store, sample: int = DRILL_SAMPLE) -> Criterion:
     return c
 
 
+def _human_span(hours: float) -> str:
+    if hours >= 48:
+        return f"{hours / 24:.1f} d"
+    if hours >= 1:
+        return f"{hours:.1f} h"
+    return f"{hours * 60:.1f} min" if hours * 60 >= 1 else f"{hours * 3600:.0f} s"
+
+
 def check_retention(store: Store, prom: Prometheus | None, sampling_ratio: float | None) -> Criterion:
     """24 h of everything, 30 d at >= 1 per mille: Prometheus retention, store coverage, declared sampling."""
     c = Criterion("retention", "retention/sampling: 24 h full, 30 d at 1 per mille", UNKNOWN)
@@ -215,14 +225,19 @@ def check_retention(store: Store, prom: Prometheus | None, sampling_ratio: float
             unknown.append("prometheus retention")
     else:
         unknown.append("prometheus retention")
-    lo = store.query("SELECT min(start_ns) AS lo FROM spans").column("lo")[0].as_py()
+    span_range = store.query("SELECT min(start_ns) AS lo, max(end_ns) AS hi FROM spans")
+    lo, hi = span_range.column("lo")[0].as_py(), span_range.column("hi")[0].as_py()
     if lo is None:
         unknown.append("trace coverage (no spans)")
     else:
-        cover_h = (time.time_ns() - lo) / NS_PER_H
-        ev["trace_history_h"] = round(cover_h, 2)
-        if cover_h < 24:
-            unknown.append(f"trace history is {cover_h:.1f} h (< 24 h): too young to prove 24 h full retention")
+        # the time range of spans the store holds (not the age of the oldest one: a store holding 31 s of
+        # spans recorded ten days ago holds 31 s, not ten days)
+        held_h = (int(hi) - int(lo)) / NS_PER_H
+        ev["trace_history_h"] = round(held_h, 4)
+        ev["trace_history"] = _human_span(held_h)
+        if held_h < 24:
+            unknown.append(f"the store holds {_human_span(held_h)} of spans (< 24 h): too little to prove 24 h "
+                           "full retention")
     if sampling_ratio is not None:
         ev["declared_sampling_ratio"] = sampling_ratio
         if sampling_ratio < 0.001:

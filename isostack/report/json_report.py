@@ -7,6 +7,7 @@ from typing import Any
 from isostack import kb
 from isostack.locate.chain import chain_line
 from isostack.locate.model import Diagnosis
+from isostack.locate.verdict import Verdict
 
 LAYER_ENUM = ["L-4", "L-3", "L-2", "L-1", "L-0", "HOST", "NET", "APP"]
 
@@ -46,21 +47,50 @@ SCHEMA: dict[str, Any] = {
                                                "properties": {"status": {"enum": ["finding", "ok", "no_data"]}}}},
         "missing": {"type": "array", "items": {"type": "string"}},
         "root_cause": {"type": ["object", "null"]},
+        # the incident over the whole window (locate/verdict.py): ranked root-cause candidates
+        "verdict": {
+            "type": "object",
+            "required": ["service", "layer", "mechanism", "candidates"],
+            "properties": {
+                "service": {"type": ["string", "null"]},
+                "layer": {"enum": LAYER_ENUM + [None]},
+                "mechanism": {"type": ["string", "null"]},
+                "candidates": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["service", "kind", "layer", "mechanism", "weight_ms", "share", "hop_count", "hops",
+                                 "symptoms"],
+                    "properties": {"kind": {"enum": ["service", "host", "device"]},
+                                   "layer": {"enum": LAYER_ENUM},
+                                   "share": {"type": "number", "minimum": 0, "maximum": 1},
+                                   "hops": {"type": "array", "items": {"type": "object"}},
+                                   "symptoms": {"type": "array", "items": {"type": "string"}}}}},
+                "ranked": {"type": "object"},
+                # the period the hops were compared with: {"from_ns", "to_ns", "how"}
+                "reference": {"type": ["object", "null"]},
+            },
+        },
         "chain_line": {"type": "string"},
     },
 }
 
 
-def to_json(d: Diagnosis) -> dict[str, Any]:
-    """One JSON object: ``slow_hop`` (with ``baseline``), ``chain`` root first, ``checked``, ``missing``."""
+def to_json(d: Diagnosis, verdict: Verdict | None = None) -> dict[str, Any]:
+    """One JSON object: ``slow_hop`` (with ``baseline``), ``chain`` root first, ``checked``, ``missing``;
+    with ``verdict`` (the incident over the window the diagnosis came from) also a ``verdict`` object."""
     out = d.to_dict()
+    if verdict is not None:
+        out["verdict"] = verdict.to_dict()
     hop = out["slow_hop"]
     if hop is not None:
         hop["baseline"] = {"p50_ns": hop.get("baseline_p50_ns"), "p99_ns": hop.get("baseline_p99_ns"),
                            "excess_ns": hop.get("excess_ns"), "ratio": hop.get("ratio"),
                            "robust_z": hop.get("robust_z"), "part": hop.get("part")}
+    from isostack.report.text import human
+
     for link in out["chain"]:
         link["title"] = kb.mechanism(link["mechanism"]).get("title", link["mechanism"])
+        for ev in link["evidence"]:
+            ev["display"] = human(ev["value"], ev["unit"])  # the value in human units, as the text report prints it
     out["root_cause"] = ({k: out["chain"][0][k] for k in ("layer", "mechanism", "title", "check")}
                          if out["chain"] else None)
     out["chain_line"] = chain_line(d.slow_hop.service, d.slow_hop.duration_ns, d.chain) if d.slow_hop else ""

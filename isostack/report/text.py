@@ -10,6 +10,7 @@ from rich.table import Table
 from isostack import kb
 from isostack.locate.chain import chain_line
 from isostack.locate.model import Diagnosis, Evidence
+from isostack.locate.verdict import Verdict
 
 
 def _t(ns: int | None) -> str:
@@ -32,13 +33,34 @@ def num(v: float) -> str:
     return f"{v:.2f}".rstrip("0").rstrip(".") if a else "0"
 
 
+def human(value: float, unit: str) -> str:
+    """A measured value in the unit a person reads: ns/us as ms or s, bytes as KiB/MiB/GiB, a
+    percent with %, CPUs as CPUs — never ``9.10683e+08 ns``."""
+    v = float(value)
+    if unit in ("ns", "us", "µs", "ms", "s"):
+        ms = v * {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+        if abs(ms) >= 10_000:
+            return f"{num(ms / 1e3)} s"
+        return f"{num(ms)} ms" if abs(ms) >= 1 or ms == 0 else f"{num(ms * 1e3)} µs"
+    if unit == "bytes":
+        for scale, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+            if abs(v) >= scale:
+                return f"{num(v / scale)} {name}"
+        return f"{num(v)} bytes"
+    if unit in ("percent", "%"):
+        return f"{num(v)} %"
+    if unit == "ratio":
+        return f"{v:.0%}"
+    return f"{num(v)} {unit}"
+
+
 def evidence_line(e: Evidence) -> str:
-    """``cpu_throttle 960 ms (> 100) · 12 events 16:00:00.130–16:00:01.330 · covers 67% · /cgroup``"""
-    thr = f" (threshold {num(e.threshold)})" if e.threshold is not None else ""
+    """``cpu_throttle 960 ms (threshold 100 ms) · 12 events 16:00:00.130–16:00:01.330 · covers 67% · /cgroup``"""
+    thr = f" (threshold {human(e.threshold, e.unit)})" if e.threshold is not None else ""
     cov = f" · covers {e.coverage:.0%} of the span" if e.coverage else ""
     where = f" · {e.where}" if e.where else ""
     events = "1 event" if e.event_count == 1 else f"{e.event_count} events"
-    return (f"{e.signal} {num(e.value)} {e.unit}{thr} · {events} "
+    return (f"{e.signal} {human(e.value, e.unit)}{thr} · {events} "
             f"{_t(e.first_ns)}–{_t(e.last_ns)}{cov}{where}")
 
 
@@ -49,8 +71,11 @@ def render(d: Diagnosis, console: Console, *, verbose: bool = False) -> None:
         console.print("[bold]No slow hop found.[/]")
     elif hop.part == "unavailable":
         # no span to show: the service's own spans died with it (see locate/availability.py)
-        console.print(f"[bold]Unavailable[/] {hop.service} · {hop.operation.removeprefix('unavailable: ')}  "
-                      f"[bold red]{_ms(hop.duration_ns)}[/] of failures · host {hop.host_name or '?'}")
+        console.print(f"[bold]Unavailable service[/] {hop.service} · {hop.operation.removeprefix('unavailable: ')}  "
+                      f"[bold red]{_ms(hop.duration_ns)}[/] of failures {_t(hop.start_ns)}–{_t(hop.end_ns)} UTC · "
+                      f"host {hop.host_name or '?'}")
+        if hop.trace_id:
+            console.print(f"  first failed call: trace {hop.trace_id} (the caller's span that got no answer)")
     else:
         base = f"baseline p50 {_ms(hop.baseline_p50_ns)}" if hop.baseline_p50_ns else "no baseline"
         console.print(f"[bold]Slow hop[/] {hop.service} · {hop.kind} {hop.operation} → {hop.peer or '?'}  "
@@ -62,9 +87,12 @@ def render(d: Diagnosis, console: Console, *, verbose: bool = False) -> None:
         console.print(f"\n[bold]Root-cause chain[/]  {chain_line(hop.service, hop.duration_ns, d.chain)}")
         for i, f in enumerate(d.chain, 1):
             title = kb.mechanism(f.mechanism).get("title", f.mechanism)
-            because = f"  [dim](symptom of {f.caused_by})[/]" if f.caused_by else "  [bold](root cause)[/]" if i == 1 else ""
+            because = (f"  [dim](symptom of {f.caused_by})[/]" if f.caused_by else "  [bold](root cause)[/]" if i == 1
+                       else "  [dim](also seen: not linked to the root cause)[/]")
+            more = (f" ({_ms(f.explained_with_symptoms_ns)} with the symptoms it causes, which its own evidence "
+                    "covers only in part)" if f.explained_with_symptoms_ns else "")
             console.print(f"{i}. [bold]{f.layer}[/] {title}{because}  confidence {f.confidence:.0%}, "
-                          f"explains {_ms(f.explained_ns)}")
+                          f"explains {_ms(f.explained_ns)}{more}")
             console.print(f"   {f.summary}")
             for e in f.evidence:
                 console.print(f"   · {evidence_line(e)}", markup=False)
@@ -82,3 +110,35 @@ def render(d: Diagnosis, console: Console, *, verbose: bool = False) -> None:
         console.print("[yellow]missing data:[/]")
         for m in d.missing:
             console.print(f"  - {m}", markup=False)
+
+
+def _dur_ms(ms: float) -> str:
+    return f"{ms / 1e3:,.1f} s" if ms >= 10_000 else f"{ms:,.0f} ms"
+
+
+def render_verdict(v: Verdict, console: Console, *, top: int = 3) -> None:
+    """The incident first: the ranked root-cause candidates over the window, each with its weight
+    (the slow hops' excess it stands for) and the hops that support it."""
+    ref = v.reference
+    compared = (f"compared with {_t(ref['from_ns'])}–{_t(ref['to_ns'])} UTC ({ref['how']})" if ref
+                else "no reference period")
+    if not v.candidates or not v.incident:
+        console.print(f"[bold]Incident verdict[/]  nothing wrong beyond the noise: {v.note}"
+                      + (f" ({v.hops_considered} slow hop(s) checked)" if v.hops_considered else "") + f"; {compared}")
+        return
+    c = v.candidates[0]
+    title = kb.mechanism(c.mechanism).get("title", c.mechanism)
+    console.print(f"[bold]Incident verdict[/]  [bold red]{c.service}[/] · {c.layer} {title}  "
+                  f"({c.share:.0%} of the weight; {v.hops_voting} of {v.hops_considered} slow hops vote)")
+    console.print(f"  [dim]{compared}[/]")
+    for i, c in enumerate(v.candidates[:top], 1):
+        sym = f" → {' → '.join(c.symptoms)}" if c.symptoms else ""
+        at = f" · at {c.where}" if c.where else ""
+        console.print(f"  {i}. {c.service} [dim]({c.kind})[/] {c.layer} {c.mechanism}{sym}  "
+                      f"weight {_dur_ms(c.weight_ms)} ({c.share:.0%}) · {c.hop_count} hop(s){at}", highlight=False)
+        for h in c.hops[:2]:
+            to = f" → {h['peer']}" if h["peer"] else ""
+            console.print(f"     {h['service']}{to} {h['operation']} · +{_dur_ms(h['excess_ms'])} in {h['part']}"
+                          + (f" · trace {h['trace_id']}" if h["trace_id"] else ""), markup=False, highlight=False)
+    if len(v.candidates) > top:
+        console.print(f"  [dim]… {len(v.candidates) - top} more candidate(s) in --json[/]")

@@ -47,21 +47,36 @@ def _progress(msg: str) -> None:
     sys.stderr.flush()
 
 
+NO_FAULT = "none"  # a control case: the same baseline and window, nothing injected
+NOISE_CGROUP = "bg-noise"  # background work of a noisy case, outside every service
+
+
 def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.0, fault_s: float = 20.0,
              rate_rps: float = 20.0, seed: int = 0, params: dict[str, Any] | None = None,
-             progress: Any = _progress) -> Case:
-    """Run one labelled case; the fault is always reverted and the testbed always torn down."""
-    f = faults.get(fault)
-    if target not in f.applies_to:
-        from isostack.errors import UsageError
+             progress: Any = _progress, also: list[tuple[str, dict[str, Any]]] | None = None,
+             noise: dict[str, float] | None = None) -> Case:
+    """Run one labelled case; the fault is always reverted and the testbed always torn down.
 
-        raise UsageError(f"fault {fault} does not apply to {target!r}; it applies to: {', '.join(f.applies_to)}")
-    case = Case(data_dir=data_dir, fault=fault, target=target, truth=f.truth(target).to_dict())
+    ``fault`` may be ``"none"`` (a control: truth is empty). ``also``: more (fault, params) applied
+    to the same target right after the first, one compound incident (the truth stays the first's).
+    ``noise``: background work for the whole run in a cgroup of its own, ``{"cpus": 1.0,
+    "disk_mbyte_s": 4.0}``.
+    """
+    from isostack.errors import UsageError
+
+    chain = [] if fault == NO_FAULT else [(fault, params or {})] + list(also or [])
+    for name, _ in chain:
+        if target not in faults.get(name).applies_to:
+            raise UsageError(f"fault {name} does not apply to {target!r}; it applies to: "
+                             f"{', '.join(faults.get(name).applies_to)}")
+    truth = faults.get(fault).truth(target).to_dict() if chain else {"service": "", "layer": "", "mechanism": ""}
+    case = Case(data_dir=data_dir, fault=fault, target=target, truth=truth)
     tb = Testbed(otlp=f"http://{BRIDGE_ADDR}:4318", services=default_services(), log_dir=data_dir / "logs")
     pipeline = Pipeline(data_dir, BRIDGE_ADDR, log_dir=data_dir / "logs")
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     lg: LoadGen | None = None
     sampler: Sampler | None = None
+    noise_pid: int | None = None
     try:
         progress("topology up: 4 netns, 4 veth + bridge isotb-br0, cgroups isostack-testbed/*")
         tb.up()
@@ -70,6 +85,9 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
         sampler = Sampler([s.name for s in tb.services])
         sampler.start()
         progress(f"receiver: {pipeline.kinds['receiver']}; agent: {pipeline.kinds['agent']}")
+        if noise:
+            noise_pid = _start_noise(noise, baseline_s + fault_s + 60, data_dir)
+            progress(f"background noise: {noise}")
         lg = LoadGen(default_services()[0].addr, PORT, rate_rps=rate_rps, seed=seed)
         case.baseline_start_ns = time.time_ns()
         progress(f"baseline: {rate_rps:g} req/s for {baseline_s:g}s")
@@ -77,11 +95,13 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
         progress(f"baseline p50 {case.load['baseline']['p50_ms']:.1f} ms; "
                  f"injecting {fault} on {target}")
         case.inject_ns = time.time_ns()
-        faults.apply(fault, target, params, duration_s=fault_s + 30)
+        for name, p in chain:
+            faults.apply(name, target, p, duration_s=fault_s + 30)
         case.load["fault"] = summary(lg.run(fault_s))
         progress(f"under fault p50 {case.load['fault']['p50_ms']:.1f} ms, p99 {case.load['fault']['p99_ms']:.1f} ms; "
                  "reverting")
-        faults.revert(fault, target)
+        for name, _ in reversed(chain):
+            faults.revert(name, target)
         case.revert_ns = time.time_ns()
         case.requests = [(r.start_ns, r.latency_ns, r.status) for r in lg.results]
         time.sleep(2.0)  # let the services' batch span processors export the last spans
@@ -91,6 +111,9 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
         if sampler is not None:
             sampler.stop()
             case.metrics = sampler.rows
+        if noise_pid is not None:
+            faults.kill_group(noise_pid)
+            (data_dir / "bg-noise.dat").unlink(missing_ok=True)  # SIGKILL left it behind
         case.restarts = dict(tb.restarts)
         faults.revert_all()
         pipeline.stop()
@@ -104,100 +127,56 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
     return case
 
 
+def _start_noise(noise: dict[str, float], duration_s: float, data_dir: Path) -> int:
+    """Background CPU + disk work in its own cgroup (no quota, no service in it), time-capped."""
+    from isostack.testbed import cgroups
+
+    cgroups.create(NOISE_CGROUP)
+    return faults.spawn([faults.python(), "-m", "isostack.testbed.noise", "background",
+                         "--cpus", str(noise.get("cpus", 1.0)), "--disk-mbyte-s", str(noise.get("disk_mbyte_s", 4.0)),
+                         "--path", str(data_dir / "bg-noise.dat"), "--duration-s", str(int(duration_s))],
+                        cgroup=NOISE_CGROUP, duration_s=duration_s)
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
 @dataclass
-class Verdict:
-    """Diagnoses of a case's fault window, and the ranked candidates they vote for."""
+class CaseVerdict:
+    """The product's answer for a case's fault window (:mod:`isostack.locate.verdict`), as
+    ``isostack diagnose --since <inject> --until <revert>`` gives it; the testbed scores nothing itself."""
 
     diagnoses: list[Any]
-    ranked_services: list[str]
-    ranked_layers: list[str]
-    ranked_mechanisms: list[str]
+    verdict: Any  # isostack.locate.verdict.Verdict
     elapsed_s: float
     headline: Any = None
 
+    @property
+    def ranked_services(self) -> list[str]:
+        return list(self.verdict.ranked("service"))
 
-def _where_service(d: Any) -> str:
-    """The testbed service the root finding's evidence points at: a cgroup path or veth names one;
-    an address only when the evidence says the trouble is *at* it ("into 10.77.0.13:8080"). A bare
-    five-tuple names both ends of the hop, so it decides nothing (the caller falls back to the hop)."""
-    from isostack.testbed.topology import PREFIX
+    @property
+    def ranked_layers(self) -> list[str]:
+        return list(self.verdict.ranked("layer"))
 
-    addrs = {s.addr: s.name for s in default_services()}
-    ft = d.slow_hop.five_tuple if d.slow_hop is not None else None
-    hop_ends = [a for a in ((ft.local_addr, ft.peer_addr) if ft else ()) if a]
-    for finding in d.chain[:1]:
-        for ev in finding.evidence:
-            if ev.detail.get("role") == "neighbour":
-                continue  # the cgroups it waited behind: who, not where (the evidence before them says where)
-            where = f"{ev.where} {ev.detail}"
-            for s in default_services():
-                if f"isostack-testbed/{s.name}" in where or f"{PREFIX}{s.name}" in where:
-                    return s.name
-            if ev.where.startswith("into "):
-                for addr, name in addrs.items():
-                    if ev.where.startswith(f"into {addr}:"):
-                        return name
-                continue
-            if hop_ends and all(f"{a}:" in ev.where for a in hop_ends):
-                continue  # the hop's own connection: both ends, no side
-            for addr, name in addrs.items():
-                if f"{addr}:" in where:  # another flow (a noisy neighbour's) names the service it shares a path with
-                    return name
-    return ""
+    @property
+    def ranked_mechanisms(self) -> list[str]:
+        return list(self.verdict.ranked("mechanism"))
 
 
-def _hop_service(d: Any) -> str:
-    h = d.slow_hop
-    if h is None:
-        return ""
-    named = _where_service(d)
-    if named:
-        return named
-    # a hop gap is the far side's problem when a kernel finding sits on the server side; the chain's
-    # evidence names the cgroup/device, so prefer the server service for hop gaps
-    if h.part == "hop_gap" and h.server_service:
-        return str(h.server_service)
-    return str(h.service)
-
-
-def _weights(ds: list[Any]) -> list[float]:
-    """Each diagnosis votes with its hop's excess in ms: the user-visible time it stands for (an
-    unavailable service's whole failure window outweighs twenty hops a few ms slower than usual).
-    When some diagnoses carry kernel evidence, the unexplained ones (no finding below the
-    application) do not vote: a slow hop nothing explains is weaker evidence than one something does."""
-    w = [float(d.slow_hop.excess_ns) / 1e6 if d.slow_hop is not None else 0.0 for d in ds]
-    explained = [any(f.layer != "APP" for f in d.chain) for d in ds]
-    if any(explained):
-        w = [x if e else 0.0 for x, e in zip(w, explained, strict=True)]
-    return w
-
-
-def diagnose_case(case: Case, limit: int = 20) -> Verdict:
-    """Run the real diagnosis over the fault window and rank services/layers/mechanisms by votes
-    (each hop's diagnosis votes, weighted by its excess, for its service and its chain's root cause first)."""
+def diagnose_case(case: Case, limit: int = 20) -> CaseVerdict:
+    """Run the product's diagnosis and incident verdict over the fault window (store data only)."""
     from isostack.locate.diagnose import diagnose_all
+    from isostack.locate.verdict import verdict_for
     from isostack.store import Store
 
     t0 = time.perf_counter()
     store = Store(case.data_dir)
-    ds = diagnose_all(store, since_ns=case.inject_ns, until_ns=case.revert_ns, limit=limit)
-    elapsed = time.perf_counter() - t0
-    svc: dict[str, float] = {}
-    lay: dict[str, float] = {}
-    mech: dict[str, float] = {}
-    for weight, d in zip(_weights(ds), ds, strict=False):
-        s = _hop_service(d)
-        if s:
-            svc[s] = svc.get(s, 0.0) + weight
-        for i, finding in enumerate(d.chain):
-            w = weight / (i + 1)
-            lay[finding.layer] = lay.get(finding.layer, 0.0) + w
-            mech[finding.mechanism] = mech.get(finding.mechanism, 0.0) + w
-    return Verdict(diagnoses=ds, ranked_services=sorted(svc, key=lambda k: -svc[k]),
-                   ranked_layers=sorted(lay, key=lambda k: -lay[k]),
-                   ranked_mechanisms=sorted(mech, key=lambda k: -mech[k]), elapsed_s=elapsed,
-                   headline=ds[0] if ds else None)
+    con = store.connect()
+    try:
+        ds = diagnose_all(store, since_ns=case.inject_ns, until_ns=case.revert_ns, limit=limit, con=con)
+        v = verdict_for(con, ds)
+    finally:
+        con.close()
+    return CaseVerdict(diagnoses=ds, verdict=v, elapsed_s=time.perf_counter() - t0, headline=ds[0] if ds else None)

@@ -25,12 +25,17 @@ def _converger(ctx: click.Context, diagnoses_file: Path | None, forward_url: str
 
     if diagnoses_file is not None:
         try:
-            recorded = from_json(json.loads(diagnoses_file.read_text()))
+            doc = json.loads(diagnoses_file.read_text())
+            recorded = from_json(doc)
         except ValueError as exc:
             raise InputError(f"{diagnoses_file}: not JSON: {exc}") from exc
-        resolver = alerts.Resolver(lambda since, until: recorded)
+        first = doc[0] if isinstance(doc, list) and doc else doc
+        resolver = alerts.Resolver(lambda since, until: recorded,
+                                   verdicts=alerts.recorded_verdicts(first.get("verdict") if isinstance(first, dict)
+                                                                     else None))
     else:
-        resolver = alerts.Resolver(alerts.store_diagnoses(get_store(ctx)))
+        store = get_store(ctx)
+        resolver = alerts.Resolver(alerts.store_diagnoses(store), verdicts=alerts.store_verdicts(store))
     notify = alerts.webhook_notifier(forward_url) if forward_url else None
     return alerts.Converger(resolver, notify, slack_ns=int(slack_s * 1e9))
 

@@ -79,7 +79,7 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
       sudo isostack demo --fault disk --target db --json --keep-data /tmp/demo-store
     """
     from isostack.report.json_report import to_json
-    from isostack.report.text import render
+    from isostack.report.text import render, render_verdict
     from isostack.testbed import faults
     from isostack.testbed.run import diagnose_case, run_case
     from isostack.testbed.sh import require_root
@@ -106,7 +106,7 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
         if html_path is not None and d is not None:
             _write_html(html_path, verdict.diagnoses, data_dir, case.to_dict())
         if as_json:
-            out = to_json(d)
+            out = to_json(d, verdict.verdict)
             out["truth"] = case.truth
             out["ranked"] = {"service": verdict.ranked_services[:3], "layer": verdict.ranked_layers[:3],
                              "mechanism": verdict.ranked_mechanisms[:3]}
@@ -118,9 +118,9 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
                       f"{case.truth['mechanism']}")
         console.print(f"load: baseline p50 {case.load['baseline']['p50_ms']:.1f} ms -> under fault p50 "
                       f"{case.load['fault']['p50_ms']:.1f} ms (p99 {case.load['fault']['p99_ms']:.1f} ms)")
+        render_verdict(verdict.verdict, console)
+        console.rule()
         render(d, console)
-        console.print(f"ranked over {len(verdict.diagnoses)} slow hops: service {verdict.ranked_services[:3]}, "
-                      f"layer {verdict.ranked_layers[:3]}, mechanism {verdict.ranked_mechanisms[:3]}")
         if html_path is not None:
             console.print(f"HTML report: {html_path}")
     finally:

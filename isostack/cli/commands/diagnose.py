@@ -17,7 +17,8 @@ from isostack.errors import IsostackError, UsageError
 @click.option("--since", metavar="TIME", help="Window start: unix ns, ISO 8601, or DUR before the newest span.")
 @click.option("--until", metavar="TIME", help="Window end (same forms as --since).")
 @click.option("--all", "all_hops", is_flag=True, help="One diagnosis per slow hop (worst first), not only the worst.")
-@click.option("--limit", default=20, show_default=True, help="Most hops diagnosed with --all.")
+@click.option("--limit", default=20, show_default=True,
+              help="Most slow hops diagnosed (the verdict ranks over all of them; --all prints them all).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML file: threshold overrides (ids of kb thresholds.yaml), skew_ms, disable.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -28,10 +29,12 @@ from isostack.errors import IsostackError, UsageError
 def command(ctx: click.Context, trace_id: str | None, service: str | None, window: str | None, since: str | None,
             until: str | None, all_hops: bool, limit: int, config_path: Path | None, html_path: Path | None,
             verbose: bool, as_json: bool) -> None:
-    """Find the slow hop (X axis: traces), walk the isolation stack under it (Y axis: kernel events,
-    joined on five-tuple, cgroup and time) and print the root-cause chain, root first: each link with
-    its layer (L-4 … L-0, HOST, NET, APP), mechanism, evidence numbers, the kernel events' time range
-    and counts, confidence and fix.
+    """Answer with the incident first: the ranked root-cause candidates over the window (service, or
+    host when the cause is not one service; layer; mechanism; weight = the slow hops' excess it
+    stands for; the hops that support it). Then, per slow hop (X axis: traces), the isolation stack
+    under it (Y axis: kernel events joined on five-tuple, cgroup and time) as a root-cause chain,
+    root first: each link with its layer (L-4 … L-0, HOST, NET, APP), mechanism, evidence numbers,
+    the kernel events' time range and counts, confidence and fix.
 
     "Nothing found" is an answer too: it lists every check run and the data that was missing.
     Exit status: 0 when the command answered (a chain, or an honest "nothing found"); 1 on bad input
@@ -48,6 +51,7 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
     from isostack.locate.config import load_config
     from isostack.locate.diagnose import diagnose_all
     from isostack.locate.filter import parse_duration_ns
+    from isostack.locate.verdict import verdict_for
     from isostack.report import text
     from isostack.report.html import render_html
     from isostack.report.json_report import to_json
@@ -71,8 +75,12 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
                 since_ns = parse_time_ns(since, latest_ns=latest, option="--since") if since else None
                 until_ns = parse_time_ns(until, latest_ns=latest, option="--until") if until else None
         err_console.print("[dim]diagnosing …[/]")
+        # every slow hop of the window up to --limit: the verdict needs them all, even when one is shown
         results = diagnose_all(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
-                               limit=limit if all_hops else 1, config=config, con=con)
+                               limit=limit, config=config, con=con)
+        verdict = verdict_for(con, results)
+        if not all_hops:
+            results = results[:1]
         if html_path:
             page = render_html(con, results, since_ns=since_ns, until_ns=until_ns)
             try:
@@ -83,11 +91,12 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
     finally:
         con.close()
     if as_json:
-        docs = [to_json(d) for d in results]
+        # the incident verdict rides at the top level of the object (of each object with --all)
+        docs = [to_json(d, verdict) for d in results]
         emit_json(docs if all_hops else docs[0])
         return
-    for i, d in enumerate(results):
-        if i:
-            console.rule()
+    text.render_verdict(verdict, console)
+    for d in results:
+        console.rule()
         text.render(d, console, verbose=verbose)
     err_console.print(f"[dim]{len(results)} diagnosis(es) in {results[0].elapsed_ms} ms[/]")

@@ -41,7 +41,7 @@ def run(ctx: CheckContext) -> list[Finding]:
     # judge the typical call (the producer's p50), not the tail: a throttled or preempted process has a
     # long tail on any syscall without any slow path.
     slow = _typical_over(ctx, "syscall_latency", skip=lambda det: str(det.get("syscall", "")) in BLOCKING
-                         or int(det.get("count", MIN_CALLS) or 0) < MIN_CALLS)
+                         or int(det.get("count", MIN_CALLS) or 0) < MIN_CALLS, cpu_wait=_runq_windows(ctx))
     if slow is not None and held is None:
         ev, p50_ns, count, names = _slow_calls_evidence(ctx, *slow, "syscall_latency_p50")
         # Every slow call costs at least its typical latency; finding() caps this at the excess.
@@ -67,18 +67,39 @@ def run(ctx: CheckContext) -> list[Finding]:
     return out
 
 
-def _typical_over(ctx: CheckContext, kind: str,
-                  skip: Callable[[dict[str, Any]], bool] = lambda det: False) -> tuple[pa.Table, list[dict]] | None:
+def _runq_windows(ctx: CheckContext) -> dict[int, list[tuple[int, int, float]]]:
+    """Run-queue latency windows of the hop's cgroups: cgroup id -> [(start, end, p99 ns)]."""
+    rows = ctx.events("runq_latency", coord="cgroup")
+    out: dict[int, list[tuple[int, int, float]]] = {}
+    for cg, ts, d, v in zip(*(rows.column(c).to_pylist() for c in ("cgroup_id", "ts_ns", "duration_ns", "value")),
+                            strict=True) if rows.num_rows else ():
+        out.setdefault(int(cg or 0), []).append((int(ts), int(ts) + int(d or 0), float(v or 0)))
+    return out
+
+
+def _typical_over(ctx: CheckContext, kind: str, skip: Callable[[dict[str, Any]], bool] = lambda det: False,
+                  cpu_wait: dict[int, list[tuple[int, int, float]]] | None = None) -> tuple[pa.Table, list[dict]] | None:
     """The ``kind`` windows whose typical call (p50, else the window's value) is above
-    ``syscall_slow_us``, with their details; None when there is none."""
+    ``syscall_slow_us``, with their details; None when there is none. ``cpu_wait``: run-queue windows
+    per cgroup — a window whose typical call is no longer than the cgroup's run-queue p99 there is a
+    process waiting for a CPU inside its syscalls (a busy host preempts close() and munmap() for
+    milliseconds), not a slow path."""
     rows = ctx.events(kind, coord="cgroup")
     limit_ns = ctx.threshold("syscall_slow_us") * 1e3
     keep, calls = [], []
     for i, d in enumerate(rows.column("detail_json").to_pylist() if rows.num_rows else []):
         det = detail_of(d)
-        if not skip(det) and float(det.get("p50_ns", rows.column("value")[i].as_py()) or 0) > limit_ns:
-            keep.append(i)
-            calls.append(det)
+        typical = float(det.get("p50_ns", rows.column("value")[i].as_py()) or 0)
+        if skip(det) or typical <= limit_ns:
+            continue
+        if cpu_wait:
+            start = int(rows.column("ts_ns")[i].as_py())
+            end = start + int(rows.column("duration_ns")[i].as_py() or 0)
+            waits = cpu_wait.get(int(rows.column("cgroup_id")[i].as_py() or 0), [])
+            if any(s <= end and e >= start and p99 >= typical for s, e, p99 in waits):
+                continue
+        keep.append(i)
+        calls.append(det)
     return (rows.take(pa.array(keep, pa.int64())), calls) if keep else None
 
 

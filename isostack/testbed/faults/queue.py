@@ -15,6 +15,8 @@ class Queue(Fault):
     layer = "L-2"
     mechanism = "tx_queue_full"
     summary = "tc tbf rate limit on the target's veth: the tx queue fills, packets wait then drop"
+    # mild: a rate just above the load's average: bursts queue, few drops (4mbit left p95 at 1.5x) (tuned by measuring; bench/accuracy/RESULTS.md has the achieved p95)
+    severities = {"severe": {}, "mild": {"rate": "2500kbit"}}
     conflicts_with = ("flood",)  # both own the root qdisc of the same veth
 
     def apply(self, ctx: Context) -> dict[str, Any]:
