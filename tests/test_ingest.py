@@ -31,10 +31,11 @@ def test_truncated_protobuf_file_keeps_good_spans_and_exits_1(data_dir: Path, tm
     r = run_cli("ingest", "--json", str(path), data_dir=data_dir)
     assert r.returncode == 1
     summary = json.loads(r.stdout)
-    assert summary["format"] == "otlp-proto" and summary["spans"] == 8 and summary["rejected"] >= 1
+    # per span: the two whole resource blocks and the 3 complete spans of the cut one
+    assert summary["format"] == "otlp-proto" and summary["spans"] == 11 and summary["rejected"] == 1
     assert "dump.pb" in summary["error"] and "byte offset" in summary["error"]
     assert r.stderr.count("\n") == 1 and "byte offset" in r.stderr  # one line naming file and offset
-    assert json.loads(run_cli("stats", "--json", data_dir=data_dir).stdout)["spans"] == 8
+    assert json.loads(run_cli("stats", "--json", data_dir=data_dir).stdout)["spans"] == 11
 
 
 def test_json_lines_bad_line_keeps_earlier_lines(data_dir: Path, tmp_path: Path) -> None:
