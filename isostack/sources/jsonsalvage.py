@@ -66,7 +66,11 @@ def parse_prefix(text: str, start: int = 0, max_depth: int = MAX_DEPTH) -> Prefi
     stack: list[_Frame] = []
     out = Prefix()
 
+    deep_at = -1  # where the nesting passes max_depth, once a RecursionError said it is deep
+
     def fault(pos: int, msg: str) -> Prefix:
+        if pos == deep_at:
+            msg = f"JSON nested deeper than {max_depth} levels"
         out.fault_pos, out.fault = pos, msg
         out.open_ids = {id(f.container) for f in stack}
         return out
@@ -92,6 +96,13 @@ def parse_prefix(text: str, start: int = 0, max_depth: int = MAX_DEPTH) -> Prefi
                 value, pos = _raw_decode(text, pos)
                 attach(value)
             except (json.JSONDecodeError, RecursionError) as exc:
+                if isinstance(exc, RecursionError) and deep_at < 0:
+                    # the C scanner recursed too deep somewhere in this value: find where the nesting
+                    # passes max_depth and parse only up to there (then the fault is at that offset)
+                    deep_at = _deep_at(text, pos, max_depth - len(stack))
+                    if deep_at >= 0:
+                        text, n = text[:deep_at], deep_at
+                        continue
                 if ch not in "{[":
                     return fault(getattr(exc, "pos", pos), getattr(exc, "msg", "Expecting value"))
                 container: Any = {} if ch == "{" else []
@@ -141,6 +152,25 @@ def parse_prefix(text: str, start: int = 0, max_depth: int = MAX_DEPTH) -> Prefi
             return fault(pos, f"Expecting ',' delimiter or {close!r} (the text ends here)")
         else:
             return fault(pos, f"Expecting ',' delimiter or {close!r}")
+
+
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
+
+
+def _deep_at(text: str, start: int, max_depth: int) -> int:
+    """The offset of the first bracket that opens level ``max_depth + 1`` (counted from ``start``), or -1."""
+    depth = 0
+    for m in _TOKEN.finditer(text, start):
+        c = text[m.start()]
+        if c in "[{":
+            depth += 1
+            if depth > max_depth:
+                return m.start()
+        elif c in "]}":
+            depth -= 1
+            if depth <= 0:
+                return -1
+    return -1
 
 
 def _key(text: str, pos: int, frame: _Frame) -> int | tuple[int, str]:

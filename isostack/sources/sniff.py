@@ -10,12 +10,13 @@ first field header is valid protobuf) or JSON.
 
 from __future__ import annotations
 
+import json
 import re
 
 HEAD_BYTES = 64 << 10
 
 _BCC_HIST = re.compile(rb"^\s*(n?secs|usecs|msecs|kbytes|bytes|us|ms)\s*:\s*count\s+distribution", re.M)
-_BCC_BANNER = re.compile(rb"^(Tracing |Attaching \d+ probes?|# \./\w+|# \w+(-bpfcc)?\b)", re.M)
+_BCC_BANNER = re.compile(rb"^(Tracing .*(Ctrl-C|Hit )|Attaching \d+ probes?|# \./\w+|# \w+-bpfcc\b)", re.M)
 _BCC_TABLE = re.compile(rb"^\s*(PID|TIME(\(s\))?|TID|COMM|CPU|SADDR|LADDR|UID)\s+(COMM|PID|LADDR|RADDR|SADDR|IP|T|DADDR|"
                         rb"RPORT|LPORT|TID|STATE|PPID|FUNC|SOFTIRQ)\b", re.M)
 _BPFTRACE_JSON = re.compile(rb'^\{\s*"type"\s*:\s*"(attached_probes|printf|map|hist|stats|time|lost_events|'
@@ -31,6 +32,32 @@ _LOG_LINE = re.compile(
     rb"|\b(ERROR|WARN(ING)?|INFO|DEBUG|FATAL|CRITICAL|TRACE)\b))", re.M)
 
 
+_LOG = "looks like a log file, not a trace file; use `isostack triage FILE`"
+_PROM = "looks like Prometheus text exposition, not a trace file; use `isostack read --format prom`"
+
+
+def _looks_like_log(head: bytes, json_head: bool) -> bool:
+    """Do most of the first lines look like log lines (a timestamp or a level near the start)?
+
+    With ``json_head`` (the file starts with ``{``/``[``) a line counts only if it is not JSON by
+    itself: a JSON log line is JSON, and a trace file's lines never start with a timestamp.
+    """
+    lines = [ln for ln in head.splitlines()[:50] if ln.strip()]
+    if len(lines) > 1 and len(head) >= HEAD_BYTES:
+        lines = lines[:-1]  # the last line may be cut by the 64 KiB window
+    hits = 0
+    for ln in lines:
+        if _LOG_LINE.match(ln):
+            if json_head:
+                try:
+                    json.loads(ln)
+                    continue
+                except (ValueError, RecursionError):
+                    pass
+            hits += 1
+    return bool(lines) and hits >= max(1 if not json_head else 2, (len(lines) + 1) // 2)
+
+
 def _is_text(head: bytes) -> bool:
     if b"\0" in head:
         return False
@@ -39,8 +66,8 @@ def _is_text(head: bytes) -> bool:
     except UnicodeDecodeError as exc:
         if exc.start < len(head) - 4:  # a multi-byte character cut by the 64 KiB window is still text
             return False
-    printable = sum(1 for b in head[:4096] if b >= 32 or b in (9, 10, 13))
-    return printable >= 0.95 * min(len(head), 4096)
+    # every byte printable (ANSI colour escapes allowed): protobuf always has length bytes below 32
+    return all(b >= 32 or b in (9, 10, 13, 27) for b in head[:4096])
 
 
 def _protobuf_start(head: bytes) -> bool:
@@ -61,26 +88,29 @@ def not_a_trace_file(head: bytes, total_bytes: int | None = None) -> str | None:
     """
     if not head:
         return "empty file"
+    if _BPFTRACE_JSON.search(head):
+        return "looks like `bpftrace -f json` output (kernel events, not traces): the agent reads it live " \
+               "(`isostack agent`); for bcc/bpftrace *text* use `isostack read --format bcc`"
     stripped = head.lstrip()
     if stripped[:1] in (b"{", b"["):
-        if _BPFTRACE_JSON.search(head):
-            return "looks like `bpftrace -f json` output (kernel events, not traces): the agent reads it live " \
-                   "(`isostack agent`); for bcc/bpftrace *text* use `isostack read --format bcc`"
+        if _looks_like_log(head, json_head=True):  # dmesg lines start with "[  38.526047]"
+            return _LOG
         return None  # JSON: the readers decide (and name what they expected)
     if head.count(b"\0") == len(head):
         size = f" ({total_bytes:,} bytes)" if total_bytes else ""
         return f"byte offset 0: the file{size} starts with {len(head):,} zero bytes (a preallocated or " \
                "never-written file?), not a trace file"
     if _is_text(head):
+        if _PROM_META.search(head):
+            return _PROM
         if _BCC_HIST.search(head) or _BCC_TABLE.search(head) or _BCC_BANNER.search(head):
             return "looks like bcc/bpftrace tool output (text), not a trace file; use `isostack read --format bcc`"
         if _BPFTRACE_TEXT.search(head):
             return "looks like bpftrace map output (text), not a trace file; use `isostack read --format bcc`"
-        if _PROM_META.search(head) or _PROM_SAMPLE.search(head):
-            return "looks like Prometheus text exposition, not a trace file; use `isostack read --format prom`"
-        lines = [ln for ln in head.splitlines()[:50] if ln.strip()]
-        if lines and sum(1 for ln in lines if _LOG_LINE.match(ln)) >= max(1, len(lines) // 2):
-            return "looks like a log file, not a trace file; use `isostack triage FILE`"
+        if _looks_like_log(head, json_head=False):
+            return _LOG
+        if _PROM_SAMPLE.search(head):
+            return _PROM
         return "looks like text but not JSON (OTLP JSON, Jaeger and Zipkin start with '{' or '['), " \
                "and OTLP protobuf is binary: not a trace file"
     if not _protobuf_start(head):

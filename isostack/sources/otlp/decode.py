@@ -450,7 +450,7 @@ def salvage_spans(data: bytes, source: str) -> Decoded:
         label = f"resourceSpans[{i}]"
         if whole:
             try:
-                ResourceSpans.FromString(value)
+                ResourceSpans.FromString(bytes(value))
                 rs_map.append(i)  # scopes and spans keep their indexes
                 rebuilt.append(_ld(1, bytes(value)))
                 continue
@@ -488,7 +488,7 @@ def salvage_spans(data: bytes, source: str) -> Decoded:
                                        f"inside this span); skipped")
                             continue
                         try:
-                            _FullSpan.FromString(v3)
+                            _FullSpan.FromString(bytes(v3))
                         except DecodeError:
                             fail(off3, f"{spath}.spans[{k}]: not a valid Span (damaged bytes); skipped")
                             continue
