@@ -417,6 +417,33 @@ def _ld(number: int, payload: bytes) -> bytes:
 _PATH = re.compile(r"resourceSpans\[(\d+)\](?:\.scopeSpans\[(\d+)\](?:\.spans\[(\d+)\])?)?")
 
 
+_NEVER = 1 << 62
+
+
+def _header(parts: list[tuple[int, bytes]], first_bad: int, cls: Any) -> tuple[list[bytes], str]:
+    """The usable occurrences of a resource/scope field (protobuf merges repeated ones) and why not, if not.
+
+    When all of them together do not parse, the ones before the first damaged byte are tried: an
+    occurrence after the damage is most likely misframed bytes, not the writer's.
+    """
+    if not parts:
+        return [], ""
+    every = [p for _, p in parts]
+    try:
+        cls.FromString(b"".join(every))
+        return every, ""
+    except DecodeError:
+        pass
+    before = [p for off, p in parts if off < first_bad]
+    if before and len(before) < len(parts):
+        try:
+            cls.FromString(b"".join(before))
+            return before, ""
+        except DecodeError:
+            pass
+    return [], f"not a valid {cls.__name__}"
+
+
 def salvage_spans(data: bytes, source: str) -> Decoded:
     """Decode a damaged TracesData / ExportTraceServiceRequest span by span.
 
@@ -456,29 +483,31 @@ def salvage_spans(data: bytes, source: str) -> Decoded:
                 continue
             except DecodeError:
                 pass
-        resource_parts: list[bytes] = []
+        resource_parts: list[tuple[int, bytes]] = []
         resource_fault = ""
         scopes: list[tuple[int, list[bytes], list[tuple[int, bytes]], str]] = []
         block = _Walk(value, at)
+        block_bad = _NEVER  # the first damaged byte seen in this block
         j = -1
         for off2, n2, w2, v2, whole2, at2 in block:
             if n2 == 1 and w2 == 2:
                 if whole2:
-                    resource_parts.append(bytes(v2))
+                    resource_parts.append((off2, bytes(v2)))
                 else:
                     resource_fault = f"byte offset {off2}: {label}.resource: cut short"
             elif n2 == 2 and w2 == 2:
                 j += 1
                 spath = f"{label}.scopeSpans[{j}]"
-                scope_parts: list[bytes] = []
+                scope_parts: list[tuple[int, bytes]] = []
                 spans: list[tuple[int, bytes]] = []
                 scope_fault = ""
+                scope_bad = _NEVER
                 walk = _Walk(v2, at2)
                 k = -1
                 for off3, n3, w3, v3, whole3, _ in walk:
                     if n3 == 1 and w3 == 2:
                         if whole3:
-                            scope_parts.append(bytes(v3))
+                            scope_parts.append((off3, bytes(v3)))
                         else:
                             scope_fault = f"byte offset {off3}: {spath}.scope: cut short"
                     elif n3 == 2 and w3 == 2:
@@ -486,37 +515,42 @@ def salvage_spans(data: bytes, source: str) -> Decoded:
                         if not whole3:
                             fail(off3, f"{spath}.spans[{k}]: truncated (the data ends at byte {len(data)}, "
                                        f"inside this span); skipped")
+                            scope_bad = min(scope_bad, off3)
                             continue
                         try:
                             _FullSpan.FromString(bytes(v3))
                         except DecodeError:
                             fail(off3, f"{spath}.spans[{k}]: not a valid Span (damaged bytes); skipped")
+                            scope_bad = min(scope_bad, off3)
                             continue
                         spans.append((k, bytes(v3)))
+                    elif n3 in (1, 2):  # a known field with the wrong wire type: damage
+                        scope_bad = min(scope_bad, off3)
                 if walk.fault:
                     fail(walk.fault[0], f"{spath}: {walk.fault[1]}; the rest of this scope is lost")
-                if scope_parts and not scope_fault:
-                    try:
-                        InstrumentationScope.FromString(b"".join(scope_parts))
-                    except DecodeError:
-                        scope_fault = f"byte offset {off2}: {spath}.scope: not a valid InstrumentationScope"
-                scopes.append((j, scope_parts, spans, scope_fault))
+                    scope_bad = min(scope_bad, walk.fault[0])
+                scope_bytes, why = _header(scope_parts, scope_bad, InstrumentationScope)
+                if why and not scope_fault:
+                    scope_fault = f"byte offset {off2}: {spath}.scope: {why}"
+                scopes.append((j, scope_bytes, spans, scope_fault))
+                block_bad = min(block_bad, scope_bad)
+            elif n2 in (1, 2):
+                block_bad = min(block_bad, off2)
         if block.fault:
             fail(block.fault[0], f"{label}: {block.fault[1]}; the rest of this resource block is lost")
-        if resource_parts and not resource_fault:
-            try:
-                Resource.FromString(b"".join(resource_parts))
-            except DecodeError:
-                resource_fault = f"byte offset {off}: {label}.resource: not a valid Resource"
+            block_bad = min(block_bad, block.fault[0])
+        resource_bytes, why = _header(resource_parts, block_bad, Resource)
+        if why and not resource_fault:
+            resource_fault = f"byte offset {off}: {label}.resource: {why}"
         if resource_fault:
             n_spans = sum(len(sc[2]) for sc in scopes)
             rejected += n_spans
             errors.append((off, f"{resource_fault}; its {n_spans} span(s) skipped"))
             continue
-        parts = [_ld(1, p) for p in resource_parts]
+        parts = [_ld(1, p) for p in resource_bytes]
         new_i = len(rs_map)
         new_j = 0
-        for j, scope_parts, spans, scope_fault in scopes:
+        for j, scope_header, spans, scope_fault in scopes:
             if scope_fault:
                 rejected += len(spans)
                 errors.append((off, f"{scope_fault}; its {len(spans)} span(s) skipped"))
@@ -524,7 +558,7 @@ def salvage_spans(data: bytes, source: str) -> Decoded:
             ss_map[(new_i, new_j)] = j
             for new_k, (k, _) in enumerate(spans):
                 sp_map[(new_i, new_j, new_k)] = k
-            parts.append(_ld(2, b"".join(_ld(1, p) for p in scope_parts) + b"".join(_ld(2, s) for _, s in spans)))
+            parts.append(_ld(2, b"".join(_ld(1, p) for p in scope_header) + b"".join(_ld(2, s) for _, s in spans)))
             new_j += 1
         rs_map.append(i)
         rebuilt.append(_ld(1, b"".join(parts)))
