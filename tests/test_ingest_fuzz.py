@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.test_otlp_wire  # noqa: F401 - bench.salvage builds its protobuf sample with it; imported here,
+
 # not inside a running @given test (its own @given decorators would nest)
 from bench import salvage
 from isostack.sources.otlp.files import decode_file
