@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tests.test_otlp_wire  # noqa: F401 - bench.salvage builds its protobuf sample with it; imported here,
-
-# not inside a running @given test (its own @given decorators would nest)
+# bench.salvage builds its protobuf sample with tests.test_otlp_wire: imported here, not inside a
+# running @given test (its own @given decorators would nest)
+import tests.test_otlp_wire  # noqa: F401
 from bench import salvage
 from isostack.sources.otlp.files import decode_file
 
