@@ -142,11 +142,18 @@ def read_input(path: Path, fmt: str | None = None, max_bytes: int = MAX_BYTES) -
             if notes and reason.startswith("empty"):
                 reason = f"{reason}; {notes[0]}"
             raise NotATraceFile(reason)
-        parts.extend(chunks)
+        size = _size(stream)
+        if first[:2] != b"\x1f\x8b" and size is not None and size <= max_bytes:
+            # a regular file: read it again in one piece (one allocation, no join of chunks)
+            stream.seek(0)
+            data = stream.read()
+        else:
+            parts.extend(chunks)
+            data = b"".join(parts)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
-    data = _without_bom(b"".join(parts))
+    data = _without_bom(data)
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with its BOM (Windows tools write it): text is text
         try:
             data = data.decode("utf-16").encode("utf-8")
