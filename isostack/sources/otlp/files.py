@@ -31,6 +31,7 @@ FORMATS = ("otlp-json", "otlp-proto", "jaeger", "zipkin")
 # A file is read whole (the decoders want one buffer); this bounds it, and what a gzip inflates to.
 MAX_BYTES = 4 << 30
 _BOM_UTF8 = b"\xef\xbb\xbf"
+MAX_FAULTS = 1000  # error lines kept per file (a file of 10^6 bad lines must not become 10^6 strings)
 
 
 class NotATraceFile(ValueError):
@@ -233,6 +234,7 @@ def _json_docs(text: str, replaced: bool) -> tuple[list[_Doc], list[str], int]:
     faults: list[str] = []
     lost = 0
     line_start = 0
+    seen_chars = seen_bytes = 0  # byte offsets advance from the last bad line: O(n) over the file
     for lineno, line in enumerate(text.split("\n"), 1):
         base, line_start = line_start, line_start + len(line) + 1
         if not line.strip():
@@ -244,9 +246,12 @@ def _json_docs(text: str, replaced: bool) -> tuple[list[_Doc], list[str], int]:
         except (json.JSONDecodeError, RecursionError):
             pass
         prefix = jsonsalvage.parse_prefix(line)
-        offset = jsonsalvage.byte_offset(text, base, replaced) + jsonsalvage.byte_offset(line, prefix.fault_pos, replaced)
-        faults.append(f"line {lineno} column {prefix.fault_pos + 1} (byte offset {offset}): malformed JSON: "
-                      f"{prefix.fault}")
+        seen_bytes += jsonsalvage.byte_offset(text[seen_chars:base], base - seen_chars, replaced)
+        seen_chars = base
+        offset = seen_bytes + jsonsalvage.byte_offset(line, prefix.fault_pos, replaced)
+        if len(faults) < MAX_FAULTS:
+            faults.append(f"line {lineno} column {prefix.fault_pos + 1} (byte offset {offset}): malformed JSON: "
+                          f"{prefix.fault}")
         if isinstance(prefix.value, (dict, list)):
             docs.append(_Doc(where, prefix.value, prefix if prefix.open_ids else None))
         else:
