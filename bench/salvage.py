@@ -413,14 +413,17 @@ def main() -> None:
     outcomes = run(args.files, args.seed)
     seconds = time.perf_counter() - t0
     by_op: dict[str, list[Outcome]] = collections.defaultdict(list)
+    by_fmt: dict[str, list[Outcome]] = collections.defaultdict(list)
     for o in outcomes:
         by_op[o.op].append(o)
+        by_fmt[o.sample.split("/")[0]].append(o)
     summary = {
         "files": len(outcomes), "seed": args.seed, "seconds": round(seconds, 1),
         "keep_every_intact_record": sum(o.ok for o in outcomes),
         "exceptions": sum(bool(o.crashed) for o in outcomes),
         "intact_records": sum(o.intact for o in outcomes), "kept_records": sum(o.kept for o in outcomes),
         "by_damage": {op: {"files": len(v), "ok": sum(o.ok for o in v)} for op, v in by_op.items()},
+        "by_format": {fmt: {"files": len(v), "ok": sum(o.ok for o in v)} for fmt, v in by_fmt.items()},
     }
     if args.json:
         print(json.dumps(summary))
@@ -431,6 +434,8 @@ def main() -> None:
     print(f"intact records kept: {summary['kept_records']:,} / {summary['intact_records']:,}")
     for op, v in summary["by_damage"].items():
         print(f"  {op:<11} {v['ok']:>4} / {v['files']}")
+    for fmt, v in summary["by_format"].items():
+        print(f"  {fmt:<11} {v['ok']:>4} / {v['files']}")
     first_bad = [o for o in outcomes if not o.ok][:5]
     for o in first_bad:
         print(f"  e.g. {o.sample} {o.op}: kept {o.kept} of {o.intact}" + (f" -- {o.crashed.splitlines()[-1]}"

@@ -362,7 +362,7 @@ def decode_file(path: Path, fmt: str | None = None) -> tuple[str, Decoded, str]:
         first = next((d.value for d in docs if d.value is not None), None)
         fault = ("JSON, but not OTLP JSON, Jaeger or Zipkin: the first document is "
                  f"{_json_kind(first)} (expected resourceSpans/resourceMetrics/resourceLogs, Jaeger's data/traceID/"
-                 "spans, or a Zipkin array of spans with traceId and id)")
+                 "spans, or a Zipkin array of spans with traceId and id); a JSON log is read by `isostack triage`")
         out = Decoded(rejected=1, errors=faults + [fault], malformed=True)
         return fmt, out, _first(path, out.errors)
     out.rejected += lost
