@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import threading
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import FIXTURES, run_cli
 from tests.test_otlp import _request
@@ -31,10 +35,11 @@ def test_truncated_protobuf_file_keeps_good_spans_and_exits_1(data_dir: Path, tm
     r = run_cli("ingest", "--json", str(path), data_dir=data_dir)
     assert r.returncode == 1
     summary = json.loads(r.stdout)
-    assert summary["format"] == "otlp-proto" and summary["spans"] == 8 and summary["rejected"] >= 1
+    # per span: the two whole resource blocks and the 3 complete spans of the cut one
+    assert summary["format"] == "otlp-proto" and summary["spans"] == 11 and summary["rejected"] == 1
     assert "dump.pb" in summary["error"] and "byte offset" in summary["error"]
     assert r.stderr.count("\n") == 1 and "byte offset" in r.stderr  # one line naming file and offset
-    assert json.loads(run_cli("stats", "--json", data_dir=data_dir).stdout)["spans"] == 8
+    assert json.loads(run_cli("stats", "--json", data_dir=data_dir).stdout)["spans"] == 11
 
 
 def test_json_lines_bad_line_keeps_earlier_lines(data_dir: Path, tmp_path: Path) -> None:
@@ -127,3 +132,111 @@ def test_protobuf_metrics_and_logs_files_are_told_from_traces(data_dir: Path, tm
     got = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(g["format"], g["metric_points"], g["log_records"], g["spans"]) for g in got] == [
         ("otlp-proto", 2, 0, 0), ("otlp-proto", 0, 1, 0)]
+
+
+# ----------------------------------------------------------------------------- hostile and wrong files
+def _one(r: Any) -> dict[str, Any]:
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(lines) == 1, r.stdout
+    return lines[0]
+
+
+def test_empty_zeros_and_other_tools_output_are_refused_saying_what_they_are(data_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty.json").write_bytes(b"")
+    zeros = tmp_path / "zeros.bin"
+    with zeros.open("wb") as f:
+        f.truncate(1 << 30)  # 1 GiB of zeros (sparse): refused from its first 64 KiB, never read whole
+    cases = {
+        "empty.json": "empty.json: empty file",
+        "zeros.bin": "zeros.bin: byte offset 0: the file (1,073,741,824 bytes) starts with 65,536 zero bytes",
+        str(FIXTURES / "bcc" / "biolatency_example.txt"): "use `isostack read --format bcc`",
+        str(FIXTURES / "prom" / "node_exporter.prom"): "Prometheus text exposition, not a trace file; "
+                                                      "use `isostack read --format prom`",
+        str(FIXTURES / "logs" / "sample.log"): "looks like a log file, not a trace file; use `isostack triage FILE`",
+        str(FIXTURES / "bpftrace" / "tcp_rtt.json"): "looks like `bpftrace -f json` output",
+    }
+    for name, expected in cases.items():
+        r = run_cli("ingest", "--json", name if "/" in name else str(tmp_path / name), data_dir=data_dir)
+        summary = _one(r)
+        assert r.returncode == 1 and expected in summary["error"], (name, summary)
+        assert summary["spans"] == 0 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_fifo_and_stdin_are_read(data_dir: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "spans.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=((FIXTURES / "zipkin" / "skew.json").read_bytes(),))
+    writer.start()
+    r = run_cli("ingest", "--json", str(fifo), data_dir=data_dir)
+    writer.join()
+    assert r.returncode == 0 and _one(r)["spans"] == 4, r.stderr
+    r = run_cli("ingest", "--json", "-", input=(FIXTURES / "jaeger" / "ui_01.json").read_bytes(), data_dir=data_dir)
+    assert r.returncode == 0 and (_one(r)["format"], _one(r)["spans"]) == ("jaeger", 5), r.stderr
+
+
+def test_bom_and_invalid_utf8_keep_every_span(data_dir: Path, tmp_path: Path) -> None:
+    skew = (FIXTURES / "zipkin" / "skew.json").read_bytes()
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + skew)
+    r = run_cli("ingest", "--json", str(tmp_path / "bom.json"), data_dir=data_dir)
+    assert r.returncode == 0 and (_one(r)["format"], _one(r)["spans"]) == ("zipkin", 4)
+    # one invalid byte inside a span name of the second line of JSON Lines: replaced, nothing dropped
+    line = json.dumps(json.loads((FIXTURES / "otlp" / "trace.json").read_text())).encode()
+    bad = line.replace(b"I'm a server span", b"I'm a \xff server span")
+    (tmp_path / "bad.jsonl").write_bytes(line + b"\n" + bad + b"\n" + line + b"\n")
+    r = run_cli("ingest", "--json", str(tmp_path / "bad.jsonl"), data_dir=data_dir)
+    summary = _one(r)
+    offset = len(line) + 1 + bad.index(b"\xff")
+    assert r.returncode == 1 and summary["spans"] == 3
+    assert summary["error"] == f"{tmp_path / 'bad.jsonl'}: byte offset {offset}: 1 byte(s) of invalid UTF-8 replaced by U+FFFD"
+    names = run_cli("sql", "--json", "SELECT name FROM spans WHERE source = 'otlp-json'", data_dir=data_dir).stdout
+    assert sorted(row["name"] for row in json.loads(names)) == ["I'm a server span"] * 2 + ["I'm a \ufffd server span"]
+
+
+def test_json_lines_bad_line_in_the_middle_costs_only_that_line(data_dir: Path, tmp_path: Path) -> None:
+    line = json.dumps(json.loads((FIXTURES / "otlp" / "trace.json").read_text()))
+    path = tmp_path / "export.jsonl"
+    path.write_text(f"{line}\n{line[:50]}\n{line}\n")
+    r = run_cli("ingest", "--json", str(path), data_dir=data_dir)
+    summary = _one(r)
+    assert r.returncode == 1 and (summary["spans"], summary["rejected"]) == (2, 1)
+    cut_string = line[:50].rindex('"')  # the line stops inside the string that starts here
+    assert summary["error"] == (f"{path}: line 2 column {cut_string + 1} (byte offset {len(line) + 1 + cut_string}): "
+                                "malformed JSON: Unterminated string starting at")
+
+
+def test_wrong_types_and_huge_times_are_one_line_for_that_span(data_dir: Path, tmp_path: Path) -> None:
+    jaeger = json.loads((FIXTURES / "jaeger" / "ui_01.json").read_text())
+    jaeger["spans"][1]["logs"] = "x"
+    (tmp_path / "j.json").write_text(json.dumps(jaeger))
+    zipkin = json.loads((FIXTURES / "zipkin" / "skew.json").read_text())
+    zipkin[2]["timestamp"] = 10**30
+    (tmp_path / "z.json").write_text(json.dumps(zipkin))
+    r = run_cli("ingest", "--json", str(tmp_path / "j.json"), str(tmp_path / "z.json"), data_dir=data_dir)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    j, z = (json.loads(line) for line in r.stdout.splitlines())
+    assert (j["spans"], j["rejected"]) == (4, 1)
+    assert j["error"] == f"{tmp_path / 'j.json'}: data[0].spans[1].logs: 'x' is not an array of {{timestamp, fields}}"
+    assert (z["spans"], z["rejected"]) == (3, 1)
+    assert z["error"].startswith(f"{tmp_path / 'z.json'}: [2].timestamp: {10**30} us does not fit the int64 nanosecond")
+
+
+def test_deep_nesting_is_an_error_with_an_offset_and_keeps_the_spans_before(data_dir: Path, tmp_path: Path) -> None:
+    spans = json.loads((FIXTURES / "zipkin" / "skew.json").read_text())
+    head = json.dumps(spans[:2])[:-1]
+    deep = head + ', {"traceId": "1e223ff1f80f1c69", "id": "0000000000000009", "tags": {"a": ' + "[" * 1000 + "]" * 1000 + "}}]"
+    (tmp_path / "deep.json").write_text(deep)
+    summary = _one(r := run_cli("ingest", "--json", str(tmp_path / "deep.json"), data_dir=data_dir))
+    assert r.returncode == 1 and (summary["spans"], summary["rejected"]) == (2, 1)
+    # the bracket that opens level 513: the root array, the span and its tags are levels 1-3
+    offset = deep.index("[" * 512) + 509
+    assert summary["error"] == (f"{tmp_path / 'deep.json'}: malformed JSON at line 1 column {offset + 1} "
+                                f"(byte offset {offset}): JSON nested deeper than 512 levels")
+
+
+def test_truncated_gzip_keeps_the_inflated_prefix(data_dir: Path, tmp_path: Path) -> None:
+    lines = [json.dumps(json.loads((FIXTURES / "otlp" / "trace.json").read_text()))] * 200
+    packed = gzip.compress(("\n".join(lines) + "\n").encode())
+    (tmp_path / "cut.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    summary = _one(r := run_cli("ingest", "--json", str(tmp_path / "cut.jsonl.gz"), data_dir=data_dir))
+    assert r.returncode == 1 and summary["format"] == "otlp-json" and 20 < summary["spans"] < 200
+    assert "gzip stream cut short after" in summary["error"] and "kept the" in summary["error"]

@@ -89,13 +89,16 @@ def test_protobuf_resource_columns_and_ids() -> None:
     assert json.loads(rows[5]["resource_json"]) == {"k8s.deployment.name": "web"}
 
 
-def test_truncated_protobuf_keeps_complete_resource_blocks() -> None:
+def test_truncated_protobuf_keeps_every_complete_span() -> None:
     data = _request(n_resources=3).SerializeToString()
-    cut = data[: len(data) - 7]  # the third ResourceSpans loses its tail
+    cut = data[: len(data) - 7]  # the third ResourceSpans loses the tail of its last span
     out = decode_proto(cut, "traces", "otlp-proto")
     assert out.malformed
-    assert out.accepted == 8  # two whole resource blocks of 4 spans
-    assert any("truncated" in e and "byte offset" in e for e in out.errors)
+    assert (out.accepted, out.rejected) == (11, 1)  # two whole blocks of 4 spans + 3 of the cut one
+    assert out.errors == ["byte offset 1016: resourceSpans[2].scopeSpans[0].spans[3]: truncated "
+                          "(the data ends at byte 1064, inside this span); skipped"]
+    rows = out.tables["spans"].to_pylist()
+    assert [r["service_name"] for r in rows[8:]] == ["svc2"] * 3  # the cut block keeps its resource
 
 
 def test_garbage_is_not_silently_empty() -> None:

@@ -88,7 +88,7 @@ def test_truncated_protobuf_400_with_status_keeps_good_spans(rx: Receiver) -> No
     assert code == 400
     status = status_pb2.Status.FromString(body)
     assert status.code == 3 and "truncated" in status.message and "byte offset" in status.message
-    assert len(_spans(rx)) == 8
+    assert len(_spans(rx)) == 11  # per span: 2 whole blocks + the 3 complete spans of the cut one
 
 
 def test_status_codes_for_wrong_requests(rx: Receiver) -> None:
@@ -243,7 +243,8 @@ def test_grpc_export_partial_success_and_invalid_argument(rx: Receiver) -> None:
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "truncated" in info.value.details()
     rows = _spans(rx, "SELECT source, count(*) AS n FROM spans GROUP BY 1")
-    assert rows == [{"source": "otlp-grpc", "n": 2 + 2}]  # 2 good + the complete first block of the damaged one
+    # 2 good + the damaged request's first block and the complete first span of its cut second block
+    assert rows == [{"source": "otlp-grpc", "n": 2 + 2 + 1}]
 
 
 def test_truncated_json_body_400_keeps_leading_resource_blocks(rx: Receiver) -> None:

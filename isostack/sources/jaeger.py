@@ -9,6 +9,7 @@ in the same trace is the parent; every other reference becomes a span link. ``sp
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 from isostack.sources.otlp.columns import Decoded, SpanColumns, dumps
@@ -16,6 +17,7 @@ from isostack.sources.otlp.columns import Decoded, SpanColumns, dumps
 _KINDS = {"server": "SERVER", "client": "CLIENT", "producer": "PRODUCER", "consumer": "CONSUMER",
           "internal": "INTERNAL"}
 _TAG_TYPES = {"string", "bool", "int64", "float64", "binary"}
+_MAX_US = (2**63 - 1) // 1000  # the largest microsecond time whose nanoseconds fit int64
 
 
 def _tag_value(tag: dict[str, Any]) -> Any:
@@ -68,17 +70,65 @@ def looks_like(doc: Any) -> bool:
     return isinstance(first, dict) and "spans" in first and ("processes" in first or "traceID" in first)
 
 
+def prune_cut(doc: Any, is_open: Callable[[Any], bool]) -> tuple[Any, int, list[str]]:
+    """Drop what a fault cut in half from the salvaged prefix of a Jaeger document (see :mod:`jsonsalvage`).
+
+    A cut span is dropped and counted. Jaeger writes a trace's ``processes`` after its ``spans``, so
+    in a trace cut before them a span's process is gone: such spans are dropped too (stored without
+    their service they would mislead), and counted, with one note. Returns (document, dropped, notes).
+    """
+    try:
+        traces = traces_of(doc)
+    except ValueError:
+        return doc, 0, []
+    dropped = 0
+    notes: list[str] = []
+    for t, trace in enumerate(traces):
+        if not isinstance(trace, dict):
+            continue
+        spans = trace.get("spans")
+        if not isinstance(spans, list):
+            continue
+        whole = [sp for sp in spans if not is_open(sp)]
+        dropped += len(spans) - len(whole)
+        processes = trace.get("processes")
+        if isinstance(processes, dict):
+            for pid in [pid for pid, proc in processes.items() if is_open(proc)]:
+                del processes[pid]
+        if is_open(trace):
+            known = processes if isinstance(processes, dict) else {}
+            resolved = [sp for sp in whole if not isinstance(sp, dict) or isinstance(sp.get("process"), dict)
+                        or sp.get("processID") in known]
+            if len(resolved) < len(whole):
+                notes.append(f"data[{t}]: the trace is cut before the processes of {len(whole) - len(resolved)} of "
+                             "its complete spans; those spans are skipped (their service is unknown)")
+                dropped += len(whole) - len(resolved)
+            whole = resolved
+        trace["spans"] = whole
+    return doc, dropped, notes
+
+
 def decode(doc: Any, source: str = "jaeger") -> Decoded:
     """Decode a parsed Jaeger JSON document; a malformed span is refused alone (error names its path)."""
     cols = SpanColumns()
     out = Decoded()
-    for t, trace in enumerate(traces_of(doc)):
+    try:
+        traces = traces_of(doc)
+    except ValueError as exc:
+        out.errors.append(str(exc))
+        out.rejected += 1
+        out.tables = cols.tables()
+        return out
+    for t, trace in enumerate(traces):
         tpath = f"data[{t}]"
         if not isinstance(trace, dict):
             out.errors.append(f"{tpath}: expected a trace object")
             out.rejected += 1
             continue
         processes = trace.get("processes") or {}
+        if not isinstance(processes, dict):
+            out.errors.append(f"{tpath}.processes: expected an object of processes; spans kept without them")
+            processes = {}
         spans = trace.get("spans")
         if not isinstance(spans, list):
             out.errors.append(f"{tpath}.spans: expected an array")
@@ -89,25 +139,42 @@ def decode(doc: Any, source: str = "jaeger") -> Decoded:
             try:
                 _span(cols, span, processes, path, source)
                 out.accepted += 1
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
                 out.rejected += 1
                 if len(out.errors) < 20:
-                    out.errors.append(str(exc) if str(exc).startswith("data[") else f"{path}: {exc}")
+                    text = str(exc) or type(exc).__name__
+                    out.errors.append(text if text.startswith("data[") else f"{path}: {text}")
     out.tables = cols.tables()
     return out
 
 
+def _us(value: Any, path: str) -> int:
+    """Integer microseconds whose nanoseconds fit the int64 columns (Jaeger writes times as JSON numbers)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{path}: {_show(value)} is not integer microseconds")
+    if not -_MAX_US <= value <= _MAX_US:
+        raise ValueError(f"{path}: {value} us does not fit the int64 nanosecond columns (max {_MAX_US} us)")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _span(cols: SpanColumns, span: Any, processes: dict[str, Any], path: str, source: str) -> None:
+    """Validate and decode one span completely, then add it (a refused span leaves nothing behind)."""
     if not isinstance(span, dict):
         raise ValueError(f"{path}: expected an object")
     trace_id = _hex(span.get("traceID"), 32, f"{path}.traceID")
     span_id = _hex(span.get("spanID"), 16, f"{path}.spanID")
-    start_us = span.get("startTime")
-    duration_us = span.get("duration", 0)
-    if not isinstance(start_us, int) or not isinstance(duration_us, int):
-        raise ValueError(f"{path}.startTime/duration: expected integer microseconds")
+    start_us = _us(span.get("startTime"), f"{path}.startTime")
+    duration_us = _us(span.get("duration", 0), f"{path}.duration")
+    _us(start_us + duration_us, f"{path}.startTime+duration")
     tags = _tags(span.get("tags"), f"{path}.tags")
-    process = span.get("process") or processes.get(span.get("processID", ""), {}) or {}
+    process = span.get("process") or processes.get(str(span.get("processID", "")), {}) or {}
+    if not isinstance(process, dict):
+        raise ValueError(f"{path}.process: expected an object with serviceName and tags")
     resource = _tags(process.get("tags"), f"{path}.process.tags")
     if process.get("serviceName"):
         resource["service.name"] = process["serviceName"]
@@ -116,28 +183,44 @@ def _span(cols: SpanColumns, span: Any, processes: dict[str, Any], path: str, so
         resource["host.name"] = resource.pop("hostname")
     parent = ""
     links = []
-    for r, ref in enumerate(span.get("references") or []):
+    references = span.get("references") or []
+    if not isinstance(references, list):
+        raise ValueError(f"{path}.references: expected an array of {{refType, traceID, spanID}}")
+    for r, ref in enumerate(references):
+        if not isinstance(ref, dict):
+            raise ValueError(f"{path}.references[{r}]: expected {{refType, traceID, spanID}}")
         ref_trace = _hex(ref.get("traceID"), 32, f"{path}.references[{r}].traceID")
         ref_span = _hex(ref.get("spanID"), 16, f"{path}.references[{r}].spanID")
         if not parent and ref.get("refType", "CHILD_OF") == "CHILD_OF" and ref_trace == trace_id:
             parent = ref_span
         else:
-            links.append((ref_trace, ref_span, ref.get("refType", "")))
+            links.append((ref_trace, ref_span, str(ref.get("refType", ""))))
     if not parent and span.get("parentSpanID"):
         parent = _hex(span["parentSpanID"], 16, f"{path}.parentSpanID")
+    logs = span.get("logs") or []
+    if not isinstance(logs, list):
+        raise ValueError(f"{path}.logs: {_show(logs)} is not an array of {{timestamp, fields}}")
+    events = []
+    for m, log in enumerate(logs):
+        if not isinstance(log, dict):
+            raise ValueError(f"{path}.logs[{m}]: {_show(log)} is not an object {{timestamp, fields}}")
+        fields = _tags(log.get("fields"), f"{path}.logs[{m}].fields")
+        name = str(fields.pop("event", fields.pop("message", "log")))
+        ts_us = _us(log.get("timestamp", 0), f"{path}.logs[{m}].timestamp")
+        events.append((ts_us * 1000, name, dumps(fields)))
     kind = _KINDS.get(str(tags.pop("span.kind", "")).lower(), "UNSPECIFIED")
     status = str(tags.pop("otel.status_code", "")).upper()
     status_message = str(tags.pop("otel.status_description", ""))
     if not status:
         status = "ERROR" if tags.get("error") in (True, "true") else "UNSET"
     scope = str(tags.pop("otel.library.name", tags.pop("otel.scope.name", "")))
+    attrs_text = dumps(tags)  # raises here (not half-way through add_span) on a value JSON cannot hold
+    del attrs_text
     start_ns = start_us * 1000
     cols.add_span(trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=str(span.get("operationName", "")),
                   kind=kind, start_ns=start_ns, end_ns=start_ns + duration_us * 1000, status_code=status,
                   status_message=status_message, scope_name=scope, attrs=tags, resource=resource, source=source)
-    for log in span.get("logs") or []:
-        fields = _tags(log.get("fields"), f"{path}.logs.fields")
-        name = str(fields.pop("event", fields.pop("message", "log")))
-        cols.add_event(trace_id, span_id, int(log.get("timestamp", 0)) * 1000, name, dumps(fields))
+    for ts_ns, name, fields_json in events:
+        cols.add_event(trace_id, span_id, ts_ns, name, fields_json)
     for ref_trace, ref_span, ref_type in links:
         cols.add_link(trace_id, span_id, ref_trace, ref_span, dumps({"jaeger.ref_type": ref_type}))

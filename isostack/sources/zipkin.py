@@ -7,12 +7,14 @@ on top of whatever the tags say. Times are microseconds; annotations become span
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from isostack.records import normalise_addr
 from isostack.sources.otlp.columns import Decoded, SpanColumns
 
 _KINDS = {"SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
+_MAX_US = (2**63 - 1) // 1000  # the largest microsecond time whose nanoseconds fit int64
 
 
 def _hex(value: Any, width: int, path: str) -> str:
@@ -25,6 +27,38 @@ def _hex(value: Any, width: int, path: str) -> str:
 def looks_like(doc: Any) -> bool:
     return (isinstance(doc, list) and bool(doc) and isinstance(doc[0], dict)
             and "traceId" in doc[0] and "id" in doc[0])
+
+
+def prune_cut(doc: Any, is_open: Callable[[Any], bool]) -> tuple[Any, int, list[str]]:
+    """Drop the span a fault cut in half from the salvaged prefix of a Zipkin array (see :mod:`jsonsalvage`)."""
+    if not isinstance(doc, list):
+        return doc, 0, []
+    kept: list[Any] = []
+    dropped = 0
+    for item in doc:
+        if isinstance(item, list):
+            whole = [sp for sp in item if not is_open(sp)]
+            dropped += len(item) - len(whole)
+            kept.append(whole)
+        elif is_open(item):
+            dropped += 1
+        else:
+            kept.append(item)
+    return kept, dropped, []
+
+
+def _us(value: Any, path: str) -> int:
+    """Integer microseconds whose nanoseconds fit the int64 columns."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{path}: {_show(value)} is not integer microseconds")
+    if not -_MAX_US <= value <= _MAX_US:
+        raise ValueError(f"{path}: {value} us does not fit the int64 nanosecond columns (max {_MAX_US} us)")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _endpoint(ep: Any) -> tuple[str, int | None, str]:
@@ -54,10 +88,11 @@ def decode(doc: Any, source: str = "zipkin") -> Decoded:
         try:
             _span(cols, span, path, source)
             out.accepted += 1
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
             out.rejected += 1
             if len(out.errors) < 20:
-                out.errors.append(f"{path}: {exc}" if not str(exc).startswith("[") else str(exc))
+                text = str(exc) or type(exc).__name__
+                out.errors.append(f"{path}: {text}" if not text.startswith("[") else text)
     _split_shared_spans(cols)
     out.tables = cols.tables()
     return out
@@ -103,13 +138,20 @@ def _span(cols: SpanColumns, span: Any, path: str, source: str) -> None:
     trace_id = _hex(span.get("traceId"), 32, f"{path}.traceId")
     span_id = _hex(span.get("id"), 16, f"{path}.id")
     parent = _hex(span["parentId"], 16, f"{path}.parentId") if span.get("parentId") else ""
-    ts_us = span.get("timestamp", 0)
-    dur_us = span.get("duration", 0)
-    if not isinstance(ts_us, int) or not isinstance(dur_us, int):
-        raise ValueError(f"{path}.timestamp/duration: expected integer microseconds")
+    ts_us = _us(span.get("timestamp", 0), f"{path}.timestamp")
+    dur_us = _us(span.get("duration", 0), f"{path}.duration")
+    _us(ts_us + dur_us, f"{path}.timestamp+duration")
     tags = span.get("tags") or {}
     if not isinstance(tags, dict):
         raise ValueError(f"{path}.tags: expected an object of strings")
+    annotations = span.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise ValueError(f"{path}.annotations: {_show(annotations)} is not an array of {{timestamp, value}}")
+    events = []
+    for m, ann in enumerate(annotations):
+        if isinstance(ann, dict):
+            events.append((_us(ann.get("timestamp", 0), f"{path}.annotations[{m}].timestamp") * 1000,
+                           str(ann.get("value", ""))))
     attrs: dict[str, Any] = dict(tags)
     kind = str(span.get("kind") or "").upper()
     kind = kind if kind in _KINDS else "UNSPECIFIED"
@@ -134,7 +176,6 @@ def _span(cols: SpanColumns, span: Any, path: str, source: str) -> None:
                   kind=kind, start_ns=start_ns, end_ns=start_ns + dur_us * 1000, status_code=status,
                   status_message=str(tags.get("error", "")) if status == "ERROR" else "", scope_name="",
                   attrs=attrs, resource={"service.name": lservice} if lservice else {}, source=source)
-    for ann in span.get("annotations") or []:
-        if isinstance(ann, dict):
-            cols.add_event(trace_id, span_id, int(ann.get("timestamp", 0)) * 1000, str(ann.get("value", "")), "{}")
+    for ts_ns, value in events:
+        cols.add_event(trace_id, span_id, ts_ns, value, "{}")
 

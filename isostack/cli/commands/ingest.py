@@ -13,7 +13,7 @@ from isostack.sources.otlp.files import FORMATS, ingest_file
 
 
 @click.command("ingest")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Input format (default: detected per file from its bytes).")
 @json_option
@@ -22,25 +22,25 @@ def command(ctx: click.Context, files: tuple[Path, ...], fmt: str | None, as_jso
     """Read trace files into the store (spans, span events and links; OTLP metrics and logs too).
 
     Formats are detected per file: OTLP JSON (one document or JSON Lines, as the Collector's file
-    exporter writes), OTLP protobuf (TracesData), Jaeger query-API JSON, Zipkin v2 JSON; .gz works.
-    A malformed file keeps every good span before the fault and exits 1 naming the file and the
-    offset/field. --json prints one summary object per file (JSON Lines).
+    exporter writes), OTLP protobuf (TracesData), Jaeger query-API JSON, Zipkin v2 JSON; .gz works;
+    FILE may be - (stdin) or a FIFO. A damaged file keeps every good span (a bad span, JSON line
+    or element is skipped and counted; a cut gzip keeps what inflated) and exits 1 naming the file
+    and the offset/field of the first fault; --json lists them all ("errors"). A file that is not
+    a trace file (empty, zeros, bcc/bpftrace/Prometheus text, a log) is refused at once, saying
+    what it looks like. --json prints one summary object per file (JSON Lines).
 
     \b
     Examples:
       isostack ingest traces.json jaeger-export.json
       isostack --data-dir /tmp/run ingest --format otlp-proto dump.pb --json
+      curl -s localhost:16686/api/traces/4bf92f3577b34da6 | isostack ingest -
     """
     store = get_store(ctx)
     failed: list[str] = []
     rows: list[dict[str, Any]] = []
     for path in files:
-        summary: dict[str, Any]
-        if not path.is_file():
-            summary = {"file": str(path), "format": fmt, "spans": 0, "rejected": 0,
-                       "error": f"{path}: no such file"}
-        else:
-            summary = ingest_file(store, path, fmt)
+        # a FIFO, /dev/stdin and "-" are read like files; what cannot be read is that file's one error line
+        summary: dict[str, Any] = ingest_file(store, path, fmt)
         if summary["error"]:
             failed.append(summary["error"])
             if len(files) > 1:

@@ -8,6 +8,7 @@ every format produces the same ``records.SPANS`` / ``SPAN_EVENTS`` / ``SPAN_LINK
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,9 @@ class SpanColumns:
         net = semconv.resolve(kind, cands)
         rest = {k: v for k, v in attrs.items() if k not in net.used}
         rcols, rrest = semconv.split_resource(resource)
+        # everything that can raise (a value JSON cannot hold) before the first append: a refused
+        # span must not leave a half-filled row behind
+        attrs_json, resource_json = dumps(rest), dumps(rrest)
         c = self.cols
         c["trace_id"].append(trace_id)
         c["span_id"].append(span_id)
@@ -72,8 +76,8 @@ class SpanColumns:
             c[col].append(value)
         c["scope_name"].append(scope_name)
         append_net(c, net)
-        c["attributes_json"].append(dumps(rest))
-        c["resource_json"].append(dumps(rrest))
+        c["attributes_json"].append(attrs_json)
+        c["resource_json"].append(resource_json)
         c["source"].append(source)
 
     def add_event(self, trace_id: str, span_id: str, ts_ns: int, name: str, attrs_json: str) -> None:
@@ -93,7 +97,7 @@ class SpanColumns:
     def tables(self) -> dict[str, pa.Table]:
         """The three tables, conforming to their ``records`` schemas."""
         spans = pa.Table.from_pydict(
-            {name: pa.array(values, records.SPANS.field(name).type) for name, values in self.cols.items()}
+            {name: _array(values, records.SPANS.field(name).type) for name, values in self.cols.items()}
         )
         return {"spans": records.conform("spans", spans), **self.event_link_tables()}
 
@@ -101,19 +105,30 @@ class SpanColumns:
         """The span_events and span_links tables (the compiled decoder builds spans itself)."""
         events = pa.Table.from_pydict({
             "trace_id": pa.array(self.ev_trace, pa.string()), "span_id": pa.array(self.ev_span, pa.string()),
-            "ts_ns": pa.array(self.ev_ts, pa.int64()), "name": pa.array(self.ev_name, pa.string()),
-            "attributes_json": pa.array(self.ev_attrs, pa.string()),
+            "ts_ns": pa.array(self.ev_ts, pa.int64()), "name": _array(self.ev_name, pa.string()),
+            "attributes_json": _array(self.ev_attrs, pa.string()),
         })
         links = pa.Table.from_pydict({
             "trace_id": pa.array(self.ln_trace, pa.string()), "span_id": pa.array(self.ln_span, pa.string()),
             "linked_trace_id": pa.array(self.ln_linked_trace, pa.string()),
             "linked_span_id": pa.array(self.ln_linked_span, pa.string()),
-            "attributes_json": pa.array(self.ln_attrs, pa.string()),
+            "attributes_json": _array(self.ln_attrs, pa.string()),
         })
         return {
             "span_events": records.conform("span_events", events),
             "span_links": records.conform("span_links", links),
         }
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _array(values: list[Any], typ: pa.DataType) -> pa.Array:
+    """``pa.array``, but text holding lone surrogates (a JSON ``"\\udc80"`` escape) becomes U+FFFD, not an error."""
+    try:
+        return pa.array(values, typ)
+    except UnicodeEncodeError:
+        return pa.array([_SURROGATES.sub("\ufffd", v) if isinstance(v, str) else v for v in values], typ)
 
 
 _EMPTY_NET = semconv.NetCoords()

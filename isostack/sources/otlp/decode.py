@@ -9,6 +9,7 @@ every well-formed span of the same file or request is kept.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -316,7 +317,9 @@ def decode_proto(data: bytes, signal: str, source: str) -> Decoded:
         req = None
     if req is not None:
         return decode_request(req, signal, source)
-    # Damaged: salvage the complete top-level resource blocks one by one.
+    if signal == "traces":
+        return salvage_spans(data, source)
+    # Damaged metrics/logs: salvage the complete top-level resource blocks one by one.
     chunks, fault = top_level_chunks(data)
     out = Decoded(malformed=True)
     for idx, (offset, chunk) in enumerate(chunks):
@@ -336,6 +339,256 @@ def decode_proto(data: bytes, signal: str, source: str) -> Decoded:
     elif not out.errors:
         out.errors.append("not a valid OTLP protobuf message")
         out.rejected += 1
+    return out
+
+
+# ------------------------------------------------------------------ damaged traces: salvage per span
+class _Walk:
+    """The fields of one message, tolerant of damage:
+    ``(byte offset, field number, wire type, value, whole, the value's byte offset)``.
+
+    Offsets are absolute (``base`` is the message's offset in the file). A length-delimited field
+    cut by the end of the data is yielded with ``whole=False`` and what there is of it, and ``cut``
+    is set (so is it when a tag, varint or fixed-size value is cut); at any other break the walk
+    stops and ``fault`` holds ``(offset, why)``.
+    """
+
+    def __init__(self, data: bytes | memoryview, base: int) -> None:
+        self.data, self.base = data, base
+        self.fault: tuple[int, str] | None = None
+        self.cut = False
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, memoryview, bool, int]]:
+        view = memoryview(self.data)
+        pos, n = 0, len(view)
+        empty = view[0:0]
+        while pos < n:
+            start = value_at = pos
+            try:
+                tag, pos = _varint(view, pos)
+                number, wire = tag >> 3, tag & 7
+                if number == 0:
+                    raise _WireFault(start, "field number 0 (not protobuf)")
+                if wire == 2:
+                    length, pos = _varint(view, pos)
+                    if pos + length > n:
+                        self.cut = True
+                        yield self.base + start, number, wire, view[pos:n], False, self.base + pos
+                        return
+                    value, pos = view[pos:pos + length], pos + length
+                    value_at = pos - length
+                elif wire == 0:
+                    _, pos = _varint(view, pos)
+                    value = empty
+                elif wire in (1, 5):
+                    pos += 8 if wire == 1 else 4
+                    value = empty
+                    if pos > n:
+                        self.cut = True
+                        return
+                else:
+                    raise _WireFault(start, f"invalid wire type {wire} (not protobuf?)")
+            except IndexError:
+                self.cut = True
+                return
+            except ValueError:
+                self.fault = (self.base + start, "invalid varint (longer than 10 bytes)")
+                return
+            except _WireFault as exc:
+                self.fault = (self.base + exc.offset, str(exc))
+                return
+            yield self.base + start, number, wire, value, True, self.base + value_at
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _ld(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (tag, length, payload)."""
+    return _varint_bytes(number << 3 | 2) + _varint_bytes(len(payload)) + payload
+
+
+_PATH = re.compile(r"resourceSpans\[(\d+)\](?:\.scopeSpans\[(\d+)\](?:\.spans\[(\d+)\])?)?")
+
+
+_NEVER = 1 << 62
+
+
+def _header(parts: list[tuple[int, bytes]], first_bad: int, cls: Any) -> tuple[list[bytes], str]:
+    """The usable occurrences of a resource/scope field (protobuf merges repeated ones) and why not, if not.
+
+    When all of them together do not parse, the ones before the first damaged byte are tried: an
+    occurrence after the damage is most likely misframed bytes, not the writer's.
+    """
+    if not parts:
+        return [], ""
+    every = [p for _, p in parts]
+    try:
+        cls.FromString(b"".join(every))
+        return every, ""
+    except DecodeError:
+        pass
+    before = [p for off, p in parts if off < first_bad]
+    if before and len(before) < len(parts):
+        try:
+            cls.FromString(b"".join(before))
+            return before, ""
+        except DecodeError:
+            pass
+    return [], f"not a valid {cls.__name__}"
+
+
+def salvage_spans(data: bytes, source: str) -> Decoded:
+    """Decode a damaged TracesData / ExportTraceServiceRequest span by span.
+
+    A span that does not parse (a flipped byte, invalid UTF-8 in its name, cut by the end of the
+    data) is skipped and counted; every other span of its ScopeSpans and ResourceSpans is kept.
+    A resource or scope that does not parse costs the spans under it (they would be stored under
+    the wrong service). Where the wire format itself breaks (a bad tag or varint), what follows in
+    that message cannot be found and is lost; that is one error naming the byte offset. The good
+    parts are re-encoded as one message and decoded by :func:`spans_from_bytes` (compiled or
+    Python: the same answer), so a salvaged span becomes exactly the row it would be in a whole file.
+    """
+    errors: list[tuple[int, str]] = []
+    rejected = 0
+    rebuilt: list[bytes] = []
+    # rebuilt index -> original index, for the field paths of errors the decoder reports
+    rs_map: list[int] = []
+    ss_map: dict[tuple[int, int], int] = {}
+    sp_map: dict[tuple[int, int, int], int] = {}
+
+    def fail(offset: int, text: str) -> None:
+        nonlocal rejected
+        rejected += 1
+        errors.append((offset, f"byte offset {offset}: {text}"))
+
+    top = _Walk(data, 0)
+    i = -1
+    for off, number, wire, value, whole, at in top:
+        if number != 1 or wire != 2:
+            continue  # unknown top-level fields are skipped, as protobuf does
+        i += 1
+        label = f"resourceSpans[{i}]"
+        if whole:
+            try:
+                ResourceSpans.FromString(bytes(value))
+                rs_map.append(i)  # scopes and spans keep their indexes
+                rebuilt.append(_ld(1, bytes(value)))
+                continue
+            except DecodeError:
+                pass
+        resource_parts: list[tuple[int, bytes]] = []
+        resource_fault = ""
+        scopes: list[tuple[int, list[bytes], list[tuple[int, bytes]], str]] = []
+        block = _Walk(value, at)
+        block_bad = _NEVER  # the first damaged byte seen in this block
+        j = -1
+        for off2, n2, w2, v2, whole2, at2 in block:
+            if n2 == 1 and w2 == 2:
+                if whole2:
+                    resource_parts.append((off2, bytes(v2)))
+                else:
+                    resource_fault = f"byte offset {off2}: {label}.resource: cut short"
+            elif n2 == 2 and w2 == 2:
+                j += 1
+                spath = f"{label}.scopeSpans[{j}]"
+                scope_parts: list[tuple[int, bytes]] = []
+                spans: list[tuple[int, bytes]] = []
+                scope_fault = ""
+                scope_bad = _NEVER
+                walk = _Walk(v2, at2)
+                k = -1
+                for off3, n3, w3, v3, whole3, _ in walk:
+                    if n3 == 1 and w3 == 2:
+                        if whole3:
+                            scope_parts.append((off3, bytes(v3)))
+                        else:
+                            scope_fault = f"byte offset {off3}: {spath}.scope: cut short"
+                    elif n3 == 2 and w3 == 2:
+                        k += 1
+                        if not whole3:
+                            fail(off3, f"{spath}.spans[{k}]: truncated (the data ends at byte {len(data)}, "
+                                       f"inside this span); skipped")
+                            scope_bad = min(scope_bad, off3)
+                            continue
+                        try:
+                            _FullSpan.FromString(bytes(v3))
+                        except DecodeError:
+                            fail(off3, f"{spath}.spans[{k}]: not a valid Span (damaged bytes); skipped")
+                            scope_bad = min(scope_bad, off3)
+                            continue
+                        spans.append((k, bytes(v3)))
+                    elif n3 in (1, 2):  # a known field with the wrong wire type: damage
+                        scope_bad = min(scope_bad, off3)
+                if walk.fault:
+                    fail(walk.fault[0], f"{spath}: {walk.fault[1]}; the rest of this scope is lost")
+                    scope_bad = min(scope_bad, walk.fault[0])
+                scope_bytes, why = _header(scope_parts, scope_bad, InstrumentationScope)
+                if why and not scope_fault:
+                    scope_fault = f"byte offset {off2}: {spath}.scope: {why}"
+                scopes.append((j, scope_bytes, spans, scope_fault))
+                block_bad = min(block_bad, scope_bad)
+            elif n2 in (1, 2):
+                block_bad = min(block_bad, off2)
+        if block.fault:
+            fail(block.fault[0], f"{label}: {block.fault[1]}; the rest of this resource block is lost")
+            block_bad = min(block_bad, block.fault[0])
+        resource_bytes, why = _header(resource_parts, block_bad, Resource)
+        if why and not resource_fault:
+            resource_fault = f"byte offset {off}: {label}.resource: {why}"
+        if resource_fault:
+            n_spans = sum(len(sc[2]) for sc in scopes)
+            rejected += n_spans
+            errors.append((off, f"{resource_fault}; its {n_spans} span(s) skipped"))
+            continue
+        parts = [_ld(1, p) for p in resource_bytes]
+        new_i = len(rs_map)
+        new_j = 0
+        for j, scope_header, spans, scope_fault in scopes:
+            if scope_fault:
+                rejected += len(spans)
+                errors.append((off, f"{scope_fault}; its {len(spans)} span(s) skipped"))
+                continue
+            ss_map[(new_i, new_j)] = j
+            for new_k, (k, _) in enumerate(spans):
+                sp_map[(new_i, new_j, new_k)] = k
+            parts.append(_ld(2, b"".join(_ld(1, p) for p in scope_header) + b"".join(_ld(2, s) for _, s in spans)))
+            new_j += 1
+        rs_map.append(i)
+        rebuilt.append(_ld(1, b"".join(parts)))
+    if top.fault:
+        fail(top.fault[0], f"{top.fault[1]}; the rest of the message is lost")
+    if top.cut and not any("truncated" in e for _, e in errors):  # cut between spans, or in a header
+        fail(len(data), "truncated (the data ends inside a field)")
+    out = spans_from_bytes(b"".join(rebuilt), source) if rebuilt else None
+    if out is None:
+        out = Decoded(tables=SpanColumns().tables())
+
+    def original(m: re.Match[str]) -> str:
+        ni = int(m.group(1))
+        text = f"resourceSpans[{rs_map[ni] if ni < len(rs_map) else ni}]"
+        if m.group(2) is not None:
+            nj = int(m.group(2))
+            text += f".scopeSpans[{ss_map.get((ni, nj), nj)}]"
+            if m.group(3) is not None:
+                nk = int(m.group(3))
+                text += f".spans[{sp_map.get((ni, nj, nk), nk)}]"
+        return text
+
+    decoded_errors = [_PATH.sub(original, e, count=1) for e in out.errors]
+    errors.sort(key=lambda e: e[0])
+    out.errors = ([e for _, e in errors] + decoded_errors)[:20] if errors or decoded_errors else []
+    out.rejected += rejected
+    if not out.errors:
+        out.errors.append("not a valid OTLP protobuf message")
+        out.rejected += 1
+    out.malformed = True
     return out
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
 
+from isostack.sources import jsonsalvage
 from isostack.sources.otlp import decode
 from isostack.sources.otlp.columns import Decoded
 
@@ -179,71 +181,65 @@ def detect_signal(doc: Any) -> str | None:
 
 
 def decode_json_bytes(data: bytes, signal: str | None, source: str, where: str = "") -> Decoded:
-    """Decode an OTLP/HTTP JSON body (one document)."""
+    """Decode an OTLP/HTTP JSON body (one document); a damaged one keeps its complete items before the fault."""
     try:
         doc = json.loads(data)
-    except RecursionError:
-        out = Decoded(rejected=1, malformed=True)
-        out.errors.append(f"{where}JSON nested too deeply")
-        return out
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        text, n_bad, _ = jsonsalvage.decode_text(data)
+        prefix = jsonsalvage.parse_prefix(text)
         pos = getattr(exc, "pos", None)
-        fault = (f"{where}malformed JSON" + (f" at byte offset {pos}" if pos is not None else "")
-                 + f": {getattr(exc, 'msg', exc)}")
-        salvaged = salvage_prefix(data.decode("utf-8", "replace"))
+        if isinstance(exc, json.JSONDecodeError) and pos is not None:
+            fault = (f"{where}malformed JSON at byte offset {jsonsalvage.byte_offset(text, pos, bool(n_bad))}: "
+                     f"{exc.msg}")
+        elif prefix.fault:
+            fault = (f"{where}malformed JSON at byte offset "
+                     f"{jsonsalvage.byte_offset(text, prefix.fault_pos, bool(n_bad))}: {prefix.fault}")
+        else:
+            fault = f"{where}malformed JSON: {exc}"
         out = Decoded()
-        if salvaged is not None:
+        salvaged, dropped, notes = prune_cut(prefix.value, prefix.is_open)
+        if isinstance(salvaged, dict):
             out = decode_document(signal or detect_signal(salvaged) or "traces", salvaged, source, where)
-        out.rejected += 1
+        out.rejected += max(dropped, 1)
         out.malformed = True
-        out.errors.insert(0, fault)
+        out.errors[:0] = [fault, *notes]
         return out
     sig = signal or detect_signal(doc) or "traces"
     return decode_document(sig, doc, source, where)
 
 
-_ARRAY_KEYS = ("resourceSpans", "resourceMetrics", "resourceLogs", "data")
+def prune_cut(doc: Any, is_open: Callable[[Any], bool]) -> tuple[Any, int, list[str]]:
+    """Drop what a fault cut in half from the salvaged prefix of an OTLP JSON document.
 
-
-def salvage_prefix(text: str) -> Any:
-    """The well-formed leading elements of a JSON document cut short, or None.
-
-    Handles the shapes trace exports take: a top-level array (Zipkin, a list of Jaeger traces) and
-    an object whose payload is one array (``{"resourceSpans": [...]}``, Jaeger's ``{"data": [...]}``).
-    Elements are decoded one by one until the first that does not parse.
+    ``is_open(obj)``: was this container still open at the fault (see :mod:`jsonsalvage`). A cut
+    span / metric / log record is dropped and counted; the complete ones before it in the same
+    scope and resource block are kept. A resource block cut inside its ``resource`` is dropped
+    (its items would be stored under the wrong service). Returns (document, items dropped, notes).
     """
-    decoder = json.JSONDecoder()
-    stripped = text.lstrip()
-    offset = len(text) - len(stripped)
-    key = None
-    if stripped.startswith("["):
-        pos = offset + 1
-    elif stripped.startswith("{"):
-        pos = -1
-        for candidate in _ARRAY_KEYS:
-            marker = text.find(f'"{candidate}"', offset)
-            if marker >= 0:
-                colon = text.find(":", marker + len(candidate) + 2)
-                bracket = text.find("[", colon)
-                if colon >= 0 and bracket >= 0 and text[colon + 1:bracket].strip() == "":
-                    key, pos = candidate, bracket + 1
-                    break
-        if key is None:
-            return None
-    else:
-        return None
-    items: list[Any] = []
-    n = len(text)
-    while pos < n:
-        while pos < n and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= n or text[pos] == "]":
-            break
-        try:
-            item, pos = decoder.raw_decode(text, pos)
-        except (ValueError, RecursionError):
-            break
-        items.append(item)
-    if not items:
-        return None
-    return {key: items} if key else items
+    if not isinstance(doc, dict):
+        return doc, 0, []
+    dropped = 0
+    for signal, key in _RESOURCE_KEY.items():
+        blocks = doc.get(key)
+        if not isinstance(blocks, list):
+            continue
+        scope_key, item_key = _SCOPE_KEY[signal]
+        kept = []
+        for block in blocks:
+            if isinstance(block, dict) and is_open(block):
+                if is_open(block.get("resource")):
+                    continue
+                scopes = block.get(scope_key)
+                if isinstance(scopes, list):
+                    block[scope_key] = [sc for sc in scopes if not (isinstance(sc, dict) and is_open(sc.get("scope")))]
+                    for sc in block[scope_key]:
+                        items = sc.get(item_key) if isinstance(sc, dict) else None
+                        if isinstance(items, list):
+                            whole = [it for it in items if not is_open(it)]
+                            dropped += len(items) - len(whole)
+                            sc[item_key] = whole
+            kept.append(block)
+        doc[key] = kept
+    return doc, dropped, []
+
+
