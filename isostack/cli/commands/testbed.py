@@ -130,13 +130,13 @@ def status(as_json: bool) -> None:
     for e in items:
         if e["kind"] != "owner" and not (e["kind"] == "process" and "pid" not in e):
             owned[e["kind"]] = owned.get(e["kind"], 0) + 1
+    processes = sorted(procs.values())
+    applied = [f"{r['fault']}@{r['target']}" for r in faults.applied()]
+    leftovers = [] if running else teardown.residue(items)
     out = {"running": running,
            "owner": {"pid": owner["pid"], "argv": owner.get("argv", [])} if owner else None,
            "services": st.services if st else {},
-           "processes": sorted(procs.values()),
-           "faults": [f"{r['fault']}@{r['target']}" for r in faults.applied()],
-           "owned": owned,
-           "residue": [] if running else teardown.residue(items)}
+           "processes": processes, "faults": applied, "owned": owned, "residue": leftovers}
     if as_json:
         emit_json(out)
         return
@@ -148,13 +148,13 @@ def status(as_json: bool) -> None:
         console.print(table("services", ["service", "endpoint", "pid", "netns", "cgroup"],
                             [(n, f"{s['addr']}:{topology.PORT}", s["pid"], s["netns"], s["cgroup"])
                              for n, s in st.services.items()]))
-    for p in out["processes"]:
+    for p in processes:
         console.print(f"  process {p}")
-    if out["faults"]:
-        console.print(f"faults applied: {', '.join(out['faults'])}")
+    if applied:
+        console.print(f"faults applied: {', '.join(applied)}")
     if owned:
         console.print("journal: " + ", ".join(f"{n} {k}" for k, n in owned.items()))
-    if out["residue"]:
-        console.print(f"[red]residue ({len(out['residue'])}), remove it with `isostack testbed down`:[/]")
-        for r in out["residue"]:
+    if leftovers:
+        console.print(f"[red]residue ({len(leftovers)}), remove it with `isostack testbed down`:[/]")
+        for r in leftovers:
             console.print(f"  {r}")
