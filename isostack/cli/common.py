@@ -29,20 +29,29 @@ class _Console(Console):
     80 columns (or $COLUMNS), and `isostack where virtio-fs | grep` split regexes mid-pattern, `audit
     seal > f` split a hash and `diagnose | less` the chain line. There the width is unbounded instead:
     tables keep their natural width and every line stays whole; separators (rules) stay short.
+    $COLUMNS (which rich honours even in a pipe, and which test runners and CI set) is ignored there.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._explicit_width = kwargs.get("width") is not None
+
+    def _wraps(self) -> bool:
+        return self.is_terminal or self._explicit_width
 
     @property
     def size(self) -> ConsoleDimensions:
-        if self.is_terminal or self._width is not None:
+        if self._wraps():
             return super().size
         return ConsoleDimensions(UNWRAPPED_WIDTH, 25)
 
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         self._width, self._height = new_size
+        self._explicit_width = True
 
     def rule(self, *args: Any, **kwargs: Any) -> None:
-        if self.is_terminal or self._width is not None:
+        if self._wraps():
             super().rule(*args, **kwargs)
             return
         from rich.rule import Rule
