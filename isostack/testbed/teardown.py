@@ -197,7 +197,8 @@ def residue(items: list[dict[str, Any]] | None = None) -> list[str]:
     found += [f"cgroup {c}" for c in cgroups.residue()]
     me_owner = (state.owner(items) or {}).get("pid") == os.getpid()
     for e in items:
-        if e["kind"] == "dir" and Path(e["name"]).exists() and not (e.get("owner_cleans") and me_owner):
+        if (e["kind"] == "dir" and Path(e["name"]).exists() and not (e.get("owner_cleans") and me_owner)
+                and not Path(e["name"]).is_relative_to(state_dir)):  # goes with the state
             found.append(f"dir {e['name']}")
     if data_root.exists() and f"dir {data_root}" not in found:
         found.append(f"dir {data_root}")
@@ -318,7 +319,7 @@ def down(grace_s: float = 3.0) -> Report:
     dirs = [e["name"] for e in items if e["kind"] == "dir" and not (e.get("owner_cleans") and me_owner)]
     for d in dict.fromkeys([*dirs, str(data_root)]):
         p = Path(d)
-        if p.exists() and not str(p).startswith(str(state_dir)):
+        if p.exists() and not p.is_relative_to(state_dir):
             shutil.rmtree(p, ignore_errors=True)
             rep.add("dir", d)
     left = [r for r in residue(items) if not r.startswith("state ")]

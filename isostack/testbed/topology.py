@@ -129,9 +129,7 @@ class Testbed:
         state.claim()  # the journal's first line: from here on everything is written down before it exists
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         (STATE_DIR / "faults").mkdir(exist_ok=True)
-        if not self.log_dir.is_dir():
-            state.note("dir", str(self.log_dir))
-            self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)  # the caller's (a case keeps its logs): not ours to remove
         if any(s.db for s in self.services) and not DATA_ROOT.is_dir():
             state.note("dir", str(DATA_ROOT))  # the db service creates its table file under it
         try:
