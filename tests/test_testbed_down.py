@@ -178,3 +178,24 @@ def test_a_live_owner_is_not_displaced(tmp_path: Path, monkeypatch: pytest.Monke
         parent.kill()
         parent.wait()
     assert not state.owner_alive()
+
+
+@pytest.mark.slow
+def test_demo_first_removes_what_a_killed_run_left() -> None:
+    require_root()
+    assert _kernel_leftovers() == [], "a testbed is already up; run `isostack testbed down` first"
+    up = subprocess.Popen([sys.executable, "-m", "isostack", "testbed", "up", "--json", "--for-s", "120"], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        assert up.stdout is not None and json.loads(up.stdout.readline())["db"] == "10.77.0.14:8080"
+    finally:
+        up.kill()  # SIGKILL: its services, netns, bridge and cgroups stay behind
+        up.wait(timeout=10)
+    assert "netns isotb-db" in _kernel_leftovers()
+    demo = run_cli("demo", "--baseline", "5", "--duration", "6", "--json", timeout=110)
+    cleaned = [ln for ln in demo.stderr.splitlines() if ln.startswith("isostack demo: removed what an earlier run left:")]
+    assert len(cleaned) == 1, demo.stderr[-2000:]
+    assert "4 processes" in cleaned[0] and "4 netns" in cleaned[0], cleaned
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    assert json.loads(demo.stdout)["truth"]["mechanism"] == "cpu_throttle"
+    assert _kernel_leftovers() == []

@@ -86,6 +86,7 @@ def down(as_json: bool) -> None:
     are reverted; processes get SIGINT/SIGTERM, then SIGKILL after 3 s, and are checked to be gone;
     then netns, links, qdiscs, iptables rules, cgroups in every hierarchy, directories, the state.
     """
+    from isostack.testbed.cgroups import PARENT
     from isostack.testbed.sh import require_root
     from isostack.testbed.teardown import down as _down
 
@@ -97,6 +98,10 @@ def down(as_json: bool) -> None:
         if rep.found_anything:
             console.print(f"removed: {rep.summary()}")
             for kind, items in rep.removed.items():
+                if kind == "cgroup" and items:  # one per service per hierarchy: say where, not each
+                    tops = sorted({c.split(f"/{PARENT}", 1)[0] + f"/{PARENT}" for c in items})
+                    console.print(f"  {kind:8} {len(items)} dirs: {', '.join(tops)} and below")
+                    continue
                 for what in items:
                     console.print(f"  {kind:8} {what}")
         else:
