@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
 if TYPE_CHECKING:  # imported lazily in get_store: pyarrow/duckdb cost ~0.3 s that `where` must not pay
@@ -18,10 +18,51 @@ if TYPE_CHECKING:  # imported lazily in get_store: pyarrow/duckdb cost ~0.3 s th
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
 
+# Wider than any line isostack prints: in a pipe or a file nothing is ever wrapped.
+UNWRAPPED_WIDTH = 1_000_000
+
+
+class _Console(Console):
+    """rich's Console, except that output going to a pipe or a file is never hard-wrapped.
+
+    On a terminal rich wraps at the window width, which is what a reader wants. Elsewhere it wraps at
+    80 columns (or $COLUMNS), and `isostack where virtio-fs | grep` split regexes mid-pattern, `audit
+    seal > f` split a hash and `diagnose | less` the chain line. There the width is unbounded instead:
+    tables keep their natural width and every line stays whole; separators (rules) stay short.
+    $COLUMNS (which rich honours even in a pipe, and which test runners and CI set) is ignored there.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._explicit_width = kwargs.get("width") is not None
+
+    def _wraps(self) -> bool:
+        return self.is_terminal or self._explicit_width
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self._wraps():
+            return super().size
+        return ConsoleDimensions(UNWRAPPED_WIDTH, 25)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+        self._explicit_width = True
+
+    def rule(self, *args: Any, **kwargs: Any) -> None:
+        if self._wraps():
+            super().rule(*args, **kwargs)
+            return
+        from rich.rule import Rule
+
+        self.print(Rule(*args, **kwargs), width=80)  # a separator, not content: nothing to keep whole
+
+
 # Human output goes to stdout; progress and warnings to stderr so they never pollute --json.
-console = Console(highlight=False, soft_wrap=False)
+console = _Console(highlight=False, soft_wrap=False)
 # soft_wrap: an error or warning stays one line however narrow the terminal (or pipe) is
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def get_store(ctx: click.Context) -> Store:

@@ -29,8 +29,13 @@ def load_config(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise InputError(f"{p}: cannot read config: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text (byte offset {exc.start}); expected a YAML config") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{p}: invalid YAML: {exc}".splitlines()[0]) from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{p}: invalid YAML{where}: {problem}") from None
     return validate(data, str(p))
 
 

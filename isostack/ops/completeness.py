@@ -334,7 +334,33 @@ def load_stats(source: str | None) -> dict[str, Any] | None:
                 return dict(json.loads(r.read()))
         except (OSError, ValueError):
             return None
-    return dict(json.loads(Path(source).read_text()))
+    return _stats_file(Path(source))
+
+
+def _stats_file(path: Path) -> dict[str, Any]:
+    """A stats JSON file, or InputError in one line naming the file, the offset or field, and what was expected."""
+    from isostack.errors import InputError
+
+    where = f"--alerts {path}"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                         "expected the JSON of `isostack alerts serve` /stats") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (offset {exc.pos}); "
+                         "expected the JSON of `isostack alerts serve` /stats") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{where}: expected a JSON object with convergence_rate, alerts, notifications; "
+                         f"got a JSON {type(doc).__name__}")
+    rate = doc.get("convergence_rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1):
+        raise InputError(f"{where}: field convergence_rate: expected a number from 0 to 1, got {rate!r}")
+    return doc
 
 
 def run_all(store: Store, *, prometheus_url: str | None = None, logs_url: str | None = None,

@@ -106,11 +106,52 @@ def cgroup_mode() -> str:
     return "v2"
 
 
+# Capability bits (linux/capability.h). bpftrace loads tracepoint programs with CAP_BPF + CAP_PERFMON,
+# but resolves kernel structs from BTF (`curtask->cgroups...`, which the agent's programs use) only
+# with CAP_SYS_ADMIN: measured on this host with setpriv, bpftrace 0.17 answers "Unknown struct/union:
+# 'struct task_struct'" with BPF+PERFMON alone. CAP_SYS_ADMIN implies the other two.
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+def effective_capabilities(status: str | None = None) -> int | None:
+    """This process's effective capability set (``CapEff`` of /proc/self/status), None if unreadable."""
+    try:
+        text = status if status is not None else Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return None
+
+
+def missing_capabilities(effective: int) -> list[str]:
+    """The capabilities the agent's bpftrace programs lack in ``effective`` (empty when they can run)."""
+
+    def has(bit: int) -> bool:
+        return bool(effective >> bit & 1)
+
+    if has(CAP_SYS_ADMIN):
+        return []
+    return ["CAP_SYS_ADMIN", *(name for bit, name in ((CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"))
+                               if not has(bit))]
+
+
 def check_capabilities() -> None:
     """Raise :class:`CapabilityError` naming what is missing to run bpftrace probes."""
     missing = []
-    if os.geteuid() != 0:
-        missing.append("root (eBPF needs CAP_BPF/CAP_PERFMON; run as root)")
+    eff = effective_capabilities()
+    lacking = missing_capabilities(eff) if eff is not None else []
+    if os.geteuid() != 0 and lacking:
+        missing.append("root (eBPF needs CAP_SYS_ADMIN or CAP_BPF+CAP_PERFMON; run as root)")
+    elif lacking:
+        # root with capabilities dropped (capsh --drop, setpriv, a container's securityContext):
+        # unchecked, bpftrace failed later with "could not locate kernfs_node.id"
+        missing.append(f"capability {', '.join(lacking)}: this root process runs with "
+                       f"{'them' if len(lacking) > 1 else 'it'} dropped (CapEff 0x{eff:x}); bpftrace needs "
+                       "CAP_BPF+CAP_PERFMON to load programs and CAP_SYS_ADMIN to read kernel types from BTF. "
+                       "Grant CAP_SYS_ADMIN (it implies both), e.g. Kubernetes securityContext.capabilities.add: "
+                       "[SYS_ADMIN]")
     if not _accessible_dir(TRACEFS / "events"):
         missing.append(f"a readable tracefs at {TRACEFS} (if not mounted: mount -t tracefs nodev {TRACEFS})")
     if not _readable(BTF_VMLINUX):

@@ -128,7 +128,7 @@ class Store:
                 try:
                     result = fetch_arrow(con.sql(st.query))
                 except duckdb.Error as exc:
-                    raise UsageError(f"SQL error: {exc}") from exc
+                    raise UsageError("SQL error: " + " ".join(str(exc).split("\n"))) from exc  # one line
             assert result is not None
             return result
         finally:

@@ -13,6 +13,12 @@ from pathlib import Path
 ROOT = Path(os.environ.get("ISOSTACK_CGROUP_ROOT", "/sys/fs/cgroup"))
 PARENT = "isostack-testbed"
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids")
+# The cgroup that holds the processes the testbed runs beside the services (the demo's `serve`,
+# `agent` and the agent's bpftrace children): in a controller that measures nothing the diagnosis
+# reads, so they stay in the root cpu/memory cgroups as before, yet every process they fork is
+# found (and killed) from here. The first of these that is mounted is used.
+TRACKING = "pipeline"
+TRACKING_CONTROLLERS = ("pids", "freezer")
 
 
 def is_v2_only() -> bool:
@@ -32,24 +38,47 @@ def path(controller: str, name: str) -> Path:
     return ROOT / controller / PARENT / name
 
 
-def create(name: str) -> None:
-    """Create cgroup ``name`` in every controller (idempotent)."""
+def tracking_controllers() -> tuple[str, ...]:
+    """Where :data:`TRACKING` lives on this host (one v1 controller; ``("",)`` = the unified tree)."""
     if is_v2_only():
-        (ROOT / PARENT).mkdir(exist_ok=True)
+        return ("",)
+    return tuple(c for c in TRACKING_CONTROLLERS if (ROOT / c / "cgroup.procs").exists())[:1]
+
+
+def _dirs(name: str, only: tuple[str, ...] | None) -> list[Path]:
+    if is_v2_only():
+        return [ROOT / PARENT / name]
+    return [path(c, name) for c in (only if only is not None else controllers())]
+
+
+def _mkdir_recorded(d: Path) -> None:
+    from isostack.testbed import state
+
+    if not d.is_dir():
+        state.note("cgroup", str(d))  # written down before it exists (see testbed/state.py)
+        d.mkdir(parents=True, exist_ok=True)
+
+
+def create(name: str, only: tuple[str, ...] | None = None) -> None:
+    """Create cgroup ``name`` in every controller, or in the ``only`` ones (idempotent)."""
+    if is_v2_only():
+        if not (ROOT / PARENT).is_dir():
+            _mkdir_recorded(ROOT / PARENT)
         try:  # noqa: SIM105 - the comment below says why
             (ROOT / PARENT / "cgroup.subtree_control").write_text("+cpu +memory +io +pids")
         except OSError:
             pass  # some controllers may be unavailable; the cgroup still exists
-        (ROOT / PARENT / name).mkdir(exist_ok=True)
+        _mkdir_recorded(ROOT / PARENT / name)
         return
-    for ctrl in controllers():
-        path(ctrl, name).mkdir(parents=True, exist_ok=True)
+    for d in _dirs(name, only):
+        if not d.parent.is_dir():
+            _mkdir_recorded(d.parent)
+        _mkdir_recorded(d)
 
 
-def attach(name: str, pid: int) -> None:
-    """Move ``pid`` into cgroup ``name`` in every controller."""
-    dirs = [ROOT / PARENT / name] if is_v2_only() else [path(c, name) for c in controllers()]
-    for d in dirs:
+def attach(name: str, pid: int, only: tuple[str, ...] | None = None) -> None:
+    """Move ``pid`` into cgroup ``name`` in every controller, or in the ``only`` ones."""
+    for d in _dirs(name, only):
         (d / "cgroup.procs").write_text(str(pid))
 
 
@@ -76,9 +105,36 @@ def cgroup_id(name: str) -> int:
     return os.stat(d).st_ino
 
 
+def hierarchies() -> list[Path]:
+    """Every cgroup hierarchy mounted under ROOT (each v1 controller, named ones, the unified tree)."""
+    if (ROOT / "cgroup.controllers").exists():
+        return [ROOT]
+    try:
+        return sorted(d for d in ROOT.iterdir() if (d / "cgroup.procs").exists())
+    except OSError:
+        return []
+
+
+def tree_pids() -> dict[int, str]:
+    """Every process in a testbed cgroup of any hierarchy -> that cgroup's path."""
+    out: dict[int, str] = {}
+    for h in hierarchies():
+        top = h / PARENT
+        if not top.is_dir():
+            continue
+        for d in [top, *(p for p in top.rglob("*") if p.is_dir())]:
+            try:
+                for x in (d / "cgroup.procs").read_text().split():
+                    out.setdefault(int(x), str(d))
+            except OSError:
+                continue
+    return out
+
+
 def remove_all(timeout_s: float = 5.0) -> list[str]:
-    """Kill every process left in the testbed cgroups and remove them; returns what could not be removed."""
-    parents = [ROOT / PARENT] if is_v2_only() else [ROOT / c / PARENT for c in controllers()]
+    """Kill every process left in the testbed cgroups of every hierarchy and remove the cgroups;
+    returns what could not be removed."""
+    parents = [h / PARENT for h in hierarchies()]
     leftovers: list[str] = []
     for parent in parents:
         if not parent.is_dir():
@@ -112,6 +168,5 @@ def remove_all(timeout_s: float = 5.0) -> list[str]:
 
 
 def residue() -> list[str]:
-    """Testbed cgroup dirs still present (empty after a clean teardown)."""
-    parents = [ROOT / PARENT] if is_v2_only() else [ROOT / c / PARENT for c in V1_CONTROLLERS]
-    return [str(p) for p in parents if p.exists()]
+    """Testbed cgroup dirs still present in any hierarchy (empty after a clean teardown)."""
+    return [str(h / PARENT) for h in hierarchies() if (h / PARENT).exists()]

@@ -121,11 +121,27 @@ class Pipeline:
         self.kinds: dict[str, str] = {}
 
     def _spawn(self, *args: str, name: str) -> subprocess.Popen:
+        """Start ``isostack <args>`` in its own session, inside the testbed's tracking cgroup (entered
+        before exec, so it and every child it forks, bpftrace included, is found by ``testbed down``
+        even if this process is SIGKILLed), written into the testbed journal before it starts."""
+        import os
+
+        from isostack.testbed import cgroups, state
+
+        only = cgroups.tracking_controllers()
+        cgroups.create(cgroups.TRACKING, only=only)
+        argv = [sys.executable, "-m", "isostack", "--data-dir", str(self.data_dir), *args]
+        # SIGINT: `serve` flushes what it holds, `agent` detaches bpftrace and writes its last window
+        state.note("process", name, cgroup=f"{cgroups.PARENT}/{cgroups.TRACKING}", argv=argv, stop_signal="SIGINT")
+
+        def enter() -> None:  # in the child, between fork and exec
+            cgroups.attach(cgroups.TRACKING, os.getpid(), only=only)
+
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen([sys.executable, "-m", "isostack", "--data-dir", str(self.data_dir), *args],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=enter)
         log.close()
+        state.note("process", name, pid=proc.pid, start_ticks=state.start_ticks(proc.pid))
         self.procs.append(proc)
         return proc
 

@@ -15,8 +15,16 @@ def require_root(what: str) -> None:
 
 
 def run(*cmd: str, check: bool = True, netns: str | None = None, timeout: float = 20) -> str:
-    """Run a command (optionally inside a network namespace) and return its stdout."""
+    """Run a command (optionally inside a network namespace) and return its stdout.
+
+    A command that creates a testbed object (netns, link, qdisc, iptables rule named ``isotb-*`` or
+    inside an ``isotb-*`` netns) is written into the testbed's journal first (``state.note_command``):
+    every such command of the testbed, its faults included, passes through here.
+    """
+    from isostack.testbed import state
+
     argv = (["ip", "netns", "exec", netns] if netns else []) + list(cmd)
+    state.note_command(list(cmd), netns)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as exc:

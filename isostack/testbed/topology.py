@@ -8,7 +8,9 @@
 
 cgroups: /sys/fs/cgroup/<ctrl>/isostack-testbed/<service> for cpu, cpuacct, memory, blkio, pids.
 State (what is running, which faults are applied) lives in /run/isostack-testbed so that
-``isostack fault`` in another process can find the services and revert what it applied.
+``isostack fault`` in another process can find the services and revert what it applied; its
+journal ``owned.jsonl`` (``state.py``) names everything the testbed creates before it is created,
+and ``teardown.py`` removes it all (``isostack testbed down``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -28,8 +29,8 @@ from pathlib import Path
 from types import TracebackType
 
 from isostack.errors import IsostackError
-from isostack.testbed import cgroups
-from isostack.testbed.sh import ok, pid_alive, require_root, run
+from isostack.testbed import cgroups, state
+from isostack.testbed.sh import require_root, run
 
 PREFIX = "isotb-"
 BRIDGE = "isotb-br0"
@@ -124,16 +125,13 @@ class Testbed:
     # ------------------------------------------------------------------ up
     def up(self, ready_timeout_s: float = 30.0) -> None:
         require_root("the testbed")
-        if load_state() is not None:
-            st = load_state()
-            assert st is not None
-            if st.owner_pid and pid_alive(st.owner_pid):
-                raise IsostackError(f"a testbed is already running (owner pid {st.owner_pid}); "
-                                    "stop it first (python -m isostack.testbed down)")
-            teardown()  # stale leftovers of a killed run
+        clean_stale()  # refuses while another live process owns a testbed; removes a dead one's leftovers
+        state.claim()  # the journal's first line: from here on everything is written down before it exists
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         (STATE_DIR / "faults").mkdir(exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)  # the caller's (a case keeps its logs): not ours to remove
+        if any(s.db for s in self.services) and not DATA_ROOT.is_dir():
+            state.note("dir", str(DATA_ROOT))  # the db service creates its table file under it
         try:
             self._network()
             for spec in self.services:
@@ -174,6 +172,9 @@ class Testbed:
         def enter_cgroups() -> None:  # runs in the child between fork and exec
             cgroups.attach(name, os.getpid())
 
+        cmd = ["ip", "netns", "exec", spec.netns, *self._command(spec)]
+        role = f"service {name}"
+        state.note("process", role, cgroup=f"{cgroups.PARENT}/{name}", argv=cmd, stop_signal="SIGTERM")
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
         # A fixed glibc mmap threshold: each request's scratch memory is mapped and unmapped again, so
         # the resident set falls back to the same floor between requests. With glibc's sliding
@@ -181,10 +182,10 @@ class Testbed:
         # measured it as the floor and later requests fitted: nothing was killed in 9 of 12 cases.
         env = dict(os.environ, OTEL_SERVICE_NAME=name, PYTHONUNBUFFERED="1", MALLOC_MMAP_THRESHOLD_="1048576")
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-        proc = subprocess.Popen(["ip", "netns", "exec", spec.netns, *self._command(spec)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 preexec_fn=enter_cgroups, start_new_session=True)
         log.close()
+        state.note("process", role, pid=proc.pid, start_ticks=state.start_ticks(proc.pid))
         self.procs[name] = proc
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -275,8 +276,6 @@ def add_netns_on_bridge(netns: str, host_veth: str, addr: str) -> None:
     run("ip", "route", "add", "default", "via", BRIDGE_ADDR, netns=netns)
 
 
-
-
 def _terminate(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
     if proc.poll() is not None:
         return
@@ -293,84 +292,22 @@ def _terminate(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
 
 
 def teardown() -> list[str]:
-    """Remove every testbed resource, whoever created it: faults first, then processes, links, netns,
-    cgroups, rules, state. Idempotent; returns the residue found afterwards (empty when clean)."""
-    from isostack.testbed import faults
+    """Remove every testbed resource, whoever created it (see ``teardown.py``); idempotent.
+    Returns the residue found afterwards (empty when clean)."""
+    from isostack.testbed.teardown import down
 
-    faults.revert_all()
-    for ns in _netns_list():
-        # processes inside our namespaces (services, flooders) die with their cgroups below, but a
-        # process started by hand inside one would keep the netns alive: kill by netns membership.
-        for pid in _netns_pids(ns):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    cgroups.remove_all()
-    for ns in _netns_list():
-        ok("ip", "netns", "delete", ns)
-    for link in _links():
-        ok("ip", "link", "delete", link)
-    _remove_root_rules()
-    if STATE_DIR.exists():
-        for f in sorted(STATE_DIR.rglob("*"), key=lambda p: -len(p.parts)):
-            if f.is_dir():
-                f.rmdir()
-            else:
-                f.unlink()
-        STATE_DIR.rmdir()
-    if DATA_ROOT.exists():
-        import shutil
-
-        shutil.rmtree(DATA_ROOT, ignore_errors=True)
-    return residue()
+    return down().residue
 
 
-def _netns_list() -> list[str]:
-    out = run("ip", "netns", "list", check=False)
-    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+def clean_stale() -> None:
+    """Refuse while another live process owns a testbed; remove what a dead one left."""
+    from isostack.testbed.teardown import clean_stale as _clean
 
-
-def _netns_pids(ns: str) -> list[int]:
-    out = run("ip", "netns", "pids", ns, check=False)
-    return [int(x) for x in out.split() if x.isdigit()]
-
-
-def _links() -> list[str]:
-    out = run("ip", "-o", "link", "show", check=False)
-    names = []
-    for line in out.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) >= 2:
-            name = parts[1].strip().split("@", 1)[0]
-            if name.startswith(PREFIX):
-                names.append(name)
-    return names
-
-
-def _remove_root_rules() -> None:
-    """Delete root-namespace iptables rules tagged with our comment prefix."""
-    for table in ("filter", "mangle"):
-        out = run("iptables", "-t", table, "-S", check=False)
-        for line in out.splitlines():
-            if PREFIX in line and line.startswith("-A "):
-                ok("iptables", "-t", table, "-D", *shlex.split(line)[1:])
+    _clean()
 
 
 def residue() -> list[str]:
-    """Everything of the testbed still present on the host: netns, links, cgroups, rules, state, processes."""
-    found = [f"netns {n}" for n in _netns_list()] + [f"link {n}" for n in _links()]
-    found += [f"cgroup {c}" for c in cgroups.residue()]
-    for table in ("filter", "mangle"):
-        found += [f"iptables {line}" for line in run("iptables", "-t", table, "-S", check=False).splitlines()
-                  if PREFIX in line]
-    if STATE_DIR.exists():
-        found.append(f"state {STATE_DIR}")
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit():
-            continue
-        try:
-            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"isostack.testbed.service" in cmdline or b"isostack.testbed.noise" in cmdline:
-            found.append(f"process {proc_dir.name}: {cmdline[:80].decode(errors='replace')}")
-    return found
+    """Everything of the testbed still present (processes included); see ``teardown.residue``."""
+    from isostack.testbed.teardown import residue as _residue
+
+    return _residue()

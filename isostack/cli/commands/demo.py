@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import click
 
-from isostack.cli.common import console, emit_json, json_option, warn
+from isostack.cli.common import console, emit_json, err_console, json_option, warn
 from isostack.errors import UsageError
 
 
@@ -91,12 +93,23 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
     if target not in fault.applies_to:
         raise UsageError(f"fault {fault_name} does not apply to {target}; it applies to: {', '.join(fault.applies_to)}")
     require_root("isostack demo")
+    from isostack.testbed import state, teardown
+
+    # A demo killed earlier (SIGKILL, a closed terminal) left its topology, faults and processes:
+    # remove them first, and say so, instead of failing on "File exists" half-way through.
+    stale = teardown.clean_stale()
+    if stale is not None:
+        err_console.print(f"isostack demo: removed what an earlier run left: {stale.summary()}")
+    state.claim()  # this process owns the testbed from here: what follows is written down before it exists
     tmp = None
     if keep_data is not None:
         keep_data.mkdir(parents=True, exist_ok=True)
         data_dir = keep_data
     else:
-        tmp = Path(tempfile.mkdtemp(prefix="isostack-demo-"))
+        tmp = Path(tempfile.gettempdir()) / f"isostack-demo-{os.getpid()}-{time.time_ns()}"
+        # the owner removes its own store after the diagnosis; `testbed down` does if it was killed
+        state.record("dir", str(tmp), owner_cleans=True)
+        tmp.mkdir(mode=0o700)
         data_dir = tmp
     try:
         case = run_case(fault_name, target, data_dir, baseline_s=baseline_s, fault_s=fault_s, rate_rps=rate_rps,
@@ -124,6 +137,8 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
         if html_path is not None:
             console.print(f"HTML report: {html_path}")
     finally:
+        if (state.owner() or {}).get("pid") == os.getpid():
+            teardown.down()  # failed before the topology's own teardown ran: leave nothing either
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         elif keep_data is not None:

@@ -32,7 +32,7 @@ def command(action: str, name: str | None, target: str | None, param: tuple[str,
     """Apply, revert or list the testbed's faults; each has a ground-truth label.
 
     \b
-    The testbed must be up (`isostack demo`, or `python -m isostack.testbed up` in another shell).
+    The testbed must be up (`isostack demo`, or `isostack testbed up` in another shell).
     Needs root. Every apply records what it changed so revert restores it exactly.
 
     \b
