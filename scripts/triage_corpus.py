@@ -676,7 +676,7 @@ def split_of(source_path: str) -> str:
     return "heldout" if int(hashlib.sha1(source_path.encode()).hexdigest(), 16) % HELDOUT_SHARE == 0 else "dev"
 
 
-def build(linux: Path, mirror: Path, out: Path, seed: int) -> None:
+def build(linux: Path, mirror: Path, out: Path, seed: int, patterns_yaml: Path | None = None) -> None:
     rng = random.Random(seed)
     fill_c = _filler(rng, "c")
     records: dict[str, list[dict[str, object]]] = {}
@@ -700,9 +700,20 @@ def build(linux: Path, mirror: Path, out: Path, seed: int) -> None:
             if drv == "EXT4-fs":
                 msg = f"EXT4-fs (nvme0n1p2): {msg}"
             line = kernel_prefix(rng) + msg
+            body_re, literal = format_regex(c.fmt.split("\n")[0].rstrip(), "c")
+            if c.kind == "dev":
+                head = "EXT4-fs \\([^)]*\\): " if drv == "EXT4-fs" else (
+                    "" if drv == "XFS" else re.escape(drv).replace("\\_", "_") + " [^ :]+: ")
+            elif c.kind == "netdev":
+                head = re.escape(drv).replace("\\_", "_") + " [^ :]+ [^ :]+: "
+            elif c.kind == "pr":
+                head = format_regex(prefix, "c")[0]
+            else:
+                head = ""
             records.setdefault("linux", []).append({
                 "line": line, "layer": layer, "component": comp, "severity": c.level,
-                "source": f"{LINUX} {rel}:{c.line_no}", "kind": "format", "split": split_of(rel)})
+                "source": f"{LINUX} {rel}:{c.line_no}", "kind": "format", "split": split_of(rel),
+                "_regex": head + body_re, "_literal": literal})
     for repo, prefix_path, layer, comp, style in PROJECT_FILES:
         gitdir = mirror / repo.replace("/", "+") / "repo"
         commit = subprocess.run(["git", "-C", str(gitdir), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -728,9 +739,11 @@ def build(linux: Path, mirror: Path, out: Path, seed: int) -> None:
             if not msg:
                 continue
             line = render(style, c.level, msg, rng)
+            body_re, literal = format_regex(c.fmt.split("\n")[0].strip(), lang)
             records.setdefault(repo, []).append({
                 "line": line, "layer": layer, "component": comp, "severity": c.level,
-                "source": f"{repo}@{commit} {c.path}:{c.line_no}", "kind": "format", "split": split_of(c.path)})
+                "source": f"{repo}@{commit} {c.path}:{c.line_no}", "kind": "format", "split": split_of(c.path),
+                "_regex": body_re, "_literal": literal})
     out.mkdir(parents=True, exist_ok=True)
     for name, recs in records.items():
         dest = out / f"format-{name.replace('/', '-')}.jsonl"
@@ -741,8 +754,10 @@ def build(linux: Path, mirror: Path, out: Path, seed: int) -> None:
                 if key in seen:
                     continue
                 seen.add(key)
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                f.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
         print(f"{dest}: {len(seen)} lines")
+    if patterns_yaml is not None:
+        write_patterns([r for recs in records.values() for r in recs], out, patterns_yaml)
 
 
 def main() -> None:
@@ -751,12 +766,11 @@ def main() -> None:
     ap.add_argument("--mirror", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=15)
+    ap.add_argument("--patterns", type=Path, default=None,
+                    help="rewrite the generated section of this patterns.yaml from the dev split")
     args = ap.parse_args()
-    build(args.linux, args.mirror, args.out, args.seed)
+    build(args.linux, args.mirror, args.out, args.seed, args.patterns)
 
-
-if __name__ == "__main__":
-    main()
 
 
 # --------------------------------------------------------------------------- no-layer lines (loghub)
@@ -830,3 +844,131 @@ def binary_format_strings(root: Path, out: Path, seed: int, per_binary: int = 45
                 f.write(json.dumps({"line": line, "layer": layer, "component": component, "severity": "error",
                                     "source": f"{prov} /{rel} (format string)", "kind": "format",
                                     "split": split_of(s)}, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------- patterns from dev format strings
+_ERE_SPECIAL = set("\\.[]()*+?{}|^$")
+
+
+def _ere_literal(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch == '"':
+            out.append('\\\\?"')  # logfmt prints a quote inside msg="…" as \"
+        elif ch in _ERE_SPECIAL:
+            out.append("\\" + ch)
+        elif ch == "\t":
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_C_CONV = re.compile(r"%(?:p[A-Za-z][A-Za-z0-9]*|([-+ #0]*)(?:\*|\d+)?(?:\.(?:\*|\d+))?(?:hh|h|ll|l|z|j|t|L)?"
+                     r"([diouxXcsfgeEp%]))")
+_GO_CONV = re.compile(r"%[-+# 0]*\d*(?:\.\d+)?([vsdqwxXTtfgebp%])")
+_RUST_CONV = re.compile(r"\{[A-Za-z0-9_.]*(?::[^{}]*)?\}")
+_ANY = ".*"
+
+
+def _conv_regex(lang: str, m: re.Match[str]) -> str:
+    if lang in ("rust", "cpp"):
+        return _ANY
+    spec = m.group(0)
+    if spec == "%%":
+        return "%"
+    conv = m.group(m.lastindex or 0)[-1] if m.lastindex else "p"
+    if conv in "di":
+        return "-?[0-9]+"
+    if conv == "u":
+        return "[0-9]+"
+    if conv in "xX":
+        return "(0x)?[0-9a-fA-F]+" if "#" in spec else "[0-9a-fA-F]+"
+    if conv == "o":
+        return "[0-7]+"
+    return _ANY
+
+
+def format_regex(fmt: str, lang: str) -> tuple[str, str]:
+    """(ERE regex, literal text) of one format string; conversions become classes, text is escaped."""
+    conv_re = {"go": _GO_CONV, "rust": _RUST_CONV, "cpp": _RUST_CONV}.get(lang, _C_CONV)
+    parts, literal, pos = [], [], 0
+    for m in conv_re.finditer(fmt):
+        parts.append(_ere_literal(fmt[pos:m.start()]))
+        literal.append(fmt[pos:m.start()])
+        parts.append(_conv_regex(lang, m))
+        pos = m.end()
+    parts.append(_ere_literal(fmt[pos:]))
+    literal.append(fmt[pos:])
+    regex = "".join(parts)
+    while ".*.*" in regex:
+        regex = regex.replace(".*.*", ".*")
+    regex = regex.strip()
+    regex = regex[2:] if regex.startswith(".*") else regex
+    regex = regex[:-2] if regex.endswith(".*") and not regex.endswith("\\.*") else regex
+    return regex.strip(), " ".join(literal)
+
+
+def _distinctive(literal: str) -> bool:
+    words = re.findall(r"[A-Za-z][A-Za-z_-]{2,}", literal)
+    longest = max((len(s.strip()) for s in re.split(r"%|\{|\}", literal)), default=0)
+    return len(words) >= 3 and longest >= 14
+
+
+GENERATED_MARKER = "  # ---- generated by scripts/triage_corpus.py from dev-split format strings: do not edit below ----"
+
+
+def write_patterns(records: list[dict[str, object]], corpus: Path, patterns_yaml: Path) -> None:
+    """One pattern per distinctive dev-split format string (the message family), after the hand-written ones.
+
+    A candidate is dropped when it matches a dev line of no layer or of another layer (it would be
+    ambiguous), when a pattern before it already claims its example, or when it is too generic
+    (fewer than 3 words, no literal run of 14 characters).
+    """
+    import yaml
+
+    text = patterns_yaml.read_text(encoding="utf-8")
+    head = text.split(GENERATED_MARKER)[0].rstrip("\n") + "\n"
+    hand = yaml.safe_load(head)["patterns"]
+    kept_res = [re.compile(p["regex"]) for p in hand]
+    others: list[tuple[str | None, str]] = []
+    for f in sorted(corpus.glob("*.jsonl")):
+        for raw in f.read_text(encoding="utf-8").splitlines():
+            r = json.loads(raw)
+            if r["split"] == "dev":
+                others.append((r["layer"], r["line"]))
+    cands = [r for r in records if r["split"] == "dev" and _distinctive(str(r["_literal"]))]
+    cands.sort(key=lambda r: -len(str(r["_literal"]).strip()))
+    out, seen = [], set()
+    for r in cands:
+        regex = str(r["_regex"])
+        if regex in seen or len(regex) < 12:
+            continue
+        try:
+            rx = re.compile(regex)
+        except re.error:
+            continue
+        if not rx.search(str(r["line"])):
+            continue
+        if any(rx.search(line) for layer, line in others if layer != r["layer"]):
+            continue
+        if any(k.search(str(r["line"])) for k in kept_res):
+            continue
+        seen.add(regex)
+        kept_res.append(rx)
+        src = str(r["source"])
+        stem = re.sub(r"[^a-z0-9]+", "_", src.split(" ")[-1].rsplit("/", 1)[-1].lower()).strip("_")
+        layer = str(r["layer"])
+        pid = f"{layer.lower().replace('-', '')}.{str(r['component']).replace('-', '_')}_{stem}"
+        while any(o["id"] == pid for o in out):
+            pid += "_b"
+        out.append({"id": pid, "layer": layer, "submodule": r["component"], "severity": r["severity"],
+                    "regex": regex, "source": src, "example": r["line"]})
+    body = yaml.safe_dump(out, allow_unicode=True, sort_keys=False, width=10_000)
+    body = "\n".join("  " + ln if ln else ln for ln in body.splitlines())
+    patterns_yaml.write_text(head + "\n" + GENERATED_MARKER + "\n" + body + "\n", encoding="utf-8")
+    print(f"{patterns_yaml}: {len(hand)} hand-written + {len(out)} generated patterns")
+
+
+if __name__ == "__main__":
+    main()

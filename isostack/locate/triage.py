@@ -4,6 +4,13 @@ All patterns of ``kb/data/patterns.yaml`` are compiled into a single hyperscan d
 over whole multi-megabyte blocks; only the (rare) matching lines cost any Python. Without hyperscan
 the same blocks are searched with one combined Python regex (same results, slower).
 
+Two tiers share that one scan. Tier 1 is the message patterns (a known message family: high
+confidence, the pattern's next step). Tier 2 comes after them in priority: a line that only NAMES a
+component the KB knows — its module, driver, daemon or binary (`kvm_amd:`, `xen_netfront`,
+`containerd-shim`, `runsc`) — is given that component's layer with a lower, stated confidence and
+the component's next step (``kb.component_patterns``). Lines naming nothing the KB knows stay
+unclassified.
+
 When several patterns match one line the lowest-index one (first in the KB file) wins, in both
 engines, so the answer does not depend on the engine.
 """
@@ -47,7 +54,7 @@ class Matcher:
     """One compiled matcher over all patterns. ``engine``: ``auto`` | ``hyperscan`` | ``python``."""
 
     def __init__(self, patterns: Sequence[kb.Pattern] | None = None, engine: str = "auto") -> None:
-        self.patterns = tuple(patterns if patterns is not None else kb.patterns())
+        self.patterns = tuple(patterns if patterns is not None else kb.patterns() + kb.component_patterns())
         self._line_res = [re.compile(p.regex.encode()) for p in self.patterns]
         self.engine = engine
         self._hs_db: Any = None
@@ -150,6 +157,7 @@ class Summary:
     layers: dict[str, LayerSummary] = field(default_factory=dict)
     matched: int = 0
     severities: Counter[str] = field(default_factory=Counter)
+    tiers: Counter[str] = field(default_factory=Counter)
     engine: str = ""
     elapsed_s: float = 0.0
 
@@ -157,6 +165,7 @@ class Summary:
         self.matched += 1
         p = hit.pattern
         self.severities[p.severity] += 1
+        self.tiers[TIER_NAMES[p.tier]] += 1
         s = self.layers.setdefault(p.layer, LayerSummary())
         s.count += 1
         s.submodules[p.submodule] += 1
@@ -189,6 +198,7 @@ class Summary:
             "undecodable_lines": sum(f["undecodable_lines"] for f in self.files),
             "long_lines": sum(f["long_lines"] for f in self.files),
             "severities": dict(self.severities),
+            "tiers": dict(self.tiers),
             "elapsed_s": round(self.elapsed_s, 3),
             "layers": {
                 layer: {
@@ -206,7 +216,7 @@ class Summary:
 
 
 def _pattern_by_id(pattern_id: str) -> kb.Pattern:
-    for p in kb.patterns():
+    for p in kb.patterns() + kb.component_patterns():
         if p.id == pattern_id:
             return p
     raise KeyError(pattern_id)
@@ -258,7 +268,12 @@ def hit_record(hit: Hit, source: str) -> dict[str, Any]:
     p = hit.pattern
     return {"type": "match", "file": source, "line_no": hit.line_no, "layer": p.layer,
             "submodule": p.submodule, "pattern": p.id, "severity": p.severity,
+            "tier": TIER_NAMES[p.tier], "confidence": p.confidence,
             "next_step": p.next_step, "timestamp": hit.timestamp, "line": hit.line}
+
+
+# `tier` in the JSON: which tier answered (see the module docstring).
+TIER_NAMES = {1: "pattern", 2: "component"}
 
 
 def now() -> float:
