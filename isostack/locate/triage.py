@@ -69,13 +69,14 @@ class Matcher:
                 db.compile(expressions=[scan_regex(p.regex).encode() for p in self.patterns],
                            ids=list(range(len(self.patterns))),
                            elements=len(self.patterns),
-                           flags=[0] * len(self.patterns))
+                           # `^`/`$` are line anchors: the scanners see many lines at once
+                           flags=[hyperscan.HS_FLAG_MULTILINE] * len(self.patterns))
                 self._hs_db = db
                 self.engine = "hyperscan"
         if self._hs_db is None:
             self.engine = "python"
             self._combined = re.compile(b"|".join(b"(?:" + scan_regex(p.regex).encode() + b")"
-                                                  for p in self.patterns))
+                                                  for p in self.patterns), re.MULTILINE)
 
     def match_line(self, line: bytes) -> int | None:
         """Index of the winning pattern for one line, or None."""
