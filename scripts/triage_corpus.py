@@ -387,9 +387,8 @@ def _first_format(args: str) -> str | None:
             depth += 1
         elif ch in ")]}":
             depth -= 1
-        elif ch == "," and depth == 0:
-            if seen_lit:
-                break
+        elif ch == "," and depth == 0 and seen_lit:
+            break
         i += 1
     return _unescape("".join(parts)) if parts else None
 
@@ -408,7 +407,7 @@ def _filler(rng: random.Random, lang: str):  # noqa: ANN202 - small closure fact
         if spec.startswith("%p"):
             ext = spec[2:]
             if ext.startswith("M"):
-                return "52:54:00:%02x:%02x:%02x" % (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+                return f"52:54:00:{rng.randrange(256):02x}:{rng.randrange(256):02x}:{rng.randrange(256):02x}"
             if ext.startswith("I4"):
                 return f"10.0.{rng.randrange(256)}.{rng.randrange(1, 255)}"
             if ext.startswith("U"):

@@ -176,7 +176,7 @@ def component_patterns() -> tuple[Pattern, ...]:
         out.append(Pattern(index=base + i, id=f"component.{cid.replace('-', '_')}.{kind}", layer=layer,
                            submodule=cid, severity="info", regex=regex, next_step=component_next_step(cid),
                            source=f"kb/data/components.yaml {cid}.log_{kind}s",
-                           example=(c.get("log_names") or c.get("log_tags"))[0], tier=2))
+                           example=(c.get("log_names") or c.get("log_tags") or [cid])[0], tier=2))
     return tuple(out)
 
 
