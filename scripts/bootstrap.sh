@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tool and its tests drive for real (eBPF, netns/tc/iptables faults, load, servers).
 APT_PACKAGES=(bpftrace iproute2 iptables ethtool conntrack fio wrk iperf3 nginx-light procps sysstat
-              prometheus prometheus-alertmanager prometheus-node-exporter)
+              prometheus prometheus-alertmanager prometheus-node-exporter ripgrep)
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
