@@ -156,20 +156,23 @@ def component_patterns() -> tuple[Pattern, ...]:
     comps = components()
     base = len(patterns())
     out: list[Pattern] = []
-    rows: list[tuple[int, str, str, str]] = []
+    def name_rows(cids: list[str]) -> list[tuple[int, str, str, str]]:
+        by_comp = {cid: comps[cid]["log_names"] for cid in cids if comps[cid].get("log_names")}
+        return [(1, cid, "name", _NAME_RE.format(name="|".join(_ere_escape(n) for n in
+                                                             sorted(by_comp[cid], key=len, reverse=True))))
+                for cid in sorted(by_comp, key=lambda k: -max(len(n) for n in by_comp[k]))]
+
+    # A sub-module's or jargon term's own name in the message is more specific than the program tag
+    # of its parent (`kvm_amd: Nested Paging enabled` is NPT, `qemu-system-x86_64: … ioeventfd` is
+    # ioeventfd): those names come first, then tags, then the other components' names.
+    specific = [cid for cid, c in comps.items() if c.get("parent")]
+    rows = name_rows(specific)
     for cid, c in comps.items():
         tags = c.get("log_tags", []) + [n for n in c.get("log_names", []) if ":" not in n and " " not in n]
         if tags:
             alt = "|".join(_ere_escape(t) for t in sorted(set(tags), key=len, reverse=True))
             rows.append((0, cid, "tag", _TAG_RE.format(tag=alt)))
-    names = sorted(((n, cid) for cid, c in comps.items() for n in c.get("log_names", [])),
-                   key=lambda nc: -len(nc[0]))
-    by_comp: dict[str, list[str]] = {}
-    for n, cid in names:
-        by_comp.setdefault(cid, []).append(n)
-    for cid in sorted(by_comp, key=lambda k: -max(len(n) for n in by_comp[k])):
-        alt = "|".join(_ere_escape(n) for n in by_comp[cid])
-        rows.append((1, cid, "name", _NAME_RE.format(name=alt)))
+    rows += name_rows([cid for cid in comps if cid not in specific])
     for i, (_, cid, kind, regex) in enumerate(rows):
         c = comps[cid]
         layer = c["layer"]
