@@ -159,8 +159,8 @@ def component_patterns() -> tuple[Pattern, ...]:
     def name_rows(cids: list[str]) -> list[tuple[int, str, str, str]]:
         by_comp = {cid: comps[cid]["log_names"] for cid in cids if comps[cid].get("log_names")}
         return [(1, cid, "name", _NAME_RE.format(name="|".join(_ere_escape(n) for n in
-                                                             sorted(by_comp[cid], key=len, reverse=True))))
-                for cid in sorted(by_comp, key=lambda k: -max(len(n) for n in by_comp[k]))]
+                                                             sorted(by_comp[cid], key=lambda n: (-len(n), n)))))
+                for cid in sorted(by_comp, key=lambda k: (-max(len(n) for n in by_comp[k]), k))]
 
     # A sub-module's or jargon term's own name in the message is more specific than the program tag
     # of its parent (`kvm_amd: Nested Paging enabled` is NPT, `qemu-system-x86_64: … ioeventfd` is
@@ -170,7 +170,7 @@ def component_patterns() -> tuple[Pattern, ...]:
     for cid, c in comps.items():
         tags = c.get("log_tags", []) + [n for n in c.get("log_names", []) if ":" not in n and " " not in n]
         if tags:
-            alt = "|".join(_ere_escape(t) for t in sorted(set(tags), key=len, reverse=True))
+            alt = "|".join(_ere_escape(t) for t in sorted(set(tags), key=lambda t: (-len(t), t)))
             rows.append((0, cid, "tag", _TAG_RE.format(tag=alt)))
     rows += name_rows([cid for cid in comps if cid not in specific])
     for i, (_, cid, kind, regex) in enumerate(rows):
