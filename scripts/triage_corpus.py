@@ -11,8 +11,12 @@ The layer and component of a line come from WHERE it was printed (the file table
 from its text, so the patterns cannot have chosen the labels. Each source file is put in the
 ``dev`` or ``heldout`` split by a hash of its path; patterns are written from ``dev`` lines only.
 
-    python scripts/triage_corpus.py --linux /path/linux-source-6.12 --mirror /work/.mirror \
-        --out tests/fixtures/logs/corpus
+    python scripts/triage_corpus.py --linux /path/linux-source-6.12 --mirror /path/mirrors \
+        --loghub /path/mirrors/logpai+loghub/repo --binaries /path/unpacked-debs \
+        --out tests/fixtures/logs/corpus --patterns isostack/kb/data/patterns.yaml
+
+``--mirror`` holds one bare git copy per project as ``<owner>+<name>/repo`` (the layout of the
+search tool's ``fetch``); the commit of each is read from it and written into every ``source``.
 """
 
 from __future__ import annotations
@@ -767,7 +771,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--patterns", type=Path, default=None,
                     help="rewrite the generated section of this patterns.yaml from the dev split")
+    ap.add_argument("--loghub", type=Path, default=None, help="git dir of logpai/loghub: write noise-loghub.jsonl")
+    ap.add_argument("--binaries", type=Path, default=None,
+                    help="root of the unpacked Debian qemu-system-x86 and libvirt-daemon-driver-qemu packages")
     args = ap.parse_args()
+    if args.loghub:
+        loghub_noise(args.loghub, args.out)
+    if args.binaries:
+        binary_format_strings(args.binaries, args.out, args.seed)
     build(args.linux, args.mirror, args.out, args.seed, args.patterns)
 
 
