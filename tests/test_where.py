@@ -119,3 +119,52 @@ def test_cli_unknown_term_is_not_in_the_stack_with_candidates_exit_1() -> None:
 
 def test_cli_without_a_term_is_bad_usage() -> None:
     assert run_cli("where").returncode == 2
+
+
+# 29.6.8 and 29.6.12.2 symptom tables: a symptom answers with its row's layer, mechanism and fix.
+SYMPTOMS = [("延迟突增", "L-3", "cpu_throttle"), ("内存泄漏", "L-3", "memory_growth"), ("磁盘 IO 高", "HOST", "disk_saturation"),
+            ("seccomp 慢", "L-4", "seccomp_slow_path"), ("偶发 5s 超时", "L-2", "packet_drop"),
+            ("SNAT 端口耗尽", "L-3", "conntrack_full"), ("跨 Pod 通信慢", "L-3", "veth_softirq"),
+            ("网络丢包", "L-2", "packet_drop"), ("SR-IOV VF 异常", "L-0", "vf_reset"), ("偶发 502/RST", "L-2", "retransmits")]
+
+
+@pytest.mark.parametrize(("term", "layer", "mechanism"), SYMPTOMS, ids=[t for t, _, _ in SYMPTOMS])
+def test_symptom_table_rows_answer_with_layer_mechanism_and_fix(term: str, layer: str, mechanism: str) -> None:
+    a = lookup(term)
+    assert (a["found"], a["kind"], a["layer"], a["mechanism"]) == (True, "symptom", layer, mechanism)
+    assert a["fix"] and a["symptoms"][0]["symptom"]["zh"].startswith(term)
+
+
+def test_a_symptom_prefix_lists_every_row_it_names() -> None:
+    a = lookup("延迟突增")  # 2 s (29.6.8, CPU throttle) and 1.8 s (29.6.12.2, conntrack)
+    assert [r["symptom"]["zh"] for r in a["symptoms"]] == ["延迟突增 2s", "延迟突增 1.8s"]
+    assert [r["mechanism"] for r in a["symptoms"]] == ["cpu_throttle", "conntrack_full"]
+
+
+# 29.6.12.0.1 slice jargon, 29.6.12.4's mDNS storm and 29.6.12.0.3's join terms resolve exactly
+# (no fuzzy guess that lands on another layer).
+SLICE_AND_JOIN_TERMS = [("共享环", "L-2"), ("用户态 netstack", "L-4"), ("tc/eBPF", "L-3"), ("strace 风暴", "L-4"),
+                        ("loopback mtu", "L-4"), ("mDNS 风暴", "L-2"), ("mDNS", "L-2"), ("grant copy", "L-2"),
+                        ("sk_cookie", "OBS"), ("ebpf_id", "OBS"), ("五元组", "OBS"), ("net.peer.ip", "OBS"),
+                        ("net.sock.family", "OBS"), ("kprobe:veth_xmit", "L-3"), ("kprobe:conntrack_insert", "L-3"),
+                        ("tracepoint:virtio_net:rx_queue", "L-2"), ("uprobe:/runsc-sentry:connect", "L-4")]
+
+
+@pytest.mark.parametrize(("term", "layer"), SLICE_AND_JOIN_TERMS, ids=[t for t, _ in SLICE_AND_JOIN_TERMS])
+def test_slice_jargon_and_join_terms_resolve_exactly(term: str, layer: str) -> None:
+    a = lookup(term)
+    assert (a["found"], a["layer"]) == (True, layer), a.get("component")
+    assert a["match"] in ("exact", "alias")
+    assert "fuzzy" not in a
+
+
+def test_a_fuzzy_answer_says_it_is_fuzzy() -> None:
+    a = lookup("grant-tabel")
+    assert (a["fuzzy"], a["matched_term"]) == (True, "granttable")
+    out = run_cli("where", "grant-tabel")
+    assert "fuzzy: no KB term is spelled 'grant-tabel'; nearest is 'granttable'" in out.stdout
+
+
+def test_a_line_naming_a_driver_answers_with_its_component() -> None:
+    a = lookup("xen_netfront: Initialising Xen virtual ethernet driver")
+    assert (a["match"], a["layer"], a["component_id"]) == ("log-pattern", "L-2", "blkfront-netfront")

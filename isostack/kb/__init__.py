@@ -24,6 +24,8 @@ from isostack.errors import IsostackError
 
 # The isolation layers in stack order (HOST = the physical disks/NICs under everything).
 LAYERS = ("L-0", "L-1", "L-2", "L-3", "L-4", "HOST")
+# Not an isolation layer: the observability plane (OTLP export, eBPF loading) that triage also names.
+OBS = "OBS"
 
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster load
 
@@ -120,6 +122,65 @@ class Pattern:
     source: str
     example: str
     spec_keyword: str | None = None
+    tier: int = 1  # 1: a message pattern; 2: the line only NAMES a component (module, driver, daemon)
+
+    @property
+    def confidence(self) -> float:
+        """How sure the layer is: a known message family (tier 1) or only a name in the line (tier 2)."""
+        return TIER_CONFIDENCE[self.tier]
+
+
+# Stated, not measured per line: tier 2 knows only which component printed or is named in the line.
+TIER_CONFIDENCE = {1: 0.9, 2: 0.6}
+
+# Where a component's name counts in a line. A tag is a program/module name in the position logs
+# put it: after the start, a space, `]`, `>` or `)` and before `:` (optionally `[pid]`, a unit number or
+# a device name in between: `kvm:`, `docker[42]:`, `ata1.00:`, `sd 0:0:0:0:`), or as logfmt `name=`.
+# A log name is distinctive enough to count anywhere as a whole word (`xen_netfront`, `runsc`).
+_WORD = "A-Za-z0-9_-"
+_TAG_RE = "(^|[] >)])({tag})[0-9.]*( ?\\[[0-9]+\\]| [0-9a-f][0-9a-fx:.]*( [A-Za-z0-9_.-]+)?)?: |name=({tag})( |$)"
+_NAME_RE = "(^|[^" + _WORD + "])({name})([^" + _WORD + "]|$)"
+
+
+def _ere_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "\\.[]()*+?{}|^$" else ch for ch in text)
+
+
+@cache
+def component_patterns() -> tuple[Pattern, ...]:
+    """Tier 2: one pattern per component that has ``log_tags``/``log_names``, after all of :func:`patterns`.
+
+    Tags come first (the program that printed the line says more than a name it mentions), then
+    names, longest first; indexes continue after the message patterns so a message pattern always wins.
+    """
+    comps = components()
+    base = len(patterns())
+    out: list[Pattern] = []
+    def name_rows(cids: list[str]) -> list[tuple[int, str, str, str]]:
+        by_comp = {cid: comps[cid]["log_names"] for cid in cids if comps[cid].get("log_names")}
+        return [(1, cid, "name", _NAME_RE.format(name="|".join(_ere_escape(n) for n in
+                                                             sorted(by_comp[cid], key=lambda n: (-len(n), n)))))
+                for cid in sorted(by_comp, key=lambda k: (-max(len(n) for n in by_comp[k]), k))]
+
+    # A sub-module's or jargon term's own name in the message is more specific than the program tag
+    # of its parent (`kvm_amd: Nested Paging enabled` is NPT, `qemu-system-x86_64: … ioeventfd` is
+    # ioeventfd): those names come first, then tags, then the other components' names.
+    specific = [cid for cid, c in comps.items() if c.get("parent")]
+    rows = name_rows(specific)
+    for cid, c in comps.items():
+        tags = c.get("log_tags", []) + [n for n in c.get("log_names", []) if ":" not in n and " " not in n]
+        if tags:
+            alt = "|".join(_ere_escape(t) for t in sorted(set(tags), key=lambda t: (-len(t), t)))
+            rows.append((0, cid, "tag", _TAG_RE.format(tag=alt)))
+    rows += name_rows([cid for cid in comps if cid not in specific])
+    for i, (_, cid, kind, regex) in enumerate(rows):
+        c = comps[cid]
+        layer = c["layer"]
+        out.append(Pattern(index=base + i, id=f"component.{cid.replace('-', '_')}.{kind}", layer=layer,
+                           submodule=cid, severity="info", regex=regex, next_step=component_next_step(cid),
+                           source=f"kb/data/components.yaml {cid}.log_{kind}s",
+                           example=(c.get("log_names") or c.get("log_tags") or [cid])[0], tier=2))
+    return tuple(out)
 
 
 @cache
@@ -136,8 +197,23 @@ def patterns() -> tuple[Pattern, ...]:
             raise IsostackError(
                 f"kb/data/patterns.yaml: patterns[{i}].submodule: {p['submodule']!r} is not an id in components.yaml")
         seen.add(p["id"])
-        out.append(Pattern(index=i, **p))
+        # A pattern generated from a format string says no next step of its own: its component's applies.
+        next_step = p.get("next_step") or component_next_step(p["submodule"])
+        out.append(Pattern(index=i, **{**p, "next_step": next_step}))  # type: ignore[arg-type]
     return tuple(out)
+
+
+def component_next_step(cid: str) -> str:
+    """The next step of a component: its own, else its parent's, else the generic one of its layer."""
+    comps = load_data_file("components.yaml")
+    seen: set[str] = set()
+    while cid in comps and cid not in seen:
+        seen.add(cid)
+        c = comps[cid]
+        if c.get("next_step"):
+            return str(c["next_step"])
+        cid = c.get("parent", "")
+    return "Read the lines around it in the same log, then run `isostack where <component>` for the layer's tools."
 
 
 def normalise_term(term: str) -> str:

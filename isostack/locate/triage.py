@@ -4,6 +4,13 @@ All patterns of ``kb/data/patterns.yaml`` are compiled into a single hyperscan d
 over whole multi-megabyte blocks; only the (rare) matching lines cost any Python. Without hyperscan
 the same blocks are searched with one combined Python regex (same results, slower).
 
+Two tiers share that one scan. Tier 1 is the message patterns (a known message family: high
+confidence, the pattern's next step). Tier 2 comes after them in priority: a line that only NAMES a
+component the KB knows — its module, driver, daemon or binary (`kvm_amd:`, `xen_netfront`,
+`containerd-shim`, `runsc`) — is given that component's layer with a lower, stated confidence and
+the component's next step (``kb.component_patterns``). Lines naming nothing the KB knows stay
+unclassified.
+
 When several patterns match one line the lowest-index one (first in the KB file) wins, in both
 engines, so the answer does not depend on the engine.
 """
@@ -47,8 +54,11 @@ class Matcher:
     """One compiled matcher over all patterns. ``engine``: ``auto`` | ``hyperscan`` | ``python``."""
 
     def __init__(self, patterns: Sequence[kb.Pattern] | None = None, engine: str = "auto") -> None:
-        self.patterns = tuple(patterns if patterns is not None else kb.patterns())
+        self.patterns = tuple(patterns if patterns is not None else kb.patterns() + kb.component_patterns())
         self._line_res = [re.compile(p.regex.encode()) for p in self.patterns]
+        # The python path checks a pattern's required literal with `in` (memmem) before its regex:
+        # with ~800 patterns that is what keeps a line at microseconds, not milliseconds.
+        self._literals = [required_literal(p.regex) for p in self.patterns]
         self.engine = engine
         self._hs_db: Any = None
         if engine in ("auto", "hyperscan"):
@@ -58,22 +68,25 @@ class Matcher:
                 if engine == "hyperscan":
                     raise
             else:
-                db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-                db.compile(expressions=[scan_regex(p.regex).encode() for p in self.patterns],
-                           ids=list(range(len(self.patterns))),
-                           elements=len(self.patterns),
-                           flags=[0] * len(self.patterns))
-                self._hs_db = db
+                self._hs_db = _hyperscan_db(hyperscan, [scan_regex(p.regex) for p in self.patterns])
                 self.engine = "hyperscan"
         if self._hs_db is None:
             self.engine = "python"
-            self._combined = re.compile(b"|".join(b"(?:" + scan_regex(p.regex).encode() + b")"
-                                                  for p in self.patterns))
 
     def match_line(self, line: bytes) -> int | None:
-        """Index of the winning pattern for one line, or None."""
+        """Index of the winning pattern for one line (no newline in it), or None."""
+        if self._hs_db is not None:
+            best: list[int] = []
+
+            def on_match(pid: int, _from: int, _to: int, _flags: int, _ctx: Any) -> None:
+                if not best or pid < best[0]:
+                    best[:] = [pid]
+
+            self._hs_db.scan(line, match_event_handler=on_match)
+            return best[0] if best else None
         for i, rx in enumerate(self._line_res):
-            if rx.search(line):
+            lit = self._literals[i]
+            if (lit is None or lit in line) and rx.search(line):
                 return i
         return None
 
@@ -93,17 +106,100 @@ class Matcher:
             return sorted(best.items())
         out: list[tuple[int, int]] = []
         pos = 0
-        search = self._combined.search
-        while True:
-            m = search(data, pos)
-            if m is None:
-                return out
-            start = data.rfind(b"\n", 0, m.start()) + 1
-            end = data.find(b"\n", m.end())
-            idx = self.match_line(data[start:end])
+        n = len(data)
+        while pos < n:
+            end = data.find(b"\n", pos)
+            end = n if end < 0 else end
+            idx = self.match_line(data[pos:end])
             if idx is not None:
-                out.append((start, idx))
+                out.append((pos, idx))
             pos = end + 1
+        return out
+
+
+def required_literal(regex: str) -> bytes | None:
+    """The longest run of plain characters every match must contain, or None when there is none.
+
+    Only the top level counts: a group, a class, `.` or an optional character ends a run, and a
+    top-level `|` means no single literal is required.
+    """
+    runs: list[str] = [""]
+    depth = 0
+    i, n = 0, len(regex)
+    while i < n:
+        ch = regex[i]
+        literal: str | None = None
+        if ch == "\\" and i + 1 < n:
+            literal, i = regex[i + 1], i + 2
+        elif ch == "[":
+            j = regex.find("]", i + 2 if regex[i + 1:i + 2] in ("]", "^") else i + 1)
+            if regex[i + 1:i + 3] == "^]":
+                j = regex.find("]", i + 3)
+            i = (j + 1) if j > 0 else n
+        elif ch == "(":
+            depth, i = depth + 1, i + 1
+        elif ch == ")":
+            depth, i = depth - 1, i + 1
+        elif ch == "|":
+            if depth == 0:
+                return None
+            i += 1
+        elif ch in ".^$":
+            i += 1
+        else:
+            literal, i = ch, i + 1
+        # a quantifier after the token: optional (?, *, {0,) drops it, + / {n,} keeps one copy
+        optional = repeated = False
+        if i < n and regex[i] in "?*+{":
+            optional = regex[i] in "?*" or regex[i:i + 2] == "{0"
+            repeated = not optional
+            if regex[i] == "{":
+                close = regex.find("}", i)
+                i = close + 1 if close > 0 else n
+            else:
+                i += 1
+        if literal is not None and depth == 0 and not optional:
+            runs[-1] += literal
+            if repeated:
+                runs.append("")
+        else:
+            runs.append("")
+    best = max(runs, key=len)
+    return best.encode() if len(best) >= 3 else None
+
+
+def _hyperscan_db(hyperscan: Any, expressions: list[str]) -> Any:
+    """The compiled database, from a cache file keyed by the expressions when one exists.
+
+    Compiling ~1000 expressions takes seconds; every `isostack triage` would pay it. The cache lives
+    in $XDG_CACHE_HOME/isostack (or ~/.cache/isostack); any failure to read or write it just compiles.
+    """
+    import hashlib
+    import os
+    from pathlib import Path
+
+    key = hashlib.sha256(("\x00".join(expressions) + str(getattr(hyperscan, "__version__", ""))).encode())
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "isostack"
+    path = cache_dir / f"triage-{key.hexdigest()[:24]}.hsdb"
+    try:
+        db = hyperscan.loadb(path.read_bytes(), hyperscan.HS_MODE_BLOCK)
+        db.scratch = hyperscan.Scratch(db)  # a deserialised database comes without scratch space
+        return db
+    except Exception:  # noqa: BLE001 - a missing or stale cache file only means: compile
+        pass
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=[e.encode() for e in expressions], ids=list(range(len(expressions))),
+               elements=len(expressions),
+               # `^`/`$` are line anchors: the scanners see many lines at once
+               flags=[hyperscan.HS_FLAG_MULTILINE] * len(expressions))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(hyperscan.dumpb(db))
+        tmp.replace(path)  # write-then-rename: a concurrent reader never sees half a file
+    except OSError:
+        pass
+    return db
 
 
 # Timestamps are reported as printed (first/last per layer); the forms seen in these logs:
@@ -150,6 +246,7 @@ class Summary:
     layers: dict[str, LayerSummary] = field(default_factory=dict)
     matched: int = 0
     severities: Counter[str] = field(default_factory=Counter)
+    tiers: Counter[str] = field(default_factory=Counter)
     engine: str = ""
     elapsed_s: float = 0.0
 
@@ -157,6 +254,7 @@ class Summary:
         self.matched += 1
         p = hit.pattern
         self.severities[p.severity] += 1
+        self.tiers[TIER_NAMES[p.tier]] += 1
         s = self.layers.setdefault(p.layer, LayerSummary())
         s.count += 1
         s.submodules[p.submodule] += 1
@@ -189,6 +287,7 @@ class Summary:
             "undecodable_lines": sum(f["undecodable_lines"] for f in self.files),
             "long_lines": sum(f["long_lines"] for f in self.files),
             "severities": dict(self.severities),
+            "tiers": dict(self.tiers),
             "elapsed_s": round(self.elapsed_s, 3),
             "layers": {
                 layer: {
@@ -206,7 +305,7 @@ class Summary:
 
 
 def _pattern_by_id(pattern_id: str) -> kb.Pattern:
-    for p in kb.patterns():
+    for p in kb.patterns() + kb.component_patterns():
         if p.id == pattern_id:
             return p
     raise KeyError(pattern_id)
@@ -258,7 +357,12 @@ def hit_record(hit: Hit, source: str) -> dict[str, Any]:
     p = hit.pattern
     return {"type": "match", "file": source, "line_no": hit.line_no, "layer": p.layer,
             "submodule": p.submodule, "pattern": p.id, "severity": p.severity,
+            "tier": TIER_NAMES[p.tier], "confidence": p.confidence,
             "next_step": p.next_step, "timestamp": hit.timestamp, "line": hit.line}
+
+
+# `tier` in the JSON: which tier answered (see the module docstring).
+TIER_NAMES = {1: "pattern", 2: "component"}
 
 
 def now() -> float:

@@ -20,6 +20,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
                   f"{summary['unmatched']} unmatched"
                   + (f", {summary['undecodable_lines']} undecodable" if summary["undecodable_lines"] else "")
                   + (f", {summary['long_lines']} too long" if summary["long_lines"] else "")
+                  + (f" ({summary['tiers'].get('component', 0)} by component name only)"
+                     if summary.get("tiers", {}).get("component") else "")
                   + f"  [dim]({summary['engine']}, {summary['elapsed_s']} s)[/]")
     if not summary["layers"]:
         console.print("No line matched a known pattern.")
@@ -48,10 +50,16 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def command(files: tuple[str, ...], as_json: bool, engine: str, max_line_bytes: int | None, fail_on: str) -> None:
     """Classify log lines to layer (L-0…L-4, HOST), sub-module and the spec's next step.
 
+    Two tiers in one scan: a known message family (tier "pattern", confidence 0.9), else a line
+    that names a component the KB knows — module, driver, daemon, binary, logfmt name= (tier
+    "component", confidence 0.6, the component's next step). Lines naming nothing known stay
+    unclassified.
+
     Reads files, gzip files, stdin (-) or journald export (journalctl -o export), streaming in
     constant memory. Lines that match nothing are counted, not printed; undecodable and absurdly
     long lines are counted and skipped. With --json: one JSON object per matched line (JSON Lines:
-    line_no, layer, submodule, pattern, severity, next_step, timestamp, line), then one summary object.
+    line_no, layer, submodule, pattern, severity, tier, confidence, next_step, timestamp, line),
+    then one summary object (per layer, per tier).
 
     Exit status: 0 when every input was read, whatever matched (a match is information, not a
     failure); 1 when an input is missing/unreadable (the other inputs are still processed) or,

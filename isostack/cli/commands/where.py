@@ -93,8 +93,46 @@ def _describe(kind: str, ident: str, **kw: Any) -> dict[str, Any]:
     return describe_layer(ident, **kw)
 
 
+def symptom_rows(term: str) -> list[dict[str, Any]]:
+    """Rows of the symptom tables (29.6.8, 29.6.12.2) whose zh/en name is ``term`` or starts with it.
+
+    "延迟突增" names two rows (2 s: CPU throttle, 1.8 s: conntrack): both are returned, table order.
+    """
+    key = kb.normalise_term(term)
+    if len(key) < 2:
+        return []
+    rows = []
+    for row in kb.tools()["symptoms"]:
+        names = [kb.normalise_term(row["symptom"][lang]) for lang in ("zh", "en")]
+        if any(n == key or (n.startswith(key) and len(key) >= 3) for n in names):
+            rows.append(row)
+    return rows
+
+
+def describe_symptom(rows: list[dict[str, Any]], *, term: str) -> dict[str, Any]:
+    """The answer for a symptom: the first matching row's layer, mechanism and fix; all rows listed."""
+    first = rows[0]
+    mech = kb.mechanism(first["mechanism"])
+    layer = first["layer"] if first["layer"] in kb.LAYERS else mech["layer"]
+    return {
+        "term": term, "found": True, "match": "symptom", "score": 100.0, "kind": "symptom",
+        "component": first["symptom"]["en"], "component_id": first["mechanism"], "parent": None,
+        "layer": layer, "also_in": sorted({r["layer"] for r in rows[1:] if r["layer"] != layer}),
+        "one_liner": f"{first['symptom']['en']}: {mech['title']}", "one_liner_zh": first["symptom"]["zh"],
+        **(_layer_fields(layer) if layer in kb.LAYERS else {}),
+        "jargon": [], "aliases": [], "log_patterns": [], "tools": _tools_for_layer(layer) if layer in kb.LAYERS else [],
+        "symptoms": [{"symptom": r["symptom"], "layer": r["layer"], "otlp": r["otlp"], "kernel": r["kernel"],
+                      "mechanism": r["mechanism"], "fix": r["fix"], "source": r["source"]} for r in rows],
+        "fix": first["fix"], "mechanism": first["mechanism"], "source": first["source"],
+    }
+
+
 def lookup(term: str) -> dict[str, Any]:
-    """Exact name, then alias, then a log line / keyword, then fuzzy; else ``found: false`` + candidates."""
+    """Exact name, alias, symptom row, log line / keyword, then fuzzy; else ``found: false`` + candidates.
+
+    A fuzzy answer says so: ``match: fuzzy``, ``fuzzy: true`` and ``matched_term`` (the KB name it
+    resembles), and the human output asks the user to check it.
+    """
     index = kb.term_index()
     key = kb.normalise_term(term)
     if key in index:
@@ -103,8 +141,11 @@ def lookup(term: str) -> dict[str, Any]:
         if kind == "component":
             names.add(kb.normalise_term(kb.components()[ident]["name"]))
         return _describe(kind, ident, term=term, match="exact" if key in names else "alias", score=100.0)
+    rows = symptom_rows(term)
+    if rows:
+        return describe_symptom(rows, term=term)
     raw = term.encode("utf-8", errors="replace")
-    for p in kb.patterns():  # a pasted log line or keyword ("nf_conntrack: table full, dropping packet")
+    for p in kb.patterns() + kb.component_patterns():  # a pasted log line or keyword
         if re.search(p.regex.encode(), raw):
             answer = describe_component(p.submodule, term=term, match="log-pattern", score=100.0)
             answer["matched_pattern"] = {"id": p.id, "next_step": p.next_step}
@@ -115,7 +156,10 @@ def lookup(term: str) -> dict[str, Any]:
     best = process.extract(key, keys, scorer=fuzz.WRatio, limit=8) if key else []
     if best and best[0][1] >= FUZZY_ACCEPT and len(key) >= 3:
         kind, ident = index[best[0][0]]
-        return _describe(kind, ident, term=term, match="fuzzy", score=float(best[0][1]))
+        answer = _describe(kind, ident, term=term, match="fuzzy", score=float(best[0][1]))
+        answer["fuzzy"] = True
+        answer["matched_term"] = best[0][0]
+        return answer
     candidates: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     for k, score, _ in best:
@@ -136,8 +180,15 @@ def _print_human(a: dict[str, Any]) -> None:
             console.print("Nearest: " + ", ".join(f"{c['component']} ({c['layer']})" for c in a["candidates"]))
         return
     also = f"  (also under {', '.join(a['also_in'])})" if a["also_in"] else ""
-    console.print(f"[bold]{a['component']}[/] → [bold cyan]{a['layer']}[/] {a['layer_name']}{also}"
+    console.print(f"[bold]{a['component']}[/] → [bold cyan]{a['layer']}[/] {a.get('layer_name', '')}{also}"
                   f"   [dim]{a['match']} match, {a['kind']}[/]")
+    if a.get("fuzzy"):
+        console.print(f"  [yellow]fuzzy:[/] no KB term is spelled {a['term']!r}; nearest is {a['matched_term']!r} "
+                      f"(score {a['score']}) — check this is what you meant.", highlight=False)
+    for row in a.get("symptoms", []):
+        console.print(f"  symptom:   {row['symptom']['zh']} / {row['symptom']['en']} → {row['layer']}  "
+                      f"(OTLP: {row['otlp']}; kernel: {row['kernel']}; {row['source']})", markup=False)
+        console.print(f"        fix: {row['fix']}", markup=False)
     if a.get("boundary"):
         console.print(f"  boundary:  {a['boundary']} / {a.get('boundary_zh', '')}")
     console.print(f"  what:      {a['one_liner']}")
@@ -166,8 +217,9 @@ def _print_human(a: dict[str, Any]) -> None:
 def command(term: tuple[str, ...], as_json: bool) -> None:
     """Which isolation layer does TERM live in? Components, jargon, tools, log keywords; zh or en.
 
-    Exact names first, then aliases (case, spelling, Chinese), then a pasted log line, then fuzzy
-    matching. An unknown term prints "not in the stack" with the nearest candidates and exits 1.
+    Exact names first, then aliases (case, spelling, Chinese), then the symptom tables (29.6.8,
+    29.6.12.2: "延迟突增", "SNAT 端口耗尽"), then a pasted log line, then fuzzy matching — a fuzzy
+    answer says it is fuzzy and which KB term it resembles. An unknown term prints "not in the stack" with the nearest candidates and exits 1.
 
     \b
     Examples:
@@ -175,6 +227,8 @@ def command(term: tuple[str, ...], as_json: bool) -> None:
       isostack where 扩展页表
       isostack where "nf_conntrack: table full, dropping packet"
       isostack where grant-tabel --json
+      isostack where "SNAT 端口耗尽"
+      isostack where sk_cookie
     """
     text = " ".join(term).strip()
     answer = lookup(text)
