@@ -177,8 +177,7 @@ def as_int(value: Any, bounds: tuple[int, int]) -> int | None:
 
 
 def _port(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
+    # (a bool converts like an int, as the readers' port caches assume: True is port 1)
     return as_int(value, (1, 65535))
 
 
