@@ -52,8 +52,9 @@ NODE = CORPUS / "node"
 VENV = ROOT / ".venv-record"
 
 # Fixed loopback ports, so the ground truth in each PROVENANCE.yaml stays the same across recordings.
-PORTS = {"flask": 41080, "fastapi": 41081, "aiohttp": 41082, "grpc": 41051, "node-http": 41090,
-         "node-undici": 41091, "postgres": 45432, "redis": 46379}
+# Below Linux's ephemeral range (32768-60999 by default), so no client socket can hold one.
+PORTS = {"flask": 18080, "fastapi": 18081, "aiohttp": 18082, "grpc": 15051, "node-http": 18090,
+         "node-undici": 18091, "postgres": 15432, "redis": 16379}
 # Python instrumentation packages whose versions each fixture names (besides the library itself).
 SDK_PACKAGES = ("opentelemetry-distro", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http")
 # Attribute keys that say where a span's connection went (named in PROVENANCE.yaml).
@@ -67,133 +68,165 @@ def http_urls(port: int, path: str = "/hello") -> list[str]:
     return [f"http://127.0.0.1:{port}{path}", f"http://localhost:{port}{path}", f"http://[::1]:{port}{path}"]
 
 
-def http_expect(scope: str, port: int, server_scope: str | None = None) -> list[dict[str, Any]]:
-    """Ground truth of http_urls(): the peer is the IP literal each URL named; localhost is only a name."""
-    rules: list[dict[str, Any]] = [{
-        "scope": scope, "kind": "CLIENT",
-        "peers": [["127.0.0.1", port, "127.0.0.1"], ["", port, "localhost"], ["::1", port, "::1"]],
-    }]
-    if server_scope:
-        rules.append({"scope": server_scope, "kind": "SERVER", "local_port": port,
-                      "local_addrs": ["127.0.0.1", "::1", ""], "peer_addrs": ["127.0.0.1", "::1"]})
-    return rules
+EPH = "ephemeral"  # a port the kernel picked (ip_local_port_range): its value differs per recording
+
+
+def row(scope: str, kind: str, local: tuple[str, Any], peer: tuple[str, Any], name: str = "", transport: str = "",
+        count: int = 1) -> dict[str, Any]:
+    """One expected (scope, kind, columns) group of spans: what must reach the spans table."""
+    return {"scope": scope, "kind": kind, "local_addr": local[0], "local_port": local[1], "peer_addr": peer[0],
+            "peer_port": peer[1], "peer_name": name, "transport": transport, "count": count}
+
+
+def http_client_rows(scope: str, port: int, socket_peer: bool, count: int = 1) -> list[dict[str, Any]]:
+    """The three http_urls() calls seen from the client: an IP literal in the URL is the peer; for
+    localhost only a library that reports the socket's peer (network.peer.address) gives an address."""
+    none = ("", None)
+    return [row(scope, "CLIENT", none, ("127.0.0.1", port), "127.0.0.1", count=count),
+            row(scope, "CLIENT", none, ("127.0.0.1" if socket_peer else "", port), "localhost", count=count),
+            row(scope, "CLIENT", none, ("::1", port), "::1", count=count)]
+
+
+def http_server_rows(scope: str, port: int, urls: int = 3, count: int = 1, peer: bool = True) -> list[dict[str, Any]]:
+    """The server side of http_urls()[:urls]: the Host header names the local address when it is an IP
+    literal; the client's resolver took 127.0.0.1 for localhost (/etc/hosts order)."""
+    peer_port = EPH if peer else None
+    rows = [row(scope, "SERVER", ("127.0.0.1", port), ("127.0.0.1" if peer else "", peer_port), count=count),
+            row(scope, "SERVER", ("", port), ("127.0.0.1" if peer else "", peer_port), count=count),
+            row(scope, "SERVER", ("::1", port), ("::1" if peer else "", peer_port), count=count)]
+    return rows[:urls]
+
+
+def db_rows(scope: str, port: int, count: int, transport: str = "") -> list[dict[str, Any]]:
+    none = ("", None)
+    return [row(scope, "CLIENT", none, ("127.0.0.1", port), "127.0.0.1", transport, count),
+            row(scope, "CLIENT", none, ("", port), "localhost", transport, count),
+            row(scope, "CLIENT", none, ("::1", port), "::1", transport, count)]
+
+
+def node_net_rows(port: int) -> list[dict[str, Any]]:
+    """instrumentation-net's connect spans (INTERNAL) carry the whole five-tuple, the dns lookup of
+    localhost its answer; the glue's parent spans carry nothing."""
+    net = "@opentelemetry/instrumentation-net"
+    return [row(net, "INTERNAL", ("127.0.0.1", EPH), ("127.0.0.1", port), "127.0.0.1", "tcp"),
+            row(net, "INTERNAL", ("127.0.0.1", EPH), ("127.0.0.1", port), "localhost", "tcp"),
+            row(net, "INTERNAL", ("::1", EPH), ("::1", port), "::1", "tcp"),
+            row("@opentelemetry/instrumentation-dns", "CLIENT", ("", None), ("127.0.0.1", None)),
+            row("corpus-glue", "INTERNAL", ("", None), ("", None), count=3)]
 
 
 def _server(name: str, port: int) -> dict[str, Any]:
     return {"framework": name, "port": port}
 
 
-PG, RD = PORTS["postgres"], PORTS["redis"]
+PG, RD, GR = PORTS["postgres"], PORTS["redis"], PORTS["grpc"]
+NONE = ("", None)
 SCENARIOS: dict[str, dict[str, Any]] = {
-    # Python servers (each fixture: the server's own spans; its client is requests)
+    # Python servers (each fixture: the server's own spans)
     "python-flask": {"lang": "python", "lib": "flask", "server": _server("flask", PORTS["flask"]),
                      "client": ("requests", http_urls(PORTS["flask"])), "record": "server",
                      "packages": ["flask", "werkzeug", "opentelemetry-instrumentation-flask",
                                   "opentelemetry-instrumentation-wsgi"],
-                     "expect": [r for r in http_expect("opentelemetry.instrumentation.requests", PORTS["flask"],
-                                                       "opentelemetry.instrumentation.flask") if r["kind"] == "SERVER"]},
+                     "expect": http_server_rows("opentelemetry.instrumentation.flask", PORTS["flask"])},
+    # the ASGI scope's "server" is the socket's local address, so even the localhost call names 127.0.0.1
     "python-fastapi": {"lang": "python", "lib": "fastapi", "server": _server("fastapi", PORTS["fastapi"]),
                        "client": ("httpx", http_urls(PORTS["fastapi"])[:2]), "record": "server",
                        "packages": ["fastapi", "starlette", "uvicorn", "opentelemetry-instrumentation-fastapi",
                                     "opentelemetry-instrumentation-asgi"],
-                       "expect": [{"scope": "opentelemetry.instrumentation.fastapi", "kind": "SERVER",
-                                   "local_port": PORTS["fastapi"], "local_addrs": ["127.0.0.1", ""],
-                                   "peer_addrs": ["127.0.0.1"]}]},
+                       "expect": [row("opentelemetry.instrumentation.fastapi", "SERVER", ("127.0.0.1", PORTS["fastapi"]),
+                                      ("127.0.0.1", EPH), count=4),
+                                  row("opentelemetry.instrumentation.fastapi", "INTERNAL", NONE, NONE, count=8)]},
     "python-aiohttp-server": {"lang": "python", "lib": "aiohttp", "server": _server("aiohttp", PORTS["aiohttp"]),
                               "client": ("requests", http_urls(PORTS["aiohttp"])[:2]), "record": "server",
                               "packages": ["aiohttp", "opentelemetry-instrumentation-aiohttp-server"],
-                              "expect": [{"scope": "opentelemetry.instrumentation.aiohttp_server", "kind": "SERVER",
-                                          "local_port": PORTS["aiohttp"], "local_addrs": ["127.0.0.1", ""],
-                                          "peer_addrs": ["127.0.0.1"]}]},
-    "python-grpc-server": {"lang": "python", "lib": "grpc", "server": _server("grpc", PORTS["grpc"]),
-                           "client": ("grpc", [f"127.0.0.1:{PORTS['grpc']}", f"localhost:{PORTS['grpc']}",
-                                               f"[::1]:{PORTS['grpc']}"]), "record": "server",
-                           "packages": ["grpcio", "opentelemetry-instrumentation-grpc"],
-                           "expect": [{"scope": "opentelemetry.instrumentation.grpc", "kind": "SERVER",
-                                       "local_port": None, "local_addrs": [""],
-                                       "peer_addrs": ["127.0.0.1", "::1"]}]},
+                              "expect": http_server_rows("opentelemetry.instrumentation.aiohttp_server",
+                                                         PORTS["aiohttp"], urls=2, peer=False)},
+    # grpc's server span: the caller from context.peer(), no local endpoint at all
+    "python-grpc-server": {"lang": "python", "lib": "grpc", "server": _server("grpc", GR),
+                           "client": ("grpc", [f"127.0.0.1:{GR}", f"localhost:{GR}", f"[::1]:{GR}"]),
+                           "record": "server", "packages": ["grpcio", "opentelemetry-instrumentation-grpc"],
+                           "expect": [row("opentelemetry.instrumentation.grpc", "SERVER", NONE, ("127.0.0.1", EPH),
+                                          "localhost"),
+                                      row("opentelemetry.instrumentation.grpc", "SERVER", NONE, ("::1", EPH),
+                                          "localhost", count=2)]},
     # Python clients (each fixture: the client's own spans; the server runs instrumented too)
     "python-requests": {"lang": "python", "lib": "requests", "server": _server("flask", PORTS["flask"]),
                         "client": ("requests", http_urls(PORTS["flask"])), "record": "client",
                         "packages": ["requests", "opentelemetry-instrumentation-requests"],
-                        "expect": http_expect("opentelemetry.instrumentation.requests", PORTS["flask"])},
+                        "expect": http_client_rows("opentelemetry.instrumentation.requests", PORTS["flask"], False)},
     "python-urllib3": {"lang": "python", "lib": "urllib3", "server": _server("flask", PORTS["flask"]),
                        "client": ("urllib3", http_urls(PORTS["flask"])), "record": "client",
                        "packages": ["urllib3", "opentelemetry-instrumentation-urllib3"],
-                       "expect": http_expect("opentelemetry.instrumentation.urllib3", PORTS["flask"])},
+                       "expect": http_client_rows("opentelemetry.instrumentation.urllib3", PORTS["flask"], False)},
     "python-httpx": {"lang": "python", "lib": "httpx", "server": _server("flask", PORTS["flask"]),
                      "client": ("httpx", http_urls(PORTS["flask"])), "record": "client",
                      "packages": ["httpx", "opentelemetry-instrumentation-httpx"],
-                     "expect": http_expect("opentelemetry.instrumentation.httpx", PORTS["flask"])},
+                     "expect": http_client_rows("opentelemetry.instrumentation.httpx", PORTS["flask"], False, 2)},
     "python-aiohttp-client": {"lang": "python", "lib": "aiohttp", "server": _server("flask", PORTS["flask"]),
                               "client": ("aiohttp", http_urls(PORTS["flask"])), "record": "client",
                               "packages": ["aiohttp", "opentelemetry-instrumentation-aiohttp-client"],
-                              "expect": http_expect("opentelemetry.instrumentation.aiohttp_client",
-                                                    PORTS["flask"])},
-    "python-grpc-client": {"lang": "python", "lib": "grpc", "server": _server("grpc", PORTS["grpc"]),
-                           "client": ("grpc", [f"127.0.0.1:{PORTS['grpc']}", f"localhost:{PORTS['grpc']}",
-                                               f"[::1]:{PORTS['grpc']}"]), "record": "client",
-                           "packages": ["grpcio", "opentelemetry-instrumentation-grpc"],
-                           "expect": [{"scope": "opentelemetry.instrumentation.grpc", "kind": "CLIENT",
-                                       "peers": [["127.0.0.1", PORTS["grpc"], "127.0.0.1"],
-                                                 ["", PORTS["grpc"], "localhost"], ["::1", PORTS["grpc"], "::1"]]}]},
+                              "expect": http_client_rows("opentelemetry.instrumentation.aiohttp_client",
+                                                         PORTS["flask"], False)},
+    # grpc's client span names no endpoint at all (rpc.* only): only the kernel side can place it
+    "python-grpc-client": {"lang": "python", "lib": "grpc", "server": _server("grpc", GR),
+                           "client": ("grpc", [f"127.0.0.1:{GR}", f"localhost:{GR}", f"[::1]:{GR}"]),
+                           "record": "client", "packages": ["grpcio", "opentelemetry-instrumentation-grpc"],
+                           "expect": [row("opentelemetry.instrumentation.grpc", "CLIENT", NONE, NONE, count=3)]},
     "python-psycopg2": {"lang": "python", "lib": "psycopg2", "client": (
         "psycopg2", [f"host=127.0.0.1 port={PG} user=postgres dbname=postgres",
                      f"host=localhost port={PG} user=postgres dbname=postgres",
                      f"host=::1 port={PG} user=postgres dbname=postgres",
-                     "host={pgsock} port=%d user=postgres dbname=postgres" % PG]), "record": "client",
+                     "host={pgsock} port=" + str(PG) + " user=postgres dbname=postgres"]), "record": "client",
         "packages": ["psycopg2-binary", "opentelemetry-instrumentation-psycopg2",
                      "opentelemetry-instrumentation-dbapi"],
-        "expect": [{"scope": "opentelemetry.instrumentation.psycopg2", "kind": "CLIENT",
-                    "peers": [["127.0.0.1", PG, "127.0.0.1"], ["", PG, "localhost"], ["::1", PG, "::1"],
-                              ["", PG, ""]]}]},
+        # the unix-socket call: net.peer.name is the socket folder, net.peer.port names the socket file
+        "expect": db_rows("opentelemetry.instrumentation.psycopg2", PG, 1) + [
+            row("opentelemetry.instrumentation.psycopg2", "CLIENT", NONE, ("", PG), "", "unix")]},
     "python-psycopg": {"lang": "python", "lib": "psycopg", "client": (
         "psycopg", [f"host=127.0.0.1 port={PG} user=postgres dbname=postgres",
                     f"host=localhost port={PG} user=postgres dbname=postgres",
                     f"host=::1 port={PG} user=postgres dbname=postgres"]), "record": "client",
         "packages": ["psycopg", "opentelemetry-instrumentation-psycopg", "opentelemetry-instrumentation-dbapi"],
-        "expect": [{"scope": "opentelemetry.instrumentation.psycopg", "kind": "CLIENT",
-                    "peers": [["127.0.0.1", PG, "127.0.0.1"], ["", PG, "localhost"], ["::1", PG, "::1"]]}]},
+        "expect": db_rows("opentelemetry.instrumentation.psycopg", PG, 1)},
+    # sqlalchemy's spans and, beneath them, the psycopg2 driver's own (both instrumented by default)
     "python-sqlalchemy": {"lang": "python", "lib": "sqlalchemy", "client": (
         "sqlalchemy", [f"postgresql+psycopg2://postgres@127.0.0.1:{PG}/postgres",
                        f"postgresql+psycopg2://postgres@localhost:{PG}/postgres",
                        f"postgresql+psycopg2://postgres@[::1]:{PG}/postgres"]), "record": "client",
-        "packages": ["SQLAlchemy", "opentelemetry-instrumentation-sqlalchemy"],
-        "expect": [{"scope": "opentelemetry.instrumentation.sqlalchemy", "kind": "CLIENT",
-                    "peers": [["127.0.0.1", PG, "127.0.0.1"], ["", PG, "localhost"], ["::1", PG, "::1"]]}]},
+        "packages": ["SQLAlchemy", "opentelemetry-instrumentation-sqlalchemy", "psycopg2-binary",
+                     "opentelemetry-instrumentation-psycopg2"],
+        "expect": db_rows("opentelemetry.instrumentation.sqlalchemy", PG, 2)
+        + db_rows("opentelemetry.instrumentation.psycopg2", PG, 5)},
     "python-redis": {"lang": "python", "lib": "redis", "client": (
         "redis", [{"host": "127.0.0.1", "port": RD}, {"host": "localhost", "port": RD}, {"host": "::1", "port": RD},
                   {"unix_socket_path": "{redissock}"}]), "record": "client",
         "packages": ["redis", "opentelemetry-instrumentation-redis"],
-        "expect": [{"scope": "opentelemetry.instrumentation.redis", "kind": "CLIENT",
-                    "peers": [["127.0.0.1", RD, "127.0.0.1"], ["", RD, "localhost"], ["::1", RD, "::1"],
-                              ["", None, ""]]}]},
+        # the unix-socket call: net.peer.name is the socket path, net.transport "other"
+        "expect": db_rows("opentelemetry.instrumentation.redis", RD, 2, "tcp") + [
+            row("opentelemetry.instrumentation.redis", "CLIENT", NONE, NONE, "", "unix", 2)]},
     # Node.js (each process is its own server where it needs one)
     "node-http": {"lang": "node", "lib": "http", "client": ("http", http_urls(PORTS["node-http"])),
                   "server_port": PORTS["node-http"], "record": "client",
                   "packages": ["@opentelemetry/instrumentation-http"],
-                  "expect": http_expect("@opentelemetry/instrumentation-http", PORTS["node-http"],
-                                        "@opentelemetry/instrumentation-http")},
+                  "expect": http_client_rows("@opentelemetry/instrumentation-http", PORTS["node-http"], True)
+                  + http_server_rows("@opentelemetry/instrumentation-http", PORTS["node-http"])},
     "node-undici": {"lang": "node", "lib": "undici", "client": ("undici", http_urls(PORTS["node-undici"])),
                     "server_port": PORTS["node-undici"], "record": "client",
                     "packages": ["@opentelemetry/instrumentation-undici", "@opentelemetry/instrumentation-http"],
-                    "expect": http_expect("@opentelemetry/instrumentation-undici", PORTS["node-undici"])[:1] + [
-                        r for r in http_expect("", PORTS["node-undici"], "@opentelemetry/instrumentation-http")
-                        if r["kind"] == "SERVER"]},
+                    "expect": http_client_rows("@opentelemetry/instrumentation-undici", PORTS["node-undici"], True)
+                    + http_server_rows("@opentelemetry/instrumentation-http", PORTS["node-undici"])},
     "node-pg": {"lang": "node", "lib": "pg", "client": (
         "pg", [{"host": "127.0.0.1", "port": PG, "user": "postgres", "database": "postgres"},
                {"host": "localhost", "port": PG, "user": "postgres", "database": "postgres"},
                {"host": "::1", "port": PG, "user": "postgres", "database": "postgres"}]), "record": "client",
-                "packages": ["pg", "@opentelemetry/instrumentation-pg"],
-                "expect": [{"scope": "@opentelemetry/instrumentation-pg", "kind": "CLIENT",
-                            "peers": [["127.0.0.1", PG, "127.0.0.1"], ["", PG, "localhost"], ["::1", PG, "::1"]]}]},
+                "packages": ["pg", "@opentelemetry/instrumentation-pg", "@opentelemetry/instrumentation-net"],
+                "expect": db_rows("@opentelemetry/instrumentation-pg", PG, 2) + node_net_rows(PG)},
     "node-ioredis": {"lang": "node", "lib": "ioredis", "client": (
         "ioredis", [{"host": "127.0.0.1", "port": RD}, {"host": "localhost", "port": RD},
                     {"host": "::1", "port": RD}]), "record": "client",
-                     "packages": ["ioredis", "@opentelemetry/instrumentation-ioredis"],
-                     "expect": [{"scope": "@opentelemetry/instrumentation-ioredis", "kind": "CLIENT",
-                                 "peers": [["127.0.0.1", RD, "127.0.0.1"], ["", RD, "localhost"],
-                                           ["::1", RD, "::1"]]}]},
+                     "packages": ["ioredis", "@opentelemetry/instrumentation-ioredis",
+                                  "@opentelemetry/instrumentation-net"],
+                     "expect": db_rows("@opentelemetry/instrumentation-ioredis", RD, 8) + node_net_rows(RD)},
 }
 
 
@@ -438,6 +471,7 @@ def write_fixture(name: str, sc: dict[str, Any], bodies: list[bytes], commands: 
                     "exporter: OTLP/HTTP protobuf, OTEL_BSP_SCHEDULE_DELAY=500, metrics and logs exporters off",
         "commands": commands,
         "targets": _fill(sc["client"][1], {"pgsock": "<tmp>/pgsock", "redissock": "<tmp>/redis.sock"}),
+        "ephemeral_ports": [int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()],
         "expect": sc["expect"],
         "carried": fields_carried(bodies),
     }
