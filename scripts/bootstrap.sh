@@ -11,6 +11,8 @@ APT_PACKAGES=(bpftrace iproute2 iptables ethtool conntrack fio wrk iperf3 nginx-
               chromium chromium-driver  # the web UI's real-browser test
               runsc  # gVisor (Debian's release runs on the ptrace platform here): the L-4 sandbox tests
               qemu-system-x86 linux-image-amd64 busybox-static  # a QEMU/TCG guest: the L-1/L-2 VM tests
+              # real servers and Node.js for the instrumentation corpus (scripts/record_instrumentation.py)
+              postgresql redis-server nodejs
 )
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
