@@ -128,6 +128,9 @@ class Diagnosis:
     checked: list[CheckResult] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # data that was not there (no kernel events for host X ...)
     elapsed_ms: float | None = None
+    # how the hop's flow-keyed evidence was joined: basis (exact, sock_cookie, recovered, address_only,
+    # none), candidate connections, their flow keys, the peer the kernel saw (locate/connections.py)
+    join_basis: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,4 +139,5 @@ class Diagnosis:
             "checked": [asdict(c) for c in self.checked],
             "missing": list(self.missing),
             "elapsed_ms": self.elapsed_ms,
+            "join_basis": self.join_basis,
         }
