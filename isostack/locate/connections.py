@@ -288,8 +288,9 @@ def describe(join_basis: dict[str, object] | None) -> str:
     if not join_basis:
         return "join: none"
     basis = str(join_basis.get("basis", "none"))
-    n = int(join_basis.get("candidates") or 0)  # type: ignore[call-overload]
-    keys = [str(k) for k in (join_basis.get("flow_keys") or [])]  # type: ignore[union-attr]
+    n = int(str(join_basis.get("candidates") or 0))
+    raw_keys = join_basis.get("flow_keys")
+    keys = [str(k) for k in raw_keys] if isinstance(raw_keys, list) else []
     shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
     if basis == "exact":
         return f"join: exact five-tuple from the span ({shown})"
