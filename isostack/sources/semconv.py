@@ -12,16 +12,29 @@ Instrumentations in the wild speak at least four dialects for "who talked to who
 - OpenTracing (Jaeger/Zipkin tags): ``peer.ipv4`` (dotted or an int) ``peer.ipv6`` ``peer.port``
   ``peer.hostname`` ``peer.service``.
 
-:func:`resolve` folds whichever are present into one five-tuple per span (local/peer address and
-port, transport, family) and a logical peer name. Precedence is per side of the call because the
-same key means different things on a client and a server span (docs/ingest.md has the table).
+Real auto-instrumentation with default settings mostly sends the *logical* keys, often as one string
+(tests/fixtures/instrumentation/ has what each library really sent): a URL (``url.full``,
+``http.url``), a ``host:port`` (``http.host``, ``net.host.name``, ``server.address`` on some
+servers), a gRPC peer (``ipv4:127.0.0.1:50051``, ``ipv6:%5B::1%5D:50051``), a connection string
+(``db.connection_string``), a host name in ``net.peer.name``. :func:`parse_endpoint` reads any of
+those shapes; :func:`resolve` folds whichever keys are present into one five-tuple per span
+(local/peer address and port, transport, family) and a logical peer name.
+
+Two rules keep the join honest. An address column only ever holds an IP literal: a host name is
+recorded as ``peer_name`` (logical only; nothing here resolves DNS, the kernel-side recovery finds
+which address the process really connected to). A port is taken as stated, or on a CLIENT span
+from the scheme / ``db.system`` default the instrumentation left out (the semconv omit a default
+port); a SERVER span never gets a guessed port. Precedence is per side of the call because the same
+key means different things on a client and a server span (docs/ingest.md has the table).
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import Any
+import re
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlsplit
 
 from isostack.records import normalise_addr
 
@@ -30,6 +43,15 @@ def is_port_key(key: str) -> bool:
     """Keys whose values are ports (they vary per connection, so readers cache resolutions without them)."""
     return key.endswith(".port")
 
+
+# Keys whose value is a whole endpoint string (URL, host:port, gRPC peer, connection string). They
+# carry more than coordinates (a path, a query, credentials already redacted by the instrumentation),
+# so resolve() never marks them used: they always stay in attributes_json as sent.
+ENDPOINT_STRING_KEYS: frozenset[str] = frozenset(
+    {"url.full", "http.url", "http.host", "net.host.name", "db.connection_string", "messaging.url"}
+)
+# System names that tell the default port a CLIENT span's instrumentation left out.
+SYSTEM_KEYS = ("db.system", "db.system.name", "messaging.system")
 
 # Every attribute key resolve() reads. Readers look keys up here so that only these reach the
 # (slower) resolution step; everything else goes straight to attributes_json.
@@ -45,10 +67,11 @@ NET_KEYS: frozenset[str] = frozenset(
         "peer.ipv4", "peer.ipv6", "peer.port", "peer.hostname", "peer.service",
         "http.status_code", "http.response.status_code",
         "isostack.sock_cookie", "sock.cookie",
+        *ENDPOINT_STRING_KEYS, *SYSTEM_KEYS,
     }
 )
 
-# (address key, its port key), most preferred first.
+# (address key, its port key), most preferred first. Socket-level keys come before logical ones.
 _CLIENT_PEER = (
     ("network.peer.address", "network.peer.port"),
     ("net.peer.ip", "net.peer.port"),
@@ -56,7 +79,11 @@ _CLIENT_PEER = (
     ("peer.ipv4", "peer.port"),
     ("peer.ipv6", "peer.port"),
     ("server.address", "server.port"),
+    ("net.peer.name", "net.peer.port"),
+    ("peer.hostname", "peer.port"),
 )
+# Client spans: where the server's endpoint may be written as one string, most specific first.
+_CLIENT_PEER_STRINGS = ("url.full", "http.url", "http.host", "db.connection_string", "messaging.url")
 _SERVER_PEER = (
     ("client.address", "client.port"),
     ("net.sock.peer.addr", "net.sock.peer.port"),
@@ -64,14 +91,17 @@ _SERVER_PEER = (
     ("net.peer.ip", "net.peer.port"),
     ("peer.ipv4", "peer.port"),
     ("peer.ipv6", "peer.port"),
+    ("net.peer.name", "net.peer.port"),
 )
 _LOCAL = (
     ("network.local.address", "network.local.port"),
     ("net.host.ip", "net.host.port"),
     ("net.sock.host.addr", "net.sock.host.port"),
 )
-# Server spans: the local port is often only known as server.port / net.host.port.
+# Server spans: the local endpoint is often only known logically -- server.port / net.host.port, or
+# the Host header as "10.88.0.12:8000" in server.address / net.host.name / http.host, or url.full.
 _SERVER_LOCAL_PORT_FALLBACK = ("server.port", "net.host.port")
+_SERVER_LOCAL_STRINGS = ("server.address", "net.host.name", "http.host", "url.full", "http.url")
 
 _TRANSPORT = {"ip_tcp": "tcp", "tcp": "tcp", "ip_udp": "udp", "udp": "udp", "unix": "unix", "pipe": "pipe",
               "inproc": "inproc", "quic": "quic"}
@@ -79,6 +109,18 @@ _FAMILY = {"inet": "inet", "ipv4": "inet", "inet6": "inet6", "ipv6": "inet6", "u
 
 # Which span kinds look from the server side (peer = the caller).
 SERVER_SIDE = frozenset({"SERVER", "CONSUMER"})
+
+# Default ports of URL schemes (their RFCs / IANA registrations) and of the systems the db/messaging
+# semconv name: the conventions make server.port conditional on being non-default, so a client span
+# to a default port often has none. jdbc:/+driver suffixes are stripped before the lookup.
+DEFAULT_PORTS: dict[str, int] = {
+    "http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21, "grpc": 80, "grpcs": 443,
+    "postgresql": 5432, "postgres": 5432, "mysql": 3306, "mariadb": 3306, "redis": 6379, "rediss": 6379,
+    "mongodb": 27017, "mssql": 1433, "sqlserver": 1433, "cassandra": 9042, "elasticsearch": 9200,
+    "memcached": 11211, "couchdb": 5984, "oracle": 1521, "amqp": 5672, "amqps": 5671, "rabbitmq": 5672,
+    "kafka": 9092, "nats": 4222, "mqtt": 1883, "mqtts": 8883, "clickhouse": 9000, "cockroachdb": 26257,
+    "valkey": 6379,
+}
 
 
 class NetCoords:
@@ -103,6 +145,19 @@ class NetCoords:
         self.peer_port_key = ""
 
 
+class Endpoint(NamedTuple):
+    """One endpoint read from a string: ``host`` is a normalised IP literal when ``is_ip``, else a
+    host name as written ("" when the string names none); ``port`` as written (None: none given);
+    ``default_port`` the scheme's (None: no scheme or an unknown one); ``transport`` "unix" for a
+    socket path, else ""."""
+
+    host: str
+    port: int | None
+    is_ip: bool
+    transport: str = ""
+    default_port: int | None = None
+
+
 INT32_RANGE = (-(2**31), 2**31 - 1)
 INT64_RANGE = (-(2**63), 2**63 - 1)
 
@@ -122,7 +177,13 @@ def as_int(value: Any, bounds: tuple[int, int]) -> int | None:
 
 
 def _port(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
     return as_int(value, (1, 65535))
+
+
+def _port_text(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 65536 else None
 
 
 @functools.lru_cache(maxsize=65536)
@@ -137,52 +198,224 @@ def _is_ip(text: str) -> bool:
 # Addresses repeat heavily within a batch: parse each distinct one once.
 _normalise = functools.lru_cache(maxsize=65536)(normalise_addr)
 
+_NONE = Endpoint("", None, False)
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+# key=value connection strings: libpq ("host=h port=5432 dbname=d") and ADO.NET ("Server=h,1433;...")
+_KV_PAIR = re.compile(r"([A-Za-z][A-Za-z ]*?)\s*=\s*('(?:[^'\\]|\\.)*'|[^;\s]*)")
+_KV_HOST_KEYS = ("host", "hostaddr", "server", "data source", "address", "addr", "network address")
+_KV_PORT_KEYS = ("port",)
+
+
+def _host_port(text: str) -> Endpoint:
+    """``[v6]:port``, ``[v6]``, a bare IP (v6 included, zone ids kept out), ``host:port``, ``host``."""
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            return _NONE
+        host = text[1:close]
+        rest = text[close + 1:]
+        port = _port_text(rest[1:]) if rest.startswith(":") else None
+        if rest and port is None:
+            return _NONE
+        return Endpoint(_normalise(host), port, True) if _is_ip(host) else _NONE
+    if _is_ip(text):
+        return Endpoint(_normalise(text), None, True)
+    host, sep, port_text = text.rpartition(":")
+    if sep and ":" not in host:
+        port = _port_text(port_text)
+        if port is None or not host:
+            return _NONE
+        return Endpoint(_normalise(host), port, True) if _is_ip(host) else Endpoint(host.lower(), port, False)
+    if ":" in text or not text or any(c in text for c in "/@ \t"):
+        return _NONE
+    return Endpoint(text.lower(), None, False)
+
+
+def _url(text: str, scheme: str) -> Endpoint:
+    base = scheme.lower()
+    if base == "jdbc":  # jdbc:postgresql://h:5432/db
+        return parse_endpoint(text[5:])
+    # redis+unix://, http+unix://%2Fvar%2Frun%2Fapp.sock/ , unix:///path
+    if base == "unix" or base.endswith("+unix"):
+        return Endpoint("", None, False, "unix")
+    base = base.split("+", 1)[0]
+    try:
+        parts = urlsplit(text)
+        netloc = parts.netloc.rpartition("@")[2]
+        port = parts.port
+    except ValueError:
+        return _NONE
+    default = DEFAULT_PORTS.get(base)
+    if not netloc:
+        return Endpoint("", None, False, default_port=default)
+    # a multi-host URL (postgresql://h1:5432,h2:5433/db): the first host is the one tried first
+    if "," in netloc:
+        first = _host_port(netloc.split(",", 1)[0])
+        return first._replace(default_port=default)
+    host = parts.hostname or ""
+    if _is_ip(host):
+        return Endpoint(_normalise(host), port, True, default_port=default)
+    if not host or any(c in host for c in "/ \t"):
+        return Endpoint("", port, False, default_port=default)
+    return Endpoint(host, port, False, default_port=default)
+
+
+def _grpc_peer(text: str, scheme: str) -> Endpoint:
+    """gRPC's peer strings: ``ipv4:127.0.0.1:50051``, ``ipv6:[::1]:50051`` (percent-encoded by newer
+    cores: ``ipv6:%5B::1%5D:50051``), several comma-separated, ``dns:///host:port``, ``unix:path``."""
+    rest = unquote(text[len(scheme) + 1:])
+    if scheme == "unix" or scheme == "unix-abstract":
+        return Endpoint("", None, False, "unix")
+    if scheme == "dns":
+        rest = rest.lstrip("/").rpartition("/")[2] if rest.startswith("//") else rest
+    first = rest.split(",", 1)[0].strip()
+    if scheme == "ipv6" and not first.startswith("[") and not _is_ip(first):
+        host, _, port_text = first.rpartition(":")  # ipv6:::1:50051 (no brackets): the last part is the port
+        port = _port_text(port_text)
+        if _is_ip(host) and port is not None:
+            return Endpoint(_normalise(host), port, True)
+    return _host_port(first)
+
+
+_GRPC_SCHEMES = frozenset({"ipv4", "ipv6", "dns", "unix", "unix-abstract"})
+
+
+@functools.lru_cache(maxsize=65536)
+def parse_endpoint(text: str) -> Endpoint:
+    """Read the endpoint out of any string shape real instrumentation writes one in.
+
+    URLs (``https://user@[::1]/x`` -> ``::1``, port None, default_port 443; ``jdbc:`` prefixes;
+    multi-host ``postgresql://h1,h2/db`` -> the first), ``host:port`` and ``[v6]:port``, bare IP
+    literals (IPv4-mapped IPv6 becomes IPv4), gRPC peers (``ipv4:127.0.0.1:50051``,
+    ``ipv6:%5B::1%5D:50051``, ``dns:///h:443``), key=value connection strings (libpq
+    ``host=... port=...``, ADO.NET ``Server=h,1433``), and socket paths / ``unix:`` (transport
+    "unix"). Never resolves DNS. Anything unreadable gives ``Endpoint("", None, False)``.
+    """
+    text = text.strip()
+    if not text:
+        return _NONE
+    if text.startswith("/") or text.startswith("@"):  # a unix socket path (or an abstract one)
+        return Endpoint("", None, False, "unix")
+    m = _SCHEME.match(text)
+    if m is not None:
+        scheme = m.group(1).lower()
+        if scheme in _GRPC_SCHEMES:
+            return _grpc_peer(text, scheme)
+        if text[m.end():m.end() + 2] == "//" or scheme == "jdbc":
+            return _url(text, m.group(1))
+    if "=" in text:
+        return _connection_kv(text)
+    return _host_port(text)
+
+
+def _connection_kv(text: str) -> Endpoint:
+    pairs: dict[str, str] = {}
+    for key, value in _KV_PAIR.findall(text):
+        pairs.setdefault(key.strip().lower(), value.strip("'"))
+    host = next((pairs[k] for k in _KV_HOST_KEYS if pairs.get(k)), "")
+    port = next((_port_text(pairs[k]) for k in _KV_PORT_KEYS if pairs.get(k)), None)
+    if host.lower().startswith("tcp:"):
+        host = host[4:]
+    if host.startswith("/"):
+        return Endpoint("", None, False, "unix")
+    ep = _host_port(host.split(",", 1)[0]) if host else _NONE
+    if "," in host and ep.port is None:  # ADO.NET: Server=host,1433 (libpq's host=h1,h2 is a list of hosts)
+        ep = ep._replace(port=_port_text(host.rpartition(",")[2]))
+    return ep._replace(port=port) if port is not None else ep
+
+
+def _addr_endpoint(key: str, value: Any) -> Endpoint:
+    # OpenTracing's peer.ipv4 may be the address as a big-endian int (Jaeger clients did that).
+    if key == "peer.ipv4" and isinstance(value, int) and not isinstance(value, bool):
+        return Endpoint(str(ipaddress.IPv4Address(value & 0xFFFFFFFF)), None, True)
+    if value in (None, "") or not isinstance(value, str | bytes | int):
+        return _NONE
+    return parse_endpoint(str(value))
+
 
 def _addr(key: str, value: Any) -> str:
-    # OpenTracing's peer.ipv4 may be the address as a big-endian int (Jaeger clients did that).
-    if key == "peer.ipv4" and isinstance(value, int):
-        return str(ipaddress.IPv4Address(value & 0xFFFFFFFF))
-    return _normalise(str(value)) if value not in (None, "") else ""
+    """The IP literal ``value`` holds for ``key`` ("" for a host name or nothing usable)."""
+    ep = _addr_endpoint(key, value)
+    return ep.host if ep.is_ip else ""
 
 
-def _pick(cands: dict[str, Any], order: tuple[tuple[str, str], ...], used: set[str],
-          require_ip: bool) -> tuple[str, int | None, str]:
+def _pick(cands: dict[str, Any], order: tuple[tuple[str, str], ...], used: set[str]
+          ) -> tuple[str, int | None, str]:
+    """The first pair in ``order`` whose address is an IP literal: (address, port, the port's key).
+
+    A port written into the address string (``10.0.0.1:5432``) counts as the pair's own; with none,
+    the first valid port any pair of the same side offers is taken (generations mix on one span).
+    """
     for addr_key, port_key in order:
         value = cands.get(addr_key)
         if value in (None, ""):
             continue
-        addr = _addr(addr_key, value)
-        # server.address / client.address may be a DNS name: only an IP literal is a coordinate.
-        if require_ip and addr_key in ("server.address", "client.address") and not _is_ip(addr):
+        ep = _addr_endpoint(addr_key, value)
+        if not ep.is_ip:
             continue
-        used.add(addr_key)
+        if addr_key not in ENDPOINT_STRING_KEYS:
+            used.add(addr_key)
         port = _port(cands.get(port_key))
         if port is not None:
             used.add(port_key)
-            return addr, port, port_key
-        # Same-generation port missing: take the first port any generation offers.
-        for _, other_port_key in order:
-            port = _port(cands.get(other_port_key))
-            if port is not None:
-                used.add(other_port_key)
-                return addr, port, other_port_key
-        return addr, None, ""
+            return ep.host, port, port_key
+        if ep.port is not None:
+            return ep.host, ep.port, ""
+        port, key = _first_port(cands, order, used)
+        return ep.host, port, key
     return "", None, ""
 
 
-def resolve(kind: str, cands: dict[str, Any]) -> NetCoords:
-    """Fold the NET_KEYS attributes of one span (``cands``: key -> scalar value) into coordinates.
+def _first_port(cands: dict[str, Any], order: tuple[tuple[str, str], ...], used: set[str]
+                ) -> tuple[int | None, str]:
+    for _, port_key in order:
+        port = _port(cands.get(port_key))
+        if port is not None:
+            used.add(port_key)
+            return port, port_key
+    return None, ""
 
-    ``kind`` is the span kind name (SERVER, CLIENT, ...). ``used`` on the result lists the keys
-    whose values landed in a column, so the reader can keep the rest in attributes_json.
-    """
-    out = NetCoords()
+
+def _system_default_port(cands: dict[str, Any]) -> int | None:
+    for key in SYSTEM_KEYS:
+        value = cands.get(key)
+        if isinstance(value, str) and value:
+            port = DEFAULT_PORTS.get(value.lower())
+            if port is not None:
+                return port
+    return None
+
+
+def _resolve_client_peer(cands: dict[str, Any], out: NetCoords) -> None:
+    """Client side: the peer is the server. Socket keys, then logical ones, then endpoint strings."""
     used = out.used
-    server_side = kind in SERVER_SIDE
-    out.peer_addr, out.peer_port, out.peer_port_key = _pick(cands, _SERVER_PEER if server_side else _CLIENT_PEER,
-                                                            used, True)
-    out.local_addr, out.local_port, out.local_port_key = _pick(cands, _LOCAL, used, True)
-    if server_side and out.local_port is None:
+    out.peer_addr, out.peer_port, out.peer_port_key = _pick(cands, _CLIENT_PEER, used)
+    strings = [parse_endpoint(v) for k in _CLIENT_PEER_STRINGS
+               if isinstance(v := cands.get(k), str) and v]
+    if not out.peer_addr:
+        for ep in strings:
+            if ep.is_ip:
+                out.peer_addr = ep.host
+                if out.peer_port is None:
+                    out.peer_port = ep.port
+                break
+    if out.peer_port is None:
+        out.peer_port, out.peer_port_key = _first_port(cands, _CLIENT_PEER, used)
+    if not out.transport and any(ep.transport == "unix" for ep in strings):
+        out.transport = "unix"
+    if out.peer_port is None and out.transport != "unix":
+        # the string's own port, else its scheme's default, else the db/messaging system's default
+        out.peer_port = next((ep.port for ep in strings if ep.port is not None), None) or \
+            next((ep.default_port for ep in strings if ep.default_port is not None), None) or \
+            _system_default_port(cands)
+    if not out.peer_name:
+        out.peer_name = next((ep.host for ep in strings if ep.host), "")
+
+
+def _resolve_server_local(cands: dict[str, Any], out: NetCoords) -> None:
+    """Server side: the Host header / request URL name our own endpoint when no socket key does."""
+    used = out.used
+    if out.local_port is None:
         for key in _SERVER_LOCAL_PORT_FALLBACK:
             port = _port(cands.get(key))
             if port is not None:
@@ -190,12 +423,56 @@ def resolve(kind: str, cands: dict[str, Any]) -> NetCoords:
                 out.local_port_key = key
                 used.add(key)
                 break
+    if out.local_addr and out.local_port is not None:
+        return
+    for key in _SERVER_LOCAL_STRINGS:
+        value = cands.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        ep = parse_endpoint(value)
+        if not out.local_addr and ep.is_ip:
+            out.local_addr = ep.host
+        if out.local_port is None and ep.port is not None:
+            out.local_port = ep.port
+
+
+def resolve(kind: str, cands: dict[str, Any]) -> NetCoords:
+    """Fold the NET_KEYS attributes of one span (``cands``: key -> scalar value) into coordinates.
+
+    ``kind`` is the span kind name (SERVER, CLIENT, ...). ``used`` on the result lists the keys
+    whose values landed in a column, so the reader can keep the rest in attributes_json.
+    Addresses are IP literals only; a peer known only by name lands in ``peer_name``.
+    """
+    out = NetCoords()
+    used = out.used
+    server_side = kind in SERVER_SIDE
     for key in ("network.transport", "net.transport"):
         value = cands.get(key)
         if value:
             out.transport = _TRANSPORT.get(str(value).lower(), str(value).lower())
             used.add(key)
             break
+    if server_side:
+        out.peer_addr, out.peer_port, out.peer_port_key = _pick(cands, _SERVER_PEER, used)
+    out.local_addr, out.local_port, out.local_port_key = _pick(cands, _LOCAL, used)
+    if server_side:
+        _resolve_server_local(cands, out)
+    name_keys = ("peer.service", "net.peer.name", "peer.hostname", "net.sock.peer.name") if server_side else (
+        "peer.service", "server.address", "net.peer.name", "peer.hostname", "net.sock.peer.name")
+    for key in name_keys:
+        value = cands.get(key)
+        if value not in (None, ""):
+            ep = parse_endpoint(str(value)) if key != "peer.service" else _NONE
+            # a socket path is no peer name; "host:port" names the host
+            if ep.transport == "unix":
+                if not out.transport:
+                    out.transport = "unix"
+                continue
+            out.peer_name = ep.host if ep.host and ep.port is not None else str(value)
+            used.add(key)
+            break
+    if not server_side:
+        _resolve_client_peer(cands, out)
     for key in ("network.type", "net.sock.family"):
         value = cands.get(key)
         if value:
@@ -204,16 +481,10 @@ def resolve(kind: str, cands: dict[str, Any]) -> NetCoords:
             break
     if not out.family:
         addr = out.peer_addr or out.local_addr
-        if addr and _is_ip(addr):
+        if addr:
             out.family = "inet6" if ":" in addr else "inet"
-    name_keys = ("peer.service", "net.peer.name", "peer.hostname", "net.sock.peer.name") if server_side else (
-        "peer.service", "server.address", "net.peer.name", "peer.hostname", "net.sock.peer.name")
-    for key in name_keys:
-        value = cands.get(key)
-        if value not in (None, ""):
-            out.peer_name = str(value)
-            used.add(key)
-            break
+        elif out.transport == "unix":
+            out.family = "unix"
     # A value that does not convert or does not fit the column (int32 / int64) stays in attributes_json.
     for key in ("http.response.status_code", "http.status_code"):
         value = cands.get(key)
