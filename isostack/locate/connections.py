@@ -75,10 +75,13 @@ class Recovered:
     flow_keys: list[str]
     candidates: int = 0
     peer: str = ""  # the peer address:port the kernel saw (resolves a host name)
+    # what the recovery matched on: "span" (its own endpoint parts), "children" (peers of its CLIENT
+    # children, for self time spent in untraced connects/handshakes), or both ("span+children")
+    via: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return {"basis": self.basis, "candidates": self.candidates, "flow_keys": list(self.flow_keys[:8]),
-                "peer": self.peer}
+                "peer": self.peer, "via": self.via}
 
 
 def _ip_or_empty(text: str | None) -> str:
@@ -185,27 +188,81 @@ def hop_end_row(idx: int, hop: SlowHop, tolerance_ns: int = DEFAULT_TOLERANCE_NS
     }
 
 
+def _children_peers(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop]) -> dict[int, list[tuple[str, int]]]:
+    """Per hop, the peers (address, port) its own CLIENT children name.
+
+    Why: a span's self time includes the network work its instrumentation does not trace — taking a
+    pooled connection, connect(), a TLS or database handshake — always towards the peers its traced
+    calls go to (psycopg2 traces the query, not the connect that a pool does first).
+    """
+    want = [(i, h.trace_id, h.span_id) for i, h in enumerate(hops) if h.part == "self_time" and h.span_id]
+    if not want:
+        return {}
+    con.register("_rec_parents", pa.table({"idx": [w[0] for w in want], "trace_id": [w[1] for w in want],
+                                           "span_id": [w[2] for w in want]}))
+    try:
+        rows = con.execute(
+            """SELECT DISTINCT p.idx, s.peer_addr, s.peer_name, s.peer_port FROM _rec_parents p JOIN spans s
+               ON s.trace_id = p.trace_id AND s.parent_span_id = p.span_id AND s.kind IN ('CLIENT', 'PRODUCER')"""
+        ).fetchall()
+    finally:
+        con.unregister("_rec_parents")
+    out: dict[int, list[tuple[str, int]]] = {}
+    for idx, addr, name, port in rows:
+        peer = _ip_or_empty(addr) or _ip_or_empty(name)
+        if peer or port:
+            out.setdefault(int(idx), []).append((peer, int(port or 0)))
+    return out
+
+
 def hop_connections(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop],
                     sock_cookies: Sequence[int | None] | None = None,
                     tolerance_ns: int = DEFAULT_TOLERANCE_NS) -> list[Recovered]:
-    """The join basis and connection(s) of each hop, in order."""
+    """The join basis and connection(s) of each hop, in order.
+
+    A hop whose excess is self time also gets the connections its process used during the span
+    towards the peers of its CLIENT children (``via="children"``): that evidence is recovered, so the
+    hop's basis is then ``recovered`` even when its own connection is exact.
+    """
     from isostack.locate.join import hop_flow_key
 
-    out: list[Recovered | None] = [None] * len(hops)
-    rows = []
+    out: list[Recovered] = []
+    rows: list[dict[str, object]] = []
+    owner: list[tuple[int, str]] = []  # per recovery row: hop index, via
+    kids = _children_peers(con, hops)
     for i, hop in enumerate(hops):
         key = hop_flow_key(hop)
         if key:
-            out[i] = Recovered("exact", [key], 1, f"{hop.five_tuple.peer_addr}:{hop.five_tuple.peer_port}")
+            out.append(Recovered("exact", [key], 1, f"{hop.five_tuple.peer_addr}:{hop.five_tuple.peer_port}"))
         elif sock_cookies and sock_cookies[i]:
-            out[i] = Recovered("sock_cookie", [], 1)
-        elif hop.part != "unavailable":
-            rows.append(hop_end_row(i, hop, tolerance_ns))
+            out.append(Recovered("sock_cookie", [], 1))
+        else:
+            out.append(Recovered("none", [], 0))
+            if hop.part != "unavailable":
+                owner.append((i, "span"))
+                rows.append(hop_end_row(len(rows), hop, tolerance_ns))
+        for peer, port in kids.get(i, []):
+            row = hop_end_row(len(rows), hop, tolerance_ns)
+            row.update({"local_addr": "", "local_port": 0, "peer_addr": peer, "peer_port": port})
+            owner.append((i, "children"))
+            rows.append(row)
     found = recover(con, pa.Table.from_pylist(rows, schema=RECOVER_ENDS)) if rows else {}
-    for r in rows:
-        i = int(r["end_idx"])  # type: ignore[call-overload]
-        out[i] = found.get(i) or Recovered("none", [], 0)
-    return [o if o is not None else Recovered("none", [], 0) for o in out]
+    for j, (i, via) in enumerate(owner):
+        rec = found.get(j)
+        if rec is None:
+            continue
+        cur = out[i]
+        own = [k for k in cur.flow_keys if k not in rec.flow_keys]
+        # recovered flows first (they carry the evidence a recovered basis speaks for)
+        keys = [*rec.flow_keys, *own] if cur.basis != "none" else rec.flow_keys
+        if cur.basis in ("recovered", "address_only"):
+            keys = list(dict.fromkeys([*cur.flow_keys, *rec.flow_keys]))
+        basis = "address_only" if rec.basis == "address_only" and cur.basis in ("none", "address_only") \
+            else "recovered"
+        out[i] = Recovered(basis, keys, (cur.candidates if cur.basis in ("recovered", "address_only") else 0)
+                           + rec.candidates, cur.peer if cur.basis == "recovered" and cur.peer else rec.peer,
+                           via=via if cur.basis in ("none", "exact", "sock_cookie") else f"{cur.via}+{via}")
+    return out
 
 
 # ------------------------------------------------------------------ coverage over a whole store
@@ -297,7 +354,8 @@ def describe(join_basis: dict[str, object] | None) -> str:
     if basis == "sock_cookie":
         return "join: socket cookie from the span"
     if basis == "recovered":
-        return (f"join: recovered from the kernel (process + peer + time), {n} candidate connection"
+        via = " of its CLIENT children" if "children" in str(join_basis.get("via", "")) else ""
+        return (f"join: recovered from the kernel (process + peer{via} + time), {n} candidate connection"
                 f"{'s' if n != 1 else ''}: {shown}")
     if basis == "address_only":
         return (f"join: address only (peer + time, process unknown), {n} candidate connection"

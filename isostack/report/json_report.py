@@ -52,7 +52,8 @@ SCHEMA: dict[str, Any] = {
                            "basis": {"enum": ["exact", "sock_cookie", "recovered", "address_only", "none"]},
                            "candidates": {"type": "integer", "minimum": 0},
                            "flow_keys": {"type": "array", "items": {"type": "string"}},
-                           "peer": {"type": "string"}}},
+                           "peer": {"type": "string"},
+                           "via": {"type": "string"}}},
         "chain_line": {"type": "string"},
     },
 }
