@@ -353,7 +353,10 @@ def _key_into(kname: str, raw: str, row: dict[str, Any], detail: dict[str, Any])
     elif kname == "dev_t":
         row["device"] = block_device_name(int(raw))
     elif kname == "ifindex":
+        # captures of older probes: only right when the device lives in the reader's own netns
         row["device"] = ifindex_name(int(raw))
+    elif kname == "netns":
+        detail["netns"] = int(raw)
     elif kname == "syscall_nr":
         detail["syscall"] = syscall_name(int(raw))
         detail["syscall_nr"] = int(raw)

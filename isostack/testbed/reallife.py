@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "reallife_apps"
 VENV = Path(os.environ.get("ISOSTACK_REALLIFE_VENV", str(REPO / ".venv-reallife")))
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_DATA = Path("/var/tmp/isostack-reallife/pgdata")
 
 
 @dataclass(frozen=True)
@@ -195,13 +196,15 @@ class RealLife:
             log.close()
 
     def _postgres(self) -> None:
-        pgdata = self.work_dir / "pgdata"
+        # a directory the postgres user can reach (a pytest tmp_path sits under a 0700 parent)
+        pgdata = PG_DATA
         shutil.rmtree(pgdata, ignore_errors=True)
-        pgdata.mkdir(parents=True)
+        pgdata.mkdir(parents=True, mode=0o700)
         shutil.chown(pgdata, "postgres", "postgres")
-        shutil.chown(self.work_dir, "postgres", "postgres")
-        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(pgdata), "-A", "trust",
-                        "-U", "postgres", "--no-sync"], check=True, capture_output=True, timeout=120)
+        init = subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(pgdata), "-A",
+                               "trust", "-U", "postgres", "--no-sync"], capture_output=True, text=True, timeout=120)
+        if init.returncode != 0:
+            raise IsostackError(f"initdb failed ({init.returncode}): {init.stderr.strip()[-400:]}")
         with open(pgdata / "pg_hba.conf", "a") as fh:
             fh.write(f"host all all {SUBNET}.0/24 trust\n")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"}
@@ -342,6 +345,7 @@ def teardown() -> None:
         ok("ip", "netns", "delete", h.netns)
         ok("ip", "link", "delete", h.netns)
     ok("ip", "link", "delete", BRIDGE)
+    shutil.rmtree(PG_DATA, ignore_errors=True)
 
 
 def main() -> None:  # pragma: no cover - manual use: python -m isostack.testbed.reallife /tmp/rl 30
