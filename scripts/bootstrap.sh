@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tool and its tests drive for real (eBPF, netns/tc/iptables faults, load, servers).
 APT_PACKAGES=(bpftrace iproute2 iptables ethtool conntrack fio wrk iperf3 nginx-light procps sysstat
-              prometheus prometheus-alertmanager prometheus-node-exporter)
+              prometheus prometheus-alertmanager prometheus-node-exporter
+              postgresql-15)  # the real-life topology's database (isostack/testbed/reallife.py)
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -50,4 +51,19 @@ if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py isostack -newer "$s
     exit 1
   fi
   touch "$stamp"
+fi
+
+# The real-life topology's apps (isostack/testbed/reallife.py) run third-party libraries under their own
+# opentelemetry-instrument, in a venv of their own: their pinned OpenTelemetry versions are the
+# instrumentation's, not isostack's, and must not move isostack's own.
+rl_req=isostack/testbed/reallife-requirements.txt
+rl_stamp=.venv-reallife/.installed
+if [ ! -f "$rl_stamp" ] || [ "$rl_req" -nt "$rl_stamp" ]; then
+  log "installing the real-life topology's apps into .venv-reallife"
+  [ -x .venv-reallife/bin/python ] || "$PY" -m venv .venv-reallife
+  if .venv-reallife/bin/python -m pip install -q -r "$rl_req" > .venv-reallife/pip-install.log 2>&1; then
+    touch "$rl_stamp"
+  else
+    log "real-life apps not installed (see .venv-reallife/pip-install.log); tests/test_reallife.py will skip"
+  fi
 fi
