@@ -135,14 +135,17 @@ def test_join_coverage_counts_each_basis(store: Store) -> None:
 
 
 def test_flow_io_capture_rows_cover_their_slot() -> None:
+    # captured while one process sent 1,000 bytes over 127.0.0.1 and 77 over ::1
     off = 1_700_000_000_000_000_000
     rows = bt.read_capture(FIXTURES / "bpftrace" / "flow_io.json", host_name="h1", mono_offset_ns=off).to_pylist()
-    v6 = [r for r in rows if r["saddr"] == "::1" and r["sport"] == 51212]
-    assert len(v6) == 1
+    v4 = [r for r in rows if r["sport"] == 46316]
+    v6 = [r for r in rows if r["sport"] == 54604]
+    assert len(v4) == len(v6) == 1
+    assert (v4[0]["saddr"], v4[0]["daddr"], v4[0]["dport"], v4[0]["value"], v4[0]["pid"]) == \
+        ("127.0.0.1", "127.0.0.1", 34289, 1000.0, 6599)
     r = v6[0]
-    assert (r["kind"], r["value"], r["daddr"], r["dport"], r["pid"]) == ("flow_io", 77.0, "::1", 38811, 4456)
-    assert (r["ts_ns"], r["duration_ns"]) == (76110 * SLOT + off, SLOT)
-    assert json.loads(r["detail_json"]) == {"flow_io_b": 77}
+    assert (r["kind"], r["value"], r["saddr"], r["daddr"], r["dport"], r["pid"]) == ("flow_io", 77.0, "::1", "::1", 37361, 6599)
+    assert (r["ts_ns"], r["duration_ns"]) == (159748 * SLOT + off, SLOT)
 
 
 def test_cpu_time_windows_never_hold_more_than_the_cpus() -> None:
