@@ -161,3 +161,21 @@ def test_qdisc_devices_are_named_in_their_own_netns() -> None:
     rows = [r for r in bt.read_capture(FIXTURES / "bpftrace" / "net_tx_pressure_netns.json").to_pylist()
             if r["kind"] == "qdisc_backlog" and r["device"]]
     assert rows[0]["device"] == "isotb-order" and json.loads(rows[0]["detail_json"])["netns"] == 4026531833
+
+
+def test_self_time_hop_gets_its_untraced_connects_to_its_childrens_peer(store: Store) -> None:
+    # a SERVER span (own connection exact: front -> api:8000) whose child queried PostgreSQL; its
+    # self time holds the pool's connect, which no span covers
+    child = span("00000000000000c1", T0 + 10 * SLOT + 3 * MS, 2 * MS)
+    child["parent_span_id"] = "00000000000000a1"
+    store.append("spans", rows_table("spans", [child]))
+    server = hop("00000000000000a1", T0 + 10 * SLOT, 15 * MS)
+    server.kind, server.five_tuple = "SERVER", FiveTuple("tcp", API, 8000, "10.88.0.11", 51000)
+    con = store.connect()
+    try:
+        got = conn.hop_connections(con, [server])[0]
+    finally:
+        con.close()
+    assert (got.basis, got.via, got.candidates) == ("recovered", "children", 1)
+    assert got.flow_keys == [f"{API}:40002|{DB}:5432", f"10.88.0.11:51000|{API}:8000"]
+    assert "peer of its CLIENT children" in conn.describe(got.to_dict())

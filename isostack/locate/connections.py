@@ -252,16 +252,13 @@ def hop_connections(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop],
         if rec is None:
             continue
         cur = out[i]
-        own = [k for k in cur.flow_keys if k not in rec.flow_keys]
-        # recovered flows first (they carry the evidence a recovered basis speaks for)
-        keys = [*rec.flow_keys, *own] if cur.basis != "none" else rec.flow_keys
-        if cur.basis in ("recovered", "address_only"):
-            keys = list(dict.fromkeys([*cur.flow_keys, *rec.flow_keys]))
-        basis = "address_only" if rec.basis == "address_only" and cur.basis in ("none", "address_only") \
-            else "recovered"
-        out[i] = Recovered(basis, keys, (cur.candidates if cur.basis in ("recovered", "address_only") else 0)
-                           + rec.candidates, cur.peer if cur.basis == "recovered" and cur.peer else rec.peer,
-                           via=via if cur.basis in ("none", "exact", "sock_cookie") else f"{cur.via}+{via}")
+        merged = cur.basis in ("recovered", "address_only")
+        rec_keys = list(dict.fromkeys([*(cur.flow_keys if merged else []), *rec.flow_keys]))
+        # a hop's own exact connection stays joined, behind the recovered ones (it is not a candidate)
+        own = [] if merged or cur.basis == "none" else [k for k in cur.flow_keys if k not in rec_keys]
+        basis = "recovered" if "recovered" in (rec.basis, cur.basis) else "address_only"
+        out[i] = Recovered(basis, rec_keys + own, len(rec_keys), (cur.peer if merged else "") or rec.peer,
+                           via=f"{cur.via}+{via}" if merged else via)
     return out
 
 
