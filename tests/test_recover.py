@@ -179,3 +179,5 @@ def test_self_time_hop_gets_its_untraced_connects_to_its_childrens_peer(store: S
     assert (got.basis, got.via, got.candidates) == ("recovered", "children", 1)
     assert got.flow_keys == [f"{API}:40002|{DB}:5432", f"10.88.0.11:51000|{API}:8000"]
     assert "peer of its CLIENT children" in conn.describe(got.to_dict())
+    # its evidence counts only where no child span ran (a retransmit inside the query is the child's)
+    assert got.windows == {f"{API}:40002|{DB}:5432": [(T0 + 195 * MS, T0 + 203 * MS), (T0 + 205 * MS, T0 + 220 * MS)]}

@@ -37,7 +37,7 @@ Everything is one DuckDB query over the store's views (spans of a whole store at
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
@@ -78,6 +78,8 @@ class Recovered:
     # what the recovery matched on: "span" (its own endpoint parts), "children" (peers of its CLIENT
     # children, for self time spent in untraced connects/handshakes), or both ("span+children")
     via: str = ""
+    # per flow key, the only time ranges (unix ns) where its evidence counts; absent = the whole span
+    windows: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {"basis": self.basis, "candidates": self.candidates, "flow_keys": list(self.flow_keys[:8]),
@@ -175,6 +177,12 @@ def recover(con: duckdb.DuckDBPyConnection, ends: pa.Table) -> dict[int, Recover
     return out
 
 
+def found_span_keys(found: dict[int, Recovered], owner: list[tuple[int, str]], hop_idx: int) -> set[str]:
+    """The flow keys a hop's own endpoint parts recovered (as opposed to its children's peers)."""
+    return {k for j, (i, via) in enumerate(owner) if i == hop_idx and via == "span" and j in found
+            for k in found[j].flow_keys}
+
+
 def hop_end_row(idx: int, hop: SlowHop, tolerance_ns: int = DEFAULT_TOLERANCE_NS) -> dict[str, object]:
     """The recovery input of a hop's own (client) side: its partial five-tuple, process and time."""
     ft = hop.five_tuple
@@ -188,31 +196,49 @@ def hop_end_row(idx: int, hop: SlowHop, tolerance_ns: int = DEFAULT_TOLERANCE_NS
     }
 
 
-def _children_peers(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop]) -> dict[int, list[tuple[str, int]]]:
-    """Per hop, the peers (address, port) its own CLIENT children name.
+def _children(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop]
+              ) -> tuple[dict[int, list[tuple[str, int]]], dict[int, list[tuple[int, int]]]]:
+    """Per hop: the peers (address, port) its CLIENT children name, and the time its children cover.
 
     Why: a span's self time includes the network work its instrumentation does not trace — taking a
-    pooled connection, connect(), a TLS or database handshake — always towards the peers its traced
-    calls go to (psycopg2 traces the query, not the connect that a pool does first).
+    pooled connection, connect(), a TLS or database handshake — towards the peers its traced calls go
+    to (psycopg2 traces the query, not the connect its pool makes first). The children's intervals
+    keep that evidence to the untraced time: a retransmit inside a child's span is the child's.
     """
     want = [(i, h.trace_id, h.span_id) for i, h in enumerate(hops) if h.part == "self_time" and h.span_id]
     if not want:
-        return {}
+        return {}, {}
     con.register("_rec_parents", pa.table({"idx": [w[0] for w in want], "trace_id": [w[1] for w in want],
                                            "span_id": [w[2] for w in want]}))
     try:
         rows = con.execute(
-            """SELECT DISTINCT p.idx, s.peer_addr, s.peer_name, s.peer_port FROM _rec_parents p JOIN spans s
-               ON s.trace_id = p.trace_id AND s.parent_span_id = p.span_id AND s.kind IN ('CLIENT', 'PRODUCER')"""
+            """SELECT p.idx, s.kind, s.peer_addr, s.peer_name, s.peer_port, s.start_ns, s.end_ns
+               FROM _rec_parents p JOIN spans s ON s.trace_id = p.trace_id AND s.parent_span_id = p.span_id"""
         ).fetchall()
     finally:
         con.unregister("_rec_parents")
-    out: dict[int, list[tuple[str, int]]] = {}
-    for idx, addr, name, port in rows:
+    peers: dict[int, list[tuple[str, int]]] = {}
+    covered: dict[int, list[tuple[int, int]]] = {}
+    for idx, kind, addr, name, port, start, end in rows:
+        covered.setdefault(int(idx), []).append((int(start), int(end)))
         peer = _ip_or_empty(addr) or _ip_or_empty(name)
-        if peer or port:
-            out.setdefault(int(idx), []).append((peer, int(port or 0)))
-    return out
+        if kind in ("CLIENT", "PRODUCER") and (peer or port) and (peer, int(port or 0)) not in peers.get(int(idx), []):
+            peers.setdefault(int(idx), []).append((peer, int(port or 0)))
+    return peers, covered
+
+
+def _gaps(lo: int, hi: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[lo, hi] minus the covered intervals (unix ns)."""
+    out, cur = [], lo
+    for s, e in sorted(covered):
+        if s > cur:
+            out.append((cur, min(s, hi)))
+        cur = max(cur, e)
+        if cur >= hi:
+            break
+    if cur < hi:
+        out.append((cur, hi))
+    return [(a, b) for a, b in out if b > a]
 
 
 def hop_connections(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop],
@@ -229,7 +255,8 @@ def hop_connections(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop],
     out: list[Recovered] = []
     rows: list[dict[str, object]] = []
     owner: list[tuple[int, str]] = []  # per recovery row: hop index, via
-    kids = _children_peers(con, hops)
+    windows: dict[tuple[int, str], list[tuple[int, int]]] = {}  # (hop, flow key) -> where its evidence counts
+    kids, covered = _children(con, hops)
     for i, hop in enumerate(hops):
         key = hop_flow_key(hop)
         if key:
@@ -253,12 +280,22 @@ def hop_connections(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop],
             continue
         cur = out[i]
         merged = cur.basis in ("recovered", "address_only")
+        if via == "children":
+            # evidence on these connections counts only outside the children's own spans
+            hop = hops[i]
+            gaps = _gaps(hop.start_ns - tolerance_ns, hop.end_ns + tolerance_ns, covered.get(i, []))
+            for k in rec.flow_keys:
+                windows.setdefault((i, k), []).extend(gaps)
         rec_keys = list(dict.fromkeys([*(cur.flow_keys if merged else []), *rec.flow_keys]))
         # a hop's own exact connection stays joined, behind the recovered ones (it is not a candidate)
         own = [] if merged or cur.basis == "none" else [k for k in cur.flow_keys if k not in rec_keys]
         basis = "recovered" if "recovered" in (rec.basis, cur.basis) else "address_only"
         out[i] = Recovered(basis, rec_keys + own, len(rec_keys), (cur.peer if merged else "") or rec.peer,
                            via=f"{cur.via}+{via}" if merged else via)
+    for (i, key), spans in windows.items():
+        # a connection also matched by the span's own endpoint keeps the whole span
+        if not (out[i].via.startswith("span") and key in found_span_keys(found, owner, i)):
+            out[i].windows[key] = spans
     return out
 
 

@@ -83,7 +83,8 @@ def diagnose_hops(con: duckdb.DuckDBPyConnection, hops: list[SlowHop], config: d
     conns = connmod.hop_connections(con, hops, cookies)
     joined = joinmod.join(con, hops, skew_ns=skew_ns, max_window_ns=int(cfg["max_window_s"] * 1e9),
                           sock_cookies=cookies, flows=[c.flow_keys if c.basis in ("recovered", "address_only")
-                                                       else [] for c in conns])
+                                                       else [] for c in conns],
+                          flow_windows=[c.windows for c in conns])
     totals = joinmod.coverage_summary(con, hops)
     services = {h.service for h in hops}
     all_slow = len(hops) >= 3 and len(services) >= 2
