@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tool and its tests drive for real (eBPF, netns/tc/iptables faults, load, servers).
 APT_PACKAGES=(bpftrace iproute2 iptables ethtool conntrack fio wrk iperf3 nginx-light procps sysstat
               prometheus prometheus-alertmanager prometheus-node-exporter
-              postgresql-15)  # the real-life topology's database (isostack/testbed/reallife.py)
+              # real servers and Node.js for the instrumentation corpus (scripts/record_instrumentation.py);
+              # postgresql is also the real-life topology's database (isostack/testbed/reallife.py)
+              postgresql redis-server nodejs)
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 

@@ -177,8 +177,7 @@ def as_int(value: Any, bounds: tuple[int, int]) -> int | None:
 
 
 def _port(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
+    # (a bool converts like an int, as the readers' port caches assume: True is port 1)
     return as_int(value, (1, 65535))
 
 
@@ -242,16 +241,29 @@ def _url(text: str, scheme: str) -> Endpoint:
     try:
         parts = urlsplit(text)
         netloc = parts.netloc.rpartition("@")[2]
-        port = parts.port
     except ValueError:
         return _NONE
     default = DEFAULT_PORTS.get(base)
     if not netloc:
         return Endpoint("", None, False, default_port=default)
+    if netloc.count(":") > 1 and not netloc.startswith("["):
+        # an IPv6 literal written without brackets (urllib3's instrumentation writes http://::1:8080/x):
+        # a well-formed address as a whole wins, else the last ":digits" is the port
+        if _is_ip(netloc):
+            return Endpoint(_normalise(netloc), None, True, default_port=default)
+        host, _, port_text = netloc.rpartition(":")
+        port = _port_text(port_text)
+        if _is_ip(host) and port is not None:
+            return Endpoint(_normalise(host), port, True, default_port=default)
+        return Endpoint("", None, False, default_port=default)
     # a multi-host URL (postgresql://h1:5432,h2:5433/db): the first host is the one tried first
     if "," in netloc:
         first = _host_port(netloc.split(",", 1)[0])
         return first._replace(default_port=default)
+    try:
+        port = parts.port
+    except ValueError:
+        return _NONE
     host = parts.hostname or ""
     if _is_ip(host):
         return Endpoint(_normalise(host), port, True, default_port=default)
@@ -401,7 +413,7 @@ def _resolve_client_peer(cands: dict[str, Any], out: NetCoords) -> None:
                 break
     if out.peer_port is None:
         out.peer_port, out.peer_port_key = _first_port(cands, _CLIENT_PEER, used)
-    if not out.transport and any(ep.transport == "unix" for ep in strings):
+    if out.transport in ("", "other") and any(ep.transport == "unix" for ep in strings):
         out.transport = "unix"
     if out.peer_port is None and out.transport != "unix":
         # the string's own port, else its scheme's default, else the db/messaging system's default
@@ -463,12 +475,13 @@ def resolve(kind: str, cands: dict[str, Any]) -> NetCoords:
         value = cands.get(key)
         if value not in (None, ""):
             ep = parse_endpoint(str(value)) if key != "peer.service" else _NONE
-            # a socket path is no peer name; "host:port" names the host
+            # a socket path is no peer name (and says the transport: redis-py calls it "other");
+            # "host:port" and "[::1]" name the host
             if ep.transport == "unix":
-                if not out.transport:
+                if out.transport in ("", "other"):
                     out.transport = "unix"
                 continue
-            out.peer_name = ep.host if ep.host and ep.port is not None else str(value)
+            out.peer_name = ep.host or str(value)
             used.add(key)
             break
     if not server_side:
