@@ -9,7 +9,7 @@ their own virtualenv (``.venv-reallife``, versions pinned in ``reallife-requirem
     root netns: bridge isorl-br0 10.88.0.1/24 (isostack serve listens here)
       |-- isorl-front  10.88.0.11:8000  Flask + requests.Session (keep-alive pool) -> api
       |-- isorl-api    10.88.0.12:8000  Flask + psycopg2 ThreadedConnectionPool -> db
-      `-- isorl-db     10.88.0.14:5432  PostgreSQL (Debian's postgresql-15)
+      `-- isorl-db     10.88.0.14:5432  PostgreSQL (Debian's postgresql)
 
 cgroups: /sys/fs/cgroup/<ctrl>/isostack-reallife/<host>. Names and subnet are distinct from the
 testbed's (isotb-*, 10.77.0.0/24) so both can exist; callers still take /tmp/isostack-live.lock.
@@ -46,7 +46,9 @@ DB_PORT = 5432
 REPO = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "reallife_apps"
 VENV = Path(os.environ.get("ISOSTACK_REALLIFE_VENV", str(REPO / ".venv-reallife")))
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Debian's server binaries, newest major version installed (package postgresql)
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+             default=Path("/usr/lib/postgresql/15/bin"))
 PG_DATA = Path("/var/tmp/isostack-reallife/pgdata")
 
 
@@ -79,7 +81,7 @@ def missing() -> str:
     if not (VENV / "bin" / "opentelemetry-instrument").exists():
         return f"no {VENV}/bin/opentelemetry-instrument (make setup creates it from reallife-requirements.txt)"
     if not (PG_BIN / "postgres").exists():
-        return f"no PostgreSQL server at {PG_BIN} (Debian package postgresql-15)"
+        return f"no PostgreSQL server at {PG_BIN} (Debian package postgresql)"
     return ""
 
 
