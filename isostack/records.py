@@ -194,6 +194,8 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     "tcp_state": EventKind("count", "a TCP state change (detail: oldstate, newstate)", "flow"),
     "skb_drop": EventKind("count", "packets freed as dropped (detail: reason, location)", "flow"),
     "flow_bytes": EventKind("bytes", "bytes sent by one five-tuple in the window (load source)", "flow"),
+    "flow_io": EventKind("bytes", "bytes a process sent+received on one connection in a 20 ms slot (pid, cgroup: "
+                         "the caller's; recovers the connection a span used)", "flow"),
     # network, per device / host
     "qdisc_backlog": EventKind("pkts", "qdisc backlog, max over the window (detail: qdisc, bytes)", "device"),
     "qdisc_drop": EventKind("pkts", "packets dropped by a qdisc in the window", "device"),

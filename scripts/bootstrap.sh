@@ -11,7 +11,8 @@ APT_PACKAGES=(bpftrace iproute2 iptables ethtool conntrack fio wrk iperf3 nginx-
               chromium chromium-driver  # the web UI's real-browser test
               runsc  # gVisor (Debian's release runs on the ptrace platform here): the L-4 sandbox tests
               qemu-system-x86 linux-image-amd64 busybox-static  # a QEMU/TCG guest: the L-1/L-2 VM tests
-              # real servers and Node.js for the instrumentation corpus (scripts/record_instrumentation.py)
+              # real servers and Node.js for the instrumentation corpus (scripts/record_instrumentation.py);
+              # postgresql is also the real-life topology's database (isostack/testbed/reallife.py)
               postgresql redis-server nodejs
 )
 
@@ -57,4 +58,19 @@ if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py isostack -newer "$s
     exit 1
   fi
   touch "$stamp"
+fi
+
+# The real-life topology's apps (isostack/testbed/reallife.py) run third-party libraries under their own
+# opentelemetry-instrument, in a venv of their own: their pinned OpenTelemetry versions are the
+# instrumentation's, not isostack's, and must not move isostack's own.
+rl_req=isostack/testbed/reallife-requirements.txt
+rl_stamp=.venv-reallife/.installed
+if [ ! -f "$rl_stamp" ] || [ "$rl_req" -nt "$rl_stamp" ]; then
+  log "installing the real-life topology's apps into .venv-reallife"
+  [ -x .venv-reallife/bin/python ] || "$PY" -m venv .venv-reallife
+  if .venv-reallife/bin/python -m pip install -q -r "$rl_req" > .venv-reallife/pip-install.log 2>&1; then
+    touch "$rl_stamp"
+  else
+    log "real-life apps not installed (see .venv-reallife/pip-install.log); tests/test_reallife.py will skip"
+  fi
 fi

@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from isostack.locate import connections as connmod
 from isostack.locate import join as joinmod
 from isostack.locate.availability import confirmed, find_unavailable
 from isostack.locate.chain import build_chain
@@ -83,8 +84,12 @@ def diagnose_hops(con: duckdb.DuckDBPyConnection, hops: list[SlowHop], config: d
     cfg = validate(config or {}, "config")
     skew_ns = int(cfg["skew_ms"] * 1e6)
     thresholds = resolved_thresholds(cfg)
+    cookies = joinmod.span_sock_cookies(con, hops)
+    conns = connmod.hop_connections(con, hops, cookies)
     joined = joinmod.join(con, hops, skew_ns=skew_ns, max_window_ns=int(cfg["max_window_s"] * 1e9),
-                          sock_cookies=joinmod.span_sock_cookies(con, hops))
+                          sock_cookies=cookies, flows=[c.flow_keys if c.basis in ("recovered", "address_only")
+                                                       else [] for c in conns],
+                          flow_windows=[c.windows for c in conns])
     totals = joinmod.coverage_summary(con, hops)
     services = {h.service for h in hops}
     all_slow = len(hops) >= 3 and len(services) >= 2
@@ -111,8 +116,10 @@ def diagnose_hops(con: duckdb.DuckDBPyConnection, hops: list[SlowHop], config: d
             else:
                 checked.append(CheckResult(spec.id, spec.layer, "ok", "below threshold" if spec.signals else ""))
         chain = build_chain(findings, ctx.excess_ns(), skew_ns)
+        connmod.label_evidence(chain, conns[idx])
         out.append(Diagnosis(slow_hop=hop, chain=chain, checked=checked,
-                             missing=_missing(hop, ev, cg, joined.ends, idx, totals)))
+                             missing=_missing(hop, ev, cg, joined.ends, idx, totals, conns[idx]),
+                             join_basis=conns[idx].to_dict()))
     return out
 
 
@@ -120,7 +127,8 @@ def _all_unchecked(note: str) -> list[CheckResult]:
     return [CheckResult(m.CHECK.id, m.CHECK.layer, "no_data", note) for m in all_checks()]
 
 
-def _missing(hop: SlowHop, ev: pa.Table, cg: pa.Table, ends: pa.Table, idx: int, totals: dict[str, int]) -> list[str]:
+def _missing(hop: SlowHop, ev: pa.Table, cg: pa.Table, ends: pa.Table, idx: int, totals: dict[str, int],
+             conn: connmod.Recovered | None = None) -> list[str]:
     out = []
     window = f"[{hop.start_ns}, {hop.end_ns}] ns"
     if totals["kernel_events"] == 0:
@@ -141,9 +149,10 @@ def _missing(hop: SlowHop, ev: pa.Table, cg: pa.Table, ends: pa.Table, idx: int,
                            "to a cgroup")
     if hop.part == "unavailable":
         pass  # a service, not a connection: there is no five-tuple to join on
-    elif not hop.five_tuple.complete:
-        out.append("the span carries no complete five-tuple (network.peer.*/network.local.*): flow-keyed "
-                   "checks (rtt, retransmits, skb_drop) could not join")
+    elif not hop.five_tuple.complete and (conn is None or conn.basis == "none"):
+        out.append("the span carries no complete five-tuple (network.peer.*/network.local.*) and no connection "
+                   "of its process to its peer carried traffic during it (flow_io): flow-keyed checks (rtt, "
+                   "retransmits, skb_drop) could not join")
     elif ev.num_rows and pc.sum(pc.equal(ev.column("coord"), "flow")).as_py() == 0:
         out.append(f"no flow-keyed kernel events for {hop.five_tuple} during the span")
     return out

@@ -124,15 +124,33 @@ _MEETS = "k.ts_ns <= e.win_end_ns AND k.ts_ns + greatest(k.duration_ns, 0) >= e.
 
 
 def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: int = DEFAULT_SKEW_NS,
-         max_window_ns: int = MAX_WINDOW_NS, sock_cookies: Sequence[int | None] | None = None) -> JoinResult:
+         max_window_ns: int = MAX_WINDOW_NS, sock_cookies: Sequence[int | None] | None = None,
+         flows: Sequence[Sequence[str]] | None = None,
+         flow_windows: Sequence[dict[str, list[tuple[int, int]]]] | None = None) -> JoinResult:
     """Join ``hops`` with ``kernel_events`` and ``workloads`` on ``con`` (a :meth:`Store.connect`).
 
     ``skew_ns``: clock-skew tolerance added on both sides of each span. Returns the evidence rows of
     all hops at once (filter by ``hop_idx``). ``sock_cookies``: per hop, the span's socket cookie
     when its instrumentation exported one (exact match, the spec's ``skb->sk->sk_cookie``).
+    ``flows``: per hop, the flow keys of the connection(s) recovered from the kernel side
+    (:mod:`isostack.locate.connections`) for hops whose span lacks a complete five-tuple;
+    ``flow_windows``: per hop, flow key -> the only time ranges (unix ns) its evidence counts in
+    (connections found through a hop's children count only outside the children's spans).
     """
     ends = hop_ends_table(hops, skew_ns, sock_cookies)
     con.register("hop_ends", ends)
+    flow_rows: dict[str, list] = {"hop_idx": [], "flow_key": [], "lo_ns": [], "hi_ns": []}
+    for i, keys in enumerate(flows or []):
+        wins = flow_windows[i] if flow_windows else {}
+        for k in keys:
+            whole: list[tuple[int | None, int | None]] = [(None, None)]  # NULL: the hop's own window
+            for lo_ns, hi_ns in wins.get(k) or whole:
+                flow_rows["hop_idx"].append(i)
+                flow_rows["flow_key"].append(k)
+                flow_rows["lo_ns"].append(lo_ns)
+                flow_rows["hi_ns"].append(hi_ns)
+    con.register("hop_flows", pa.table(flow_rows, schema=pa.schema(
+        [("hop_idx", pa.int64()), ("flow_key", pa.string()), ("lo_ns", pa.int64()), ("hi_ns", pa.int64())])))
     ranges = _merged_ranges(ends, max_window_ns)
     lo, hi = (ranges[0][0], ranges[-1][1]) if ranges else (0, -1)
     # Only the time the hops need (each window plus the look-back), as literal ranges DuckDB can use
@@ -179,6 +197,11 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges})),
     fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
                        win_end_ns FROM hop_ends),
+    -- connections recovered from the kernel side (process + peer + time) for spans without a five-tuple
+    fr AS (SELECT DISTINCT f.hop_idx, f.flow_key, e.span_start_ns, e.span_end_ns,
+                  coalesce(f.lo_ns, e.win_start_ns) AS win_start_ns, coalesce(f.hi_ns, e.win_end_ns) AS win_end_ns
+           FROM hop_flows f JOIN (SELECT DISTINCT hop_idx, span_start_ns, span_end_ns, win_start_ns, win_end_ns
+                                  FROM hop_ends) e USING (hop_idx)),
     he AS (SELECT DISTINCT h.hop_idx, h.host_name, e.span_start_ns, e.span_end_ns, e.win_start_ns, e.win_end_ns
            FROM end_hosts h JOIN (SELECT DISTINCT hop_idx, span_start_ns, span_end_ns, win_start_ns, win_end_ns
                                   FROM hop_ends) e USING (hop_idx)),
@@ -195,6 +218,10 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
       SELECT e.hop_idx, '' AS side, 'flow' AS coord, {_EVENT_COLS}, {_OVERLAP}
       FROM {k_src} k JOIN fe e ON k.sock_cookie = e.sock_cookie
       WHERE e.sock_cookie IS NOT NULL AND e.sock_cookie <> 0 AND k.kind IN ({_in_list(FLOW_KINDS)}) AND {_MEETS}
+      UNION
+      SELECT e.hop_idx, '' AS side, 'flow' AS coord, {_EVENT_COLS}, {_OVERLAP}
+      FROM {k_src} k JOIN fr e ON k.flow_key = e.flow_key
+      WHERE k.kind IN ({_in_list(FLOW_KINDS)}) AND {_MEETS}
     ),
     cg AS (
       SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}

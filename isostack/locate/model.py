@@ -133,6 +133,9 @@ class Diagnosis:
     elapsed_ms: float | None = None
     # the period the hop was compared with: {"from_ns", "to_ns", "how"} (None: not recorded)
     reference: dict[str, Any] | None = None
+    # how the hop's flow-keyed evidence was joined: basis (exact, sock_cookie, recovered, address_only,
+    # none), candidate connections, their flow keys, the peer the kernel saw (locate/connections.py)
+    join_basis: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,4 +145,5 @@ class Diagnosis:
             "missing": list(self.missing),
             "elapsed_ms": self.elapsed_ms,
             "reference": self.reference,
+            "join_basis": self.join_basis,
         }

@@ -69,6 +69,14 @@ SCHEMA: dict[str, Any] = {
                 "reference": {"type": ["object", "null"]},
             },
         },
+        # how the hop's flow-keyed evidence was joined (locate/connections.py; docs/join.md)
+        "join_basis": {"type": ["object", "null"], "required": ["basis", "candidates", "flow_keys", "peer"],
+                       "properties": {
+                           "basis": {"enum": ["exact", "sock_cookie", "recovered", "address_only", "none"]},
+                           "candidates": {"type": "integer", "minimum": 0},
+                           "flow_keys": {"type": "array", "items": {"type": "string"}},
+                           "peer": {"type": "string"},
+                           "via": {"type": "string"}}},
         "chain_line": {"type": "string"},
     },
 }
@@ -126,5 +134,5 @@ def from_json(doc: Any) -> list[Diagnosis]:
         except (TypeError, AttributeError) as exc:
             raise InputError(f"diagnoses[{i}]: not an `isostack diagnose --json` object: {exc}") from exc
         out.append(Diagnosis(slow_hop=hop, chain=chain, checked=checked, missing=list(d.get("missing", [])),
-                             elapsed_ms=d.get("elapsed_ms")))
+                             elapsed_ms=d.get("elapsed_ms"), join_basis=d.get("join_basis")))
     return out

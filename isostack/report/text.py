@@ -9,6 +9,7 @@ from rich.table import Table
 
 from isostack import kb
 from isostack.locate.chain import chain_line
+from isostack.locate.connections import describe
 from isostack.locate.model import Diagnosis, Evidence
 from isostack.locate.verdict import Verdict
 
@@ -82,6 +83,7 @@ def render(d: Diagnosis, console: Console, *, verbose: bool = False) -> None:
                       f"[bold red]{_ms(hop.duration_ns)}[/] ({base}, excess {_ms(hop.excess_ns)} in {hop.part})")
         console.print(f"  trace {hop.trace_id} span {hop.span_id} · {hop.five_tuple} · host {hop.host_name or '?'}"
                       + (f" · server {hop.server_service}@{hop.server_host_name}" if hop.server_service else ""))
+        console.print(f"  {describe(d.join_basis)}", markup=False)
     if d.chain:
         assert hop is not None
         console.print(f"\n[bold]Root-cause chain[/]  {chain_line(hop.service, hop.duration_ns, d.chain)}")

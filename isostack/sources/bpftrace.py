@@ -268,6 +268,10 @@ class BpftraceDecoder:
         row: dict[str, Any] = {}
         detail: dict[str, Any] = {}
         for kname, raw in zip(key_names, parts, strict=True):
+            if kname == "slot":
+                # a sub-window time key (e.g. 100 ms slots of nsecs): the row covers that slot only
+                row["_slot"] = int(raw)
+                continue
             _key_into(kname, raw, row, detail)
         role = spec.get("role", "value")
         kind = spec["kind"]
@@ -278,7 +282,8 @@ class BpftraceDecoder:
             sub = str(row.get("device", key_text))
             row, detail = {}, {spec["field"]: {sub: value}}
         pending = self._pending.setdefault(group_key, {"row": {"kind": kind, **row}, "detail": {}, "value": None,
-                                                       "source": self.source or f"probe:{spec['probe']}"})
+                                                       "source": self.source or f"probe:{spec['probe']}",
+                                                       "slot_ns": int(spec.get("slot_ns", 0))})
         if role == "hist":
             summary = hist_summary(value if isinstance(value, list) else [], float(spec.get("scale_ns", 1)))
             pending["value"] = summary.pop("p99_ns")
@@ -303,8 +308,11 @@ class BpftraceDecoder:
         start = self.window_start_mono if self.window_start_mono is not None else end
         for p in self._pending.values():
             row = dict(p["row"])
+            slot = row.pop("_slot", None)
+            t0, t1 = (slot * p["slot_ns"], (slot + 1) * p["slot_ns"]) if slot is not None and p["slot_ns"] \
+                else (start, end)
             row.update({
-                "ts_ns": self._unix(start), "duration_ns": max(end - start, 0),
+                "ts_ns": self._unix(t0), "duration_ns": max(t1 - t0, 0),
                 "value": float(p["value"] or 0.0), "host_name": self.host_name, "source": p["source"],
                 "detail_json": json.dumps(p["detail"], sort_keys=True),
             })
@@ -345,7 +353,10 @@ def _key_into(kname: str, raw: str, row: dict[str, Any], detail: dict[str, Any])
     elif kname == "dev_t":
         row["device"] = block_device_name(int(raw))
     elif kname == "ifindex":
+        # captures of older probes: only right when the device lives in the reader's own netns
         row["device"] = ifindex_name(int(raw))
+    elif kname == "netns":
+        detail["netns"] = int(raw)
     elif kname == "syscall_nr":
         detail["syscall"] = syscall_name(int(raw))
         detail["syscall_nr"] = int(raw)
