@@ -38,6 +38,7 @@ from isostack.serve.limits import (
     QuietLog,
     default_memory_limit_bytes,
     default_queue_limit_bytes,
+    tune_allocator,
 )
 from isostack.serve.metrics import ACCEPTED, REJECTED
 from isostack.serve.wal import WriteAheadLog
@@ -134,7 +135,7 @@ class Receiver:
                 decoded = decode_proto(body, signal, source)
         if decoded.accepted:
             try:
-                self.buffer.add(decoded.tables, encode_wal_record(signal, as_json, source, body))
+                self.buffer.add(decoded.tables, wal_record_parts(signal, as_json, source, body))
             except Unavailable as exc:
                 return Outcome("unavailable", decoded, str(exc), RETRY_AFTER_UNAVAILABLE_S)
             ACCEPTED.labels(signal=signal, protocol=protocol).inc(decoded.accepted)
@@ -179,8 +180,8 @@ class Receiver:
                 for name, parts in tables.items():
                     restored[name] = restored.get(name, 0) + self.store.append(name, pa.concat_tables(parts),
                                                                                fsync=True)
-            except StoreWriteError as exc:
-                raise OSError(f"cannot replay write-ahead log {path}: {exc}") from exc
+            except StoreWriteError as exc:  # the log stays for the next start; nothing is lost
+                raise StoreWriteError(f"replaying write-ahead log {path}: {exc}", exc.errno) from exc
             self.wal.discard(path)
             log.info("replayed write-ahead log %s: %d request(s)%s", path.name, len(payloads),
                      f"; stopped at {stopped} (a request never answered)" if stopped else "")
@@ -192,6 +193,7 @@ class Receiver:
         if api_implementation.Type() != "upb":
             # The pure-Python protobuf runtime decodes ~20x slower; say so instead of silently lagging.
             log.warning("protobuf runtime is %r, not upb: decoding will be slow", api_implementation.Type())
+        tune_allocator()
         self.recover()
         if self.wal is not None:
             self.wal.open()
@@ -243,10 +245,11 @@ class Receiver:
 _RECORD = struct.Struct("<BBH")  # signal index, 1 = JSON body, length of the source label
 
 
-def encode_wal_record(signal: str, as_json: bool, source: str, body: bytes) -> bytes:
-    """One logged request: enough to decode it again exactly as it was decoded when answered."""
+def wal_record_parts(signal: str, as_json: bool, source: str, body: bytes) -> list[bytes]:
+    """One logged request, as parts written with one writev (the body is not copied): enough to
+    decode it again exactly as it was decoded when answered."""
     label = source.encode()
-    return _RECORD.pack(_SIGNALS.index(signal), int(as_json), len(label)) + label + body
+    return [_RECORD.pack(_SIGNALS.index(signal), int(as_json), len(label)) + label, body]
 
 
 def decode_wal_record(payload: bytes) -> tuple[str, bool, str, bytes]:

@@ -60,7 +60,7 @@ class Buffer:
         """Decoded bytes held in memory: waiting for a segment write or in one."""
         return self.pending_bytes + self.flushing_bytes
 
-    def add(self, tables: dict[str, pa.Table], wal_record: bytes | None = None) -> None:
+    def add(self, tables: dict[str, pa.Table], wal_record: list[bytes] | None = None) -> None:
         """Buffer a request's rows; with a log, return only once ``wal_record`` is fsynced.
 
         Raises ``Unavailable`` when the store is failing or the log write/fsync fails (nothing of the

@@ -73,8 +73,9 @@ class WriteAheadLog:
         return seg
 
     # ------------------------------------------------------------- writing (caller holds its lock)
-    def append(self, payload: bytes) -> tuple[WalSegment, int]:
-        """Write one record to the current file (no fsync); returns the file and the offset after it.
+    def append(self, parts: list[bytes]) -> tuple[WalSegment, int]:
+        """Write one record (the concatenation of ``parts``) to the current file, no fsync; returns the
+        file and the offset after it.
 
         On a failed write (ENOSPC, EIO) the file is cut back to the previous record boundary and the
         OSError is raised: nothing of this request is in the log.
@@ -85,13 +86,18 @@ class WriteAheadLog:
         if seg.failed is not None:
             seg = self.rotate_failed()
         start = seg.written_bytes
-        header = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload))
-        total = len(header) + len(payload)
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+        header = _HEADER.pack(MAGIC, sum(len(p) for p in parts), crc)
+        total = len(header) + sum(len(p) for p in parts)
         try:
-            done = os.writev(seg.fd, [header, payload])
-            while done < total:  # a short write (rare on regular files): finish from where it stopped
-                rest = memoryview(header + payload)[done:] if done < len(header) else memoryview(payload)[done - len(header):]
-                done += os.write(seg.fd, rest)
+            done = os.writev(seg.fd, [header, *parts])
+            if done < total:  # a short write (rare on regular files): finish from where it stopped
+                rest = b"".join([header, *parts])[done:]
+                while rest:
+                    n = os.write(seg.fd, rest)
+                    rest, done = rest[n:], done + n
         except OSError:
             try:
                 os.ftruncate(seg.fd, start)
