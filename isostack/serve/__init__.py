@@ -305,4 +305,5 @@ def _register_other_metrics(store: Store) -> None:
             log.warning("isostack.ops.metrics.register failed: %s", exc)
 
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "Outcome", "Overloaded", "Receiver", "Unavailable"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "Outcome", "Overloaded", "Receiver", "Unavailable", "decode_wal_record",
+           "wal_record_parts"]
