@@ -38,6 +38,7 @@ log = logging.getLogger("isostack.serve")
 MAGIC = b"IWAL"
 _HEADER = struct.Struct("<4sII")
 WAL_DIR_NAME = "_wal"
+_seq = itertools.count()  # per process, so two receivers in one process on one data dir never collide
 
 
 class WalSegment:
@@ -60,7 +61,6 @@ class WriteAheadLog:
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.directory = Path(data_dir) / WAL_DIR_NAME
-        self._seq = itertools.count()
         self.current: WalSegment | None = None
 
     def open(self) -> None:
@@ -68,7 +68,7 @@ class WriteAheadLog:
         self.current = self._new_segment()
 
     def _new_segment(self) -> WalSegment:
-        seg = WalSegment(self.directory / f"{os.getpid()}-{next(self._seq):08d}.wal")
+        seg = WalSegment(self.directory / f"{os.getpid()}-{next(_seq):08d}.wal")
         fsync_dir(self.directory)
         return seg
 
