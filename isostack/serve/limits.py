@@ -83,7 +83,9 @@ def tune_allocator() -> None:
     glibc raises its mmap threshold to the largest block freed (up to 32 MiB), after which every
     1-4 MB body comes from a thread's heap arena and stays there: RSS then tracks the worst moment,
     not the load. A fixed 1 MiB threshold keeps bodies in mmap (returned on free), and two arenas
-    instead of 8 per core stop 64 connection threads each keeping their own.
+    instead of 8 per core stop 64 connection threads each keeping their own. Arrow allocates from
+    the same glibc heap (its mimalloc pool keeps freed pages per thread, out of reach of a trim from
+    the memory sampler's thread), so one ``malloc_trim`` returns everything free.
     """
     try:
         import ctypes
@@ -94,6 +96,9 @@ def tune_allocator() -> None:
         libc.mallopt(m_arena_max, 2)
     except (OSError, AttributeError):
         return
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def release_memory() -> None:
@@ -144,9 +149,9 @@ class Limiter:
         need = max(nbytes, 0) * DECODE_EXPANSION
         with self._lock:
             queued = self.reserved_bytes + self._queued_bytes()
-            # RSS plus this request must stay under the limit. With nothing in flight, RSS above it is
-            # allocator slack the next request reuses: refusing then would only idle the receiver.
-            if queued and self._rss + need > self.memory_limit_bytes:
+            # Over the limit with nothing in flight, RSS is allocator slack the next request reuses:
+            # refusing then would only idle the receiver.
+            if queued and self._rss > self.memory_limit_bytes:
                 raise Overloaded(f"receiver memory {self._rss >> 20} MiB is over its limit of "
                                  f"{self.memory_limit_bytes >> 20} MiB")
             # One request is always admitted into an empty queue, so a body near the limit still fits.
