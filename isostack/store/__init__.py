@@ -6,7 +6,14 @@ reading). Each writer adds immutable Parquet files (written to a temp name, then
 never sees half a file); every reader opens an in-memory DuckDB whose views cover the current files.
 The same tables and columns map onto the ClickHouse exporter's tables (docs/schema.md).
 
-Layout: ``<data_dir>/<table>/<first_ts_ns>-<pid>-<seq>.parquet``.
+Layout: ``<data_dir>/<table>/<first_ts_ns>-<pid>-<seq>.parquet``; a segment being written is
+``.<same name>.tmp`` until the rename. A writer killed mid-write leaves that temp file behind: it is
+never read, and ``remove_orphans`` deletes it once the process named in it is gone.
+
+Durability: ``append(..., fsync=True)`` (the OTLP receiver) fsyncs the file before the rename and the
+folder after it, so a segment that exists survives a crash or power loss -- the receiver deletes its
+write-ahead log only after that (``isostack.serve.wal``). A write that fails (ENOSPC, EIO) raises
+``StoreWriteError`` and leaves no partial file.
 """
 
 from __future__ import annotations
@@ -24,13 +31,30 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from isostack import records
-from isostack.errors import InputError, UsageError
+from isostack.errors import InputError, IsostackError, UsageError
 
 _seq = itertools.count()
 _seq_lock = threading.Lock()
 
 # Statement types a read-only query may contain (``isostack sql``).
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+class StoreWriteError(IsostackError):
+    """The data dir refused a write (disk full, I/O error, read-only): nothing partial was left behind."""
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'No space left on device (ENOSPC)' -- the strerror with its errno name, for one-line messages."""
+    import errno as errno_mod
+
+    name = errno_mod.errorcode.get(exc.errno or 0, "")
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})" if name else text
 
 
 class Store:
@@ -40,8 +64,12 @@ class Store:
         self.data_dir = Path(data_dir)
 
     # ---------------------------------------------------------------- writing
-    def append(self, table_name: str, data: pa.Table) -> int:
-        """Write ``data`` (conformed to the table's schema) as one new segment; returns rows written."""
+    def append(self, table_name: str, data: pa.Table, *, fsync: bool = False) -> int:
+        """Write ``data`` (conformed to the table's schema) as one new segment; returns rows written.
+
+        ``fsync``: make the segment durable before returning (file and folder entry). Raises
+        ``StoreWriteError`` when the disk refuses the write; the temp file is removed.
+        """
         if table_name not in records.TABLES:
             raise UsageError(f"unknown table {table_name!r}; tables: {', '.join(records.TABLES)}")
         table = records.conform(table_name, data)
@@ -51,20 +79,34 @@ class Store:
         if table_name == "kernel_events":
             _check_kinds(table)
         folder = self.data_dir / table_name
-        folder.mkdir(parents=True, exist_ok=True)
         time_col = records.TIME_COLUMN[table_name]
         first = int(pc.min(table.column(time_col)).as_py() or 0) if time_col else 0
         with _seq_lock:
             seq = next(_seq)
         name = f"{first:020d}-{os.getpid()}-{seq:06d}.parquet"
         tmp = folder / f".{name}.tmp"
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=_dictionary_columns(table_name, table))
-        os.replace(tmp, folder / name)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd", use_dictionary=_dictionary_columns(table_name, table))
+                if fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, folder / name)
+            if fsync:
+                fsync_dir(folder)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreWriteError(f"{self.data_dir}: cannot write {table_name} segment: {describe_os_error(exc)}",
+                                  exc.errno) from exc
+        except pa.ArrowException as exc:  # pyarrow reports the OS error of a failed write as ArrowIOError/OSError
+            tmp.unlink(missing_ok=True)
+            raise StoreWriteError(f"{self.data_dir}: cannot write {table_name} segment: {exc}") from exc
         return table.num_rows
 
-    def append_many(self, tables: dict[str, pa.Table]) -> dict[str, int]:
+    def append_many(self, tables: dict[str, pa.Table], *, fsync: bool = False) -> dict[str, int]:
         """Append several tables (e.g. spans + span_events of one request); returns rows per table."""
-        return {name: self.append(name, t) for name, t in tables.items() if t is not None and t.num_rows}
+        return {name: self.append(name, t, fsync=fsync) for name, t in tables.items() if t is not None and t.num_rows}
 
     def import_parquet(self, table_name: str, path: str | os.PathLike[str]) -> int:
         """Append the rows of a Parquet file (e.g. an earlier ``export_parquet``) to ``table_name``."""
@@ -145,6 +187,28 @@ class Store:
         return sum(f.stat().st_size for name in records.TABLES for f in self.segments(name))
 
     # ---------------------------------------------------------------- housekeeping
+    def remove_orphans(self) -> list[Path]:
+        """Delete temp segments (``.<name>.parquet.tmp``) whose writing process no longer runs.
+
+        The writer's pid is part of the name, so a live writer's file (another ``serve``, the agent)
+        is left alone. Returns the removed paths.
+        """
+        removed: list[Path] = []
+        for name in records.TABLES:
+            folder = self.data_dir / name
+            if not folder.is_dir():
+                continue
+            for tmp in folder.glob(".*.parquet.tmp"):
+                try:
+                    pid = int(tmp.name[1:].split("-")[1])
+                except (IndexError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and Path(f"/proc/{pid}").exists():
+                    continue
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed
+
     def enforce_retention(self, max_age_s: float | None = None, max_bytes: int | None = None) -> int:
         """Delete whole segments older than ``max_age_s`` or, oldest first, beyond ``max_bytes``.
 
@@ -190,6 +254,15 @@ class Store:
         for f in files:
             f.unlink(missing_ok=True)
         return len(files)
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder so a file created or renamed in it survives a crash."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fetch_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:

@@ -10,6 +10,7 @@ import click
 from isostack.cli.common import console, emit_jsonl, err_console, get_store, json_option, table
 from isostack.errors import InputError
 from isostack.sources.otlp.files import FORMATS, ingest_file
+from isostack.store import StoreWriteError
 
 
 @click.command("ingest")
@@ -39,8 +40,17 @@ def command(ctx: click.Context, files: tuple[Path, ...], fmt: str | None, as_jso
     failed: list[str] = []
     rows: list[dict[str, Any]] = []
     for path in files:
-        # a FIFO, /dev/stdin and "-" are read like files; what cannot be read is that file's one error line
-        summary: dict[str, Any] = ingest_file(store, path, fmt)
+        summary: dict[str, Any]
+        try:
+            # a FIFO, /dev/stdin and "-" are read like files; what cannot be read is that file's one error line
+            summary = ingest_file(store, path, fmt)
+        except StoreWriteError as exc:
+            # Disk full / I/O error: the files after this one would fail the same way; stop here with
+            # one line. Segments are whole or absent, so what was stored before is intact.
+            if as_json:
+                emit_jsonl({"file": str(path), "format": fmt, "spans": 0, "rejected": 0,
+                            "error": f"{path}: not stored: {exc}"})
+            raise StoreWriteError(f"{path}: not stored: {exc}", exc.errno) from None
         if summary["error"]:
             failed.append(summary["error"])
             if len(files) > 1:
