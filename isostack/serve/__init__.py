@@ -23,7 +23,9 @@ from typing import Any
 from isostack.serve.buffer import Buffer
 from isostack.serve.http import make_http_server
 from isostack.serve.metrics import ACCEPTED, REJECTED
+from isostack.serve.security import Security
 from isostack.sources.otlp.columns import Decoded
+from isostack.sources.otlp_kernel import agent_records
 from isostack.store import Store
 
 log = logging.getLogger("isostack.serve")
@@ -41,8 +43,10 @@ class Receiver:
     def __init__(self, store: Store, host: str = "127.0.0.1", http_port: int = 4318, grpc_port: int = 4317,
                  *, flush_interval_s: float = 1.0, batch_spans: int = 50_000,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, retention_s: float | None = None,
-                 max_size_bytes: int | None = None, retention_check_s: float = 60.0) -> None:
+                 max_size_bytes: int | None = None, retention_check_s: float = 60.0,
+                 security: Security | None = None) -> None:
         self.store = store
+        self.security = security or Security()  # TLS + bearer token (isostack/serve/security.py)
         self.host = host
         self.http_port = http_port
         self.grpc_port = grpc_port
@@ -57,6 +61,8 @@ class Receiver:
     # ------------------------------------------------------------- intake (HTTP and gRPC call this)
     def accept(self, signal: str, decoded: Decoded, protocol: str) -> None:
         """Buffer what a request decoded and count it."""
+        if signal == "logs":  # rows shipped by `isostack agent` become kernel_events / workloads again
+            agent_records(decoded)
         self.buffer.add(decoded.tables)
         ACCEPTED.labels(signal=signal, protocol=protocol).inc(decoded.accepted)
         if decoded.rejected:

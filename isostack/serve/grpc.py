@@ -54,14 +54,16 @@ def make_grpc_server(receiver: Receiver, host: str, port: int,
     """Start a gRPC server with the three OTLP services; returns it and the bound port."""
     limit = receiver.max_body_bytes
     server = grpc.server(executor, options=[("grpc.max_receive_message_length", limit),
-                                            ("grpc.so_reuseport", 0)])
+                                            ("grpc.so_reuseport", 0)],
+                         **receiver.security.grpc_server_options())  # bearer token (serve/security.py)
     server.add_generic_rpc_handlers([
         grpc.method_handlers_generic_handler(service, {"Export": _handler(receiver, signal)})
         for signal, service in SERVICES.items()
     ])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        creds = receiver.security.grpc_credentials()
+        bound = server.add_secure_port(address, creds) if creds is not None else server.add_insecure_port(address)
     except RuntimeError as exc:  # grpcio >= 1.5x raises instead of returning 0
         raise OSError(f"cannot bind OTLP/gRPC on {address}: {exc}") from None
     if not bound:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
     def _reply(self, code: int, body: bytes, content_type: str, close: bool = False,
                extra: dict[str, str] | None = None) -> None:
         self.send_response(code)
+        # the receiver's clock, read by agents to measure their offset (isostack/agent/otlp.py)
+        self.send_header("X-Isostack-Time-Ns", str(time.time_ns()))
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (extra or {}).items():
@@ -111,6 +114,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------- methods
     def do_GET(self) -> None:
+        if self.receiver.security.refuse_http(self):  # bearer token (isostack/serve/security.py)
+            return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
@@ -140,6 +145,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def do_POST(self) -> None:
+        if self.receiver.security.refuse_http(self):
+            return
         path = self.path.split("?", 1)[0]
         signal = ROUTES.get(path)
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
@@ -247,4 +254,6 @@ def make_http_server(receiver: Receiver, host: str, port: int) -> ThreadingHTTPS
     """Bind (port 0: any free port) and return the server; the caller runs ``serve_forever``."""
     handler = type("BoundOtlpHandler", (OtlpHandler,), {"receiver": receiver})
     server_cls = type("Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
-    return server_cls((host, port), handler)
+    server = server_cls((host, port), handler)
+    receiver.security.wrap_http_server(server)  # HTTPS when TLS is configured
+    return server
