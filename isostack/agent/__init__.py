@@ -78,8 +78,8 @@ class Agent:
                  on_rows: Callable[[pa.Table], None] | None = None,
                  warn: Callable[[str], None] | None = None, cgroup_scope: str = "",
                  otlp_options: dict[str, Any] | None = None, pod_log_root: str = "/var/log",
-                 kubelet_url: str | None = None, kubelet_token_file: str | None = None,
-                 kubelet_ca_file: str | None = None) -> None:
+                 pod_list_url: str | None = None, pod_list_token_file: str | None = None,
+                 pod_list_ca_file: str | None = None) -> None:
         self.store = store
         self.specs = probes_mod.select(probes) if probes not in ("", "none") else []
         self.interval_s = float(interval_s)
@@ -99,7 +99,7 @@ class Agent:
         self.cgroup_scope = "/" + cgroup_scope.strip("/") if cgroup_scope.strip("/") else ""
         self.otlp_options = dict(otlp_options or {})
         self.pod_log_root = pod_log_root
-        self.kubelet = (kubelet_url, kubelet_token_file, kubelet_ca_file)
+        self.kubelet = (pod_list_url, pod_list_token_file, pod_list_ca_file)
         self._pods: Any = None
         self.stats = AgentStats()
         self._procs: list[ProbeProcess] = []

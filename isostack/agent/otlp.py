@@ -120,8 +120,8 @@ class OtlpExporter:
                                      **(headers or {})})
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
-        if ca_file:
-            self.session.verify = ca_file
+        # passed on every request: a session-level verify loses to REQUESTS_CA_BUNDLE in the environment
+        self._verify: bool | str = ca_file or True
         if client_cert:
             self.session.cert = (client_cert, client_key) if client_key else client_cert
         self.resource_attrs = {"service.name": "isostack-agent", "host.name": host_name, **(resource or {})}
@@ -214,7 +214,7 @@ class OtlpExporter:
 
         sent = time.time_ns()
         try:
-            resp = self.session.post(f"{self.base}/v1/logs", data=body, timeout=self.timeout_s)
+            resp = self.session.post(f"{self.base}/v1/logs", data=body, timeout=self.timeout_s, verify=self._verify)
         except requests.RequestException as exc:
             return False, f"OTLP logs export to {self.base} failed: {type(exc).__name__}: {exc}"
         received = time.time_ns()

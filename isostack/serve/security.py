@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 OPEN_PATHS = frozenset({"/healthz"})
+log = logging.getLogger("isostack.serve")
 
 
 class InsecureListenError(ValueError):
@@ -111,8 +113,22 @@ class Security:
     def wrap_http_server(self, server: Any) -> None:
         """Serve HTTPS on an already-bound ``http.server`` (the handshake runs in the request thread)."""
         ctx = self.ssl_context()
-        if ctx is not None:
-            server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        if ctx is None:
+            return
+        server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        default = server.handle_error
+
+        def handle_error(request: Any, client_address: Any) -> None:
+            # a client that does not trust our certificate (or speaks plain HTTP) is one line, not a traceback
+            import sys
+
+            exc = sys.exc_info()[1]
+            if isinstance(exc, (ssl.SSLError, ConnectionError)):
+                log.warning("TLS connection from %s failed: %s", client_address[0], exc)
+                return
+            default(request, client_address)
+
+        server.handle_error = handle_error
 
     def refuse_http(self, handler: Any) -> bool:
         """Answer 401 and return True when an HTTP request lacks the token (/healthz is open)."""

@@ -250,6 +250,7 @@ def fetch_kubelet_pods(url: str, token_file: str | None = None, ca_file: str | N
     headers = {}
     if token_file:
         headers["Authorization"] = "Bearer " + Path(token_file).read_text().strip()
+    # explicit per request: a session/default verify would lose to REQUESTS_CA_BUNDLE in the environment
     verify: bool | str = True if ca_file is None else (False if ca_file == "insecure" else ca_file)
     try:
         resp = requests.get(url, headers=headers, timeout=timeout_s, verify=verify)

@@ -51,12 +51,14 @@ def _parse_seconds(text: str) -> float:
                                                  "e.g. kubelet's --cgroup-root. Default: all.")
 @click.option("--pod-log-root", default="/var/log", show_default=True,
               help="Where kubelet keeps pods/ and containers/ log links (pod and container names).")
-@click.option("--kubelet-url", envvar="ISOSTACK_KUBELET_URL", default=None,
-              help="Kubelet pod list, e.g. https://$NODE_IP:10250/pods (names of pods and containers).")
-@click.option("--kubelet-token-file", default=None, type=click.Path(dir_okay=False),
-              help="Bearer token for the kubelet (a service account token).")
-@click.option("--kubelet-ca-file", default=None,
-              help="CA of the kubelet's serving certificate; 'insecure' skips verification.")
+@click.option("--pod-list-url", envvar="ISOSTACK_POD_LIST_URL", default=None,
+              help="A PodList of this node's pods, for pod and container names: the API server's "
+                   "https://kubernetes.default.svc/api/v1/pods?fieldSelector=spec.nodeName=$NODE_NAME (RBAC: "
+                   "list pods) or the kubelet's https://$NODE_IP:10250/pods.")
+@click.option("--pod-list-token-file", default=None, type=click.Path(dir_okay=False),
+              help="Bearer token for --pod-list-url (the service account token).")
+@click.option("--pod-list-ca-file", default=None,
+              help="CA of --pod-list-url's certificate; 'insecure' skips verification.")
 @click.option("--no-store", is_flag=True, help="Do not write to the store (export only).")
 @click.option("--no-collectors", is_flag=True, help="eBPF probes only (skip procfs/cgroup counters).")
 @click.option("--one-process-per-probe", "per_probe", is_flag=True,
@@ -67,7 +69,7 @@ def _parse_seconds(text: str) -> float:
 def command(ctx: click.Context, duration: str | None, probe_list: str, interval: str, otlp_endpoint: str | None,
             otlp_token_file: str | None, otlp_ca_file: str | None, otlp_client_cert: str | None,
             otlp_client_key: str | None, otlp_metrics: bool, host_name: str | None, cgroup_scope: str,
-            pod_log_root: str, kubelet_url: str | None, kubelet_token_file: str | None, kubelet_ca_file: str | None,
+            pod_log_root: str, pod_list_url: str | None, pod_list_token_file: str | None, pod_list_ca_file: str | None,
             no_store: bool, no_collectors: bool, per_probe: bool, list_probes: bool, as_json: bool) -> None:
     """Run eBPF probes + kernel counters, attributed to cgroup/container/service, into the store.
 
@@ -117,7 +119,7 @@ def command(ctx: click.Context, duration: str | None, probe_list: str, interval:
     agent = Agent(store, probes=probe_list, interval_s=interval_s, otlp_endpoint=otlp_endpoint,
                   collectors=not no_collectors, combine=not per_probe, warn=warn, host_name=host_name,
                   cgroup_scope=cgroup_scope, otlp_options=otlp_options, pod_log_root=pod_log_root,
-                  kubelet_url=kubelet_url, kubelet_token_file=kubelet_token_file, kubelet_ca_file=kubelet_ca_file)
+                  pod_list_url=pod_list_url, pod_list_token_file=pod_list_token_file, pod_list_ca_file=pod_list_ca_file)
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         agent.request_stop()
