@@ -134,3 +134,25 @@ def test_skew_bound_between_nodes(data_dir: Path) -> None:
     assert skew_bound_ns(offsets, {"node-a", "node-b"}) == 153_000_000
     assert skew_bound_ns(offsets, {"node-c"}) == 500_000
     assert skew_bound_ns(offsets, {"elsewhere"}) == 0
+
+
+def test_measured_clock_offsets_widen_the_join(data_dir: Path) -> None:
+    """A throttle window 80 ms before the span: outside the default 50 ms skew, inside a measured 125 ms."""
+    from isostack.locate.diagnose import diagnose
+    from tests.test_join import MS, build_case, rows_table
+
+    store = Store(data_dir)
+    trace = build_case(store, "quiet")
+    d = diagnose(store, trace_id=trace)
+    assert d.slow_hop is not None
+    store.append("kernel_events", rows_table("kernel_events", [
+        {"ts_ns": d.slow_hop.start_ns - 480 * MS, "duration_ns": 400 * MS, "kind": "cpu_throttle",
+         "value": 300e6, "host_name": "node-1", "cgroup_id": 2002}]))
+    before = diagnose(store, trace_id=trace)
+    assert [c for c in before.checked if c.check == "cpu_throttle"][0].status == "no_data"
+    # node-1's agent reported its clock 120 ms behind the receiver's, ± 5 ms
+    store.append("metric_points", records.conform("metric_points", pa.table({
+        "ts_ns": [time.time_ns()], "name": [CLOCK_METRIC], "value": [-120e6], "unit": ["ns"],
+        "host_name": ["node-1"], "attributes_json": [json.dumps({"uncertainty_ns": 5_000_000})]})))
+    after = diagnose(store, trace_id=trace)
+    assert [c for c in after.checked if c.check == "cpu_throttle"][0].status == "ok"  # joined now
