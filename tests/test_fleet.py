@@ -11,6 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from isostack import records
@@ -156,3 +158,30 @@ def test_measured_clock_offsets_widen_the_join(data_dir: Path) -> None:
         "host_name": ["node-1"], "attributes_json": [json.dumps({"uncertainty_ns": 5_000_000})]})))
     after = diagnose(store, trace_id=trace)
     assert [c for c in after.checked if c.check == "cpu_throttle"][0].status == "ok"  # joined now
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+                     | st.floats(allow_nan=True) | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(table=st.sampled_from(["kernel_events", "workloads", "spans", 7]),
+       attrs=st.dictionaries(st.sampled_from([f"isostack.{c}" for c in records.KERNEL_EVENTS.names + records.WORKLOADS.names]
+                                             + ["isostack.unit", "other"]), _JSON, max_size=8))
+def test_hostile_agent_records_never_crash_the_receiver(table: object, attrs: dict) -> None:
+    from isostack.sources.otlp.columns import Decoded
+    from isostack.sources.otlp_kernel import agent_records
+
+    logs = records.conform("log_records", pa.table({
+        "ts_ns": [1], "attributes_json": [json.dumps({"isostack.table": table, **attrs}, default=str)],
+        "resource_json": ["{}"], "host_name": ["n"]}))
+    d = agent_records(Decoded(tables={"log_records": logs}, accepted=1))
+    kept = sum(d.tables[t].num_rows for t in ("kernel_events", "workloads") if t in d.tables)
+    assert kept + d.rejected == 1 and d.accepted == kept
+    if d.rejected:
+        assert d.errors[0].startswith("agent log record 0 (host n): ")
+    for t in ("kernel_events", "workloads"):
+        if t in d.tables:
+            assert d.tables[t].schema == records.TABLES[t]

@@ -19,6 +19,7 @@ one error naming the record's index, host and attribute; every good record is ke
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pyarrow as pa
@@ -56,7 +57,10 @@ def _coerce(value: Any, typ: pa.DataType) -> Any:
     if pa.types.is_floating(typ):
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError(f"expected a number, got {value!r}")
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return number
     return value if isinstance(value, str) else json.dumps(value)
 
 
