@@ -32,8 +32,9 @@ def _parse_seconds(text: str) -> float:
               help="Comma list of bundled probes, 'default' (all but the opt-in syscall_latency), 'all', "
                    "or 'none' (collectors only).")
 @click.option("--interval", default="1s", show_default=True, help="Aggregation window of probes and collectors.")
-@click.option("--otlp-endpoint", default=None, help="Also export OTLP/HTTP metrics+logs to this base URL "
-                                                    "(e.g. http://localhost:4318).")
+@click.option("--otlp-endpoint", default=None,
+              help="Also send every row over OTLP/HTTP to this base URL -- a central `isostack serve` or a "
+                   "Collector (e.g. https://isostack.isostack.svc:4318): one log record per row.")
 @click.option("--otlp-token-file", default=None, type=click.Path(dir_okay=False),
               help="File holding the bearer token sent to the OTLP endpoint (as `serve --token-file` expects).")
 @click.option("--otlp-ca-file", default=None, type=click.Path(dir_okay=False),

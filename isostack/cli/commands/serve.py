@@ -36,7 +36,8 @@ def parse_size_bytes(text: str) -> int:
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind (any local address, e.g. a bridge address, or 0.0.0.0 / ::).")
+              help="Address to bind (any local address, e.g. a bridge address, or 0.0.0.0 / ::). Beyond "
+                   "loopback it needs --tls-cert/--tls-key and --token-file, or --insecure-listen.")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=4318, show_default=True,
               help="OTLP/HTTP port (0 disables).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=4317, show_default=True,
