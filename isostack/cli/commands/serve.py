@@ -70,7 +70,9 @@ def command(ctx: click.Context, host: str, http_port: int, grpc_port: int, flush
     Point any OpenTelemetry SDK or Collector at it (OTEL_EXPORTER_OTLP_ENDPOINT). Accepts
     /v1/traces, /v1/metrics and /v1/logs with protobuf or JSON bodies, gzip or not; answers with the
     OTLP spec's status codes. GET /metrics (Prometheus) and /healthz on the HTTP port. Shutdown
-    flushes the buffer. Rejected requests are logged to stderr, one line each.
+    flushes the buffer. Rejected requests are logged to stderr, one line each. The log records that
+    `isostack agent --otlp-endpoint` sends become kernel_events / workloads rows, so one serve is the
+    store of a whole fleet (docs/deploy.md: ports, TLS, token).
 
     \b
     Examples:
