@@ -9,6 +9,7 @@ one condition, with the right five-tuple / pid / cgroup id. Kernel objects carry
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.server
 import json
 import os
@@ -337,6 +338,8 @@ class _Sink(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Encoding") == "gzip":  # OTLP/HTTP allows it; the agent sends gzip
+            body = gzip.decompress(body)
         _Sink.received.append((self.path, body))
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
