@@ -120,6 +120,9 @@ WORKLOADS = pa.schema(
         ("k8s_pod_name", pa.string()),
         ("netns_inode", pa.int64()),
         ("addrs", pa.string()),  # space-separated local addresses of its network namespace
+        ("k8s_pod_uid", pa.string()),  # from kubelet's cgroup naming (isostack.sources.k8s_cgroup)
+        ("k8s_container_name", pa.string()),
+        ("k8s_qos_class", pa.string()),  # guaranteed burstable besteffort
     ]
 )
 

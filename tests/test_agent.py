@@ -9,6 +9,7 @@ one condition, with the right five-tuple / pid / cgroup id. Kernel objects carry
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.server
 import json
 import os
@@ -337,6 +338,8 @@ class _Sink(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Encoding") == "gzip":  # OTLP/HTTP allows it; the agent sends gzip
+            body = gzip.decompress(body)
         _Sink.received.append((self.path, body))
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
@@ -362,7 +365,8 @@ def test_otlp_export_and_per_probe_degrade(tmp_path: Path) -> None:
     _Sink.received = []
     seen: list[pa.Table] = []
     agent = Agent(None, probes=[spec, reg["tcp_life"], reg["cpu_time"]], interval_s=0.5, collectors=False,
-                  workloads=False, otlp_endpoint=f"http://127.0.0.1:{server.server_port}", on_rows=seen.append)
+                  workloads=False, otlp_endpoint=f"http://127.0.0.1:{server.server_port}", on_rows=seen.append,
+                  otlp_options={"metrics": True})
     try:
         agent.start()
         srv = socket.create_server(("127.0.0.1", 0))
@@ -391,6 +395,9 @@ def test_otlp_export_and_per_probe_degrade(tmp_path: Path) -> None:
             for rl in ExportLogsServiceRequest.FromString(body).resource_logs
             for sl in rl.scope_logs for lr in sl.log_records]
     assert any(lr.event_name == "isostack.kernel.tcp_life" for lr in logs)
+    # every row, windows too, also travels as one log record carrying its table and kind
+    kinds = {kv.value.string_value for lr in logs for kv in lr.attributes if kv.key == "isostack.kind"}
+    assert {"tcp_life", "oncpu"} <= kinds
 
 
 def test_attribution_fills_path_container_and_service(tmp_path: Path) -> None:

@@ -15,12 +15,14 @@ starting thread's life (PR_SET_PDEATHSIG), which is what guarantees no residue o
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -42,6 +44,9 @@ class AgentStats:
     rows_by_kind: Counter[str] = field(default_factory=Counter)
     rows_written: int = 0
     workloads_written: int = 0
+    workloads_exported: int = 0
+    clock_offset_ns: int | None = None  # the receiver's clock minus ours, when exporting
+    clock_uncertainty_ns: int | None = None
     probes_running: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -54,7 +59,9 @@ class AgentStats:
         return {
             "started_ns": self.started_ns, "stopped_ns": self.stopped_ns,
             "rows_by_kind": dict(sorted(self.rows_by_kind.items())), "rows_written": self.rows_written,
-            "workloads_written": self.workloads_written, "probes_running": self.probes_running,
+            "workloads_written": self.workloads_written, "workloads_exported": self.workloads_exported,
+            "clock_offset_ns": self.clock_offset_ns, "clock_uncertainty_ns": self.clock_uncertainty_ns,
+            "probes_running": self.probes_running,
             "probes_failed": self.failed, "warnings": self.warnings, "lost_events": self.lost_events,
             "bad_lines": self.bad_lines, "cgroup_mode": self.cgroup_mode,
             "kprobe_variants": self.variants,
@@ -69,7 +76,10 @@ class Agent:
                  workloads: bool = True, attach_timeout_s: float = 20.0, combine: bool = True,
                  prefer_variants: bool | None = None,
                  on_rows: Callable[[pa.Table], None] | None = None,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None, cgroup_scope: str = "",
+                 otlp_options: dict[str, Any] | None = None, pod_log_root: str = "/var/log",
+                 pod_list_url: str | None = None, pod_list_token_file: str | None = None,
+                 pod_list_ca_file: str | None = None) -> None:
         self.store = store
         self.specs = probes_mod.select(probes) if probes not in ("", "none") else []
         self.interval_s = float(interval_s)
@@ -84,10 +94,17 @@ class Agent:
         self.prefer_variants = prefer_variants
         self.on_rows = on_rows
         self._warn_cb = warn
+        # Only cgroups under this path are this agent's (kubelet's --cgroup-root, or one simulated node
+        # of several on one machine); "" = every cgroup.
+        self.cgroup_scope = "/" + cgroup_scope.strip("/") if cgroup_scope.strip("/") else ""
+        self.otlp_options = dict(otlp_options or {})
+        self.pod_log_root = pod_log_root
+        self.kubelet = (pod_list_url, pod_list_token_file, pod_list_ca_file)
+        self._pods: Any = None
         self.stats = AgentStats()
         self._procs: list[ProbeProcess] = []
         self._collector: Any = None
-        self._scan: Callable[[str], pa.Table] | None = None
+        self._scan: Callable[..., pa.Table] | None = None
         self._otlp: Any = None
         self._attr: Attributor | None = None
         self._stop = threading.Event()
@@ -104,7 +121,8 @@ class Agent:
     def start(self) -> None:
         """Start probes (in parallel), collectors and the shipping loop. Raises CapabilityError."""
         self.stats.started_ns = time.time_ns()
-        self._attr = Attributor()
+        self._refresh_pods()
+        self._attr = Attributor(pods=self._pods)
         self.stats.cgroup_mode = probes_mod.cgroup_mode()
         if self.specs:
             probes_mod.check_capabilities()
@@ -132,7 +150,7 @@ class Agent:
         if self.otlp_endpoint:
             from isostack.agent.otlp import OtlpExporter
 
-            self._otlp = OtlpExporter(self.otlp_endpoint, self.host_name)
+            self._otlp = OtlpExporter(self.otlp_endpoint, self.host_name, **self.otlp_options)
         if self._collector is not None:
             self._safe(self._collector.sample)  # the first call primes counters (0 rows)
         self._ship_workloads()
@@ -182,7 +200,7 @@ class Agent:
             self.warn(f"procfs collectors unavailable ({exc}); eBPF probes only")
             return
         if self.collectors:
-            self._collector = ProcfsCollector(self.host_name)
+            self._collector = ProcfsCollector(self.host_name, self._scoped_cgroups())
         if self.workloads:
             self._scan = scan_workloads
 
@@ -198,6 +216,10 @@ class Agent:
         while not self._stop.wait(max(0.0, next_t - time.monotonic())):
             next_t += self.interval_s
             self._ticks += 1
+            if self._ticks % 10 == 0:
+                self._refresh_pods()
+                if self._collector is not None and self.cgroup_scope:
+                    self._collector.cgroup_paths = self._scoped_cgroups()  # pods come and go
             self.ship()
             if self._ticks % 10 == 0:
                 self._ship_workloads()
@@ -249,13 +271,49 @@ class Agent:
             "ts_ns": [now - window_ns], "duration_ns": [window_ns], "kind": ["host_cpus"], "value": [float(cpus)],
             "host_name": [self.host_name], "source": ["agent:sched_getaffinity"]})
 
+    def _scoped_cgroups(self) -> list[str] | None:
+        """The cgroups under ``cgroup_scope`` (relative paths), None when unscoped."""
+        if not self.cgroup_scope:
+            return None
+        from isostack.agent.attribution import hierarchy_root
+
+        root = hierarchy_root()
+        base = root / self.cgroup_scope.lstrip("/")
+        return ["/" + str(Path(d).relative_to(root)) for d, _dirs, _files in os.walk(base)]
+
+    def _refresh_pods(self) -> None:
+        """Re-read the node's pod names (kubelet pod list when configured, kubelet's log links)."""
+        from isostack.sources.k8s_cgroup import PodDirectory, fetch_kubelet_pods
+
+        url, token_file, ca_file = self.kubelet
+        pod_list = None
+        if url:
+            try:
+                pod_list = fetch_kubelet_pods(url, token_file, ca_file)
+            except (OSError, ValueError) as exc:
+                if self._pods is None:  # once, not every refresh
+                    self.warn(f"kubelet pod list unavailable ({exc}); names from log links and environments")
+        pods = PodDirectory.load(self.pod_log_root, pod_list)
+        if self._pods is None:
+            self._pods = pods
+        else:  # keep the object the attributor holds
+            self._pods.by_uid, self._pods.by_container, self._pods.sources = pods.by_uid, pods.by_container, pods.sources
+
     def _ship_workloads(self) -> None:
-        if self._scan is None or self.store is None:
+        if self._scan is None or (self.store is None and self._otlp is None):
             return
         scan = self._scan
-        t = self._safe(lambda: scan(self.host_name))
-        if t is not None and t.num_rows:
+        t = self._safe(lambda: scan(self.host_name, pods=self._pods, cgroup_scope=self.cgroup_scope))
+        if t is None or not t.num_rows:
+            return
+        if self.store is not None:
             self.stats.workloads_written += self.store.append("workloads", t)
+        if self._otlp is not None:
+            err = self._otlp.export_workloads(t)
+            if err:
+                self.warn(err)
+            else:
+                self.stats.workloads_exported += t.num_rows
 
     def stop(self) -> AgentStats:
         """Detach every probe (SIGINT, then SIGKILL), ship the last window, stop exporters."""
@@ -272,6 +330,9 @@ class Agent:
                 self.warn(f"probe {p.name}: {p.bad_lines} undecodable line(s), first: {p.first_error}")
         self._ship_workloads()
         if self._otlp is not None:
+            if self._otlp.clock is not None:
+                self.stats.clock_offset_ns = self._otlp.clock.offset_ns
+                self.stats.clock_uncertainty_ns = self._otlp.clock.uncertainty_ns
             self._otlp.shutdown()
         self.stats.stopped_ns = time.time_ns()
         return self.stats

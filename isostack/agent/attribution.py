@@ -1,4 +1,4 @@
-"""Attribute kernel_events rows: cgroup id -> cgroup path -> container id -> service.
+"""Attribute kernel_events rows: cgroup id -> cgroup path -> container id -> service, and pod.
 
 The cgroup id the probes emit is the inode of the task's cgroup directory in the hierarchy the store
 keys on (v1 cpu controller on hybrid hosts, the v2 tree otherwise), so a walk of that hierarchy gives
@@ -6,6 +6,8 @@ id -> path. Container ids are read from the path the way the runtimes name them 
 cri-containerd-..., crio-..., libpod-..., /docker/<id>). The service comes from OTEL_SERVICE_NAME in the
 environment of the row's pid, or of a process in the cgroup; it goes into detail_json (``service``)
 because kernel_events has no service column -- the ``workloads`` table carries the full mapping.
+A cgroup kubelet made (``isostack.sources.k8s_cgroup``) also gets ``pod`` (``namespace/pod/container``,
+or the pod UID when the node offers no names) and ``pod_uid`` in detail_json, which diagnosis names.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from isostack import records
+from isostack.sources.k8s_cgroup import PodDirectory, parse_pod_cgroup
+from isostack.sources.procfs.workloads import read_environ
 
 _CONTAINER_ID = re.compile(r"(?:docker-|cri-containerd-|crio-|libpod-|containerd-)?([0-9a-f]{64})(?:\.scope)?$")
 
@@ -64,11 +68,13 @@ def service_of_pid(pid: int, proc: Path = Path("/proc")) -> str:
 class Attributor:
     """Caches id -> path; re-walks the hierarchy on an unknown id (at most every ``rewalk_s``: once per tick)."""
 
-    def __init__(self, root: Path | None = None, rewalk_s: float = 0.2) -> None:
+    def __init__(self, root: Path | None = None, rewalk_s: float = 0.2, pods: PodDirectory | None = None) -> None:
         self.root = root or hierarchy_root()
         self.rewalk_s = rewalk_s
+        self.pods = pods if pods is not None else PodDirectory()
         self._paths: dict[int, str] = {}
         self._services: dict[int, str] = {}
+        self._pod_of: dict[int, tuple[str, str]] = {}
         self._last_walk = 0.0
         self._walk()
 
@@ -107,6 +113,27 @@ class Attributor:
         self._services[cgroup_id] = name
         return name
 
+    def pod_of_cgroup(self, cgroup_id: int) -> tuple[str, str]:
+        """(``namespace/pod/container`` or "", pod UID) of a kubelet cgroup; ("", "") for any other."""
+        if cgroup_id in self._pod_of:
+            return self._pod_of[cgroup_id]
+        path = self.path_of(cgroup_id)
+        pod = parse_pod_cgroup(path) if path else None
+        if pod is None:
+            return "", ""
+        env: dict[str, str] = {}
+        try:
+            pids = (self.root / path.lstrip("/") / "cgroup.procs").read_text().split()
+        except OSError:
+            pids = []
+        if pids:
+            env = read_environ(Path("/proc") / pids[0])
+        names = self.pods.resolve(pod, env)
+        got = (names.qualified if names.namespace and names.pod else "", pod.pod_uid)
+        if got[0]:  # unnamed pods are asked again: the log links may appear a moment later
+            self._pod_of[cgroup_id] = got
+        return got
+
     def attribute(self, table: pa.Table) -> pa.Table:
         """Fill cgroup_path, container_id and detail.service where a cgroup id or pid is known."""
         if table.num_rows == 0:
@@ -120,12 +147,20 @@ class Attributor:
                 if not r.get("cgroup_path"):
                     r["cgroup_path"] = self.path_of(int(cgid))
                 service = self.service_of_cgroup(int(cgid))
+                pod_name, pod_uid = self.pod_of_cgroup(int(cgid))
+            else:
+                pod_name, pod_uid = "", ""
             if pid and not service:
                 service = service_of_pid(int(pid))
             if r.get("cgroup_path") and not r.get("container_id"):
                 r["container_id"] = container_id_from_path(r["cgroup_path"])
-            if service:
+            if service or pod_uid:
                 detail = json.loads(r.get("detail_json") or "{}")
-                detail.setdefault("service", service)
+                if service:
+                    detail.setdefault("service", service)
+                if pod_uid:
+                    detail.setdefault("pod_uid", pod_uid)
+                    if pod_name:
+                        detail.setdefault("pod", pod_name)
                 r["detail_json"] = json.dumps(detail, sort_keys=True)
         return pa.Table.from_pylist(rows, schema=records.KERNEL_EVENTS)

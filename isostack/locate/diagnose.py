@@ -26,6 +26,7 @@ from isostack.locate.chain import build_chain
 from isostack.locate.checks import CheckContext, all_checks
 from isostack.locate.config import resolved_thresholds, validate
 from isostack.locate.model import CheckResult, Diagnosis, FiveTuple, SlowHop
+from isostack.locate.skew import clock_offsets, skew_bound_ns
 from isostack.store import Store, fetch_arrow
 
 
@@ -82,7 +83,9 @@ def diagnose_all(store: Store, *, since_ns: int | None = None, until_ns: int | N
 def diagnose_hops(con: duckdb.DuckDBPyConnection, hops: list[SlowHop], config: dict[str, Any] | None = None) -> list[Diagnosis]:
     """Run the join, every check and the chain for already-found hops (tests and the alerting helper)."""
     cfg = validate(config or {}, "config")
-    skew_ns = int(cfg["skew_ms"] * 1e6)
+    # the configured tolerance, widened to what the agents measured between the hops' nodes
+    hosts = {h for hop in hops for h in (hop.host_name, hop.server_host_name) if h}
+    skew_ns = max(int(cfg["skew_ms"] * 1e6), skew_bound_ns(clock_offsets(con), hosts))
     thresholds = resolved_thresholds(cfg)
     cookies = joinmod.span_sock_cookies(con, hops)
     conns = connmod.hop_connections(con, hops, cookies)

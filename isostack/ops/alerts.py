@@ -120,6 +120,8 @@ def finding_locations(f: Finding) -> set[str]:
             v = ev.detail.get(k) if isinstance(ev.detail, dict) else None
             if v:
                 out.add(str(v))
+        for pod in (ev.detail.get("pods") or []) if isinstance(ev.detail, dict) else []:
+            out.add(str(pod))  # namespace/pod/container of a Kubernetes workload
     return out
 
 

@@ -41,10 +41,12 @@ from isostack.serve.limits import (
     tune_allocator,
 )
 from isostack.serve.metrics import ACCEPTED, REJECTED
+from isostack.serve.security import Security
 from isostack.serve.wal import WriteAheadLog
 from isostack.sources.otlp.columns import Decoded
 from isostack.sources.otlp.decode import decode_proto
 from isostack.sources.otlp.jsonmap import decode_json_bytes
+from isostack.sources.otlp_kernel import agent_records
 from isostack.store import Store, StoreWriteError
 
 log = logging.getLogger("isostack.serve")
@@ -90,8 +92,9 @@ class Receiver:
                  memory_limit_bytes: int | None = None, queue_limit_bytes: int | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, decode_threads: int | None = None,
-                 wal: bool = True) -> None:
+                 wal: bool = True, security: Security | None = None) -> None:
         self.store = store
+        self.security = security or Security()  # TLS + bearer token (isostack/serve/security.py)
         self.host = host
         self.http_port = http_port
         self.grpc_port = grpc_port
@@ -136,12 +139,10 @@ class Receiver:
         """Decode one request body and make what is good in it durable; never raises for bad input."""
         source = f"otlp-{protocol}"
         with self._decode_slots:
-            if as_json:
-                decoded = decode_json_bytes(body, signal, source)
-            elif (problem := _not_protobuf(body)) is not None:
+            if not as_json and (problem := _not_protobuf(body)) is not None:
                 decoded = Decoded(rejected=1, errors=[problem], malformed=True)
             else:
-                decoded = decode_proto(body, signal, source)
+                decoded = decode_body(signal, body, as_json, source)
         if decoded.accepted:
             try:
                 self.buffer.add(decoded.tables, wal_record_parts(signal, as_json, source, body))
@@ -156,6 +157,8 @@ class Receiver:
 
     def accept(self, signal: str, decoded: Decoded, protocol: str) -> None:
         """Buffer rows decoded elsewhere (no body to log: not replayed after a crash) and count them."""
+        if signal == "logs":  # rows shipped by `isostack agent` become kernel_events / workloads again
+            agent_records(decoded)
         self.buffer.add(decoded.tables)
         ACCEPTED.labels(signal=signal, protocol=protocol).inc(decoded.accepted)
         if decoded.rejected:
@@ -181,7 +184,7 @@ class Receiver:
                 except ValueError as exc:
                     log.warning("write-ahead log %s: skipped a record: %s", path.name, exc)
                     continue
-                decoded = decode_json_bytes(body, signal, source) if as_json else decode_proto(body, signal, source)
+                decoded = decode_body(signal, body, as_json, source)
                 for name, table in decoded.tables.items():
                     if table is not None and table.num_rows:
                         tables.setdefault(name, []).append(table)
@@ -252,6 +255,15 @@ class Receiver:
 
 # ----------------------------------------------------------------- write-ahead log records
 _RECORD = struct.Struct("<BBH")  # signal index, 1 = JSON body, length of the source label
+
+
+def decode_body(signal: str, body: bytes, as_json: bool, source: str) -> Decoded:
+    """One OTLP request body -> rows, the same for a live request and a write-ahead-log replay: the
+    log records `isostack agent` ships become kernel_events / workloads rows again."""
+    decoded = decode_json_bytes(body, signal, source) if as_json else decode_proto(body, signal, source)
+    if signal == "logs":
+        agent_records(decoded)
+    return decoded
 
 
 def wal_record_parts(signal: str, as_json: bool, source: str, body: bytes) -> list[bytes]:

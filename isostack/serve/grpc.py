@@ -84,14 +84,16 @@ def make_grpc_server(receiver: Receiver, host: str, port: int,
     # Calls beyond the workers wait inside gRPC with their messages in memory; beyond this many
     # gRPC itself answers RESOURCE_EXHAUSTED before reading the message.
     server = grpc.server(executor, maximum_concurrent_rpcs=2 * GRPC_WORKERS,
-                         options=[("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", 0)])
+                         options=[("grpc.max_receive_message_length", limit), ("grpc.so_reuseport", 0)],
+                         **receiver.security.grpc_server_options())  # bearer token (serve/security.py)
     server.add_generic_rpc_handlers([
         grpc.method_handlers_generic_handler(service, {"Export": _handler(receiver, signal)})
         for signal, service in SERVICES.items()
     ])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        creds = receiver.security.grpc_credentials()
+        bound = server.add_secure_port(address, creds) if creds is not None else server.add_insecure_port(address)
     except RuntimeError as exc:  # grpcio >= 1.5x raises instead of returning 0
         raise OSError(f"cannot bind OTLP/gRPC on {address}: {exc}") from None
     if not bound:

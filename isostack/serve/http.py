@@ -120,6 +120,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
                extra: dict[str, str] | None = None) -> None:
         self.server.watch(self.connection, None)
         self.send_response(code)
+        # the receiver's clock, read by agents to measure their offset (isostack/agent/otlp.py)
+        self.send_header("X-Isostack-Time-Ns", str(time.time_ns()))
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (extra or {}).items():
@@ -154,6 +156,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------- methods
     def do_GET(self) -> None:
+        if self.receiver.security.refuse_http(self):  # bearer token (isostack/serve/security.py)
+            return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
@@ -211,6 +215,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
         return int(text)
 
     def do_POST(self) -> None:
+        if self.receiver.security.refuse_http(self):
+            return
         path = self.path.split("?", 1)[0]
         signal = ROUTES.get(path)
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
@@ -443,4 +449,6 @@ def make_http_server(receiver: Receiver, host: str, port: int) -> ThreadingHTTPS
     if ":" in host:
         attrs["address_family"] = socket.AF_INET6
     server_cls = type("BoundServer", (_Server,), attrs)
-    return server_cls((host, port), handler)
+    server = server_cls((host, port), handler)
+    receiver.security.wrap_http_server(server)  # HTTPS when TLS is configured
+    return server

@@ -148,8 +148,9 @@ class Pipeline:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if _has_command("serve"):
+            # the testbed's bridge is a closed network of its own namespaces: plain OTLP there
             proc = self._spawn("serve", "--host", self.host, "--http-port", str(self.http_port),
-                               "--grpc-port", "0", name="serve")
+                               "--grpc-port", "0", "--insecure-listen", name="serve")
             if _wait_port(self.host, self.http_port, 10) and proc.poll() is None:
                 self.kinds["receiver"] = "isostack serve"
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -31,8 +32,34 @@ def _parse_seconds(text: str) -> float:
               help="Comma list of bundled probes, 'default' (all but the opt-in syscall_latency), 'all', "
                    "or 'none' (collectors only).")
 @click.option("--interval", default="1s", show_default=True, help="Aggregation window of probes and collectors.")
-@click.option("--otlp-endpoint", default=None, help="Also export OTLP/HTTP metrics+logs to this base URL "
-                                                    "(e.g. http://localhost:4318).")
+@click.option("--otlp-endpoint", default=None,
+              help="Also send every row over OTLP/HTTP to this base URL -- a central `isostack serve` or a "
+                   "Collector (e.g. https://isostack.isostack.svc:4318): one log record per row.")
+@click.option("--otlp-token-file", default=None, type=click.Path(dir_okay=False),
+              help="File holding the bearer token sent to the OTLP endpoint (as `serve --token-file` expects).")
+@click.option("--otlp-ca-file", default=None, type=click.Path(dir_okay=False),
+              help="CA bundle that signed the endpoint's TLS certificate (https:// endpoints).")
+@click.option("--otlp-client-cert", default=None, type=click.Path(dir_okay=False),
+              help="Client certificate for mutual TLS (with --otlp-client-key).")
+@click.option("--otlp-client-key", default=None, type=click.Path(dir_okay=False), help="Key of --otlp-client-cert.")
+@click.option("--otlp-metrics", is_flag=True,
+              help="Also export window aggregates as gauges isostack.kernel.<kind> (for a metrics backend); "
+                   "every row always goes as one OTLP log record.")
+@click.option("--host-name", envvar="NODE_NAME", default=None,
+              help="Node name on every row and the OTLP resource (host.name). Default: $NODE_NAME, else the "
+                   "hostname.")
+@click.option("--cgroup-scope", default="", help="Only cgroups (and their processes) under this cgroup path, "
+                                                 "e.g. kubelet's --cgroup-root. Default: all.")
+@click.option("--pod-log-root", default="/var/log", show_default=True,
+              help="Where kubelet keeps pods/ and containers/ log links (pod and container names).")
+@click.option("--pod-list-url", envvar="ISOSTACK_POD_LIST_URL", default=None,
+              help="A PodList of this node's pods, for pod and container names: the API server's "
+                   "https://kubernetes.default.svc/api/v1/pods?fieldSelector=spec.nodeName=$NODE_NAME (RBAC: "
+                   "list pods) or the kubelet's https://$NODE_IP:10250/pods.")
+@click.option("--pod-list-token-file", default=None, type=click.Path(dir_okay=False),
+              help="Bearer token for --pod-list-url (the service account token).")
+@click.option("--pod-list-ca-file", default=None,
+              help="CA of --pod-list-url's certificate; 'insecure' skips verification.")
 @click.option("--no-store", is_flag=True, help="Do not write to the store (export only).")
 @click.option("--no-collectors", is_flag=True, help="eBPF probes only (skip procfs/cgroup counters).")
 @click.option("--one-process-per-probe", "per_probe", is_flag=True,
@@ -41,6 +68,9 @@ def _parse_seconds(text: str) -> float:
 @json_option
 @click.pass_context
 def command(ctx: click.Context, duration: str | None, probe_list: str, interval: str, otlp_endpoint: str | None,
+            otlp_token_file: str | None, otlp_ca_file: str | None, otlp_client_cert: str | None,
+            otlp_client_key: str | None, otlp_metrics: bool, host_name: str | None, cgroup_scope: str,
+            pod_log_root: str, pod_list_url: str | None, pod_list_token_file: str | None, pod_list_ca_file: str | None,
             no_store: bool, no_collectors: bool, per_probe: bool, list_probes: bool, as_json: bool) -> None:
     """Run eBPF probes + kernel counters, attributed to cgroup/container/service, into the store.
 
@@ -52,6 +82,8 @@ def command(ctx: click.Context, duration: str | None, probe_list: str, interval:
       isostack --data-dir /tmp/run agent --duration 30s
       isostack agent --probes tcp_retransmit,skb_drop,runq_latency --interval 2s --json
       isostack agent --no-store --otlp-endpoint http://localhost:4318
+      isostack agent --no-store --host-name node-b --otlp-endpoint https://isostack:4318 \
+          --otlp-token-file /var/run/isostack/token --otlp-ca-file /var/run/isostack/ca.crt
       isostack agent --list
     """
     from isostack import probes as probes_mod
@@ -73,8 +105,22 @@ def command(ctx: click.Context, duration: str | None, probe_list: str, interval:
     if no_store and not otlp_endpoint:
         raise UsageError("--no-store needs --otlp-endpoint (otherwise the records go nowhere)")
     store = None if no_store else get_store(ctx)
+    token = None
+    if otlp_token_file:
+        try:
+            token = Path(otlp_token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"--otlp-token-file {otlp_token_file}: {exc.strerror}") from None
+        if not token:
+            raise UsageError(f"--otlp-token-file {otlp_token_file}: the file is empty")
+    if otlp_endpoint and otlp_endpoint.startswith("http://") and token:
+        warn("sending the bearer token over plain http://; use https:// with --otlp-ca-file")
+    otlp_options = {"token": token, "ca_file": otlp_ca_file, "client_cert": otlp_client_cert,
+                    "client_key": otlp_client_key, "metrics": otlp_metrics}
     agent = Agent(store, probes=probe_list, interval_s=interval_s, otlp_endpoint=otlp_endpoint,
-                  collectors=not no_collectors, combine=not per_probe, warn=warn)
+                  collectors=not no_collectors, combine=not per_probe, warn=warn, host_name=host_name,
+                  cgroup_scope=cgroup_scope, otlp_options=otlp_options, pod_log_root=pod_log_root,
+                  pod_list_url=pod_list_url, pod_list_token_file=pod_list_token_file, pod_list_ca_file=pod_list_ca_file)
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         agent.request_stop()

@@ -64,7 +64,24 @@ class CheckContext:
         labelled by its role: the own side of a SERVER span or an unavailable service is a server."""
         name = self.hop.server_service if side == "server" else self.hop.service
         role = "client" if side == "client" and self.hop.kind == "CLIENT" else "server"
+        pod, host = self.pod_of(side)
+        if pod:  # a Kubernetes workload: say which pod, and on which node
+            return f"{name or '?'} ({role} side, pod {pod}{' on ' + host if host else ''})"
         return f"{name or '?'} ({role} side)"
+
+    def pod_of(self, side: str) -> tuple[str, str]:
+        """(``namespace/pod/container``, node) of one end, from its cgroup evidence; ("", "") when not a pod."""
+        t = self.evidence
+        if t.num_rows == 0 or "detail_json" not in t.column_names:
+            return "", ""
+        mask = pc.and_(pc.equal(t.column("side"), side), pc.equal(t.column("coord"), "cgroup"))
+        rows = t.filter(pc.fill_null(mask, False))
+        for detail, host in zip(rows.column("detail_json").to_pylist(), rows.column("host_name").to_pylist(),
+                                strict=True):
+            pod = detail_of(detail).get("pod")
+            if isinstance(pod, str) and pod:
+                return pod, host or ""
+        return "", ""
 
     @property
     def span_ns(self) -> int:
@@ -127,6 +144,10 @@ def evidence(ctx: CheckContext, rows: pa.Table, signal: str, value: float, unit:
     hosts = sorted({h for h in rows.column("host_name").to_pylist() if h}) if rows.num_rows else []
     if hosts:
         detail.setdefault("hosts", hosts)
+    pods = sorted({p for p in (detail_of(d).get("pod") for d in rows.column("detail_json").to_pylist())
+                   if isinstance(p, str) and p}) if rows.num_rows and "detail_json" in rows.column_names else []
+    if pods:  # Kubernetes workloads as namespace/pod/container
+        detail.setdefault("pods", pods)
     return Evidence(
         signal=signal, value=round(float(value), 3), unit=unit, threshold=threshold,
         event_count=rows.num_rows, first_ns=first, last_ns=last,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from isostack import records
+from isostack.sources import k8s_cgroup
 from isostack.sources.procfs.cgroups import CgroupLayout
 
 # Container ids as the runtimes put them in cgroup paths (systemd and cgroupfs drivers alike):
@@ -19,8 +20,9 @@ from isostack.sources.procfs.cgroups import CgroupLayout
 _CONTAINER_ID = re.compile(
     r"(?:docker-|cri-containerd-|crio-|libpod-|containerd-)?(?P<id>[0-9a-f]{64})(?:\.scope)?$"
 )
-# kubepods-burstable-pod<uid with _>.slice (systemd) or /kubepods/burstable/pod<uid> (cgroupfs)
-_POD_UID = re.compile(r"pod(?P<uid>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+
+
+_NO_PODS = k8s_cgroup.PodDirectory()
 
 
 def container_id_from_cgroup(path: str) -> str:
@@ -34,10 +36,8 @@ def container_id_from_cgroup(path: str) -> str:
 
 def pod_uid_from_cgroup(path: str) -> str:
     """The Kubernetes pod uid in a kubepods cgroup path, dashed ("" when not a pod)."""
-    if "kubepods" not in path:
-        return ""
-    m = _POD_UID.search(path)
-    return m.group("uid").replace("_", "-") if m else ""
+    pod = k8s_cgroup.parse_pod_cgroup(path)
+    return pod.pod_uid if pod else ""
 
 
 def cgroup_of(pid_dir: Path, layout: CgroupLayout) -> str:
@@ -112,11 +112,17 @@ def netns_local_addrs(pid_dir: Path) -> str:
 
 
 def scan_workloads(host_name: str, *, proc: str | os.PathLike[str] = "/proc",
-                   cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup") -> pa.Table:
+                   cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
+                   pods: k8s_cgroup.PodDirectory | None = None, cgroup_scope: str = "") -> pa.Table:
     """One ``workloads`` row per live process: pid, comm, service, cgroup id/path, container, pod, netns.
 
     Processes that exit mid-scan are skipped. The netns address list is read once per namespace.
+    A process in a kubelet cgroup gets its pod UID, QoS class and container id from the path, and
+    namespace / pod / container names from its environment or ``pods`` (kubelet pod list, log
+    links). ``cgroup_scope`` keeps only processes whose cgroup is that path or below it (an agent
+    standing for one node of several on one machine, or kubelet's ``--cgroup-root``).
     """
+    scope = "/" + cgroup_scope.strip("/") if cgroup_scope.strip("/") else ""
     proc_dir = Path(proc)
     layout = CgroupLayout.detect(cgroup_root)
     now_ns = time.time_ns()
@@ -132,13 +138,16 @@ def scan_workloads(host_name: str, *, proc: str | os.PathLike[str] = "/proc",
         except OSError:
             continue  # exited, or a kernel thread we may not inspect
         cg_path = cgroup_of(pid_dir, layout)
+        if scope and not (cg_path == scope or cg_path.startswith(scope + "/")):
+            continue
         env = read_environ(pid_dir)
         if netns not in addrs_by_netns:
             addrs_by_netns[netns] = netns_local_addrs(pid_dir)
-        pod_uid = pod_uid_from_cgroup(cg_path)
-        # In a pod, HOSTNAME is the pod name unless the spec overrides it: the best we can derive
-        # without asking the kubelet.
-        pod_name = env.get("HOSTNAME", "") if pod_uid else ""
+        pod = k8s_cgroup.parse_pod_cgroup(cg_path)
+        names = (pods or _NO_PODS).resolve(pod, env) if pod else None
+        # In a pod, HOSTNAME is the pod name unless the spec overrides it: the last resort when the
+        # node offers no name (no pod list, no log links, no k8s.* in the environment).
+        pod_name = (names.pod if names else "") or (env.get("HOSTNAME", "") if pod else "")
         rows["ts_ns"].append(now_ns)
         rows["host_name"].append(host_name)
         rows["pid"].append(int(entry.name))
@@ -146,9 +155,12 @@ def scan_workloads(host_name: str, *, proc: str | os.PathLike[str] = "/proc",
         rows["service_name"].append(service_name_from_env(env))
         rows["cgroup_id"].append(layout.cgroup_id(cg_path) if cg_path else 0)
         rows["cgroup_path"].append(cg_path)
-        rows["container_id"].append(container_id_from_cgroup(cg_path))
-        rows["k8s_namespace"].append(env.get("POD_NAMESPACE", "") if pod_uid else "")
+        rows["container_id"].append((pod.container_id if pod else "") or container_id_from_cgroup(cg_path))
+        rows["k8s_namespace"].append(names.namespace if names else "")
         rows["k8s_pod_name"].append(pod_name)
         rows["netns_inode"].append(netns)
         rows["addrs"].append(addrs_by_netns[netns])
+        rows["k8s_pod_uid"].append(pod.pod_uid if pod else "")
+        rows["k8s_container_name"].append(names.container if names else "")
+        rows["k8s_qos_class"].append(pod.qos_class if pod else "")
     return pa.Table.from_pydict(rows, schema=records.WORKLOADS)
