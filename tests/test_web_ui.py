@@ -36,6 +36,9 @@ def test_incidents_and_trace_show_the_products_diagnosis(case_dir: Path, tmp_pat
     app, truth, meta = _app(tmp_path, case_dir)
     status, inc = _get(app, f"/api/incidents?since={meta['inject_ns']}&until={meta['revert_ns']}")
     assert status == 200
+    # the page leads with the product's own incident verdict (the same object as `diagnose --json`)
+    assert (inc["verdict"]["service"], inc["verdict"]["layer"], inc["verdict"]["mechanism"]) == \
+        (truth["service"], truth["layer"], truth["mechanism"])
     worst = inc["incidents"][0]
     assert worst["root_cause"]["layer"] == truth["layer"]
     assert worst["root_cause"]["mechanism"] == truth["mechanism"]
@@ -44,14 +47,14 @@ def test_incidents_and_trace_show_the_products_diagnosis(case_dir: Path, tmp_pat
     slow_edges = [(e["source"], e["target"]) for e in inc["service_map"]["edges"] if e["slow"]]
     edge = (hop["peer"], hop["service"]) if hop["kind"] == "SERVER" else (hop["service"], hop["server_service"] or hop["peer"])
     assert edge in slow_edges
-    if hop["trace_id"]:
+    if hop["span_id"]:
         status, trace = _get(app, f"/api/trace/{hop['trace_id']}")
         assert status == 200
         assert hop["span_id"] in {s["span_id"] for s in trace["spans"]}
         mine = [d for d in trace["diagnoses"] if d["slow_hop"]["span_id"] == hop["span_id"]]
         assert mine and mine[0]["root_cause"]["mechanism"] == truth["mechanism"]
         events = trace["events"][str(mine[0]["idx"])]["events"]
-    else:  # a service that stopped answering has no trace: its events come with the incidents
+    else:  # a service that stopped answering has no slow span: its events come with the incidents
         mine = [worst]
         events = inc["orphan_events"][str(worst["idx"])]["events"]
     # the root mechanism's own kernel events are among them, on the root's lane (or the NET slice)

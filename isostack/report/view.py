@@ -80,7 +80,7 @@ def diagnosis_view(i: int, d: Diagnosis) -> dict[str, Any]:
             "duration": human_duration_ns(hop.duration_ns),
             "excess": human_duration_ns(hop.excess_ns),
             "baseline_p50": human_duration_ns(hop.baseline_p50_ns) if hop.baseline_p50_ns else None,
-            "unavailable": not hop.trace_id,
+            "unavailable": not hop.span_id,
         }
     for f in doc["chain"]:
         for e in f["evidence"]:
@@ -239,9 +239,9 @@ def report_view(con: duckdb.DuckDBPyConnection, diagnoses: list[Diagnosis], *,
         traces[tid] = {"trace_id": tid, "spans": spans.get(tid, []),
                        "diagnoses": [views[i] for i in idx],
                        "events": {str(i): events[i] for i in idx if i in events}}
-    # events of an unavailable service's pseudo-hop (no trace) stay reachable from its incident
+    # events of an unavailable service's pseudo-hop (no slow span) stay reachable from its incident
     orphan = {str(i): events[i] for i, d in enumerate(diagnoses)
-              if d.slow_hop and not d.slow_hop.trace_id and i in events}
+              if d.slow_hop and not d.slow_hop.span_id and i in events}
     return {
         "verdict": verdict,
         "incidents": views,

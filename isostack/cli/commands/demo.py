@@ -14,7 +14,7 @@ from isostack.cli.common import console, emit_json, err_console, json_option, wa
 from isostack.errors import UsageError
 
 
-def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict) -> None:
+def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict, verdict: dict | None = None) -> None:
     """The HTML report: the same page as `isostack diagnose --html` (waterfalls of the slow traces);
     a plain self-contained page if that renderer is unavailable."""
     diagnosis = diagnoses[0]
@@ -24,7 +24,7 @@ def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict) -> None
 
         con = Store(data_dir).connect()
         try:
-            page = html_report.render_html(con, diagnoses[:5])
+            page = html_report.render_html(con, diagnoses[:5], verdict=verdict)
         finally:
             con.close()
         path.write_text(page)
@@ -117,7 +117,7 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
         verdict = diagnose_case(case)
         d = verdict.headline
         if html_path is not None and d is not None:
-            _write_html(html_path, verdict.diagnoses, data_dir, case.to_dict())
+            _write_html(html_path, verdict.diagnoses, data_dir, case.to_dict(), verdict.verdict.to_dict())
         if as_json:
             out = to_json(d, verdict.verdict)
             out["truth"] = case.truth

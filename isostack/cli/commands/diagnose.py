@@ -82,7 +82,7 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
         if not all_hops:
             results = results[:1]
         if html_path:
-            page = render_html(con, results, since_ns=since_ns, until_ns=until_ns)
+            page = render_html(con, results, verdict=verdict.to_dict(), since_ns=since_ns, until_ns=until_ns)
             try:
                 html_path.write_text(page, encoding="utf-8")
             except OSError as exc:

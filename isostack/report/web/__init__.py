@@ -125,6 +125,7 @@ class WebApp:
 
     def incidents(self, query: dict[str, str]) -> dict[str, Any]:
         from isostack.locate.diagnose import diagnose_all
+        from isostack.locate.verdict import verdict_for
         from isostack.report.view import (
             diagnosis_view,
             hop_events,
@@ -139,13 +140,14 @@ class WebApp:
             t0 = time.perf_counter()
             diagnoses = diagnose_all(self.store, since_ns=since_ns, until_ns=until_ns, limit=20, config=self.config,
                                      con=con)
-            # a trace's events come with /api/trace; an unavailable service has no trace, so its come here
-            trace_less = [i for i, d in enumerate(diagnoses) if d.slow_hop and not d.slow_hop.trace_id]
+            # a slow span's events come with /api/trace; an unavailable service has no slow span, so its come here
+            trace_less = [i for i, d in enumerate(diagnoses) if d.slow_hop and not d.slow_hop.span_id]
             events = hop_events(con, diagnoses, trace_less)
             return {
                 "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
                 "range": {"since_ns": since_ns, "until_ns": until_ns},
-                "verdict": None,
+                # the product's incident verdict over the window (locate/verdict.py), as `diagnose --json`
+                "verdict": verdict_for(con, diagnoses).to_dict(),
                 "incidents": [diagnosis_view(i, d) for i, d in enumerate(diagnoses)],
                 "service_map": service_map(con, since_ns, until_ns, diagnoses),
                 "orphan_events": {str(i): v for i, v in events.items()},

@@ -79,11 +79,17 @@
     return getJSON('/incidents?window=' + encodeURIComponent(w));
   }
   function loadTrace(traceId, incident) {
-    if (!traceId) {  // an unavailable service: no trace, only its chain and the events joined to it
+    if (incident && !incident.slow_hop.span_id) {
+      // a service that stopped answering: no slow span of its own; its chain and the events joined to it
+      // come with the incidents, the example trace (when there is one) only draws the waterfall
       var ev = (state.incidents.orphan_events || {})[String(incident.idx)];
-      var events = {}; if (ev) events['0'] = ev;
-      var d = Object.assign({}, incident, {idx: 0});
-      return Promise.resolve({trace_id: '', spans: [], diagnoses: [d], events: events});
+      var spans = !traceId ? Promise.resolve([])
+        : CFG.mode === 'static' ? Promise.resolve((CFG.data.traces[traceId] || {}).spans || [])
+          : getJSON('/trace/' + encodeURIComponent(traceId)).then(function (t) { return t.spans; });
+      return spans.then(function (s) {
+        return {trace_id: traceId || '', spans: s, diagnoses: [Object.assign({}, incident, {idx: 0})],
+          events: ev ? {'0': ev} : {}};
+      });
     }
     if (CFG.mode === 'static') return Promise.resolve(CFG.data.traces[traceId]);
     return getJSON('/trace/' + encodeURIComponent(traceId));
@@ -180,7 +186,7 @@
       el('th', {text: 'excess'}), el('th', {text: 'root cause'})));
     rows.forEach(function (d, i) {
       var h = d.slow_hop, disp = d.display || {};
-      var unavailable = !h.trace_id;
+      var unavailable = !h.span_id;
       var hop = unavailable ? 'unavailable: ' + (h.server_service || h.peer || h.service) + ' (calls from ' + h.service + ' failed)'
         : h.service + ' · ' + h.kind + ' ' + h.operation + ' → ' + (h.server_service || h.peer);
       var root = d.root_cause;
@@ -258,7 +264,7 @@
     return loadTrace(d.slow_hop.trace_id, d).then(function (trace) {
       state.trace = trace;
       renderTrace(trace, d);
-      if (!d.slow_hop.trace_id) selectDiagnosis(trace.diagnoses[0]);  // nothing to click on a missing trace
+      if (!d.slow_hop.span_id) selectDiagnosis(trace.diagnoses[0]);  // no slow span to click: open its chain
       document.body.setAttribute('data-loaded', 'trace');
     }).catch(function (e) {
       $('trace-box').hidden = false;
@@ -290,8 +296,9 @@
   function renderTrace(trace, incident) {
     $('trace-box').hidden = false;
     var h = incident.slow_hop;
-    $('trace-title').textContent = h.trace_id ? 'Trace ' + h.trace_id + ' · ' + trace.spans.length + ' spans'
-      : 'No trace: ' + (h.server_service || h.peer) + ' did not answer';
+    $('trace-title').textContent = !h.span_id
+      ? (h.server_service || h.peer || h.service) + ' did not answer' + (h.trace_id ? ' · an example trace: ' + h.trace_id : '')
+      : 'Trace ' + h.trace_id + ' · ' + trace.spans.length + ' spans';
     var slow = slowSpanIds(trace);
     var spans = trace.spans.slice();
     var allEvents = [];
