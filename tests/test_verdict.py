@@ -62,6 +62,15 @@ def test_votes_weighted_by_excess_and_unexplained_hops_abstain() -> None:
     assert (v["hops_considered"], v["hops_voting"]) == (4, 3)
 
 
+def test_an_unanswered_client_call_points_at_its_peer() -> None:
+    # order's CLIENT span toward 10.1.0.5 got no SERVER child (the call never reached web's code): its
+    # self time is the remote call, and a device finding under it belongs to the peer, not to order
+    h = hop("order", "", 900, part="self_time")
+    h.five_tuple = FiveTuple("tcp", "10.1.0.9", 40000, "10.1.0.5", 8080)
+    v = build_verdict([Diagnosis(h, [finding("tx_queue_full", "L-2", "veth9f8e")])], WORKLOADS)
+    assert (v.candidates[0].service, v.candidates[0].mechanism) == ("web", "tx_queue_full")
+
+
 def test_neighbour_evidence_is_skipped_and_a_busy_host_is_named_as_a_host() -> None:
     waited = finding("runq_latency", "L-3", "/kubepods/pod-a/web")
     waited.evidence.insert(0, Evidence(signal="oncpu", value=0.9, unit="CPUs", where="/kubepods/pod-b/cart",

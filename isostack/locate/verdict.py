@@ -208,6 +208,12 @@ def locate(f: Finding, d: Diagnosis, idx: WorkloadIndex) -> tuple[str, str, str]
         return "?", "service", ""
     if hop.part == "hop_gap" and hop.server_service:
         return hop.server_service, "service", ""
+    if hop.kind == "CLIENT" and hop.part == "self_time":
+        # a CLIENT span with no SERVER child carries the whole remote call in its self time: the time
+        # went toward its peer, which the workloads table names by address when it is a service
+        peer = hop.server_service or idx.by_addr.get(hop.five_tuple.peer_addr, "")
+        if peer:
+            return peer, "service", ""
     return hop.service, "service", ""
 
 
