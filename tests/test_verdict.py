@@ -71,6 +71,22 @@ def test_an_unanswered_client_call_points_at_its_peer() -> None:
     assert (v.candidates[0].service, v.candidates[0].mechanism) == ("web", "tx_queue_full")
 
 
+def test_a_root_that_is_a_linked_symptom_elsewhere_joins_its_cause() -> None:
+    # cart's own hop shows the throttle filling the queue; web's calls that never reached cart show
+    # only the queue (cart's cgroup does not join to them): one incident, the throttle's
+    own = Diagnosis(hop("web", "cart", 300), [finding("cpu_throttle", "L-3", "/kubepods/pod-b/cart"),
+                                              finding("tx_queue_full", "L-2", "veth1", caused_by="cpu_throttle")])
+    unanswered = [Diagnosis(hop("web", "cart", 400), [finding("tx_queue_full", "L-2", "veth1")]) for _ in range(3)]
+    v = build_verdict([own, *unanswered], WORKLOADS)
+    assert [(c.service, c.mechanism, c.hop_count, c.weight_ms) for c in v.candidates] == [
+        ("cart", "cpu_throttle", 4, 1500.0)]
+    assert v.candidates[0].symptoms == ["tx_queue_full"]
+    # the same queue on another service is not folded into cart's throttle
+    elsewhere = Diagnosis(hop("cart", "web", 400), [finding("tx_queue_full", "L-2", "veth2")])
+    v = build_verdict([own, elsewhere], WORKLOADS)
+    assert [(c.service, c.mechanism) for c in v.candidates] == [("web", "tx_queue_full"), ("cart", "cpu_throttle")]
+
+
 def test_neighbour_evidence_is_skipped_and_a_busy_host_is_named_as_a_host() -> None:
     waited = finding("runq_latency", "L-3", "/kubepods/pod-a/web")
     waited.evidence.insert(0, Evidence(signal="oncpu", value=0.9, unit="CPUs", where="/kubepods/pod-b/cart",
