@@ -40,6 +40,6 @@ def test_quick_accuracy_run_scores_one_live_case(tmp_path: Path) -> None:
         # own span time, read from spans alone) it may name, when a hop's excess sits in self time.
         assert set(row["isostack-service-level"]["layer"]) <= {"APP"}, row["isostack-service-level"]["layer"]
         text = md.read_text()
-        assert "| isostack | 1 |" in text and "| cpu-throttle | payment | 0 |" in text
+        assert "| isostack | 1 |" in text and "| cpu-throttle | payment | severe | quiet | 0 |" in text
     finally:
         shutil.rmtree(raw.parent, ignore_errors=True)

@@ -62,6 +62,31 @@ def test_votes_weighted_by_excess_and_unexplained_hops_abstain() -> None:
     assert (v["hops_considered"], v["hops_voting"]) == (4, 3)
 
 
+def test_an_unanswered_client_call_points_at_its_peer() -> None:
+    # order's CLIENT span toward 10.1.0.5 got no SERVER child (the call never reached web's code): its
+    # self time is the remote call, and a device finding under it belongs to the peer, not to order
+    h = hop("order", "", 900, part="self_time")
+    h.five_tuple = FiveTuple("tcp", "10.1.0.9", 40000, "10.1.0.5", 8080)
+    v = build_verdict([Diagnosis(h, [finding("tx_queue_full", "L-2", "veth9f8e")])], WORKLOADS)
+    assert (v.candidates[0].service, v.candidates[0].mechanism) == ("web", "tx_queue_full")
+
+
+def test_a_root_that_is_a_linked_symptom_elsewhere_joins_its_cause() -> None:
+    # cart's own hop shows the throttle filling the queue; web's calls that never reached cart show
+    # only the queue (cart's cgroup does not join to them): one incident, the throttle's
+    own = Diagnosis(hop("web", "cart", 300), [finding("cpu_throttle", "L-3", "/kubepods/pod-b/cart"),
+                                              finding("tx_queue_full", "L-2", "veth1", caused_by="cpu_throttle")])
+    unanswered = [Diagnosis(hop("web", "cart", 400), [finding("tx_queue_full", "L-2", "veth1")]) for _ in range(3)]
+    v = build_verdict([own, *unanswered], WORKLOADS)
+    assert [(c.service, c.mechanism, c.hop_count, c.weight_ms) for c in v.candidates] == [
+        ("cart", "cpu_throttle", 4, 1500.0)]
+    assert v.candidates[0].symptoms == ["tx_queue_full"]
+    # the same queue on another service is not folded into cart's throttle
+    elsewhere = Diagnosis(hop("cart", "web", 400), [finding("tx_queue_full", "L-2", "veth2")])
+    v = build_verdict([own, elsewhere], WORKLOADS)
+    assert [(c.service, c.mechanism) for c in v.candidates] == [("web", "tx_queue_full"), ("cart", "cpu_throttle")]
+
+
 def test_neighbour_evidence_is_skipped_and_a_busy_host_is_named_as_a_host() -> None:
     waited = finding("runq_latency", "L-3", "/kubepods/pod-a/web")
     waited.evidence.insert(0, Evidence(signal="oncpu", value=0.9, unit="CPUs", where="/kubepods/pod-b/cart",

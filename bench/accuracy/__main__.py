@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _attach_baselines(rows, baselines)
     run_dir.mkdir(parents=True, exist_ok=True)
     out = {"rows": rows, "baselines_note": baselines.get("note", ""), "run_dir": str(run_dir),
-           "quick": bool(args.quick), "planned": len(items)}
+           "quick": bool(args.quick), "planned": len(items), "rerecord_above": args.rerecord_above}
     (run_dir / "results.json").write_text(json.dumps(out, indent=2))
     return out
 
@@ -367,6 +367,7 @@ def per_class(out: dict[str, Any]) -> list[dict[str, Any]]:
         line["fault_p95_ms"] = _median([r["load"].get("fault", {}).get("p95_ms") for r in rs])
         line["timeouts"] = sum(int(r["load"].get("fault", {}).get("timeouts", 0) or 0) for r in rs)
         line["time_s"] = statistics.mean(r["isostack"]["elapsed_s"] for r in rs)
+        line["outside_cpus"] = _median([r.get("outside_cpus") for r in rs])
         if fault == "compound":
             line["linked"] = sum(1 for r in rs if set(r["truth"].get("symptoms", []))
                                  <= set((r["isostack"].get("verdict") or {}).get("symptoms", [])))
@@ -413,14 +414,14 @@ def markdown(table: list[dict[str, Any]], out: dict[str, Any]) -> str:
                    f"{r['time_s']:.2f} | {r['fallbacks']} |\n" for r in table)
     classes = per_class(out)
     cls = ("| fault | severity | noise | cases | service @1 / @3 | layer @1 / @3 | mechanism @1 / @3 | "
-           "fault p50 / p95 (ms) | p95 × baseline | client timeouts | time to verdict (s) |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|\n"
+           "fault p50 / p95 (ms) | p95 × baseline | client timeouts | time to verdict (s) | outside CPUs |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
            + "".join(f"| {c['fault']} | {c['severity']} | {c['noise']} | {c['cases']} | "
                      f"{c['service@1']}/{c['cases']} · {c['service@3']}/{c['cases']} | "
                      f"{c['layer@1']}/{c['cases']} · {c['layer@3']}/{c['cases']} | "
                      f"{c['mechanism@1']}/{c['cases']} · {c['mechanism@3']}/{c['cases']} | "
                      f"{n(c['fault_p50_ms'])} / {n(c['fault_p95_ms'])} | {n(c['p95_ratio'], '×')} | {c['timeouts']} | "
-                     f"{c['time_s']:.2f} |\n" for c in classes))
+                     f"{c['time_s']:.2f} | {n(c['outside_cpus'])} |\n" for c in classes))
     linked = [c for c in classes if "linked" in c]
     comp = "".join(f"\nCompound ({c['noise']}): the verdict's root linked {', '.join(COMPOUND['symptoms'])} as its "
                    f"symptom in {c['linked']}/{c['cases']} cases.\n" for c in linked)
@@ -437,8 +438,7 @@ def markdown(table: list[dict[str, Any]], out: dict[str, Any]) -> str:
                   f"{r['rep']} | {r['truth']['layer']} {r['truth']['mechanism']} | {verdict_of(r)} | "
                   f"{','.join(r['isostack']['service'][:3])} | {','.join(r['isostack']['mechanism'][:3])} | "
                   f"{_load(r)} | {_cpus(r)} |\n" for r in out["rows"])
-    return (f"## Accuracy ({'quick' if out['quick'] else 'reduced' if out.get('planned', 0) > len(out['rows']) else 'full'}"
-            f" run, {len(out['rows'])} cases)\n\n{head}{body}\n"
+    return (f"## Accuracy ({'quick run, ' if out['quick'] else ''}{len(out['rows'])} cases)\n\n{head}{body}\n"
             f"Baselines: {out['baselines_note']}. \"—\": the method does not name a layer or mechanism. "
             "\"fallbacks\": RCAEval returned its column order after an internal error (detected on stderr), or a "
             "method raised (counted as a miss). AC@1 is the incident verdict `isostack diagnose` prints for the "
@@ -447,7 +447,8 @@ def markdown(table: list[dict[str, Any]], out: dict[str, Any]) -> str:
             f"isostack per class:\n\n{cls}{comp}\nFalse positives (no-fault controls, same load and window):\n\n"
             f"{fp_text}\n"
             "\"outside CPUs\": CPUs used outside the testbed's cgroups during the fault window (the harness alone "
-            f"takes 0.1-0.65; above {BUSY_HOST_CPUS} the case is recorded again once, the first figure in brackets); "
+            f"takes 0.1-0.65; above {out.get('rerecord_above', BUSY_HOST_CPUS):g} the case is recorded again once, the "
+            "first figure in brackets); "
             "a noisy case's background work runs in its own testbed cgroup and is not counted there.\n\n"
             "| fault | target | severity | noise | rep | truth | verdict | services | mechanisms | "
             "p50/p95 baseline → fault (ms), timeouts | outside CPUs |\n"

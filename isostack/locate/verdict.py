@@ -208,6 +208,12 @@ def locate(f: Finding, d: Diagnosis, idx: WorkloadIndex) -> tuple[str, str, str]
         return "?", "service", ""
     if hop.part == "hop_gap" and hop.server_service:
         return hop.server_service, "service", ""
+    if hop.kind == "CLIENT" and hop.part == "self_time":
+        # a CLIENT span with no SERVER child carries the whole remote call in its self time: the time
+        # went toward its peer, which the workloads table names by address when it is a service
+        peer = hop.server_service or idx.by_addr.get(hop.five_tuple.peer_addr, "")
+        if peer:
+            return peer, "service", ""
     return hop.service, "service", ""
 
 
@@ -254,6 +260,7 @@ def build_verdict(ds: list[Diagnosis], workloads: WorkloadIndex) -> Verdict:
             for s in _symptoms_of(root, d.chain):
                 if s not in c.symptoms:
                     c.symptoms.append(s)
+    _fold_symptoms(acc, support)
     total = sum(c.weight_ms for c in acc.values()) or 1.0
     ranked = sorted(acc.values(), key=lambda c: (-c.weight_ms, c.service, c.mechanism))
     for c in ranked:
@@ -264,6 +271,27 @@ def build_verdict(ds: list[Diagnosis], workloads: WorkloadIndex) -> Verdict:
         c.hops = [hop_label(d) for _, d in backing[:5]]
     note = "" if ranked else "slow hops, but no check found a cause under any of them"
     return Verdict(ranked, len(hops), voting, note=note)
+
+
+def _fold_symptoms(acc: dict[tuple[str, str, str], Candidate],
+                   support: dict[tuple[str, str, str], list[tuple[float, Diagnosis]]]) -> None:
+    """A root on some hops that is, at the same place, a linked symptom of another candidate on other
+    hops is that candidate's symptom seen where its cause's evidence did not join (a caller's
+    unanswered calls show the queue, the callee's own hop shows the throttle behind it): its votes
+    join the cause's. The mechanisms' causal links form no cycle, so the fold is well defined."""
+    for key in sorted(acc, key=lambda k: acc[k].weight_ms):
+        c = acc[key]
+        into = [k for k, o in acc.items() if k != key and o.service == c.service and c.mechanism in o.symptoms]
+        if not into:
+            continue
+        target = acc[max(into, key=lambda k: acc[k].weight_ms)]
+        target.weight_ms += c.weight_ms
+        target.hop_count += c.hop_count
+        for s in c.symptoms:
+            if s not in target.symptoms:
+                target.symptoms.append(s)
+        support[(target.service, target.layer, target.mechanism)] += support.pop(key)
+        del acc[key]
 
 
 def _symptoms_of(root: Finding, chain: list[Finding]) -> list[str]:
