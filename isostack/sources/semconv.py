@@ -50,6 +50,25 @@ def is_port_key(key: str) -> bool:
 ENDPOINT_STRING_KEYS: frozenset[str] = frozenset(
     {"url.full", "http.url", "http.host", "net.host.name", "db.connection_string", "messaging.url"}
 )
+# The endpoint strings that vary per request (path, query): readers key their resolution caches by
+# url_authority() of these instead of the whole value, so one cache entry serves every request to a
+# server (see decode._key_class: class 3).
+URL_KEYS: frozenset[str] = frozenset({"url.full", "http.url"})
+
+
+def url_authority(url: str) -> str:
+    """``url`` cut after its authority (``scheme://userinfo@host:port``): all :func:`parse_endpoint`
+    reads of a URL. A value without ``://`` is returned whole (it is no URL; nothing is cut)."""
+    start = url.find("://")
+    if start < 0:
+        return url
+    end = start + 3
+    n = len(url)
+    while end < n and url[end] not in "/?#":
+        end += 1
+    return url[:end]
+
+
 # System names that tell the default port a CLIENT span's instrumentation left out.
 SYSTEM_KEYS = ("db.system", "db.system.name", "messaging.system")
 
