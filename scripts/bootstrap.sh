@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 # Debian packages the tool and its tests drive for real (eBPF, netns/tc/iptables faults, load, servers).
 APT_PACKAGES=(bpftrace iproute2 iptables ethtool conntrack fio wrk iperf3 nginx-light procps sysstat
               prometheus prometheus-alertmanager prometheus-node-exporter
-              # real servers and Node.js for the instrumentation corpus (scripts/record_instrumentation.py)
-              postgresql redis-server nodejs)
+              chromium chromium-driver  # the web UI's real-browser test
+              runsc  # gVisor (Debian's release runs on the ptrace platform here): the L-4 sandbox tests
+              qemu-system-x86 linux-image-amd64 busybox-static  # a QEMU/TCG guest: the L-1/L-2 VM tests
+              postgresql redis-server nodejs)  # real servers for the instrumentation corpus recorder
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 

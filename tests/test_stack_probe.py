@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from isostack.sources.stack_probe import INIT_NS_INODES, probe
-from tests.conftest import run_cli
+from tests.conftest import have, is_root, run_cli
 
 CID = "4f9d3c2b1a0e" * 5 + "abcd"  # 64 hex
 
@@ -200,3 +200,19 @@ def test_probe_cli_json_and_human() -> None:
     assert human.returncode == 0 and "isolation stack" in human.stdout
     bad = run_cli("probe", "--root", "/nonexistent-isotest-h5")
     assert bad.returncode == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (is_root() and have("runsc")), reason="needs root and Debian's runsc (gVisor)")
+def test_probe_inside_a_real_gvisor_sandbox_names_l4(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(["runsc", "--platform=ptrace", "--network=none", f"--root={tmp_path / 'runsc-root'}", "do",
+                        sys.executable, "-m", "isostack", "probe", "--json"],
+                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    l4 = [f for f in report["findings"] if f["layer"] == "L-4"]
+    assert [f["value"] for f in l4] == ["gVisor"]
+    assert l4[0]["evidence"][0]["file"] == "/proc/version"

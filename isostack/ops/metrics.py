@@ -16,6 +16,11 @@ isostack_tcp_retransmits_total             counter    TCP retransmissions per ho
 isostack_packet_drops_total                counter    dropped packets per host/device (skb, qdisc, nic)
 isostack_disk_io_latency_p99_seconds       gauge      newest block I/O latency p99 per device
 isostack_memory_usage_bytes                gauge      newest cgroup memory usage
+isostack_runq_latency_p99_seconds          gauge      newest run-queue latency p99 per cgroup (CPU contention)
+isostack_syscall_entry_wait_seconds_total  counter    time syscalls were held before entry (seccomp notify, ptrace) per cgroup
+isostack_qdisc_backlog_packets             gauge      newest qdisc backlog per host/device (transmit queue filling)
+isostack_tcp_rtt_max_seconds               gauge      largest smoothed RTT per host over its newest minute of samples
+isostack_disk_utilization_ratio            gauge      newest block device busy share per host/device
 isostack_diagnoses_total                   counter    diagnoses made by this process, by layer/mechanism
 isostack_store_rows                        gauge      rows per store table
 =========================================  =========  ==============================================
@@ -118,7 +123,9 @@ class IsostackCollector(Collector):
 
     def _cgroup_counters(self, con: Any) -> Iterator[Metric]:
         for kind, name, doc in (("cpu_throttle", "isostack_cpu_throttled_seconds", "CFS throttled time"),
-                                ("oncpu", "isostack_cpu_oncpu_seconds", "On-CPU time")):
+                                ("oncpu", "isostack_cpu_oncpu_seconds", "On-CPU time"),
+                                ("syscall_entry_wait", "isostack_syscall_entry_wait_seconds",
+                                 "Time syscalls were held before entering the kernel")):
             fam = CounterMetricFamily(name, f"{doc} per cgroup (from kernel_events {kind})",
                                       labels=["service_name", "container_id", "cgroup"], unit="seconds")
             for cgroup, cid, service, total_ns in con.execute(_CGROUP_SQL, [kind]).fetchall():
@@ -145,12 +152,32 @@ class IsostackCollector(Collector):
                                         "FROM kernel_events WHERE kind = 'block_io_latency' GROUP BY ALL ORDER BY 1, 2").fetchall():
             disk.add_metric([host, dev], float(v or 0) / 1e9)
         yield disk
-        mem = GaugeMetricFamily("isostack_memory_usage_bytes", "Newest cgroup memory usage",
-                                labels=["service_name", "container_id", "cgroup"], unit="bytes")
-        sql = _CGROUP_SQL.replace("sum(k.value)", "arg_max(k.value, k.ts_ns)")
-        for cgroup, cid, service, v in con.execute(sql, ["memory_usage"]).fetchall():
-            mem.add_metric([service, cid, cgroup], float(v or 0))
-        yield mem
+        newest = _CGROUP_SQL.replace("sum(k.value)", "arg_max(k.value, k.ts_ns)")
+        for kind, name, doc, unit, scale in (
+                ("memory_usage", "isostack_memory_usage_bytes", "Newest cgroup memory usage", "bytes", 1.0),
+                ("runq_latency", "isostack_runq_latency_p99_seconds", "Newest run-queue latency p99 per cgroup",
+                 "seconds", 1e-9)):
+            fam = GaugeMetricFamily(name, doc, labels=["service_name", "container_id", "cgroup"], unit=unit)
+            for cgroup, cid, service, v in con.execute(newest, [kind]).fetchall():
+                fam.add_metric([service, cid, cgroup], float(v or 0) * scale)
+            yield fam
+        for kind, name, doc, unit, scale in (
+                ("qdisc_backlog", "isostack_qdisc_backlog_packets", "Newest qdisc backlog per device", "packets", 1.0),
+                ("disk_util", "isostack_disk_utilization_ratio", "Newest block device busy share", "ratio", 0.01)):
+            fam = GaugeMetricFamily(name, doc, labels=["host_name", "device"], unit=unit)
+            for host, dev, v in con.execute("SELECT coalesce(host_name, ''), coalesce(device, ''), arg_max(value, ts_ns) "
+                                            "FROM kernel_events WHERE kind = ? GROUP BY ALL ORDER BY 1, 2",
+                                            [kind]).fetchall():
+                fam.add_metric([host, dev], float(v or 0) * scale)
+            yield fam
+        rtt = GaugeMetricFamily("isostack_tcp_rtt_max_seconds", "Largest smoothed TCP RTT per host over its newest "
+                                "minute of samples", labels=["host_name"], unit="seconds")
+        for host, v in con.execute(
+                "WITH k AS (SELECT coalesce(host_name, '') AS host, ts_ns, value FROM kernel_events WHERE kind = 'tcp_rtt') "
+                "SELECT host, max(value) FROM k WHERE ts_ns >= (SELECT max(ts_ns) FROM k k2 WHERE k2.host = k.host) "
+                "- 60000000000 GROUP BY host ORDER BY 1").fetchall():
+            rtt.add_metric([host], float(v or 0) / 1e6)  # tcp_rtt is in µs
+        yield rtt
 
 
 # Keyed by the registry object itself (weakly): an id() can be reused by a new registry once the old one

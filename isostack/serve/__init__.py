@@ -53,6 +53,15 @@ class Receiver:
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
         self._grpc: Any = None
+        self._web: Any = None
+
+    def web_app(self) -> Any:
+        """The web UI over this receiver's store (GET / on the HTTP port), made on first use."""
+        if self._web is None:
+            from isostack.report.web import WebApp
+
+            self._web = WebApp(self.store)
+        return self._web
 
     # ------------------------------------------------------------- intake (HTTP and gRPC call this)
     def accept(self, signal: str, decoded: Decoded, protocol: str) -> None:

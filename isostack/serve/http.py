@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
+from isostack.report.web.server import answer, is_ui_path
 from isostack.serve.metrics import REQUESTS
 from isostack.sources.otlp.columns import Decoded
 from isostack.sources.otlp.decode import decode_proto
@@ -117,6 +118,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
             self._reply(200, encoder(REGISTRY), content_type)
         elif path == "/healthz":
             self._reply(200, b"ok\n", "text/plain; charset=utf-8")
+        elif is_ui_path(path):  # the web UI answers on the receiver's port too (isostack/report/web)
+            answer(self, self.receiver.web_app())
         elif path in ROUTES:
             self._error(405, f"{path} accepts POST only", as_json=True, extra={"Allow": "POST"})
         else:

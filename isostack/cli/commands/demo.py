@@ -22,8 +22,7 @@ def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict) -> None
 
         con = Store(data_dir).connect()
         try:
-            ids = sorted({d.slow_hop.trace_id for d in diagnoses[:5] if d.slow_hop is not None})
-            page = html_report.render_html(diagnoses[:5], html_report.trace_spans(con, ids))
+            page = html_report.render_html(con, diagnoses[:5])
         finally:
             con.close()
         path.write_text(page)

@@ -49,7 +49,7 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
     from isostack.locate.diagnose import diagnose_all
     from isostack.locate.filter import parse_duration_ns
     from isostack.report import text
-    from isostack.report.html import hop_events, render_html, trace_spans
+    from isostack.report.html import render_html
     from isostack.report.json_report import to_json
 
     if window and (since or until):
@@ -74,8 +74,7 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
         results = diagnose_all(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
                                limit=limit if all_hops else 1, config=config, con=con)
         if html_path:
-            traces = sorted({d.slow_hop.trace_id for d in results if d.slow_hop})
-            page = render_html(results, trace_spans(con, traces), hop_events(con, results))
+            page = render_html(con, results, since_ns=since_ns, until_ns=until_ns)
             try:
                 html_path.write_text(page, encoding="utf-8")
             except OSError as exc:

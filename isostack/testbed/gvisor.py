@@ -1,0 +1,120 @@
+"""Run a testbed service inside gVisor (``runsc``) with gVisor's own network stack, in its netns and cgroup.
+
+What works on this kind of host (Debian's runsc release 20221219, a 6.x kernel, /dev/kvm that is
+PVM so only the ptrace platform runs), found by trying:
+
+- ``--network=sandbox`` (gVisor's netstack, the L-4 network slice) needs the OCI spec to name the
+  network namespace by path, *and* runsc started inside that namespace (``nsenter --net``) in a
+  private mount namespace with a tmpfs over ``/proc/sys/net/core``: on newer kernels runsc reads
+  those sysctls to decide whether it sits in the root network namespace and refuses to start
+  (gVisor issue #10704).
+- runsc takes the namespace's interface over and removes its addresses from the host's view; a
+  later start in the same namespace needs them back (:func:`restore_addresses`).
+- ``linux.cgroupsPath`` in the spec puts the sandbox (Sentry, gofer and the ptrace stubs) in the
+  service's cgroup, so CPU quota faults and cgroup-keyed signals apply to the sandbox as a whole.
+
+The root filesystem is the host's ``/`` read-only (the service's venv included), so a sandboxed
+service runs the same code as an unsandboxed one.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from isostack.errors import IsostackError
+
+RUNSC = "runsc"
+PLATFORM = "ptrace"
+
+
+def unavailable_reason() -> str | None:
+    """Why a sandboxed service cannot run here (None when it can)."""
+    import os
+
+    if shutil.which(RUNSC) is None:
+        return "runsc (gVisor) is not installed: apt-get install runsc"
+    if os.geteuid() != 0:
+        return "runsc needs root"
+    return None
+
+
+def write_bundle(bundle_dir: Path, *, argv: list[str], env: dict[str, str], netns: str, cgroup_path: str,
+                 hostname: str, cwd: str = "/tmp") -> Path:
+    """An OCI bundle (``config.json``) running ``argv`` over the host's root, read-only, in ``netns``."""
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False, "user": {"uid": 0, "gid": 0}, "args": argv, "cwd": cwd,
+            "env": [f"{k}={v}" for k, v in sorted(env.items())],
+            "capabilities": {k: ["CAP_NET_BIND_SERVICE", "CAP_KILL", "CAP_AUDIT_WRITE"]
+                             for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "/", "readonly": True},
+        "hostname": hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]},
+        ],
+        "linux": {
+            "cgroupsPath": cgroup_path,
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                           {"type": "network", "path": f"/var/run/netns/{netns}"}],
+        },
+    }
+    (bundle_dir / "config.json").write_text(json.dumps(spec, indent=1))
+    return bundle_dir
+
+
+def run_command(container_id: str, bundle_dir: Path, netns: str, state_dir: Path, *,
+                pod_init_config: Path | None = None, extra_flags: tuple[str, ...] = ()) -> list[str]:
+    """The command line that starts the container in the foreground (it exits when the service does)."""
+    flags = [f"--platform={PLATFORM}", "--network=sandbox", f"--root={state_dir}", *extra_flags]
+    if pod_init_config is not None:
+        flags.append(f"--pod-init-config={pod_init_config}")
+    runsc = shlex.join([RUNSC, *flags, "run", "--bundle", str(bundle_dir), container_id])
+    # see the module docstring: the namespace, a private mount namespace, and the sysctl tmpfs
+    # the Sentry's trace-sink socket is created in this namespace: give it a queue that holds bursts
+    # (isostack.sources.gvisor_trace.QUEUE_SYSCTL)
+    return ["nsenter", f"--net=/var/run/netns/{netns}", "unshare", "-m", "sh", "-c",
+            "echo 4096 > /proc/sys/net/unix/max_dgram_qlen; "
+            f"mount -t tmpfs tmpfs /proc/sys/net/core && exec {runsc}"]
+
+
+def _in_netns(netns: str | None, argv: list[str]) -> list[str]:
+    # a sandbox's control socket is an abstract Unix socket, which lives in a network namespace: runsc
+    # reaches a running sandbox only from the namespace it was started in
+    return ["nsenter", f"--net=/var/run/netns/{netns}", *argv] if netns else argv
+
+
+def containers(state_dir: Path, netns: str | None = None) -> list[dict]:
+    """The containers runsc knows under ``state_dir`` (``runsc list``), for teardown and residue."""
+    if not state_dir.is_dir() or shutil.which(RUNSC) is None:
+        return []
+    r = subprocess.run(_in_netns(netns, [RUNSC, f"--root={state_dir}", "list", "-format=json"]),
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise IsostackError(f"runsc list --root={state_dir}: {r.stderr.strip()[-300:]}")
+    return json.loads(r.stdout or "[]") or []
+
+
+def stop(container_id: str, state_dir: Path, netns: str | None = None, timeout_s: float = 30.0) -> None:
+    """Kill and delete the container (quietly when it is already gone)."""
+    for args in (["kill", container_id, "KILL"], ["delete", "--force", container_id]):
+        subprocess.run(_in_netns(netns, [RUNSC, f"--root={state_dir}", *args]), capture_output=True, text=True,
+                       timeout=timeout_s)
+
+
+def restore_addresses(netns: str, device: str, cidr: str, gateway: str) -> None:
+    """Give the namespace's interface back the address and route runsc took (for the next start)."""
+    subprocess.run(["ip", "-n", netns, "addr", "replace", cidr, "dev", device], capture_output=True, timeout=10)
+    subprocess.run(["ip", "-n", netns, "route", "replace", "default", "via", gateway], capture_output=True,
+                   timeout=10)

@@ -1,0 +1,159 @@
+"""A QEMU guest for the testbed: full software virtualisation (TCG, an L-1 of its own) with a virtio-net
+NIC (L-2) on a host tap, its QEMU process in a host cgroup.
+
+Why TCG: this host's /dev/kvm is PVM, which stock guest kernels do not boot on; QEMU's TCG does.
+What it boots: Debian's own kernel (linux-image-amd64) and an initramfs built here from Debian's
+busybox-static and that kernel's virtio modules — nothing downloaded, nothing of ours compiled. The
+guest's /init brings eth0 up with the address given on the kernel command line and serves HTTP on
+port 8080 (busybox httpd). ``-M microvm`` (virtio-mmio devices, no firmware) boots in seconds even
+under TCG; ``tsc_early_khz`` spares the guest a TSC calibration that TCG makes slow and unreliable.
+
+Host-side, the guest is one QEMU process: its vCPU thread is what a CPU quota on the VM's cgroup
+throttles (a hypervisor-level noisy neighbour), and its NIC is the tap (``net_dev_xmit`` /
+``netif_receive_skb`` on it, its qdisc). What TCG cannot show: steal time (there is no paravirtual
+clock accounting for the host's preemption), ``kvm_exit`` reasons, and realistic per-instruction
+cost (TCG runs guest code ~20x slower than native).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from isostack.errors import IsostackError
+
+QEMU = "qemu-system-x86_64"
+BUSYBOX = Path("/usr/bin/busybox")
+# the virtio-net stack as modules, in load order (Debian builds them all as modules)
+MODULES = ("drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko", "drivers/virtio/virtio_mmio.ko",
+           "net/core/failover.ko", "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko")
+READY_MARK = "ISOSTACK-GUEST-READY"
+
+INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs dev /dev
+for m in {modules}; do insmod /lib/$m.ko; done
+for w in $(cat /proc/cmdline); do case $w in isostack.ip=*) IP=${{w#*=}};; isostack.gw=*) GW=${{w#*=}};; esac; done
+ip link set lo up; ip link set eth0 up; ip addr add $IP dev eth0; ip route add default via $GW
+mkdir -p /www; echo "served from inside the guest" > /www/index.html
+httpd -p 8080 -h /www
+echo {ready} $(cat /sys/class/net/eth0/device/modalias 2>/dev/null)
+while true; do sleep 3600; done
+"""
+
+
+def guest_kernel() -> tuple[Path, Path] | None:
+    """(vmlinuz, its modules dir) of the newest Debian kernel installed, or None."""
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    for k in reversed(kernels):
+        mods = Path("/lib/modules") / k.name.removeprefix("vmlinuz-")
+        if all((mods / "kernel" / m).exists() for m in MODULES):
+            return k, mods
+    return None
+
+
+def unavailable_reason() -> str | None:
+    if shutil.which(QEMU) is None:
+        return "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)"
+    if not BUSYBOX.exists():
+        return "busybox-static is not installed"
+    if guest_kernel() is None:
+        return "no Debian kernel with virtio-net modules in /boot (package linux-image-amd64)"
+    if os.geteuid() != 0:
+        return "a tap device needs root"
+    return None
+
+
+def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
+    """A newc cpio archive (the initramfs format) of (path, mode, data); directories have no data."""
+    out = io.BytesIO()
+    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
+        path = name.encode() + b"\0"
+        header = "070701" + "".join(f"{v:08x}" for v in (
+            ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(path), 0))
+        out.write(header.encode() + path)
+        out.write(b"\0" * (-(110 + len(path)) % 4))
+        out.write(data)
+        out.write(b"\0" * (-len(data) % 4))
+    return out.getvalue()
+
+
+def build_initramfs(dest: Path, modules_dir: Path) -> Path:
+    """The guest's initramfs: busybox, the virtio-net modules, and /init (see module docstring)."""
+    names = [Path(m).stem for m in MODULES]
+    entries: list[tuple[str, int, bytes]] = [(d, 0o040755, b"") for d in ("bin", "lib", "proc", "sys", "dev", "www")]
+    entries.append(("bin/busybox", 0o100755, BUSYBOX.read_bytes()))
+    entries += [(f"lib/{Path(m).name}", 0o100644, (modules_dir / "kernel" / m).read_bytes()) for m in MODULES]
+    entries.append(("init", 0o100755, INIT.format(modules=" ".join(names), ready=READY_MARK).encode()))
+    dest.write_bytes(gzip.compress(_cpio_newc(entries), compresslevel=1))
+    return dest
+
+
+def tsc_khz() -> int:
+    """The host TSC frequency in kHz (from /proc/cpuinfo), handed to the guest as tsc_early_khz."""
+    m = re.search(r"cpu MHz\s*:\s*([0-9.]+)", Path("/proc/cpuinfo").read_text())
+    return int(float(m.group(1)) * 1000) if m else 2_000_000
+
+
+@dataclass
+class Guest:
+    """One running guest: its QEMU process, tap, address and console log."""
+
+    proc: subprocess.Popen
+    tap: str
+    addr: str
+    console: Path
+
+    def wait_ready(self, timeout_s: float = 90.0) -> float:
+        """Seconds until the guest's /init said it serves; raises with the console tail otherwise."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            if self.console.exists() and READY_MARK in self.console.read_text(errors="replace"):
+                return time.monotonic() - t0
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        tail = self.console.read_text(errors="replace")[-1500:] if self.console.exists() else ""
+        raise IsostackError(f"guest at {self.addr} did not come up in {timeout_s:.0f} s; console:\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def start(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib: int = 256,
+          cgroup_procs: list[Path] = ()) -> Guest:  # type: ignore[assignment]
+    """Boot a guest on ``tap`` (which must exist and be up) with ``addr_cidr``; QEMU joins the cgroups
+    whose ``cgroup.procs`` files are given before it starts, so its vCPU thread is born inside them."""
+    kernel = guest_kernel()
+    if kernel is None:
+        raise IsostackError(unavailable_reason() or "no guest kernel")
+    workdir.mkdir(parents=True, exist_ok=True)
+    initrd = build_initramfs(workdir / "initramfs.gz", kernel[1])
+    console = workdir / "console.log"
+    console.unlink(missing_ok=True)
+    argv = [QEMU, "-M", "microvm,pit=on,pic=on,rtc=on", "-accel", "tcg", "-m", str(memory_mib), "-smp", "1",
+            "-nodefaults", "-no-user-config", "-display", "none", "-serial", f"file:{console}",
+            "-kernel", str(kernel[0]), "-initrd", str(initrd),
+            "-append", f"console=ttyS0 quiet tsc_early_khz={tsc_khz()} isostack.ip={addr_cidr} isostack.gw={gateway}",
+            "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", "-device", "virtio-net-device,netdev=n0"]
+
+    def enter_cgroups() -> None:  # in the child, before exec: QEMU and all its threads start inside
+        for procs in cgroup_procs:
+            procs.write_text(str(os.getpid()))
+
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=(workdir / "qemu.log").open("wb"),
+                            preexec_fn=enter_cgroups, start_new_session=True)
+    return Guest(proc, tap, addr_cidr.split("/")[0], console)
