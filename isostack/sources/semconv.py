@@ -364,12 +364,6 @@ def _addr_endpoint(key: str, value: Any) -> Endpoint:
     return parse_endpoint(str(value))
 
 
-def _addr(key: str, value: Any) -> str:
-    """The IP literal ``value`` holds for ``key`` ("" for a host name or nothing usable)."""
-    ep = _addr_endpoint(key, value)
-    return ep.host if ep.is_ip else ""
-
-
 def _pick(cands: dict[str, Any], order: tuple[tuple[str, str], ...], used: set[str]
           ) -> tuple[str, int | None, str]:
     """The first pair in ``order`` whose address is an IP literal: (address, port, the port's key).
