@@ -98,6 +98,7 @@ def test_any_text_reads_to_an_endpoint_or_nothing(text: str) -> None:
     ("http+unix://%2Fvar%2Frun%2Fdocker.sock/v1.43/info", Endpoint("", None, False, "unix")),
     ("10.88.0.12:8000", Endpoint("10.88.0.12", 8000, True)),
     ("10.88.0.12:99999", Endpoint("", None, False)),
+    ("http://10.0.0.1:0/x", Endpoint("10.0.0.1", None, True, default_port=80)),
     ("http://[::1", Endpoint("", None, False)),
     ("", Endpoint("", None, False)),
 ])

@@ -280,7 +280,7 @@ def _url(text: str, scheme: str) -> Endpoint:
         first = _host_port(netloc.split(",", 1)[0])
         return first._replace(default_port=default)
     try:
-        port = parts.port
+        port = parts.port or None  # port 0 is no port
     except ValueError:
         return _NONE
     host = parts.hostname or ""
