@@ -16,6 +16,7 @@ in the same run, on one core (this process), and prints spans/s and the ratios.
     .venv/bin/python -m bench.ingest            # 1,000,000 spans
     .venv/bin/python -m bench.ingest --quick    # 200,000 spans, < 60 s
     .venv/bin/python -m bench.ingest --no-unique-attr   # attributes repeat more (only client.port varies)
+    .venv/bin/python -m bench.ingest --quick --url-full  # client spans carry a per-request url.full
 """
 
 from __future__ import annotations
@@ -53,8 +54,13 @@ def _kv(attrs, key, value) -> None:  # type: ignore[no-untyped-def]
         kv.value.string_value = value
 
 
-def generate(folder: Path, n_spans: int, n_files: int = 10, seed: int = 7, unique_attr: bool = True) -> list[Path]:
-    """Write ``n_spans`` spans as ``n_files`` OTLP protobuf files; returns their paths."""
+def generate(folder: Path, n_spans: int, n_files: int = 10, seed: int = 7, unique_attr: bool = True,
+             url_full: bool = False) -> list[Path]:
+    """Write ``n_spans`` spans as ``n_files`` OTLP protobuf files; returns their paths.
+
+    ``url_full``: client spans also carry ``url.full`` with a per-span path, as requests/httpx/undici
+    send it (the endpoint inside it is read by semconv; the URL itself varies per request).
+    """
     rnd = random.Random(seed)
     paths = []
     per_file = n_spans // n_files
@@ -97,6 +103,9 @@ def generate(folder: Path, n_spans: int, n_files: int = 10, seed: int = 7, uniqu
                     _kv(a, "server.address", f"svc-{(svc + 1) % N_SERVICES}")
                     _kv(a, "network.peer.address", f"10.244.{svc % 16}.{(svc * 7) % 250 + 2}")
                     _kv(a, "network.peer.port", 8080)
+                    if url_full:
+                        _kv(a, "url.full", f"http://svc-{(svc + 1) % N_SERVICES}:8080{ROUTES[s % len(ROUTES)]}"
+                                           f"/{rnd.randrange(10**9)}")
                 else:
                     _kv(a, "client.address", f"10.244.{(svc + 3) % 16}.{(svc * 11) % 250 + 2}")
                     _kv(a, "client.port", rnd.randint(32768, 60999))
@@ -154,13 +163,16 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=None)
     parser.add_argument("--no-unique-attr", action="store_true",
                         help="drop the per-span varying attribute (only client.port still varies)")
+    parser.add_argument("--url-full", action="store_true",
+                        help="client spans also carry url.full with a per-span path (as HTTP client "
+                             "instrumentations send it)")
     args = parser.parse_args()
     n = args.spans or (200_000 if args.quick else 1_000_000)
     print(f"protobuf runtime: {api_implementation.Type()}")
     with tempfile.TemporaryDirectory(prefix="isostack-bench-ingest-") as tmp:
         folder = Path(tmp)
         t = time.perf_counter()
-        paths = generate(folder, n, unique_attr=not args.no_unique_attr)
+        paths = generate(folder, n, unique_attr=not args.no_unique_attr, url_full=args.url_full)
         size = sum(p.stat().st_size for p in paths)
         print(f"generated {n:,} spans in {len(paths)} OTLP protobuf files ({size / 1e6:.0f} MB) "
               f"in {time.perf_counter() - t:.1f} s")

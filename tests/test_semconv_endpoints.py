@@ -98,6 +98,7 @@ def test_any_text_reads_to_an_endpoint_or_nothing(text: str) -> None:
     ("http+unix://%2Fvar%2Frun%2Fdocker.sock/v1.43/info", Endpoint("", None, False, "unix")),
     ("10.88.0.12:8000", Endpoint("10.88.0.12", 8000, True)),
     ("10.88.0.12:99999", Endpoint("", None, False)),
+    ("http://10.0.0.1:0/x", Endpoint("10.0.0.1", None, True, default_port=80)),
     ("http://[::1", Endpoint("", None, False)),
     ("", Endpoint("", None, False)),
 ])
@@ -156,3 +157,20 @@ def test_endpoint_strings_are_never_consumed() -> None:
     net = semconv.resolve("CLIENT", {"url.full": "http://10.0.0.1:80/a?b", "http.host": "10.0.0.1:80",
                                      "db.connection_string": "host=10.0.0.1"})
     assert net.peer_addr == "10.0.0.1" and not net.used & semconv.ENDPOINT_STRING_KEYS
+
+
+_VALUE = st.one_of(st.text(max_size=40), _V4, _V6, _NAME, _PORT, st.integers(-5, 2**40), st.booleans(),
+                   st.builds(lambda h, p: f"{h}:{p}", st.one_of(_V4, _NAME), _PORT),
+                   st.builds(lambda h, p: f"http://{h}:{p}/x", st.one_of(_V4, _NAME), _PORT))
+
+
+@given(st.sampled_from(["CLIENT", "SERVER", "PRODUCER", "CONSUMER", "INTERNAL"]),
+       st.dictionaries(st.sampled_from(sorted(semconv.NET_KEYS)), _VALUE, max_size=8))
+def test_address_columns_only_ever_hold_ip_literals(kind: str, attrs: dict) -> None:
+    net = semconv.resolve(kind, attrs)
+    for addr in (net.local_addr, net.peer_addr):
+        assert addr == "" or (semconv._is_ip(addr) and addr == _canonical(addr))
+    for port in (net.local_port, net.peer_port):
+        assert port is None or 1 <= port <= 65535
+    assert not net.used & semconv.ENDPOINT_STRING_KEYS
+    assert net.used <= set(attrs)

@@ -50,6 +50,25 @@ def is_port_key(key: str) -> bool:
 ENDPOINT_STRING_KEYS: frozenset[str] = frozenset(
     {"url.full", "http.url", "http.host", "net.host.name", "db.connection_string", "messaging.url"}
 )
+# The endpoint strings that vary per request (path, query): readers key their resolution caches by
+# url_authority() of these instead of the whole value, so one cache entry serves every request to a
+# server (see decode._key_class: class 3).
+URL_KEYS: frozenset[str] = frozenset({"url.full", "http.url"})
+
+
+def url_authority(url: str) -> str:
+    """``url`` cut after its authority (``scheme://userinfo@host:port``): all :func:`parse_endpoint`
+    reads of a URL. A value without ``://`` is returned whole (it is no URL; nothing is cut)."""
+    start = url.find("://")
+    if start < 0:
+        return url
+    end = start + 3
+    n = len(url)
+    while end < n and url[end] not in "/?#":
+        end += 1
+    return url[:end]
+
+
 # System names that tell the default port a CLIENT span's instrumentation left out.
 SYSTEM_KEYS = ("db.system", "db.system.name", "messaging.system")
 
@@ -261,7 +280,7 @@ def _url(text: str, scheme: str) -> Endpoint:
         first = _host_port(netloc.split(",", 1)[0])
         return first._replace(default_port=default)
     try:
-        port = parts.port
+        port = parts.port or None  # port 0 is no port
     except ValueError:
         return _NONE
     host = parts.hostname or ""
@@ -343,12 +362,6 @@ def _addr_endpoint(key: str, value: Any) -> Endpoint:
     if value in (None, "") or not isinstance(value, str | bytes | int):
         return _NONE
     return parse_endpoint(str(value))
-
-
-def _addr(key: str, value: Any) -> str:
-    """The IP literal ``value`` holds for ``key`` ("" for a host name or nothing usable)."""
-    ep = _addr_endpoint(key, value)
-    return ep.host if ep.is_ip else ""
 
 
 def _pick(cands: dict[str, Any], order: tuple[tuple[str, str], ...], used: set[str]

@@ -109,6 +109,21 @@ cdef void buf_free(Buf* b) noexcept:
     b.cap = 0
 
 
+cdef int put_varint(Buf* b, uint64_t v) except -1:
+    while v >= 0x80:
+        put_u8(b, <uint8_t>((v & 0x7F) | 0x80))
+        v >>= 7
+    return put_u8(b, <uint8_t>v)
+
+
+cdef inline Py_ssize_t varint_size(uint64_t v) noexcept:
+    cdef Py_ssize_t n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
 cdef inline void buf_zero(Buf* b) noexcept:
     b.data = NULL
     b.size = 0
@@ -639,7 +654,7 @@ cdef class Decoder:
 
     cdef HTable attrs_ht, keys_ht, net_ht
     cdef Buf attrs, members, keys, key_pre, res, res_arena
-    cdef Buf t_att, t_net, t_port, t_pmem, t_nkey, t_ev, t_ln
+    cdef Buf t_att, t_net, t_port, t_pmem, t_nkey, t_ev, t_ln, t_url
     cdef Py_ssize_t max_entries
     cdef object cb_attr, cb_key, cb_net, cb_resource, cb_scope, cb_extras
     cdef object kind_arr, status_arr
@@ -664,6 +679,7 @@ cdef class Decoder:
         buf_zero(&self.t_nkey)
         buf_zero(&self.t_ev)
         buf_zero(&self.t_ln)
+        buf_zero(&self.t_url)
         ht_alloc(&self.attrs_ht, 1024)
         ht_alloc(&self.keys_ht, 256)
         ht_alloc(&self.net_ht, 256)
@@ -698,6 +714,7 @@ cdef class Decoder:
         buf_free(&self.t_nkey)
         buf_free(&self.t_ev)
         buf_free(&self.t_ln)
+        buf_free(&self.t_url)
 
     def clear(self):
         """Forget every cached attribute and resolution."""
@@ -798,6 +815,28 @@ cdef class Decoder:
         buf_put(&self.members, PyBytes_AS_STRING(mb), PyBytes_GET_SIZE(mb))
         a.mem_n = <int32_t>PyBytes_GET_SIZE(mb)
         return 0
+
+    cdef int32_t url_net_id(self, const uint8_t* ks, Py_ssize_t kn, const uint8_t* ss, Py_ssize_t sn) except -2:
+        """Id of this URL attribute cut to its authority (``scheme://userinfo@host:port``, as
+        semconv.url_authority cuts it): the network resolution reads only that, so one cache entry
+        serves every path and query (the whole URL goes to attributes_json as a plain member)."""
+        cdef Py_ssize_t i, end = sn
+        for i in range(sn - 2):
+            if ss[i] == 58 and ss[i + 1] == 47 and ss[i + 2] == 47:  # "://"
+                end = i + 3
+                while end < sn and ss[end] != 47 and ss[end] != 63 and ss[end] != 35:  # / ? #
+                    end += 1
+                break
+        self.t_url.size = 0
+        put_u8(&self.t_url, 0x0a)  # KeyValue.key
+        put_varint(&self.t_url, <uint64_t>kn)
+        buf_put(&self.t_url, ks, kn)
+        put_u8(&self.t_url, 0x12)  # KeyValue.value: AnyValue{string_value}
+        put_varint(&self.t_url, <uint64_t>(1 + varint_size(<uint64_t>end) + end))
+        put_u8(&self.t_url, 0x0a)
+        put_varint(&self.t_url, <uint64_t>end)
+        buf_put(&self.t_url, ss, end)
+        return self.attr_id(self.t_url.data, self.t_url.size)
 
     cdef bytes attr_raw(self, int32_t aid):
         cdef Attr* a = A(&self.attrs, aid)
@@ -1160,12 +1199,14 @@ cdef class Decoder:
             if which:
                 kid = self.key_id(<const char*>ks, kn, -1)
                 k = K(&self.keys, kid)
-                if k.cls == 0:
+                if k.cls == 0 or k.cls == 3:
                     if not first:
                         put_u8(&aj.data, b',')
                     first = False
                     buf_put(&aj.data, self.key_pre.data + k.pre_off, k.pre_n)
                     put_value(&aj.data, which, ss, sn, v)
+                    if k.cls == 3 and which == 1:  # a URL: its authority joins the network attributes
+                        put_i32(&self.t_net, self.url_net_id(ks, kn, ss, sn))
                     continue
                 if k.cls == 2:
                     pt.key_id = kid
@@ -1181,7 +1222,7 @@ cdef class Decoder:
                     continue
             aid = self.attr_id(<const char*>q, att[2 * i + 1])
             a = A(&self.attrs, aid)
-            if a.cls == 0:
+            if a.cls == 0 or a.cls == 3:  # (a URL that is no simple string: plain only)
                 if not first:
                     put_u8(&aj.data, b',')
                 first = False

@@ -689,7 +689,7 @@ def logs_from_request(req: Any, source: str) -> Decoded:
 
 
 # ------------------------------------------------------------------ the hot path: raw-attribute caches
-from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue  # noqa: E402
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue  # noqa: E402
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource  # noqa: E402
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as _FullSpan  # noqa: E402
 
@@ -704,6 +704,8 @@ _attr_cache: dict[bytes, tuple[str, Any, int, str]] = {}
 # Client ports are ephemeral; keying on their values would make every server span a cache miss.
 _NetHit = tuple[tuple[Any, ...], int, int, tuple[str, ...], tuple[int, ...]]
 _net_cache: dict[tuple[Any, ...], _NetHit] = {}
+# raw URL KeyValue -> the KeyValue cut to the URL's authority (class-3 keys: see _key_class)
+_url_cache: dict[bytes, bytes] = {}
 
 
 def clear_caches() -> None:
@@ -712,6 +714,7 @@ def clear_caches() -> None:
 
     _attr_cache.clear()
     _net_cache.clear()
+    _url_cache.clear()
     wire.clear_caches()
 
 
@@ -731,8 +734,23 @@ def _json_value(value: Any) -> str:
 
 
 def _key_class(key: str) -> int:
-    """0 a plain attribute, 1 a network attribute, 2 a network port (see semconv.NET_KEYS)."""
-    return 0 if key not in _NET_KEYS else (2 if semconv.is_port_key(key) else 1)
+    """0 a plain attribute, 1 a network attribute, 2 a network port (see semconv.NET_KEYS), 3 a URL:
+    kept in attributes_json as sent, while its authority alone (see :func:`_url_net_raw`) joins the
+    network attributes, so per-request paths do not defeat the resolution cache."""
+    if key not in _NET_KEYS:
+        return 0
+    return 3 if key in semconv.URL_KEYS else (2 if semconv.is_port_key(key) else 1)
+
+
+def _url_net_raw(raw: bytes, key: str, url: str) -> bytes:
+    """The KeyValue encoding of this URL attribute cut to its authority (cached per raw URL)."""
+    cut = _url_cache.get(raw)
+    if cut is None:
+        if len(_url_cache) >= _CACHE_MAX:
+            _url_cache.clear()
+        cut = _url_cache[raw] = KeyValue(key=key, value=AnyValue(string_value=semconv.url_authority(url))
+                                         ).SerializeToString()
+    return cut
 
 
 def _attr_decode(raw: bytes) -> tuple[str, Any, int, str]:
@@ -783,7 +801,8 @@ def _net_resolve(kind: str, net_infos: list[tuple[str, Any, int, str]],
     net = semconv.resolve(kind, cands)
     values = (net.transport, net.family, net.local_addr, net.local_port, net.peer_addr, net.peer_port,
               net.peer_name, net.sock_cookie, net.http_status)
-    unused = tuple(info[3] for k, info in infos.items() if k not in net.used)
+    # a URL (class 3) is already in attributes_json as sent: what reached here is its cut authority
+    unused = tuple(info[3] for k, info in infos.items() if k not in net.used and info[2] != 3)
     li = port_keys.index(net.local_port_key) if net.local_port_key in port_keys else -1
     pi = port_keys.index(net.peer_port_key) if net.peer_port_key in port_keys else -1
     unused_ports = tuple(i for i, k in enumerate(port_keys) if k not in net.used)
@@ -894,6 +913,14 @@ def _light_resource_spans(rs: Any, cols: SpanColumns, out: Decoded, source: str,
                             net_raws = [raw]
                         else:
                             net_raws.append(raw)
+                    elif cls == 3:
+                        a_frag(info[3])
+                        if type(info[1]) is str:
+                            cut = _url_net_raw(raw, info[0], info[1])
+                            if net_raws is None:
+                                net_raws = [cut]
+                            else:
+                                net_raws.append(cut)
                     elif ports is None:
                         ports = [info]
                     else:
