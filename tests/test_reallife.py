@@ -99,4 +99,4 @@ def test_db_drop_on_auto_instrumented_apps_is_a_net_finding_joined_by_recovery(t
     assert flow_ev and all(e["detail"]["join_basis"] == "recovered" for e in flow_ev)
     text = _cli(data, "diagnose").stdout
     print(json.dumps(stats["join_coverage"]), text, sep="\n")  # shown with -s: the figures docs/join.md quotes
-    assert "join: recovered from the kernel" in text and "exact five-tuple" not in text
+    assert "join: recovered from the kernel" in text and "join: exact" not in text

@@ -384,7 +384,7 @@ def describe(join_basis: dict[str, object] | None) -> str:
     keys = [str(k) for k in raw_keys] if isinstance(raw_keys, list) else []
     shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
     if basis == "exact":
-        return f"join: exact five-tuple from the span ({shown})"
+        return f"join: exact five-tuple from the trace (the span or its SERVER side): {shown}"
     if basis == "sock_cookie":
         return "join: socket cookie from the span"
     if basis == "recovered":
