@@ -22,7 +22,8 @@ def test_chaos_quick_loses_no_acknowledged_span() -> None:
     for row in results.values():
         assert row["acked_spans"] > 0 and row["lost_spans"] == 0, row
         assert row["stored_spans"] == row["acked_spans"], row
-    assert results["unloaded"]["r429"] == results["unloaded"]["r503"] == 0
+    for name in ("unloaded", "flood", "flood-cgroup", "sigkill"):
+        assert results[name]["r503"] == 0, results[name]  # 503 means the disk refused: only when it is full
     assert "OOM kills 0, alive" in results["flood-cgroup"]["notes"]
     assert results["flood-cgroup"]["peak_rss_mib"] < 1024
     assert results["disk-full"]["r503"] > 0
