@@ -240,3 +240,17 @@ def test_truncated_gzip_keeps_the_inflated_prefix(data_dir: Path, tmp_path: Path
     summary = _one(r := run_cli("ingest", "--json", str(tmp_path / "cut.jsonl.gz"), data_dir=data_dir))
     assert r.returncode == 1 and summary["format"] == "otlp-json" and 20 < summary["spans"] < 200
     assert "gzip stream cut short after" in summary["error"] and "kept the" in summary["error"]
+
+
+def test_sniff_does_not_take_trace_files_for_other_things() -> None:
+    """Level words inside a pretty-printed trace document, and real protobuf, are not 'a log' / 'text'."""
+    from isostack.sources import sniff
+
+    spans = json.loads((FIXTURES / "zipkin" / "skew.json").read_text())
+    for span in spans:
+        span["name"] = "ERROR handler"
+        span["tags"] = {"level": "INFO", "msg": "2024-05-01T12:00:00Z WARN retry"}
+    assert sniff.not_a_trace_file(json.dumps(spans, indent=2).encode()) is None
+    assert sniff.not_a_trace_file(_request(n_resources=3).SerializeToString()) is None
+    dmesg = (FIXTURES / "logs" / "sample.log").read_bytes()  # starts with "[   38.526047] kvm: ..."
+    assert sniff.not_a_trace_file(dmesg) == "looks like a log file, not a trace file; use `isostack triage FILE`"

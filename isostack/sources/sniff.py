@@ -32,6 +32,10 @@ _LOG_LINE = re.compile(
     rb"|\b(ERROR|WARN(ING)?|INFO|DEBUG|FATAL|CRITICAL|TRACE)\b))", re.M)
 
 
+# a line that starts with "[" or "{" and is a log line: dmesg "[   38.526047]", "[2024-05-01 12:00:00]"
+_BRACKETED_LOG_LINE = re.compile(rb"^[\[{]\s*(\d+\.\d+\]|\d{4}-\d\d-\d\d[T ]\d\d:\d\d|"
+                                 rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d )")
+_JSON_LINE_START = frozenset(b'"{}[],-0123456789tfn')
 _LOG = "looks like a log file, not a trace file; use `isostack triage FILE`"
 _PROM = "looks like Prometheus text exposition, not a trace file; use `isostack read --format prom`"
 
@@ -39,15 +43,23 @@ _PROM = "looks like Prometheus text exposition, not a trace file; use `isostack 
 def _looks_like_log(head: bytes, json_head: bool) -> bool:
     """Do most of the first lines look like log lines (a timestamp or a level near the start)?
 
-    With ``json_head`` (the file starts with ``{``/``[``) a line counts only if it is not JSON by
-    itself: a JSON log line is JSON, and a trace file's lines never start with a timestamp.
+    With ``json_head`` (the file starts with ``{``/``[``) a line counts only if it starts with a
+    bracketed timestamp and is not JSON by itself (a JSON log line is JSON; a level word inside a
+    pretty-printed trace document must not count).
     """
     lines = [ln for ln in head.splitlines()[:50] if ln.strip()]
     if len(lines) > 1 and len(head) >= HEAD_BYTES:
         lines = lines[:-1]  # the last line may be cut by the 64 KiB window
     hits = 0
     for ln in lines:
-        if _LOG_LINE.match(ln):
+        if json_head:
+            stripped = ln.lstrip()
+            # inside a pretty-printed JSON document a line starts with a JSON token, never a word
+            log_like = bool(_BRACKETED_LOG_LINE.match(stripped)) or (
+                stripped[0] not in _JSON_LINE_START and bool(_LOG_LINE.match(ln)))
+        else:
+            log_like = bool(_LOG_LINE.match(ln))
+        if log_like:
             if json_head:
                 try:
                     json.loads(ln)

@@ -26,7 +26,7 @@ def command(ctx: click.Context, files: tuple[Path, ...], fmt: str | None, as_jso
     exporter writes), OTLP protobuf (TracesData), Jaeger query-API JSON, Zipkin v2 JSON; .gz works;
     FILE may be - (stdin) or a FIFO. A damaged file keeps every good span (a bad span, JSON line
     or element is skipped and counted; a cut gzip keeps what inflated) and exits 1 naming the file
-    and the offset/field of the first fault; --json lists them all ("errors"). A file that is not
+    and the offset/field of the first fault; --json lists up to 20 ("errors"). A file that is not
     a trace file (empty, zeros, bcc/bpftrace/Prometheus text, a log) is refused at once, saying
     what it looks like. --json prints one summary object per file (JSON Lines).
 

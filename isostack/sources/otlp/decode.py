@@ -2,8 +2,8 @@
 
 The hot loop (:func:`spans_from_request`) touches each span's fields once through the upb runtime
 and appends to column lists; only attributes that are not promoted to columns are JSON-encoded.
-Malformed pieces are refused one by one (a span with a bad id, a ResourceSpans cut short) so that
-every well-formed span of the same file or request is kept.
+Malformed pieces are refused one by one (a span with a bad id, a span cut short or with damaged
+bytes: :func:`salvage_spans`) so that every well-formed span of the same file or request is kept.
 """
 
 from __future__ import annotations
