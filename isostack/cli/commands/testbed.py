@@ -46,7 +46,9 @@ def up(otlp: str, for_s: float, as_json: bool) -> None:
     A testbed a killed run left behind is removed first (one line on stderr says so).
     """
     from isostack.testbed import teardown, topology
+    from isostack.testbed.sh import require_root
 
+    require_root("isostack testbed up")
     stale = teardown.clean_stale()
     if stale is not None:
         err_console.print(f"isostack testbed: removed what an earlier run left: {stale.summary()}")
