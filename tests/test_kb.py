@@ -69,10 +69,10 @@ FORBIDDEN = [r"\d", r"\s", r"\w", r"\b", r"\S", r"\D", r"\W", "(?", "*?", "+?", 
 @pytest.fixture
 def fresh_kb() -> Iterator[None]:
     """Clear the KB caches before and after a test that swaps data files."""
-    for f in (kb.load_data_file, kb.patterns, kb.term_index):
+    for f in (kb.load_data_file, kb.patterns, kb.component_patterns, kb.term_index):
         f.cache_clear()
     yield
-    for f in (kb.load_data_file, kb.patterns, kb.term_index):
+    for f in (kb.load_data_file, kb.patterns, kb.component_patterns, kb.term_index):
         f.cache_clear()
 
 
