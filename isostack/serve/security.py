@@ -41,6 +41,17 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve anywhere
 
 
+
+def read_token_file(path: str) -> str:
+    """A bearer token from a file (trailing whitespace dropped); ValueError naming the file otherwise."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the token: {exc.strerror}") from None
+    if not token:
+        raise ValueError(f"{path}: the token file is empty")
+    return token
+
 @dataclass
 class Security:
     """The listeners' TLS material and token; all None = plain and open (loopback only, by default)."""
@@ -54,14 +65,7 @@ class Security:
     def from_files(cls, token_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
                    client_ca_file: str | None = None) -> Security:
         """Read the token file (trailing whitespace dropped); errors name the file."""
-        token = None
-        if token_file:
-            try:
-                token = Path(token_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"{token_file}: cannot read the token: {exc.strerror}") from None
-            if not token:
-                raise ValueError(f"{token_file}: the token file is empty")
+        token = read_token_file(token_file) if token_file else None
         if bool(cert_file) != bool(key_file):
             raise ValueError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
         if client_ca_file and not cert_file:

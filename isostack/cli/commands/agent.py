@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 from types import FrameType
 
 import click
@@ -107,12 +106,12 @@ def command(ctx: click.Context, duration: str | None, probe_list: str, interval:
     store = None if no_store else get_store(ctx)
     token = None
     if otlp_token_file:
+        from isostack.serve.security import read_token_file
+
         try:
-            token = Path(otlp_token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(f"--otlp-token-file {otlp_token_file}: {exc.strerror}") from None
-        if not token:
-            raise UsageError(f"--otlp-token-file {otlp_token_file}: the file is empty")
+            token = read_token_file(otlp_token_file)
+        except ValueError as exc:
+            raise UsageError(f"--otlp-token-file {exc}") from None
     if otlp_endpoint and otlp_endpoint.startswith("http://") and token:
         warn("sending the bearer token over plain http://; use https:// with --otlp-ca-file")
     otlp_options = {"token": token, "ca_file": otlp_ca_file, "client_cert": otlp_client_cert,
