@@ -245,6 +245,19 @@ def test_container_id_and_service_fallbacks(data_dir: Path) -> None:
     assert res.evidence.column("kind").to_pylist() == ["oom_kill"]
 
 
+def test_a_container_id_outranks_a_pid_from_inside_the_container(data_dir: Path) -> None:
+    store = Store(data_dir)
+    # payment's SDK runs as pid 1 of its container and says so; on the host, pid 1 is init in "/"
+    build_workloads(store, extra=[{"ts_ns": T0 - 60 * S, "host_name": HOST, "pid": 1, "comm": "systemd",
+                                   "service_name": "", "cgroup_id": 1, "cgroup_path": "/", "container_id": ""}])
+    hop = slow_hop(server_process_pid=1, server_container_id="c-payment")
+    res = _join(data_dir, [hop])
+    server = [(p, h) for s, p, h in zip(res.cgroups.column("side").to_pylist(),
+                                        res.cgroups.column("cgroup_path").to_pylist(),
+                                        res.cgroups.column("how").to_pylist(), strict=True) if s == "server"]
+    assert server == [("/isostack-h6/payment", "container_id")]
+
+
 def test_clock_skew_tolerance_and_overlap(data_dir: Path) -> None:
     store = Store(data_dir)
     build_workloads(store)

@@ -171,13 +171,15 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
         """
         CREATE OR REPLACE TEMP TABLE end_cgroups AS
         WITH m AS (
-          SELECT e.hop_idx, e.side, w.cgroup_id, w.cgroup_path, w.host_name, 1 AS prio, 'pid' AS how
-          FROM hop_ends e JOIN workloads w ON w.pid = e.pid AND (w.host_name = e.host_name OR e.host_name = '')
-          WHERE e.pid IS NOT NULL AND e.pid > 0
-          UNION ALL
-          SELECT e.hop_idx, e.side, w.cgroup_id, w.cgroup_path, w.host_name, 2, 'container_id'
+          -- a container id names one container anywhere; a span's process.pid is the pid in *its* pid
+          -- namespace (often 1 in a container), which on the host may be another process: the id first
+          SELECT e.hop_idx, e.side, w.cgroup_id, w.cgroup_path, w.host_name, 1 AS prio, 'container_id' AS how
           FROM hop_ends e JOIN workloads w ON w.container_id = e.container_id
           WHERE e.container_id <> ''
+          UNION ALL
+          SELECT e.hop_idx, e.side, w.cgroup_id, w.cgroup_path, w.host_name, 2, 'pid'
+          FROM hop_ends e JOIN workloads w ON w.pid = e.pid AND (w.host_name = e.host_name OR e.host_name = '')
+          WHERE e.pid IS NOT NULL AND e.pid > 0
           UNION ALL
           SELECT e.hop_idx, e.side, w.cgroup_id, w.cgroup_path, w.host_name, 3, 'service_name'
           FROM hop_ends e JOIN workloads w ON w.service_name = e.service_name
