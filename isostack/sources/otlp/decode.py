@@ -154,7 +154,8 @@ def _resource_spans(rs: Any, cols: SpanColumns, out: Decoded, source: str, where
                 v = kv.value
                 which = v.WhichOneof("value")
                 value = getattr(v, which) if which in _SCALARS else any_value(v)
-                if key in _NET_KEYS:
+                # a URL that is no string is kept as sent, never read as an endpoint (as the other decoders)
+                if key in _NET_KEYS and (which == "string_value" or key not in semconv.URL_KEYS):
                     if cands is None:
                         cands = {}
                     cands[key] = value
@@ -758,8 +759,11 @@ def _attr_decode(raw: bytes) -> tuple[str, Any, int, str]:
     kv = KeyValue.FromString(raw)
     key = kv.key
     value = any_value(kv.value)
+    cls = _key_class(key)
+    if cls == 3 and kv.value.WhichOneof("value") != "string_value":
+        cls = 0  # a URL that is no string (bytes, a number ...) is kept as sent, never read as an endpoint
     # attributes_json is the concatenation of these members: no json.dumps per span.
-    return (key, value, _key_class(key), _encode_str(key) + ":" + _json_value(value))
+    return (key, value, cls, _encode_str(key) + ":" + _json_value(value))
 
 
 def _attr_info(raw: bytes) -> tuple[str, Any, int, str]:
