@@ -864,9 +864,10 @@ def spans_from_bytes_py(data: bytes, source: str) -> Decoded | None:
     for i, rs in enumerate(req.resource_spans):
         try:
             _light_resource_spans(rs, cols, out, source, f"resourceSpans[{i}]")
-        except DecodeError as exc:
-            out.rejected += 1
-            out.errors.append(f"resourceSpans[{i}]: {exc}")
+        except DecodeError:
+            # a resource or scope that does not parse -- often misframed bytes after a damaged span
+            # (wire-type mismatches parse as unknown fields): salvage_spans decides span by span
+            return None
     out.tables = cols.tables()
     return out
 
