@@ -12,12 +12,11 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-from isostack.sources.otlp.columns import Decoded, SpanColumns, dumps
+from isostack.sources.otlp.columns import Decoded, SpanColumns, dumps, show_value, time_us
 
 _KINDS = {"server": "SERVER", "client": "CLIENT", "producer": "PRODUCER", "consumer": "CONSUMER",
           "internal": "INTERNAL"}
 _TAG_TYPES = {"string", "bool", "int64", "float64", "binary"}
-_MAX_US = (2**63 - 1) // 1000  # the largest microsecond time whose nanoseconds fit int64
 
 
 def _tag_value(tag: dict[str, Any]) -> Any:
@@ -148,19 +147,6 @@ def decode(doc: Any, source: str = "jaeger") -> Decoded:
     return out
 
 
-def _us(value: Any, path: str) -> int:
-    """Integer microseconds whose nanoseconds fit the int64 columns (Jaeger writes times as JSON numbers)."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{path}: {_show(value)} is not integer microseconds")
-    if not -_MAX_US <= value <= _MAX_US:
-        raise ValueError(f"{path}: {value} us does not fit the int64 nanosecond columns (max {_MAX_US} us)")
-    return value
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
 
 def _span(cols: SpanColumns, span: Any, processes: dict[str, Any], path: str, source: str) -> None:
     """Validate and decode one span completely, then add it (a refused span leaves nothing behind)."""
@@ -168,9 +154,9 @@ def _span(cols: SpanColumns, span: Any, processes: dict[str, Any], path: str, so
         raise ValueError(f"{path}: expected an object")
     trace_id = _hex(span.get("traceID"), 32, f"{path}.traceID")
     span_id = _hex(span.get("spanID"), 16, f"{path}.spanID")
-    start_us = _us(span.get("startTime"), f"{path}.startTime")
-    duration_us = _us(span.get("duration", 0), f"{path}.duration")
-    _us(start_us + duration_us, f"{path}.startTime+duration")
+    start_us = time_us(span.get("startTime"), f"{path}.startTime")
+    duration_us = time_us(span.get("duration", 0), f"{path}.duration")
+    time_us(start_us + duration_us, f"{path}.startTime+duration")
     tags = _tags(span.get("tags"), f"{path}.tags")
     process = span.get("process") or processes.get(str(span.get("processID", "")), {}) or {}
     if not isinstance(process, dict):
@@ -199,14 +185,14 @@ def _span(cols: SpanColumns, span: Any, processes: dict[str, Any], path: str, so
         parent = _hex(span["parentSpanID"], 16, f"{path}.parentSpanID")
     logs = span.get("logs") or []
     if not isinstance(logs, list):
-        raise ValueError(f"{path}.logs: {_show(logs)} is not an array of {{timestamp, fields}}")
+        raise ValueError(f"{path}.logs: {show_value(logs)} is not an array of {{timestamp, fields}}")
     events = []
     for m, log in enumerate(logs):
         if not isinstance(log, dict):
-            raise ValueError(f"{path}.logs[{m}]: {_show(log)} is not an object {{timestamp, fields}}")
+            raise ValueError(f"{path}.logs[{m}]: {show_value(log)} is not an object {{timestamp, fields}}")
         fields = _tags(log.get("fields"), f"{path}.logs[{m}].fields")
         name = str(fields.pop("event", fields.pop("message", "log")))
-        ts_us = _us(log.get("timestamp", 0), f"{path}.logs[{m}].timestamp")
+        ts_us = time_us(log.get("timestamp", 0), f"{path}.logs[{m}].timestamp")
         events.append((ts_us * 1000, name, dumps(fields)))
     kind = _KINDS.get(str(tags.pop("span.kind", "")).lower(), "UNSPECIFIED")
     status = str(tags.pop("otel.status_code", "")).upper()

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from isostack.records import normalise_addr
-from isostack.sources.otlp.columns import Decoded, SpanColumns
+from isostack.sources.otlp.columns import Decoded, SpanColumns, show_value, time_us
 
 _KINDS = {"SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
-_MAX_US = (2**63 - 1) // 1000  # the largest microsecond time whose nanoseconds fit int64
 
 
 def _hex(value: Any, width: int, path: str) -> str:
@@ -46,19 +45,6 @@ def prune_cut(doc: Any, is_open: Callable[[Any], bool]) -> tuple[Any, int, list[
             kept.append(item)
     return kept, dropped, []
 
-
-def _us(value: Any, path: str) -> int:
-    """Integer microseconds whose nanoseconds fit the int64 columns."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{path}: {_show(value)} is not integer microseconds")
-    if not -_MAX_US <= value <= _MAX_US:
-        raise ValueError(f"{path}: {value} us does not fit the int64 nanosecond columns (max {_MAX_US} us)")
-    return value
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _endpoint(ep: Any) -> tuple[str, int | None, str]:
@@ -138,19 +124,19 @@ def _span(cols: SpanColumns, span: Any, path: str, source: str) -> None:
     trace_id = _hex(span.get("traceId"), 32, f"{path}.traceId")
     span_id = _hex(span.get("id"), 16, f"{path}.id")
     parent = _hex(span["parentId"], 16, f"{path}.parentId") if span.get("parentId") else ""
-    ts_us = _us(span.get("timestamp", 0), f"{path}.timestamp")
-    dur_us = _us(span.get("duration", 0), f"{path}.duration")
-    _us(ts_us + dur_us, f"{path}.timestamp+duration")
+    ts_us = time_us(span.get("timestamp", 0), f"{path}.timestamp")
+    dur_us = time_us(span.get("duration", 0), f"{path}.duration")
+    time_us(ts_us + dur_us, f"{path}.timestamp+duration")
     tags = span.get("tags") or {}
     if not isinstance(tags, dict):
         raise ValueError(f"{path}.tags: expected an object of strings")
     annotations = span.get("annotations") or []
     if not isinstance(annotations, list):
-        raise ValueError(f"{path}.annotations: {_show(annotations)} is not an array of {{timestamp, value}}")
+        raise ValueError(f"{path}.annotations: {show_value(annotations)} is not an array of {{timestamp, value}}")
     events = []
     for m, ann in enumerate(annotations):
         if isinstance(ann, dict):
-            events.append((_us(ann.get("timestamp", 0), f"{path}.annotations[{m}].timestamp") * 1000,
+            events.append((time_us(ann.get("timestamp", 0), f"{path}.annotations[{m}].timestamp") * 1000,
                            str(ann.get("value", ""))))
     attrs: dict[str, Any] = dict(tags)
     kind = str(span.get("kind") or "").upper()

@@ -166,3 +166,22 @@ class Decoded:
         self.rejected += other.rejected
         self.errors.extend(other.errors)
         self.malformed = self.malformed or other.malformed
+
+
+# Jaeger and Zipkin write times as JSON numbers of microseconds.
+MAX_TIME_US = (2**63 - 1) // 1000  # the largest microsecond time whose nanoseconds fit the int64 columns
+
+
+def time_us(value: Any, path: str) -> int:
+    """Integer microseconds whose nanoseconds fit the int64 columns; ValueError naming ``path`` otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{path}: {show_value(value)} is not integer microseconds")
+    if not -MAX_TIME_US <= value <= MAX_TIME_US:
+        raise ValueError(f"{path}: {value} us does not fit the int64 nanosecond columns (max {MAX_TIME_US} us)")
+    return value
+
+
+def show_value(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
