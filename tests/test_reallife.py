@@ -49,7 +49,8 @@ def test_db_drop_on_auto_instrumented_apps_is_a_net_finding_joined_by_recovery(t
     procs: list[subprocess.Popen] = []
 
     def receiver_and_agent() -> None:
-        for args in (["serve", "--host", reallife.BRIDGE_ADDR, "--grpc-port", "0"], ["agent"]):
+        # the topology's own closed bridge: plain HTTP without a token is what serve must be told to allow
+        for args in (["serve", "--host", reallife.BRIDGE_ADDR, "--grpc-port", "0", "--insecure-listen"], ["agent"]):
             log = open(tmp_path / f"{args[0]}.log", "w")  # noqa: SIM115 - handed to the child
             procs.append(subprocess.Popen([sys.executable, "-m", "isostack", "--data-dir", str(data), *args],
                                           stdout=log, stderr=subprocess.STDOUT))

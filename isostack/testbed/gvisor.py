@@ -43,7 +43,7 @@ def unavailable_reason() -> str | None:
 
 
 def write_bundle(bundle_dir: Path, *, argv: list[str], env: dict[str, str], netns: str, cgroup_path: str,
-                 hostname: str, cwd: str = "/tmp") -> Path:
+                 hostname: str, cwd: str = "/") -> Path:
     """An OCI bundle (``config.json``) running ``argv`` over the host's root, read-only, in ``netns``."""
     bundle_dir.mkdir(parents=True, exist_ok=True)
     spec = {
@@ -62,7 +62,7 @@ def write_bundle(bundle_dir: Path, *, argv: list[str], env: dict[str, str], netn
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]},
+            # no tmpfs over /tmp: a checkout (and its venv) may live there, and the service runs from it
         ],
         "linux": {
             "cgroupsPath": cgroup_path,
