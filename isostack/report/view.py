@@ -82,9 +82,7 @@ def diagnosis_view(i: int, d: Diagnosis) -> dict[str, Any]:
             "baseline_p50": human_duration_ns(hop.baseline_p50_ns) if hop.baseline_p50_ns else None,
             "unavailable": not hop.span_id,
         }
-    for f in doc["chain"]:
-        for e in f["evidence"]:
-            e["display"] = human_value(e.get("value"), e.get("unit") or "")
+    # each evidence item already carries ``display`` from to_json, as the text report prints it
     return doc
 
 
