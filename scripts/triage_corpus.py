@@ -777,6 +777,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.loghub:
         loghub_noise(args.loghub, args.out)
+        loghub_labelled(args.loghub, args.out)
     if args.binaries:
         binary_format_strings(args.binaries, args.out, args.seed)
     build(args.linux, args.mirror, args.out, args.seed, args.patterns)
@@ -820,6 +821,62 @@ def loghub_noise(gitdir: Path, out: Path) -> None:
                                     "source": f"logpai/loghub@{commit} {name}/{name}_2k.log:{line_no}",
                                     "kind": "printed", "split": split}, ensure_ascii=False) + "\n")
                 kept += 1
+
+
+# --------------------------------------------------------------------------- labelled lines (loghub)
+# Datasets whose printers are named per line (loghub's `Component` / OpenStack's logger): the label comes
+# from the printer, never from the text. Printers of no isolation layer (daemons, apps, web APIs) are
+# noise; printers that are ambiguous (ACPI/PCI boot lines, SELinux, macOS kernel and sandboxd) are left
+# out rather than guessed. The split is the hash rule of every other source, over the dataset name.
+LOGHUB_LABELS: dict[str, dict[str, tuple[str, str] | None]] = {
+    "Thunderbird": {
+        "e1000": ("HOST", "host-nic"), "megaraid": ("HOST", "host-disk"), "sda": ("HOST", "host-disk"),
+        "md": ("HOST", "host-disk"),
+        "/apps/x86_64/system/ganglia-3.0.1/sbin/gmetad": None, "gmetad": None, "ntpd": None,
+        "crond(pam_unix)": None, "crond": None, "dhcpd": None, "xinetd": None, "sendmail": None, "sshd": None,
+        "syslog-ng": None,
+    },
+    "OpenStack": {
+        "nova.virt.libvirt.driver": ("L-1", "qemu"), "nova.virt.libvirt.imagecache": ("L-1", "qemu"),
+        "nova.osapi_compute.wsgi.server": None, "nova.metadata.wsgi.server": None, "nova.compute.manager": None,
+        "nova.compute.claims": None, "nova.compute.resource_tracker": None, "nova.scheduler.host_manager": None,
+        "nova.api.openstack.compute.server_external_events": None, "nova.api.openstack.wsgi": None,
+    },
+    "Mac": {"*": None, "kernel": ("skip", ""), "sandboxd": ("skip", "")},
+}
+LOGHUB_NOISE_PER_PRINTER = 3
+
+
+def loghub_labelled(gitdir: Path, out: Path) -> None:
+    """One printed line per message template and printer of the LOGHUB_LABELS datasets."""
+    import csv
+    import io
+
+    commit = subprocess.run(["git", "-C", str(gitdir), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    with (out / "printed-loghub.jsonl").open("w", encoding="utf-8") as f:
+        for name, table in LOGHUB_LABELS.items():
+            def show(path: str) -> str:
+                return subprocess.run(["git", "-C", str(gitdir), "show", f"HEAD:{path}"], capture_output=True,
+                                      text=True, check=True, errors="replace").stdout
+            raw = show(f"{name}/{name}_2k.log").split("\n")
+            seen: set[str] = set()
+            per_printer: dict[str, int] = {}
+            for row in csv.DictReader(io.StringIO(show(f"{name}/{name}_2k.log_structured.csv"))):
+                printer = row.get("Component", "")
+                label = table.get(printer, table.get("*", ("skip", ""))) if printer in table or "*" in table \
+                    else ("skip", "")
+                if label is not None and label[0] == "skip":
+                    continue
+                if row["EventId"] in seen or (label is None and per_printer.get(printer, 0) >= LOGHUB_NOISE_PER_PRINTER):
+                    continue
+                seen.add(row["EventId"])
+                per_printer[printer] = per_printer.get(printer, 0) + 1
+                line_no = int(row["LineId"])
+                f.write(json.dumps({"line": raw[line_no - 1], "layer": label[0] if label else None,
+                                    "component": label[1] if label else None,
+                                    "source": f"logpai/loghub@{commit} {name}/{name}_2k.log:{line_no}",
+                                    "kind": "printed", "split": split_of(name)}, ensure_ascii=False) + "\n")
 
 
 # --------------------------------------------------------------------------- QEMU / libvirt (Debian binaries)

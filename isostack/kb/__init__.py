@@ -167,11 +167,20 @@ def component_patterns() -> tuple[Pattern, ...]:
     # ioeventfd): those names come first, then tags, then the other components' names.
     specific = [cid for cid, c in comps.items() if c.get("parent")]
     rows = name_rows(specific)
+    # A printer signature (the component's own logger prefix at the start of the line) says who printed
+    # the line as surely as a program tag does.
+    for cid, c in comps.items():
+        if c.get("log_prefixes"):
+            rows.append((0, cid, "prefix", "^(" + "|".join(c["log_prefixes"]) + ")"))
     for cid, c in comps.items():
         tags = c.get("log_tags", []) + [n for n in c.get("log_names", []) if ":" not in n and " " not in n]
         if tags:
             alt = "|".join(_ere_escape(t) for t in sorted(set(tags), key=lambda t: (-len(t), t)))
             rows.append((0, cid, "tag", _TAG_RE.format(tag=alt)))
+        # Device names the kernel prints in the tag position (`sda: …`, `nvme0n1: …`, `vdb: …`): which
+        # driver family owns a device is in its name, whatever the message.
+        if c.get("log_devices"):
+            rows.append((0, cid, "device", _TAG_RE.format(tag="|".join(c["log_devices"]))))
     rows += name_rows([cid for cid in comps if cid not in specific])
     for i, (_, cid, kind, regex) in enumerate(rows):
         c = comps[cid]
