@@ -145,7 +145,9 @@ def test_a_symptom_prefix_lists_every_row_it_names() -> None:
 # (no fuzzy guess that lands on another layer).
 SLICE_AND_JOIN_TERMS = [("共享环", "L-2"), ("用户态 netstack", "L-4"), ("tc/eBPF", "L-3"), ("strace 风暴", "L-4"),
                         ("loopback mtu", "L-4"), ("mDNS 风暴", "L-2"), ("mDNS", "L-2"), ("grant copy", "L-2"),
-                        ("sk_cookie", "OBS"), ("ebpf_id", "OBS"), ("五元组", "OBS"), ("net.peer.ip", "OBS"),
+                        ("sk_cookie", "OBS"), ("tcp_retransmit_skb", "OBS"), ("http.status_code", "OBS"),
+                        ("rpc.grpc.status_code", "OBS"), ("VMXNET3 驱动", "L-1"), ("VMotion 网络", "L-1"),
+                        ("宿主机 vSwitch", "L-1"), ("ebpf_id", "OBS"), ("五元组", "OBS"), ("net.peer.ip", "OBS"),
                         ("net.sock.family", "OBS"), ("kprobe:veth_xmit", "L-3"), ("kprobe:conntrack_insert", "L-3"),
                         ("tracepoint:virtio_net:rx_queue", "L-2"), ("uprobe:/runsc-sentry:connect", "L-4")]
 
@@ -156,6 +158,15 @@ def test_slice_jargon_and_join_terms_resolve_exactly(term: str, layer: str) -> N
     assert (a["found"], a["layer"]) == (True, layer), a.get("component")
     assert a["match"] in ("exact", "alias")
     assert "fuzzy" not in a
+
+
+# 29.6.12.6's mnemonic ("横向先看 RTT，纵向再追重传；…veth 看软中断") names the tool that measures each word.
+@pytest.mark.parametrize(("term", "tool"), [("RTT", "tcplife"), ("重传", "tcpretrans"), ("软中断", "veth_latency"),
+                                            ("xdpdrop", "xdpdrop")])
+def test_the_network_mnemonic_words_resolve_to_their_tool(term: str, tool: str) -> None:
+    a = lookup(term)
+    assert (a["found"], a["kind"], a["component"]) == (True, "tool", tool)
+    assert a["match"] in ("exact", "alias")
 
 
 def test_a_fuzzy_answer_says_it_is_fuzzy() -> None:
