@@ -79,6 +79,13 @@ def figures(outcomes: list[Outcome]) -> dict[str, Any]:
         for o in lab:
             per_layer[o.record["layer"]][0] += o.right
             per_layer[o.record["layer"]][1] += 1
+        # precision: of the lines triage put in a layer, how many belong there (a claimed no-layer line
+        # or a line of another layer counts against it)
+        claimed: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for o in sel:
+            if o.got_layer:
+                claimed[o.got_layer][0] += o.right
+                claimed[o.got_layer][1] += 1
         result[split] = {
             "labelled_lines": len(lab),
             "layer_accuracy": round(sum(o.right for o in lab) / len(lab), 3) if lab else None,
@@ -87,6 +94,9 @@ def figures(outcomes: list[Outcome]) -> dict[str, Any]:
             "answered_by_tier": dict(Counter(o.tier for o in lab if o.right)),
             "per_layer": {k: {"right": v[0], "lines": v[1], "accuracy": round(v[0] / v[1], 3)}
                           for k, v in sorted(per_layer.items())},
+            "precision_per_layer": {k: {"right": v[0], "answered": v[1], "precision": round(v[0] / v[1], 3)}
+                                    for k, v in sorted(claimed.items())},
+            "answered_precision": round(sum(v[0] for v in claimed.values()) / max(1, sum(v[1] for v in claimed.values())), 3),
         }
     return result
 
@@ -94,7 +104,10 @@ def figures(outcomes: list[Outcome]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    ap.add_argument("--misses", type=int, default=0, help="list up to N wrong dev-split lines")
+    ap.add_argument("--misses", type=int, default=0, help="list up to N wrong lines of --split")
+    ap.add_argument("--split", choices=("dev", "heldout"), default="dev",
+                    help="which split --misses lists (held-out misses are for classifying failures, not for "
+                         "writing patterns from)")
     args = ap.parse_args()
     outcomes = classify(load_corpus())
     res = figures(outcomes)
@@ -106,13 +119,16 @@ def main() -> None:
         print(f"{split:8} labelled {r['labelled_lines']:5} lines  layer accuracy {r['layer_accuracy']:.3f}   "
               f"no-layer {r['no_layer_lines']:4} lines  left alone {r['no_layer_left_alone']:.3f}   "
               f"right by tier {r['answered_by_tier']}")
-        print("         " + "  ".join(f"{k} {v['accuracy']:.2f} ({v['right']}/{v['lines']})"
-                                      for k, v in r["per_layer"].items()))
+        print("  recall    " + "  ".join(f"{k} {v['accuracy']:.2f} ({v['right']}/{v['lines']})"
+                                        for k, v in r["per_layer"].items()))
+        print("  precision " + "  ".join(f"{k} {v['precision']:.2f} ({v['right']}/{v['answered']})"
+                                        for k, v in r["precision_per_layer"].items())
+              + f"   all answers {r['answered_precision']:.3f}")
     shown = 0
     for o in outcomes:
         if shown >= args.misses:
             break
-        if o.record["split"] == "dev" and not o.right:
+        if o.record["split"] == args.split and not o.right:
             shown += 1
             print(f"MISS {o.record['file']} want {o.record['layer']}/{o.record['component']} "
                   f"got {o.got_layer}/{o.got_component}: {o.record['line'][:160]}")

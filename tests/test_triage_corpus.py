@@ -1,7 +1,8 @@
 """Floors of `isostack triage` on the real-line corpus (tests/fixtures/logs/corpus/, see its README).
 
-The same figures are printed by `python -m bench.triage_accuracy`. The floors hold on the whole
-corpus; the held-out split (files nobody looked at while writing patterns) is reported, not tuned.
+The same figures are printed by `python -m bench.triage_accuracy`. The dev split (the lines patterns
+were written from) must reach 0.95; the held-out split (files and data sets nobody wrote patterns from)
+is never tuned for, and its floors sit just under what it measures, so a loss of generalisation fails.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from isostack import kb
 
 LAYER_ACCURACY_FLOOR = 0.95
 LEFT_ALONE_FLOOR = 0.95
+# Held out (source files and data sets nobody wrote patterns from): floors a little under the measured
+# 0.714 recall and 0.945 answer precision, so a change that loses generalisation fails here.
+HELDOUT_LAYER_ACCURACY_FLOOR = 0.70
+HELDOUT_ANSWER_PRECISION_FLOOR = 0.92
 
 
 @cache
@@ -29,6 +34,12 @@ def test_layer_accuracy_and_no_layer_lines_left_alone_on_the_dev_split() -> None
     assert res["dev"]["no_layer_left_alone"] >= LEFT_ALONE_FLOOR, res["dev"]
     # held out: no line of no layer may be claimed (precision generalises even where recall does not)
     assert res["heldout"]["no_layer_left_alone"] >= LEFT_ALONE_FLOOR, res["heldout"]
+
+
+def test_held_out_layer_accuracy_and_answer_precision_floors() -> None:
+    res = figures(list(_outcomes()))["heldout"]
+    assert res["layer_accuracy"] >= HELDOUT_LAYER_ACCURACY_FLOOR, res
+    assert res["answered_precision"] >= HELDOUT_ANSWER_PRECISION_FLOOR, res["precision_per_layer"]
 
 
 @pytest.mark.parametrize("component", sorted(kb.components()))
