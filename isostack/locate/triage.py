@@ -55,10 +55,10 @@ class Matcher:
 
     def __init__(self, patterns: Sequence[kb.Pattern] | None = None, engine: str = "auto") -> None:
         self.patterns = tuple(patterns if patterns is not None else kb.patterns() + kb.component_patterns())
-        self._line_res = [re.compile(p.regex.encode()) for p in self.patterns]
-        # The python path checks a pattern's required literal with `in` (memmem) before its regex:
-        # with ~800 patterns that is what keeps a line at microseconds, not milliseconds.
-        self._literals = [required_literal(p.regex) for p in self.patterns]
+        # The python path's per-line regexes and literals are built on first use: compiling ~1100
+        # Python regexes costs a few hundred ms that a hyperscan run (the usual one) never needs.
+        self._line_res: list[re.Pattern[bytes]] = []
+        self._literals: list[bytes | None] = []
         self.engine = engine
         self._hs_db: Any = None
         if engine in ("auto", "hyperscan"):
@@ -84,6 +84,11 @@ class Matcher:
 
             self._hs_db.scan(line, match_event_handler=on_match)
             return best[0] if best else None
+        if not self._line_res:
+            self._line_res = [re.compile(p.regex.encode()) for p in self.patterns]
+            # The python path checks a pattern's required literal with `in` (memmem) before its regex:
+            # with ~1000 patterns that is what keeps a line at microseconds, not milliseconds.
+            self._literals = [required_literal(p.regex) for p in self.patterns]
         for i, rx in enumerate(self._line_res):
             lit = self._literals[i]
             if (lit is None or lit in line) and rx.search(line):
