@@ -337,6 +337,17 @@ PROJECT_FILES: list[tuple[str, str, str, str, str]] = [
     ("vmware/open-vm-tools", "open-vm-tools/services/vmtoolsd/", "L-1", "esxi", "vmtoolsd"),
     ("stefanberger/swtpm", "src/swtpm/", "L-0", "tpm-v", "swtpm"),
     ("stefanberger/swtpm", "src/swtpm_setup/", "L-0", "tpm-v", "swtpm"),
+    # added later (written with --only-repos, so the files above were not regenerated)
+    ("cri-o/cri-o", "server/", "L-3", "cri", "crio"),
+    ("cri-o/cri-o", "internal/oci/", "L-3", "cri", "crio"),
+    ("cri-o/cri-o", "internal/config/cgmgr/", "L-3", "cgroups", "crio"),
+    ("cri-o/cri-o", "internal/config/seccomp/", "L-3", "seccomp", "crio"),
+    ("cri-o/cri-o", "internal/config/nsmgr/", "L-3", "namespaces", "crio"),
+    ("containers/crun", "src/libcrun/cgroup", "L-3", "cgroups", "crun"),
+    ("containers/crun", "src/libcrun/seccomp.c", "L-3", "seccomp", "crun"),
+    ("containers/crun", "src/libcrun/linux.c", "L-3", "namespaces", "crun"),
+    ("containers/crun", "src/libcrun/container.c", "L-3", "runc", "crun"),
+    ("containers/crun", "src/libcrun/status.c", "L-3", "runc", "crun"),
 ]
 
 # --------------------------------------------------------------------------- string literals
@@ -502,6 +513,14 @@ def render(style: str, level: str, msg: str, rng: random.Random) -> str:
         if rng.random() < 0.5:
             return f"Dec 06 {h:02d}:{m:02d}:{s:02d} node-7 {tag}[{pid}]: {body}"
         return body
+    if style == "crio":  # logrus text, under journald half the time (cri-o/cri-o internal/log)
+        body = f'time="{iso}" level={lvl} msg="{q}"'
+        return f"Dec 06 {h:02d}:{m:02d}:{s:02d} node-7 crio[{pid}]: {body}" if rng.random() < 0.5 else body
+    if style == "crun":  # GNU error(3) on the CLI (`crun: msg`), JSON under containerd/CRI-O --log-format=json
+        # (containers/crun src/crun.c libcrun_fail_with_error, src/libcrun/error.c make_json_error)
+        if rng.random() < 0.5:
+            return f"crun: {msg}"
+        return json.dumps({"msg": msg, "level": lvl, "time": iso})
     if style == "compose":
         return f"{lvl.upper()[:4]}[0000] {msg}" if rng.random() < 0.5 else msg
     if style == "gvisor":
@@ -631,7 +650,7 @@ _PROJECT_CALL = {
     "cpp": re.compile(r"\bspdlog::(error|warn|info)\(\s*(?=\")"),
     "c": re.compile(r"\b(LOG_ERROR|LOG_WARNING|set_error_buf|set_error_buf_v|logprintf|bail|write_log|"
                     r"printk|gprintk|LOG|LOGD|LOGE|LOGED|fprintf|EAL_LOG|RTE_LOG|RTE_ETHDEV_LOG_LINE|"
-                    r"g_warning|g_message|g_critical)\s*\("),
+                    r"g_warning|g_message|g_critical|crun_make_error|libcrun_warning|libcrun_error)\s*\("),
 }
 
 
@@ -679,11 +698,14 @@ def split_of(source_path: str) -> str:
     return "heldout" if int(hashlib.sha1(source_path.encode()).hexdigest(), 16) % HELDOUT_SHARE == 0 else "dev"
 
 
-def build(linux: Path, mirror: Path, out: Path, seed: int, patterns_yaml: Path | None = None) -> None:
+def build(linux: Path | None, mirror: Path, out: Path, seed: int, patterns_yaml: Path | None = None,
+          only_repos: frozenset[str] = frozenset()) -> None:
+    """Write format-*.jsonl; with ``only_repos`` just those projects' files (new sources are added so,
+    without regenerating — and so re-rolling the filled values of — the files already there)."""
     rng = random.Random(seed)
     fill_c = _filler(rng, "c")
     records: dict[str, list[dict[str, object]]] = {}
-    for rel, layer, comp, mod in KERNEL_FILES:
+    for rel, layer, comp, mod in ([] if only_repos or linux is None else KERNEL_FILES):
         path = linux / rel
         if not path.exists():
             print(f"missing {rel}")
@@ -718,6 +740,8 @@ def build(linux: Path, mirror: Path, out: Path, seed: int, patterns_yaml: Path |
                 "source": f"{LINUX} {rel}:{c.line_no}", "kind": "format", "split": split_of(rel),
                 "_regex": head + body_re, "_literal": literal})
     for repo, prefix_path, layer, comp, style in PROJECT_FILES:
+        if only_repos and repo not in only_repos:
+            continue
         gitdir = mirror / repo.replace("/", "+") / "repo"
         commit = subprocess.run(["git", "-C", str(gitdir), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 check=True).stdout.strip()
@@ -760,12 +784,13 @@ def build(linux: Path, mirror: Path, out: Path, seed: int, patterns_yaml: Path |
                 f.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
         print(f"{dest}: {len(seen)} lines")
     if patterns_yaml is not None:
-        write_patterns([r for recs in records.values() for r in recs], out, patterns_yaml)
+        write_patterns([r for recs in records.values() for r in recs], out, patterns_yaml, append=bool(only_repos))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--linux", type=Path, required=True)
+    ap.add_argument("--linux", type=Path, default=None, help="the kernel source tree (needed unless --only-repos)")
+    ap.add_argument("--only-repos", default="", help="comma-separated owner/name: write only these projects' files")
     ap.add_argument("--mirror", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=15)
@@ -780,7 +805,10 @@ def main() -> None:
         loghub_labelled(args.loghub, args.out)
     if args.binaries:
         binary_format_strings(args.binaries, args.out, args.seed)
-    build(args.linux, args.mirror, args.out, args.seed, args.patterns)
+    only = frozenset(r for r in args.only_repos.split(",") if r)
+    if args.linux is None and not only:
+        ap.error("--linux is required unless --only-repos is given")
+    build(args.linux, args.mirror, args.out, args.seed, args.patterns, only)
 
 
 
@@ -986,12 +1014,13 @@ TAIL_MARKER = "  # ---- end of generated patterns: families below come after eve
 GENERATED_MARKER = "  # ---- generated by scripts/triage_corpus.py from dev-split format strings: do not edit below ----"
 
 
-def write_patterns(records: list[dict[str, object]], corpus: Path, patterns_yaml: Path) -> None:
+def write_patterns(records: list[dict[str, object]], corpus: Path, patterns_yaml: Path, append: bool = False) -> None:
     """One pattern per distinctive dev-split format string (the message family), after the hand-written ones.
 
     A candidate is dropped when it matches a dev line of no layer or of another layer (it would be
     ambiguous), when a pattern before it already claims its example, or when it is too generic
-    (fewer than 3 words, no literal run of 14 characters).
+    (fewer than 3 words, no literal run of 14 characters). ``append``: keep the generated section as
+    it is and add the new sources' families at its end (how sources added later get their patterns).
     """
     import yaml
 
@@ -1000,6 +1029,11 @@ def write_patterns(records: list[dict[str, object]], corpus: Path, patterns_yaml
     tail = TAIL_MARKER + text.split(TAIL_MARKER, 1)[1] if TAIL_MARKER in text else ""
     hand = yaml.safe_load(head)["patterns"]
     kept_res = [re.compile(p["regex"]) for p in hand]
+    old_body = ""
+    if append:
+        old_body = text.split(GENERATED_MARKER, 1)[1].split(TAIL_MARKER, 1)[0].strip("\n")
+        for p in yaml.safe_load("patterns:\n" + old_body)["patterns"] or []:
+            kept_res.append(re.compile(p["regex"]))
     others: list[tuple[str | None, str]] = []
     for f in sorted(corpus.glob("*.jsonl")):
         for raw in f.read_text(encoding="utf-8").splitlines():
@@ -1033,8 +1067,10 @@ def write_patterns(records: list[dict[str, object]], corpus: Path, patterns_yaml
             pid += "_b"
         out.append({"id": pid, "layer": layer, "submodule": r["component"], "severity": r["severity"],
                     "regex": regex, "source": src, "example": r["line"]})
-    body = yaml.safe_dump(out, allow_unicode=True, sort_keys=False, width=10_000)
+    body = yaml.safe_dump(out, allow_unicode=True, sort_keys=False, width=10_000) if out else ""
     body = "\n".join("  " + ln if ln else ln for ln in body.splitlines())
+    if old_body:
+        body = old_body + "\n" + body
     patterns_yaml.write_text(head + "\n" + GENERATED_MARKER + "\n" + body + "\n\n" + tail, encoding="utf-8")
     print(f"{patterns_yaml}: {len(hand)} hand-written + {len(out)} generated patterns")
 
