@@ -610,6 +610,8 @@ def kernel_calls(path: Path, rel: str) -> Iterator[Call]:
         fmt = _first_format(args)
         if not fmt:
             continue
+        if name.startswith("esw_"):  # mlx5 eswitch.h: esw_warn/esw_info are dev_* with "E-Switch: " in front
+            fmt = "E-Switch: " + fmt
         kind = ("dev" if name.startswith(("dev_", "pci_", "xenbus_dev", "mlx5_", "esw_")) else
                 "netdev" if name.startswith(("netdev_", "netif_")) else "pr" if name.startswith("pr_") else "plain")
         yield Call(rel, text.count("\n", 0, m.start()) + 1, _level(name, args), fmt, kind)

@@ -18,9 +18,9 @@ from isostack import kb
 LAYER_ACCURACY_FLOOR = 0.95
 LEFT_ALONE_FLOOR = 0.95
 # Held out (source files and data sets nobody wrote patterns from): floors a little under the measured
-# 0.714 recall and 0.945 answer precision, so a change that loses generalisation fails here.
-HELDOUT_LAYER_ACCURACY_FLOOR = 0.70
-HELDOUT_ANSWER_PRECISION_FLOOR = 0.92
+# 0.724 recall and 0.970 answer precision, so a change that loses generalisation fails here.
+HELDOUT_LAYER_ACCURACY_FLOOR = 0.71
+HELDOUT_ANSWER_PRECISION_FLOOR = 0.95
 
 
 @cache
