@@ -267,3 +267,34 @@ def test_truncated_gzip_keeps_the_lines_before_the_cut(real_log: Path, tmp_path:
     assert len(hits) >= per_copy * (read_lines // len(REAL))  # every whole copy read was classified
     assert out.stderr.startswith(f"isostack: error: {path}: read failed after decompressed byte ")
     assert "Compressed file ended before the end-of-stream marker was reached" in out.stderr
+
+
+# Tier-2 evidence beyond names and tags, each on a line real software printed (provenance in the
+# corpus files named): a printer signature at the start of the line (WAMR's bh_log prefix, the format
+# of bytecodealliance/wasm-micro-runtime core/shared/utils/bh_log.c), a kernel device name in the tag
+# position (loghub Thunderbird_2k.log:5 `sda: …`), a sub-prefix that names the sub-module (mlx5's
+# `E-Switch:`, k8snetworkplumbingwg/sriov-network-operator#1015), a tag as the first word of a logfmt
+# message, and a program that only shares a word with a component (dhcpd's `leases`) left alone.
+TIER2_LINES = [
+    ("[11:04:09:067 - 7F3A2B1C0740]: invalid target bit width, expected ok but got ok", "L-4", "wamr", "prefix"),
+    ("- 1131567043 2005.11.09 tbird-admin1 Nov 9 12:10:43 local@tbird-admin1 sda: asking for cache data failed",
+     "HOST", "host-disk", "device"),
+    ("mlx5_core 0101:00:00.0: E-Switch: Failed to create slow path FDB Table err -22", "L-0", "smartnic", "tag"),
+    ('time="2026-12-06T10:00:00Z" level=error msg="kvm: something new went wrong"', "L-1", "kvm", "tag"),
+    ("- 1131566501 2005.11.09 aadmin2 Nov 9 12:01:41 src@aadmin2 dhcpd: DHCPDISCOVER from 00:11:43:e3:ba:c3 "
+     "via eth1: network A_net: no free leases", None, None, None),
+]
+
+
+@pytest.mark.parametrize("engine", ["hyperscan", "python"])
+@pytest.mark.parametrize(("line", "layer", "component", "kind"), TIER2_LINES, ids=[t[2] or "none" for t in TIER2_LINES])
+def test_tier_two_prefixes_devices_and_sub_prefixes(line: str, layer: str | None, component: str | None,
+                                                     kind: str | None, engine: str) -> None:
+    matcher = Matcher(engine=engine)
+    idx = matcher.match_line(line.encode())
+    if layer is None:
+        assert idx is None, matcher.patterns[idx].id if idx is not None else None
+        return
+    assert idx is not None
+    p = matcher.patterns[idx]
+    assert (p.layer, p.submodule, p.tier, p.id.rsplit(".", 1)[-1]) == (layer, component, 2, kind)

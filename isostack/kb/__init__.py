@@ -138,7 +138,7 @@ TIER_CONFIDENCE = {1: 0.9, 2: 0.6}
 # a device name in between: `kvm:`, `docker[42]:`, `ata1.00:`, `sd 0:0:0:0:`), or as logfmt `name=`.
 # A log name is distinctive enough to count anywhere as a whole word (`xen_netfront`, `runsc`).
 _WORD = "A-Za-z0-9_-"
-_TAG_RE = "(^|[] >)])({tag})[0-9.]*( ?\\[[0-9]+\\]| [0-9a-f][0-9a-fx:.]*( [A-Za-z0-9_.-]+)?)?: |name=({tag})( |$)"
+_TAG_RE = "(^|[] >)\"])({tag})[0-9.]*( ?\\[[0-9]+\\]| [0-9a-f][0-9a-fx:.]*( [A-Za-z0-9_.-]+)?)?: |name=({tag})( |$)"
 _NAME_RE = "(^|[^" + _WORD + "])({name})([^" + _WORD + "]|$)"
 
 
