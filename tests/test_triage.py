@@ -274,13 +274,17 @@ def test_truncated_gzip_keeps_the_lines_before_the_cut(real_log: Path, tmp_path:
 # of bytecodealliance/wasm-micro-runtime core/shared/utils/bh_log.c), a kernel device name in the tag
 # position (loghub Thunderbird_2k.log:5 `sda: …`), a sub-prefix that names the sub-module (mlx5's
 # `E-Switch:`, k8snetworkplumbingwg/sriov-network-operator#1015), a tag as the first word of a logfmt
-# message, and a program that only shares a word with a component (dhcpd's `leases`) left alone.
+# message, a source path in a kernel WARNING, and a program that only shares a word with a component
+# (dhcpd's `leases`) left alone.
 TIER2_LINES = [
     ("[11:04:09:067 - 7F3A2B1C0740]: invalid target bit width, expected ok but got ok", "L-4", "wamr", "prefix"),
     ("- 1131567043 2005.11.09 tbird-admin1 Nov 9 12:10:43 local@tbird-admin1 sda: asking for cache data failed",
      "HOST", "host-disk", "device"),
     ("mlx5_core 0101:00:00.0: E-Switch: Failed to create slow path FDB Table err -22", "L-0", "smartnic", "tag"),
     ('time="2026-12-06T10:00:00Z" level=error msg="kvm: something new went wrong"', "L-1", "kvm", "tag"),
+    # a kernel WARNING splat names the source file (microsoft/WSL#5966)
+    ("[  172.122388] WARNING: CPU: 1 PID: 0 at drivers/hv/vmbus_drv.c:937 vmbus_on_msg_dpc+0xff/0x1c0", "L-2", "vmbus",
+     "path"),
     ("- 1131566501 2005.11.09 aadmin2 Nov 9 12:01:41 src@aadmin2 dhcpd: DHCPDISCOVER from 00:11:43:e3:ba:c3 "
      "via eth1: network A_net: no free leases", None, None, None),
 ]

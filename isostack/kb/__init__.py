@@ -177,6 +177,11 @@ def component_patterns() -> tuple[Pattern, ...]:
         if tags:
             alt = "|".join(_ere_escape(t) for t in sorted(set(tags), key=lambda t: (-len(t), t)))
             rows.append((0, cid, "tag", _TAG_RE.format(tag=alt)))
+        # Source paths the kernel prints in WARNING/BUG splats (`WARNING: CPU: 1 PID: 0 at
+        # drivers/hv/vmbus_drv.c:937 …`, `kernel BUG at arch/x86/kvm/mmu/mmu.c:…`): the file says who.
+        if c.get("log_paths"):
+            alt = "|".join(_ere_escape(x) for x in sorted(c["log_paths"], key=lambda x: (-len(x), x)))
+            rows.append((0, cid, "path", "(^|[ (])(" + alt + ")[A-Za-z0-9_./-]*:[0-9]+"))
         # Device names the kernel prints in the tag position (`sda: …`, `nvme0n1: …`, `vdb: …`): which
         # driver family owns a device is in its name, whatever the message.
         if c.get("log_devices"):
