@@ -774,6 +774,10 @@ def build(linux: Path | None, mirror: Path, out: Path, seed: int, patterns_yaml:
                 "source": f"{repo}@{commit} {c.path}:{c.line_no}", "kind": "format", "split": split_of(c.path),
                 "_regex": body_re, "_literal": literal})
     out.mkdir(parents=True, exist_ok=True)
+    # A held-out line printed identically by a dev-split call site (the same message in two files) is
+    # not held out: drop the held-out copy.
+    dev_lines = {str(r["line"]) for recs in records.values() for r in recs if r["split"] == "dev"}
+    records = {k: [r for r in v if r["split"] == "dev" or str(r["line"]) not in dev_lines] for k, v in records.items()}
     for name, recs in records.items():
         dest = out / f"format-{name.replace('/', '-')}.jsonl"
         seen: set[str] = set()

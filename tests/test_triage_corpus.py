@@ -56,6 +56,16 @@ def test_every_kb_component_has_a_corpus_line_classified_to_it(component: str) -
     assert right[component] >= 1, f"no corpus line is classified to {component}"
 
 
+def test_no_line_is_in_both_splits_and_every_record_names_its_source() -> None:
+    by_line: dict[str, set[str]] = {}
+    for rec in load_corpus():
+        by_line.setdefault(rec["line"], set()).add(rec["split"])
+        assert rec["split"] in ("dev", "heldout") and rec["source"] and rec["kind"] in ("format", "printed"), rec
+        assert rec["layer"] is None or rec["component"] in kb.components(), rec
+    leaked = [line for line, splits in by_line.items() if len(splits) > 1]
+    assert not leaked, leaked[:3]
+
+
 def test_both_tiers_answer_and_say_so() -> None:
     tiers = Counter(o.tier for o in _outcomes() if o.right and o.record["layer"])
     assert tiers["pattern"] > 0 and tiers["component"] > 0
