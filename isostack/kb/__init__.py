@@ -185,7 +185,7 @@ def component_patterns() -> tuple[Pattern, ...]:
         # Device names the kernel prints in the tag position (`sda: …`, `nvme0n1: …`, `vdb: …`): which
         # driver family owns a device is in its name, whatever the message.
         if c.get("log_devices"):
-            rows.append((0, cid, "device", _TAG_RE.format(tag="|".join(c["log_devices"]))))
+            rows.append((0, cid, "device", '(^|[] >)"])(' + "|".join(c["log_devices"]) + "): "))
     rows += name_rows([cid for cid in comps if cid not in specific])
     for i, (_, cid, kind, regex) in enumerate(rows):
         c = comps[cid]
