@@ -179,3 +179,8 @@ def test_a_fuzzy_answer_says_it_is_fuzzy() -> None:
 def test_a_line_naming_a_driver_answers_with_its_component() -> None:
     a = lookup("xen_netfront: Initialising Xen virtual ethernet driver")
     assert (a["match"], a["layer"], a["component_id"]) == ("log-pattern", "L-2", "blkfront-netfront")
+
+
+def test_an_empty_term_is_a_usage_error_not_an_empty_answer() -> None:
+    r = run_cli("where", "")
+    assert r.returncode == 2 and "give a term to look up" in r.stderr and r.stdout == ""

@@ -231,6 +231,11 @@ def command(term: tuple[str, ...], as_json: bool) -> None:
       isostack where sk_cookie
     """
     text = " ".join(term).strip()
+    if not text:
+        from isostack.errors import UsageError
+
+        raise UsageError("where: give a term to look up (a component, jargon, a tool, a log line), e.g. "
+                         "`isostack where virtio-fs`")
     answer = lookup(text)
     if as_json:
         emit_json(answer)
