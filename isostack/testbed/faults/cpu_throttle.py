@@ -14,8 +14,10 @@ class CpuThrottle(Fault):
     layer = "L-3"
     mechanism = "cpu_throttle"
     summary = "cgroup CPU quota (cpu.cfs_quota_us) at half the service's measured CPU demand (or quota_pct)"
-    # mild: a quota 1.5x the measured 1 s average demand: only bursts are throttled (0.9x timed out) (tuned by measuring; bench/accuracy/RESULTS.md has the achieved p95)
-    severities = {"severe": {}, "mild": {"demand_share": 1.5}}
+    # mild: a quota 3x the measured 1 s average demand: only bursts are throttled (0.9x and 1.5x still
+    # timed out: a request's CPU comes in bursts far above the 1 s average) (tuned by measuring;
+    # bench/accuracy/RESULTS.md has the achieved p95)
+    severities = {"severe": {}, "mild": {"demand_share": 3.0}}
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         share = float(ctx.params.get("demand_share", 0.5))
