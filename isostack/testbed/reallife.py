@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from isostack.errors import CapabilityError, IsostackError
-from isostack.testbed.sh import ok, require_root, run
+from isostack.testbed.sh import default_stop_signals, ok, require_root, run
 
 PREFIX = "isorl-"
 BRIDGE = "isorl-br0"
@@ -190,6 +190,7 @@ class RealLife:
         dirs = _cg_dirs(name)
 
         def enter() -> None:  # between fork and exec: the service and its children live in our cgroup
+            default_stop_signals()  # they are stopped with SIGINT (their SDKs flush on it)
             for d in dirs:
                 (d / "cgroup.procs").write_text(str(os.getpid()))
 
