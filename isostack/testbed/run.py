@@ -95,8 +95,9 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
         progress(f"baseline p50 {case.load['baseline']['p50_ms']:.1f} ms; "
                  f"injecting {fault} on {target}")
         case.inject_ns = time.time_ns()
+        demand = _baseline_demand_pct(sampler.rows if sampler else [], target, case.baseline_start_ns)
         for name, p in chain:
-            faults.apply(name, target, p, duration_s=fault_s + 30)
+            faults.apply(name, target, _with_demand(p, demand), duration_s=fault_s + 30)
         case.load["fault"] = summary(lg.run(fault_s))
         progress(f"under fault p50 {case.load['fault']['p50_ms']:.1f} ms, p99 {case.load['fault']['p99_ms']:.1f} ms; "
                  "reverting")
@@ -169,7 +170,9 @@ def run_reallife_case(fault: str, target: str, data_dir: Path, *, baseline_s: fl
         case.inject_ns = time.time_ns()
         if fault != NO_FAULT:
             f = faults.get(fault)
-            ctx = rl.fault_context(target, params, duration_s=fault_s + 30)
+            demand = _baseline_demand_pct(sampler.rows if sampler else [], reallife.SERVICE_NAMES[target],
+                                          case.baseline_start_ns)
+            ctx = rl.fault_context(target, _with_demand(params or {}, demand), duration_s=fault_s + 30)
             applied = (f, ctx, f.apply(ctx))
         case.load["fault"] = summary(lg.run(fault_s))
         progress(f"under fault p50 {case.load['fault']['p50_ms']:.1f} ms; reverting")
@@ -195,6 +198,18 @@ def run_reallife_case(fault: str, target: str, data_dir: Path, *, baseline_s: fl
         signal.signal(signal.SIGTERM, old_term)
         case.end_ns = time.time_ns()
     return case
+
+
+def _baseline_demand_pct(rows: list[dict[str, float]], label: str, since_ns: int) -> float | None:
+    """The target's mean CPU use (% of one CPU) over the baseline load, from the per-second sampler:
+    what a quota relative to "its demand" must be relative to (the second right before injection is
+    idle: the baseline's requests have finished)."""
+    vals = [r[f"{label}_cpu"] for r in rows if r.get("time", 0) >= since_ns / 1e9 and f"{label}_cpu" in r]
+    return round(sum(vals) / len(vals) * 100, 2) if vals else None
+
+
+def _with_demand(params: dict[str, Any], demand_pct: float | None) -> dict[str, Any]:
+    return {**params, "demand_pct": demand_pct} if demand_pct is not None and "demand_pct" not in params else params
 
 
 def _start_noise(noise: dict[str, float], duration_s: float, data_dir: Path) -> int:
