@@ -43,3 +43,48 @@ def test_quick_accuracy_run_scores_one_live_case(tmp_path: Path) -> None:
         assert "| isostack | 1 |" in text and "| cpu-throttle | payment | severe | quiet | 0 |" in text
     finally:
         shutil.rmtree(raw.parent, ignore_errors=True)
+
+
+def test_score_reads_the_verdict_isostack_diagnose_json_prints(tmp_path: Path) -> None:
+    """The bench scores the product's own output: `isostack diagnose --since --until --json` run as a
+    command on the case's store (recorded case 1: a CPU quota on payment)."""
+    from bench.accuracy.__main__ import _ours
+    from isostack.testbed.run import Case
+    from tests.test_cases import CASES_DIR, load_case
+
+    case_dir = CASES_DIR / "case1"
+    meta = json.loads((case_dir / "case.json").read_text())
+    load_case(case_dir, tmp_path / "store")
+    known = set(Case.__dataclass_fields__)
+    case = Case(**{**{k: v for k, v in meta.items() if k in known}, "data_dir": tmp_path / "store"})
+    ours = _ours(case)
+    assert "error" not in ours, ours.get("error")
+    assert ours["verdict"]["service"] == "payment"
+    assert (ours["verdict"]["layer"], ours["verdict"]["mechanism"]) == ("L-3", "cpu_throttle")
+    assert [ours[a][0] for a in ("service", "layer", "mechanism")] == ["payment", "L-3", "cpu_throttle"]
+    # the same answer the command prints for a user
+    cli = subprocess.run([sys.executable, "-m", "isostack", "--data-dir", str(tmp_path / "store"), "diagnose",
+                          "--since", str(case.inject_ns), "--until", str(case.revert_ns)],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and "payment" in cli.stdout.split("\n\n")[0], cli.stdout[:800]
+
+
+def test_plan_covers_both_topologies_and_labels_third_party_services_by_their_own_names() -> None:
+    import argparse
+
+    from bench.accuracy.__main__ import REALLIFE_FAULTS, _truth, case_name, plan
+
+    args = argparse.Namespace(quick=False, faults="loss,cpu-throttle", severities="severe,mild", noise="quiet",
+                              reps=1, one_target=False, compound=False, controls=1, topology="testbed,reallife")
+    items = plan(args)
+    rl = [i for i in items if i["topology"] == "reallife" and i["kind"] == "fault"]
+    assert {(i["fault"], i["target"]) for i in rl} == {(f, t) for f in ("loss", "cpu-throttle")
+                                                       for t in REALLIFE_FAULTS[f]}
+    assert {i["topology"] for i in items if i["kind"] == "control"} == {"testbed", "reallife"}
+    loss_db = next(i for i in rl if (i["fault"], i["target"]) == ("loss", "db"))
+    # the truth is what the store calls the workload (PostgreSQL labelled in its environment), never a
+    # testbed-side alias
+    assert _truth(loss_db) == {"service": "reallife-db", "layer": "NET", "mechanism": "filter_drop"}
+    assert case_name(loss_db).startswith("reallife-loss_db_")
+    tb = next(i for i in items if i["topology"] == "testbed" and i["kind"] == "fault")
+    assert not case_name(tb).startswith("testbed")  # kept runs of earlier versions resume under their names

@@ -83,3 +83,22 @@ def test_case3_disk_is_the_host_root(tmp_path: Path) -> None:
     assert d.chain[0].layer == "HOST" and d.chain[0].mechanism == "disk_saturation"
     assert d.chain[0].evidence[0].value == 85.0
     assert [x.caused_by for x in d.chain[1:]] == ["disk_saturation"]
+
+
+def test_a_cause_too_small_to_account_for_its_symptom_is_not_linked() -> None:
+    """A 0.4 s run-queue wait did not fill a queue that held the hop for 10 s: the queue stays a root."""
+    from isostack.locate.chain import build_chain
+    from isostack.locate.model import Finding
+
+    def f(mech: str, layer: str, explained_ms: float, started: int) -> Finding:
+        return Finding(check=mech, layer=layer, mechanism=mech, summary=mech, evidence=[], confidence=0.8,
+                       explained_ns=int(explained_ms * 1e6), started_ns=started, fix="")
+
+    chain = build_chain([f("runq_latency", "L-3", 442, 0), f("tx_queue_full", "L-2", 10_502, 10)],
+                        excess_ns=11_000_000_000, skew_ns=0)
+    assert chain[0].mechanism == "tx_queue_full" and chain[0].caused_by is None
+    # the spec's case 1: a throttle that explains more than the queue behind it stays its cause
+    chain = build_chain([f("cpu_throttle", "L-3", 4_000, 0), f("tx_queue_full", "L-2", 3_000, 10)],
+                        excess_ns=5_000_000_000, skew_ns=0)
+    assert [x.mechanism for x in chain] == ["cpu_throttle", "tx_queue_full"]
+    assert chain[1].caused_by == "cpu_throttle"

@@ -129,3 +129,11 @@ def test_same_connection_serves_repeated_diagnoses(data_dir: Path) -> None:
         con.close()
     assert [f.mechanism for f in first.chain] == [f.mechanism for f in again.chain]
     assert third.chain[0].mechanism == "cpu_throttle"
+
+
+def test_a_malformed_or_unknown_trace_id_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    data = tmp_path / "store"
+    r = run_cli("diagnose", "--trace", "nothex", data_dir=data)
+    assert r.returncode == 2 and "--trace 'nothex': a trace id is 32 hex digits" in r.stderr
+    r = run_cli("diagnose", "--trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--json", data_dir=data)
+    assert r.returncode == 2 and "no spans with this trace id in the store" in r.stderr and r.stdout == ""

@@ -46,6 +46,14 @@ NOISE = {"cpus": 1.0, "disk_mbyte_s": 4.0}
 COMPOUND = {"target": "payment", "faults": [("syscall-slow", {}), ("cpu-throttle", {}), ("queue", {})],
             "roots": [("L-4", "seccomp_slow_path"), ("L-3", "cpu_throttle")], "symptoms": ["tx_queue_full"]}
 CONTROL = "none"
+# The second topology: third-party software (isostack/testbed/reallife.py: Flask/requests -> Flask/psycopg2
+# -> Debian's PostgreSQL, spans from the libraries' own auto-instrumentation with default settings) and
+# the faults of the same library that mean something there, per host. Not here: disk (PostgreSQL holds
+# the 100-row table in shared buffers with fsync off: a saturated disk is not on any request's path),
+# flood (needs the testbed's noisy netns on its bridge), syscall-slow (its seccomp supervisor starts
+# the testbed's own services).
+REALLIFE_FAULTS = {"loss": ("db", "api"), "cpu-throttle": ("api", "front"), "cpu-neighbour": ("api", "db"),
+                   "queue": ("api", "db"), "oom": ("api", "db")}
 
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -56,35 +64,41 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     from isostack.testbed import faults
 
     if args.quick:
-        return [{"fault": f, "target": t, "severity": "severe", "noise": "quiet", "rep": 0, "kind": "fault"}
-                for f, t in QUICK_CASES]
+        return [{"fault": f, "target": t, "severity": "severe", "noise": "quiet", "rep": 0, "kind": "fault",
+                 "topology": "testbed"} for f, t in QUICK_CASES]
     wanted = [x for x in args.faults.split(",") if x] if args.faults else None
     severities = args.severities.split(",")
     noises = args.noise.split(",")
+    topologies = args.topology.split(",")
     out: list[dict[str, Any]] = []
     turn = 0
-    for name, f in faults.registry().items():
-        if wanted and name not in wanted:
-            continue
-        for sev in severities:
-            if sev not in f.severities:
-                continue  # e.g. oom: a service is killed or it is not; there is no mild form
-            for noise in noises:
-                for rep in range(args.reps):
-                    targets = [f.applies_to[turn % len(f.applies_to)]] if args.one_target else list(f.applies_to)
-                    turn += 1
-                    out += [{"fault": name, "target": t, "severity": sev, "noise": noise, "rep": rep, "kind": "fault"}
-                            for t in targets]
-    if args.compound and (not wanted or "compound" in wanted):
-        out += [{"fault": "compound", "target": COMPOUND["target"], "severity": "severe", "noise": noise, "rep": rep,
-                 "kind": "compound"} for noise in noises for rep in range(args.reps)]
-    out += [{"fault": CONTROL, "target": "-", "severity": "-", "noise": noise, "rep": rep, "kind": "control"}
-            for noise in noises for rep in range(args.controls)]
+    for topo in topologies:
+        for name, f in faults.registry().items():
+            if wanted and name not in wanted:
+                continue
+            applies = f.applies_to if topo == "testbed" else REALLIFE_FAULTS.get(name, ())
+            if not applies:
+                continue
+            for sev in severities:
+                if sev not in f.severities:
+                    continue  # e.g. oom: a service is killed or it is not; there is no mild form
+                for noise in noises:
+                    for rep in range(args.reps):
+                        targets = [applies[turn % len(applies)]] if args.one_target else list(applies)
+                        turn += 1
+                        out += [{"fault": name, "target": t, "severity": sev, "noise": noise, "rep": rep,
+                                 "kind": "fault", "topology": topo} for t in targets]
+        if topo == "testbed" and args.compound and (not wanted or "compound" in wanted):
+            out += [{"fault": "compound", "target": COMPOUND["target"], "severity": "severe", "noise": noise,
+                     "rep": rep, "kind": "compound", "topology": topo} for noise in noises for rep in range(args.reps)]
+        out += [{"fault": CONTROL, "target": "-", "severity": "-", "noise": noise, "rep": rep, "kind": "control",
+                 "topology": topo} for noise in noises for rep in range(args.controls)]
     return out
 
 
 def case_name(item: dict[str, Any]) -> str:
-    return f"{item['fault']}_{item['target']}_{item['severity']}_{item['noise']}_{item['rep']}"
+    prefix = "" if item.get("topology", "testbed") == "testbed" else f"{item['topology']}-"
+    return f"{prefix}{item['fault']}_{item['target']}_{item['severity']}_{item['noise']}_{item['rep']}"
 
 
 def _truth(item: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +106,11 @@ def _truth(item: dict[str, Any]) -> dict[str, Any]:
 
     if item["kind"] == "control":
         return {"service": "", "layer": "", "mechanism": ""}
+    if item.get("topology") == "reallife":
+        from isostack.testbed import reallife
+
+        f = faults.get(item["fault"])
+        return {"service": reallife.SERVICE_NAMES[item["target"]], "layer": f.layer, "mechanism": f.mechanism}
     if item["kind"] == "compound":
         (layer, mech) = COMPOUND["roots"][0]
         return {"service": item["target"], "layer": layer, "mechanism": mech,
@@ -101,11 +120,14 @@ def _truth(item: dict[str, Any]) -> dict[str, Any]:
 
 def _record(item: dict[str, Any], data: Path, args: argparse.Namespace, rate: float) -> Any:
     from isostack.testbed import faults
-    from isostack.testbed.run import NO_FAULT, run_case
+    from isostack.testbed.run import NO_FAULT, run_case, run_reallife_case
 
     noise = NOISE if item["noise"] == "noisy" else None
     kw: dict[str, Any] = {"baseline_s": args.baseline_s, "fault_s": args.fault_s, "rate_rps": rate,
                           "seed": item["rep"], "progress": lambda m: None, "noise": noise}
+    if item.get("topology") == "reallife":
+        params = {} if item["kind"] == "control" else faults.get(item["fault"]).severities[item["severity"]]
+        return run_reallife_case(item["fault"], item["target"], data, params=params, **kw)
     if item["kind"] == "control":
         return run_case(NO_FAULT, item["target"], data, **kw)
     if item["kind"] == "compound":
@@ -151,7 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.monotonic()
     for i, item in enumerate(items, 1):
         rate = RATES[item["rep"] % len(RATES)]
-        base = {k: item[k] for k in ("fault", "target", "severity", "noise", "rep", "kind")} | {"case_no": i}
+        base = {k: item[k] for k in ("fault", "target", "severity", "noise", "rep", "kind", "topology")} | {"case_no": i}
         data = run_dir / "cases" / case_name(item)
         done = data / "case.json"
         if args.max_minutes and (time.monotonic() - t_start) / 60 > args.max_minutes and not done.exists():
@@ -276,22 +298,31 @@ def rediagnose(run_dir: Path) -> dict[str, Any]:
 
 
 def _ours(case: Any) -> dict[str, Any]:
-    """isostack's ranking for one case; a crash in the diagnosis counts as a miss and is reported."""
-    from isostack.testbed.run import diagnose_case
-
+    """isostack's answer for one case, read from what a user sees: ``isostack diagnose --since <inject>
+    --until <revert> --json`` run as a command on the case's store; its top-level ``verdict`` is scored
+    as is (AC@1 its top candidate, AC@3 its per-axis ranking). A failed command counts as a miss and is
+    reported. Time to verdict is the command's wall time (interpreter start included)."""
+    argv = [sys.executable, "-m", "isostack", "--data-dir", str(case.data_dir), "diagnose",
+            "--since", str(case.inject_ns), "--until", str(case.revert_ns), "--json"]
     t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    elapsed = time.perf_counter() - t0
     try:
-        v = diagnose_case(case)
-    except Exception as exc:  # noqa: BLE001 - one broken case must not lose the other results
-        return {"service": [], "layer": [], "mechanism": [], "elapsed_s": time.perf_counter() - t0,
-                "error": f"{type(exc).__name__}: {exc}"[:300]}
-    top = v.verdict.top
-    return {"service": v.ranked_services, "layer": v.ranked_layers, "mechanism": v.ranked_mechanisms,
-            "elapsed_s": v.elapsed_s,
-            # the verdict `isostack diagnose` prints for the fault window: scored as is (AC@1 is its top)
-            "verdict": {"service": top.service if top else None, "layer": top.layer if top else None,
-                        "mechanism": top.mechanism if top else None, "symptoms": top.symptoms if top else [],
-                        "candidates": [[c.service, c.layer, c.mechanism, c.share] for c in v.verdict.candidates[:5]]}}
+        if proc.returncode != 0:
+            raise ValueError(f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
+        doc = json.loads(proc.stdout)
+        v = (doc[0] if isinstance(doc, list) else doc)["verdict"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return {"service": [], "layer": [], "mechanism": [], "elapsed_s": elapsed,
+                "error": f"isostack diagnose: {type(exc).__name__}: {exc}"[:300]}
+    ranked = v.get("ranked") or {}
+    top = (v.get("candidates") or [{}])[0] if v.get("service") else {}
+    return {"service": ranked.get("service", []), "layer": ranked.get("layer", []),
+            "mechanism": ranked.get("mechanism", []), "elapsed_s": elapsed,
+            "verdict": {"service": v.get("service"), "layer": v.get("layer"), "mechanism": v.get("mechanism"),
+                        "symptoms": top.get("symptoms", []),
+                        "candidates": [[c.get("service"), c.get("layer"), c.get("mechanism"), c.get("share")]
+                                       for c in (v.get("candidates") or [])[:5]]}}
 
 
 def _run_baselines(root: Path) -> dict[str, Any]:
@@ -351,14 +382,15 @@ def score(out: dict[str, Any]) -> list[dict[str, Any]]:
 
 def per_class(out: dict[str, Any]) -> list[dict[str, Any]]:
     """isostack per fault x severity x noise: AC@1/AC@3 on every axis, achieved load, time to verdict."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in out["rows"]:
         if r.get("kind", "fault") == "control":
             continue
-        groups.setdefault((r["fault"], r.get("severity", "severe"), r.get("noise", "quiet")), []).append(r)
+        key = (r.get("topology", "testbed"), r["fault"], r.get("severity", "severe"), r.get("noise", "quiet"))
+        groups.setdefault(key, []).append(r)
     table = []
-    for (fault, sev, noise), rs in sorted(groups.items()):
-        line: dict[str, Any] = {"fault": fault, "severity": sev, "noise": noise, "cases": len(rs)}
+    for (topo, fault, sev, noise), rs in sorted(groups.items()):
+        line: dict[str, Any] = {"topology": topo, "fault": fault, "severity": sev, "noise": noise, "cases": len(rs)}
         for axis in AXES:
             for k in (1, 3):
                 line[f"{axis}@{k}"] = sum(hit(r, "isostack", axis, k) for r in rs)
@@ -376,12 +408,12 @@ def per_class(out: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def false_positives(out: dict[str, Any]) -> dict[str, Any]:
-    """No-fault controls: the share whose verdict named a cause, per noise level."""
+    """No-fault controls: the share whose verdict named a cause, per topology and noise level."""
     res: dict[str, Any] = {}
     for r in out["rows"]:
         if r.get("kind") != "control":
             continue
-        cell = res.setdefault(r["noise"], {"runs": 0, "named": 0, "answers": []})
+        cell = res.setdefault(f"{r.get('topology', 'testbed')} {r['noise']}", {"runs": 0, "named": 0, "answers": []})
         cell["runs"] += 1
         v = r["isostack"].get("verdict") or {}
         if _named(r):
@@ -413,10 +445,10 @@ def markdown(table: list[dict[str, Any]], out: dict[str, Any]) -> str:
                    f"{f(r['layer@1'])} | {f(r['layer@3'])} | {f(r['mechanism@1'])} | {f(r['mechanism@3'])} | "
                    f"{r['time_s']:.2f} | {r['fallbacks']} |\n" for r in table)
     classes = per_class(out)
-    cls = ("| fault | severity | noise | cases | service @1 / @3 | layer @1 / @3 | mechanism @1 / @3 | "
+    cls = ("| topology | fault | severity | noise | cases | service @1 / @3 | layer @1 / @3 | mechanism @1 / @3 | "
            "fault p50 / p95 (ms) | p95 × baseline | client timeouts | time to verdict (s) | outside CPUs |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-           + "".join(f"| {c['fault']} | {c['severity']} | {c['noise']} | {c['cases']} | "
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+           + "".join(f"| {c['topology']} | {c['fault']} | {c['severity']} | {c['noise']} | {c['cases']} | "
                      f"{c['service@1']}/{c['cases']} · {c['service@3']}/{c['cases']} | "
                      f"{c['layer@1']}/{c['cases']} · {c['layer@3']}/{c['cases']} | "
                      f"{c['mechanism@1']}/{c['cases']} · {c['mechanism@3']}/{c['cases']} | "
@@ -434,7 +466,7 @@ def markdown(table: list[dict[str, Any]], out: dict[str, Any]) -> str:
         v = r["isostack"].get("verdict") or {}
         return f"{v.get('service') or '—'} {v.get('layer') or ''} {v.get('mechanism') or ''}".strip()
 
-    per = "".join(f"| {r['fault']} | {r['target']} | {r.get('severity', 'severe')} | {r.get('noise', 'quiet')} | "
+    per = "".join(f"| {r.get('topology', 'testbed')} | {r['fault']} | {r['target']} | {r.get('severity', 'severe')} | {r.get('noise', 'quiet')} | "
                   f"{r['rep']} | {r['truth']['layer']} {r['truth']['mechanism']} | {verdict_of(r)} | "
                   f"{','.join(r['isostack']['service'][:3])} | {','.join(r['isostack']['mechanism'][:3])} | "
                   f"{_load(r)} | {_cpus(r)} |\n" for r in out["rows"])
@@ -450,9 +482,9 @@ def markdown(table: list[dict[str, Any]], out: dict[str, Any]) -> str:
             f"takes 0.1-0.65; above {out.get('rerecord_above', BUSY_HOST_CPUS):g} the case is recorded again once, the "
             "first figure in brackets); "
             "a noisy case's background work runs in its own testbed cgroup and is not counted there.\n\n"
-            "| fault | target | severity | noise | rep | truth | verdict | services | mechanisms | "
+            "| topology | fault | target | severity | noise | rep | truth | verdict | services | mechanisms | "
             "p50/p95 baseline → fault (ms), timeouts | outside CPUs |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
             f"{per}")
 
 
@@ -479,6 +511,9 @@ def main() -> None:
     ap.add_argument("--severities", default="severe,mild", help="comma-separated: severe, mild")
     ap.add_argument("--noise", default="quiet,noisy",
                     help="comma-separated: quiet, noisy (about 1 CPU + 4 MB/s of disk writes in another cgroup)")
+    ap.add_argument("--topology", default="testbed,reallife",
+                    help="comma-separated: testbed (the testbed's own four services), reallife (Flask/requests -> "
+                         "Flask/psycopg2 -> PostgreSQL, auto-instrumented third-party software)")
     ap.add_argument("--one-target", action="store_true",
                     help="one service per fault x severity x noise x rep, rotating through its targets")
     ap.add_argument("--no-compound", dest="compound", action="store_false", help="skip the compound incident")

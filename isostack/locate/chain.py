@@ -26,6 +26,14 @@ CAUSES: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 # When kernel findings explain at least this share of the excess, "it's the app" is not the answer.
 APP_EXPLAINED_SHARE = 0.5
+# A cause must be able to account for its symptom: it explains at least this share of the time the
+# symptom explains. A 0.4 s run-queue wait did not fill a transmit queue that held the hop for 10 s
+# (a rate limit on the link did, which no check sees as a finding of its own); linked, the small wait
+# became the root and the queue its symptom. Symptoms whose cost is an amplification of the cause by
+# design are exempt: one drop costs a 200 ms+ retransmission timeout, a leak ends in a kill whose
+# downtime is longer than the growth, a wait shows as the service's whole self time.
+CAUSE_MIN_SHARE = 0.25
+AMPLIFIED_SYMPTOMS = frozenset({"retransmits", "rtt_spike", "oom_kill", "app_self_time"})
 
 
 def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[Finding]:
@@ -49,7 +57,8 @@ def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[F
         for group in CAUSES.get(f.mechanism, ()):
             cands = [c for m in group for c in by_mech.get(m, []) if c is not f and
                      (f.started_ns is None or c.started_ns is None or
-                      c.started_ns <= f.started_ns + skew_ns + _resolution(c, f))]
+                      c.started_ns <= f.started_ns + skew_ns + _resolution(c, f)) and
+                     (f.mechanism in AMPLIFIED_SYMPTOMS or c.explained_ns >= CAUSE_MIN_SHARE * f.explained_ns)]
             if cands:
                 cause = min(cands, key=lambda c: (starts(c), -c.explained_ns))
                 if not _creates_cycle(cause, f, parent):

@@ -34,9 +34,11 @@ from isostack.locate.model import Diagnosis, Finding
 # A finding whose location is a whole host, not a service in it.
 HOST_MECHANISMS = frozenset({"host_cpu_saturation"})
 # Is the window an incident at all? Slow hops exist in every window (a tail is a tail); the window is
-# one when some operation's SERVER spans got slower as a whole — p95 at least this many times its
+# one when some operation's SERVER or CLIENT spans got slower as a whole — p95 at least this many times its
 # reference p95 — or started failing, against the period before it (at least INCIDENT_MIN_SPANS spans
 # on both sides). Below that the verdict is "nothing wrong beyond the noise", its candidates listed.
+# CLIENT spans count because a delay on the wire or in the callee's queue before its SERVER span
+# starts (a filling tx queue, a slow accept) is seen only by the caller's span of that call.
 INCIDENT_P95_RATIO = 1.5
 INCIDENT_ERROR_SHARE = 0.05  # added share of failed SERVER spans (and at least 3 of them)
 INCIDENT_MIN_SPANS = 20
@@ -329,33 +331,33 @@ def verdict_for(con: duckdb.DuckDBPyConnection, ds: list[Diagnosis]) -> Verdict:
 
 
 def window_moved(con: duckdb.DuckDBPyConnection, reference: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
-    """(is the window an incident, the operation that moved most), from SERVER spans: the window's p95
-    and error share per (service, operation) against the reference period's."""
+    """(is the window an incident, the operation that moved most), from SERVER and CLIENT spans: the
+    window's p95 and error share per (service, kind, operation) against the reference period's."""
     lo, ref_hi = int(reference["from_ns"]), int(reference["to_ns"])
     hi = int(reference.get("window_to_ns") or 0)
     if hi <= ref_hi:
         return True, None
     rows = con.execute(f"""
-        SELECT service_name, name,
+        SELECT service_name, kind, name,
                count(*) FILTER (WHERE start_ns <= $ref_hi) AS n_ref, count(*) FILTER (WHERE start_ns > $ref_hi) AS n_win,
                quantile_cont(duration_ns, 0.95) FILTER (WHERE start_ns <= $ref_hi) AS p95_ref,
                quantile_cont(duration_ns, 0.95) FILTER (WHERE start_ns > $ref_hi) AS p95_win,
                count(*) FILTER (WHERE start_ns <= $ref_hi AND status_code = 'ERROR') AS err_ref,
                count(*) FILTER (WHERE start_ns > $ref_hi AND status_code = 'ERROR') AS err_win
-        FROM spans WHERE kind = 'SERVER' AND start_ns BETWEEN $lo AND $hi GROUP BY ALL
+        FROM spans WHERE kind IN ('SERVER', 'CLIENT') AND start_ns BETWEEN $lo AND $hi GROUP BY ALL
         HAVING n_ref >= {INCIDENT_MIN_SPANS} AND n_win >= {INCIDENT_MIN_SPANS}""",
                        {"lo": lo, "ref_hi": ref_hi, "hi": hi}).fetchall()
     if not rows:
         return True, None  # too few spans to judge: the slow hops speak for themselves
     worst: dict[str, Any] | None = None
     moved = False
-    for svc, op, n_ref, n_win, p95_ref, p95_win, err_ref, err_win in rows:
+    for svc, kind, op, n_ref, n_win, p95_ref, p95_win, err_ref, err_win in rows:
         ratio = float(p95_win) / max(float(p95_ref), 1.0)
         added = err_win / n_win - err_ref / n_ref
         if ratio >= INCIDENT_P95_RATIO or (added >= INCIDENT_ERROR_SHARE and err_win >= 3):
             moved = True
         if worst is None or ratio > worst["p95_ratio"]:
-            worst = {"service": svc, "operation": op, "p95_ratio": round(ratio, 2),
+            worst = {"service": svc, "operation": op, "kind": kind, "p95_ratio": round(ratio, 2),
                      "p95_ms": round(float(p95_win) / 1e6, 1), "reference_p95_ms": round(float(p95_ref) / 1e6, 1),
                      "added_error_share": round(added, 3)}
     return moved, worst

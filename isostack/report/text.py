@@ -24,35 +24,12 @@ def _ms(ns: int | None) -> str:
     return "?" if ns is None else f"{ns / 1e6:,.1f} ms"
 
 
-def num(v: float) -> str:
-    """A measured value at a readable precision: 4,370 · 131 · 22.4 · 0.95."""
-    a = abs(v)
-    if a >= 100:
-        return f"{v:,.0f}"
-    if a >= 10:
-        return f"{v:.1f}".rstrip("0").rstrip(".")
-    return f"{v:.2f}".rstrip("0").rstrip(".") if a else "0"
-
-
 def human(value: float, unit: str) -> str:
-    """A measured value in the unit a person reads: ns/us as ms or s, bytes as KiB/MiB/GiB, a
-    percent with %, CPUs as CPUs — never ``9.10683e+08 ns``."""
-    v = float(value)
-    if unit in ("ns", "us", "µs", "ms", "s"):
-        ms = v * {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-        if abs(ms) >= 10_000:
-            return f"{num(ms / 1e3)} s"
-        return f"{num(ms)} ms" if abs(ms) >= 1 or ms == 0 else f"{num(ms * 1e3)} µs"
-    if unit == "bytes":
-        for scale, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-            if abs(v) >= scale:
-                return f"{num(v / scale)} {name}"
-        return f"{num(v)} bytes"
-    if unit in ("percent", "%"):
-        return f"{num(v)} %"
-    if unit == "ratio":
-        return f"{v:.0%}"
-    return f"{num(v)} {unit}"
+    """A measured value in the unit a person reads (one formatter for every renderer:
+    :func:`isostack.report.units.human_value`)."""
+    from isostack.report.units import human_value
+
+    return human_value(value, unit)
 
 
 def evidence_line(e: Evidence) -> str:

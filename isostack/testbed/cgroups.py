@@ -31,11 +31,18 @@ def controllers() -> list[str]:
     return [c for c in V1_CONTROLLERS if (ROOT / c / "cgroup.procs").exists()]
 
 
+def _under(name: str) -> Path:
+    """``name`` below the testbed's parent, or, written as an absolute cgroup path (``/other/x``),
+    below the hierarchy root: the faults then work on another topology's cgroups (bench.accuracy's
+    third-party topology keeps its own parent)."""
+    return Path(name.lstrip("/")) if name.startswith("/") else Path(PARENT) / name
+
+
 def path(controller: str, name: str) -> Path:
     """Directory of the testbed cgroup ``name`` in ``controller`` ("" on v2 = the unified tree)."""
     if is_v2_only():
-        return ROOT / PARENT / name
-    return ROOT / controller / PARENT / name
+        return ROOT / _under(name)
+    return ROOT / controller / _under(name)
 
 
 def tracking_controllers() -> tuple[str, ...]:
@@ -47,7 +54,7 @@ def tracking_controllers() -> tuple[str, ...]:
 
 def _dirs(name: str, only: tuple[str, ...] | None) -> list[Path]:
     if is_v2_only():
-        return [ROOT / PARENT / name]
+        return [ROOT / _under(name)]
     return [path(c, name) for c in (only if only is not None else controllers())]
 
 
@@ -68,7 +75,7 @@ def create(name: str, only: tuple[str, ...] | None = None) -> None:
             (ROOT / PARENT / "cgroup.subtree_control").write_text("+cpu +memory +io +pids")
         except OSError:
             pass  # some controllers may be unavailable; the cgroup still exists
-        _mkdir_recorded(ROOT / PARENT / name)
+        _mkdir_recorded(ROOT / _under(name))
         return
     for d in _dirs(name, only):
         if not d.parent.is_dir():
@@ -84,7 +91,7 @@ def attach(name: str, pid: int, only: tuple[str, ...] | None = None) -> None:
 
 def pids(name: str) -> list[int]:
     """Processes currently in cgroup ``name`` (from the cpu controller, or the unified tree)."""
-    d = ROOT / PARENT / name if is_v2_only() else path("cpu", name)
+    d = path("", name) if is_v2_only() else path("cpu", name)
     try:
         return [int(x) for x in (d / "cgroup.procs").read_text().split()]
     except OSError:
@@ -101,7 +108,7 @@ def write(controller: str, name: str, knob: str, value: str) -> None:
 
 def cgroup_id(name: str) -> int:
     """Inode of the cgroup dir (cpu controller on v1) - the id kernel events carry."""
-    d = ROOT / PARENT / name if is_v2_only() else path("cpu", name)
+    d = path("", name) if is_v2_only() else path("cpu", name)
     return os.stat(d).st_ino
 
 

@@ -20,11 +20,18 @@ class Result:
 
 
 class LoadGen:
-    """Drive ``http://host:port/`` at a steady rate from the calling namespace."""
+    """Drive ``http://host:port/`` at a steady rate from the calling namespace.
+
+    By default ``POST /checkout`` with a random body (the testbed's services); ``method="GET"`` and a
+    ``path`` such as ``/order/{n}`` (``{n}``: the request's sequence number) drive other applications.
+    """
 
     def __init__(self, host: str, port: int, *, rate_rps: float = 20.0, seed: int = 0, body_bytes: int = 8192,
-                 timeout_s: float = 5.0, max_workers: int = 64) -> None:
+                 timeout_s: float = 5.0, max_workers: int = 64, method: str = "POST",
+                 path: str = "/checkout") -> None:
         self.host, self.port = host, port
+        self.method, self.path = method, path
+        self._sent = 0
         self.rate_rps = rate_rps
         self.rng = random.Random(seed)
         self.body = os.urandom(body_bytes)
@@ -35,11 +42,15 @@ class LoadGen:
         self._stop = threading.Event()
 
     def _one(self) -> None:
+        with self._lock:
+            self._sent += 1
+            path = self.path.replace("{n}", str(self._sent))
+        body = self.body if self.method == "POST" else None
         t0 = time.time_ns()
         status = 0
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         try:
-            conn.request("POST", "/checkout", body=self.body, headers={"Connection": "close"})
+            conn.request(self.method, path, body=body, headers={"Connection": "close"})
             resp = conn.getresponse()
             resp.read()
             status = resp.status

@@ -127,6 +127,7 @@ class Pipeline:
         import os
 
         from isostack.testbed import cgroups, state
+        from isostack.testbed.sh import default_stop_signals
 
         only = cgroups.tracking_controllers()
         cgroups.create(cgroups.TRACKING, only=only)
@@ -135,6 +136,7 @@ class Pipeline:
         state.note("process", name, cgroup=f"{cgroups.PARENT}/{cgroups.TRACKING}", argv=argv, stop_signal="SIGINT")
 
         def enter() -> None:  # in the child, between fork and exec
+            default_stop_signals()
             cgroups.attach(cgroups.TRACKING, os.getpid(), only=only)
 
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child

@@ -30,9 +30,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from isostack.errors import CapabilityError, IsostackError
-from isostack.testbed.sh import ok, require_root, run
+from isostack.testbed.sh import default_stop_signals, ok, require_root, run
 
 PREFIX = "isorl-"
 BRIDGE = "isorl-br0"
@@ -71,7 +72,10 @@ FRONT = Host("front", f"{SUBNET}.11", APP_PORT)
 API = Host("api", f"{SUBNET}.12", APP_PORT)
 DB = Host("db", f"{SUBNET}.14", DB_PORT)
 HOSTS = (FRONT, API, DB)
-SERVICE_NAMES = {"front": "reallife-front", "api": "reallife-api"}
+# what each host is called in the store: the apps' OTEL_SERVICE_NAME; PostgreSQL runs uninstrumented,
+# but carries the name in its environment as a deployment labels a workload (a pod's name), so the
+# agent's workloads table names its cgroup and address
+SERVICE_NAMES = {"front": "reallife-front", "api": "reallife-api", "db": "reallife-db"}
 
 
 def missing() -> str:
@@ -186,6 +190,7 @@ class RealLife:
         dirs = _cg_dirs(name)
 
         def enter() -> None:  # between fork and exec: the service and its children live in our cgroup
+            default_stop_signals()  # they are stopped with SIGINT (their SDKs flush on it)
             for d in dirs:
                 (d / "cgroup.procs").write_text(str(os.getpid()))
 
@@ -209,7 +214,7 @@ class RealLife:
             raise IsostackError(f"initdb failed ({init.returncode}): {init.stderr.strip()[-400:]}")
         with open(pgdata / "pg_hba.conf", "a") as fh:
             fh.write(f"host all all {SUBNET}.0/24 trust\n")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C", "OTEL_SERVICE_NAME": SERVICE_NAMES["db"]}
         self.procs["db"] = self._popen("db", [
             "runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(pgdata), "-k", str(pgdata),
             "-c", f"listen_addresses={DB.addr}", "-p", str(DB.port), "-c", "fsync=off", "-c", "max_connections=40",
@@ -299,6 +304,19 @@ class RealLife:
             yield
         finally:
             ok("iptables", "-D", *rule, netns=DB.netns)
+
+    def fault_context(self, target: str, params: dict[str, Any] | None = None, duration_s: float = 600.0) -> Any:
+        """Where a fault of the testbed's library lands on host ``target`` of this topology: its netns,
+        the root-side end of its veth, its own cgroup (an absolute path, see testbed/cgroups.py)."""
+        from isostack.testbed.faults import Context
+
+        by_name = {h.name: h for h in HOSTS}
+        if target not in by_name:
+            raise IsostackError(f"unknown real-life host {target!r}; hosts: {', '.join(by_name)}")
+        h = by_name[target]
+        pids = self.pids().get(target) or [0]
+        return Context(target=target, netns=h.netns, host_veth=h.netns, addr=h.addr, pid=pids[0],
+                       cgroup=cgroup_path(target), params=dict(params or {}), duration_s=duration_s)
 
     def pids(self) -> dict[str, list[int]]:
         """Processes per host, from our cgroups."""

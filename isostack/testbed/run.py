@@ -95,8 +95,9 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
         progress(f"baseline p50 {case.load['baseline']['p50_ms']:.1f} ms; "
                  f"injecting {fault} on {target}")
         case.inject_ns = time.time_ns()
+        demand = _baseline_demand_pct(sampler.rows if sampler else [], target, case.baseline_start_ns)
         for name, p in chain:
-            faults.apply(name, target, p, duration_s=fault_s + 30)
+            faults.apply(name, target, _with_demand(p, demand), duration_s=fault_s + 30)
         case.load["fault"] = summary(lg.run(fault_s))
         progress(f"under fault p50 {case.load['fault']['p50_ms']:.1f} ms, p99 {case.load['fault']['p99_ms']:.1f} ms; "
                  "reverting")
@@ -125,6 +126,90 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
         else:
             progress("torn down: no residue")
     return case
+
+
+def run_reallife_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.0, fault_s: float = 20.0,
+                      rate_rps: float = 20.0, seed: int = 0, params: dict[str, Any] | None = None,
+                      progress: Any = _progress, noise: dict[str, float] | None = None) -> Case:
+    """One labelled case on the third-party topology (Flask/requests -> Flask/psycopg2 -> PostgreSQL
+    under their libraries' own auto-instrumentation, :mod:`isostack.testbed.reallife`), with a fault of
+    the same library applied to one of its hosts (front, api, db). ``isostack serve`` and ``isostack
+    agent`` run as a user runs them. The truth names the service as the store knows it."""
+    import contextlib
+
+    from isostack.testbed import reallife
+
+    case_truth = {"service": "", "layer": "", "mechanism": ""}
+    if fault != NO_FAULT:
+        f = faults.get(fault)
+        case_truth = {"service": reallife.SERVICE_NAMES[target], "layer": f.layer, "mechanism": f.mechanism}
+    case = Case(data_dir=data_dir, fault=fault, target=target, truth=case_truth)
+    pipeline = Pipeline(data_dir, reallife.BRIDGE_ADDR, log_dir=data_dir / "logs")
+    rl = reallife.RealLife(data_dir / "apps")
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    lg: LoadGen | None = None
+    sampler: Sampler | None = None
+    noise_pid: int | None = None
+    applied: tuple[Any, Any, Any] | None = None  # (fault, context, state) to revert
+    try:
+        progress("real-life topology up: front -> api -> PostgreSQL in netns isorl-*, bridge isorl-br0")
+        rl.up(on_network=pipeline.start)
+        case.components = dict(pipeline.kinds)
+        deadline = time.monotonic() + 30
+        while not list((data_dir / "kernel_events").glob("*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the agent's probes attached (its first window written)
+        sampler = Sampler({reallife.SERVICE_NAMES[h.name]: reallife.cgroup_path(h.name) for h in reallife.HOSTS})
+        sampler.start()
+        if noise:
+            noise_pid = _start_noise(noise, baseline_s + fault_s + 60, data_dir)
+        lg = LoadGen(reallife.FRONT.addr, reallife.FRONT.port, rate_rps=rate_rps, seed=seed, method="GET",
+                     path="/order/{n}")
+        case.baseline_start_ns = time.time_ns()
+        case.load["baseline"] = summary(lg.run(baseline_s))
+        progress(f"baseline p50 {case.load['baseline']['p50_ms']:.1f} ms; injecting {fault} on {target}")
+        case.inject_ns = time.time_ns()
+        if fault != NO_FAULT:
+            f = faults.get(fault)
+            demand = _baseline_demand_pct(sampler.rows if sampler else [], reallife.SERVICE_NAMES[target],
+                                          case.baseline_start_ns)
+            ctx = rl.fault_context(target, _with_demand(params or {}, demand), duration_s=fault_s + 30)
+            applied = (f, ctx, f.apply(ctx))
+        case.load["fault"] = summary(lg.run(fault_s))
+        progress(f"under fault p50 {case.load['fault']['p50_ms']:.1f} ms; reverting")
+        if applied is not None:
+            applied[0].revert(applied[1], applied[2])
+            applied = None
+        case.revert_ns = time.time_ns()
+        case.requests = [(r.start_ns, r.latency_ns, r.status) for r in lg.results]
+    finally:
+        if applied is not None:
+            with contextlib.suppress(Exception):
+                applied[0].revert(applied[1], applied[2])
+        if lg is not None:
+            lg.stop()
+        if sampler is not None:
+            sampler.stop()
+            case.metrics = sampler.rows
+        if noise_pid is not None:
+            faults.kill_group(noise_pid)
+            (data_dir / "bg-noise.dat").unlink(missing_ok=True)
+        rl.down()  # the apps flush their spans on SIGINT, into the receiver still running
+        pipeline.stop()
+        signal.signal(signal.SIGTERM, old_term)
+        case.end_ns = time.time_ns()
+    return case
+
+
+def _baseline_demand_pct(rows: list[dict[str, float]], label: str, since_ns: int) -> float | None:
+    """The target's mean CPU use (% of one CPU) over the baseline load, from the per-second sampler:
+    what a quota relative to "its demand" must be relative to (the second right before injection is
+    idle: the baseline's requests have finished)."""
+    vals = [r[f"{label}_cpu"] for r in rows if r.get("time", 0) >= since_ns / 1e9 and f"{label}_cpu" in r]
+    return round(sum(vals) / len(vals) * 100, 2) if vals else None
+
+
+def _with_demand(params: dict[str, Any], demand_pct: float | None) -> dict[str, Any]:
+    return {**params, "demand_pct": demand_pct} if demand_pct is not None and "demand_pct" not in params else params
 
 
 def _start_noise(noise: dict[str, float], duration_s: float, data_dir: Path) -> int:

@@ -43,15 +43,18 @@ def _sockets(name: str) -> int:
 class Sampler:
     """Every second: cpu_s (cpuacct delta, seconds of CPU), mem_bytes, diskio_bytes (delta), sockets."""
 
-    def __init__(self, services: list[str], interval_s: float = 1.0) -> None:
-        self.services = services
+    def __init__(self, services: list[str] | dict[str, str], interval_s: float = 1.0) -> None:
+        # label -> testbed cgroup name (or an absolute cgroup path, see cgroups.path)
+        self.cgroup_of = dict(services) if isinstance(services, dict) else {s: s for s in services}
+        self.services = list(self.cgroup_of)
         self.interval_s = interval_s
         self.rows: list[dict[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="testbed-sampler", daemon=True)
 
     def _snapshot(self) -> dict[str, tuple[int, int]]:
-        return {s: (_read_int(cgroups.path("cpuacct", s) / "cpuacct.usage"), _blkio_bytes(s)) for s in self.services}
+        return {s: (_read_int(cgroups.path("cpuacct", cg) / "cpuacct.usage"), _blkio_bytes(cg))
+                for s, cg in self.cgroup_of.items()}
 
     def _run(self) -> None:
         prev = self._snapshot()
@@ -60,9 +63,9 @@ class Sampler:
             row: dict[str, float] = {"time": float(int(time.time()))}
             for s in self.services:
                 row[f"{s}_cpu"] = max(0, now[s][0] - prev[s][0]) / 1e9 / self.interval_s
-                row[f"{s}_mem"] = float(_read_int(cgroups.path("memory", s) / "memory.usage_in_bytes"))
+                row[f"{s}_mem"] = float(_read_int(cgroups.path("memory", self.cgroup_of[s]) / "memory.usage_in_bytes"))
                 row[f"{s}_diskio"] = float(max(0, now[s][1] - prev[s][1]))
-                row[f"{s}_socket"] = float(_sockets(s))
+                row[f"{s}_socket"] = float(_sockets(self.cgroup_of[s]))
             self.rows.append(row)
             prev = now
 

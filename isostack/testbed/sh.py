@@ -52,3 +52,17 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def default_stop_signals() -> None:
+    """In a child between fork and exec: SIGINT and SIGQUIT back to their default action.
+
+    The testbed stops its receiver, agent and the third-party apps with SIGINT (they flush what they
+    hold on it). A shell starts a background job (``cmd &`` without job control, nohup'd runs, CI
+    steps) with SIGINT ignored, and an ignored signal stays ignored across exec: the children would
+    sit out the grace period and be SIGKILLed, losing their last spans and kernel windows.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)

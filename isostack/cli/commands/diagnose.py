@@ -58,6 +58,11 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
 
     if window and (since or until):
         raise UsageError("--window and --since/--until are exclusive: give one")
+    if trace_id is not None:
+        trace_id = trace_id.strip().lower()
+        if len(trace_id) not in (16, 32) or any(c not in "0123456789abcdef" for c in trace_id):
+            raise UsageError(f"--trace {trace_id!r}: a trace id is 32 hex digits (W3C / OpenTelemetry) "
+                             "or 16 (64-bit Jaeger/Zipkin ids); `isostack hops` lists slow hops with theirs")
     store = get_store(ctx)
     config = load_config(config_path) if config_path else None
     con = store.connect()
@@ -74,6 +79,13 @@ def command(ctx: click.Context, trace_id: str | None, service: str | None, windo
             else:
                 since_ns = parse_time_ns(since, latest_ns=latest, option="--since") if since else None
                 until_ns = parse_time_ns(until, latest_ns=latest, option="--until") if until else None
+        if trace_id:
+            # a 64-bit id may be stored left-padded to 32 digits (the Jaeger reader pads)
+            stored = [t for t in dict.fromkeys((trace_id, trace_id.rjust(32, "0")))
+                      if con.execute("SELECT 1 FROM spans WHERE trace_id = ? LIMIT 1", [t]).fetchall()]
+            if not stored:
+                raise UsageError(f"--trace {trace_id}: no spans with this trace id in the store")
+            trace_id = stored[0]
         err_console.print("[dim]diagnosing …[/]")
         # every slow hop of the window up to --limit: the verdict needs them all, even when one is shown
         results = diagnose_all(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,

@@ -25,8 +25,9 @@ class CpuNeighbour(Fault):
     layer = "L-3"
     mechanism = "runq_latency"
     summary = "spinning neighbour (cpu.shares x4, no quota) pinned to the target's CPU"
-    # mild: equal cpu.shares: the target gets half its pinned CPU (tuned by measuring; bench/accuracy/RESULTS.md has the achieved p95)
-    severities = {"severe": {}, "mild": {"shares": 1024}}
+    # mild: twice the target's cpu.shares: it gets a third of its pinned CPU, above its ~0.2 CPU demand
+    # (equal shares left p95 at 0.9-1.6x) (tuned by measuring; bench/accuracy/RESULTS.md has the achieved p95)
+    severities = {"severe": {}, "mild": {"shares": 2048}}
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         cpu = int(ctx.params.get("cpu", (os.cpu_count() or 1) - 1))

@@ -43,8 +43,9 @@ class SyscallSlow(Fault):
     layer = "L-4"
     mechanism = "seccomp_slow_path"
     summary = "seccomp SECCOMP_RET_USER_NOTIF on connect/accept4, each held delay_ms by a supervisor"
-    # mild: 10 ms per connect/accept4 (4 ms left p95 at 1.2-1.6x) (tuned by measuring; bench/accuracy/RESULTS.md has the achieved p95)
-    severities = {"severe": {}, "mild": {"delay_ms": 10}}
+    # mild: 15 ms per connect/accept4 (4 ms left p95 at 1.2-1.6x, 10 ms at 1.4-1.9x) (tuned by measuring;
+    # bench/accuracy/RESULTS.md has the achieved p95)
+    severities = {"severe": {}, "mild": {"delay_ms": 15}}
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from isostack.testbed.topology import extra_args_file, load_state
