@@ -159,3 +159,24 @@ def test_a_window_no_worse_than_its_reference_is_no_incident(tmp_path: Path) -> 
     v = verdict_for(con, diagnose_all(store, since_ns=since, until_ns=until, con=con))
     assert v.incident is True and (v.top.service, v.top.mechanism) == ("payment", "cpu_throttle")
     assert v.worst_operation["p95_ratio"] > 5
+
+
+def test_an_open_client_call_gets_its_peer_workload_as_server_side(tmp_path: Path) -> None:
+    """A CLIENT span with no SERVER child (uninstrumented callee) joins the callee's cgroup when the
+    workloads table names the one service at its peer address; a shared or unknown address names none."""
+    from isostack.locate.diagnose import adopt_peer_workloads
+    from isostack.store import Store
+    from tests.test_join import HOST, PAY_CG, T0, S, build_workloads
+
+    store = Store(tmp_path / "store")
+    build_workloads(store, extra=[{"ts_ns": T0 - 60 * S, "host_name": HOST, "pid": 300, "comm": "postgres",
+                                   "service_name": "db", "cgroup_id": PAY_CG + 7, "cgroup_path": "/h6/db",
+                                   "addrs": "10.1.0.6"}])
+    con = store.connect()
+    open_call = hop("order", "", 50.0, part="self_time")
+    answered = hop("order", "payment", 50.0)
+    unknown = hop("order", "", 50.0, part="self_time")
+    unknown.five_tuple = FiveTuple("tcp", "10.1.0.5", 40001, "10.9.9.9", 5432)
+    adopt_peer_workloads(con, [open_call, answered, unknown])
+    assert open_call.server_service == "db"
+    assert answered.server_service == "payment" and unknown.server_service == ""

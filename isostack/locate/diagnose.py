@@ -80,9 +80,29 @@ def diagnose_all(store: Store, *, since_ns: int | None = None, until_ns: int | N
             con.close()
 
 
+def adopt_peer_workloads(con: duckdb.DuckDBPyConnection, hops: list[SlowHop]) -> None:
+    """A CLIENT span with no SERVER child (an uninstrumented database, a callee that never answered)
+    still has a far end: when the workloads table names the one service behind its peer address, that
+    service becomes the hop's server side, so the join gathers its cgroup's signals too. Without it the
+    callee's CPU quota or run-queue wait was invisible under the calls that waited on it, and the
+    CLIENT span's self time (time spent waiting on the peer) read as the caller's own code."""
+    from isostack.locate.verdict import WorkloadIndex
+
+    open_ends = [h for h in hops if h.kind == "CLIENT" and not h.server_span_id and not h.server_service
+                 and h.five_tuple.peer_addr]
+    if not open_ends:
+        return
+    by_addr = WorkloadIndex.from_store(con).by_addr
+    for h in open_ends:
+        peer = by_addr.get(h.five_tuple.peer_addr, "")
+        if peer and peer != h.service:
+            h.server_service = peer
+
+
 def diagnose_hops(con: duckdb.DuckDBPyConnection, hops: list[SlowHop], config: dict[str, Any] | None = None) -> list[Diagnosis]:
     """Run the join, every check and the chain for already-found hops (tests and the alerting helper)."""
     cfg = validate(config or {}, "config")
+    adopt_peer_workloads(con, hops)
     # the configured tolerance, widened to what the agents measured between the hops' nodes
     hosts = {h for hop in hops for h in (hop.host_name, hop.server_host_name) if h}
     skew_ns = max(int(cfg["skew_ms"] * 1e6), skew_bound_ns(clock_offsets(con), hosts))
