@@ -8,7 +8,7 @@ a reviewer) see the same data:
 - the ``decision:`` block of ``isostack/kb/data/thresholds.yaml`` — every declared threshold (the
   ``alert:`` block stays hand-written: alert rules own it);
 - ``docs/checks/<id>.md`` — one page per check: header, the check's docstring, thresholds, scoring,
-  chain edges, fix.
+  chain edges, fix; ``docs/checks/README.md`` — the index of every check, and how to add one.
 
     python -m isostack.locate.catalog          # rewrite the files
     python -m isostack.locate.catalog --check  # exit 1 naming each stale file (CI, tests/test_contract.py)
@@ -121,12 +121,54 @@ def check_doc(mod: ModuleType) -> str:
     return "\n".join(out)
 
 
+def index_doc() -> str:
+    """``docs/checks/README.md``: every check in walk order, and how a new one is added."""
+    known = declared_thresholds()
+    rows = ["| check | layer | mechanisms | signals | default thresholds |", "|---|---|---|---|---|"]
+    for mod in all_checks():
+        spec = mod.CHECK
+        limits = ", ".join(f"`{t}` {_num(known[t][0].value)} {known[t][0].unit}" for t in spec.thresholds
+                           if t in known) or "—"
+        rows.append(f"| [{spec.id}]({spec.id}.md) | {spec.layer} | {', '.join(m.id for m in spec.owns) or spec.mechanism}"
+                    f" | {', '.join(spec.signals) or 'spans'} | {limits} |")
+    return "\n".join([
+        "# The checks",
+        "",
+        _GENERATED.rstrip().replace("# GENERATED", "<!-- GENERATED") + " -->",
+        "",
+        "The Y axis, walked in the spec's order (container → sandbox → paravirtual → full virtualisation → "
+        "hardware → host, then the network slice, then the application). One page per check.",
+        "",
+        *rows,
+        "",
+        "## Adding a check",
+        "",
+        "One file, its test, and a generated doc: nothing central is edited by hand.",
+        "",
+        "1. `isostack/locate/checks/<id>.py`: a module docstring (first line: the layer and the question; "
+        "the paragraphs after it become the doc page), `CHECK = CheckSpec(...)` declaring the layer, the "
+        "signals (kinds in `isostack/records.py`), the `Mechanism` it names (title, fix, `caused_by` edges "
+        "for the chain), the `Threshold`s it owns (value, unit, spec section), any `Gather` rule the join "
+        "needs beyond the signal's own coordinate, and its `Scoring` (confidence model, explained-time "
+        "rule); and `run(ctx) -> list[Finding]` that reads `ctx.events(...)` and calls `finding(...)`.",
+        "2. A test named `test_<id>...` under `tests/` that provokes the condition (real rows or a real "
+        "recording) and asserts the finding's numbers.",
+        "3. `python -m isostack.locate.catalog`: writes this index, the check's page, "
+        "`kb/data/mechanisms.yaml` and the decision block of `kb/data/thresholds.yaml`.",
+        "",
+        "`tests/test_contract.py` fails, naming the missing piece, when a check lacks any of these or a "
+        "written file is out of date. The newest example: [veth_softirq](veth_softirq.md).",
+        "",
+    ])
+
+
 def expected_files() -> dict[Path, str]:
     """Every generated file and the text it should hold."""
     files = {MECHANISMS_FILE: mechanisms_yaml(),
              THRESHOLDS_FILE: thresholds_yaml(THRESHOLDS_FILE.read_text(encoding="utf-8"))}
     for mod in all_checks():
         files[DOCS_DIR / f"{mod.CHECK.id}.md"] = check_doc(mod)
+    files[DOCS_DIR / "README.md"] = index_doc()
     return files
 
 
