@@ -35,3 +35,27 @@ FINDING_LAYERS: tuple[str, ...] = tuple(x.value for x in (Layer.L4, Layer.L3, La
 # paravirtual -> full virtualisation -> hardware -> host, then the network slice, then the application.
 WALK_ORDER: tuple[str, ...] = tuple(x.value for x in (Layer.L3, Layer.L4, Layer.L2, Layer.L1, Layer.L0,
                                                       Layer.HOST, Layer.NET, Layer.APP))
+
+
+# The network slice a device's driver puts a finding in (spec 29.6.12.0.1 "网络在四种隔离形态中的真实
+# 切片", 29.6.12.1): container plumbing -> L-3; a paravirtual NIC -> L-2; the hypervisor's backend and
+# switch -> L-1; an SR-IOV virtual function -> L-0. gVisor's netstack has no kernel driver: the
+# sandbox's own checks name L-4. Driver names as the kernel reports them (sysfs device/driver,
+# rtnetlink link kind, ethtool -i).
+DRIVER_SLICES: dict[str, str] = {
+    **dict.fromkeys(("veth", "bridge", "vxlan", "geneve", "macvlan", "ipvlan", "netkit"), Layer.L3.value),
+    **dict.fromkeys(("virtio_net", "xen_netfront", "vif", "hv_netvsc", "netvsc", "vmxnet3"), Layer.L2.value),
+    **dict.fromkeys(("tun", "tap", "vhost_net", "openvswitch", "xen-netback"), Layer.L1.value),
+    **dict.fromkeys(("ixgbevf", "iavf", "i40evf", "igbvf", "mlx4_vf"), Layer.L0.value),
+}
+# suffix the device lookup adds when sysfs says the device is a virtual function (device/physfn):
+# drivers like mlx5_core run PFs and VFs alike, so the name alone does not say L-0
+VF_SUFFIX = ":vf"
+
+
+def slice_of_driver(driver: str | None) -> str | None:
+    """The layer a network device's driver places it in, None when the driver is unknown."""
+    name = (driver or "").strip().lower()
+    if name.endswith(VF_SUFFIX):
+        return Layer.L0.value
+    return DRIVER_SLICES.get(name)

@@ -416,3 +416,21 @@ def test_veth_softirq_is_a_symptom_of_the_flow_that_floods(data_dir: Path) -> No
     d = run(data_dir, rows, hop=hop)
     soft = next(f for f in d.chain if f.mechanism == "veth_softirq")
     assert soft.caused_by == "noisy_flow"
+
+
+@pytest.mark.parametrize(("driver", "layer"), [("veth", "L-3"), ("bridge", "L-3"), ("virtio_net", "L-2"),
+                                                ("tap", "L-1"), ("mlx5_core:vf", "L-0"), ("", "L-2")])
+def test_tx_queue_full_names_the_slice_of_the_device_driver(data_dir: Path, driver: str, layer: str) -> None:
+    # a tbf backlog on one device; the collector recorded the device's driver (sysfs / rtnetlink / ethtool -i)
+    detail = {"qdisc": "tbf", **({"driver": driver} if driver else {})}
+    rows = [ev(IN + k * 200 * MS, "qdisc_backlog", 180, 200 * MS, device="isotb-payment", detail=detail)
+            for k in range(4)]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "tx_queue_full")
+    assert f.layer == layer  # no driver recorded: the check's declared L-2 stands
+
+
+def test_packet_drop_on_devices_takes_the_device_slice(data_dir: Path) -> None:
+    rows = [ev(IN, "qdisc_drop", 30_000, S, device="veth1a2b", detail={"driver": "veth"})]
+    f = next(f for f in run(data_dir, rows).chain if f.mechanism == "packet_drop")
+    assert f.layer == "L-3" and f.evidence[0].value == pytest.approx(30.0)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from isostack import kb
-from isostack.layers import WALK_ORDER, Layer
+from isostack.layers import WALK_ORDER, Layer, slice_of_driver
 from isostack.locate.checks._spec import Explains, Gather, Mechanism, Score, Scoring, Threshold
 from isostack.locate.model import Evidence, Finding, SlowHop
 
@@ -187,12 +187,13 @@ def evidence(ctx: CheckContext, rows: pa.Table, signal: str, value: float, unit:
 def finding(spec: CheckSpec, ctx: CheckContext, summary: str, ev: list[Evidence], *, started_ns: int | None,
             confidence: float | None = None, explained_ns: int | None = None, variant: str = "",
             support: float = 0.0, bonus: bool = False, measured_ns: float = 0, events: float = 0,
-            share: float = 1.0, mechanism: str | None = None) -> Finding:
+            share: float = 1.0, mechanism: str | None = None, layer: str | None = None) -> Finding:
     """A :class:`Finding` for ``spec`` with the KB's fix text; ``explained_ns`` capped at the excess.
 
     Confidence and explained time come from ``spec.scoring[variant]`` (``support``/``bonus`` feed its
     :class:`Score`; ``measured_ns``, ``events``, ``share`` its :class:`Explains`), unless given outright
     (the older form). ``mechanism``: one of the other mechanisms the check owns (default: its main one).
+    ``layer``: the slice where it happened when the evidence says so (:func:`device_slice`), else the check's.
     """
     mech_id = mechanism or spec.mechanism
     if confidence is None or explained_ns is None:
@@ -203,11 +204,22 @@ def finding(spec: CheckSpec, ctx: CheckContext, summary: str, ev: list[Evidence]
             explained_ns = scoring.explains.of(ctx, measured_ns=measured_ns, events=events, share=share)
     mech = kb.mechanism(mech_id)
     return Finding(
-        check=spec.id, layer=spec.layer, mechanism=mech_id, summary=summary, evidence=ev,
+        check=spec.id, layer=Layer(layer).value if layer else spec.layer, mechanism=mech_id, summary=summary, evidence=ev,
         confidence=round(max(0.0, min(1.0, confidence)), 2),
         explained_ns=int(max(0, min(explained_ns, ctx.excess_ns()))), started_ns=started_ns,
         fix=mech.get("fix", ""),
     )
+
+
+def device_slice(rows: pa.Table) -> str | None:
+    """The network slice the rows' devices sit in, from the driver their producer recorded
+    (``detail.driver``: veth/bridge -> L-3, virtio_net -> L-2, tap/vhost -> L-1, a VF -> L-0); None
+    when no row names a known driver or the drivers disagree (the check's declared layer stands)."""
+    if rows.num_rows == 0 or "detail_json" not in rows.column_names:
+        return None
+    slices = {slice_of_driver(str(detail_of(d).get("driver") or "")) for d in rows.column("detail_json").to_pylist()}
+    slices.discard(None)
+    return slices.pop() if len(slices) == 1 else None
 
 
 def detail_of(row_json: str | None) -> dict[str, Any]:

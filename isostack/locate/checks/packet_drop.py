@@ -1,6 +1,8 @@
 """L-2: were the hop's packets dropped (any drop on its flow, or > 10 kpps on its hosts' devices)?
 
 Any lossy `skb_drop` (not a netfilter verdict: that is [`filter_drop`](filter_drop.md)) on the hop's own connection (either direction, with the kernel's drop reason), or device drops (`nic_drop` + `qdisc_drop`) on the hop's hosts above `drop_kpps` (10 kpps, spec 29.6.12.4). Housekeeping reasons are not loss and are ignored: QUEUE_PURGE (a closing socket purging its queues — hundreds per healthy testbed run), NOT_SPECIFIED, SOCKET_CLOSE, TCP_OLD_DATA/SEQUENCE/ACK, NO_SOCKET, TCP_ABORT_ON_DATA, TCP_RESET …
+
+Drops seen only on devices (no drop on the hop's own flow) take the slice of the devices' driver, as [`tx_queue_full`](tx_queue_full.md) does: a veth or bridge is L-3, virtio_net L-2, tap/vhost L-1, a VF L-0.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from isostack.locate.checks._base import (
     Scoring,
     Threshold,
     detail_of,
+    device_slice,
     evidence,
     finding,
     where_of,
@@ -91,6 +94,6 @@ def run(ctx: CheckContext) -> list[Finding]:
     on_flow = any(e.signal == "skb_drop" for e in ev)
     return [finding(
         CHECK, ctx, "packets dropped " + ("on the hop's own connection" if on_flow else "on the hop's host devices"),
-        ev, variant="on_flow" if on_flow else "host", share=cov,
+        ev, variant="on_flow" if on_flow else "host", share=cov, layer=None if on_flow else device_slice(dev),
         started_ns=first,
     )]

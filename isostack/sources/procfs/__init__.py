@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from isostack import records
 from isostack.sources.procfs import cgroups as cg
-from isostack.sources.procfs import disk, net
+from isostack.sources.procfs import disk, net, netdev
 from isostack.sources.procfs.workloads import scan_workloads
 
 __all__ = ["ProcfsCollector", "scan_workloads"]
@@ -117,8 +117,17 @@ class ProcfsCollector:
                       "requeues": q.get("requeues", 0), "overlimits": q.get("overlimits", 0)}
             if netns:
                 detail["netns"] = netns
+            self._add_driver(detail, dev, netns)
             gauges.append({"kind": "qdisc_backlog", "value": float(q.get("qlen", 0)), "device": dev,
                            "source": "procfs:qdisc", "detail_json": json.dumps(detail)})
+
+    @staticmethod
+    def _add_driver(detail: dict, dev: str, netns: str) -> dict:
+        # the device's driver names the network slice a finding on it belongs to (veth: L-3, virtio_net: L-2)
+        driver = netdev.driver_of(dev, netns)
+        if driver:
+            detail["driver"] = driver
+        return detail
 
     def _qdiscs(self) -> list[dict]:
         if self._netlink is not None:
@@ -274,6 +283,7 @@ class ProcfsCollector:
             nic_detail = {"direction": direction}
             if len(key) > 3:
                 nic_detail["netns"] = key[3]
+            self._add_driver(nic_detail, dev, key[3] if len(key) > 3 else "")
             return {"kind": kind, "value": delta, "device": dev, "source": "procfs:netdev",
                     "detail_json": json.dumps(nic_detail)}
         if kind == "qdisc_drop":
@@ -281,10 +291,12 @@ class ProcfsCollector:
             q_detail = {"qdisc": qkind, "handle": handle, "parent": parent}
             if netns:
                 q_detail["netns"] = netns
+            self._add_driver(q_detail, dev, netns)
             return {"kind": kind, "value": delta, "device": dev, "source": "procfs:qdisc",
                     "detail_json": json.dumps(q_detail)}
         if kind == "tx_timeout":
-            return {"kind": kind, "value": delta, "device": key[1], "source": "procfs:ethtool"}
+            return {"kind": kind, "value": delta, "device": key[1], "source": "procfs:ethtool",
+                    "detail_json": json.dumps(self._add_driver({}, key[1], ""))}
         raise AssertionError(f"unhandled counter {key}")
 
     def _disk_rows(self, prev: _Snapshot, snap: _Snapshot) -> list[dict]:
