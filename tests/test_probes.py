@@ -112,3 +112,12 @@ def test_cgroup_id_calibration_matches_the_directory_inode() -> None:
         assert ids == [d.stat().st_ino]
     finally:
         d.rmdir()
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_row_rules_name_the_probes_own_kinds(name: str) -> None:
+    spec = SPECS[name]
+    for kind, rule in spec.rows.items():
+        assert kind in spec.kinds, f"{name}: rows: {kind} is not a kind it emits"
+        assert set(rule) <= {"duration_from_value"}, f"{name}: unknown row rule {sorted(rule)}"
+        assert records.KERNEL_EVENT_KINDS[kind].unit == "ns" or not rule.get("duration_from_value")

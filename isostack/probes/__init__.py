@@ -47,6 +47,10 @@ class ProbeSpec:
     variant: str = ""  # preferred kprobe/fentry form (file in the bundle), used when kprobes exist
     default_on: bool = True  # in the "default" set (syscall_latency is opt-in: it runs on every syscall)
     bt_path: str = ""  # a program outside the bundle (tests, site-local probes); default <name>.bt here
+    # per event kind, how its rows are shaped beyond the defaults (an instant at ``ts``); the one rule
+    # today: ``duration_from_value: true`` — the value is how long the thing lasted (ns) and ``ts`` its
+    # end, so the row spans [ts - value, ts] (a connection's life overlaps the spans that used it)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -64,8 +68,15 @@ def registry() -> dict[str, ProbeSpec]:
             tracepoints=list(doc["tracepoints"]), output=doc["output"], fields=dict(doc.get("fields") or {}),
             maps=dict(doc.get("maps") or {}), sample=doc.get("sample", ""),
             default_on=bool(doc.get("default", True)), variant=doc.get("preferred_variant", ""),
+            rows=dict(doc.get("rows") or {}),
         )
     return out
+
+
+@functools.cache
+def row_rules() -> dict[str, dict[str, Any]]:
+    """Event kind -> the row-shaping rules its probe declares (``rows:`` in the probe's YAML)."""
+    return {kind: dict(rule) for spec in registry().values() for kind, rule in spec.rows.items()}
 
 
 @functools.cache
