@@ -368,7 +368,7 @@ def test_service_of_labels_each_end_by_its_role() -> None:
     assert server.service_of("client") == "order (server side)"
 
 
-# A real recording on this VM (`bpftrace -f json isostack/probes/net_tx_pressure.bt` while two UDP senders
+# A real recording on this VM (`bpftrace -f json isostack/probes/net_tx_pressure/net_tx_pressure.bt` while two UDP senders
 # flooded a veth pair between two network namespaces): NET_RX softirq per 1 s window, in ms.
 FLOOD = Path(__file__).parent / "fixtures" / "bpftrace" / "net_tx_pressure_veth_flood.json"
 CALM = Path(__file__).parent / "fixtures" / "bpftrace" / "net_tx_pressure.json"

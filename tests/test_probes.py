@@ -16,12 +16,14 @@ SPECS = probes_mod.registry()
 
 
 def test_every_bt_file_has_a_spec_and_back() -> None:
-    programs = {p.stem for p in probes_mod.PROBE_DIR.glob("*.bt") if "." not in p.stem}
+    programs = {p.stem for p in probes_mod.PROBE_DIR.glob("*/*.bt") if "." not in p.stem}
     assert programs == set(SPECS)
+    for spec in SPECS.values():  # one folder per probe, named after it
+        assert spec.path.parent == spec.folder == probes_mod.PROBE_DIR / spec.name
     for spec in SPECS.values():
         assert spec.question and spec.layer and spec.tracepoints
         if spec.variant:
-            assert (probes_mod.PROBE_DIR / spec.variant).is_file()
+            assert (spec.folder / spec.variant).is_file()
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))

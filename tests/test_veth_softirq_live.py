@@ -59,7 +59,7 @@ def veth_pair():
 @pytest.mark.slow
 def test_veth_softirq_provoked_by_a_real_veth_flood(veth_pair: None, tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "net_tx_pressure.json"
-    probe = REPO / "isostack" / "probes" / "net_tx_pressure.bt"
+    probe = REPO / "isostack" / "probes" / "net_tx_pressure" / "net_tx_pressure.bt"
     with out.open("w") as fh:
         rec = subprocess.Popen(["bpftrace", "-f", "json", str(probe)], stdout=fh, stderr=subprocess.DEVNULL)
         try:
