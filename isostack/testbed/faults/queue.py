@@ -15,6 +15,7 @@ class Queue(Fault):
     name = "queue"
     layer = "L-3"
     mechanism = "tx_queue_full"
+    device_driver = "veth"  # the qdisc sits on the target's host-side veth
     summary = "tc tbf rate limit on the target's veth: the tx queue fills, packets wait then drop"
     # mild: a rate just above the load's average: bursts queue, few drops (4mbit left p95 at 1.5x) (tuned by measuring; bench/accuracy/RESULTS.md has the achieved p95)
     severities = {"severe": {}, "mild": {"rate": "2500kbit"}}
