@@ -434,3 +434,18 @@ def test_packet_drop_on_devices_takes_the_device_slice(data_dir: Path) -> None:
     rows = [ev(IN, "qdisc_drop", 30_000, S, device="veth1a2b", detail={"driver": "veth"})]
     f = next(f for f in run(data_dir, rows).chain if f.mechanism == "packet_drop")
     assert f.layer == "L-3" and f.evidence[0].value == pytest.approx(30.0)
+
+
+def test_veth_softirq_in_the_recorded_flood_case_is_a_symptom_of_the_noisy_flow(tmp_path: Path) -> None:
+    # recorded case 2 (a real UDP flood from a neighbour's netns through its veth, the real agent):
+    # the worst hop's root stays the noisy flow; NET_RX softirq work it caused is linked below it
+    from isostack.locate.diagnose import diagnose_all
+    from tests.test_cases import CASES_DIR, load_case
+
+    store, truth, meta = load_case(CASES_DIR / "case2", tmp_path / "store")
+    d = diagnose_all(store, since_ns=meta["inject_ns"], until_ns=meta["revert_ns"], limit=20)[0]
+    assert d.chain[0].mechanism == truth["mechanism"] == "noisy_flow"
+    f = next(f for f in d.chain if f.mechanism == "veth_softirq")
+    assert (f.layer, f.caused_by, f.evidence[0].value, f.evidence[0].detail["windows_over"]) == ("L-3", "noisy_flow", 41.2, 3)
+    assert f.evidence[0].detail["napi_budget_exhausted"] == {"the per-CPU backlog (netif_rx, veth)": 1}
+    assert f.explained_ns == pytest.approx(108_969_437, abs=1_000)

@@ -65,7 +65,9 @@ def run(ctx: CheckContext) -> list[Finding]:
     for d in hot.column("detail_json").to_pylist():
         per_dev: Any = detail_of(d).get("napi_budget_exhausted") or {}
         for dev, n in (per_dev.items() if isinstance(per_dev, dict) else ()):
-            exhausted[str(dev)] = exhausted.get(str(dev), 0) + int(n or 0)
+            # napi_poll names no device for the per-CPU backlog: where netif_rx (a veth's xmit) queues
+            name = "the per-CPU backlog (netif_rx, veth)" if str(dev) == "(no_device)" else str(dev)
+            exhausted[name] = exhausted.get(name, 0) + int(n or 0)
     worst = max(rates[i] for i in hot_idx)
     where = "host " + where_of(hot, "host_name")
     if exhausted:
