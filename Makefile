@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast lint bench catalog
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -22,6 +22,11 @@ test-fast: setup
 lint:
 	$(VENV)/ruff check isostack tests bench
 	$(VENV)/mypy
+	$(VENV)/python -m isostack.locate.catalog --check
+
+# Rewrite what is written from the checks' declarations (kb mechanisms/thresholds, docs/checks/).
+catalog:
+	$(VENV)/python -m isostack.locate.catalog
 
 bench: setup
 	$(VENV)/python -m bench --all

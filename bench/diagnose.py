@@ -165,7 +165,7 @@ def pandas_join(data_dir: Path, hops: list, skew_ns: int, max_window_ns: int) ->
         on="cgroup_id"))
     he = ends.drop_duplicates(["hop_idx", "host_name"])[["hop_idx", "host_name", "span_start_ns", "span_end_ns",
                                                           "win_start_ns", "win_end_ns"]]
-    ho = meets(k[k.kind.isin(joinmod.HOST_KINDS + ("flow_bytes", "oncpu"))].merge(he, on="host_name"))
+    ho = meets(k[k.kind.isin(joinmod.HOST_KINDS + joinmod.gather_kinds("host_wide"))].merge(he, on="host_name"))
     return pd.concat([fl.assign(coord="flow"), cg.assign(coord="cgroup"), ho.assign(coord="host")])
 
 

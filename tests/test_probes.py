@@ -16,12 +16,14 @@ SPECS = probes_mod.registry()
 
 
 def test_every_bt_file_has_a_spec_and_back() -> None:
-    programs = {p.stem for p in probes_mod.PROBE_DIR.glob("*.bt") if "." not in p.stem}
+    programs = {p.stem for p in probes_mod.PROBE_DIR.glob("*/*.bt") if "." not in p.stem}
     assert programs == set(SPECS)
+    for spec in SPECS.values():  # one folder per probe, named after it
+        assert spec.path.parent == spec.folder == probes_mod.PROBE_DIR / spec.name
     for spec in SPECS.values():
         assert spec.question and spec.layer and spec.tracepoints
         if spec.variant:
-            assert (probes_mod.PROBE_DIR / spec.variant).is_file()
+            assert (spec.folder / spec.variant).is_file()
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -112,3 +114,12 @@ def test_cgroup_id_calibration_matches_the_directory_inode() -> None:
         assert ids == [d.stat().st_ino]
     finally:
         d.rmdir()
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_row_rules_name_the_probes_own_kinds(name: str) -> None:
+    spec = SPECS[name]
+    for kind, rule in spec.rows.items():
+        assert kind in spec.kinds, f"{name}: rows: {kind} is not a kind it emits"
+        assert set(rule) <= {"duration_from_value"}, f"{name}: unknown row rule {sorted(rule)}"
+        assert records.KERNEL_EVENT_KINDS[kind].unit == "ns" or not rule.get("duration_from_value")

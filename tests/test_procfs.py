@@ -390,3 +390,30 @@ def test_qdisc_inside_a_named_netns(veth_in_netns: str) -> None:
     assert (detail["qdisc"], detail["parent"], detail["netns"]) == ("tbf", "root", ns)
     backlog = [r for r in inside if r["kind"] == "qdisc_backlog"]
     assert json.loads(backlog[0]["detail_json"])["netns"] == ns
+
+
+def test_driver_of_real_devices_names_their_slice() -> None:
+    """Real devices in a private namespace (isomech-drv): a veth pair, a bridge, a tap; and this VM's NIC."""
+    import subprocess
+
+    from isostack.layers import slice_of_driver
+    from isostack.sources.procfs.netdev import driver_of
+    from tests.conftest import require_root
+
+    require_root()
+    ns = "isomech-drv"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for cmd in (["link", "add", "md-v0", "type", "veth", "peer", "name", "md-v1"],
+                    ["link", "add", "md-br", "type", "bridge"],
+                    ["tuntap", "add", "dev", "md-tap", "mode", "tap"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True, capture_output=True)
+        got = {dev: driver_of(dev, ns) for dev in ("md-v0", "md-br", "md-tap", "md-none")}
+        assert got == {"md-v0": "veth", "md-br": "bridge", "md-tap": "tap", "md-none": ""}
+        assert [slice_of_driver(got[d]) for d in ("md-v0", "md-br", "md-tap")] == ["L-3", "L-3", "L-1"]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    nic = Path("/sys/class/net/eth0/device/driver")
+    if nic.is_symlink():  # this Firecracker VM's NIC is virtio_net: the paravirtual slice
+        assert slice_of_driver(driver_of("eth0")) == "L-2" and driver_of("eth0") == nic.readlink().name

@@ -21,9 +21,10 @@ from typing import Any
 import yaml
 
 from isostack.errors import IsostackError
+from isostack.layers import KB_LAYERS
 
 # The isolation layers in stack order (HOST = the physical disks/NICs under everything).
-LAYERS = ("L-0", "L-1", "L-2", "L-3", "L-4", "HOST")
+LAYERS = KB_LAYERS
 # Not an isolation layer: the observability plane (OTLP export, eBPF loading) that triage also names.
 OBS = "OBS"
 

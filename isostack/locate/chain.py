@@ -10,20 +10,9 @@ roots ordered by the excess their subtree explains, each root followed by its sy
 
 from __future__ import annotations
 
+from isostack.locate.checks import causes, keeps_app_time
 from isostack.locate.model import Finding
 
-# symptom mechanism -> groups of candidate causes, most direct group first; within a group the
-# cause that started earliest wins (CPU throttle vs a noisy flow filling the same queue).
-CAUSES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "rtt_spike": (("retransmits",), ("packet_drop", "filter_drop", "tx_queue_full"), ("cpu_throttle", "noisy_flow", "runq_latency")),
-    "retransmits": (("packet_drop", "filter_drop", "tx_queue_full", "conntrack_full"), ("cpu_throttle", "noisy_flow")),
-    "packet_drop": (("tx_queue_full",), ("noisy_flow", "cpu_throttle", "conntrack_full")),
-    "tx_queue_full": (("cpu_throttle", "noisy_flow", "runq_latency"),),
-    "oom_kill": (("memory_growth",),),
-    # a throttled task waits runnable until the next period: run-queue latency follows the quota
-    "runq_latency": (("cpu_throttle",), ("host_cpu_saturation",)),
-    "app_self_time": (("disk_saturation", "host_cpu_saturation"),),
-}
 # When kernel findings explain at least this share of the excess, "it's the app" is not the answer.
 APP_EXPLAINED_SHARE = 0.5
 # A cause must be able to account for its symptom: it explains at least this share of the time the
@@ -37,12 +26,18 @@ AMPLIFIED_SYMPTOMS = frozenset({"retransmits", "rtt_spike", "oom_kill", "app_sel
 
 
 def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[Finding]:
-    """Order ``findings`` root cause first and set ``caused_by``; drops app_self_time when explained."""
+    """Order ``findings`` root cause first and set ``caused_by``; drops app_self_time when explained.
+
+    The edges (which mechanisms can cause which) are each mechanism's ``caused_by``, declared by the
+    check that owns it (:func:`isostack.locate.checks.causes`).
+    """
+    edges = causes()
     kernel = [f for f in findings if f.layer != "APP"]
     app = [f for f in findings if f.layer == "APP"]
     best_kernel = max((f.explained_ns for f in kernel), default=0)
-    has_disk = any(f.mechanism == "disk_saturation" for f in kernel)
-    if kernel and best_kernel >= APP_EXPLAINED_SHARE * max(1, excess_ns) and not has_disk:
+    # a saturated disk is waited on inside the service's own code: the app's time stays beside it
+    waited_inside = any(f.mechanism in keeps_app_time() for f in kernel)
+    if kernel and best_kernel >= APP_EXPLAINED_SHARE * max(1, excess_ns) and not waited_inside:
         app = []
     items = kernel + app
     by_mech: dict[str, list[Finding]] = {}
@@ -54,7 +49,7 @@ def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[F
 
     parent: dict[int, Finding] = {}
     for f in items:
-        for group in CAUSES.get(f.mechanism, ()):
+        for group in edges.get(f.mechanism, ()):
             cands = [c for m in group for c in by_mech.get(m, []) if c is not f and
                      (f.started_ns is None or c.started_ns is None or
                       c.started_ns <= f.started_ns + skew_ns + _resolution(c, f)) and

@@ -8,8 +8,13 @@ and, when the trace has it, the server side) and joined against ``kernel_events`
   folded by the store) or ``sock_cookie`` when both the span and the event carry it;
 - compute coordinates: end -> ``workloads`` (by host+pid, else container id, else service name)
   -> ``cgroup_id`` -> cgroup-keyed events (throttle, run-queue, off-CPU, OOM, syscalls, memory);
-- device/host coordinates: events keyed by device or host (qdisc, NIC, disk, conntrack) and every
-  flow's ``flow_bytes`` on the hop's hosts (to find the flow hogging a shared queue).
+- device/host coordinates: events keyed by device or host (qdisc, NIC, disk, conntrack).
+
+Beyond these, a check declares the rows its signals need in its ``gathers``
+(:class:`~isostack.locate.checks.Gather`): every flow's ``flow_bytes`` on the hop's hosts (the flow
+hogging a shared queue), every cgroup's ``oncpu`` (whom a wait was spent behind), host-wide PSI, a
+look-back of memory samples. This module reads those declarations (:func:`gather_kinds`); it names no
+kind of its own.
 
 Time: an event belongs to a hop when its interval ``[ts_ns, ts_ns + duration_ns]`` meets
 ``[span start - skew, span end + skew]``; ``overlap_ns`` is how much of the *span itself* a
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from isostack.locate import checks as checkreg
 from isostack.locate.model import SlowHop
 from isostack.records import KERNEL_EVENT_KINDS, normalise_addr
 from isostack.store import fetch_arrow
@@ -33,12 +39,25 @@ DEFAULT_SKEW_NS = 50_000_000
 # Windowed kernel rows (e.g. a 1 s cpu.stat delta) start before the span they overlap; how far back
 # to look for such a row's start (producers window at 1 s; the testbed's longest row is 4 s). Also lets DuckDB prune Parquet row groups by ts_ns statistics.
 MAX_WINDOW_NS = 10_000_000_000
-# memory_growth needs a slope over minutes, so memory_usage samples are read further back.
+# The default look-back for kinds a check gathers with history (memory_growth declares 15 min).
 MEMORY_HISTORY_NS = 900_000_000_000
 
 FLOW_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by == "flow")
 CGROUP_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by in ("cgroup", "pid"))
 HOST_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by in ("device", "host"))
+
+
+
+def gather_kinds(rule: str, owner: str | None = None) -> tuple[str, ...]:
+    """The kinds the checks gather with ``rule`` (``host_wide``, ``host_uncgrouped``, ``history``),
+    optionally only those whose rows are attributed to an ``owner`` (``process``, ``cgroup``)."""
+    return tuple(sorted({g.kind for g in checkreg.gathers() if g.rule == rule and (owner is None or g.owner == owner)}))
+
+
+def history_ns() -> int:
+    """How far before a span the longest declared history reaches (0 when no check asks for one)."""
+    return max((g.history_ns for g in checkreg.gathers() if g.rule == "history"), default=0)
+
 
 HOP_ENDS = pa.schema(
     [
@@ -111,7 +130,7 @@ def hop_ends_table(hops: Sequence[SlowHop], skew_ns: int = DEFAULT_SKEW_NS,
 
 
 def _in_list(kinds: Sequence[str]) -> str:
-    return ", ".join("'" + k + "'" for k in kinds)
+    return ", ".join("'" + k + "'" for k in kinds) or "NULL"  # IN (NULL) matches nothing
 
 
 _EVENT_COLS = ("k.ts_ns, k.duration_ns, k.kind, k.value, k.host_name, k.saddr, k.sport, k.daddr, k.dport, "
@@ -194,7 +213,11 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     # One scan of the time range, shared by the joins below (MATERIALIZED: otherwise DuckDB reads the
     # Parquet range once per branch).
     k_src = "k_range"
-    mem_lo = lo + max_window_ns - MEMORY_HISTORY_NS
+    hist_ns = history_ns()
+    mem_lo = lo + max_window_ns - hist_ns
+    host_wide, uncgrouped = gather_kinds("host_wide"), gather_kinds("host_uncgrouped")
+    by_process = gather_kinds("host_wide", "process")
+    by_cgroup = tuple(sorted(set(by_process) | set(gather_kinds("host_wide", "cgroup"))))
     sql = f"""
     WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges})),
     fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
@@ -231,12 +254,13 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
       WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND (k.host_name = e.host_name OR e.host_name = '' OR k.host_name = '')
         AND {_MEETS}
       UNION ALL
-      -- memory_growth needs a slope over minutes: memory samples from before the window, read apart
-      -- so the main range stays narrow (a wide OR would defeat Parquet row-group pruning)
+      -- kinds gathered with history (memory_growth's slope over minutes): samples from before the
+      -- window, read apart so the main range stays narrow (a wide OR would defeat row-group pruning)
       SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, 0::BIGINT AS overlap_ns
-      FROM (SELECT * FROM kernel_events WHERE kind = 'memory_usage' AND ts_ns >= {mem_lo} AND ts_ns < {lo}) k
+      FROM (SELECT * FROM kernel_events WHERE kind IN ({_in_list(gather_kinds("history"))})
+            AND ts_ns >= {mem_lo} AND ts_ns < {lo}) k
       JOIN ce e ON k.cgroup_id = e.cgroup_id
-      WHERE k.ts_ns >= e.win_start_ns - {MEMORY_HISTORY_NS} AND k.ts_ns + greatest(k.duration_ns, 0) < e.win_start_ns
+      WHERE k.ts_ns >= e.win_start_ns - {hist_ns} AND k.ts_ns + greatest(k.duration_ns, 0) < e.win_start_ns
       UNION ALL
       -- an end with no workloads row: fall back to events carrying its pid on its host ...
       SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
@@ -252,20 +276,19 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     host AS (
       SELECT e.hop_idx, '' AS side, 'host' AS coord, {_EVENT_COLS}, {_OVERLAP}
       FROM {k_src} k JOIN he e ON k.host_name = e.host_name
-      WHERE (k.kind IN ({_in_list(HOST_KINDS + ('flow_bytes',))})
-             -- PSI read from /proc/pressure (no cgroup) is the whole host's stall time
-             OR (k.kind IN ('psi_cpu', 'psi_io', 'psi_memory') AND coalesce(k.cgroup_id, 0) = 0)
-             -- every cgroup's CPU use on the host: whom a run-queue wait was spent behind
-             OR k.kind = 'oncpu')
+      -- host-keyed kinds, and the kinds checks gather host-wide (every flow's bytes, every cgroup's CPU)
+      WHERE (k.kind IN ({_in_list(HOST_KINDS + host_wide)})
+             -- a cgroup kind read with no cgroup (PSI from /proc/pressure) is the whole host's reading
+             OR (k.kind IN ({_in_list(uncgrouped)}) AND coalesce(k.cgroup_id, 0) = 0))
         AND {_MEETS}
     )
     SELECT * FROM flow UNION ALL SELECT * FROM cg UNION ALL SELECT * FROM host
     """
     con.execute(f"CREATE OR REPLACE TEMP TABLE joined AS {sql}")
-    # Attribute every flow_bytes row to its workload (pid first, else cgroup), so noisy_flow can name
-    # the neighbour by service / process / cgroup, not only by five-tuple.
+    # Attribute the rows gathered with an owner to their workload (pid first, else cgroup, else the
+    # sender's address), so noisy_flow can name the neighbour by service / process / cgroup.
     evidence = fetch_arrow(con.sql(
-        """
+        f"""
         WITH w AS (SELECT host_name, pid, cgroup_id, any_value(service_name) AS service_name,
                           any_value(comm) AS comm, any_value(cgroup_path) AS cgroup_path
                    FROM workloads GROUP BY ALL),
@@ -285,11 +308,11 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
                coalesce(wp.comm, wcg.comm, wa.comm, j.comm, '') AS owner_comm,
                coalesce(wp.cgroup_path, wcg.cgroup_path, wa.cgroup_path, j.cgroup_path, '') AS owner_cgroup_path
         FROM joined j
-        LEFT JOIN w wp ON j.kind = 'flow_bytes' AND wp.host_name = j.host_name AND wp.pid = j.pid
-        -- oncpu rows too, by cgroup: CPU time spent outside every service is the host's own load
-        LEFT JOIN wc wcg ON j.kind IN ('flow_bytes', 'oncpu') AND wp.pid IS NULL AND wcg.host_name = j.host_name
+        LEFT JOIN w wp ON j.kind IN ({_in_list(by_process)}) AND wp.host_name = j.host_name AND wp.pid = j.pid
+        -- kinds owned by cgroup too (oncpu): CPU time spent outside every service is the host's own load
+        LEFT JOIN wc wcg ON j.kind IN ({_in_list(by_cgroup)}) AND wp.pid IS NULL AND wcg.host_name = j.host_name
              AND wcg.cgroup_id = j.cgroup_id
-        LEFT JOIN wa ON j.kind = 'flow_bytes' AND wp.pid IS NULL AND wcg.cgroup_id IS NULL
+        LEFT JOIN wa ON j.kind IN ({_in_list(by_process)}) AND wp.pid IS NULL AND wcg.cgroup_id IS NULL
              AND wa.host_name = j.host_name AND wa.addr = j.saddr
         ORDER BY j.hop_idx, j.ts_ns
         """

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from isostack.layers import FINDING_LAYERS
+
 # Layer labels used everywhere in output. NET is the network slice ("horizontal lifeline"), which
 # the spec places in every layer; a finding names NET when it is about the path, not one layer.
-LAYERS = ("L-4", "L-3", "L-2", "L-1", "L-0", "HOST", "NET", "APP")
+LAYERS = FINDING_LAYERS
 
 
 @dataclass

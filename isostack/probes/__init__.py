@@ -1,4 +1,7 @@
-"""The bundled bpftrace probes: one ``<name>.bt`` per question, described by ``<name>.yaml``.
+"""The bundled bpftrace probes: one folder per question, ``<name>/`` holding the program
+``<name>.bt``, its declaration ``<name>.yaml`` (question, layer, tracepoints, the kinds it emits, its
+fields, how printed maps decode and how rows are shaped, a real sample) and ``README.md`` (written
+from the YAML by ``python -m isostack.locate.catalog``). A new probe is a new folder.
 
 Each program starts with ``#define CGID cgroup`` (bpftrace's v2 cgroup id), so the file runs as-is on a
 cgroup-v2 host. On a v1/hybrid host :func:`program_text` replaces that define with a read of the task's
@@ -47,25 +50,41 @@ class ProbeSpec:
     variant: str = ""  # preferred kprobe/fentry form (file in the bundle), used when kprobes exist
     default_on: bool = True  # in the "default" set (syscall_latency is opt-in: it runs on every syscall)
     bt_path: str = ""  # a program outside the bundle (tests, site-local probes); default <name>.bt here
+    # per event kind, how its rows are shaped beyond the defaults (an instant at ``ts``); the one rule
+    # today: ``duration_from_value: true`` — the value is how long the thing lasted (ns) and ``ts`` its
+    # end, so the row spans [ts - value, ts] (a connection's life overlaps the spans that used it)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
-        return Path(self.bt_path) if self.bt_path else PROBE_DIR / f"{self.name}.bt"
+        return Path(self.bt_path) if self.bt_path else self.folder / f"{self.name}.bt"
+
+    @property
+    def folder(self) -> Path:
+        """The probe's own folder in the bundle (program, YAML, README)."""
+        return PROBE_DIR / self.name
 
 
 @functools.cache
 def registry() -> dict[str, ProbeSpec]:
     """All bundled probes by name."""
     out: dict[str, ProbeSpec] = {}
-    for y in sorted(PROBE_DIR.glob("*.yaml")):
+    for y in sorted(PROBE_DIR.glob("*/*.yaml")):
         doc = yaml.safe_load(y.read_text())
         out[doc["name"]] = ProbeSpec(
             name=doc["name"], question=doc["question"], layer=doc["layer"], kinds=list(doc["kinds"]),
             tracepoints=list(doc["tracepoints"]), output=doc["output"], fields=dict(doc.get("fields") or {}),
             maps=dict(doc.get("maps") or {}), sample=doc.get("sample", ""),
             default_on=bool(doc.get("default", True)), variant=doc.get("preferred_variant", ""),
+            rows=dict(doc.get("rows") or {}),
         )
     return out
+
+
+@functools.cache
+def row_rules() -> dict[str, dict[str, Any]]:
+    """Event kind -> the row-shaping rules its probe declares (``rows:`` in the probe's YAML)."""
+    return {kind: dict(rule) for spec in registry().values() for kind, rule in spec.rows.items()}
 
 
 @functools.cache
@@ -246,7 +265,7 @@ def program_text(spec: ProbeSpec, interval_s: float = 1.0, cgroup_expr: str | No
 
     ``variant``: use the probe's preferred kprobe/fentry form when it has one (production hosts).
     """
-    text = (PROBE_DIR / spec.variant).read_text() if variant and spec.variant else spec.path.read_text()
+    text = (spec.folder / spec.variant).read_text() if variant and spec.variant else spec.path.read_text()
     if cgroup_expr and cgroup_expr != "cgroup":
         # Substituted in the text, not via #define: bpftrace 0.17 resolves BTF types only for struct
         # names visible in the un-preprocessed source, so a macro hiding `curtask->...` fails to load.

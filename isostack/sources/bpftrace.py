@@ -231,8 +231,9 @@ class BpftraceDecoder:
             "value": float(obj.pop("value", 1)), "host_name": self.host_name,
             "source": self.source or f"probe:{event_probe(kind)}",
         }
-        if kind == "tcp_life":
-            # the row spans the connection's life, so time-window joins with its spans overlap
+        if _row_rules().get(kind, {}).get("duration_from_value"):
+            # the probe declares the value a duration ending at ts (tcp_life: the connection's life), so
+            # the row spans it and time-window joins with the spans that used it overlap
             row["duration_ns"] = int(row["value"])
             row["ts_ns"] -= row["duration_ns"]
         if "cgid" in obj:
@@ -319,6 +320,13 @@ class BpftraceDecoder:
             _normalise_flow(row)
             self.rows.append(row)
         self._pending = {}
+
+
+@functools.cache
+def _row_rules() -> dict[str, dict[str, Any]]:
+    from isostack.probes import row_rules
+
+    return row_rules()
 
 
 @functools.cache

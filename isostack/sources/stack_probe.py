@@ -24,8 +24,6 @@ import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-LAYERS = ("L-0", "L-1", "L-2", "L-3", "L-4")
-
 # virtio device ids (OASIS virtio spec 1.2, "Device Types")
 VIRTIO_TYPES = {
     1: "net", 2: "block", 3: "console", 4: "rng", 5: "balloon", 8: "scsi", 9: "9p", 16: "gpu",

@@ -26,7 +26,8 @@ def command(root: Path, as_json: bool) -> None:
       isostack probe --json | jq '.summary'
       isostack probe --json | jq '.findings[] | select(.layer=="L-2") | .value'
     """
-    from isostack.sources.stack_probe import LAYERS, probe
+    from isostack.layers import STACK as LAYERS
+    from isostack.sources.stack_probe import probe
 
     report = probe(root)
     if as_json:

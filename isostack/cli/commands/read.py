@@ -46,7 +46,8 @@ def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_
       curl -s localhost:9100/metrics > node.prom; isostack read --format prom node.prom
       isostack read --format prom --windows scrape-1.prom scrape-2.prom   # + kernel_events
     """
-    from isostack.sources import bcc_text, prometheus_text
+    from isostack.sources import prometheus_text
+    from isostack.sources.readers import ReadOptions, reader
 
     if windows and fmt != "prom":
         raise UsageError("--windows applies to --format prom only")
@@ -54,29 +55,24 @@ def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_
     summaries: list[dict] = []
     scrapes: list[pa.Table] = []
     failed = False
+    rdr = reader(fmt)
+    table_name = rdr.tables[0]
     for path in files:
         error = ""
-        bcc_host = host_name if host_name is not None else socket.gethostname()
-        try:
-            if str(path) == "-":
-                text = sys.stdin.read()
-                if fmt == "bcc":
-                    data = bcc_text.parse_text(text, "<stdin>", tool=tool, strict=not lenient, host_name=bcc_host)
-                else:
-                    data = prometheus_text.parse_text(text, "<stdin>", host_name=host_name or "")
-            elif fmt == "bcc":
-                data = bcc_text.parse_file(path, tool=tool, strict=not lenient, host_name=bcc_host)
-            else:
-                data = prometheus_text.parse_file(path, host_name=host_name or "")
-        except InputError as exc:
+        opts = ReadOptions(host_name=(host_name if host_name is not None else socket.gethostname()) if fmt == "bcc"
+                           else host_name or "", tool=tool, strict=not lenient)
+        if str(path) == "-" and rdr.read_text is not None:
+            out = rdr.read_text(sys.stdin.read(), "<stdin>", opts)
+        else:
+            out = rdr.read_file(path, opts)
+        data = out.tables.get(table_name)
+        if out.errors:
             failed = True
-            error = str(exc)
-            data = getattr(exc, "partial", None)
+            error = out.errors[0]
             if not as_json:
                 warn(error)
         if isinstance(data, pa.Table) and fmt == "prom":
             scrapes.append(data)
-        table_name = "kernel_events" if fmt == "bcc" else "metric_points"
         rows = store.append(table_name, data) if isinstance(data, pa.Table) else 0
         key = "kind" if fmt == "bcc" else "name"
         kinds = dict(Counter(data.column(key).to_pylist())) if isinstance(data, pa.Table) else {}

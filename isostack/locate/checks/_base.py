@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,23 +11,51 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from isostack import kb
+from isostack.layers import WALK_ORDER, Layer, slice_of_driver
+from isostack.locate.checks._spec import Explains, Gather, Mechanism, Score, Scoring, Threshold
 from isostack.locate.model import Evidence, Finding, SlowHop
 
 # The spec's walk order (29.6.12.0: 横向先 trace, 纵向再 bpf): container -> sandbox -> paravirtual ->
 # full virtualisation -> hardware -> host, then the network slice, then the application itself.
-LAYER_ORDER = ("L-3", "L-4", "L-2", "L-1", "L-0", "HOST", "NET", "APP")
+LAYER_ORDER = WALK_ORDER
+
+__all__ = ["CheckContext", "CheckSpec", "Explains", "Gather", "Mechanism", "Score", "Scoring", "Threshold"]
 
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """A check's declaration: the one place its layer, inputs, thresholds and mechanism are named."""
+    """A check's declaration: the one place its layer, inputs, thresholds and mechanism are named.
+
+    The declarative form (every check in this package): ``owns`` holds the :class:`Mechanism` objects
+    the check can name (the first is its main one, ``mechanism``), ``limits`` the :class:`Threshold`
+    objects it owns, ``gathers`` the join rules its signals need, ``scoring`` its confidence model and
+    explained-time rule by variant ("" = the default), ``doc`` the explanation its doc page carries.
+    ``mechanism`` and ``thresholds`` are then filled in from them (``thresholds`` also lists ids owned by
+    another check that this one reads). A check may still give only ids (the older form): its mechanism
+    and thresholds are then read from the KB files, and the contract test says what to move here.
+    """
 
     id: str
-    layer: str  # L-4 .. L-0, HOST, NET, APP
+    layer: str  # a Layer value: L-4 .. L-0, HOST, NET, APP
     signals: tuple[str, ...]  # kernel_events kinds read (empty for APP)
-    thresholds: tuple[str, ...]  # ids in kb/data/thresholds.yaml (decision group), overridable
-    mechanism: str  # id in kb/data/mechanisms.yaml
+    thresholds: tuple[str, ...] = ()  # ids of decision thresholds read, overridable by config
+    mechanism: str = ""  # id of its main mechanism
     question: str = ""  # the one question the check answers
+    owns: tuple[Mechanism, ...] = ()
+    limits: tuple[Threshold, ...] = ()
+    gathers: tuple[Gather, ...] = ()
+    scoring: Mapping[str, Scoring] = field(default_factory=dict)
+    joined_by: str = ""  # how the join finds its rows, in words (the doc's header)
+    doc: str = ""  # what the check reads and decides, in prose (the doc page's body; Markdown)
+
+    def __post_init__(self) -> None:
+        Layer(self.layer)  # a typo'd layer fails at import, naming the value
+        if self.owns and not self.mechanism:
+            object.__setattr__(self, "mechanism", self.owns[0].id)
+        ids = [t.id for t in self.limits] + [t for t in self.thresholds if t not in {x.id for x in self.limits}]
+        object.__setattr__(self, "thresholds", tuple(ids))
+        if not self.mechanism:
+            raise ValueError(f"check {self.id!r}: declares no mechanism (owns=(Mechanism(...),) or mechanism='id')")
 
 
 @dataclass
@@ -155,16 +184,42 @@ def evidence(ctx: CheckContext, rows: pa.Table, signal: str, value: float, unit:
     )
 
 
-def finding(spec: CheckSpec, ctx: CheckContext, summary: str, ev: list[Evidence], *, confidence: float,
-            explained_ns: int, started_ns: int | None) -> Finding:
-    """A :class:`Finding` for ``spec`` with the KB's fix text; ``explained_ns`` capped at the excess."""
-    mech = kb.mechanism(spec.mechanism)
+def finding(spec: CheckSpec, ctx: CheckContext, summary: str, ev: list[Evidence], *, started_ns: int | None,
+            confidence: float | None = None, explained_ns: int | None = None, variant: str = "",
+            support: float = 0.0, bonus: bool = False, measured_ns: float = 0, events: float = 0,
+            share: float = 1.0, mechanism: str | None = None, layer: str | None = None) -> Finding:
+    """A :class:`Finding` for ``spec`` with the KB's fix text; ``explained_ns`` capped at the excess.
+
+    Confidence and explained time come from ``spec.scoring[variant]`` (``support``/``bonus`` feed its
+    :class:`Score`; ``measured_ns``, ``events``, ``share`` its :class:`Explains`), unless given outright
+    (the older form). ``mechanism``: one of the other mechanisms the check owns (default: its main one).
+    ``layer``: the slice where it happened when the evidence says so (:func:`device_slice`), else the check's.
+    """
+    mech_id = mechanism or spec.mechanism
+    if confidence is None or explained_ns is None:
+        scoring = spec.scoring[variant]
+        if confidence is None:
+            confidence = scoring.confidence.of(support, bonus=bonus)
+        if explained_ns is None:
+            explained_ns = scoring.explains.of(ctx, measured_ns=measured_ns, events=events, share=share)
+    mech = kb.mechanism(mech_id)
     return Finding(
-        check=spec.id, layer=spec.layer, mechanism=spec.mechanism, summary=summary, evidence=ev,
+        check=spec.id, layer=Layer(layer).value if layer else spec.layer, mechanism=mech_id, summary=summary, evidence=ev,
         confidence=round(max(0.0, min(1.0, confidence)), 2),
         explained_ns=int(max(0, min(explained_ns, ctx.excess_ns()))), started_ns=started_ns,
         fix=mech.get("fix", ""),
     )
+
+
+def device_slice(rows: pa.Table) -> str | None:
+    """The network slice the rows' devices sit in, from the driver their producer recorded
+    (``detail.driver``: veth/bridge -> L-3, virtio_net -> L-2, tap/vhost -> L-1, a VF -> L-0); None
+    when no row names a known driver or the drivers disagree (the check's declared layer stands)."""
+    if rows.num_rows == 0 or "detail_json" not in rows.column_names:
+        return None
+    slices = {slice_of_driver(str(detail_of(d).get("driver") or "")) for d in rows.column("detail_json").to_pylist()}
+    slices.discard(None)
+    return slices.pop() if len(slices) == 1 else None
 
 
 def detail_of(row_json: str | None) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""L-3: was the service's cgroup CFS-throttled inside the slow span? (spec 29.6.11: > 100 ms)"""
+"""L-3: was the service's cgroup CFS-throttled inside the slow span? (spec 29.6.11: > 100 ms)
+
+Sums the CFS throttled time (`cpu_throttle` rows: cpu.stat `throttled_usec` deltas or the agent's per-period events) of the cgroup under each end of the hop, counting a windowed row in proportion to its overlap with the span. A finding when more than `cpu_throttle_ms` (default 100 ms, spec 29.6.11) of the span was spent throttled. Explains up to the throttled time. The spec's case 1: a sidecar throttled in 100 ms periods, whose bursts then fill the tx queue — the chain links `tx_queue_full`/`retransmits` to this finding when throttling started first.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,11 @@ import pyarrow.compute as pc
 from isostack.locate.checks._base import (
     CheckContext,
     CheckSpec,
+    Explains,
+    Mechanism,
+    Score,
+    Scoring,
+    Threshold,
     detail_of,
     evidence,
     finding,
@@ -17,8 +25,18 @@ from isostack.locate.checks._base import (
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="cpu_throttle", layer="L-3", signals=("cpu_throttle",), thresholds=("cpu_throttle_ms",),
-    mechanism="cpu_throttle", question="Did the CFS quota stall the service while the span ran?",
+    id="cpu_throttle", layer="L-3", signals=('cpu_throttle',),
+    question="Did the CFS quota stall the service while the span ran?",
+    joined_by="cgroup (via workloads: host+pid, else container id, else service name)",
+    owns=(
+        Mechanism("cpu_throttle", layer="L-3", title="cgroup CPU throttle (CFS quota exhausted)",
+                  fix="Raise the container's CPU quota (cpu.cfs_quota_us / cpu.max / Kubernetes limits.cpu), or remove the limit and keep the request; check for bursty threads."),
+    ),
+    limits=(
+        Threshold("cpu_throttle_ms", 100, "ms", "29.6.11", "CFS throttled time inside the slow span"),
+    ),
+    scoring={"": Scoring(Score(0.6, 0.4, "share of the excess the throttled wall time covers"),
+                         Explains("measured", "throttled wall time inside the span (at most the span)"))},
 )
 
 
@@ -52,7 +70,7 @@ def run(ctx: CheckContext) -> list[Finding]:
             what = f"{ctx.service_of(side)} cgroup throttled {ms(throttled_ns)} inside the {ms(ctx.hop.duration_ns)} span"
         share = wall_ns / max(1, ctx.excess_ns())
         findings.append(finding(
-            CHECK, ctx, what, [ev], confidence=0.6 + 0.4 * min(1.0, share), explained_ns=int(wall_ns),
+            CHECK, ctx, what, [ev], support=share, measured_ns=wall_ns,
             started_ns=ev.first_ns,
         ))
     findings.sort(key=lambda f: -f.explained_ns)

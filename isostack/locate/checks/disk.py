@@ -1,17 +1,44 @@
-"""HOST: was a block device saturated (I/O latency p99 > 20 ms or %util > 90) during the span?"""
+"""HOST: was a block device saturated (I/O latency p99 > 20 ms or %util > 90) during the span?
+
+Reads `block_io_latency` p99 and `disk_util` of the hop's hosts' block devices, and the host's PSI io "some" stall (`psi_io` rows without a cgroup, from /proc/pressure/io). A finding when p99 > `disk_p99_ms` (20 ms), %util > `disk_util_percent` (90) or the stalled share of a window > `io_pressure_percent` (10 %) — PSI catches the onset that a 1 s %util average dilutes (recorded case 3: 22 % stall while util read 33 %). The spec's case 3: every hop slow together, the host's disk saturated — HOST is the root and the application's self time is linked under it.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from isostack.locate.checks._base import CheckContext, CheckSpec, evidence, finding, where_of
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    Explains,
+    Gather,
+    Mechanism,
+    Score,
+    Scoring,
+    Threshold,
+    evidence,
+    finding,
+    where_of,
+)
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="disk", layer="HOST", signals=("block_io_latency", "disk_util", "psi_io"),
-    thresholds=("disk_p99_ms", "disk_util_percent", "io_pressure_percent"), mechanism="disk_saturation",
+    id="disk", layer="HOST", signals=('block_io_latency', 'disk_util', 'psi_io'),
     question="Was the host's disk the bottleneck under every hop?",
+    joined_by="device/host",
+    owns=(
+        Mechanism("disk_saturation", layer="HOST", title="block device saturated (latency p99 / %util)",
+                  fix="Find the writer (fileslower / per-cgroup blkio); throttle it (blkio/io.max), move logs to local SSD, raise the IOPS quota.", keeps_app_time=True),
+    ),
+    limits=(
+        Threshold("disk_p99_ms", 20, "ms", "29.6.11", "block I/O latency p99"),
+        Threshold("disk_util_percent", 90, "percent", "29.6.3", "device %util"),
+        Threshold("io_pressure_percent", 10, "percent", "isostack", "host PSI io 'some' stall share of a window (onset of disk saturation)"),
+    ),
+    gathers=(Gather("psi_io", "host_uncgrouped", "PSI io read from /proc/pressure is the whole host's stall time"),),
+    scoring={"": Scoring(Score(0.5, 0.3, "coverage of the span", bonus=0.2, bonus_when="most hops of the window are slow together"),
+                         Explains("excess_share", "a saturated disk slows the whole span it covers", floor=0.3))},
 )
 
 
@@ -45,7 +72,6 @@ def run(ctx: CheckContext) -> list[Finding]:
         return []
     cov = max(e.coverage or 0 for e in ev)
     first = min(e.first_ns for e in ev if e.first_ns is not None)
-    conf = 0.5 + 0.3 * cov + (0.2 if ctx.all_hops_slow else 0.0)
     return [finding(CHECK, ctx, f"disk saturated ({', '.join(e.signal for e in ev)}) on "
                     f"{', '.join(sorted({e.where for e in ev}))}", ev,
-                    confidence=conf, explained_ns=int(ctx.excess_ns() * max(cov, 0.3)), started_ns=first)]
+                    support=cov, bonus=ctx.all_hops_slow, share=cov, started_ns=first)]

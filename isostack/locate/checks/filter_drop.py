@@ -1,9 +1,8 @@
 """NET: did a firewall rule (netfilter: iptables/nftables, kube-proxy, a CNI policy) drop the hop's packets?
 
-Why a check of its own and not part of ``packet_drop``: where a packet died decides the layer and the
-fix. A NETFILTER_DROP is a rule in the network slice (iptables/ipvs sits in the container layer's
-network plumbing, kb/data/layers.yaml), so the fix is the rule set (``iptables -S`` / ``nft list
-ruleset`` in the netns, the rule's counters), not ring sizes or a flooding neighbour.
+Any `skb_drop` on the hop's own connection (either direction) whose kernel drop reason is a filter verdict (`NETFILTER_DROP`). These are split from [`packet_drop`](packet_drop.md) because where the packet died decides the fix: a DROP rule (a `-m statistic` chaos rule, a NetworkPolicy, kube-proxy, a stale firewall) is fixed in the rule set, not in ring sizes or by rate-limiting a neighbour. In the chain a filter drop is a cause of `retransmits` and `rtt_spike` on the same connection.
+
+No threshold: one dropped segment of the hop's own connection is already a finding (each costs a retransmission, 200 ms+ when it is an RTO).
 """
 
 from __future__ import annotations
@@ -13,12 +12,29 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, where_of
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    Explains,
+    Mechanism,
+    Score,
+    Scoring,
+    detail_of,
+    evidence,
+    finding,
+    where_of,
+)
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="filter_drop", layer="NET", signals=("skb_drop",), thresholds=(),
-    mechanism="filter_drop", question="Did a netfilter rule drop the hop's packets?",
+    id="filter_drop", layer="NET", signals=('skb_drop',),
+    question="Did a netfilter rule drop the hop's packets?",
+    joined_by="flow (five-tuple / sock cookie)",
+    owns=(
+        Mechanism("filter_drop", layer="NET", title="packets dropped by a firewall rule (netfilter: iptables / nftables)",
+                  fix="List the rules on the path (`iptables -S`, `nft list ruleset` in the pod/netns and on the node) and their counters (`iptables -L -v -n`); remove or narrow the DROP rule, or fix the policy that generated it."),
+    ),
+    scoring={"": Scoring(Score(0.85), Explains("excess_share", "every dropped segment costs an RTO (200 ms+) or a fast retransmit", floor=0.5))},
 )
 # kfree_skb reasons that mean "a filter rule decided": netfilter's verdict (iptables/nftables DROP),
 # and the bridge/IP-layer filters that report themselves the same way.
@@ -49,5 +65,5 @@ def run(ctx: CheckContext) -> list[Finding]:
     # Every drop of a TCP segment costs at least one retransmission timeout (200 ms+) or a fast
     # retransmit; the span's excess is the upper bound finding() applies.
     return [finding(CHECK, ctx, f"{n:.0f} packet(s) of the hop's connection dropped by a netfilter rule "
-                    f"(iptables/nftables){' on their way into ' + dest if dest else ''}", [ev], confidence=0.85,
-                    explained_ns=int(ctx.excess_ns() * max(ev.coverage or 0, 0.5)), started_ns=ev.first_ns)]
+                    f"(iptables/nftables){' on their way into ' + dest if dest else ''}", [ev],
+                    share=ev.coverage or 0, started_ns=ev.first_ns)]

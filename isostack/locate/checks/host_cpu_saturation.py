@@ -1,18 +1,52 @@
-"""HOST: was the whole host's CPU saturated by work outside every service (the host, not a service, queued)?"""
+"""HOST: was the whole host's CPU saturated by work outside every service (the host, not a service, queued)?
+
+Sums every cgroup's on-CPU time on the hop's host per agent window (`oncpu`, from the agent's `cpu_time` probe) and compares it with the host's capacity (`host_cpus`, the CPUs the agent may run on, one row per window). A window is hot when at least `host_cpu_busy_percent` of the CPUs were busy **and** at least `host_cpu_outside_share` of that time was spent in cgroups no workload owns: the join resolves each `oncpu` row's cgroup against the `workloads` table, and what matches no service and lies outside the top-level cgroup of the hop's own cgroups (processes in no container, `/`; a build in `/user.slice`) counts as outside. A cgroup beside the services' (same top-level: `/kubepods`, `/docker`, the testbed's parent) is a neighbour container, which `runq_latency` names. Then the answer is the host, not a service: every service on it waits on the run queue, and the one whose hop is slowest is a victim like the rest.
+
+It needs the hop's own threads to have waited for a CPU (a `runq_latency` window of the hop's cgroups over `runq_p99_ms`): a busy host slows a hop only through that wait, and the sum of those waits is what it explains of the hop's excess (the same floor `runq_latency` reports). So a fault with its own large evidence (a syscall held 25 ms, a throttled quota) still outranks a host that is merely busy, and the host leads only when the waiting is what the hop lost.
+
+It stays quiet when the CPUs are not full (a neighbour pinned to one CPU of two is `runq_latency`, contention on that CPU), when the services' own work fills the host (then the busiest service is the place to look), and when no `host_cpus` row was recorded (an agent older than the check: no scale to measure "busy" against; `checked` says `no_data`).
+
+In the chain it is the cause of `runq_latency` (the service's run-queue wait) and of `app_self_time`. In the incident verdict (`isostack diagnose`, first block) its candidate is `host <name>`, kind `host`.
+
+Evidence: `oncpu N CPUs (threshold 0.9 × CPUs)` over the hot windows, with `host_cpus`, `outside_service_cpus` and `windows_over` in its detail; then the host's PSI cpu "some" share (`psi_cpu`, percent of the window some task waited), when the host reports it.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from isostack.locate.checks._base import CheckContext, CheckSpec, evidence, finding
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    Explains,
+    Gather,
+    Mechanism,
+    Score,
+    Scoring,
+    Threshold,
+    evidence,
+    finding,
+)
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="host_cpu_saturation", layer="HOST", signals=("oncpu", "host_cpus", "psi_cpu", "runq_latency"),
-    thresholds=("host_cpu_busy_percent", "host_cpu_outside_share", "runq_p99_ms"), mechanism="host_cpu_saturation",
-    question="Were all of the host's CPUs busy, mostly with work that belongs to no service, while the service "
-             "waited for one?",
+    id="host_cpu_saturation", layer="HOST", signals=('oncpu', 'host_cpus', 'psi_cpu', 'runq_latency'),
+    question="Were all of the host's CPUs busy, mostly with work that belongs to no service, while the service waited for one?",
+    joined_by="host",
+    owns=(
+        Mechanism("host_cpu_saturation", layer="HOST", title="host CPU saturated by work outside any service (the whole host queued)",
+                  fix="Find what runs outside the services (the busiest cgroups in the evidence; / is processes in no container), move or cap it (a cpu quota, nice, another host); the services' own settings are not the problem."),
+    ),
+    limits=(
+        Threshold("host_cpu_busy_percent", 90, "percent", "isostack", "share of the host's CPUs busy in a window (all cgroups' on-CPU time over CPUs x window)"),
+        Threshold("host_cpu_outside_share", 0.5, "ratio", "isostack", "share of that busy time spent outside every service's cgroup for the host, not a service, to be the cause"),
+    ),
+    thresholds=('runq_p99_ms',),
+    gathers=(Gather("oncpu", "host_wide", "every cgroup's CPU use on the host: who kept it busy", owner="cgroup"),
+             Gather("psi_cpu", "host_uncgrouped", "PSI cpu read from /proc/pressure is the whole host's stall time")),
+    scoring={"": Scoring(Score(0.5, 0.4, "coverage of the span by the busy windows"),
+                         Explains("measured", "the hop's own run-queue wait in the busy windows"))},
 )
 
 
@@ -76,7 +110,7 @@ def run(ctx: CheckContext) -> list[Finding]:
     return [finding(
         CHECK, ctx, f"host CPU saturated: {busy:.2f} of {cpus:g} CPUs busy in {len(hot)} window(s), "
                     f"{outside:.2f} CPUs of it outside every service",
-        ev, confidence=0.5 + 0.4 * cov, explained_ns=int(waited_ns), started_ns=ev[0].first_ns,
+        ev, support=cov, measured_ns=waited_ns, started_ns=ev[0].first_ns,
     )]
 
 

@@ -1,16 +1,44 @@
-"""NET: which flow hogs the shared queue? The top five-tuple by bytes, joined back to its workload."""
+"""NET: which flow hogs the shared queue? The top five-tuple by bytes, joined back to its workload.
+
+Ranks every flow's `flow_bytes` on the hop's hosts during the span (loopback flows excluded unless the hop itself is on loopback: they share no NIC/veth queue). When the top flow is not the hop's own connection, sends at least `noisy_flow_share` (50 %) of the bytes and at least `noisy_flow_mbps` (10 Mbit/s), it is named — five-tuple, bytes, rate — and joined back to its workload: by pid, else cgroup, else the sender address in `workloads.addrs` (a softirq-side probe sees no process). The last step of 29.6.12.4 (the spec's mDNS 5353 flood); the root of the network chain.
+"""
 
 from __future__ import annotations
 
 import pyarrow.compute as pc
 
-from isostack.locate.checks._base import CheckContext, CheckSpec, evidence, finding
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    Explains,
+    Gather,
+    Mechanism,
+    Score,
+    Scoring,
+    Threshold,
+    evidence,
+    finding,
+)
 from isostack.locate.join import hop_flow_key
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="noisy_flow", layer="NET", signals=("flow_bytes",), thresholds=("noisy_flow_share", "noisy_flow_mbps"),
-    mechanism="noisy_flow", question="Whose traffic fills the queue the hop shares (29.6.12.4 step 3)?",
+    id="noisy_flow", layer="NET", signals=('flow_bytes',),
+    question="Whose traffic fills the queue the hop shares (29.6.12.4 step 3)?",
+    joined_by="host (all flows), then workloads",
+    owns=(
+        Mechanism("noisy_flow", layer="NET", title="a neighbour's flow hogging the shared queue",
+                  fix="Rate-limit or move the flow's source (named by five-tuple, process and cgroup); e.g. suppress an mDNS storm on UDP 5353."),
+    ),
+    limits=(
+        Threshold("noisy_flow_share", 0.5, "ratio", "isostack", "share of the shared path's bytes one flow must send to be named the noisy neighbour"),
+        Threshold("noisy_flow_mbps", 10, "Mbit/s", "isostack", "minimum rate of that flow (below it nothing is hogged)"),
+    ),
+    gathers=(Gather("flow_bytes", "host_wide", "every flow on the hop's hosts: the one hogging a shared queue",
+                    owner="process"),),
+    scoring={"": Scoring(Score(0.5, 0.4, "the flow's share of the bytes"),
+                         Explains("excess_share", "half of the flow's byte share: it delays the hop through the queue "
+                                  "it fills", factor=0.5))},
 )
 
 
@@ -53,5 +81,5 @@ def run(ctx: CheckContext) -> list[Finding]:
     ev = evidence(ctx, top, "flow_bytes", nbytes, "bytes", None, where=key, share=round(share, 3),
                   mbps=round(mbps, 1), service=service, pid=pid, comm=comm, cgroup_path=cgroup_path, host=host)
     return [finding(CHECK, ctx, f"flow {key} ({who}) sent {share:.0%} of the bytes on the shared path ({mbps:.0f} Mbit/s)",
-                    [ev], confidence=0.5 + 0.4 * share, explained_ns=int(ctx.excess_ns() * share * 0.5),
+                    [ev], support=share, share=share,
                     started_ns=int(first_ns))]

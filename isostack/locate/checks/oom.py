@@ -1,15 +1,40 @@
-"""L-3: was a process of the hop's cgroup OOM-killed (a restart, a retry) around the span?"""
+"""L-3: was a process of the hop's cgroup OOM-killed (a restart, a retry) around the span?
+
+Any `oom_kill` in the hop's cgroups during the span (> `oom_kills`, 0): a killed worker means restarts and retries the caller waits for.
+"""
 
 from __future__ import annotations
 
 import pyarrow.compute as pc
 
-from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, where_of
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    Explains,
+    Mechanism,
+    Score,
+    Scoring,
+    Threshold,
+    detail_of,
+    evidence,
+    finding,
+    where_of,
+)
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="oom", layer="L-3", signals=("oom_kill", "memory_events"), thresholds=("oom_kills",),
-    mechanism="oom_kill", question="Did the memory cgroup kill part of the service?",
+    id="oom", layer="L-3", signals=('oom_kill', 'memory_events'),
+    question="Did the memory cgroup kill part of the service?",
+    joined_by="cgroup",
+    owns=(
+        Mechanism("oom_kill", layer="L-3", title="memory cgroup OOM kill",
+                  fix="Raise memory.limit / memory.max above the working set, or fix the leak (memleak); check memory.events.",
+                  caused_by=(('memory_growth',),)),
+    ),
+    limits=(
+        Threshold("oom_kills", 0, "count", "29.3.4", "OOM kills (> 0 is a finding)"),
+    ),
+    scoring={"": Scoring(Score(0.8), Explains("excess_share", "a killed process fails or restarts every request it held"))},
 )
 
 
@@ -25,4 +50,4 @@ def run(ctx: CheckContext) -> list[Finding]:
     ev = evidence(ctx, rows, "oom_kill", n, "count", ctx.threshold("oom_kills"), where=where_of(rows, "cgroup_path"),
                   victims=victims)
     return [finding(CHECK, ctx, f"{n:.0f} OOM kill(s) in the service's cgroup ({', '.join(victims)})", [ev],
-                    confidence=0.8, explained_ns=ctx.excess_ns(), started_ns=ev.first_ns)]
+                    started_ns=ev.first_ns)]

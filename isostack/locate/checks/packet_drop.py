@@ -1,17 +1,48 @@
-"""L-2: were the hop's packets dropped (any drop on its flow, or > 10 kpps on its hosts' devices)?"""
+"""L-2: were the hop's packets dropped (any drop on its flow, or > 10 kpps on its hosts' devices)?
+
+Any lossy `skb_drop` (not a netfilter verdict: that is [`filter_drop`](filter_drop.md)) on the hop's own connection (either direction, with the kernel's drop reason), or device drops (`nic_drop` + `qdisc_drop`) on the hop's hosts above `drop_kpps` (10 kpps, spec 29.6.12.4). Housekeeping reasons are not loss and are ignored: QUEUE_PURGE (a closing socket purging its queues — hundreds per healthy testbed run), NOT_SPECIFIED, SOCKET_CLOSE, TCP_OLD_DATA/SEQUENCE/ACK, NO_SOCKET, TCP_ABORT_ON_DATA, TCP_RESET …
+
+Drops seen only on devices (no drop on the hop's own flow) take the slice of the devices' driver, as [`tx_queue_full`](tx_queue_full.md) does: a veth or bridge is L-3, virtio_net L-2, tap/vhost L-1, a VF L-0.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, where_of
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    Explains,
+    Mechanism,
+    Score,
+    Scoring,
+    Threshold,
+    detail_of,
+    device_slice,
+    evidence,
+    finding,
+    where_of,
+)
 from isostack.locate.checks.filter_drop import FILTER_REASONS
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="packet_drop", layer="L-2", signals=("skb_drop", "nic_drop", "qdisc_drop"), thresholds=("drop_kpps",),
-    mechanism="packet_drop", question="Were packets dropped in the driver, qdisc or stack?",
+    id="packet_drop", layer="L-2", signals=('skb_drop', 'nic_drop', 'qdisc_drop'),
+    question="Were packets dropped in the driver, qdisc or stack?",
+    joined_by="flow (five-tuple / sock cookie) and device",
+    owns=(
+        Mechanism("packet_drop", layer="L-2", title="packets dropped in the driver / qdisc",
+                  fix="Look at the drop reason and location; rate-limit the flooding source, enlarge rx/tx rings, check XDP programs.",
+                  caused_by=(('tx_queue_full',), ('noisy_flow', 'cpu_throttle', 'conntrack_full'))),
+    ),
+    limits=(
+        Threshold("drop_kpps", 10, "kpps", "29.6.12.4", "driver/qdisc drop rate (xdp_drop)"),
+    ),
+    scoring={
+        "on_flow": Scoring(Score(0.8), Explains("excess_share", "drops on the hop's own connection", floor=0.3)),
+        "host": Scoring(Score(0.5), Explains("excess_share", "drops on the hop's host devices only", floor=0.2)),
+    },
 )
 
 
@@ -63,6 +94,6 @@ def run(ctx: CheckContext) -> list[Finding]:
     on_flow = any(e.signal == "skb_drop" for e in ev)
     return [finding(
         CHECK, ctx, "packets dropped " + ("on the hop's own connection" if on_flow else "on the hop's host devices"),
-        ev, confidence=0.8 if on_flow else 0.5, explained_ns=int(ctx.excess_ns() * max(cov, 0.3 if on_flow else 0.2)),
+        ev, variant="on_flow" if on_flow else "host", share=cov, layer=None if on_flow else device_slice(dev),
         started_ns=first,
     )]

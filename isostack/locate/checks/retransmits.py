@@ -1,17 +1,43 @@
-"""NET: did the hop's connection retransmit (>= 3) or hit RTOs? Each RTO costs >= 200 ms."""
+"""NET: did the hop's connection retransmit (>= 3) or hit RTOs? Each RTO costs >= 200 ms.
+
+Counts `tcp_retransmit` events on the hop's connection (from `tcp:tcp_retransmit_skb`), and host `tcp_timeouts`. A finding at ≥ `rto_retransmits` (3, spec 29.6.12.4). Each retransmission is charged at least the 200 ms minimum RTO.
+"""
 
 from __future__ import annotations
 
 import pyarrow.compute as pc
 
-from isostack.locate.checks._base import CheckContext, CheckSpec, evidence, finding, where_of
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    Explains,
+    Mechanism,
+    Score,
+    Scoring,
+    Threshold,
+    evidence,
+    finding,
+    where_of,
+)
 from isostack.locate.model import Finding
 
-CHECK = CheckSpec(
-    id="retransmits", layer="NET", signals=("tcp_retransmit", "tcp_timeouts"), thresholds=("rto_retransmits",),
-    mechanism="retransmits", question="Did the hop's connection lose packets and wait to resend them?",
-)
 MIN_RTO_NS = 200_000_000  # Linux TCP_RTO_MIN
+
+CHECK = CheckSpec(
+    id="retransmits", layer="NET", signals=('tcp_retransmit', 'tcp_timeouts'),
+    question="Did the hop's connection lose packets and wait to resend them?",
+    joined_by="flow",
+    owns=(
+        Mechanism("retransmits", layer="NET", title="TCP retransmissions / RTO on the hop's connection",
+                  fix="Find where packets are lost (drops, queue full, a lossy link or filter rule); RTOs add 200 ms+ each.",
+                  caused_by=(('packet_drop', 'filter_drop', 'tx_queue_full', 'conntrack_full'), ('cpu_throttle', 'noisy_flow'))),
+    ),
+    limits=(
+        Threshold("rto_retransmits", 3, "count", "29.6.12.4", "retransmissions on the hop's connection"),
+    ),
+    scoring={"": Scoring(Score(0.5, 0.3, "1 when the hop's own connection retransmitted, 0 for host RTOs only"),
+                         Explains("per_event", "each retransmission waits at least TCP_RTO_MIN", cost_ns=MIN_RTO_NS))},
+)
 
 
 def run(ctx: CheckContext) -> list[Finding]:
@@ -30,5 +56,5 @@ def run(ctx: CheckContext) -> list[Finding]:
     first = min(e.first_ns for e in ev if e.first_ns is not None)
     return [finding(
         CHECK, ctx, f"{n:.0f} retransmissions on the hop's connection" + (f", {n_rto:.0f} RTOs on the host" if n_rto else ""),
-        ev, confidence=0.8 if n >= limit else 0.5, explained_ns=int(max(n, n_rto) * MIN_RTO_NS), started_ns=first,
+        ev, support=1.0 if n >= limit else 0.0, events=max(n, n_rto), started_ns=first,
     )]

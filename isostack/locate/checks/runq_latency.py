@@ -1,16 +1,47 @@
-"""L-3: did the service wait on a run queue (CPU contention without a quota: a noisy neighbour)?"""
+"""L-3: did the service wait on a run queue (CPU contention without a quota: a noisy neighbour)?
+
+Reads run-queue latency p99 windows (`runq_latency`, from the agent's sched_wakeup→sched_switch histogram) of the hop's cgroups. A finding when a window's p99 exceeds `runq_p99_ms` (default 10 ms). Without throttling, that is CPU contention: a noisy neighbour on the same CPUs, no quota involved. The evidence comes one per cgroup, the one that waited most (sum of its hot windows' p99) first: on a shared CPU every service's run queue grows a little and the victim's most, so the first `where` is the one to look at.
+
+After them come up to three evidence items marked `role: neighbour`: the other cgroups on the hop's host that used the most CPU during the span (`oncpu`, from the agent's `cpu_time` probe, at least 0.05 CPU), busiest first. `/` is processes in no container. This answers the fix's first question, whom the service waited behind. In a noisy-neighbour drill it is the neighbour's cgroup (`/isostack-testbed/noisy-cpu 0.79 CPU`). On a host busy with work outside any container it is `/` (`/ 1.55 CPU`, seen in a case recorded while other work ran on the host). Neighbour items are not the cause's location: alert grouping and the incident verdict (`locate/verdict.py`) skip them.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, ms
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    Explains,
+    Gather,
+    Mechanism,
+    Score,
+    Scoring,
+    Threshold,
+    detail_of,
+    evidence,
+    finding,
+    ms,
+)
 from isostack.locate.model import Evidence, Finding
 
 CHECK = CheckSpec(
-    id="runq_latency", layer="L-3", signals=("runq_latency", "psi_cpu", "oncpu"), thresholds=("runq_p99_ms",),
-    mechanism="runq_latency", question="Were the service's threads runnable but not running?",
+    id="runq_latency", layer="L-3", signals=('runq_latency', 'psi_cpu', 'oncpu'),
+    question="Were the service's threads runnable but not running?",
+    joined_by="cgroup (the wait), host (whom it waited behind)",
+    owns=(
+        Mechanism("runq_latency", layer="L-3", title="CPU contention: run-queue latency (noisy neighbour without a quota)",
+                  fix="Find the neighbour hogging the CPUs (top by cgroup), give the victim a CPU request/cpuset or move it; set quotas on batch work.",
+                  caused_by=(('cpu_throttle',), ('host_cpu_saturation',))),
+    ),
+    limits=(
+        Threshold("runq_p99_ms", 10, "ms", "isostack", "run-queue latency p99 (CPU contention)"),
+    ),
+    gathers=(Gather("oncpu", "host_wide", "every cgroup's CPU use on the host: whom the wait was spent behind",
+                    owner="cgroup"),),
+    scoring={"": Scoring(Score(0.5, 0.3, "coverage of the span by the hot windows"),
+                         Explains("measured", "each hot window delayed the service by at least its p99 once: a floor"))},
 )
 
 
@@ -42,7 +73,7 @@ def run(ctx: CheckContext) -> list[Finding]:
     return [finding(
         CHECK, ctx, f"run-queue latency p99 {ms(p99_ns)} in {hot.num_rows} window(s) during the span"
                     f" (worst: {ev[0].where}{also})",
-        ev + behind, confidence=0.5 + 0.3 * cov, explained_ns=int(waited_ns),
+        ev + behind, support=cov, measured_ns=waited_ns,
         started_ns=min((e.first_ns for e in ev if e.first_ns is not None), default=None),
     )]
 

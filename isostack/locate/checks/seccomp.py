@@ -1,4 +1,9 @@
-"""L-4: did syscalls take the sandbox's slow path (seccomp / gVisor Sentry, > 900 µs) or get refused?"""
+"""L-4: did syscalls take the sandbox's slow path (seccomp / gVisor Sentry, > 900 µs) or get refused?
+
+First, `syscall_entry_wait`: seccomp runs *before* the `sys_enter` tracepoint, so a syscall parked by a seccomp user-notification supervisor (SECCOMP_RET_USER_NOTIF, as sysbox/LXD or a gVisor-style supervisor do) or a ptrace-based sandbox is invisible to sys_enter→sys_exit timing — on the testbed a connect() held 25 ms measured 128 µs there. The probe (`syscall_latency.bt`) therefore also times every sleep (S) or ptrace stop (t) a task takes *outside* any syscall until its next `sys_enter`, per cgroup and the syscall that was held; a healthy task never sleeps there. A typical hold above `syscall_slow_us` over ≥ 3 calls is the finding (and then the in-kernel latency below is not reported again).
+
+Then it reads `syscall_latency` windows (per syscall: p99 as value, `p50_ns` and the log2 histogram in detail) and `seccomp_denied`/`syscall_error` counts of the hop's cgroups. The slow path slows *every* call of a filtered syscall (spec 29.6.11/29.6.13: seccomp average 90 µs → 900 µs), so the check judges the typical call: a finding when a syscall's p50 exceeds `syscall_slow_us` (900 µs) over at least 3 calls. A window whose typical call is no longer than the same cgroup's run-queue p99 in an overlapping window is skipped too: the process waited for a CPU inside its syscalls (on a busy 2-CPU host close() and munmap() typically took 2 ms while the run-queue p99 was 32 ms), which is `runq_latency`'s or `host_cpu_saturation`'s finding, not a slow path. Blocking syscalls (poll, epoll_wait, futex, recvfrom, read, wait4, nanosleep, fsync, pwrite64 …) are excluded: their latency is waiting by design — on the recorded testbed they reach seconds at p99 on a healthy service, and under a CPU quota every syscall grows a long tail. Refusals (`syscall_errors`): every `seccomp_denied`, and `syscall_error` only for EPERM/EACCES/ENOSYS (ENOENT, EAGAIN, EINPROGRESS, ETIMEDOUT are everyday results).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,39 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from isostack.locate.checks._base import CheckContext, CheckSpec, detail_of, evidence, finding, where_of
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    Explains,
+    Mechanism,
+    Score,
+    Scoring,
+    Threshold,
+    detail_of,
+    evidence,
+    finding,
+    where_of,
+)
 from isostack.locate.model import Evidence, Finding
 
 CHECK = CheckSpec(
-    id="seccomp", layer="L-4", signals=("syscall_latency", "syscall_entry_wait", "syscall_error", "seccomp_denied"),
-    thresholds=("syscall_slow_us",), mechanism="seccomp_slow_path",
+    id="seccomp", layer="L-4", signals=('syscall_latency', 'syscall_entry_wait', 'syscall_error', 'seccomp_denied'),
     question="Is the sandbox's syscall path slow, or refusing calls?",
+    joined_by="cgroup",
+    owns=(
+        Mechanism("seccomp_slow_path", layer="L-4", title="sandbox syscall slow path (seccomp / gVisor Sentry)",
+                  fix="Add the syscall to the sandbox's allow-list (runsc / seccomp profile) so it stays on the fast path; check SCMP_ACT_TRACE/USER_NOTIF rules."),
+        Mechanism("syscall_errors", layer="L-4", title="syscalls refused (seccomp errno / EPERM)",
+                  fix="Read the audit type=1326 records for the syscall number; allow it in the seccomp profile or fix the caller."),
+    ),
+    limits=(
+        Threshold("syscall_slow_us", 900, "us", "29.6.11", "seccomp / syscall slow-path latency (p99)"),
+    ),
+    scoring={
+        "slow_path": Scoring(Score(0.75), Explains("measured", "every slow call costs at least its typical latency")),
+        "held": Scoring(Score(0.85), Explains("measured", "every held call waited its typical hold")),
+        "refused": Scoring(Score(0.5), Explains("none", "a refused call fails fast; the retry or error path is the app's")),
+    },
 )
 # Syscalls whose latency is waiting by design (for I/O, a child, a timer, a lock, the disk): a long
 # poll() is an idle server, not a slow path. Measured on the testbed: under a CPU quota these reach
@@ -29,7 +60,6 @@ BLOCKING = frozenset({
 })
 REFUSAL_ERRNOS = frozenset({"EPERM", "EACCES", "ENOSYS"})
 MIN_CALLS = 3  # a p50 over fewer calls is one unlucky call
-ERRORS = CheckSpec(id="seccomp", layer="L-4", signals=CHECK.signals, thresholds=(), mechanism="syscall_errors")
 
 
 def run(ctx: CheckContext) -> list[Finding]:
@@ -44,10 +74,9 @@ def run(ctx: CheckContext) -> list[Finding]:
                          or int(det.get("count", MIN_CALLS) or 0) < MIN_CALLS, cpu_wait=_runq_windows(ctx))
     if slow is not None and held is None:
         ev, p50_ns, count, names = _slow_calls_evidence(ctx, *slow, "syscall_latency_p50")
-        # Every slow call costs at least its typical latency; finding() caps this at the excess.
         out.append(finding(CHECK, ctx, f"{', '.join(names) or 'syscalls'}: typical call {p50_ns / 1e3:,.0f} µs "
                            f"({count} calls; fast path is tens of µs)",
-                           [ev], confidence=0.75, explained_ns=int(p50_ns * count), started_ns=ev.first_ns))
+                           [ev], variant="slow_path", measured_ns=p50_ns * count, started_ns=ev.first_ns))
     # Refusals: every seccomp_denied, and syscall errors only with the errnos a filter returns. ENOENT,
     # EAGAIN, EINPROGRESS, ETIMEDOUT are a healthy process's daily bread (thousands per testbed run).
     bad = ctx.events("seccomp_denied", "syscall_error", coord="cgroup")
@@ -62,8 +91,8 @@ def run(ctx: CheckContext) -> list[Finding]:
         if total > 0:
             ev = evidence(ctx, bad, "seccomp_denied/syscall_error", total, "count", None,
                           where=where_of(bad, "cgroup_path"), syscalls=names)
-            out.append(finding(ERRORS, ctx, f"{total:.0f} syscalls refused ({', '.join(names) or '?'})", [ev],
-                               confidence=0.5, explained_ns=0, started_ns=ev.first_ns))
+            out.append(finding(CHECK, ctx, f"{total:.0f} syscalls refused ({', '.join(names) or '?'})", [ev],
+                               variant="refused", mechanism="syscall_errors", started_ns=ev.first_ns))
     return out
 
 
@@ -125,4 +154,4 @@ def _entry_wait(ctx: CheckContext) -> Finding | None:
     ev, p50_ns, n, names = _slow_calls_evidence(ctx, *held, "syscall_entry_wait_p50")
     return finding(CHECK, ctx, f"{', '.join(names) or 'syscalls'} held {p50_ns / 1e3:,.0f} µs (typical) before "
                    f"entering the kernel, {n} calls: a seccomp user-notification / ptrace supervisor slow path",
-                   [ev], confidence=0.85, explained_ns=int(p50_ns * n), started_ns=ev.first_ns)
+                   [ev], variant="held", measured_ns=p50_ns * n, started_ns=ev.first_ns)

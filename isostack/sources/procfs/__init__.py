@@ -18,14 +18,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from isostack import records
 from isostack.sources.procfs import cgroups as cg
-from isostack.sources.procfs import disk, net
+from isostack.sources.procfs import disk, net, netdev
 from isostack.sources.procfs.workloads import scan_workloads
 
 __all__ = ["ProcfsCollector", "scan_workloads"]
@@ -39,6 +41,71 @@ class _Snapshot:
     counters: dict[tuple, float] = field(default_factory=dict)  # key -> cumulative value
     disks: dict[str, disk.DiskSample] = field(default_factory=dict)
     conntrack_fill: dict[str, int] = field(default_factory=dict)  # table entries and max at sample time
+
+
+@dataclass(frozen=True)
+class CounterSpec:
+    """How one counter's snapshot key becomes a kernel_events row (the key's first field is the kind).
+
+    ``key``: the names of the key's other fields; ``columns``: which of them fill a row column;
+    ``detail_fields``: which go into ``detail_json`` (when non-empty, or always when listed in
+    ``always``); ``detail``: extra detail computed from the snapshots (neighbouring counters);
+    ``device_driver``: add the device's driver (the slice a network finding belongs to);
+    ``empty_detail``: write ``detail_json`` even when it is ``{}``.
+    """
+
+    source: str | Callable[[dict[str, Any]], str]
+    key: tuple[str, ...] = ()
+    columns: dict[str, str] = field(default_factory=dict)
+    detail_fields: tuple[str, ...] = ()
+    always: tuple[str, ...] = ()
+    detail: Callable[[tuple, dict[str, Any], _Snapshot, _Snapshot], dict[str, Any]] | None = None
+    device_driver: bool = False
+    empty_detail: bool = False
+
+
+def _delta_of(name: str, fields: dict[str, Any], snap: _Snapshot, prev: _Snapshot) -> float:
+    k = (name, fields["cgroup_path"], fields["cgroup_id"])
+    return snap.counters.get(k, 0) - prev.counters.get(k, 0)
+
+
+def _throttle_detail(key: tuple, fields: dict[str, Any], snap: _Snapshot, prev: _Snapshot) -> dict[str, Any]:
+    return {name: _delta_of(f"_{name}", fields, snap, prev) for name in ("nr_throttled", "nr_periods")}
+
+
+def _tcp_detail(key: tuple, fields: dict[str, Any], snap: _Snapshot, prev: _Snapshot) -> dict[str, Any]:
+    # the neighbouring TCP counters' deltas say which kind of loss it was (RTO vs TLP vs SYN)
+    others = {k[1]: snap.counters[k] - prev.counters.get(k, snap.counters[k]) for k in snap.counters if k[0] == "_tcp"}
+    return {"scope": "host", **{k: v for k, v in others.items() if v}}
+
+
+def _psi_detail(key: tuple, fields: dict[str, Any], snap: _Snapshot, prev: _Snapshot) -> dict[str, Any]:
+    return {"scope": "cgroup" if fields["cgroup_path"] else "host", "stall": "some"}
+
+
+_CGROUP = ("cgroup_path", "cgroup_id")
+_CGROUP_COLUMNS = {"cgroup_path": "cgroup_path", "cgroup_id": "cgroup_id"}
+_PSI = CounterSpec(lambda f: "procfs:cgroup.pressure" if f["cgroup_path"] else "procfs:pressure", _CGROUP,
+                   _CGROUP_COLUMNS, detail=_psi_detail)
+_TCP = CounterSpec("procfs:netstat", detail=_tcp_detail)
+_CONNTRACK = CounterSpec("procfs:nf_conntrack", detail=lambda key, f, snap, prev: dict(snap.conntrack_fill),
+                         empty_detail=True)
+# Every counter the collector reads, by kind: adding one is a row here plus where it is sampled.
+COUNTERS: dict[str, CounterSpec] = {
+    "cpu_throttle": CounterSpec("procfs:cpu.stat", _CGROUP, _CGROUP_COLUMNS, detail=_throttle_detail),
+    "psi_cpu": _PSI, "psi_io": _PSI, "psi_memory": _PSI,
+    "memory_events": CounterSpec("procfs:memory", (*_CGROUP, "event"), _CGROUP_COLUMNS, ("event",)),
+    "oom_kill": CounterSpec("procfs:memory.oom_control", _CGROUP, _CGROUP_COLUMNS),
+    "tcp_timeouts": _TCP, "tcp_retransmit": _TCP,
+    "conntrack_insert_failed": _CONNTRACK, "conntrack_drop": _CONNTRACK,
+    "nic_drop": CounterSpec("procfs:netdev", ("device", "direction", "netns"), {"device": "device"},
+                            ("direction", "netns"), always=("direction",), device_driver=True),
+    "qdisc_drop": CounterSpec("procfs:qdisc", ("device", "qdisc", "handle", "parent", "netns"), {"device": "device"},
+                              ("qdisc", "handle", "parent", "netns"), always=("qdisc", "handle", "parent"),
+                              device_driver=True),
+    "tx_timeout": CounterSpec("procfs:ethtool", ("device",), {"device": "device"}, device_driver=True,
+                              empty_detail=True),
+}
 
 
 class ProcfsCollector:
@@ -117,8 +184,17 @@ class ProcfsCollector:
                       "requeues": q.get("requeues", 0), "overlimits": q.get("overlimits", 0)}
             if netns:
                 detail["netns"] = netns
+            self._add_driver(detail, dev, netns)
             gauges.append({"kind": "qdisc_backlog", "value": float(q.get("qlen", 0)), "device": dev,
                            "source": "procfs:qdisc", "detail_json": json.dumps(detail)})
+
+    @staticmethod
+    def _add_driver(detail: dict, dev: str, netns: str) -> dict:
+        # the device's driver names the network slice a finding on it belongs to (veth: L-3, virtio_net: L-2)
+        driver = netdev.driver_of(dev, netns)
+        if driver:
+            detail["driver"] = driver
+        return detail
 
     def _qdiscs(self) -> list[dict]:
         if self._netlink is not None:
@@ -238,54 +314,22 @@ class ProcfsCollector:
 
     # ------------------------------------------------------------------ rows
     def _counter_row(self, key: tuple, delta: float, snap: _Snapshot, prev: _Snapshot) -> dict:
-        kind = key[0]
-        if kind == "cpu_throttle":
-            _, rel, cid = key
-            detail = {
-                name: snap.counters.get((f"_{name}", rel, cid), 0) - prev.counters.get((f"_{name}", rel, cid), 0)
-                for name in ("nr_throttled", "nr_periods")
-            }
-            return {"kind": kind, "value": delta, "cgroup_id": cid, "cgroup_path": rel,
-                    "source": "procfs:cpu.stat", "detail_json": json.dumps(detail)}
-        if kind in ("psi_cpu", "psi_io", "psi_memory"):
-            _, rel, cid = key
-            return {"kind": kind, "value": delta, "cgroup_id": cid, "cgroup_path": rel,
-                    "source": "procfs:pressure" if not rel else "procfs:cgroup.pressure",
-                    "detail_json": json.dumps({"scope": "cgroup" if rel else "host", "stall": "some"})}
-        if kind == "memory_events":
-            _, rel, cid, event = key
-            return {"kind": kind, "value": delta, "cgroup_id": cid, "cgroup_path": rel,
-                    "source": "procfs:memory", "detail_json": json.dumps({"event": event})}
-        if kind == "oom_kill":
-            _, rel, cid = key
-            return {"kind": kind, "value": delta, "cgroup_id": cid, "cgroup_path": rel,
-                    "source": "procfs:memory.oom_control"}
-        if kind in ("tcp_timeouts", "tcp_retransmit"):
-            # the neighbouring TCP counters' deltas say which kind of loss it was (RTO vs TLP vs SYN)
-            others = {k[1]: snap.counters[k] - prev.counters.get(k, snap.counters[k])
-                      for k in snap.counters if k[0] == "_tcp"}
-            return {"kind": kind, "value": delta, "source": "procfs:netstat",
-                    "detail_json": json.dumps({"scope": "host", **{k: v for k, v in others.items() if v}})}
-        if kind in ("conntrack_insert_failed", "conntrack_drop"):
-            return {"kind": kind, "value": delta, "source": "procfs:nf_conntrack",
-                    "detail_json": json.dumps(snap.conntrack_fill)}
-        if kind == "nic_drop":
-            dev, direction = key[1], key[2]
-            nic_detail = {"direction": direction}
-            if len(key) > 3:
-                nic_detail["netns"] = key[3]
-            return {"kind": kind, "value": delta, "device": dev, "source": "procfs:netdev",
-                    "detail_json": json.dumps(nic_detail)}
-        if kind == "qdisc_drop":
-            _, dev, qkind, handle, parent, netns = key
-            q_detail = {"qdisc": qkind, "handle": handle, "parent": parent}
-            if netns:
-                q_detail["netns"] = netns
-            return {"kind": kind, "value": delta, "device": dev, "source": "procfs:qdisc",
-                    "detail_json": json.dumps(q_detail)}
-        if kind == "tx_timeout":
-            return {"kind": kind, "value": delta, "device": key[1], "source": "procfs:ethtool"}
-        raise AssertionError(f"unhandled counter {key}")
+        """The kernel_events row of one counter's delta, shaped by its :class:`CounterSpec`."""
+        spec = COUNTERS.get(key[0])
+        if spec is None:
+            raise AssertionError(f"unhandled counter {key}")
+        fields = dict(zip(spec.key, key[1:], strict=False))  # netns is the optional last field of nic_drop
+        row: dict[str, Any] = {"kind": key[0], "value": delta,
+                               "source": spec.source(fields) if callable(spec.source) else spec.source}
+        row.update({col: fields[f] for f, col in spec.columns.items() if f in fields})
+        detail = {f: fields[f] for f in spec.detail_fields if fields.get(f) or f in spec.always}
+        if spec.detail is not None:
+            detail.update(spec.detail(key, fields, snap, prev))
+        if spec.device_driver:
+            self._add_driver(detail, fields["device"], fields.get("netns", ""))
+        if detail or spec.empty_detail:
+            row["detail_json"] = json.dumps(detail)
+        return row
 
     def _disk_rows(self, prev: _Snapshot, snap: _Snapshot) -> list[dict]:
         interval_s = (snap.ts_ns - prev.ts_ns) / 1e9

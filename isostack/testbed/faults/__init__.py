@@ -62,6 +62,8 @@ class Fault:
     layer = ""
     mechanism = ""
     summary = ""
+    # a network fault on one device: that device's driver, whose slice is the fault's layer (veth: L-3)
+    device_driver = ""
     applies_to: tuple[str, ...] = ("ingress", "order", "payment", "db")
     # faults that change the same knob cannot be stacked on one target
     conflicts_with: tuple[str, ...] = ()

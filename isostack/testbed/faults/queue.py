@@ -1,6 +1,7 @@
-"""queue: a TBF rate limit on the target's veth so its transmit queue fills (stands in for a full
-virtio tx queue; L-2). The qdisc sits on the root-namespace end of the target's veth, i.e. the
-queue every request to the target waits in."""
+"""queue: a TBF rate limit on the target's veth so its transmit queue fills. The qdisc sits on the
+root-namespace end of the target's veth, i.e. the queue every request to the target waits in: a
+veth is container plumbing, so the finding belongs to the container slice (L-3, spec 29.6.12.0.1),
+not to a virtio tx queue (L-2) — the diagnosis names the slice from the device's driver."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from isostack.testbed.sh import ok, run
 
 class Queue(Fault):
     name = "queue"
-    layer = "L-2"
+    layer = "L-3"
     mechanism = "tx_queue_full"
+    device_driver = "veth"  # the qdisc sits on the target's host-side veth
     summary = "tc tbf rate limit on the target's veth: the tx queue fills, packets wait then drop"
     # mild: a rate just above the load's average: bursts queue, few drops (4mbit left p95 at 1.5x) (tuned by measuring; bench/accuracy/RESULTS.md has the achieved p95)
     severities = {"severe": {}, "mild": {"rate": "2500kbit"}}
