@@ -10,7 +10,7 @@ roots ordered by the excess their subtree explains, each root followed by its sy
 
 from __future__ import annotations
 
-from isostack.locate.checks import causes, keeps_app_time
+from isostack.locate.checks import amplifying, causes, keeps_app_time
 from isostack.locate.model import Finding
 
 # When kernel findings explain at least this share of the excess, "it's the app" is not the answer.
@@ -18,11 +18,10 @@ APP_EXPLAINED_SHARE = 0.5
 # A cause must be able to account for its symptom: it explains at least this share of the time the
 # symptom explains. A 0.4 s run-queue wait did not fill a transmit queue that held the hop for 10 s
 # (a rate limit on the link did, which no check sees as a finding of its own); linked, the small wait
-# became the root and the queue its symptom. Symptoms whose cost is an amplification of the cause by
-# design are exempt: one drop costs a 200 ms+ retransmission timeout, a leak ends in a kill whose
-# downtime is longer than the growth, a wait shows as the service's whole self time.
+# became the root and the queue its symptom. Symptoms that amplify their cause by design declare it
+# (``Mechanism.amplifies``: one drop costs a 200 ms+ retransmission timeout, a leak ends in a kill
+# whose downtime outlasts the growth, a wait shows as the service's whole self time).
 CAUSE_MIN_SHARE = 0.25
-AMPLIFIED_SYMPTOMS = frozenset({"retransmits", "rtt_spike", "oom_kill", "app_self_time"})
 
 
 def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[Finding]:
@@ -32,6 +31,7 @@ def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[F
     check that owns it (:func:`isostack.locate.checks.causes`).
     """
     edges = causes()
+    amplified = amplifying()
     kernel = [f for f in findings if f.layer != "APP"]
     app = [f for f in findings if f.layer == "APP"]
     best_kernel = max((f.explained_ns for f in kernel), default=0)
@@ -53,7 +53,7 @@ def build_chain(findings: list[Finding], excess_ns: int, skew_ns: int) -> list[F
             cands = [c for m in group for c in by_mech.get(m, []) if c is not f and
                      (f.started_ns is None or c.started_ns is None or
                       c.started_ns <= f.started_ns + skew_ns + _resolution(c, f)) and
-                     (f.mechanism in AMPLIFIED_SYMPTOMS or c.explained_ns >= CAUSE_MIN_SHARE * f.explained_ns)]
+                     (f.mechanism in amplified or c.explained_ns >= CAUSE_MIN_SHARE * f.explained_ns)]
             if cands:
                 cause = min(cands, key=lambda c: (starts(c), -c.explained_ns))
                 if not _creates_cycle(cause, f, parent):

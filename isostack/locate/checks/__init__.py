@@ -82,6 +82,12 @@ def keeps_app_time() -> frozenset[str]:
 
 
 @cache
+def amplifying() -> frozenset[str]:
+    """Symptoms whose cost exceeds their cause's by design (see :class:`Mechanism`)."""
+    return frozenset(mid for mid, (mech, _) in declared_mechanisms().items() if mech.amplifies)
+
+
+@cache
 def gathers() -> tuple[Gather, ...]:
     """Every check's extra join rules (deduplicated by kind, rule and owner; the longest history wins)."""
     out: dict[tuple[str, str, str], Gather] = {}

@@ -51,6 +51,9 @@ class Mechanism:
     cause that started earliest wins (the chain, :mod:`isostack.locate.chain`). ``keeps_app_time``:
     the service's own time stays in the chain beside this finding even when it explains most of the
     excess (a saturated disk is waited on *inside* the service's code, so the app's time is where it shows).
+    ``amplifies``: as a symptom it costs more than the cause that produced it, by design (one drop, a
+    200 ms+ retransmission timeout), so the chain links it under a cause that explains less than it
+    does; any other symptom needs a cause that explains at least ``chain.CAUSE_MIN_SHARE`` of its time.
     """
 
     id: str
@@ -59,6 +62,7 @@ class Mechanism:
     fix: str
     caused_by: tuple[tuple[str, ...], ...] = ()
     keeps_app_time: bool = False
+    amplifies: bool = False
 
     def __post_init__(self) -> None:
         Layer(self.layer)
