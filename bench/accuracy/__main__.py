@@ -170,6 +170,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.keep = True
     rca_root = run_dir / "rcaeval"
     rows: list[dict[str, Any]] = []
+    # a resumed run keeps the answers its earlier chunks scored (re-score them all with --rediagnose)
+    scored: dict[str, dict[str, Any]] = {}
+    if args.resume and (run_dir / "results.json").exists():
+        scored = {case_name(r): r for r in json.loads((run_dir / "results.json").read_text())["rows"]
+                  if "severity" in r and "isostack" in r and not r["isostack"].get("error")}
     t_start = time.monotonic()
     for i, item in enumerate(items, 1):
         rate = RATES[item["rep"] % len(RATES)]
@@ -187,6 +192,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             data.mkdir(parents=True, exist_ok=True)
         else:
             data = Path(tempfile.mkdtemp(prefix="isostack-bench-"))
+        if done.exists() and case_name(item) in scored:
+            rows.append(scored[case_name(item)] | {"case_no": i})
+            continue
         svc_only: Path | None = None
         rerecorded: float | None = None  # outside CPUs of a first recording that was thrown away
         outside: float | None = None  # outside CPUs of the recording scored
