@@ -11,9 +11,10 @@ syscall-heavy one (a stat() per config file per request, unbuffered one-line wri
 Declared here (the lead ports this to the check format of #17):
 
 - threshold ``sandbox_trapped_ms_per_s`` (default :data:`TRAPPED_MS_PER_S_DEFAULT`, also in
-  kb/data/thresholds.yaml): trapped thread-time per second of wall time in one window. Measured
-  here: a sandboxed testbed service served back to back trapped ~290 ms/s (9,000 stops/s x 32 µs);
-  with 200 stat() per request 770 ms/s (12,000 stops/s x 64 µs).
+  kb/data/thresholds.yaml): trapped thread-time per second of wall time in one window — 1,000 is one
+  thread trapped all the time. Measured here (`isostack demo --sandbox gvisor`, payment at 20 req/s):
+  baseline windows 100–730 ms/s (1,500–5,700 stops/s x 64–128 µs); under syscall-storm (400 stat()
+  per request) 1,250–2,420 ms/s (8,300–16,300 stops/s x 128–256 µs).
 - the stop length counted is the window's p50, less the cgroup's run-queue p50 in the same window:
   a stop lasts until the task runs again, so a CPU-starved sandbox has long stops without any more
   traps (that is runq_latency's or cpu_throttle's finding). The p50, not the mean: a stub blocked
@@ -36,7 +37,7 @@ CHECK = CheckSpec(
     thresholds=("sandbox_trapped_ms_per_s",), mechanism="sandbox_syscall_trap",
     question="Did the sandbox's syscall traps (rate x cost per trap) take the span's time?",
 )
-TRAPPED_MS_PER_S_DEFAULT = 500.0
+TRAPPED_MS_PER_S_DEFAULT = 1000.0
 MIN_STOPS = 100  # per window: fewer is a debugger's breakpoint or a sandbox at rest, not a rate
 GVISOR_TRACE_SOURCE = "gvisor:trace"  # isostack gvisor-sink rows: which syscalls, as the sandbox saw them
 
