@@ -37,3 +37,14 @@ def test_demo_refuses_an_unknown_sandbox_before_needing_root() -> None:
     proc = run_cli("demo", "--sandbox", "kata")
     assert proc.returncode == 2
     assert "--sandbox 'kata': expected one of gvisor" in proc.stderr
+
+
+def test_sandbox_option_names_the_services_to_sandbox() -> None:
+    from isostack.errors import IsostackError
+    from isostack.testbed.topology import parse_sandbox
+
+    assert parse_sandbox(None) == {}
+    assert parse_sandbox("gvisor") == {"payment": "gvisor"}  # the spec's payment-sidecar
+    assert parse_sandbox("gvisor:order,payment") == {"order": "gvisor", "payment": "gvisor"}
+    with pytest.raises(IsostackError, match="unknown service 'billing'"):
+        parse_sandbox("gvisor:billing")
