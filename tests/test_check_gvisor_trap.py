@@ -30,7 +30,7 @@ def test_a_syscall_storm_inside_gvisor_is_named_with_the_trap_rate_and_cost(data
     assert e.value == pytest.approx(1_643.9, abs=0.1)  # 12,843 x 128 µs of traps per second
     assert e.detail["stops_per_s"] == 12_843 and e.detail["trap_us"] == 128.0
     assert e.threshold == gvisor_trap.TRAPPED_MS_PER_S_DEFAULT
-    assert f.summary.startswith("gVisor traps: 12,843 ptrace stops/s in /isostack-testbed/payment, typical trap 128 µs")
+    assert "12,843 stops/s in /isostack-testbed/payment, typical trap 128 µs" in f.summary
     # a 1 s window inside the 1.82 s hop, over one thread's worth: the whole window counted
     assert f.explained_ns == 1_000_000_000
     assert "systrap" in f.fix and "runc" in f.fix

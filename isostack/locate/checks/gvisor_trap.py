@@ -80,7 +80,8 @@ def run(ctx: CheckContext) -> list[Finding]:
                   sandbox="gvisor (ptrace platform)", **({"sandbox_syscalls": syscalls} if syscalls else {}))
     where = where_of(part, "cgroup_path") or "the hop's cgroup"
     named = f"; busiest calls inside the sandbox: {', '.join(syscalls)}" if syscalls else ""
-    summary = (f"gVisor traps: {stops_per_s:,} ptrace stops/s in {where}, typical trap "
+    # the stops alone do not say who the tracer is: gVisor's Sentry, or strace/gdb attached to a process
+    summary = (f"ptrace traps (gVisor's ptrace platform, or a tracer such as strace): {stops_per_s:,} stops/s in {where}, typical trap "
                f"{trap_us:,.0f} µs, so the sandbox's threads spent {share_ms:,.0f} ms per second trapped "
                f"(~{ms(trapped_ns_in_span)} of this span){named}")
     return [finding(CHECK, ctx, summary, [ev], confidence=0.6 + 0.3 * min(1.0, share_ms / (2 * limit_ms_per_s)),
