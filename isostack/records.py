@@ -222,6 +222,9 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     "syscall_entry_wait": EventKind("ns", "time a syscall was held before entering the kernel (seccomp user-notification / "
                                     "ptrace supervisor: the sandbox slow path), p99 in the window (detail: syscall, "
                                     "count, p50_ns)", "cgroup"),
+    "ptrace_stop": EventKind("ns", "time a task spent stopped by its ptrace tracer, per stop, p99 in the window (detail: "
+                             "count = stops, p50_ns, hist_us): one per syscall or fault gVisor's ptrace platform traps",
+                             "cgroup"),
     "oom_kill": EventKind("count", "a process killed by the OOM killer (detail: victim pid, comm)", "cgroup"),
     "memory_usage": EventKind("bytes", "cgroup memory usage sample", "cgroup"),
     "memory_events": EventKind("count", "cgroup memory.events high/max/oom counts in the window", "cgroup"),

@@ -303,6 +303,30 @@ def test_scan_workloads_on_a_fake_v2_kubernetes_node(tmp_path: Path) -> None:
     assert r["addrs"] == "10.244.1.17 127.0.0.1 ::1"
 
 
+def test_a_sandbox_s_processes_take_the_service_of_their_cgroup(tmp_path: Path) -> None:
+    # what /proc shows for a testbed service under gVisor: `runsc run` keeps OTEL_SERVICE_NAME, the
+    # Sentry and gofer (comm "exe") have an empty environ; a stray process elsewhere stays unnamed
+    cgroot = tmp_path / "cgroup"
+    for rel in ("isostack-testbed/payment", "isostack-testbed/mixed"):
+        (cgroot / rel).mkdir(parents=True)
+    (cgroot / "cgroup.controllers").write_text("cpu memory\n")
+    procs = {101: ("runsc", "/isostack-testbed/payment", b"PATH=/usr/bin\0OTEL_SERVICE_NAME=payment\0"),
+             102: ("exe", "/isostack-testbed/payment", b""), 103: ("exe", "/isostack-testbed/payment", b""),
+             201: ("a", "/isostack-testbed/mixed", b"OTEL_SERVICE_NAME=a\0"),
+             202: ("b", "/isostack-testbed/mixed", b"OTEL_SERVICE_NAME=b\0"),
+             203: ("helper", "/isostack-testbed/mixed", b""), 301: ("init", "/", b"")}
+    for pid, (comm, cg, env) in procs.items():
+        d = tmp_path / "proc" / str(pid)
+        (d / "ns").mkdir(parents=True)
+        (d / "comm").write_text(comm + "\n")
+        (d / "cgroup").write_text(f"0::{cg}\n")
+        (d / "environ").write_bytes(env)
+        (d / "ns" / "net").write_text("")
+    rows = {r["pid"]: r["service_name"] for r in
+            scan_workloads("vm", proc=tmp_path / "proc", cgroup_root=cgroot).to_pylist()}
+    assert rows == {101: "payment", 102: "payment", 103: "payment", 201: "a", 202: "b", 203: "", 301: ""}
+
+
 def _nf_conntrack(insert_failed_per_cpu: int, drop_per_cpu: int) -> str:
     head = ("entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop "
             "icmp_error  expect_new expect_create expect_delete search_restart\n")

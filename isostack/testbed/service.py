@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scratch-mb", type=float, default=4, help="transient working memory per request (MiB)")
     ap.add_argument("--data-file", default="", help="db role: file read/written with O_DIRECT")
     ap.add_argument("--seccomp-slow", default="", help="SYSCALL[,SYSCALL]:DELAY_MS user-notification slow path")
+    ap.add_argument("--stat-per-request", type=int, default=0,
+                    help="stat() the service's own files this many times per request: a config hot-reload "
+                         "check left on, the syscall-storm fault (cheap natively, a trap each inside gVisor)")
+    ap.add_argument("--sandbox", default="", help="the sandbox this process runs in (gvisor): its pid is the "
+                    "sandbox's own, so it is not exported as process.pid, which the host would misread")
     args = ap.parse_args(argv)
 
     if args.seccomp_slow:  # first, before any thread exists (see seccomp.install_slow_path)
@@ -62,8 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)  # a missing receiver is not our error
-    resource = Resource.create({"service.name": args.name, "host.name": socket.gethostname(),
-                                "process.pid": os.getpid(), "service.namespace": "isostack-testbed"})
+    attrs: dict[str, str | int] = {"service.name": args.name, "host.name": socket.gethostname(),
+                                   "service.namespace": "isostack-testbed"}
+    if not args.sandbox:
+        attrs["process.pid"] = os.getpid()
+    resource = Resource.create(attrs)
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=args.otlp.rstrip("/") + "/v1/traces",
                                                                     timeout=5),
@@ -74,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     listen_host, listen_port = _parse_hostport(args.listen)
     down = _parse_hostport(args.downstream) if args.downstream else None
     payload = os.urandom(args.payload_bytes)
+    # the files a hot-reload check would watch: this module and the package's own files
+    watched = sorted(os.path.join(os.path.dirname(__file__), f) for f in os.listdir(os.path.dirname(__file__))
+                     if f.endswith(".py"))
     dbio = _DirectIO(args.data_file) if args.data_file else None
 
     def burn(ms: float) -> None:
@@ -152,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
                                      "client.address": self.client_address[0], "network.transport": "tcp",
                                      "network.type": "ipv4"})
                 scratch = b"\x01" * int(args.scratch_mb * 1024 * 1024)  # really written: counts in the memcg
+                for i in range(args.stat_per_request):
+                    os.stat(watched[i % len(watched)])
                 burn(args.cpu_work_ms)
                 del scratch
                 code, body = 200, b"ok"

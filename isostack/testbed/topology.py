@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from isostack.errors import IsostackError
-from isostack.testbed import cgroups, state
+from isostack.testbed import cgroups, gvisor, state
 from isostack.testbed.sh import require_root, run
 
 PREFIX = "isotb-"
@@ -39,6 +39,33 @@ BRIDGE_ADDR = f"{SUBNET}.1"
 PORT = 8080
 STATE_DIR = Path(os.environ.get("ISOSTACK_TESTBED_STATE", "/run/isostack-testbed"))
 DATA_ROOT = Path("/var/tmp/isostack-testbed")  # on the real disk: O_DIRECT does not work on tmpfs
+SANDBOXES = ("gvisor",)  # what --sandbox accepts
+# the spec's sandboxed hop (29.6.2: payment-sidecar under gVisor): what --sandbox applies to by default
+SANDBOXED_BY_DEFAULT = ("payment",)
+
+
+def runsc_root() -> Path:
+    """runsc's state directory for the testbed's sandboxes (goes with the testbed's state)."""
+    return STATE_DIR / "runsc"
+
+
+def parse_sandbox(text: str | None) -> dict[str, str]:
+    """``--sandbox`` as given: ``gvisor`` (the spec's payment hop) or ``gvisor:order,payment`` -> service -> sandbox."""
+    if not text:
+        return {}
+    kind, _, names = text.partition(":")
+    if kind not in SANDBOXES:
+        raise IsostackError(f"--sandbox {text!r}: expected one of {', '.join(SANDBOXES)}, optionally "
+                            f"followed by :SERVICE[,SERVICE] (default: {','.join(SANDBOXED_BY_DEFAULT)})")
+    chosen = [n for n in names.split(",") if n] or list(SANDBOXED_BY_DEFAULT)
+    unknown = [n for n in chosen if n not in SERVICE_NAMES]
+    if unknown:
+        raise IsostackError(f"--sandbox {text!r}: unknown service {unknown[0]!r}; services: {', '.join(SERVICE_NAMES)}")
+    return dict.fromkeys(chosen, kind)
+
+
+def sandbox_container_id(service: str) -> str:
+    return f"{PREFIX}{service}"
 
 
 @dataclass
@@ -112,9 +139,16 @@ class Testbed:
     """
 
     def __init__(self, otlp: str = f"http://{BRIDGE_ADDR}:4318", services: list[ServiceSpec] | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, sandbox: dict[str, str] | None = None) -> None:
         self.otlp = otlp
         self.services = services or default_services()
+        # service -> sandbox ("gvisor"): that service runs inside runsc (see gvisor.py), the rest natively
+        self.sandbox = dict(sandbox or {})
+        for name, kind in self.sandbox.items():
+            if kind not in SANDBOXES:
+                raise IsostackError(f"unknown sandbox {kind!r} for {name}; sandboxes: {', '.join(SANDBOXES)}")
+            if name not in {s.name for s in self.services}:
+                raise IsostackError(f"--sandbox names {name!r}, not a testbed service")
         self.procs: dict[str, subprocess.Popen] = {}
         self.restarts: dict[str, int] = {s.name: 0 for s in self.services}
         self.log_dir = log_dir or (STATE_DIR / "logs")
@@ -125,6 +159,8 @@ class Testbed:
     # ------------------------------------------------------------------ up
     def up(self, ready_timeout_s: float = 30.0) -> None:
         require_root("the testbed")
+        if self.sandbox and (why := gvisor.unavailable_reason()):
+            raise IsostackError(f"--sandbox gvisor: {why}")
         clean_stale()  # refuses while another live process owns a testbed; removes a dead one's leftovers
         state.claim()  # the journal's first line: from here on everything is written down before it exists
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -164,6 +200,8 @@ class Testbed:
         extra = extra_args_file(spec.name)
         if extra.exists():
             cmd += json.loads(extra.read_text())
+        if spec.name in self.sandbox:
+            cmd += ["--sandbox", self.sandbox[spec.name]]
         return cmd
 
     def _start(self, spec: ServiceSpec) -> None:
@@ -172,21 +210,44 @@ class Testbed:
         def enter_cgroups() -> None:  # runs in the child between fork and exec
             cgroups.attach(name, os.getpid())
 
-        cmd = ["ip", "netns", "exec", spec.netns, *self._command(spec)]
+        env = self._env(name)
+        if name in self.sandbox:
+            cmd = self._sandboxed(spec, env)
+        else:
+            cmd = ["ip", "netns", "exec", spec.netns, *self._command(spec)]
         role = f"service {name}"
         state.note("process", role, cgroup=f"{cgroups.PARENT}/{name}", argv=cmd, stop_signal="SIGTERM")
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                preexec_fn=enter_cgroups, start_new_session=True)
+        log.close()
+        state.note("process", role, pid=proc.pid, start_ticks=state.start_ticks(proc.pid))
+        self.procs[name] = proc
+
+    @staticmethod
+    def _env(name: str) -> dict[str, str]:
         # A fixed glibc mmap threshold: each request's scratch memory is mapped and unmapped again, so
         # the resident set falls back to the same floor between requests. With glibc's sliding
         # threshold, freed scratch stayed resident in per-thread arenas, the oom fault's squeeze
         # measured it as the floor and later requests fitted: nothing was killed in 9 of 12 cases.
         env = dict(os.environ, OTEL_SERVICE_NAME=name, PYTHONUNBUFFERED="1", MALLOC_MMAP_THRESHOLD_="1048576")
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                preexec_fn=enter_cgroups, start_new_session=True)
-        log.close()
-        state.note("process", role, pid=proc.pid, start_ticks=state.start_ticks(proc.pid))
-        self.procs[name] = proc
+        return env
+
+    def _sandboxed(self, spec: ServiceSpec, env: dict[str, str]) -> list[str]:
+        """The command that runs ``spec`` inside gVisor in its netns and cgroup (a fresh sandbox each
+        start: a restart after a kill, or a fault that changes the service's arguments)."""
+        cid, root = sandbox_container_id(spec.name), runsc_root()
+        gvisor.stop(cid, root, spec.netns)  # a sandbox killed with its cgroup leaves its state behind
+        gvisor.restore_addresses(spec.netns, "eth0", f"{spec.addr}/24", BRIDGE_ADDR)
+        # The service's own environment inside the sandbox; the runsc processes outside keep it too
+        # (runsc does not pass it on to the Sentry and gofer), so the workloads scan names the cgroup's
+        # service from them. The root is the host's, read-only; the bytecode cache cannot be written.
+        inside = dict(env, PYTHONDONTWRITEBYTECODE="1")
+        bundle = gvisor.write_bundle(STATE_DIR / "gvisor" / spec.name, argv=self._command(spec), env=inside,
+                                     netns=spec.netns, cgroup_path=f"/{cgroups.PARENT}/{spec.name}",
+                                     hostname=os.uname().nodename, cwd=str(Path(__file__).resolve().parents[2]))
+        return gvisor.run_command(cid, bundle, spec.netns, root)
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -213,6 +274,7 @@ class Testbed:
             d = asdict(spec)
             d.update(pid=self.procs[spec.name].pid, netns=spec.netns, host_veth=spec.host_veth,
                      cgroup=f"{cgroups.PARENT}/{spec.name}", cgroup_id=cgroups.cgroup_id(spec.name))
+            d["sandbox"] = self.sandbox.get(spec.name, "")
             st.services[spec.name] = d
         tmp = STATE_DIR / ".topology.json.tmp"
         tmp.write_text(json.dumps(asdict(st), indent=2))
@@ -248,6 +310,9 @@ class Testbed:
         if self._supervisor is not None:
             self._supervisor.join(timeout=2)
         with self._lock:
+            for name in self.sandbox:
+                spec = self.spec(name)
+                gvisor.stop(sandbox_container_id(name), runsc_root(), spec.netns)
             for proc in self.procs.values():
                 _terminate(proc)
         return teardown()

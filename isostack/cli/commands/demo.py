@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from isostack.cli.common import console, emit_json, err_console, json_option, warn
-from isostack.errors import UsageError
+from isostack.errors import IsostackError, UsageError
 
 
 def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict, verdict: dict | None = None) -> None:
@@ -67,9 +67,12 @@ def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict, verdict
               help="Write the HTML report here.")
 @click.option("--keep-data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the run's store (Parquet) in this folder instead of a temporary one.")
+@click.option("--sandbox", "sandbox_text", default=None, metavar="gvisor[:SERVICE,...]",
+              help="Run a service inside gVisor (runsc, gVisor's own network stack, in its netns and cgroup): "
+                   "`gvisor` sandboxes payment, the spec's payment-sidecar; `gvisor:order,payment` names them.")
 @json_option
 def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rate_rps: float, seed: int,
-            html_path: Path | None, keep_data: Path | None, as_json: bool) -> None:
+            html_path: Path | None, keep_data: Path | None, sandbox_text: str | None, as_json: bool) -> None:
     """Run the live demo: ingress -> order -> payment -> db in their own netns and cgroups,
     a baseline, one injected fault, `diagnose` on the slow traces, the chain, teardown.
 
@@ -79,14 +82,19 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
       sudo isostack demo
       sudo isostack demo --fault queue --target payment --html report.html
       sudo isostack demo --fault disk --target db --json --keep-data /tmp/demo-store
+      sudo isostack demo --fault syscall-storm --sandbox gvisor   # an L-4 fault inside gVisor
     """
     from isostack.report.json_report import to_json
     from isostack.report.text import render, render_verdict
     from isostack.testbed import faults
     from isostack.testbed.run import diagnose_case, run_case
     from isostack.testbed.sh import require_root
-    from isostack.testbed.topology import SERVICE_NAMES
+    from isostack.testbed.topology import SERVICE_NAMES, parse_sandbox
 
+    try:
+        sandbox = parse_sandbox(sandbox_text)
+    except IsostackError as exc:
+        raise UsageError(str(exc)) from exc
     fault = faults.get(fault_name)
     if target not in SERVICE_NAMES:
         raise UsageError(f"--target {target!r}: expected one of {', '.join(SERVICE_NAMES)}")
@@ -113,7 +121,7 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
         data_dir = tmp
     try:
         case = run_case(fault_name, target, data_dir, baseline_s=baseline_s, fault_s=fault_s, rate_rps=rate_rps,
-                        seed=seed)
+                        seed=seed, sandbox=sandbox)
         verdict = diagnose_case(case)
         d = verdict.headline
         if html_path is not None and d is not None:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from isostack.cli.common import console, emit_json, err_console, json_option, table
+from isostack.errors import IsostackError, UsageError
 
 
 @click.group("testbed")
@@ -37,8 +38,10 @@ def command() -> None:
               help="Where the services export OTLP/HTTP (run `isostack serve --host 10.77.0.1` to receive it).")
 @click.option("--for-s", "for_s", type=float, default=3600.0, show_default=True,
               help="Tear down after this many seconds.")
+@click.option("--sandbox", "sandbox_text", default=None, metavar="gvisor[:SERVICE,...]",
+              help="Run a service inside gVisor (runsc): `gvisor` sandboxes payment; `gvisor:order,payment` names them.")
 @json_option
-def up(otlp: str, for_s: float, as_json: bool) -> None:
+def up(otlp: str, for_s: float, sandbox_text: str | None, as_json: bool) -> None:
     """Bring the topology up and block until Ctrl-C, SIGTERM or --for-s; then tear it down.
 
     \b
@@ -48,6 +51,10 @@ def up(otlp: str, for_s: float, as_json: bool) -> None:
     from isostack.testbed import teardown, topology
     from isostack.testbed.sh import require_root
 
+    try:
+        sandbox = topology.parse_sandbox(sandbox_text)
+    except IsostackError as exc:
+        raise UsageError(str(exc)) from exc
     require_root("isostack testbed up")
     stale = teardown.clean_stale()
     if stale is not None:
@@ -57,7 +64,7 @@ def up(otlp: str, for_s: float, as_json: bool) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
-    tb = topology.Testbed(otlp=otlp)
+    tb = topology.Testbed(otlp=otlp, sandbox=sandbox)
     left: list[str] = []
     try:
         tb.up()

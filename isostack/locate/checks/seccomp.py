@@ -64,7 +64,8 @@ MIN_CALLS = 3  # a p50 over fewer calls is one unlucky call
 
 def run(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
-    held = _entry_wait(ctx)
+    trapped = _ptrace_platform_cgroups(ctx)
+    held = _entry_wait(ctx, trapped)
     if held is not None:
         out.append(held)
     # The slow path slows *every* call of a filtered syscall (spec: seccomp average 90 µs -> 900 µs), so
@@ -80,9 +81,9 @@ def run(ctx: CheckContext) -> list[Finding]:
     # Refusals: every seccomp_denied, and syscall errors only with the errnos a filter returns. ENOENT,
     # EAGAIN, EINPROGRESS, ETIMEDOUT are a healthy process's daily bread (thousands per testbed run).
     bad = ctx.events("seccomp_denied", "syscall_error", coord="cgroup")
-    keep = [i for i, (k, d) in enumerate(zip(bad.column("kind").to_pylist(), bad.column("detail_json").to_pylist(),
-                                             strict=True))
-            if k == "seccomp_denied" or str(detail_of(d).get("errno", "")) in REFUSAL_ERRNOS]
+    keep = [i for i, (k, d, cg) in enumerate(zip(bad.column("kind").to_pylist(), bad.column("detail_json").to_pylist(),
+                                                 bad.column("cgroup_id").to_pylist(), strict=True))
+            if cg not in trapped and (k == "seccomp_denied" or str(detail_of(d).get("errno", "")) in REFUSAL_ERRNOS)]
     bad = bad.take(pa.array(keep, pa.int64())) if bad.num_rows else bad
     if bad.num_rows:
         total = float(pc.sum(bad.column("value")).as_py() or 0)
@@ -96,6 +97,18 @@ def run(ctx: CheckContext) -> list[Finding]:
     return out
 
 
+def _ptrace_platform_cgroups(ctx: CheckContext, min_stops: int = 100) -> set[int]:
+    """Cgroups whose tasks were ptrace-stopped at a sandbox's rate (gVisor's ptrace platform: a stop per
+    trapped syscall). There the probe's entry waits and "denials" are the platform itself: a stub is
+    stopped outside any host syscall until the Sentry injects one (a second-long "held mmap"), and the
+    application's emulated syscalls exit through sys_exit with no sys_enter (a -ENOSYS "denial" each).
+    Those cgroups are gvisor_trap's to judge, from the stops themselves."""
+    rows = ctx.events("ptrace_stop", coord="cgroup")
+    return {int(cg) for cg, d in zip(rows.column("cgroup_id").to_pylist(), rows.column("detail_json").to_pylist(),
+                                     strict=True)
+            if cg and int(detail_of(d).get("count", 0) or 0) >= min_stops} if rows.num_rows else set()
+
+
 def _runq_windows(ctx: CheckContext) -> dict[int, list[tuple[int, int, float]]]:
     """Run-queue latency windows of the hop's cgroups: cgroup id -> [(start, end, p99 ns)]."""
     rows = ctx.events("runq_latency", coord="cgroup")
@@ -107,7 +120,8 @@ def _runq_windows(ctx: CheckContext) -> dict[int, list[tuple[int, int, float]]]:
 
 
 def _typical_over(ctx: CheckContext, kind: str, skip: Callable[[dict[str, Any]], bool] = lambda det: False,
-                  cpu_wait: dict[int, list[tuple[int, int, float]]] | None = None) -> tuple[pa.Table, list[dict]] | None:
+                  cpu_wait: dict[int, list[tuple[int, int, float]]] | None = None,
+                  not_in: set[int] | frozenset[int] = frozenset()) -> tuple[pa.Table, list[dict]] | None:
     """The ``kind`` windows whose typical call (p50, else the window's value) is above
     ``syscall_slow_us``, with their details; None when there is none. ``cpu_wait``: run-queue windows
     per cgroup — a window whose typical call is no longer than the cgroup's run-queue p99 there is a
@@ -119,7 +133,7 @@ def _typical_over(ctx: CheckContext, kind: str, skip: Callable[[dict[str, Any]],
     for i, d in enumerate(rows.column("detail_json").to_pylist() if rows.num_rows else []):
         det = detail_of(d)
         typical = float(det.get("p50_ns", rows.column("value")[i].as_py()) or 0)
-        if skip(det) or typical <= limit_ns:
+        if skip(det) or typical <= limit_ns or int(rows.column("cgroup_id")[i].as_py() or 0) in not_in:
             continue
         if cpu_wait:
             start = int(rows.column("ts_ns")[i].as_py())
@@ -144,11 +158,11 @@ def _slow_calls_evidence(ctx: CheckContext, rows: pa.Table, calls: list[dict],
     return ev, p50_ns, count, names
 
 
-def _entry_wait(ctx: CheckContext) -> Finding | None:
+def _entry_wait(ctx: CheckContext, not_in: set[int]) -> Finding | None:
     """Syscalls held *before* entering the kernel (a seccomp user-notification or ptrace supervisor:
     the probe times a sleep outside any syscall until the next sys_enter). A healthy process never
     sleeps there, so a typical hold above the slow-path threshold is the finding."""
-    held = _typical_over(ctx, "syscall_entry_wait")
+    held = _typical_over(ctx, "syscall_entry_wait", not_in=not_in)
     if held is None or sum(int(c.get("count", 1) or 1) for c in held[1]) < MIN_CALLS:
         return None
     ev, p50_ns, n, names = _slow_calls_evidence(ctx, *held, "syscall_entry_wait_p50")

@@ -163,4 +163,20 @@ def scan_workloads(host_name: str, *, proc: str | os.PathLike[str] = "/proc",
         rows["k8s_pod_uid"].append(pod.pod_uid if pod else "")
         rows["k8s_container_name"].append(names.container if names else "")
         rows["k8s_qos_class"].append(pod.qos_class if pod else "")
+    _inherit_cgroup_service(rows)
     return pa.Table.from_pydict(rows, schema=records.WORKLOADS)
+
+
+def _inherit_cgroup_service(rows: dict[str, list]) -> None:
+    """A process that names no service takes the one its cgroup-mates agree on. gVisor's Sentry and
+    gofer (``runsc`` re-executed as ``exe``) start with an empty environment, so only the ``runsc run``
+    beside them in the sandbox's cgroup carries OTEL_SERVICE_NAME; the same holds for helpers a
+    container's entrypoint starts with a cleared environment. Never in the root cgroup, and never
+    where the named processes disagree."""
+    names: dict[str, set[str]] = {}
+    for path, name in zip(rows["cgroup_path"], rows["service_name"], strict=True):
+        if name and path not in ("", "/"):
+            names.setdefault(path, set()).add(name)
+    for i, (path, name) in enumerate(zip(rows["cgroup_path"], rows["service_name"], strict=True)):
+        if not name and len(names.get(path, ())) == 1:
+            rows["service_name"][i] = next(iter(names[path]))

@@ -1,0 +1,137 @@
+"""L-4 gVisor: did the sandbox's trap cost, times the application's syscall rate, eat the span?
+
+gVisor's ptrace platform intercepts every syscall (and page fault) of the sandboxed application
+with PTRACE_SYSEMU: the stub thread stops, the Sentry serves the call, the stub is resumed. The
+host sees none of these syscalls at ``raw_syscalls:sys_enter``; it sees the stops
+(``ptrace_stop``: per window and cgroup, the number of stops and the typical stop length). Their
+product is the time the sandbox's threads spent trapped. A CPU-bound application barely traps; a
+syscall-heavy one (a stat() per config file per request, unbuffered one-line writes) pays tens of
+µs per call where the host pays one (measured here: stat 50 µs in gVisor vs ~3 µs natively).
+
+Threshold ``sandbox_trapped_ms_per_s`` (declared below): trapped thread-time per second of wall
+time in one window — 1,000 is one thread trapped all the time. Measured here (`isostack demo
+--sandbox gvisor`, payment at 20 req/s): baseline windows 100–730 ms/s (1,500–5,700 stops/s x
+64–128 µs); under syscall-storm (400 stat() per request) 1,250–2,420 ms/s (8,300–16,300 stops/s x
+128–256 µs).
+
+The stop length counted is the window's p50, less the cgroup's run-queue p50 in the same window:
+  a stop lasts until the task runs again, so a CPU-starved sandbox has long stops without any more
+  traps (that is runq_latency's or cpu_throttle's finding). The p50, not the mean: a stub blocked
+  in a waiting syscall (accept, epoll_wait) is stopped for the whole wait.
+Causes, in the order the fix names them: the application's syscall rate (batch, cache, buffer);
+  the platform (ptrace traps cost ~50 µs each; systrap/KVM a few µs); the workload's placement
+  (runc when it needs no sandbox). ``runsc debug --strace`` left on multiplies the trap cost too.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from isostack.locate.checks._base import (
+    CheckContext,
+    CheckSpec,
+    Explains,
+    Mechanism,
+    Score,
+    Scoring,
+    Threshold,
+    detail_of,
+    evidence,
+    finding,
+    ms,
+    where_of,
+)
+from isostack.locate.model import Finding
+
+CHECK = CheckSpec(
+    id="gvisor_trap", layer="L-4", signals=("ptrace_stop", "runq_latency", "syscall_latency"),
+    question="Did the sandbox's syscall traps (rate x cost per trap) take the span's time?",
+    joined_by="cgroup (the sandbox's Sentry, gofer and stub threads live in the service's cgroup)",
+    owns=(
+        Mechanism("sandbox_syscall_trap", layer="L-4",
+                  title="gVisor trap cost x syscall rate (ptrace platform: every syscall a stop and a Sentry round trip)",
+                  fix="Cut the sandboxed app's syscall rate (cache stat/config checks, buffer writes, batch I/O); run "
+                      "runsc on a cheaper platform (systrap on gVisor >= 2023, KVM where nested virtualisation works) "
+                      "instead of ptrace; turn off runsc debug --strace; or move a workload that needs no sandbox to runc."),
+    ),
+    limits=(
+        Threshold("sandbox_trapped_ms_per_s", 1000, "ms/s", "isostack",
+                  "gVisor ptrace-platform trap time (stops x typical stop) per second of wall time; 1000 = one "
+                  "thread trapped all the time"),
+    ),
+    scoring={"": Scoring(Score(0.6, 0.3, "worst window's trapped ms/s over twice the threshold"),
+                         Explains("measured", "trapped time inside the span, at most one thread's worth"))},
+)
+MIN_STOPS = 100  # per window: fewer is a debugger's breakpoint or a sandbox at rest, not a rate
+GVISOR_TRACE_SOURCE = "gvisor:trace"  # isostack gvisor-sink rows: which syscalls, as the sandbox saw them
+
+
+def run(ctx: CheckContext) -> list[Finding]:
+    rows = ctx.events("ptrace_stop", coord="cgroup")
+    if rows.num_rows == 0:
+        return []
+    limit_ms_per_s = ctx.threshold("sandbox_trapped_ms_per_s")
+    runq = _runq_p50(ctx)
+    keep: list[int] = []
+    trapped_ns_in_span = 0.0
+    worst = (0.0, 0, 0.0)  # (trapped ms/s, stops/s, trap µs) of the worst window
+    cols = {c: rows.column(c).to_pylist() for c in ("ts_ns", "duration_ns", "overlap_ns", "cgroup_id", "detail_json")}
+    for i in range(rows.num_rows):
+        det = detail_of(cols["detail_json"][i])
+        stops = int(det.get("count", 0) or 0)
+        dur_ns = int(cols["duration_ns"][i] or 0)
+        if stops < MIN_STOPS or dur_ns <= 0:
+            continue
+        start = int(cols["ts_ns"][i])
+        waited = max((p50 for s, e, cg, p50 in runq if cg == cols["cgroup_id"][i] and s < start + dur_ns and e > start),
+                     default=0.0)
+        trap_ns = max(0.0, float(det.get("p50_ns", 0) or 0) - waited)
+        trapped_ms_per_s = stops * trap_ns / dur_ns * 1e3
+        if trapped_ms_per_s <= limit_ms_per_s:
+            continue
+        keep.append(i)
+        # at most one thread's worth of the span: a request runs on one thread
+        trapped_ns_in_span += min(1.0, trapped_ms_per_s / 1e3) * float(cols["overlap_ns"][i] or 0)
+        if trapped_ms_per_s > worst[0]:
+            worst = (trapped_ms_per_s, round(stops * 1e9 / dur_ns), trap_ns / 1e3)
+    if not keep:
+        return []
+    part = rows.take(pa.array(keep, pa.int64()))
+    share_ms, stops_per_s, trap_us = worst
+    syscalls = _sandbox_syscalls(ctx)
+    ev = evidence(ctx, part, "ptrace_stop_trapped_ms_per_s", share_ms, "ms/s", limit_ms_per_s,
+                  where=where_of(part, "cgroup_path"), stops_per_s=stops_per_s, trap_us=round(trap_us, 1),
+                  sandbox="gvisor (ptrace platform)", **({"sandbox_syscalls": syscalls} if syscalls else {}))
+    where = where_of(part, "cgroup_path") or "the hop's cgroup"
+    named = f"; busiest calls inside the sandbox: {', '.join(syscalls)}" if syscalls else ""
+    # the stops alone do not say who the tracer is: gVisor's Sentry, or strace/gdb attached to a process
+    summary = (f"ptrace traps (gVisor's ptrace platform, or a tracer such as strace): {stops_per_s:,} stops/s in {where}, typical trap "
+               f"{trap_us:,.0f} µs, so the sandbox's threads spent {share_ms:,.0f} ms per second trapped "
+               f"(~{ms(trapped_ns_in_span)} of this span){named}")
+    return [finding(CHECK, ctx, summary, [ev], support=share_ms / (2 * limit_ms_per_s),
+                    measured_ns=trapped_ns_in_span, started_ns=ev.first_ns)]
+
+
+def _runq_p50(ctx: CheckContext) -> list[tuple[int, int, int, float]]:
+    """(start, end, cgroup id, run-queue p50 ns) of the hop's cgroups' run-queue windows."""
+    rows = ctx.events("runq_latency", coord="cgroup")
+    out = []
+    for ts, dur, cg, d in zip(*(rows.column(c).to_pylist() for c in ("ts_ns", "duration_ns", "cgroup_id", "detail_json")),
+                              strict=True) if rows.num_rows else ():
+        out.append((int(ts), int(ts) + int(dur or 0), cg, float(detail_of(d).get("p50_ns", 0) or 0)))
+    return out
+
+
+def _sandbox_syscalls(ctx: CheckContext, top: int = 3) -> list[str]:
+    """The most frequent syscalls gVisor itself reported (``isostack gvisor-sink``), when it ran."""
+    rows = ctx.events("syscall_latency", coord="cgroup")
+    if rows.num_rows == 0 or "source" not in rows.column_names:
+        return []
+    rows = rows.filter(pc.equal(rows.column("source"), GVISOR_TRACE_SOURCE))
+    counts: dict[str, int] = {}
+    for d in rows.column("detail_json").to_pylist():
+        det = detail_of(d)
+        if det.get("syscall"):
+            counts[str(det["syscall"])] = counts.get(str(det["syscall"]), 0) + int(det.get("count", 0) or 0)
+    return [f"{n} ({c:,})" for n, c in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]

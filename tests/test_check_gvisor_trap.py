@@ -1,0 +1,77 @@
+"""The gvisor_trap check (L-4 gVisor: trap cost x syscall rate) on ptrace_stop windows.
+
+The figures are the `ptrace_stop` probe's real windows for the sandboxed payment of a live
+`isostack demo --fault syscall-storm --sandbox gvisor` on this machine (runsc 20221219, ptrace
+platform, 20 req/s): the busiest baseline window, 5,688 stops in 1 s at a typical 128 µs; a window
+under the storm (400 stat() per request), 12,843 stops at 128 µs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_checks import IN, mechanisms, run, status
+from tests.test_join import PAY_CG, S, ev
+
+STORM = {"count": 12_843, "p50_ns": 128_000}
+BASELINE = {"count": 5_688, "p50_ns": 128_000}
+
+
+def test_gvisor_trap_names_a_syscall_storm_inside_gvisor_with_the_trap_rate_and_cost(data_dir: Path) -> None:
+    d = run(data_dir, [ev(IN, "ptrace_stop", 8_192_000, S, cgroup_id=PAY_CG, cgroup_path="/isostack-testbed/payment",
+                          detail=STORM)])
+    f = next(f for f in d.chain if f.mechanism == "sandbox_syscall_trap")
+    assert f.layer == "L-4" and f.check == "gvisor_trap"
+    e = f.evidence[0]
+    assert e.signal == "ptrace_stop_trapped_ms_per_s" and e.unit == "ms/s"
+    assert e.value == pytest.approx(1_643.9, abs=0.1)  # 12,843 x 128 µs of traps per second
+    assert e.detail["stops_per_s"] == 12_843 and e.detail["trap_us"] == 128.0
+    assert e.threshold == 1000.0  # sandbox_trapped_ms_per_s, declared by the check
+    assert "12,843 stops/s in /isostack-testbed/payment, typical trap 128 µs" in f.summary
+    # a 1 s window inside the 1.82 s hop, over one thread's worth: the whole window counted
+    assert f.explained_ns == 1_000_000_000
+    assert "systrap" in f.fix and "runc" in f.fix
+
+
+def test_gvisor_trap_ignores_a_busy_but_ordinary_sandbox(data_dir: Path) -> None:
+    d = run(data_dir, [ev(IN, "ptrace_stop", 32_768_000, S, cgroup_id=PAY_CG, detail=BASELINE)])
+    assert "sandbox_syscall_trap" not in mechanisms(d)
+    assert status(d, "gvisor_trap") != "finding"
+
+
+def test_stops_made_long_by_waiting_for_a_cpu_are_not_trap_cost(data_dir: Path) -> None:
+    # the same stops, but the cgroup's tasks waited 64 µs for a CPU at p50 in that window: the trap
+    # itself cost nothing extra; a CPU quota or a neighbour is the finding, not the sandbox
+    rows = [ev(IN, "ptrace_stop", 8_192_000, S, cgroup_id=PAY_CG, detail=STORM),
+            ev(IN, "runq_latency", 2_048_000, S, cgroup_id=PAY_CG, detail={"count": 5000, "p50_ns": 64_000})]
+    # 12,843 x (128 - 64) µs = 822 ms/s: under the threshold once the CPU wait is taken out
+    assert "sandbox_syscall_trap" not in mechanisms(run(data_dir, rows))
+
+
+def test_names_the_calls_gvisor_itself_reported(data_dir: Path) -> None:
+    rows = [ev(IN, "ptrace_stop", 8_192_000, S, cgroup_id=PAY_CG, detail=STORM),
+            ev(IN, "syscall_latency", 180_000, S, cgroup_id=PAY_CG, source="gvisor:trace",
+               detail={"syscall": "newfstatat", "count": 9_000, "p50_ns": 60_000, "sandbox": "gvisor"}),
+            ev(IN, "syscall_latency", 90_000, S, cgroup_id=PAY_CG, source="gvisor:trace",
+               detail={"syscall": "read", "count": 40, "p50_ns": 20_000, "sandbox": "gvisor"}),
+            # a host-side probe's row of the same kind is not gVisor's own account
+            ev(IN, "syscall_latency", 90_000, S, cgroup_id=PAY_CG, detail={"syscall": "futex", "count": 99_999})]
+    f = next(f for f in run(data_dir, rows).chain if f.mechanism == "sandbox_syscall_trap")
+    assert f.evidence[0].detail["sandbox_syscalls"] == ["newfstatat (9,000)", "read (40)"]
+
+
+def test_the_ptrace_platform_is_not_read_as_a_seccomp_slow_path(data_dir: Path) -> None:
+    # What syscall_latency.bt reported for the sandboxed payment in a live `isostack demo --sandbox
+    # gvisor` (07:07 UTC run): stubs stopped outside any host syscall until the Sentry injected an mmap
+    # ("held" ~1 s), and the app's emulated calls leaving through sys_exit with no sys_enter
+    held = ev(IN, "syscall_entry_wait", 2_097_152_000, S, cgroup_id=PAY_CG,
+              detail={"syscall": "mmap", "count": 30, "p50_ns": 1_048_576_000})
+    denied = ev(IN, "seccomp_denied", 1_300, cgroup_id=PAY_CG, detail={"syscall": "newfstatat", "errno": "ENOSYS"})
+    stops = ev(IN, "ptrace_stop", 8_192_000, S, cgroup_id=PAY_CG, detail=STORM)
+    d = run(data_dir, [held, denied, stops])
+    assert "sandbox_syscall_trap" in mechanisms(d)
+    assert not {"seccomp_slow_path", "syscall_errors"} & set(mechanisms(d))
+    # without the sandbox's stops the same rows are a supervisor's slow path, as before
+    assert {"seccomp_slow_path", "syscall_errors"} <= set(mechanisms(run(data_dir.parent / "plain", [held, denied])))

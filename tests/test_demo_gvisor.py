@@ -1,0 +1,50 @@
+"""`isostack demo --sandbox gvisor`: payment runs inside real gVisor (runsc, ptrace platform), the
+syscall-storm fault makes it syscall-heavy, and the diagnosis names L-4 gVisor from the host-side
+ptrace stops of its sandbox."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from isostack.testbed import gvisor
+from tests.conftest import require_root, run_cli
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(gvisor.unavailable_reason() is not None, reason=gvisor.unavailable_reason() or "")
+def test_demo_syscall_storm_in_gvisor_names_l4_with_the_sandbox_traps() -> None:
+    require_root()
+    proc = run_cli("demo", "--fault", "syscall-storm", "--sandbox", "gvisor", "--baseline", "8", "--duration", "12",
+                   "--json", timeout=110)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "payment inside gvisor" in proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["truth"] == {"service": "payment", "layer": "L-4", "mechanism": "sandbox_syscall_trap"}
+    assert d["ranked"]["service"][0] == "payment"
+    assert d["ranked"]["layer"][0] == "L-4" and d["ranked"]["mechanism"][0] == "sandbox_syscall_trap"
+    trap = next(f for f in d["chain"] if f["mechanism"] == "sandbox_syscall_trap")
+    ev = trap["evidence"][0]
+    assert ev["signal"] == "ptrace_stop_trapped_ms_per_s" and ev["value"] > 1000
+    assert ev["where"] == "/isostack-testbed/payment"
+    assert "seccomp_slow_path" not in [f["mechanism"] for f in d["chain"]][:1]
+    assert d["load"]["fault"]["p50_ms"] > 1.5 * d["load"]["baseline"]["p50_ms"]
+    assert "no residue" in proc.stderr
+
+
+def test_demo_refuses_an_unknown_sandbox_before_needing_root() -> None:
+    proc = run_cli("demo", "--sandbox", "kata")
+    assert proc.returncode == 2
+    assert "--sandbox 'kata': expected one of gvisor" in proc.stderr
+
+
+def test_sandbox_option_names_the_services_to_sandbox() -> None:
+    from isostack.errors import IsostackError
+    from isostack.testbed.topology import parse_sandbox
+
+    assert parse_sandbox(None) == {}
+    assert parse_sandbox("gvisor") == {"payment": "gvisor"}  # the spec's payment-sidecar
+    assert parse_sandbox("gvisor:order,payment") == {"order": "gvisor", "payment": "gvisor"}
+    with pytest.raises(IsostackError, match="unknown service 'billing'"):
+        parse_sandbox("gvisor:billing")
