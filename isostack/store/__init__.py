@@ -320,3 +320,14 @@ def _check_kinds(table: pa.Table) -> None:
         raise InputError(
             f"kernel_events: unknown kind(s) {sorted(unknown)}; add them to isostack.records.KERNEL_EVENT_KINDS"
         )
+
+
+def open_store(spec: str | os.PathLike[str]) -> Store:
+    """The store a ``--store`` value names: ``clickhouse://host[:port]/db`` (a server),
+    ``chdb://<folder>`` (the ClickHouse engine in-process), otherwise a folder of Parquet segments."""
+    text = os.fspath(spec)
+    if "://" in text:
+        from isostack.store.clickhouse import ClickHouseStore
+
+        return ClickHouseStore(text)
+    return Store(text)
