@@ -12,6 +12,8 @@ values is a dictionary hit plus a string substitution (``bench/store_scale.py`` 
 The rewrites, each because the engines differ in meaning, not just spelling:
 
 - ``WITH x AS [NOT] MATERIALIZED``: a DuckDB planning hint; dropped (ClickHouse plans CTEs itself).
+- ``a // b`` -> ``intDiv(a, b)`` (the generator's CAST(a / b) goes through Float64 and can round);
+  ``range(a, b)`` -> ``range(a, b)`` (the generator's generate_series would include ``b``).
 - ``hash(a, b)``: DuckDB's 64-bit hash -> ``cityHash64(a, b)``. Only ever compared with hashes made
   by the same engine in the same query, so the values need not agree across engines.
 - ``quantile_cont(x, [p...])`` -> ``quantilesExactInclusive(p...)(x)`` (both interpolate linearly
@@ -194,6 +196,13 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.CTE):
         node.set("materialized", None)
         return node
+    if isinstance(node, exp.IntDiv):  # DuckDB's integer division, without a detour through Float64
+        return exp.Anonymous(this="intDiv", expressions=[node.this, node.expression])
+    if isinstance(node, exp.GenerateSeries):  # DuckDB range(a, b) excludes b, generate_series includes it
+        end = node.args["end"]
+        if not node.args.get("is_end_exclusive"):
+            end = exp.Add(this=end, expression=exp.Literal.number(1))
+        return exp.Anonymous(this="range", expressions=[node.args["start"], end])
     if isinstance(node, exp.Anonymous) and str(node.this).lower() == "hash":
         return exp.Anonymous(this="cityHash64", expressions=node.expressions)
     if isinstance(node, (exp.PercentileCont, exp.Quantile)):
