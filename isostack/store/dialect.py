@@ -181,11 +181,11 @@ def _select(text: str) -> str:
     return tree.sql(dialect="clickhouse")
 
 
-def _median_of(expr: exp.Expression) -> exp.Expression:
+def _median_of(expr: exp.Expr) -> exp.Expr:
     return exp.Anonymous(this="quantileExactInclusive(0.5)", expressions=[expr])
 
 
-def _rewrite(node: exp.Expression) -> exp.Expression:
+def _rewrite(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.Select):
         # ``SELECT w.part`` is named ``part`` in DuckDB; ClickHouse keeps ``w.part`` when the join has
         # another ``part``: say the name
@@ -222,7 +222,7 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.Struct):
         fields = []
         for e in node.expressions:
-            if isinstance(e, exp.PropertyEQ) or isinstance(e, exp.Slice):
+            if isinstance(e, (exp.PropertyEQ, exp.Slice)):
                 name, val = e.this, e.expression
             else:
                 name, val = None, e
@@ -233,17 +233,17 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _is_mad(node: exp.Expression) -> bool:
+def _is_mad(node: exp.Expr) -> bool:
     return isinstance(node, exp.Anonymous) and str(node.this).lower() == "mad"
 
 
-def _mad(x: exp.Expression, cond: exp.Expression | None) -> exp.Expression:
+def _mad(x: exp.Expr, cond: exp.Expr | None) -> exp.Expr:
     """median(|v - median(a)|) over a = the (filtered) values; NULLs are not collected, as DuckDB skips them."""
     xs = x.sql(dialect="clickhouse")
     arr = f"groupArrayIf({xs}, {cond.sql(dialect='clickhouse')})" if cond is not None else f"groupArray({xs})"
     return sqlglot.parse_one(
         f"if(empty({arr}), NULL, arrayReduce('quantileExactInclusive(0.5)', "
-        f"arrayMap(v -> abs(v - arrayReduce('quantileExactInclusive(0.5)', {arr})), {arr})))",
+        f"arrayMap(_isq_x -> abs(_isq_x - arrayReduce('quantileExactInclusive(0.5)', {arr})), {arr})))",
         read="clickhouse")
 
 

@@ -36,8 +36,7 @@ from sqlglot import exp
 
 from isostack import records
 from isostack.errors import UsageError
-from isostack.store import Store, StoreWriteError, _check_kinds, _fill_derived
-from isostack.store import dialect
+from isostack.store import Store, StoreWriteError, _check_kinds, _fill_derived, dialect
 
 # Span attributes the ``spans`` view promotes to columns; isostack's own writes put each promoted
 # column under the first key of its chain (tables.sql), after removing every key of every chain.
@@ -207,7 +206,8 @@ class ServerEngine(_Engine):
     def __init__(self, host: str, port: int | None, username: str, password: str, database: str,
                  secure: bool) -> None:
         self.database = database
-        self._args = {"host": host, "port": port or (8443 if secure else 8123), "username": username or "default",
+        self._args: dict[str, Any] = {
+            "host": host, "port": port or (8443 if secure else 8123), "username": username or "default",
                       "password": password, "database": database, "secure": secure}
         self._client: Any = None
 
@@ -374,7 +374,7 @@ class ClickHouseStore(Store):
         self.url = url
         self.ttl_days = int(query.get("ttl_days", ["7"])[0])
         if parsed.scheme == "chdb":
-            path = unquote((parsed.netloc + parsed.path)) or None
+            path = unquote(parsed.netloc + parsed.path) or None
             self.engine: _Engine = ChdbEngine(path)
             state = Path(path) / "isostack-state" if path else Path(os.environ.get("TMPDIR", "/tmp")) / "isostack-chdb"
         elif parsed.scheme in ("clickhouse", "clickhouses"):
@@ -463,16 +463,16 @@ class ClickHouseStore(Store):
             trees = sqlglot.parse(sql, read="duckdb")
         except sqlglot.errors.SqlglotError as exc:
             raise UsageError(f"SQL does not parse: {' '.join(str(exc).split())}") from exc
-        trees = [t for t in trees if t is not None]
-        if not trees:
+        statements = [t for t in trees if t is not None]
+        if not statements:
             raise UsageError("empty SQL")
-        for t in trees:
+        for t in statements:
             if not isinstance(t, (exp.Query, exp.Describe)):
                 raise UsageError(f"read-only: {t.key.upper()} statements are not allowed, only SELECT")
         con = self.connect()
         try:
             result = None
-            for t in trees:
+            for t in statements:
                 try:
                     result = con.sql(t.sql(dialect="duckdb")).to_arrow_table()
                 except EngineError as exc:
