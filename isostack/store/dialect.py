@@ -196,6 +196,10 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.CTE):
         node.set("materialized", None)
         return node
+    if isinstance(node, exp.IgnoreNulls) and isinstance(node.this, exp.AnyValue):
+        node = node.this  # ClickHouse's any() already skips NULLs, as DuckDB's any_value
+    if isinstance(node, exp.AnyValue):
+        return exp.Anonymous(this="any", expressions=[node.this])
     if isinstance(node, exp.IntDiv):  # DuckDB's integer division, without a detour through Float64
         return exp.Anonymous(this="intDiv", expressions=[node.this, node.expression])
     if isinstance(node, exp.GenerateSeries):  # DuckDB range(a, b) excludes b, generate_series includes it
