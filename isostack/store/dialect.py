@@ -11,7 +11,9 @@ values is a dictionary hit plus a string substitution (``bench/store_scale.py`` 
 
 The rewrites, each because the engines differ in meaning, not just spelling:
 
-- ``WITH x AS [NOT] MATERIALIZED``: a DuckDB planning hint; dropped (ClickHouse plans CTEs itself).
+- ``WITH x AS NOT MATERIALIZED``: dropped (inlining is ClickHouse's default); ``AS MATERIALIZED``
+  kept where the engine has materialised CTEs (26.x, ``enable_materialized_cte``), else dropped --
+  then a CTE read by several branches is computed once per branch (slower, same rows).
 - ``a // b`` -> ``intDiv(a, b)`` (the generator's CAST(a / b) goes through Float64 and can round);
   ``range(a, b)`` -> ``range(a, b)`` (the generator's generate_series would include ``b``).
 - ``hash(a, b)``: DuckDB's 64-bit hash -> ``cityHash64(a, b)``. Only ever compared with hashes made
@@ -53,6 +55,7 @@ CLICKHOUSE_SETTINGS: dict[str, Any] = {
     "output_format_arrow_low_cardinality_as_dictionary": 0,
     "allow_experimental_analyzer": 1,
     "group_by_use_nulls": 0,
+    "enable_materialized_cte": 1,  # WITH x AS MATERIALIZED: computed once, as in DuckDB
     "enable_named_columns_in_function_tuple": 1,
     "allow_suspicious_low_cardinality_types": 1,  # a hash of a LowCardinality column in a temp table  # tuple(x AS k): a struct whose field k reads as .k
 }
@@ -140,26 +143,31 @@ def bind(template: str, params: Mapping[str, Any] | Sequence[Any] | None) -> str
     return out
 
 
-def to_clickhouse(sql: str) -> list[str]:
-    """The ClickHouse statements (templates, still with placeholders) for one DuckDB statement. Cached."""
+def to_clickhouse(sql: str, *, materialized_cte: bool = True) -> list[str]:
+    """The ClickHouse statements (templates, still with placeholders) for one DuckDB statement. Cached.
+
+    ``materialized_cte``: the engine understands ``WITH x AS MATERIALIZED`` (ClickHouse 26 with
+    ``enable_materialized_cte``); otherwise the hint is dropped and ClickHouse inlines the CTE.
+    """
     text, _ = _templatise(sql)
+    key = ("M" if materialized_cte else "I") + text
     with _cache_lock:
-        hit = _cache.get(text)
+        hit = _cache.get(key)
     if hit is not None:
         STATS.hits += 1
         return hit
     t0 = time.perf_counter()
-    out = _transpile(text)
+    out = _transpile(text, materialized_cte)
     elapsed = time.perf_counter() - t0
     STATS.misses += 1
     STATS.transpile_s += elapsed
     STATS.per_query_ms[" ".join(sql.split())[:60]] = round(elapsed * 1000, 2)
     with _cache_lock:
-        _cache[text] = out
+        _cache[key] = out
     return out
 
 
-def _transpile(text: str) -> list[str]:
+def _transpile(text: str, materialized_cte: bool) -> list[str]:
     m = _DROP_RE.match(text)
     if m and m.group(2).startswith(("_isostack", "_isq")) or m and m.group(2) in TEMP_NAMES:
         return [f"DROP TEMPORARY TABLE IF EXISTS {m.group(2)}"]
@@ -167,17 +175,21 @@ def _transpile(text: str) -> list[str]:
     if m:
         replace, name, body = m.groups()
         pre = [f"DROP TEMPORARY TABLE IF EXISTS {name}"] if replace else []
-        return [*pre, f"CREATE TEMPORARY TABLE {name} ENGINE = Memory AS {_select(body)}"]
-    return [_select(text)]
+        return [*pre, f"CREATE TEMPORARY TABLE {name} ENGINE = Memory AS {_select(body, materialized_cte)}"]
+    return [_select(text, materialized_cte)]
 
 
 # Names of session temp tables our queries create (so ``DROP TABLE x`` becomes a temp drop).
 TEMP_NAMES = {"hop_ends", "hop_flows", "hop_ids", "end_hosts", "end_cgroups", "joined"}
 
 
-def _select(text: str) -> str:
+def _select(text: str, materialized_cte: bool) -> str:
     tree = sqlglot.parse_one(text, read="duckdb")
     tree = tree.transform(_rewrite)
+    for cte in tree.find_all(exp.CTE):
+        # NOT MATERIALIZED does not parse in ClickHouse (inlining is its default); MATERIALIZED may
+        if cte.args.get("materialized") is False or not materialized_cte:
+            cte.set("materialized", None)
     return tree.sql(dialect="clickhouse")
 
 
@@ -193,9 +205,6 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
         node.set("expressions", [
             exp.alias_(e, e.name) if isinstance(e, exp.Column) and e.table and not isinstance(e.this, exp.Star)
             and names.count(e.name) == 1 else e for e in node.expressions])
-    if isinstance(node, exp.CTE):
-        node.set("materialized", None)
-        return node
     if isinstance(node, exp.IgnoreNulls) and isinstance(node.this, exp.AnyValue):
         node = node.this  # ClickHouse's any() already skips NULLs, as DuckDB's any_value
     if isinstance(node, exp.AnyValue):

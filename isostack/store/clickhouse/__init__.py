@@ -121,6 +121,7 @@ class _Engine:
     """Runs ClickHouse SQL: ``query`` (Arrow back), ``command`` (no result), ``insert_select``."""
 
     database = "default"
+    materialized_cte = False  # the engine has WITH x AS MATERIALIZED (set once connected)
 
     def query(self, sql: str) -> pa.Table:  # pragma: no cover - interface
         raise NotImplementedError
@@ -143,8 +144,10 @@ class _Engine:
         pass
 
 
-def _settings_sql() -> list[str]:
-    return [f"SET {k} = {dialect._literal(v)}" for k, v in dialect.CLICKHOUSE_SETTINGS.items()]
+def _known_settings(engine: _Engine) -> set[str]:
+    names = ", ".join(dialect._literal(k) for k in dialect.CLICKHOUSE_SETTINGS)
+    t = engine.query(f"SELECT name FROM system.settings WHERE name IN ({names})")
+    return set(t.column("name").to_pylist())
 
 
 class ChdbEngine(_Engine):
@@ -170,8 +173,11 @@ class ChdbEngine(_Engine):
                 sess = chdb_session.Session(path) if path else chdb_session.Session()
                 self._sessions[key] = sess
         self._session = sess
-        for stmt in _settings_sql():
-            self.command(stmt)
+        known = _known_settings(self)
+        for k, v in dialect.CLICKHOUSE_SETTINGS.items():
+            if k in known:  # an older engine lacks some; the queries that need them say so when they fail
+                self.command(f"SET {k} = {dialect._literal(v)}")
+        self.materialized_cte = "enable_materialized_cte" in known
 
     def query(self, sql: str) -> pa.Table:
         with self._lock:
@@ -216,9 +222,12 @@ class ServerEngine(_Engine):
             import clickhouse_connect
 
             try:
+                # clickhouse-connect leaves out settings the server does not know (with a warning)
                 self._client = clickhouse_connect.get_client(
                     **self._args, session_id=f"isostack-{uuid.uuid4()}",
                     settings={k: v for k, v in dialect.CLICKHOUSE_SETTINGS.items()})
+                known = self._client.query("SELECT name FROM system.settings WHERE name = 'enable_materialized_cte'")
+                self.materialized_cte = bool(known.result_rows)
             except Exception as exc:
                 raise UsageError(f"clickhouse://{self._args['host']}:{self._args['port']}: cannot connect: "
                                  f"{' '.join(str(exc).split())}") from exc
@@ -340,7 +349,9 @@ class ClickHouseConnection:
 
     def _run(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None) -> _Result:
         try:
-            statements = dialect.to_clickhouse(sql)
+            if isinstance(self.engine, ServerEngine):
+                self.engine._connect()  # learns materialized_cte
+            statements = dialect.to_clickhouse(sql, materialized_cte=self.engine.materialized_cte)
         except sqlglot.errors.SqlglotError as exc:
             raise EngineError(f"cannot derive ClickHouse SQL: {' '.join(str(exc).split())[:400]}") from exc
         result: pa.Table | None = None
