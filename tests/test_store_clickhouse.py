@@ -172,3 +172,25 @@ def test_transpiled_text_is_cached_by_template_and_parameters_bound_as_literals(
     assert temp == ["DROP TEMPORARY TABLE IF EXISTS x", "CREATE TEMPORARY TABLE x ENGINE = Memory AS SELECT 1 AS a"]
     with pytest.raises(ValueError, match="no value for parameter"):
         dialect.bind(first[0], {"trace_id": "x"})
+
+
+@pytest.mark.slow
+def test_live_testbed_case_diagnoses_identically_on_clickhouse(tmp_path: Path) -> None:
+    """A fresh live run (real services, real throttle, the real agent and receiver) recorded into the
+    embedded store, its rows copied into chDB: the same diagnosis from both."""
+    from tests.conftest import require_ebpf
+
+    require_ebpf()
+    from isostack.testbed.run import run_case
+
+    case = run_case("cpu-throttle", "payment", tmp_path / "live", baseline_s=12.0, fault_s=12.0,
+                    progress=lambda msg: None)
+    embedded, ch = Store(tmp_path / "live"), _chdb_store(tmp_path)
+    for name in TABLES:
+        rows = embedded.query(f"SELECT * FROM {name}")
+        ch.append(name, rows)
+    assert ch.counts() == embedded.counts() and embedded.counts()["kernel_events"] > 0
+    meta = {"inject_ns": case.inject_ns, "revert_ns": case.revert_ns}
+    want, got = _diagnose(embedded, meta), _diagnose(ch, meta)
+    assert want and want[0]["slow_hop"] is not None  # something to compare: the throttle made hops slow
+    assert got == want
