@@ -194,3 +194,18 @@ def test_live_testbed_case_diagnoses_identically_on_clickhouse(tmp_path: Path) -
     want, got = _diagnose(embedded, meta), _diagnose(ch, meta)
     assert want and want[0]["slow_hop"] is not None  # something to compare: the throttle made hops slow
     assert got == want
+
+
+def test_unreachable_server_is_one_line_naming_it() -> None:
+    """The clickhouse:// path up to the wire (no server runs here): a refused connection is a usage
+    error naming host and port, not a traceback."""
+    with pytest.raises(UsageError, match=r"clickhouse://127\.0\.0\.1:9: cannot connect"):
+        open_store("clickhouse://reader:secret@127.0.0.1:9/otel")
+
+
+def test_store_url_forms(tmp_path: Path) -> None:
+    assert type(open_store(tmp_path / "plain")) is Store
+    with pytest.raises(UsageError, match="expected clickhouse://"):
+        open_store("postgres://localhost/db")
+    ch = _chdb_store(tmp_path)
+    assert ch.describe().startswith("chdb://") and "ttl_days=0" in ch.describe()

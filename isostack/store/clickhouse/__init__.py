@@ -238,14 +238,16 @@ class ServerEngine(_Engine):
                             self.database, self._args["secure"])
 
     def query(self, sql: str) -> pa.Table:
+        client = self._connect()
         try:
-            return cast(pa.Table, self._connect().query_arrow(sql))
+            return cast(pa.Table, client.query_arrow(sql))
         except Exception as exc:
             raise EngineError(_one_line(exc, sql)) from exc
 
     def command(self, sql: str) -> None:
+        client = self._connect()
         try:
-            self._connect().command(sql)
+            client.command(sql)
         except Exception as exc:
             raise EngineError(_one_line(exc, sql)) from exc
 
@@ -406,16 +408,17 @@ class ClickHouseStore(Store):
     def describe(self) -> str:
         """The store's address without a password."""
         p = urlparse(self.url)
-        netloc = p.hostname or "" if p.password else p.netloc
-        if p.port:
-            netloc += f":{p.port}"
+        if not p.password:
+            return self.url
+        netloc = f"{p.username}@{p.hostname}" + (f":{p.port}" if p.port else "")
         return p._replace(netloc=netloc).geturl()
 
     def _ensure_schema(self) -> None:
         db = self.engine.database
-        self.engine.command(f"CREATE DATABASE IF NOT EXISTS {db}")
         if isinstance(self.engine, ChdbEngine):
+            self.engine.command(f"CREATE DATABASE IF NOT EXISTS {db}")
             self.engine.command(f"USE {db}")
+        # on a server the database is the user's (the exporter's `database` option creates it)
         ttl = (f"TTL toDateTime(fromUnixTimestamp64Nano(ts_ns)) + INTERVAL {self.ttl_days} DAY"
                if self.ttl_days > 0 else "")
         fill = {"database": db, "ttl": ttl,
