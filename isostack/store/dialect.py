@@ -56,8 +56,8 @@ CLICKHOUSE_SETTINGS: dict[str, Any] = {
     "allow_experimental_analyzer": 1,
     "group_by_use_nulls": 0,
     "enable_materialized_cte": 1,  # WITH x AS MATERIALIZED: computed once, as in DuckDB
-    "enable_named_columns_in_function_tuple": 1,
-    "allow_suspicious_low_cardinality_types": 1,  # a hash of a LowCardinality column in a temp table  # tuple(x AS k): a struct whose field k reads as .k
+    "enable_named_columns_in_function_tuple": 1,  # tuple(x AS k): a struct whose field k reads as .k
+    "allow_suspicious_low_cardinality_types": 1,  # a hash of a LowCardinality column in a temp table
 }
 
 # string literals and comments are skipped (a comment's apostrophe must not open a "string")
@@ -86,7 +86,7 @@ _cache: dict[str, list[str]] = {}
 _cache_lock = threading.Lock()
 
 
-def _templatise(sql: str) -> tuple[str, int]:
+def _templatise(sql: str) -> str:
     """Replace ``$name`` and ``?`` (outside string literals) by placeholder identifiers."""
     counter = iter(range(1_000_000))
 
@@ -97,8 +97,7 @@ def _templatise(sql: str) -> tuple[str, int]:
             return _MARK.format(m.group(1))
         return _MARK.format(f"{next(counter)}")
 
-    text = _PARAM_RE.sub(sub, sql)
-    return text, 0
+    return _PARAM_RE.sub(sub, sql)
 
 
 def _literal(value: Any) -> str:
@@ -149,7 +148,7 @@ def to_clickhouse(sql: str, *, materialized_cte: bool = True) -> list[str]:
     ``materialized_cte``: the engine understands ``WITH x AS MATERIALIZED`` (ClickHouse 26 with
     ``enable_materialized_cte``); otherwise the hint is dropped and ClickHouse inlines the CTE.
     """
-    text, _ = _templatise(sql)
+    text = _templatise(sql)
     key = ("M" if materialized_cte else "I") + text
     with _cache_lock:
         hit = _cache.get(key)
@@ -169,7 +168,7 @@ def to_clickhouse(sql: str, *, materialized_cte: bool = True) -> list[str]:
 
 def _transpile(text: str, materialized_cte: bool) -> list[str]:
     m = _DROP_RE.match(text)
-    if m and m.group(2).startswith(("_isostack", "_isq")) or m and m.group(2) in TEMP_NAMES:
+    if m:  # isostack's own statements drop only the session's temp tables (user SQL is SELECT-only)
         return [f"DROP TEMPORARY TABLE IF EXISTS {m.group(2)}"]
     m = _TEMP_CREATE_RE.match(text)
     if m:
@@ -177,10 +176,6 @@ def _transpile(text: str, materialized_cte: bool) -> list[str]:
         pre = [f"DROP TEMPORARY TABLE IF EXISTS {name}"] if replace else []
         return [*pre, f"CREATE TEMPORARY TABLE {name} ENGINE = Memory AS {_select(body, materialized_cte)}"]
     return [_select(text, materialized_cte)]
-
-
-# Names of session temp tables our queries create (so ``DROP TABLE x`` becomes a temp drop).
-TEMP_NAMES = {"hop_ends", "hop_flows", "hop_ids", "end_hosts", "end_cgroups", "joined"}
 
 
 def _select(text: str, materialized_cte: bool) -> str:

@@ -343,7 +343,6 @@ class ClickHouseConnection:
     def register(self, name: str, data: pa.Table) -> None:
         self.engine.load_temp(name, data)
         self._temps.add(name)
-        dialect.TEMP_NAMES.add(name)
 
     def unregister(self, name: str) -> None:
         self.engine.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
@@ -374,8 +373,8 @@ class ClickHouseConnection:
                 self.engine.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
         finally:
             self._temps.clear()
-            if self.engine is not getattr(self, "_shared", None):
-                pass
+            if isinstance(self.engine, ServerEngine):
+                self.engine.close()  # its own session (ServerEngine.session): nothing else uses it
 
 
 class ClickHouseStore(Store):
