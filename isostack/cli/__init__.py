@@ -48,8 +48,19 @@ class _LazyGroup(click.Group):
     envvar="ISOSTACK_DATA_DIR",
     help="The store (a folder of Parquet segments). Default: $ISOSTACK_DATA_DIR or ~/.local/share/isostack.",
 )
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    envvar="ISOSTACK_STORE",
+    metavar="URL",
+    help="Where the data lives instead of --data-dir: clickhouse://[user[:password]@]host[:port]/database "
+         "(a ClickHouse server; traces read from the Collector exporter's otel_traces), chdb://<folder> "
+         "(the ClickHouse engine in-process), or a folder. Add ?ttl_days=N for the kernel side's retention "
+         "(default 7; 0 = none). Default: $ISOSTACK_STORE, else the embedded store in --data-dir.",
+)
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path | None) -> None:
+def cli(ctx: click.Context, data_dir: Path | None, store_url: str | None) -> None:
     """Which hop is slow, and which isolation layer under it?
 
     \b
@@ -64,9 +75,11 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
       dmesg | isostack triage -
       isostack ingest traces.json && isostack hops
       isostack diagnose --since 15m --html report.html
+      isostack --store clickhouse://ch.example:8123/otel diagnose --since 15m
     """
     ctx.ensure_object(dict)
     ctx.obj["data_dir"] = data_dir or default_data_dir()
+    ctx.obj["store_url"] = store_url
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,10 +66,13 @@ err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def get_store(ctx: click.Context) -> Store:
-    """The store selected by the global ``--data-dir``."""
-    from isostack.store import Store
+    """The store selected by the global ``--store`` (a ClickHouse URL or a folder), else ``--data-dir``."""
+    from isostack.store import Store, open_store
 
     root = ctx.find_root()
+    url = root.obj.get("store_url") if root.obj else None
+    if url:
+        return open_store(url)
     data_dir: Path = root.obj["data_dir"] if root.obj else Path(".")
     return Store(data_dir)
 

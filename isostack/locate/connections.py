@@ -103,8 +103,8 @@ def _ip_or_empty(text: str | None) -> str:
 # endpoint part; process + time alone would name every connection the process had.
 _RECOVER_SQL = """
 WITH ends AS (
-  SELECT e.*, b.bucket FROM rec_ends e,
-       LATERAL (SELECT unnest(range(e.lo_ns // {bucket}, e.hi_ns // {bucket} + 1)) AS bucket) b
+  -- unnest in the select list, not LATERAL: the portable form (ClickHouse: arrayJoin)
+  SELECT e.*, unnest(range(e.lo_ns // {bucket}, e.hi_ns // {bucket} + 1)) AS bucket FROM rec_ends e
   WHERE e.peer_addr <> '' OR coalesce(e.peer_port, 0) > 0 OR coalesce(e.local_port, 0) > 0
 ),
 procs AS (

@@ -314,7 +314,7 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
              AND wcg.cgroup_id = j.cgroup_id
         LEFT JOIN wa ON j.kind IN ({_in_list(by_process)}) AND wp.pid IS NULL AND wcg.cgroup_id IS NULL
              AND wa.host_name = j.host_name AND wa.addr = j.saddr
-        ORDER BY j.hop_idx, j.ts_ns
+        ORDER BY j.hop_idx, j.ts_ns, j.side, j.coord, j.kind, j.cgroup_id, j.flow_key, j.value  -- total: ties break alike on every engine
         """
     ))
     cgroups = fetch_arrow(con.sql("SELECT * FROM end_cgroups ORDER BY hop_idx, side"))

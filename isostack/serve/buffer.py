@@ -143,6 +143,12 @@ class Buffer:
         return written
 
     def enforce_retention(self) -> int:
+        with self._write_lock:
+            # small segments merged first, so a long-running store does not slow down with file count
+            for name in ("spans", "kernel_events", "span_events", "metric_points", "log_records"):
+                merged = self.store.compact_small(name)
+                if merged:
+                    log.info("compacted %d small %s segment(s) into one", merged, name)
         if self.retention_s is None and self.max_size_bytes is None:
             return 0
         with self._write_lock:

@@ -238,6 +238,30 @@ class Store:
                 removed += 1
         return removed
 
+    def compact_small(self, table_name: str, *, small_bytes: int = 32 << 20, min_segments: int = 32) -> int:
+        """Merge the table's small segments (each < ``small_bytes``) into one, once there are
+        ``min_segments`` of them; returns how many were merged.
+
+        Why: a receiver flushes a segment per batch, so a long-running store gathers thousands of
+        small files, and every query pays per file (open, footer, row-group statistics). Merging only
+        the small ones keeps each merge cheap (big segments are never rewritten), so the file count
+        stays near ``total size / small_bytes``. The merged segment is written first (temp + rename),
+        the originals deleted after: a reader sees the rows once or, for an instant, twice -- never
+        not at all. ``serve`` runs it with its retention check.
+        """
+        files = [f for f in self.segments(table_name) if f.stat().st_size < small_bytes]
+        if len(files) < min_segments:
+            return 0
+        time_col = records.TIME_COLUMN[table_name]
+        # each segment conformed on its own: one written by an older version may lack a newer column
+        table = pa.concat_tables([records.conform(table_name, pq.read_table(f)) for f in files])
+        if time_col:
+            table = table.sort_by(time_col)
+        self.append(table_name, table)
+        for f in files:
+            f.unlink(missing_ok=True)
+        return len(files)
+
     def compact(self, table_name: str, min_segments: int = 16) -> int:
         """Merge a table's segments into one sorted by time (fewer files = faster scans); returns merged count."""
         files = self.segments(table_name)
@@ -320,3 +344,14 @@ def _check_kinds(table: pa.Table) -> None:
         raise InputError(
             f"kernel_events: unknown kind(s) {sorted(unknown)}; add them to isostack.records.KERNEL_EVENT_KINDS"
         )
+
+
+def open_store(spec: str | os.PathLike[str]) -> Store:
+    """The store a ``--store`` value names: ``clickhouse://host[:port]/db`` (a server),
+    ``chdb://<folder>`` (the ClickHouse engine in-process), otherwise a folder of Parquet segments."""
+    text = os.fspath(spec)
+    if "://" in text:
+        from isostack.store.clickhouse import ClickHouseStore
+
+        return ClickHouseStore(text)
+    return Store(text)

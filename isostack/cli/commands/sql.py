@@ -15,6 +15,9 @@ from isostack.cli.common import console, emit_json, get_store, json_option, tabl
 def command(ctx: click.Context, query: str, as_json: bool, limit: int) -> None:
     """Run a read-only SQL QUERY (DuckDB dialect) over the store's tables.
 
+    The dialect is DuckDB's on every backend: with --store clickhouse://… or chdb://… the query is
+    translated to ClickHouse SQL first (docs/schema.md lists what translates).
+
     \b
     Tables: spans, span_events, span_links, kernel_events, workloads, metric_points, log_records
     (columns: docs/schema.md). Only SELECT/EXPLAIN are accepted.
