@@ -180,3 +180,22 @@ def test_an_open_client_call_gets_its_peer_workload_as_server_side(tmp_path: Pat
     adopt_peer_workloads(con, [open_call, answered, unknown])
     assert open_call.server_service == "db"
     assert answered.server_service == "payment" and unknown.server_service == ""
+
+
+def test_an_open_client_call_finds_its_peer_by_the_servers_own_spans(tmp_path: Path) -> None:
+    """A sandboxed callee's address is invisible in the workloads table (gVisor's netstack owns it):
+    the service whose SERVER spans answer at that address and port is the far end."""
+    from isostack.locate.diagnose import adopt_peer_workloads
+    from isostack.store import Store
+    from tests.test_join import SERVER, T0, S, build_workloads, rows_table, trace_rows
+
+    store = Store(tmp_path / "store")
+    build_workloads(store)  # no addresses at all
+    store.append("spans", rows_table("spans", [r for i in range(3) for r in trace_rows(i + 1, T0 + i * S, 200, 41000 + i)]))
+    con = store.connect()
+    lost_answer = hop("order", "", 50.0, part="self_time")
+    lost_answer.five_tuple = FiveTuple("tcp", "10.1.0.5", 40002, SERVER[0], SERVER[1])
+    other_port = hop("order", "", 50.0, part="self_time")
+    other_port.five_tuple = FiveTuple("tcp", "10.1.0.5", 40003, SERVER[0], SERVER[1] + 1)
+    adopt_peer_workloads(con, [lost_answer, other_port])
+    assert lost_answer.server_service == "payment" and other_port.server_service == ""

@@ -81,11 +81,13 @@ def diagnose_all(store: Store, *, since_ns: int | None = None, until_ns: int | N
 
 
 def adopt_peer_workloads(con: duckdb.DuckDBPyConnection, hops: list[SlowHop]) -> None:
-    """A CLIENT span with no SERVER child (an uninstrumented database, a callee that never answered)
-    still has a far end: when the workloads table names the one service behind its peer address, that
-    service becomes the hop's server side, so the join gathers its cgroup's signals too. Without it the
-    callee's CPU quota or run-queue wait was invisible under the calls that waited on it, and the
-    CLIENT span's self time (time spent waiting on the peer) read as the caller's own code."""
+    """A CLIENT span with no SERVER child (an uninstrumented database, a callee that never answered,
+    a server span that was lost) still has a far end. The service behind its peer becomes the hop's
+    server side, so the join gathers that service's cgroup signals too: first the one service the
+    workloads table places at the peer address; else the one service whose own SERVER spans answer at
+    that address and port (a sandbox's netstack hides its address from the host's view of the process).
+    Without it the callee's CPU quota, run-queue wait or sandbox traps were invisible under the calls
+    that waited on it, and the CLIENT span's self time (waiting on the peer) read as the caller's code."""
     from isostack.locate.verdict import WorkloadIndex
 
     open_ends = [h for h in hops if h.kind == "CLIENT" and not h.server_span_id and not h.server_service
@@ -93,8 +95,15 @@ def adopt_peer_workloads(con: duckdb.DuckDBPyConnection, hops: list[SlowHop]) ->
     if not open_ends:
         return
     by_addr = WorkloadIndex.from_store(con).by_addr
+    rows = con.execute("""
+        SELECT local_addr, local_port, min(service_name) FROM spans
+        WHERE kind = 'SERVER' AND coalesce(local_addr, '') <> '' AND local_port > 0
+          AND coalesce(service_name, '') <> ''
+        GROUP BY local_addr, local_port HAVING count(DISTINCT service_name) = 1""").fetchall()
+    by_endpoint = {(str(a), int(p)): str(svc) for a, p, svc in rows}
     for h in open_ends:
-        peer = by_addr.get(h.five_tuple.peer_addr, "")
+        ft = h.five_tuple
+        peer = by_addr.get(ft.peer_addr, "") or by_endpoint.get((ft.peer_addr, int(ft.peer_port or 0)), "")
         if peer and peer != h.service:
             h.server_service = peer
 
