@@ -233,3 +233,30 @@ def alive(pid: int) -> bool:
 
 def python() -> str:
     return sys.executable
+
+
+def restart(ctx: Context, timeout_s: float = 20.0) -> None:
+    """Kill every process in the target's cgroup (a sandbox's Sentry, gofer and stubs too); the
+    testbed's supervisor starts the service again with the arguments the fault wrote into its state.
+    Returns once a new process answers /health; a UsageError when none does within ``timeout_s``."""
+    import urllib.request
+
+    from isostack.testbed.topology import PORT
+
+    old = cgroups.pids(ctx.cgroup)
+    for pid in old:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = cgroups.pids(ctx.cgroup)
+        if now and not set(now) & set(old):
+            try:
+                with urllib.request.urlopen(f"http://{ctx.addr}:{PORT}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+        time.sleep(0.2)
+    raise UsageError(f"{ctx.target} did not come back within {timeout_s:.0f}s after restart")
+

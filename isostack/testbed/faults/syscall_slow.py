@@ -4,38 +4,13 @@ syscall slow path (spec: gVisor Sentry / USER_NOTIF, L-4)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import time
-import urllib.request
 from typing import Any
 
 from isostack.errors import UsageError
 from isostack.testbed import cgroups, seccomp
-from isostack.testbed.faults import Context, Fault
+from isostack.testbed.faults import Context, Fault, restart
 from isostack.testbed.sh import pid_alive
-
-
-def _restart(ctx: Context, old_pids: list[int], timeout_s: float = 20.0) -> None:
-    """Kill the service; the testbed's supervisor restarts it with the new arguments."""
-    from isostack.testbed.topology import PORT
-
-    for pid in old_pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        now = cgroups.pids(ctx.cgroup)
-        if now and not set(now) & set(old_pids):
-            try:
-                with urllib.request.urlopen(f"http://{ctx.addr}:{PORT}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-        time.sleep(0.2)
-    raise UsageError(f"{ctx.target} did not come back within {timeout_s:.0f}s after restart")
 
 
 class SyscallSlow(Fault):
@@ -58,7 +33,7 @@ class SyscallSlow(Fault):
         syscalls = str(ctx.params.get("syscalls", "connect,accept4"))
         delay = float(ctx.params.get("delay_ms", 25))
         extra_args_file(ctx.target).write_text(json.dumps(["--seccomp-slow", f"{syscalls}:{delay:g}"]))
-        _restart(ctx, cgroups.pids(ctx.cgroup))
+        restart(ctx)
         return {"syscalls": syscalls, "delay_ms": delay}
 
     def revert(self, ctx: Context, state: dict[str, Any]) -> None:
@@ -66,7 +41,7 @@ class SyscallSlow(Fault):
 
         extra_args_file(ctx.target).unlink(missing_ok=True)
         if ctx.addr:
-            _restart(ctx, cgroups.pids(ctx.cgroup))
+            restart(ctx)
 
     def observe(self, ctx: Context) -> dict[str, Any]:
         modes = {}

@@ -10,16 +10,11 @@ gVisor (10.6 -> 20.9 ms), about 50 µs per call against ~3 µs natively.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import time
-import urllib.request
 from typing import Any
 
 from isostack.errors import UsageError
-from isostack.testbed import cgroups
-from isostack.testbed.faults import Context, Fault
+from isostack.testbed.faults import Context, Fault, restart
 from isostack.testbed.sh import pid_alive
 
 RESTART_TIMEOUT_S = 60.0  # a sandbox boots in 1.5-2 s here; the service imports the OTel SDK inside it
@@ -30,29 +25,6 @@ def _sandbox_of(target: str) -> str:
 
     st = load_state()
     return str(((st.services if st else {}).get(target) or {}).get("sandbox", ""))
-
-
-def _restart(ctx: Context, timeout_s: float = RESTART_TIMEOUT_S) -> None:
-    """Kill the whole sandbox (every process in the service's cgroup); the testbed's supervisor
-    starts a fresh one with the new arguments. Returns once the new one answers /health."""
-    from isostack.testbed.topology import PORT
-
-    old = cgroups.pids(ctx.cgroup)
-    for pid in old:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        now = cgroups.pids(ctx.cgroup)
-        if now and not set(now) & set(old):
-            try:
-                with urllib.request.urlopen(f"http://{ctx.addr}:{PORT}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-        time.sleep(0.2)
-    raise UsageError(f"{ctx.target} did not come back within {timeout_s:.0f}s after restart")
 
 
 class SyscallStorm(Fault):
@@ -78,7 +50,7 @@ class SyscallStorm(Fault):
             raise UsageError("syscall-storm restarts the service: the testbed's owner process must be running")
         n = int(ctx.params.get("stats_per_request", self.severities["severe"]["stats_per_request"]))
         extra_args_file(ctx.target).write_text(json.dumps(["--stat-per-request", str(n)]))
-        _restart(ctx)
+        restart(ctx, RESTART_TIMEOUT_S)
         return {"stats_per_request": n, "sandbox": sandbox}
 
     def revert(self, ctx: Context, state: dict[str, Any]) -> None:
@@ -86,7 +58,7 @@ class SyscallStorm(Fault):
 
         extra_args_file(ctx.target).unlink(missing_ok=True)
         if ctx.addr:
-            _restart(ctx)
+            restart(ctx, RESTART_TIMEOUT_S)
 
     def observe(self, ctx: Context) -> dict[str, Any]:
         from isostack.testbed.topology import extra_args_file
