@@ -70,14 +70,9 @@ class Store:
         ``fsync``: make the segment durable before returning (file and folder entry). Raises
         ``StoreWriteError`` when the disk refuses the write; the temp file is removed.
         """
-        if table_name not in records.TABLES:
-            raise UsageError(f"unknown table {table_name!r}; tables: {', '.join(records.TABLES)}")
-        table = records.conform(table_name, data)
+        table = prepare_rows(table_name, data)
         if table.num_rows == 0:
             return 0
-        table = _fill_derived(table_name, table)
-        if table_name == "kernel_events":
-            _check_kinds(table)
         folder = self.data_dir / table_name
         time_col = records.TIME_COLUMN[table_name]
         first = int(pc.min(table.column(time_col)).as_py() or 0) if time_col else 0
@@ -320,6 +315,20 @@ _NO_DICTIONARY = {"spans": frozenset({"span_id", "parent_span_id", "start_ns", "
 def _dictionary_columns(table_name: str, table: pa.Table) -> bool | list[str]:
     skip = _NO_DICTIONARY.get(table_name)
     return [c for c in table.column_names if c not in skip] if skip else True
+
+
+def prepare_rows(table_name: str, data: pa.Table) -> pa.Table:
+    """``data`` as every store writes it: conformed to the table's schema, derived columns filled
+    (flow keys), kernel-event kinds checked. A UsageError for an unknown table."""
+    if table_name not in records.TABLES:
+        raise UsageError(f"unknown table {table_name!r}; tables: {', '.join(records.TABLES)}")
+    table = records.conform(table_name, data)
+    if table.num_rows == 0:
+        return table
+    table = _fill_derived(table_name, table)
+    if table_name == "kernel_events":
+        _check_kinds(table)
+    return table
 
 
 def _fill_derived(table_name: str, table: pa.Table) -> pa.Table:

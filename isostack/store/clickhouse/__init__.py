@@ -36,7 +36,7 @@ from sqlglot import exp
 
 from isostack import records
 from isostack.errors import UsageError
-from isostack.store import Store, StoreWriteError, _check_kinds, _fill_derived, dialect
+from isostack.store import Store, StoreWriteError, dialect, prepare_rows
 
 # Span attributes the ``spans`` view promotes to columns; isostack's own writes put each promoted
 # column under the first key of its chain (tables.sql), after removing every key of every chain.
@@ -432,14 +432,9 @@ class ClickHouseStore(Store):
     # ---------------------------------------------------------------- writing
     def append(self, table_name: str, data: pa.Table, *, fsync: bool = False) -> int:
         """Insert ``data`` (conformed to the table's schema); spans go to ``otel_traces``."""
-        if table_name not in records.TABLES:
-            raise UsageError(f"unknown table {table_name!r}; tables: {', '.join(records.TABLES)}")
-        table = records.conform(table_name, data)
+        table = prepare_rows(table_name, data)
         if table.num_rows == 0:
             return 0
-        table = _fill_derived(table_name, table)
-        if table_name == "kernel_events":
-            _check_kinds(table)
         db = self.engine.database
         try:
             if table_name == "spans":
