@@ -199,3 +199,13 @@ def test_an_open_client_call_finds_its_peer_by_the_servers_own_spans(tmp_path: P
     other_port.five_tuple = FiveTuple("tcp", "10.1.0.5", 40003, SERVER[0], SERVER[1] + 1)
     adopt_peer_workloads(con, [lost_answer, other_port])
     assert lost_answer.server_service == "payment" and other_port.server_service == ""
+
+
+def test_a_loopback_peer_names_no_far_end() -> None:
+    """127.0.0.1:5432 exists on every host and in every netns: no workload or SERVER span may claim it."""
+    from isostack.locate.diagnose import adopt_peer_workloads
+
+    local = hop("order", "", 50.0, part="self_time")
+    local.five_tuple = FiveTuple("tcp", "127.0.0.1", 40004, "127.0.0.1", 5432)
+    adopt_peer_workloads(None, [local])  # type: ignore[arg-type]  # never reaches the store
+    assert local.server_service == ""

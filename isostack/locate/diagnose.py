@@ -88,10 +88,11 @@ def adopt_peer_workloads(con: duckdb.DuckDBPyConnection, hops: list[SlowHop]) ->
     that address and port (a sandbox's netstack hides its address from the host's view of the process).
     Without it the callee's CPU quota, run-queue wait or sandbox traps were invisible under the calls
     that waited on it, and the CLIENT span's self time (waiting on the peer) read as the caller's code."""
-    from isostack.locate.verdict import WorkloadIndex
+    from isostack.locate.verdict import WorkloadIndex, routable
 
+    # loopback and link-local addresses exist in every netns: they name no one service
     open_ends = [h for h in hops if h.kind == "CLIENT" and not h.server_span_id and not h.server_service
-                 and h.five_tuple.peer_addr]
+                 and routable(h.five_tuple.peer_addr)]
     if not open_ends:
         return
     by_addr = WorkloadIndex.from_store(con).by_addr

@@ -143,7 +143,7 @@ class WorkloadIndex:
             if cg and cg != "/":
                 cg_owner.setdefault(cg, set()).add(svc)
             for a in (addrs or "").split():
-                if _routable(a):
+                if routable(a):
                     addr_owner.setdefault(a, set()).add(svc)
         # a cgroup or address several services share (a pod's, a host network's) names none of them
         idx.by_cgroup = {k: next(iter(v)) for k, v in cg_owner.items() if len(v) == 1}
@@ -169,7 +169,7 @@ class WorkloadIndex:
         return out
 
 
-def _routable(addr: str) -> bool:
+def routable(addr: str) -> bool:
     """Whether an address can name one workload: loopback and link-local exist in every netns."""
     try:
         ip = ipaddress.ip_address(addr.split("%", 1)[0])
