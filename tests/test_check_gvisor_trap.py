@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_checks import IN, mechanisms, run, status
-from tests.test_join import PAY_CG, S, ev
+from tests.test_join import ORDER_CG, PAY_CG, S, ev, flow
 
 STORM = {"count": 12_843, "p50_ns": 128_000}
 BASELINE = {"count": 5_688, "p50_ns": 128_000}
@@ -75,3 +75,27 @@ def test_the_ptrace_platform_is_not_read_as_a_seccomp_slow_path(data_dir: Path) 
     assert not {"seccomp_slow_path", "syscall_errors"} & set(mechanisms(d))
     # without the sandbox's stops the same rows are a supervisor's slow path, as before
     assert {"seccomp_slow_path", "syscall_errors"} <= set(mechanisms(run(data_dir.parent / "plain", [held, denied])))
+
+
+def test_the_host_stacks_copy_of_a_frame_the_sandbox_took_is_not_a_drop(data_dir: Path) -> None:
+    # What the agent recorded for every packet into the sandboxed payment of a live `isostack demo
+    # --sandbox gvisor` (08:25 UTC run, baseline and fault alike): gVisor's netstack owns 10.77.0.13 and
+    # reads eth0 through a packet socket; the host stack, which no longer has the address, drops its copy
+    seen = ev(IN, "skb_drop", 5, S, detail={"location": "ip_error", "reason": "IP_INADDRERRORS", "reason_code": 87,
+                                           "skb_drops": 5}, **flow(reverse=True))
+    d = run(data_dir, [seen, ev(IN, "ptrace_stop", 8_192_000, S, cgroup_id=PAY_CG, detail=STORM)])
+    assert "packet_drop" not in mechanisms(d) and status(d, "packet_drop") == "ok"
+    assert mechanisms(d)[0] == "sandbox_syscall_trap"
+
+
+def test_the_callers_cpu_wait_behind_a_trapping_sandbox_is_its_symptom(data_dir: Path) -> None:
+    # The same live run: the storm's traps kept both CPUs busy and order, the caller, waited on its run
+    # queue (p99 33 ms in the window) while the sandbox trapped: a symptom linked below the trap, not a
+    # second root cause of its own
+    rows = [ev(IN, "ptrace_stop", 8_192_000, S, cgroup_id=PAY_CG, detail=STORM),
+            ev(IN + 10_000_000, "runq_latency", 33_554_432, S, cgroup_id=ORDER_CG, cgroup_path="/isostack-h6/order",
+               detail={"count": 900, "p50_ns": 1_000_000})]
+    d = run(data_dir, rows)
+    (runq,) = [f for f in d.chain if f.mechanism == "runq_latency"]
+    assert runq.caused_by == "sandbox_syscall_trap"
+    assert [f.mechanism for f in d.chain if not f.caused_by] == ["sandbox_syscall_trap"]
