@@ -118,3 +118,53 @@ def restore_addresses(netns: str, device: str, cidr: str, gateway: str) -> None:
     subprocess.run(["ip", "-n", netns, "addr", "replace", cidr, "dev", device], capture_output=True, timeout=10)
     subprocess.run(["ip", "-n", netns, "route", "replace", "default", "via", gateway], capture_output=True,
                    timeout=10)
+
+
+# What the testbed asks a sandbox to report about itself (``runsc --pod-init-config``): the calls a
+# request path makes — accept (one per connection: the requests, as the sandbox counts them), connect,
+# socket and file I/O, and the file-metadata calls (stat family, open, access) a config check or a
+# file read makes. Not every syscall: each traced call costs the Sentry a protobuf and a send (~40 µs
+# measured here), so the waiting calls are left out — futex (a threaded Python server makes 1,000-2,900
+# a second at rest: GIL hand-offs), poll/select/epoll (their latency is idle time). A storm of untraced
+# calls still shows in the host-side ptrace stops.
+TRACE_SYSCALLS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 17, 18, 21, 42, 43, 44, 45, 46, 47, 257, 262, 288, 332)
+
+
+def start_trace_sink(data_dir: Path, socket_path: Path, config_path: Path, log_path: Path) -> subprocess.Popen:
+    """``isostack gvisor-sink`` for the testbed's sandboxes, writing into the run's store: started before
+    any sandbox (a sandbox whose pod-init config names a sink connects to it at start), in the testbed's
+    tracking cgroup and written into its journal like the receiver and the agent, so ``testbed down``
+    finds it. Writes the pod-init config the sandboxes start with; returns once the socket listens."""
+    import os
+    import sys
+    import time
+
+    from isostack.sources.gvisor_trace import pod_init_config
+    from isostack.testbed import cgroups, state
+    from isostack.testbed.sh import default_stop_signals
+
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    socket_path.unlink(missing_ok=True)
+    config_path.write_text(json.dumps(pod_init_config(str(socket_path), TRACE_SYSCALLS), indent=1))
+    only = cgroups.tracking_controllers()
+    cgroups.create(cgroups.TRACKING, only=only)
+    argv = [sys.executable, "-m", "isostack", "--data-dir", str(data_dir), "gvisor-sink", "--socket", str(socket_path),
+            "--window", "1"]
+    state.note("process", "gvisor-sink", cgroup=f"{cgroups.PARENT}/{cgroups.TRACKING}", argv=argv, stop_signal="SIGINT")
+
+    def enter() -> None:  # in the child, between fork and exec
+        default_stop_signals()
+        cgroups.attach(cgroups.TRACKING, os.getpid(), only=only)
+
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=enter)
+    log.close()
+    state.note("process", "gvisor-sink", pid=proc.pid, start_ticks=state.start_ticks(proc.pid))
+    deadline = time.monotonic() + 20
+    while not socket_path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log_path.read_text(errors="replace")[-300:] if log_path.exists() else ""
+            raise IsostackError(f"isostack gvisor-sink did not start listening on {socket_path}: {tail}")
+        time.sleep(0.1)
+    return proc

@@ -72,8 +72,9 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
                              f"{', '.join(faults.get(name).applies_to)}")
     truth = faults.get(fault).truth(target).to_dict() if chain else {"service": "", "layer": "", "mechanism": ""}
     case = Case(data_dir=data_dir, fault=fault, target=target, truth=truth)
+    # a sandboxed service also reports its own syscalls (gVisor's trace points) into the case's store
     tb = Testbed(otlp=f"http://{BRIDGE_ADDR}:4318", services=default_services(), log_dir=data_dir / "logs",
-                 sandbox=sandbox)
+                 sandbox=sandbox, sandbox_trace_store=data_dir if sandbox else None)
     pipeline = Pipeline(data_dir, BRIDGE_ADDR, log_dir=data_dir / "logs")
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     lg: LoadGen | None = None

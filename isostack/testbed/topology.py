@@ -68,6 +68,16 @@ def sandbox_container_id(service: str) -> str:
     return f"{PREFIX}{service}"
 
 
+def gvisor_sink_socket() -> Path:
+    """Where the testbed's ``isostack gvisor-sink`` listens for its sandboxes' trace points."""
+    return STATE_DIR / "gvisor.sock"
+
+
+def gvisor_trace_config() -> Path:
+    """The ``runsc --pod-init-config`` the testbed's sandboxes start with (streams to the sink)."""
+    return STATE_DIR / "gvisor-trace.json"
+
+
 @dataclass
 class ServiceSpec:
     """One service of the chain: where it listens, what it calls, how heavy it is."""
@@ -139,8 +149,12 @@ class Testbed:
     """
 
     def __init__(self, otlp: str = f"http://{BRIDGE_ADDR}:4318", services: list[ServiceSpec] | None = None,
-                 log_dir: Path | None = None, sandbox: dict[str, str] | None = None) -> None:
+                 log_dir: Path | None = None, sandbox: dict[str, str] | None = None,
+                 sandbox_trace_store: Path | None = None) -> None:
         self.otlp = otlp
+        # the store the sandboxes' own trace points go to (``isostack gvisor-sink``; None: no sink)
+        self.sandbox_trace_store = sandbox_trace_store
+        self.trace_sink: subprocess.Popen | None = None
         self.services = services or default_services()
         # service -> sandbox ("gvisor"): that service runs inside runsc (see gvisor.py), the rest natively
         self.sandbox = dict(sandbox or {})
@@ -172,6 +186,9 @@ class Testbed:
             self._network()
             for spec in self.services:
                 cgroups.create(spec.name)
+            if self.sandbox and self.sandbox_trace_store is not None:
+                self.trace_sink = gvisor.start_trace_sink(self.sandbox_trace_store, gvisor_sink_socket(),
+                                                          gvisor_trace_config(), self.log_dir / "gvisor-sink.log")
             for spec in self.services:
                 self._start(spec)
             self._write_state()
@@ -247,7 +264,8 @@ class Testbed:
         bundle = gvisor.write_bundle(STATE_DIR / "gvisor" / spec.name, argv=self._command(spec), env=inside,
                                      netns=spec.netns, cgroup_path=f"/{cgroups.PARENT}/{spec.name}",
                                      hostname=os.uname().nodename, cwd=str(Path(__file__).resolve().parents[2]))
-        return gvisor.run_command(cid, bundle, spec.netns, root)
+        trace = gvisor_trace_config() if self.trace_sink is not None else None
+        return gvisor.run_command(cid, bundle, spec.netns, root, pod_init_config=trace)
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -315,6 +333,8 @@ class Testbed:
                 gvisor.stop(sandbox_container_id(name), runsc_root(), spec.netns)
             for proc in self.procs.values():
                 _terminate(proc)
+            if self.trace_sink is not None:  # after the sandboxes: their last points are in
+                _terminate(self.trace_sink, grace_s=8.0)
         return teardown()
 
     def __enter__(self) -> Testbed:

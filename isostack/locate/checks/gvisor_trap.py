@@ -25,6 +25,8 @@ Causes, in the order the fix names them: the application's syscall rate (batch, 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -99,18 +101,35 @@ def run(ctx: CheckContext) -> list[Finding]:
         return []
     part = rows.take(pa.array(keep, pa.int64()))
     share_ms, stops_per_s, trap_us = worst
-    syscalls = _sandbox_syscalls(ctx)
-    ev = evidence(ctx, part, "ptrace_stop_trapped_ms_per_s", share_ms, "ms/s", limit_ms_per_s,
-                  where=where_of(part, "cgroup_path"), stops_per_s=stops_per_s, trap_us=round(trap_us, 1),
-                  sandbox="gvisor (ptrace platform)", **({"sandbox_syscalls": syscalls} if syscalls else {}))
+    own = _sandbox_calls(ctx)
+    syscalls = [f"{c['syscall']} ({c['count']:,})" for c in own["calls"][:3]] if own else []
+    ev = [evidence(ctx, part, "ptrace_stop_trapped_ms_per_s", share_ms, "ms/s", limit_ms_per_s,
+                   where=where_of(part, "cgroup_path"), stops_per_s=stops_per_s, trap_us=round(trap_us, 1),
+                   sandbox="gvisor (ptrace platform)", **({"sandbox_syscalls": syscalls} if syscalls else {}))]
     where = where_of(part, "cgroup_path") or "the hop's cgroup"
-    named = f"; busiest calls inside the sandbox: {', '.join(syscalls)}" if syscalls else ""
+    named = ""
+    if own:
+        top = own["calls"][0]
+        ev.append(evidence(ctx, own["rows"], "gvisor_syscall_p50", top["p50_us"], "µs", None,
+                           where=where_of(own["rows"], "cgroup_path"), calls=own["calls"][:5],
+                           requests=own["requests"], calls_per_request=own["calls_per_request"],
+                           dropped_points=own["dropped_points"], source=GVISOR_TRACE_SOURCE))
+        # a point gVisor could not send is lost with its syscall's name: every count is then a floor
+        floor = (f"; gVisor dropped {own['dropped_points']:,} points, so these counts are floors"
+                 if own["dropped_points"] else "")
+        named = "; inside the sandbox (gVisor's own trace points): " + ", ".join(
+            f"{c['syscall']} {_per(c)}typical {c['p50_us']:,.0f} µs" for c in own["calls"][:3]) + floor
     # the stops alone do not say who the tracer is: gVisor's Sentry, or strace/gdb attached to a process
     summary = (f"ptrace traps (gVisor's ptrace platform, or a tracer such as strace): {stops_per_s:,} stops/s in {where}, typical trap "
                f"{trap_us:,.0f} µs, so the sandbox's threads spent {share_ms:,.0f} ms per second trapped "
                f"(~{ms(trapped_ns_in_span)} of this span){named}")
-    return [finding(CHECK, ctx, summary, [ev], support=share_ms / (2 * limit_ms_per_s),
-                    measured_ns=trapped_ns_in_span, started_ns=ev.first_ns)]
+    return [finding(CHECK, ctx, summary, ev, support=share_ms / (2 * limit_ms_per_s),
+                    measured_ns=trapped_ns_in_span, started_ns=ev[0].first_ns)]
+
+
+def _per(call: dict[str, Any]) -> str:
+    n = call.get("per_request")
+    return f"{n:,.0f}/request, " if n is not None else f"x{call['count']:,}, "
 
 
 def _runq_p50(ctx: CheckContext) -> list[tuple[int, int, int, float]]:
@@ -123,15 +142,43 @@ def _runq_p50(ctx: CheckContext) -> list[tuple[int, int, int, float]]:
     return out
 
 
-def _sandbox_syscalls(ctx: CheckContext, top: int = 3) -> list[str]:
-    """The most frequent syscalls gVisor itself reported (``isostack gvisor-sink``), when it ran."""
+# accept calls: one per connection, so the requests as the sandbox counts them (one request per
+# connection without keep-alive; with keep-alive "per request" is per connection and says so below)
+_ACCEPTS = ("accept", "accept4")
+
+
+def _sandbox_calls(ctx: CheckContext) -> dict[str, Any] | None:
+    """What gVisor itself reported for the hop's cgroups (``isostack gvisor-sink``): per syscall the
+    calls, calls per accepted connection, typical (count-weighted p50) and worst-window p99 latency
+    inside the sandbox, busiest first; None when no sink ran."""
     rows = ctx.events("syscall_latency", coord="cgroup")
     if rows.num_rows == 0 or "source" not in rows.column_names:
-        return []
-    rows = rows.filter(pc.equal(rows.column("source"), GVISOR_TRACE_SOURCE))
-    counts: dict[str, int] = {}
-    for d in rows.column("detail_json").to_pylist():
+        return None
+    rows = rows.filter(pc.fill_null(pc.equal(rows.column("source"), GVISOR_TRACE_SOURCE), False))
+    if rows.num_rows == 0:
+        return None
+    agg: dict[str, list[float]] = {}  # syscall -> [count, count x p50, max p99]
+    dropped: dict[tuple[int, str], int] = {}  # (window, container) -> points gVisor dropped in it
+    for d, p99, ts, cid in zip(rows.column("detail_json").to_pylist(), rows.column("value").to_pylist(),
+                               rows.column("ts_ns").to_pylist(), rows.column("container_id").to_pylist(), strict=True):
         det = detail_of(d)
-        if det.get("syscall"):
-            counts[str(det["syscall"])] = counts.get(str(det["syscall"]), 0) + int(det.get("count", 0) or 0)
-    return [f"{n} ({c:,})" for n, c in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]
+        if det.get("dropped_points"):
+            dropped[(int(ts), str(cid or ""))] = int(det["dropped_points"])
+        name, n = str(det.get("syscall") or "?"), int(det.get("count", 0) or 0)
+        a = agg.setdefault(name, [0.0, 0.0, 0.0])
+        a[0] += n
+        a[1] += n * float(det.get("p50_ns", 0) or 0)
+        a[2] = max(a[2], float(p99 or 0))
+    requests = int(sum(agg[n][0] for n in _ACCEPTS if n in agg))
+    calls: list[dict[str, Any]] = []
+    for name, (total_calls, weighted, p99) in sorted(agg.items(), key=lambda kv: -kv[1][0]):
+        if total_calls <= 0:
+            continue
+        calls.append({"syscall": name, "count": int(total_calls), "p50_us": round(weighted / total_calls / 1e3, 1),
+                      "p99_us": round(p99 / 1e3, 1),
+                      "per_request": round(total_calls / requests, 1) if requests else None})
+    if not calls:
+        return None
+    total = sum(int(c["count"]) for c in calls)
+    return {"rows": rows, "calls": calls, "requests": requests, "dropped_points": sum(dropped.values()),
+            "calls_per_request": round(total / requests, 1) if requests else None}
