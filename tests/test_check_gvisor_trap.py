@@ -99,3 +99,31 @@ def test_the_callers_cpu_wait_behind_a_trapping_sandbox_is_its_symptom(data_dir:
     (runq,) = [f for f in d.chain if f.mechanism == "runq_latency"]
     assert runq.caused_by == "sandbox_syscall_trap"
     assert [f.mechanism for f in d.chain if not f.caused_by] == ["sandbox_syscall_trap"]
+
+
+def _own(syscall: str, sysno: int, p99_ns: float, count: int, p50_ns: int, **extra: int) -> dict:
+    return ev(IN, "syscall_latency", p99_ns, S, cgroup_id=PAY_CG, container_id="isotb-payment", source="gvisor:trace",
+              detail={"syscall": syscall, "sysno": sysno, "count": count, "p50_ns": p50_ns, "sandbox": "gvisor", **extra})
+
+
+def test_quotes_the_sandboxs_own_calls_per_request_and_latency_beside_the_trap_time(data_dir: Path) -> None:
+    # One window (2026-12-06 09:5x UTC, the storm at 250 stat() per request) of what `isostack gvisor-sink`
+    # stored for the sandboxed payment inside the testbed: the window drained twice, so two rows per call
+    rows = [ev(IN, "ptrace_stop", 8_192_000, S, cgroup_id=PAY_CG, detail=STORM),
+            _own("newfstatat", 262, 22_663, 2_406, 4_908, dropped_points=3_000),
+            _own("newfstatat", 262, 60_029, 324, 6_970, dropped_points=3_000),
+            _own("accept4", 288, 363_710, 16, 34_321, dropped_points=3_000),
+            _own("accept4", 288, 39_729, 2, 39_729, dropped_points=3_000),
+            _own("sendto", 44, 388_617, 40, 46_309, dropped_points=3_000)]
+    f = next(f for f in run(data_dir, rows).chain if f.mechanism == "sandbox_syscall_trap")
+    trap, own = f.evidence[0], f.evidence[1]
+    assert trap.signal == "ptrace_stop_trapped_ms_per_s" and trap.detail["sandbox_syscalls"][0] == "newfstatat (2,730)"
+    assert own.signal == "gvisor_syscall_p50" and own.unit == "µs" and own.detail["source"] == "gvisor:trace"
+    stat = own.detail["calls"][0]
+    # 2,730 stat calls over 18 accepted connections; count-weighted p50 (2,406 x 4.9 + 324 x 7.0 µs) / 2,730
+    assert stat == {"syscall": "newfstatat", "count": 2_730, "p50_us": 5.2, "p99_us": 60.0, "per_request": 151.7}
+    assert own.value == 5.2 and own.detail["requests"] == 18
+    assert own.detail["calls_per_request"] == round((2_730 + 18 + 40) / 18, 1)
+    assert own.detail["dropped_points"] == 3_000  # one window: counted once, not once per row
+    assert ("inside the sandbox (gVisor's own trace points): newfstatat 152/request, typical 5 µs" in f.summary
+            and "gVisor dropped 3,000 points, so these counts are floors" in f.summary), f.summary

@@ -159,3 +159,23 @@ def test_cli_sink_stores_a_live_sandboxs_syscalls(tmp_path: Path) -> None:
     rows = Store(data).query("SELECT detail_json FROM kernel_events WHERE source = 'gvisor:trace' "
                              "AND kind = 'syscall_latency'").to_pylist()
     assert sum(json.loads(r["detail_json"])["count"] for r in rows) >= 100
+
+
+def test_points_gvisor_dropped_are_charged_to_their_window_and_survive_a_second_drain() -> None:
+    from isostack.sources.gvisor_trace import TracePoint
+
+    agg = SyscallAggregator(window_ns=1_000_000_000, host_name="vm")
+
+    def pair(t_ns: int, dropped: int) -> None:  # one stat() enter/exit; the header's running drop count
+        agg.add(TracePoint(MESSAGE_SYSCALL_RAW, t_ns, 7, "isotb-payment", 262, False, dropped_count=dropped))
+        agg.add(TracePoint(MESSAGE_SYSCALL_RAW, t_ns + 5_000, 7, "isotb-payment", 262, True, dropped_count=dropped))
+
+    pair(10_100_000_000, 0)
+    pair(10_200_000_000, 40)  # 40 points lost in between
+    first = agg.drain().to_pylist()
+    pair(10_900_000_000, 65)  # 25 more in the same window, after it was drained once
+    pair(11_100_000_000, 3)  # a restarted sandbox under the same id counts from 0 again
+    rows = first + agg.drain().to_pylist()
+    drops = [(r["ts_ns"], json.loads(r["detail_json"]).get("dropped_points")) for r in rows]
+    assert drops == [(10_000_000_000, 40), (10_000_000_000, 65), (11_000_000_000, 3)]
+    assert agg.dropped == 68

@@ -136,8 +136,10 @@ def _record(item: dict[str, Any], data: Path, args: argparse.Namespace, rate: fl
         case.fault = "compound"
         case.truth = _truth(item)
         return case
-    params = faults.get(item["fault"]).severities[item["severity"]]
-    return run_case(item["fault"], item["target"], data, params=params, **kw)
+    fault = faults.get(item["fault"])
+    if fault.sandbox:  # a sandbox fault (syscall-storm, sandbox-strace): its target runs sandboxed
+        kw["sandbox"] = {item["target"]: fault.sandbox}
+    return run_case(item["fault"], item["target"], data, params=fault.severities[item["severity"]], **kw)
 
 
 def _service_only_store(src: Path) -> Path:

@@ -208,7 +208,11 @@ class SyscallAggregator:
 
         with self.lock:
             windows, self._windows = self._windows, defaultdict(_Window)
-            dropped, self._window_dropped = self._window_dropped, defaultdict(int)
+            # a window can be drained twice (points still arriving): its rows then carry the window's
+            # drops so far, and a reader takes the largest; windows a minute old are forgotten
+            dropped = dict(self._window_dropped)
+            newest = max((w for w, _ in dropped), default=0)
+            self._window_dropped = defaultdict(int, {k: v for k, v in dropped.items() if k[0] > newest - 60 * self.window_ns})
         rows: dict[str, list] = {name: [] for name in records.KERNEL_EVENTS.names}
 
         def row(ts: int, kind: str, value: float, container: str, detail: dict) -> None:

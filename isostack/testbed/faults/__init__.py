@@ -65,6 +65,9 @@ class Fault:
     # a network fault on one device: that device's driver, whose slice is the fault's layer (veth: L-3)
     device_driver = ""
     applies_to: tuple[str, ...] = ("ingress", "order", "payment", "db")
+    # the sandbox the target must run in for the fault to mean anything ("gvisor"; "" = any): the bench
+    # starts its cases with the target so sandboxed
+    sandbox = ""
     # faults that change the same knob cannot be stacked on one target
     conflicts_with: tuple[str, ...] = ()
     # named parameter sets (bench.accuracy runs each): "severe" is the default, clients time out;

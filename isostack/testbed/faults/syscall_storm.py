@@ -33,6 +33,7 @@ class SyscallStorm(Fault):
     mechanism = "sandbox_syscall_trap"
     summary = "a gVisor-sandboxed service restarts doing stats_per_request stat() calls per request (trap per call)"
     conflicts_with = ("syscall-slow",)  # both restart the service with extra arguments
+    sandbox = "gvisor"
     # At the demo's 20 req/s, 1,000 and 400 calls per request saturated both CPUs (clients timed out
     # at 5 s); severe is 250. mild: 150 (200 doubled one sandboxed hop's p50, 10.6 -> 20.9 ms, in the
     # measurement above); not yet tuned in bench.accuracy.
