@@ -24,6 +24,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,10 +165,13 @@ def live_processes(items: list[dict[str, Any]] | None = None) -> dict[int, str]:
     for ns in netns_list():
         for pid in netns_pids(ns):
             found.setdefault(pid, f"in netns {ns}")
+    # a testbed sandbox's runsc processes (run, gofer, sandbox) name the testbed's runsc root on their
+    # command line, wherever their cgroup is
+    markers = (*_TESTBED_MODULES, f"--root={_consts()[1] / 'runsc'} ".encode())
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             cmd = _cmdline(int(d.name))
-            if any(m in cmd for m in _TESTBED_MODULES):
+            if any(m in cmd for m in markers):
                 found.setdefault(int(d.name), "testbed module")
     for pid in _protected():
         found.pop(pid, None)
@@ -195,6 +199,7 @@ def residue(items: list[dict[str, Any]] | None = None) -> list[str]:
             found.append(f"iptables -t {e['table']} -A {shlex.join(e['rule'])}")
     found += [f"iptables -t {t} {line}" for t, line in tagged_rules()]
     found += [f"cgroup {c}" for c in cgroups.residue()]
+    found += [f"runsc container {c}" for c in _runsc_containers(state_dir / "runsc")]
     me_owner = (state.owner(items) or {}).get("pid") == os.getpid()
     for e in items:
         if (e["kind"] == "dir" and Path(e["name"]).exists() and not (e.get("owner_cleans") and me_owner)
@@ -205,6 +210,18 @@ def residue(items: list[dict[str, Any]] | None = None) -> list[str]:
     if state_dir.exists():
         found.append(f"state {state_dir}")
     return found
+
+
+def _runsc_containers(root: Path) -> list[str]:
+    """gVisor containers still alive under the testbed's runsc root ("id (status)"). A stopped one is
+    only state files, which go with the state directory."""
+    from isostack.errors import IsostackError
+    from isostack.testbed import gvisor
+
+    try:
+        return [f"{c.get('id')} ({c.get('status')})" for c in gvisor.containers(root) if c.get("status") != "stopped"]
+    except (IsostackError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        return [f"under {root} (runsc list failed: {exc})"]
 
 
 # ------------------------------------------------------------------ removing it
