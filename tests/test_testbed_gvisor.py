@@ -104,3 +104,48 @@ def test_sandboxed_service_serves_over_netstack_in_its_cgroup(netns, tmp_path: P
     assert {r["cgroup_path"] for r in rows} == {CGROUP}
     subprocess.run(["rmdir", *[f"/sys/fs/cgroup/{c}{CGROUP}" for c in ("cpu", "cpuacct", "memory", "pids")]],
                    capture_output=True)
+
+
+def _testbed_runsc_pids() -> list[int]:
+    """runsc processes of the testbed's sandboxes, found from the kernel's process list alone."""
+    out = subprocess.run(["pgrep", "-f", "runsc.* --root=/run/isostack-testbed/runsc "], capture_output=True,
+                         text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_a_sigkilled_sandboxed_demo_leaves_no_sandbox_behind_testbed_down() -> None:
+    """SIGKILL `isostack demo --sandbox gvisor` mid-fault: its sandbox (runsc run, gofer, Sentry), the trace
+    sink and the sandbox's cgroups in every hierarchy are residue until `testbed down` removes them."""
+    from tests.conftest import REPO, require_root, run_cli
+
+    require_root()
+    assert not Path("/run/isostack-testbed").exists(), "a testbed is already up; run `isostack testbed down` first"
+    demo = subprocess.Popen([sys.executable, "-m", "isostack", "demo", "--fault", "sandbox-strace", "--sandbox", "gvisor",
+                             "--baseline", "6", "--duration", "40"], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert demo.stderr is not None
+        lines = []
+        for line in demo.stderr:
+            lines.append(line)
+            if "injecting" in line:
+                break
+        assert any("injecting" in x for x in lines), "".join(lines)[-2000:]
+        time.sleep(3)
+        assert _testbed_runsc_pids(), "no runsc process of the testbed while the demo ran"
+        demo.kill()  # nothing of the demo's own teardown runs
+        demo.wait(timeout=10)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    left = json.loads(run_cli("testbed", "status", "--json").stdout)["residue"]
+    assert any("runsc-sandbox" in r for r in left) and any("runsc-gofer" in r for r in left), left
+    assert any("gvisor-sink" in r for r in left), left
+    assert any(r.startswith("runsc container isotb-payment") for r in left), left
+    proc = run_cli("testbed", "down", "--json", timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["residue"] == []
+    # checked from the kernel, not from isostack's own residue code: no sandbox process, no cgroup of
+    # the testbed in any hierarchy (runsc creates the sandbox's in all of them)
+    assert _testbed_runsc_pids() == []
+    assert [h.name for h in Path("/sys/fs/cgroup").iterdir() if (h / "isostack-testbed").exists()] == []
