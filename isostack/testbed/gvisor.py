@@ -130,11 +130,19 @@ def restore_addresses(netns: str, device: str, cidr: str, gateway: str) -> None:
 TRACE_SYSCALLS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 17, 18, 21, 42, 43, 44, 45, 46, 47, 257, 262, 288, 332)
 
 
+SINK_CGROUP = "gvisor-sink"  # under the testbed's parent cgroup
+
+
 def start_trace_sink(data_dir: Path, socket_path: Path, config_path: Path, log_path: Path) -> subprocess.Popen:
     """``isostack gvisor-sink`` for the testbed's sandboxes, writing into the run's store: started before
     any sandbox (a sandbox whose pod-init config names a sink connects to it at start), in the testbed's
     tracking cgroup and written into its journal like the receiver and the agent, so ``testbed down``
-    finds it. Writes the pod-init config the sandboxes start with; returns once the socket listens."""
+    finds it. Writes the pod-init config the sandboxes start with; returns once the socket listens.
+
+    It also gets a cgroup of its own beside the services' (``isostack-testbed/gvisor-sink``, every
+    controller), as a node agent runs in a container of its own: under a syscall storm it decodes
+    tens of thousands of points a second, and in no cgroup that CPU would read as the host's own load
+    (``host_cpu_saturation``: "work outside every service"), which it is not."""
     import os
     import sys
     import time
@@ -148,6 +156,8 @@ def start_trace_sink(data_dir: Path, socket_path: Path, config_path: Path, log_p
     config_path.write_text(json.dumps(pod_init_config(str(socket_path), TRACE_SYSCALLS), indent=1))
     only = cgroups.tracking_controllers()
     cgroups.create(cgroups.TRACKING, only=only)
+    own = [c for c in cgroups.controllers() if c not in only]
+    cgroups.create(SINK_CGROUP, only=tuple(own))
     argv = [sys.executable, "-m", "isostack", "--data-dir", str(data_dir), "gvisor-sink", "--socket", str(socket_path),
             "--window", "1"]
     state.note("process", "gvisor-sink", cgroup=f"{cgroups.PARENT}/{cgroups.TRACKING}", argv=argv, stop_signal="SIGINT")
@@ -155,6 +165,7 @@ def start_trace_sink(data_dir: Path, socket_path: Path, config_path: Path, log_p
     def enter() -> None:  # in the child, between fork and exec
         default_stop_signals()
         cgroups.attach(cgroups.TRACKING, os.getpid(), only=only)
+        cgroups.attach(SINK_CGROUP, os.getpid(), only=tuple(own))
 
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -56,6 +56,11 @@ CHECK = CheckSpec(
                   fix="Cut the sandboxed app's syscall rate (cache stat/config checks, buffer writes, batch I/O); run "
                       "runsc on a cheaper platform (systrap on gVisor >= 2023, KVM where nested virtualisation works) "
                       "instead of ptrace; turn off runsc debug --strace; or move a workload that needs no sandbox to runc."),
+        Mechanism("sandbox_gofer_starved", layer="L-4",
+                  title="gVisor gofer starved of CPU: the sandbox's file proxy waits, and every open inside the sandbox with it",
+                  fix="Give the gofer CPU: it belongs in the sandbox's cgroup with the Sentry (not a throttled cgroup of its "
+                      "own); raise that quota; cut file opens per request (read templates and config once); or let the "
+                      "Sentry open files itself where the runtime supports it (gVisor's directfs)."),
     ),
     limits=(
         Threshold("sandbox_trapped_ms_per_s", 1000, "ms/s", "isostack",
