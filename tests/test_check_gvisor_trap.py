@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_checks import IN, mechanisms, run, status
-from tests.test_join import ORDER_CG, PAY_CG, S, ev, flow
+from tests.test_join import MS, ORDER_CG, PAY_CG, T0, S, ev, flow, slow_hop
 
 STORM = {"count": 12_843, "p50_ns": 128_000}
 BASELINE = {"count": 5_688, "p50_ns": 128_000}
@@ -127,3 +127,19 @@ def test_quotes_the_sandboxs_own_calls_per_request_and_latency_beside_the_trap_t
     assert own.detail["dropped_points"] == 3_000  # one window: counted once, not once per row
     assert ("inside the sandbox (gVisor's own trace points): newfstatat 152/request, typical 5 µs" in f.summary
             and "gVisor dropped 3,000 points, so these counts are floors" in f.summary), f.summary
+
+
+def test_a_call_into_a_trapping_sandbox_that_got_no_answer_is_not_the_callers_own_code(data_dir: Path) -> None:
+    # A live storm run (10:05 UTC): order's calls to the saturated sandbox waited ~9.8 s and payment's
+    # SERVER spans of them never arrived (the far end is named by the address payment's other SERVER
+    # spans answer at), so order's CLIENT span carries the wait as its own self time.
+    # The sandbox trapped above the threshold for one window of it: the trap explains ~1 s of 9.8 s,
+    # too little to drop "the application" — but that time went into the sandbox, where the traps are
+    # the application's syscalls: its self time is the trap's symptom, not a root of its own.
+    hop = slow_hop(end_ns=T0 + 9_840 * MS, duration_ns=9_820 * MS, self_time_ns=9_820 * MS, hop_gap_ns=None,
+                   excess_ns=9_700 * MS, server_span_id="", server_process_pid=None)
+    # the storm's traps began before the call did (a cause starts no later than its symptom)
+    d = run(data_dir, [ev(T0, "ptrace_stop", 8_192_000, S, cgroup_id=PAY_CG, detail=STORM)], hop=hop)
+    (app,) = [f for f in d.chain if f.mechanism == "app_self_time"]
+    assert app.caused_by == "sandbox_syscall_trap"
+    assert [f.mechanism for f in d.chain if not f.caused_by] == ["sandbox_syscall_trap"]

@@ -24,7 +24,7 @@ CHECK = CheckSpec(
     owns=(
         Mechanism("app_self_time", layer="APP", title="time spent in the service's own code",
                   fix="No kernel signal explains the excess: profile the application (on-CPU flame graph) and its downstream calls.",
-                  caused_by=(('disk_saturation', 'host_cpu_saturation'),), amplifies=True),
+                  caused_by=(('disk_saturation', 'host_cpu_saturation', 'sandbox_syscall_trap'),), amplifies=True),
     ),
     scoring={"": Scoring(Score(0.3), Explains("excess_share", "proposed for every self-time hop; the chain drops it when kernel findings explain half the excess"))},
 )
