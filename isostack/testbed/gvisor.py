@@ -43,8 +43,10 @@ def unavailable_reason() -> str | None:
 
 
 def write_bundle(bundle_dir: Path, *, argv: list[str], env: dict[str, str], netns: str, cgroup_path: str,
-                 hostname: str, cwd: str = "/") -> Path:
-    """An OCI bundle (``config.json``) running ``argv`` over the host's root, read-only, in ``netns``."""
+                 hostname: str, cwd: str = "/", writable: Path | None = None) -> Path:
+    """An OCI bundle (``config.json``) running ``argv`` over the host's root, read-only, in ``netns``;
+    ``writable``: a host directory bind-mounted read-write at the same path (files the sandbox creates
+    there are created by its gofer, gVisor's file proxy, on the host)."""
     bundle_dir.mkdir(parents=True, exist_ok=True)
     spec = {
         "ociVersion": "1.0.2",
@@ -63,6 +65,8 @@ def write_bundle(bundle_dir: Path, *, argv: list[str], env: dict[str, str], netn
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
             # no tmpfs over /tmp: a checkout (and its venv) may live there, and the service runs from it
+            *([{"destination": str(writable), "type": "bind", "source": str(writable), "options": ["rbind", "rw"]}]
+              if writable is not None else []),
         ],
         "linux": {
             "cgroupsPath": cgroup_path,

@@ -44,9 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stat-per-request", type=int, default=0,
                     help="stat() the service's own files this many times per request: a config hot-reload "
                          "check left on, the syscall-storm fault (cheap natively, a trap each inside gVisor)")
-    ap.add_argument("--read-files-per-request", type=int, default=0,
-                    help="open, read and close the service's own files this many times per request (templates or "
-                         "config read per request: inside gVisor each open is a round trip to the gofer)")
+    ap.add_argument("--write-files-per-request", type=int, default=0,
+                    help="create, write 4 KiB to and remove this many files per request in --scratch-dir (spooling "
+                         "uploads or receipts: inside gVisor each create and unlink is a round trip to the gofer)")
+    ap.add_argument("--scratch-dir", default="", help="where --write-files-per-request writes")
     ap.add_argument("--sandbox", default="", help="the sandbox this process runs in (gvisor): its pid is the "
                     "sandbox's own, so it is not exported as process.pid, which the host would misread")
     args = ap.parse_args(argv)
@@ -168,9 +169,11 @@ def main(argv: list[str] | None = None) -> None:
                 scratch = b"\x01" * int(args.scratch_mb * 1024 * 1024)  # really written: counts in the memcg
                 for i in range(args.stat_per_request):
                     os.stat(watched[i % len(watched)])
-                for i in range(args.read_files_per_request):
-                    with open(watched[i % len(watched)], "rb") as fh:
-                        fh.read(4096)
+                for i in range(args.write_files_per_request):
+                    spool = os.path.join(args.scratch_dir, f"{threading.get_ident()}-{i}")
+                    with open(spool, "wb") as fh:
+                        fh.write(payload[:4096])
+                    os.unlink(spool)
                 burn(args.cpu_work_ms)
                 del scratch
                 code, body = 200, b"ok"

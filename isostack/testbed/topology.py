@@ -68,6 +68,11 @@ def sandbox_container_id(service: str) -> str:
     return f"{PREFIX}{service}"
 
 
+def sandbox_scratch_dir(service: str) -> Path:
+    """A host directory a sandboxed service may write (bind-mounted into its sandbox; goes with DATA_ROOT)."""
+    return DATA_ROOT / "sandbox-scratch" / service
+
+
 def gvisor_sink_socket() -> Path:
     """Where the testbed's ``isostack gvisor-sink`` listens for its sandboxes' trace points."""
     return STATE_DIR / "gvisor.sock"
@@ -261,9 +266,14 @@ class Testbed:
         # (runsc does not pass it on to the Sentry and gofer), so the workloads scan names the cgroup's
         # service from them. The root is the host's, read-only; the bytecode cache cannot be written.
         inside = dict(env, PYTHONDONTWRITEBYTECODE="1")
+        if not DATA_ROOT.is_dir():
+            state.note("dir", str(DATA_ROOT))
+        scratch = sandbox_scratch_dir(spec.name)
+        scratch.mkdir(parents=True, exist_ok=True)
         bundle = gvisor.write_bundle(STATE_DIR / "gvisor" / spec.name, argv=self._command(spec), env=inside,
                                      netns=spec.netns, cgroup_path=f"/{cgroups.PARENT}/{spec.name}",
-                                     hostname=os.uname().nodename, cwd=str(Path(__file__).resolve().parents[2]))
+                                     hostname=os.uname().nodename, cwd=str(Path(__file__).resolve().parents[2]),
+                                     writable=scratch)
         trace = gvisor_trace_config() if self.trace_sink is not None else None
         return gvisor.run_command(cid, bundle, spec.netns, root, pod_init_config=trace)
 

@@ -34,6 +34,7 @@ from isostack.locate.checks._base import (
     CheckContext,
     CheckSpec,
     Explains,
+    Gather,
     Mechanism,
     Score,
     Scoring,
@@ -41,13 +42,14 @@ from isostack.locate.checks._base import (
     detail_of,
     evidence,
     finding,
+    in_span_share,
     ms,
     where_of,
 )
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="gvisor_trap", layer="L-4", signals=("ptrace_stop", "runq_latency", "syscall_latency"),
+    id="gvisor_trap", layer="L-4", signals=("ptrace_stop", "runq_latency", "syscall_latency", "cpu_throttle"),
     question="Did the sandbox's syscall traps (rate x cost per trap) take the span's time?",
     joined_by="cgroup (the sandbox's Sentry, gofer and stub threads live in the service's cgroup)",
     owns=(
@@ -67,14 +69,23 @@ CHECK = CheckSpec(
                   "gVisor ptrace-platform trap time (stops x typical stop) per second of wall time; 1000 = one "
                   "thread trapped all the time"),
     ),
+    thresholds=("cpu_throttle_ms",),
+    gathers=(Gather("cpu_throttle", "host_wide", "a sandbox's helper process (gVisor's gofer) may run in a cgroup "
+                    "below the service's, which the service's own join does not reach", owner="cgroup"),),
     scoring={"": Scoring(Score(0.6, 0.3, "worst window's trapped ms/s over twice the threshold"),
-                         Explains("measured", "trapped time inside the span, at most one thread's worth"))},
+                         Explains("measured", "trapped time inside the span, at most one thread's worth")),
+             "gofer": Scoring(Score(0.5, 0.4, "throttled wall time of the cgroup below the sandbox's over the excess"),
+                              Explains("measured", "throttled wall time below the sandbox inside the span (at most the span)"))},
 )
 MIN_STOPS = 100  # per window: fewer is a debugger's breakpoint or a sandbox at rest, not a rate
 GVISOR_TRACE_SOURCE = "gvisor:trace"  # isostack gvisor-sink rows: which syscalls, as the sandbox saw them
 
 
 def run(ctx: CheckContext) -> list[Finding]:
+    return _trap(ctx) + _starved_below(ctx)
+
+
+def _trap(ctx: CheckContext) -> list[Finding]:
     rows = ctx.events("ptrace_stop", coord="cgroup")
     if rows.num_rows == 0:
         return []
@@ -130,6 +141,54 @@ def run(ctx: CheckContext) -> list[Finding]:
                f"(~{ms(trapped_ns_in_span)} of this span){named}")
     return [finding(CHECK, ctx, summary, ev, support=share_ms / (2 * limit_ms_per_s),
                     measured_ns=trapped_ns_in_span, started_ns=ev[0].first_ns)]
+
+
+# The calls a gVisor sandbox serves through its gofer (the file proxy): opening and walking paths
+# (reads of an already open file go to the host file descriptor the gofer handed over)
+_FILE_CALLS = ("open", "openat", "stat", "lstat", "newfstatat", "statx", "access", "read", "pread64")
+
+
+def _starved_below(ctx: CheckContext) -> list[Finding]:
+    """A cgroup *below* a gVisor sandbox's own, CPU-throttled while the span ran: where a sandbox's
+    helper runs when it is given resources of its own — the gofer, gVisor's file proxy, through which
+    every open inside the sandbox goes. Only for a cgroup the sandbox is known to run in (its ptrace
+    stops, or its own trace points), so a plain container's child cgroups are cpu_throttle's business."""
+    own = ctx.events("ptrace_stop", "syscall_latency", coord="cgroup")
+    sandboxes = {str(p) for p, k, src in zip(own.column("cgroup_path").to_pylist(), own.column("kind").to_pylist(),
+                                             own.column("source").to_pylist(), strict=True)
+                 if p and (k == "ptrace_stop" or src == GVISOR_TRACE_SOURCE)} if own.num_rows else set()
+    throttle = ctx.events("cpu_throttle", coord="host")
+    if not sandboxes or throttle.num_rows == 0:
+        return []
+    paths = throttle.column("cgroup_path").to_pylist()
+    below = [i for i, p in enumerate(paths) if p and any(str(p).startswith(sb.rstrip("/") + "/") for sb in sandboxes)]
+    if not below:
+        return []
+    part = throttle.take(pa.array(below, pa.int64()))
+    part = part.filter(pc.greater(part.column("value"), 0))
+    throttled_ns = sum(v * sh for v, sh in zip(part.column("value").to_pylist(), in_span_share(part), strict=True))
+    limit_ms = ctx.threshold("cpu_throttle_ms")
+    if throttled_ns <= limit_ms * 1e6:
+        return []
+    wall_ns = min(throttled_ns, ctx.hop.duration_ns)  # per-CPU sums can exceed the wall clock (cpu_throttle.py)
+    where = where_of(part, "cgroup_path")
+    ev = [evidence(ctx, part, "cpu_throttle_below_sandbox", throttled_ns / 1e6, "ms", limit_ms, where=where,
+                   sandbox_cgroups=sorted(sandboxes), throttled_wall_max_ms=round(wall_ns / 1e6, 3))]
+    calls = _sandbox_calls(ctx)
+    files = [c for c in (calls or {}).get("calls", []) if c["syscall"] in _FILE_CALLS]
+    inside = ""
+    if calls and files:
+        worst = max(files, key=lambda c: c["p99_us"])
+        ev.append(evidence(ctx, calls["rows"], "gvisor_file_call_p99", worst["p99_us"] / 1e3, "ms", None,
+                           where=where_of(calls["rows"], "cgroup_path"), calls=files[:5], requests=calls["requests"],
+                           source=GVISOR_TRACE_SOURCE))
+        inside = "; inside the sandbox (gVisor's own trace points) its file calls: " + ", ".join(
+            f"{c['syscall']} {_per(c)}p99 {c['p99_us'] / 1e3:,.1f} ms" for c in files[:3])
+    summary = (f"{where}, a cgroup below the gVisor sandbox's own (where its gofer, the file proxy every open "
+               f"inside the sandbox goes through, runs when given resources of its own), was CPU-throttled "
+               f"{ms(throttled_ns)} during the span{inside}")
+    return [finding(CHECK, ctx, summary, ev, variant="gofer", mechanism="sandbox_gofer_starved",
+                    support=wall_ns / max(1, ctx.excess_ns()), measured_ns=wall_ns, started_ns=ev[0].first_ns)]
 
 
 def _per(call: dict[str, Any]) -> str:
