@@ -143,3 +143,46 @@ def test_a_call_into_a_trapping_sandbox_that_got_no_answer_is_not_the_callers_ow
     (app,) = [f for f in d.chain if f.mechanism == "app_self_time"]
     assert app.caused_by == "sandbox_syscall_trap"
     assert [f.mechanism for f in d.chain if not f.caused_by] == ["sandbox_syscall_trap"]
+
+
+GOFER_CG = 3003  # the child cgroup gofer-starved moves the sandbox's gofer into
+
+
+def _gofer_rows() -> list[dict]:
+    # gofer-starved in a live demo (10:14 UTC): the gofer's child cgroup throttled in every 100 ms period
+    # (cpu.stat deltas of one window), the sandbox's own opens waiting seconds for it, and the stub
+    # stops long only because the Sentry waited on the gofer inside them
+    gofer = "/isostack-h6/payment/gofer"
+    return [ev(IN, "cpu_throttle", 1_046_206_932, 1_047_860_598, cgroup_id=GOFER_CG, cgroup_path=gofer,
+               source="procfs:cpu.stat", detail={"nr_throttled": 11, "nr_periods": 11}),
+            _own("openat", 257, 3_414_022_108, 17, 2_717_592_123),
+            _own("accept4", 288, 40_000, 17, 35_000),
+            ev(T0, "ptrace_stop", 4_194_304_000, S, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment",
+               detail={"count": 143, "p50_ns": 8_192_000})]
+
+
+def test_a_throttled_cgroup_below_the_sandbox_is_its_starved_gofer(data_dir: Path) -> None:
+    d = run(data_dir, _gofer_rows())
+    (f,) = [f for f in d.chain if f.mechanism == "sandbox_gofer_starved"]
+    assert f.layer == "L-4" and f.check == "gvisor_trap" and not f.caused_by
+    thr, files = f.evidence
+    assert thr.signal == "cpu_throttle_below_sandbox" and thr.where == "/isostack-h6/payment/gofer"
+    assert thr.detail["sandbox_cgroups"] == ["/isostack-h6/payment"]
+    assert files.signal == "gvisor_file_call_p99" and files.value == pytest.approx(3_414.0, abs=0.1)
+    assert files.detail["calls"][0]["syscall"] == "openat" and files.detail["calls"][0]["per_request"] == 1.0
+    assert "openat 1/request, p99 3,414.0 ms" in f.summary and "gofer" in f.fix
+    # the long stops are the wait on the gofer, linked below it, not a trap cost of their own
+    trap = [x for x in d.chain if x.mechanism == "sandbox_syscall_trap"]
+    assert all(x.caused_by == "sandbox_gofer_starved" for x in trap)
+
+
+def test_a_throttled_child_cgroup_of_a_plain_container_is_not_a_gofer(data_dir: Path) -> None:
+    rows = [r for r in _gofer_rows() if r["kind"] == "cpu_throttle"]  # no sign of a gVisor sandbox
+    assert "sandbox_gofer_starved" not in mechanisms(run(data_dir, rows))
+
+
+def test_the_sandboxs_own_account_of_its_calls_is_not_a_seccomp_slow_path(data_dir: Path) -> None:
+    # the same gVisor trace rows (opens held seconds by the starved gofer) without the throttle row
+    rows = [r for r in _gofer_rows() if r["kind"] == "syscall_latency"]
+    rows += [_own("newfstatat", 262, 1_201_114_600, 4_098, 9_395_400), _own("close", 3, 1_194_548_100, 974, 54_728_800)]
+    assert "seccomp_slow_path" not in mechanisms(run(data_dir, rows))

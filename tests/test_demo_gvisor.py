@@ -34,6 +34,33 @@ def test_demo_syscall_storm_in_gvisor_names_l4_with_the_sandbox_traps() -> None:
     # the ptrace platform's stops are not read as a seccomp slow path
     assert "seccomp_slow_path" not in {m for _, _, m in cands[:3]}, cands
     assert d["load"]["fault"]["p50_ms"] > 1.5 * d["load"]["baseline"]["p50_ms"]
+    # the sandbox's own numbers beside the host-side trap time: the testbed's trace sink counted the
+    # storm's stat() calls per accepted connection (250 injected; points gVisor dropped make it a floor)
+    trap_f = next(f for f in d["chain"] if f["mechanism"] == "sandbox_syscall_trap")
+    own = next(e for e in trap_f["evidence"] if e["signal"] == "gvisor_syscall_p50")
+    stat = next(c for c in own["detail"]["calls"] if c["syscall"] == "newfstatat")
+    assert 100 <= stat["per_request"] <= 260, own["detail"]
+    assert "inside the sandbox (gVisor's own trace points): newfstatat" in trap_f["summary"]
+    assert "no residue" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(gvisor.unavailable_reason() is not None, reason=gvisor.unavailable_reason() or "")
+def test_demo_strace_switched_on_in_the_sandbox_names_l4_and_strace_off() -> None:
+    require_root()
+    proc = run_cli("demo", "--fault", "sandbox-strace", "--sandbox", "gvisor", "--baseline", "8", "--duration", "12",
+                   "--json", timeout=110)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    d = json.loads(proc.stdout)
+    assert d["truth"] == {"service": "payment", "layer": "L-4", "mechanism": "sandbox_syscall_trap"}
+    assert d["load"]["fault"]["p50_ms"] > 1.5 * d["load"]["baseline"]["p50_ms"]
+    v = d["verdict"]
+    assert (v["service"], v["layer"], v["mechanism"]) == ("payment", "L-4", "sandbox_syscall_trap"), v["candidates"][:3]
+    trap_f = next(f for f in d["chain"] if f["mechanism"] == "sandbox_syscall_trap")
+    assert "turn off runsc debug --strace" in trap_f["fix"]
+    # the application did nothing different: its calls per request stay those of a plain request
+    own = next(e for e in trap_f["evidence"] if e["signal"] == "gvisor_syscall_p50")
+    assert own["detail"]["calls_per_request"] < 30, own["detail"]
     assert "no residue" in proc.stderr
 
 

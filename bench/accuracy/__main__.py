@@ -45,6 +45,13 @@ NOISE = {"cpus": 1.0, "disk_mbyte_s": 4.0}
 # queue filling behind it — one incident. Any of its roots named is a hit; the queue must be linked.
 COMPOUND = {"target": "payment", "faults": [("syscall-slow", {}), ("cpu-throttle", {}), ("queue", {})],
             "roots": [("L-4", "seccomp_slow_path"), ("L-3", "cpu_throttle")], "symptoms": ["tx_queue_full"]}
+# The same incident as the spec tells it (29.6.2-29.6.3): payment-sidecar inside gVisor, its syscalls
+# trapped (a mild syscall storm), a CPU quota on its cgroup (the sandbox's, Sentry and gofer with it)
+# and its transmit queue filling behind it. Slow (a sandbox boots and restarts), so full runs only.
+COMPOUND_GVISOR = {"target": "payment", "sandbox": "gvisor",
+                   "faults": [("syscall-storm", {"stats_per_request": 150}), ("cpu-throttle", {}), ("queue", {})],
+                   "roots": [("L-4", "sandbox_syscall_trap"), ("L-3", "cpu_throttle")], "symptoms": ["tx_queue_full"]}
+COMPOUNDS = {"compound": COMPOUND, "compound-gvisor": COMPOUND_GVISOR}
 CONTROL = "none"
 # The second topology: third-party software (isostack/testbed/reallife.py: Flask/requests -> Flask/psycopg2
 # -> Debian's PostgreSQL, spans from the libraries' own auto-instrumentation with default settings) and
@@ -88,9 +95,10 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                         turn += 1
                         out += [{"fault": name, "target": t, "severity": sev, "noise": noise, "rep": rep,
                                  "kind": "fault", "topology": topo} for t in targets]
-        if topo == "testbed" and args.compound and (not wanted or "compound" in wanted):
-            out += [{"fault": "compound", "target": COMPOUND["target"], "severity": "severe", "noise": noise,
-                     "rep": rep, "kind": "compound", "topology": topo} for noise in noises for rep in range(args.reps)]
+        for cname, comp in COMPOUNDS.items():
+            if topo == "testbed" and args.compound and (not wanted or cname in wanted):
+                out += [{"fault": cname, "target": comp["target"], "severity": "severe", "noise": noise,
+                         "rep": rep, "kind": "compound", "topology": topo} for noise in noises for rep in range(args.reps)]
         out += [{"fault": CONTROL, "target": "-", "severity": "-", "noise": noise, "rep": rep, "kind": "control",
                  "topology": topo} for noise in noises for rep in range(args.controls)]
     return out
@@ -112,9 +120,10 @@ def _truth(item: dict[str, Any]) -> dict[str, Any]:
         f = faults.get(item["fault"])
         return {"service": reallife.SERVICE_NAMES[item["target"]], "layer": f.layer, "mechanism": f.mechanism}
     if item["kind"] == "compound":
-        (layer, mech) = COMPOUND["roots"][0]
+        comp = COMPOUNDS[item["fault"]]
+        (layer, mech) = comp["roots"][0]
         return {"service": item["target"], "layer": layer, "mechanism": mech,
-                "roots": [list(r) for r in COMPOUND["roots"]], "symptoms": list(COMPOUND["symptoms"])}
+                "roots": [list(r) for r in comp["roots"]], "symptoms": list(comp["symptoms"])}
     return faults.get(item["fault"]).truth(item["target"]).to_dict()
 
 
@@ -131,9 +140,12 @@ def _record(item: dict[str, Any], data: Path, args: argparse.Namespace, rate: fl
     if item["kind"] == "control":
         return run_case(NO_FAULT, item["target"], data, **kw)
     if item["kind"] == "compound":
-        (first, p0), *rest = COMPOUND["faults"]
+        comp = COMPOUNDS[item["fault"]]
+        (first, p0), *rest = comp["faults"]
+        if comp.get("sandbox"):
+            kw["sandbox"] = {item["target"]: comp["sandbox"]}
         case = run_case(first, item["target"], data, params=p0, also=rest, **kw)
-        case.fault = "compound"
+        case.fault = item["fault"]
         case.truth = _truth(item)
         return case
     fault = faults.get(item["fault"])
@@ -410,7 +422,7 @@ def per_class(out: dict[str, Any]) -> list[dict[str, Any]]:
         line["timeouts"] = sum(int(r["load"].get("fault", {}).get("timeouts", 0) or 0) for r in rs)
         line["time_s"] = statistics.mean(r["isostack"]["elapsed_s"] for r in rs)
         line["outside_cpus"] = _median([r.get("outside_cpus") for r in rs])
-        if fault == "compound":
+        if fault in COMPOUNDS:
             line["linked"] = sum(1 for r in rs if set(r["truth"].get("symptoms", []))
                                  <= set((r["isostack"].get("verdict") or {}).get("symptoms", [])))
         table.append(line)
@@ -517,7 +529,8 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="CI size: 1 case, short windows (< 60 s)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--faults", default="", help="comma-separated subset of faults (\"compound\" for the spec's case 1)")
+    ap.add_argument("--faults", default="", help="comma-separated subset of faults (\"compound\" for the spec's case 1, "
+                    "\"compound-gvisor\" for it with payment inside gVisor)")
     ap.add_argument("--severities", default="severe,mild", help="comma-separated: severe, mild")
     ap.add_argument("--noise", default="quiet,noisy",
                     help="comma-separated: quiet, noisy (about 1 CPU + 4 MB/s of disk writes in another cgroup)")

@@ -57,7 +57,9 @@ CHECK = CheckSpec(
                   title="gVisor trap cost x syscall rate (ptrace platform: every syscall a stop and a Sentry round trip)",
                   fix="Cut the sandboxed app's syscall rate (cache stat/config checks, buffer writes, batch I/O); run "
                       "runsc on a cheaper platform (systrap on gVisor >= 2023, KVM where nested virtualisation works) "
-                      "instead of ptrace; turn off runsc debug --strace; or move a workload that needs no sandbox to runc."),
+                      "instead of ptrace; turn off runsc debug --strace; or move a workload that needs no sandbox to runc.",
+                  # a stop lasts until the Sentry answers: one waiting on a starved gofer is long without any trap cost
+                  caused_by=(("sandbox_gofer_starved",),)),
         Mechanism("sandbox_gofer_starved", layer="L-4",
                   title="gVisor gofer starved of CPU: the sandbox's file proxy waits, and every open inside the sandbox with it",
                   fix="Give the gofer CPU: it belongs in the sandbox's cgroup with the Sentry (not a throttled cgroup of its "
