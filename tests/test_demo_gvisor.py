@@ -80,3 +80,26 @@ def test_sandbox_option_names_the_services_to_sandbox() -> None:
     assert parse_sandbox("gvisor:order,payment") == {"order": "gvisor", "payment": "gvisor"}
     with pytest.raises(IsostackError, match="unknown service 'billing'"):
         parse_sandbox("gvisor:billing")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(gvisor.unavailable_reason() is not None, reason=gvisor.unavailable_reason() or "")
+def test_spec_case_1_sandboxed_payment_quota_and_queue_is_one_chain(tmp_path) -> None:
+    """The spec's case 1 (29.6.2-29.6.3) live: payment inside gVisor with its syscalls trapped (150
+    stat() per request), a CPU quota on its cgroup (the whole sandbox's) at half its demand, and a TBF
+    filling its transmit queue: one chain, each link a measurement (cpu.stat throttled time, qdisc drops)."""
+    require_root()
+    from isostack.testbed.run import diagnose_case, run_case
+
+    case = run_case("syscall-storm", "payment", tmp_path / "case1", baseline_s=8.0, fault_s=12.0,
+                    params={"stats_per_request": 150}, also=[("cpu-throttle", {}), ("queue", {})],
+                    sandbox={"payment": "gvisor"}, progress=lambda msg: None)
+    v = diagnose_case(case).verdict
+    top = v.top
+    assert top is not None and top.service == "payment", v.candidates[:3]
+    assert (top.layer, top.mechanism) in {("L-4", "sandbox_syscall_trap"), ("L-3", "cpu_throttle")}, top
+    assert "tx_queue_full" in top.symptoms, top  # the queue is linked below the root, not a root of its own
+    chain = next(d.chain for d in top.supporting if any(f.mechanism == "tx_queue_full" for f in d.chain))
+    queue = next(f for f in chain if f.mechanism == "tx_queue_full")
+    root = next(f for f in chain if f.mechanism == top.mechanism)
+    assert queue.caused_by == top.mechanism and queue.evidence[0].value > 0 and root.evidence[0].value > 0
