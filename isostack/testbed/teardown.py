@@ -218,10 +218,18 @@ def _runsc_containers(root: Path) -> list[str]:
     from isostack.errors import IsostackError
     from isostack.testbed import gvisor
 
-    try:
-        return [f"{c.get('id')} ({c.get('status')})" for c in gvisor.containers(root) if c.get("status") != "stopped"]
-    except (IsostackError, OSError, ValueError, subprocess.SubprocessError) as exc:
-        return [f"under {root} (runsc list failed: {exc})"]
+    # runsc asks a sandbox over its control socket, an abstract Unix socket that lives in the network
+    # namespace runsc ran in: from anywhere else a running sandbox reads "stopped". Ask from each
+    # testbed netns too; alive in any view is alive.
+    alive: dict[str, str] = {}
+    for ns in (None, *netns_list()):
+        try:
+            for c in gvisor.containers(root, ns):
+                if c.get("status") != "stopped":
+                    alive[str(c.get("id"))] = str(c.get("status"))
+        except (IsostackError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            return [f"under {root} (runsc list failed: {exc})"]
+    return [f"{cid} ({status})" for cid, status in sorted(alive.items())]
 
 
 # ------------------------------------------------------------------ removing it

@@ -275,7 +275,11 @@ class Testbed:
                                      hostname=os.uname().nodename, cwd=str(Path(__file__).resolve().parents[2]),
                                      writable=scratch)
         trace = gvisor_trace_config() if self.trace_sink is not None else None
-        return gvisor.run_command(cid, bundle, spec.netns, root, pod_init_config=trace)
+        # the sandbox's own log (warnings only unless raised at run time: the sandbox-strace fault)
+        logs = STATE_DIR / "gvisor" / spec.name / "runsc-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return gvisor.run_command(cid, bundle, spec.netns, root, pod_init_config=trace,
+                                  extra_flags=(f"--debug-log={logs}/",))
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
