@@ -21,6 +21,21 @@ The stop length counted is the window's p50, less the cgroup's run-queue p50 in 
 Causes, in the order the fix names them: the application's syscall rate (batch, cache, buffer);
   the platform (ptrace traps cost ~50 µs each; systrap/KVM a few µs); the workload's placement
   (runc when it needs no sandbox). ``runsc debug --strace`` left on multiplies the trap cost too.
+
+When the sandbox reports its own syscalls (``isostack gvisor-sink``: ``syscall_latency`` rows with
+source ``gvisor:trace``, which the testbed records for every sandboxed service), the finding quotes
+them as a second evidence item (``gvisor_syscall_p50``): per syscall the calls, calls per accepted
+connection, the typical (count-weighted p50) and worst-window p99 time inside the Sentry, and the
+points gVisor dropped (then the counts are floors). Beside the host-side stop length they say where
+the time goes: a stat() costs the Sentry ~10 µs, the ptrace round trip around it 100-200 µs.
+
+``sandbox_gofer_starved``: a cgroup *below* one a gVisor sandbox runs in (its stops or its own trace
+points show it is one), CPU-throttled over ``cpu_throttle_ms`` during the span — where the sandbox's
+gofer, the file proxy every open/create inside the sandbox goes through, runs when it is given
+resources of its own. Evidence: that throttling (gathered host-wide: the service's own join does not
+reach a child cgroup no workload names) and, from the sink, the sandbox's file calls (open, stat,
+read) with their latency inside the Sentry. Stops made long by waiting on the gofer are linked below
+it. A plain container's throttled child cgroup is cpu_throttle's business, not this.
 """
 
 from __future__ import annotations
