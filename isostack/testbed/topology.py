@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from isostack.errors import IsostackError
-from isostack.testbed import cgroups, gvisor, state
+from isostack.testbed import cgroups, gvisor, state, vm
 from isostack.testbed.sh import require_root, run
 
 PREFIX = "isotb-"
@@ -139,7 +139,8 @@ class Testbed:
     """
 
     def __init__(self, otlp: str = f"http://{BRIDGE_ADDR}:4318", services: list[ServiceSpec] | None = None,
-                 log_dir: Path | None = None, sandbox: dict[str, str] | None = None) -> None:
+                 log_dir: Path | None = None, sandbox: dict[str, str] | None = None,
+                 vm_services: tuple[str, ...] = ()) -> None:
         self.otlp = otlp
         self.services = services or default_services()
         # service -> sandbox ("gvisor"): that service runs inside runsc (see gvisor.py), the rest natively
@@ -149,6 +150,11 @@ class Testbed:
                 raise IsostackError(f"unknown sandbox {kind!r} for {name}; sandboxes: {', '.join(SANDBOXES)}")
             if name not in {s.name for s in self.services}:
                 raise IsostackError(f"--sandbox names {name!r}, not a testbed service")
+        # services that run inside a QEMU guest on a tap (vm.py), not in a netns
+        self.vm = tuple(vm_services)
+        for name in self.vm:
+            if name not in {s.name for s in self.services} or name in self.sandbox:
+                raise IsostackError(f"--vm names {name!r}: not a testbed service, or also sandboxed")
         self.procs: dict[str, subprocess.Popen] = {}
         self.restarts: dict[str, int] = {s.name: 0 for s in self.services}
         self.log_dir = log_dir or (STATE_DIR / "logs")
@@ -161,6 +167,8 @@ class Testbed:
         require_root("the testbed")
         if self.sandbox and (why := gvisor.unavailable_reason()):
             raise IsostackError(f"--sandbox gvisor: {why}")
+        if self.vm and (why := vm.unavailable_reason()):
+            raise IsostackError(f"--vm: {why}")
         clean_stale()  # refuses while another live process owns a testbed; removes a dead one's leftovers
         state.claim()  # the journal's first line: from here on everything is written down before it exists
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -175,7 +183,7 @@ class Testbed:
             for spec in self.services:
                 self._start(spec)
             self._write_state()
-            self._wait_ready(ready_timeout_s)
+            self._wait_ready(max(ready_timeout_s, vm.READY_TIMEOUT_S) if self.vm else ready_timeout_s)
         except BaseException:
             self.down()
             raise
@@ -187,7 +195,10 @@ class Testbed:
         run("ip", "addr", "add", f"{BRIDGE_ADDR}/24", "dev", BRIDGE)
         run("ip", "link", "set", BRIDGE, "up")
         for spec in self.services:
-            add_netns_on_bridge(spec.netns, spec.host_veth, spec.addr)
+            if spec.name in self.vm:
+                vm.add_tap_on_bridge(spec.host_veth, BRIDGE)  # the tap is the VM hop's host-side device
+            else:
+                add_netns_on_bridge(spec.netns, spec.host_veth, spec.addr)
 
     def _command(self, spec: ServiceSpec) -> list[str]:
         cmd = [sys.executable, "-m", "isostack.testbed.service", "--name", spec.name, "--listen", spec.endpoint,
@@ -195,13 +206,15 @@ class Testbed:
                str(spec.payload_bytes), "--ballast-mb", str(spec.ballast_mb)]
         if spec.downstream:
             cmd += ["--downstream", spec.downstream]
-        if spec.db:
+        if spec.db and spec.name not in self.vm:  # the guest sees the host's root read-only: no table file
             cmd += ["--data-file", str(DATA_ROOT / "db" / "table.dat")]
         extra = extra_args_file(spec.name)
         if extra.exists():
             cmd += json.loads(extra.read_text())
         if spec.name in self.sandbox:
             cmd += ["--sandbox", self.sandbox[spec.name]]
+        if spec.name in self.vm:  # its pid is the guest's own: not exported as process.pid
+            cmd += ["--sandbox", "vm"]
         return cmd
 
     def _start(self, spec: ServiceSpec) -> None:
@@ -213,6 +226,8 @@ class Testbed:
         env = self._env(name)
         if name in self.sandbox:
             cmd = self._sandboxed(spec, env)
+        elif name in self.vm:
+            cmd = self._in_vm(spec, env)
         else:
             cmd = ["ip", "netns", "exec", spec.netns, *self._command(spec)]
         role = f"service {name}"
@@ -249,6 +264,18 @@ class Testbed:
                                      hostname=os.uname().nodename, cwd=str(Path(__file__).resolve().parents[2]))
         return gvisor.run_command(cid, bundle, spec.netns, root)
 
+    def _in_vm(self, spec: ServiceSpec, env: dict[str, str]) -> list[str]:
+        """The QEMU command that boots a guest on ``spec``'s tap running ``spec`` (vm.py): the host's root
+        shared read-only, the service chrooted into it. QEMU itself keeps ``env`` (OTEL_SERVICE_NAME), so
+        the workloads scan attributes the VM's process, vCPU thread and cgroup to the service."""
+        inside = {k: env[k] for k in ("OTEL_SERVICE_NAME", "PYTHONUNBUFFERED", "MALLOC_MMAP_THRESHOLD_", "PYTHONPATH")
+                  if k in env}
+        inside.update(PYTHONDONTWRITEBYTECODE="1", PATH="/usr/local/bin:/usr/bin:/bin")
+        guest = vm.GuestService(argv=self._command(spec), env=inside, cwd=str(Path(__file__).resolve().parents[2]),
+                                hostname=f"{spec.netns}-vm")
+        return vm.command(STATE_DIR / "vm" / spec.name, tap=spec.host_veth, addr_cidr=f"{spec.addr}/24",
+                          gateway=BRIDGE_ADDR, memory_mib=vm.GUEST_MEMORY_MIB, service=guest)
+
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         pending = {s.name: s for s in self.services}
@@ -275,6 +302,8 @@ class Testbed:
             d.update(pid=self.procs[spec.name].pid, netns=spec.netns, host_veth=spec.host_veth,
                      cgroup=f"{cgroups.PARENT}/{spec.name}", cgroup_id=cgroups.cgroup_id(spec.name))
             d["sandbox"] = self.sandbox.get(spec.name, "")
+            if spec.name in self.vm:  # no netns: the service is behind the tap, inside the guest
+                d.update(vm=vm.VM_KIND, netns="", console=str(STATE_DIR / "vm" / spec.name / "console.log"))
             st.services[spec.name] = d
         tmp = STATE_DIR / ".topology.json.tmp"
         tmp.write_text(json.dumps(asdict(st), indent=2))
