@@ -1,0 +1,26 @@
+"""tap-queue: a TBF rate limit on a VM's tap, the host-side end of its virtio-net NIC: the queue every
+packet into the guest waits in. A tap is the hypervisor's network plumbing (QEMU's backend, or vhost-net
+beside it), so the finding belongs to the full-virtualisation slice, L-1 (spec 29.6.12.0.1), as a tbf on
+a container's veth belongs to L-3 (``queue``) — the diagnosis names the slice from the device's driver
+(``tun``, type tap). Only for a service running in a VM (``--vm``).
+
+Measured under TCG: the tbf backlog fills on the tap; the guest's own virtio TX queue does not (it
+sends, the host queues what it receives), so the guest sees only slower arrivals.
+"""
+
+from __future__ import annotations
+
+from isostack.testbed.faults.queue import Queue
+
+
+class TapQueue(Queue):
+    name = "tap-queue"
+    layer = "L-1"
+    mechanism = "tx_queue_full"
+    device_driver = "tap"
+    summary = "tc tbf rate limit on the VM's tap (host end of its virtio-net NIC): packets into the guest queue"
+    runs_on = ("vm",)
+    conflicts_with = ("queue", "flood")
+
+
+FAULT = TapQueue()
