@@ -268,7 +268,7 @@ class Testbed:
         """The QEMU command that boots a guest on ``spec``'s tap running ``spec`` (vm.py): the host's root
         shared read-only, the service chrooted into it. QEMU itself keeps ``env`` (OTEL_SERVICE_NAME), so
         the workloads scan attributes the VM's process, vCPU thread and cgroup to the service."""
-        inside = {k: env[k] for k in ("OTEL_SERVICE_NAME", "PYTHONUNBUFFERED", "MALLOC_MMAP_THRESHOLD_", "PYTHONPATH")
+        inside: dict[str, str] = {k: env[k] for k in ("OTEL_SERVICE_NAME", "PYTHONUNBUFFERED", "MALLOC_MMAP_THRESHOLD_", "PYTHONPATH")
                   if k in env}
         inside.update(PYTHONDONTWRITEBYTECODE="1", PATH="/usr/local/bin:/usr/bin:/bin")
         guest = vm.GuestService(argv=self._command(spec), env=inside, cwd=str(Path(__file__).resolve().parents[2]),
