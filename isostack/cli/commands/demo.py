@@ -57,7 +57,8 @@ def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict, verdict
 @click.command("demo")
 @click.option("--fault", "fault_name", default="cpu-throttle", show_default=True,
               help="Fault to inject (see `isostack fault list`).")
-@click.option("--target", default="payment", show_default=True, help="Service the fault goes under.")
+@click.option("--target", default=None, help="Service the fault goes under.  [default: payment; for a VM-layer "
+              "fault, the service --vm puts in the VM]")
 @click.option("--baseline", "baseline_s", type=float, default=15.0, show_default=True, help="Baseline seconds.")
 @click.option("--duration", "fault_s", type=float, default=20.0, show_default=True,
               help="Seconds of load under the fault.")
@@ -75,7 +76,7 @@ def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict, verdict
                    "host's root shared read-only over virtio-9p; QEMU in the service's cgroup): `db`, the spec's "
                    "PostgreSQL-in-a-VM hop. Adds ~30-60 s of guest boot and service start.")
 @json_option
-def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rate_rps: float, seed: int,
+def command(fault_name: str, target: str | None, baseline_s: float, fault_s: float, rate_rps: float, seed: int,
             html_path: Path | None, keep_data: Path | None, sandbox_text: str | None, vm_text: str | None,
             as_json: bool) -> None:
     """Run the live demo: ingress -> order -> payment -> db in their own netns and cgroups,
@@ -104,6 +105,15 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
     except IsostackError as exc:
         raise UsageError(str(exc)) from exc
     fault = faults.get(fault_name)
+    from isostack.testbed.vm import IN_VM_BY_DEFAULT
+
+    if target is None and "vm" in fault.runs_on:  # a VM-layer fault: the VM's service (db, the spec's VM hop)
+        target = vm_services[0] if vm_services else IN_VM_BY_DEFAULT[0]
+    target = target or "payment"
+    if ("vm" if target in vm_services else "netns") not in fault.runs_on:
+        raise UsageError(f"fault {fault_name} runs on a service inside a VM: add --vm {target}" if "netns" not in
+                         fault.runs_on else f"fault {fault_name} does not apply to {target} inside a VM; VM-layer "
+                         "faults: " + ", ".join(n for n, f in faults.registry().items() if "vm" in f.runs_on))
     if target not in SERVICE_NAMES:
         raise UsageError(f"--target {target!r}: expected one of {', '.join(SERVICE_NAMES)}")
     if target not in fault.applies_to:
