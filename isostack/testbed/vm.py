@@ -25,7 +25,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from isostack.errors import IsostackError
@@ -115,11 +115,15 @@ class GuestService:
     env: dict[str, str]
     cwd: str = "/"
     hostname: str = "isostack-guest"
+    before: list[list[str]] = field(default_factory=list)  # run first, in the same environment (failures ignored)
 
     def script(self) -> str:
         """The shell script the guest runs inside the chroot (a clean environment, then exec)."""
         env = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(self.env.items()))
-        return f"cd {shlex.quote(self.cwd)} || exit 1\nexec /usr/bin/env -i {env} {shlex.join(self.argv)}\n"
+        lines = [f"cd {shlex.quote(self.cwd)} || exit 1"]
+        lines += [f"/usr/bin/env -i {env} {shlex.join(cmd)}" for cmd in self.before]
+        lines.append(f"exec /usr/bin/env -i {env} {shlex.join(self.argv)}")
+        return "\n".join(lines) + "\n"
 
 
 def build_initramfs(dest: Path, modules_dir: Path, service: GuestService | None = None) -> Path:
@@ -198,7 +202,7 @@ def command(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib
             # thread names on the host: the vCPU thread is "CPU 0/TCG" (or /KVM), which host tools can single out
             "-name", f"{tap},debug-threads=on",
             "-kernel", str(kernel[0]), "-initrd", str(initrd),
-            "-append", f"console=ttyS0 quiet tsc_early_khz={tsc_khz()} isostack.ip={addr_cidr} isostack.gw={gateway}",
+            "-append", f"console=ttyS0 quiet tsc_early_khz={tsc_khz()} tsc=reliable isostack.ip={addr_cidr} isostack.gw={gateway}",
             "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", "-device", "virtio-net-device,netdev=n0"]
     if service:
         argv += ["-fsdev", "local,id=fs0,path=/,security_model=none,readonly=on",
