@@ -85,6 +85,9 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
                  + "".join(f"; {n} inside {k} (runsc, ptrace platform)" for n, k in (sandbox or {}).items())
                  + "".join(f"; {n} inside a QEMU guest (TCG) on tap isotb-{n}" for n in vm_services))
         tb.up()
+        for name in vm_services:
+            progress(f"{name}'s VM answered /health {tb.ready_s.get(name, 0):.1f} s after QEMU started "
+                     "(guest boot, clock sync, the service's start under TCG)")
         pipeline.start()
         case.components = dict(pipeline.kinds)
         sampler = Sampler([s.name for s in tb.services])

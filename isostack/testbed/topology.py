@@ -158,6 +158,8 @@ class Testbed:
                 raise IsostackError(f"--vm names {name!r}: not a testbed service, or also sandboxed")
         self.procs: dict[str, subprocess.Popen] = {}
         self.restarts: dict[str, int] = {s.name: 0 for s in self.services}
+        self.started_at: dict[str, float] = {}  # service -> time.monotonic() of its last start
+        self.ready_s: dict[str, float] = {}  # service -> seconds from its start to its first /health answer
         self.log_dir = log_dir or (STATE_DIR / "logs")
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -244,6 +246,7 @@ class Testbed:
         log.close()
         state.note("process", role, pid=proc.pid, start_ticks=state.start_ticks(proc.pid))
         self.procs[name] = proc
+        self.started_at[name] = time.monotonic()
 
     @staticmethod
     def _env(name: str) -> dict[str, str]:
@@ -284,7 +287,8 @@ class Testbed:
                                 hostname=os.uname().nodename,
                                 before=[[sys.executable, "-m", "isostack.testbed.guest_clock", "sync",
                                          f"{BRIDGE_ADDR}:{guest_clock.PORT}"]])
-        return vm.command(STATE_DIR / "vm" / spec.name, tap=spec.host_veth, addr_cidr=f"{spec.addr}/24",
+        # its console (the guest's kernel, the service's own output) goes with the services' logs
+        return vm.command(self.log_dir / f"{spec.name}-vm", tap=spec.host_veth, addr_cidr=f"{spec.addr}/24",
                           gateway=BRIDGE_ADDR, memory_mib=vm.GUEST_MEMORY_MIB, service=guest)
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -300,6 +304,7 @@ class Testbed:
                     with urllib.request.urlopen(f"http://{spec.endpoint}/health", timeout=1) as r:
                         if r.status == 200:
                             del pending[name]
+                            self.ready_s[name] = time.monotonic() - self.started_at[name]
                 except OSError:
                     pass
             if time.monotonic() > deadline:
@@ -314,7 +319,7 @@ class Testbed:
                      cgroup=f"{cgroups.PARENT}/{spec.name}", cgroup_id=cgroups.cgroup_id(spec.name))
             d["sandbox"] = self.sandbox.get(spec.name, "")
             if spec.name in self.vm:  # no netns: the service is behind the tap, inside the guest
-                d.update(vm=vm.VM_KIND, netns="", console=str(STATE_DIR / "vm" / spec.name / "console.log"))
+                d.update(vm=vm.VM_KIND, netns="", console=str(self.log_dir / f"{spec.name}-vm" / "console.log"))
             st.services[spec.name] = d
         tmp = STATE_DIR / ".topology.json.tmp"
         tmp.write_text(json.dumps(asdict(st), indent=2))

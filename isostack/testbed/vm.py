@@ -258,3 +258,4 @@ def add_tap_on_bridge(tap: str, bridge: str) -> None:
     run("ip", "link", "set", tap, "master", bridge)
     run("ip", "link", "set", tap, "up")
 
+
