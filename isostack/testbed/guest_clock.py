@@ -55,28 +55,36 @@ class Responder:
         self.sock.close()
 
 
-def sync(host: str, port: int = PORT, samples: int = 8) -> tuple[int, int]:
-    """Set CLOCK_REALTIME from the host's responder; returns (step applied ns, best round trip ns)."""
+def measure(host: str, port: int = PORT, samples: int = 8) -> tuple[int, int]:
+    """(host clock minus ours, round trip) in ns, from the answer with the shortest round trip
+    (its error is at most half that round trip)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(2.0)
-    best: tuple[int, int, int] | None = None  # (round trip, host ns, our monotonic at receipt)
-    for _ in range(samples):
-        t0 = time.monotonic_ns()
-        try:
-            sock.sendto(b"t", (host, port))
-            data, _ = sock.recvfrom(64)
-        except OSError:
-            continue
-        t1 = time.monotonic_ns()
-        if best is None or t1 - t0 < best[0]:
-            best = (t1 - t0, struct.unpack(_FMT, data[:8])[0], t1)
+    best: tuple[int, int] | None = None  # (round trip, offset)
+    try:
+        for _ in range(samples):
+            t0 = time.time_ns()
+            try:
+                sock.sendto(b"t", (host, port))
+                data, _ = sock.recvfrom(64)
+            except OSError:
+                continue
+            t1 = time.time_ns()
+            offset = struct.unpack(_FMT, data[:8])[0] - (t0 + t1) // 2
+            if best is None or t1 - t0 < best[0]:
+                best = (t1 - t0, offset)
+    finally:
+        sock.close()
     if best is None:
         raise OSError(f"no answer from the host's clock responder at {host}:{port}")
-    rtt, host_ns, at = best
-    now_host = host_ns + rtt // 2 + (time.monotonic_ns() - at)
-    step = now_host - time.time_ns()
-    time.clock_settime_ns(time.CLOCK_REALTIME, now_host)
-    return step, rtt
+    return best[1], best[0]
+
+
+def sync(host: str, port: int = PORT) -> tuple[int, int]:
+    """Step CLOCK_REALTIME to the host's (root only); returns (step ns, round trip ns)."""
+    offset, rtt = measure(host, port)
+    time.clock_settime_ns(time.CLOCK_REALTIME, time.time_ns() + offset)
+    return offset, rtt
 
 
 def main(argv: list[str]) -> int:

@@ -18,7 +18,9 @@ class VcpuQuota(CpuThrottle):
     mechanism = "vcpu_throttle"
     summary = "CFS quota on the VM's QEMU cgroup (its vCPU thread) at half its measured CPU demand (or quota_pct)"
     runs_on = ("vm",)
-    severities = {"severe": {}, "mild": {"demand_share": 1.5}}
+    # mild: a quota at the VM's measured demand (1.5x, cpu-throttle's mild, moved db's p95 only 1.4x in one
+    # bench case on a host 1.3 CPUs busy elsewhere); severe is half of it. Not yet tuned over several runs.
+    severities = {"severe": {}, "mild": {"demand_share": 1.0}}
 
 
 FAULT = VcpuQuota()
