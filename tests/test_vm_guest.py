@@ -93,3 +93,27 @@ def test_parse_vm() -> None:
     assert vm.parse_vm("", ("db",)) == ()
     with pytest.raises(IsostackError, match="unknown service 'redis'"):
         vm.parse_vm("db,redis", ("ingress", "db"))
+
+
+def test_demo_refuses_a_vm_fault_without_the_vm_before_needing_root() -> None:
+    from tests.conftest import run_cli
+
+    proc = run_cli("demo", "--fault", "vcpu-quota")
+    assert proc.returncode == 2 and "fault vcpu-quota runs on a service inside a VM: add --vm db" in proc.stderr
+    proc = run_cli("demo", "--fault", "queue", "--target", "db", "--vm", "db")
+    assert proc.returncode == 2 and "VM-layer faults: tap-queue, vcpu-quota" in proc.stderr
+    proc = run_cli("demo", "--vm", "redis")
+    assert proc.returncode == 2 and "--vm 'redis': unknown service 'redis'" in proc.stderr
+
+
+def test_bench_runs_vm_faults_on_the_vm_hop_only() -> None:
+    import argparse
+
+    from bench.accuracy.__main__ import _truth, plan
+
+    args = argparse.Namespace(quick=False, faults="vcpu-quota,tap-queue", severities="severe,mild", noise="quiet",
+                              reps=1, one_target=False, compound=False, controls=0, topology="testbed,reallife")
+    items = plan(args)
+    assert {(i["topology"], i["fault"], i["target"], i["severity"]) for i in items} == {
+        ("testbed", f, "db", s) for f in ("vcpu-quota", "tap-queue") for s in ("severe", "mild")}
+    assert _truth(items[0])["layer"] == "L-1"
