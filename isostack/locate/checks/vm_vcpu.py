@@ -15,6 +15,11 @@ inside the span (a quota on the VM: the hypervisor-level noisy neighbour; the sa
 `vcpu_runq` when the cgroup's run-queue p99 exceeded `runq_p99_ms` (the host's CPUs overcommitted:
 the vCPU thread was runnable and not running).
 
+Limits: the VMM is recognised by the process name the join keeps for the cgroup (one of its
+processes'), so a cgroup holding a VMM beside other processes (a Kata pod's shim and virtiofsd) may
+not be; and without the agent's `cpu_time` probe (no `oncpu` rows) no end is recognised as a VM, and the
+same evidence stays `cpu_throttle`'s and `runq_latency`'s (L-3).
+
 What the host side cannot separate under TCG (QEMU's software CPU, the testbed's VM): the guest's own
 CPU demand from QEMU's translation work — both are the vCPU thread's time. What a KVM host adds: the
 guest's steal time (`/proc/stat` st inside the guest: the time its vCPU was runnable on the host but
