@@ -58,7 +58,7 @@ def test_qemu_command_shares_the_root_read_only_and_names_its_threads(tmp_path: 
         pytest.skip("no Debian kernel/busybox here")
     argv = vm.command(tmp_path, tap="isotb-db", addr_cidr="10.77.0.14/24", gateway="10.77.0.1",
                       service=vm.GuestService(argv=["true"], env={}))
-    assert argv[argv.index("-fsdev") + 1] == "local,id=fs0,path=/,security_model=none,readonly=on"
+    assert argv[argv.index("-fsdev") + 1] == "local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap"
     assert argv[argv.index("-name") + 1] == "isotb-db,debug-threads=on"
     assert argv[argv.index("-netdev") + 1].startswith("tap,id=n0,ifname=isotb-db,")
     assert "tsc=reliable" in argv[argv.index("-append") + 1]

@@ -5,7 +5,9 @@ Why TCG: this host's /dev/kvm is PVM, which stock guest kernels do not boot on; 
 What it boots: Debian's own kernel (linux-image-amd64) and an initramfs built here from Debian's
 busybox-static and that kernel's virtio modules — nothing downloaded, nothing of ours compiled. The
 guest's /init brings eth0 up with the address given on the kernel command line and serves HTTP on
-port 8080 (busybox httpd). ``-M microvm`` (virtio-mmio devices, no firmware) boots in seconds even
+port 8080: busybox httpd, or (``GuestService``, the testbed's ``--vm``) a service of the checkout run
+from the host's root, shared read-only over virtio-9p and chrooted into, its clock set from the host's
+first (``guest_clock.py``). ``-M microvm`` (virtio-mmio devices, no firmware) boots in seconds even
 under TCG; ``tsc_early_khz`` spares the guest a TSC calibration that TCG makes slow and unreliable.
 
 Host-side, the guest is one QEMU process: its vCPU thread is what a CPU quota on the VM's cgroup
@@ -205,7 +207,9 @@ def command(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib
             "-append", f"console=ttyS0 quiet tsc_early_khz={tsc_khz()} tsc=reliable isostack.ip={addr_cidr} isostack.gw={gateway}",
             "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", "-device", "virtio-net-device,netdev=n0"]
     if service:
-        argv += ["-fsdev", "local,id=fs0,path=/,security_model=none,readonly=on",
+        # multidevs=remap: / spans several filesystems (proc, sys, tmpfs, the disk); without it their
+        # inode numbers collide in the guest, which QEMU warns "might lead to ... severe misbehaviours"
+        argv += ["-fsdev", "local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap",
                  "-device", f"virtio-9p-device,fsdev=fs0,mount_tag={SHARE_TAG}"]
     return argv
 
