@@ -54,14 +54,15 @@ NOISE_CGROUP = "bg-noise"  # background work of a noisy case, outside every serv
 def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.0, fault_s: float = 20.0,
              rate_rps: float = 20.0, seed: int = 0, params: dict[str, Any] | None = None,
              progress: Any = _progress, also: list[tuple[str, dict[str, Any]]] | None = None,
-             noise: dict[str, float] | None = None, sandbox: dict[str, str] | None = None) -> Case:
+             noise: dict[str, float] | None = None, sandbox: dict[str, str] | None = None,
+             vm_services: tuple[str, ...] = ()) -> Case:
     """Run one labelled case; the fault is always reverted and the testbed always torn down.
 
     ``fault`` may be ``"none"`` (a control: truth is empty). ``also``: more (fault, params) applied
     to the same target right after the first, one compound incident (the truth stays the first's).
     ``noise``: background work for the whole run in a cgroup of its own, ``{"cpus": 1.0,
     "disk_mbyte_s": 4.0}``. ``sandbox``: service -> sandbox (``{"payment": "gvisor"}``), see
-    ``topology.parse_sandbox``.
+    ``topology.parse_sandbox``. ``vm_services``: services that run inside a QEMU guest (``vm.py``).
     """
     from isostack.errors import UsageError
 
@@ -74,7 +75,7 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
     case = Case(data_dir=data_dir, fault=fault, target=target, truth=truth)
     # a sandboxed service also reports its own syscalls (gVisor's trace points) into the case's store
     tb = Testbed(otlp=f"http://{BRIDGE_ADDR}:4318", services=default_services(), log_dir=data_dir / "logs",
-                 sandbox=sandbox, sandbox_trace_store=data_dir if sandbox else None)
+                 sandbox=sandbox, sandbox_trace_store=data_dir if sandbox else None, vm_services=vm_services)
     pipeline = Pipeline(data_dir, BRIDGE_ADDR, log_dir=data_dir / "logs")
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     lg: LoadGen | None = None
@@ -82,8 +83,12 @@ def run_case(fault: str, target: str, data_dir: Path, *, baseline_s: float = 15.
     noise_pid: int | None = None
     try:
         progress("topology up: 4 netns, 4 veth + bridge isotb-br0, cgroups isostack-testbed/*"
-                 + "".join(f"; {n} inside {k} (runsc, ptrace platform)" for n, k in (sandbox or {}).items()))
+                 + "".join(f"; {n} inside {k} (runsc, ptrace platform)" for n, k in (sandbox or {}).items())
+                 + "".join(f"; {n} inside a QEMU guest (TCG) on tap isotb-{n}" for n in vm_services))
         tb.up()
+        for name in vm_services:
+            progress(f"{name}'s VM answered /health {tb.ready_s.get(name, 0):.1f} s after QEMU started "
+                     "(guest boot, clock sync, the service's start under TCG)")
         pipeline.start()
         case.components = dict(pipeline.kinds)
         sampler = Sampler([s.name for s in tb.services])

@@ -34,7 +34,8 @@ from isostack.testbed import cgroups, state
 from isostack.testbed.sh import ok, run
 
 # a process running one of these modules belongs to the testbed wherever it is
-_TESTBED_MODULES = (b"-m isostack.testbed.service ", b"-m isostack.testbed.noise ")
+# the last: a VM hop's QEMU (vm.py), whose NIC is a testbed tap
+_TESTBED_MODULES = (b"-m isostack.testbed.service ", b"-m isostack.testbed.noise ", b",ifname=isotb-")
 _IPTABLES_TABLES = ("filter", "mangle", "nat", "raw")
 OWNER_STOP_S = 20.0
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from isostack.errors import IsostackError
-from isostack.testbed import cgroups, gvisor, state
+from isostack.testbed import cgroups, guest_clock, gvisor, state, vm
 from isostack.testbed.sh import require_root, run
 
 PREFIX = "isotb-"
@@ -39,6 +39,7 @@ BRIDGE_ADDR = f"{SUBNET}.1"
 PORT = 8080
 STATE_DIR = Path(os.environ.get("ISOSTACK_TESTBED_STATE", "/run/isostack-testbed"))
 DATA_ROOT = Path("/var/tmp/isostack-testbed")  # on the real disk: O_DIRECT does not work on tmpfs
+VM_SCRATCH_MB = 0.25  # a VM hop's per-request scratch memory (the native services' default is 4 MiB)
 SANDBOXES = ("gvisor",)  # what --sandbox accepts
 # the spec's sandboxed hop (29.6.2: payment-sidecar under gVisor): what --sandbox applies to by default
 SANDBOXED_BY_DEFAULT = ("payment",)
@@ -155,7 +156,7 @@ class Testbed:
 
     def __init__(self, otlp: str = f"http://{BRIDGE_ADDR}:4318", services: list[ServiceSpec] | None = None,
                  log_dir: Path | None = None, sandbox: dict[str, str] | None = None,
-                 sandbox_trace_store: Path | None = None) -> None:
+                 sandbox_trace_store: Path | None = None, vm_services: tuple[str, ...] = ()) -> None:
         self.otlp = otlp
         # the store the sandboxes' own trace points go to (``isostack gvisor-sink``; None: no sink)
         self.sandbox_trace_store = sandbox_trace_store
@@ -168,18 +169,28 @@ class Testbed:
                 raise IsostackError(f"unknown sandbox {kind!r} for {name}; sandboxes: {', '.join(SANDBOXES)}")
             if name not in {s.name for s in self.services}:
                 raise IsostackError(f"--sandbox names {name!r}, not a testbed service")
+        # services that run inside a QEMU guest on a tap (vm.py), not in a netns
+        self.vm = tuple(vm_services)
+        for name in self.vm:
+            if name not in {s.name for s in self.services} or name in self.sandbox:
+                raise IsostackError(f"--vm names {name!r}: not a testbed service, or also sandboxed")
         self.procs: dict[str, subprocess.Popen] = {}
         self.restarts: dict[str, int] = {s.name: 0 for s in self.services}
+        self.started_at: dict[str, float] = {}  # service -> time.monotonic() of its last start
+        self.ready_s: dict[str, float] = {}  # service -> seconds from its start to its first /health answer
         self.log_dir = log_dir or (STATE_DIR / "logs")
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
+        self._clock: guest_clock.Responder | None = None  # the VM guests' time source, while one runs
 
     # ------------------------------------------------------------------ up
     def up(self, ready_timeout_s: float = 30.0) -> None:
         require_root("the testbed")
         if self.sandbox and (why := gvisor.unavailable_reason()):
             raise IsostackError(f"--sandbox gvisor: {why}")
+        if self.vm and (why := vm.unavailable_reason()):
+            raise IsostackError(f"--vm: {why}")
         clean_stale()  # refuses while another live process owns a testbed; removes a dead one's leftovers
         state.claim()  # the journal's first line: from here on everything is written down before it exists
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -189,6 +200,8 @@ class Testbed:
             state.note("dir", str(DATA_ROOT))  # the db service creates its table file under it
         try:
             self._network()
+            if self.vm:
+                self._clock = guest_clock.Responder(BRIDGE_ADDR).start()
             for spec in self.services:
                 cgroups.create(spec.name)
             if self.sandbox and self.sandbox_trace_store is not None:
@@ -197,7 +210,7 @@ class Testbed:
             for spec in self.services:
                 self._start(spec)
             self._write_state()
-            self._wait_ready(ready_timeout_s)
+            self._wait_ready(max(ready_timeout_s, vm.READY_TIMEOUT_S) if self.vm else ready_timeout_s)
         except BaseException:
             self.down()
             raise
@@ -209,7 +222,10 @@ class Testbed:
         run("ip", "addr", "add", f"{BRIDGE_ADDR}/24", "dev", BRIDGE)
         run("ip", "link", "set", BRIDGE, "up")
         for spec in self.services:
-            add_netns_on_bridge(spec.netns, spec.host_veth, spec.addr)
+            if spec.name in self.vm:
+                vm.add_tap_on_bridge(spec.host_veth, BRIDGE)  # the tap is the VM hop's host-side device
+            else:
+                add_netns_on_bridge(spec.netns, spec.host_veth, spec.addr)
 
     def _command(self, spec: ServiceSpec) -> list[str]:
         cmd = [sys.executable, "-m", "isostack.testbed.service", "--name", spec.name, "--listen", spec.endpoint,
@@ -217,13 +233,17 @@ class Testbed:
                str(spec.payload_bytes), "--ballast-mb", str(spec.ballast_mb)]
         if spec.downstream:
             cmd += ["--downstream", spec.downstream]
-        if spec.db:
+        if spec.db and spec.name not in self.vm:  # the guest sees the host's root read-only: no table file
             cmd += ["--data-file", str(DATA_ROOT / "db" / "table.dat")]
         extra = extra_args_file(spec.name)
         if extra.exists():
             cmd += json.loads(extra.read_text())
         if spec.name in self.sandbox:
             cmd += ["--sandbox", self.sandbox[spec.name]]
+        if spec.name in self.vm:  # its pid is the guest's own: not exported as process.pid
+            # TCG runs guest code ~20x slower: 4 MiB of fresh scratch per request (1,024 page faults under
+            # emulation) took the VM's db to 80 ms a request, past what one vCPU serves at the demo's rate
+            cmd += ["--sandbox", "vm", "--scratch-mb", str(VM_SCRATCH_MB)]
         return cmd
 
     def _start(self, spec: ServiceSpec) -> None:
@@ -235,6 +255,8 @@ class Testbed:
         env = self._env(name)
         if name in self.sandbox:
             cmd = self._sandboxed(spec, env)
+        elif name in self.vm:
+            cmd = self._in_vm(spec, env)
         else:
             cmd = ["ip", "netns", "exec", spec.netns, *self._command(spec)]
         role = f"service {name}"
@@ -245,6 +267,7 @@ class Testbed:
         log.close()
         state.note("process", role, pid=proc.pid, start_ticks=state.start_ticks(proc.pid))
         self.procs[name] = proc
+        self.started_at[name] = time.monotonic()
 
     @staticmethod
     def _env(name: str) -> dict[str, str]:
@@ -281,6 +304,24 @@ class Testbed:
         return gvisor.run_command(cid, bundle, spec.netns, root, pod_init_config=trace,
                                   extra_flags=(f"--debug-log={logs}/",))
 
+    def _in_vm(self, spec: ServiceSpec, env: dict[str, str]) -> list[str]:
+        """The QEMU command that boots a guest on ``spec``'s tap running ``spec`` (vm.py): the host's root
+        shared read-only, the service chrooted into it. QEMU itself keeps ``env`` (OTEL_SERVICE_NAME), so
+        the workloads scan attributes the VM's process, vCPU thread and cgroup to the service."""
+        inside: dict[str, str] = {k: env[k] for k in ("OTEL_SERVICE_NAME", "PYTHONUNBUFFERED", "MALLOC_MMAP_THRESHOLD_", "PYTHONPATH")
+                  if k in env}
+        inside.update(PYTHONDONTWRITEBYTECODE="1", PATH="/usr/local/bin:/usr/bin:/bin")
+        # The guest takes the host's name: the join finds a span's cgroup by service name on the span's
+        # host, and the VMM's cgroup is on this one (as a gVisor sandbox's is). Its clock is set from the
+        # host's first (guest_clock.py): the RTC gives it whole seconds only.
+        guest = vm.GuestService(argv=self._command(spec), env=inside, cwd=str(Path(__file__).resolve().parents[2]),
+                                hostname=os.uname().nodename,
+                                before=[[sys.executable, "-m", "isostack.testbed.guest_clock", "sync",
+                                         f"{BRIDGE_ADDR}:{guest_clock.PORT}"]])
+        # its console (the guest's kernel, the service's own output) goes with the services' logs
+        return vm.command(self.log_dir / f"{spec.name}-vm", tap=spec.host_veth, addr_cidr=f"{spec.addr}/24",
+                          gateway=BRIDGE_ADDR, memory_mib=vm.GUEST_MEMORY_MIB, service=guest)
+
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         pending = {s.name: s for s in self.services}
@@ -294,6 +335,7 @@ class Testbed:
                     with urllib.request.urlopen(f"http://{spec.endpoint}/health", timeout=1) as r:
                         if r.status == 200:
                             del pending[name]
+                            self.ready_s[name] = time.monotonic() - self.started_at[name]
                 except OSError:
                     pass
             if time.monotonic() > deadline:
@@ -307,6 +349,8 @@ class Testbed:
             d.update(pid=self.procs[spec.name].pid, netns=spec.netns, host_veth=spec.host_veth,
                      cgroup=f"{cgroups.PARENT}/{spec.name}", cgroup_id=cgroups.cgroup_id(spec.name))
             d["sandbox"] = self.sandbox.get(spec.name, "")
+            if spec.name in self.vm:  # no netns: the service is behind the tap, inside the guest
+                d.update(vm=vm.VM_KIND, netns="", console=str(self.log_dir / f"{spec.name}-vm" / "console.log"))
             st.services[spec.name] = d
         tmp = STATE_DIR / ".topology.json.tmp"
         tmp.write_text(json.dumps(asdict(st), indent=2))
@@ -349,6 +393,9 @@ class Testbed:
                 _terminate(proc)
             if self.trace_sink is not None:  # after the sandboxes: their last points are in
                 _terminate(self.trace_sink, grace_s=8.0)
+        if self._clock is not None:
+            self._clock.stop()
+            self._clock = None
         return teardown()
 
     def __enter__(self) -> Testbed:

@@ -5,7 +5,9 @@ Why TCG: this host's /dev/kvm is PVM, which stock guest kernels do not boot on; 
 What it boots: Debian's own kernel (linux-image-amd64) and an initramfs built here from Debian's
 busybox-static and that kernel's virtio modules — nothing downloaded, nothing of ours compiled. The
 guest's /init brings eth0 up with the address given on the kernel command line and serves HTTP on
-port 8080 (busybox httpd). ``-M microvm`` (virtio-mmio devices, no firmware) boots in seconds even
+port 8080: busybox httpd, or (``GuestService``, the testbed's ``--vm``) a service of the checkout run
+from the host's root, shared read-only over virtio-9p and chrooted into, its clock set from the host's
+first (``guest_clock.py``). ``-M microvm`` (virtio-mmio devices, no firmware) boots in seconds even
 under TCG; ``tsc_early_khz`` spares the guest a TSC calibration that TCG makes slow and unreliable.
 
 Host-side, the guest is one QEMU process: its vCPU thread is what a CPU quota on the VM's cgroup
@@ -21,10 +23,11 @@ import gzip
 import io
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from isostack.errors import IsostackError
@@ -34,7 +37,13 @@ BUSYBOX = Path("/usr/bin/busybox")
 # the virtio-net stack as modules, in load order (Debian builds them all as modules)
 MODULES = ("drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko", "drivers/virtio/virtio_mmio.ko",
            "net/core/failover.ko", "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko")
+# the host's root shared read-only into the guest (virtio-9p) for a service: the guest runs the checkout's code
+SHARE_MODULES = ("fs/netfs/netfs.ko", "fs/fscache/fscache.ko", "net/9p/9pnet.ko", "net/9p/9pnet_virtio.ko",
+                 "fs/9p/9p.ko")
+SHARE_TAG = "hostroot"
 READY_MARK = "ISOSTACK-GUEST-READY"
+SERVICE_START_MARK = "ISOSTACK-GUEST-SERVICE-START"
+TB_SIZE_MIB = 128
 
 INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -42,11 +51,25 @@ mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs dev /dev
 for m in {modules}; do insmod /lib/$m.ko; done
 for w in $(cat /proc/cmdline); do case $w in isostack.ip=*) IP=${{w#*=}};; isostack.gw=*) GW=${{w#*=}};; esac; done
 ip link set lo up; ip link set eth0 up; ip addr add $IP dev eth0; ip route add default via $GW
-mkdir -p /www; echo "served from inside the guest" > /www/index.html
-httpd -p 8080 -h /www
+{serve}
 echo {ready} $(cat /sys/class/net/eth0/device/modalias 2>/dev/null)
 while true; do sleep 3600; done
 """
+
+SERVE_HTTPD = """mkdir -p /www; echo "served from inside the guest" > /www/index.html
+httpd -p 8080 -h /www"""
+
+# The host's root, read-only, becomes the service's root: cache=loose keeps pages and metadata in the
+# guest (nothing under it changes while the guest runs; without it every import is a 9p round trip
+# through TCG), and the guest's own /proc, /sys, /dev and tmpfs /tmp, /run are mounted over the host's.
+# The service restarts inside the guest when it exits (the host's supervisor restarts the VM when QEMU
+# does); each start prints a mark with the guest's uptime, so its start time under TCG can be read.
+SERVE_SHARED_ROOT = """mkdir -p /host
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 {tag} /host
+mount -t proc proc /host/proc; mount -t sysfs sysfs /host/sys; mount -t devtmpfs dev /host/dev
+mount -t tmpfs tmpfs /host/tmp; mount -t tmpfs tmpfs /host/run; cp /service.sh /host/run/isostack-service.sh
+hostname {hostname}
+(while true; do echo {started} $(cut -d' ' -f1 /proc/uptime); chroot /host /bin/sh /run/isostack-service.sh >/dev/ttyS0 2>&1; sleep 1; done) &"""
 
 
 def guest_kernel() -> tuple[Path, Path] | None:
@@ -85,13 +108,42 @@ def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     return out.getvalue()
 
 
-def build_initramfs(dest: Path, modules_dir: Path) -> Path:
-    """The guest's initramfs: busybox, the virtio-net modules, and /init (see module docstring)."""
-    names = [Path(m).stem for m in MODULES]
+@dataclass
+class GuestService:
+    """A program the guest runs from the host's root (shared read-only over virtio-9p), chrooted into it:
+    the testbed's own service code from the checkout's venv, not a copy."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str = "/"
+    hostname: str = "isostack-guest"
+    before: list[list[str]] = field(default_factory=list)  # run first, in the same environment (failures ignored)
+
+    def script(self) -> str:
+        """The shell script the guest runs inside the chroot (a clean environment, then exec)."""
+        env = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(self.env.items()))
+        lines = [f"cd {shlex.quote(self.cwd)} || exit 1"]
+        lines += [f"/usr/bin/env -i {env} {shlex.join(cmd)}" for cmd in self.before]
+        lines.append(f"exec /usr/bin/env -i {env} {shlex.join(self.argv)}")
+        return "\n".join(lines) + "\n"
+
+
+def build_initramfs(dest: Path, modules_dir: Path, service: GuestService | None = None) -> Path:
+    """The guest's initramfs: busybox, the virtio-net modules (and 9p's, for a ``service``), and /init
+    (see module docstring): busybox httpd on :8080 without a service, else the service chrooted into the
+    host's root."""
+    modules = MODULES + (SHARE_MODULES if service else ())
+    names = [Path(m).stem for m in modules]
     entries: list[tuple[str, int, bytes]] = [(d, 0o040755, b"") for d in ("bin", "lib", "proc", "sys", "dev", "www")]
     entries.append(("bin/busybox", 0o100755, BUSYBOX.read_bytes()))
-    entries += [(f"lib/{Path(m).name}", 0o100644, (modules_dir / "kernel" / m).read_bytes()) for m in MODULES]
-    entries.append(("init", 0o100755, INIT.format(modules=" ".join(names), ready=READY_MARK).encode()))
+    entries += [(f"lib/{Path(m).name}", 0o100644, (modules_dir / "kernel" / m).read_bytes()) for m in modules]
+    if service:
+        serve = SERVE_SHARED_ROOT.format(tag=SHARE_TAG, hostname=shlex.quote(service.hostname),
+                                         started=SERVICE_START_MARK)
+        entries.append(("service.sh", 0o100755, service.script().encode()))
+    else:
+        serve = SERVE_HTTPD
+    entries.append(("init", 0o100755, INIT.format(modules=" ".join(names), ready=READY_MARK, serve=serve).encode()))
     dest.write_bytes(gzip.compress(_cpio_newc(entries), compresslevel=1))
     return dest
 
@@ -133,22 +185,40 @@ class Guest:
                 self.proc.wait(timeout=10)
 
 
-def start(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib: int = 256,
-          cgroup_procs: list[Path] = ()) -> Guest:  # type: ignore[assignment]
-    """Boot a guest on ``tap`` (which must exist and be up) with ``addr_cidr``; QEMU joins the cgroups
-    whose ``cgroup.procs`` files are given before it starts, so its vCPU thread is born inside them."""
+def command(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib: int = 256,
+            service: GuestService | None = None) -> list[str]:
+    """The QEMU command line for a guest on ``tap`` (which must exist and be up) with ``addr_cidr``;
+    builds its initramfs under ``workdir``. The console goes to ``workdir/console.log``."""
     kernel = guest_kernel()
     if kernel is None:
         raise IsostackError(unavailable_reason() or "no guest kernel")
     workdir.mkdir(parents=True, exist_ok=True)
-    initrd = build_initramfs(workdir / "initramfs.gz", kernel[1])
+    initrd = build_initramfs(workdir / "initramfs.gz", kernel[1], service)
     console = workdir / "console.log"
     console.unlink(missing_ok=True)
-    argv = [QEMU, "-M", "microvm,pit=on,pic=on,rtc=on", "-accel", "tcg", "-m", str(memory_mib), "-smp", "1",
+    # tb-size caps TCG's translation cache (its default, a quarter of guest RAM per vCPU up to 1 GiB,
+    # made QEMU's RSS 1.5 GB for -m 512)
+    argv = [QEMU, "-M", "microvm,pit=on,pic=on,rtc=on", "-accel", f"tcg,tb-size={TB_SIZE_MIB}",
+            "-m", str(memory_mib), "-smp", "1",
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", f"file:{console}",
+            # thread names on the host: the vCPU thread is "CPU 0/TCG" (or /KVM), which host tools can single out
+            "-name", f"{tap},debug-threads=on",
             "-kernel", str(kernel[0]), "-initrd", str(initrd),
-            "-append", f"console=ttyS0 quiet tsc_early_khz={tsc_khz()} isostack.ip={addr_cidr} isostack.gw={gateway}",
+            "-append", f"console=ttyS0 quiet tsc_early_khz={tsc_khz()} tsc=reliable isostack.ip={addr_cidr} isostack.gw={gateway}",
             "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", "-device", "virtio-net-device,netdev=n0"]
+    if service:
+        # multidevs=remap: / spans several filesystems (proc, sys, tmpfs, the disk); without it their
+        # inode numbers collide in the guest, which QEMU warns "might lead to ... severe misbehaviours"
+        argv += ["-fsdev", "local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap",
+                 "-device", f"virtio-9p-device,fsdev=fs0,mount_tag={SHARE_TAG}"]
+    return argv
+
+
+def start(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib: int = 256,
+          cgroup_procs: list[Path] = (), service: GuestService | None = None) -> Guest:  # type: ignore[assignment]
+    """Boot a guest on ``tap`` (which must exist and be up) with ``addr_cidr``; QEMU joins the cgroups
+    whose ``cgroup.procs`` files are given before it starts, so its vCPU thread is born inside them."""
+    argv = command(workdir, tap=tap, addr_cidr=addr_cidr, gateway=gateway, memory_mib=memory_mib, service=service)
 
     def enter_cgroups() -> None:  # in the child, before exec: QEMU and all its threads start inside
         for procs in cgroup_procs:
@@ -156,4 +226,40 @@ def start(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib: 
 
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=(workdir / "qemu.log").open("wb"),
                             preexec_fn=enter_cgroups, start_new_session=True)
-    return Guest(proc, tap, addr_cidr.split("/")[0], console)
+    return Guest(proc, tap, addr_cidr.split("/")[0], workdir / "console.log")
+
+
+# ------------------------------------------------------------------ the testbed's VM hop
+VM_KIND = "qemu-tcg"  # what topology.json says a VM hop runs in
+# the spec's VM hop (29.6.2: PostgreSQL in a VM): what --vm applies to by default
+IN_VM_BY_DEFAULT = ("db",)
+# Boot (6-8 s) plus the service's own start under TCG: Python and the OpenTelemetry SDK imported over
+# 9p at ~20x slower CPU, measured 32 s to the first /health answer on an idle host; more on a busy one.
+READY_TIMEOUT_S = 150.0
+GUEST_MEMORY_MIB = 384
+
+
+def parse_vm(text: str | None, services: tuple[str, ...]) -> tuple[str, ...]:
+    """``--vm`` as given: ``db`` or ``db,payment`` (services run inside a QEMU guest); "" -> none."""
+    if not text:
+        return ()
+    chosen = tuple(n for n in text.split(",") if n)
+    unknown = [n for n in chosen if n not in services]
+    if unknown:
+        raise IsostackError(f"--vm {text!r}: unknown service {unknown[0]!r}; services: {', '.join(services)} "
+                            f"(the spec's VM hop is {', '.join(IN_VM_BY_DEFAULT)})")
+    return chosen
+
+
+def add_tap_on_bridge(tap: str, bridge: str) -> None:
+    """A persistent tap attached to the testbed's bridge: the VM's NIC on the host (its qdisc and its
+    statistics outlive a restart of the VM, as a libvirt-managed tap's do)."""
+    from isostack.testbed import state
+    from isostack.testbed.sh import run
+
+    state.note("link", tap, netns="", peer="")  # written down before it exists, like every testbed link
+    run("ip", "tuntap", "add", "dev", tap, "mode", "tap")
+    run("ip", "link", "set", tap, "master", bridge)
+    run("ip", "link", "set", tap, "up")
+
+

@@ -57,7 +57,8 @@ def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict, verdict
 @click.command("demo")
 @click.option("--fault", "fault_name", default="cpu-throttle", show_default=True,
               help="Fault to inject (see `isostack fault list`).")
-@click.option("--target", default="payment", show_default=True, help="Service the fault goes under.")
+@click.option("--target", default=None, help="Service the fault goes under.  [default: payment; for a VM-layer "
+              "fault, the service --vm puts in the VM]")
 @click.option("--baseline", "baseline_s", type=float, default=15.0, show_default=True, help="Baseline seconds.")
 @click.option("--duration", "fault_s", type=float, default=20.0, show_default=True,
               help="Seconds of load under the fault.")
@@ -70,9 +71,14 @@ def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict, verdict
 @click.option("--sandbox", "sandbox_text", default=None, metavar="gvisor[:SERVICE,...]",
               help="Run a service inside gVisor (runsc, gVisor's own network stack, in its netns and cgroup): "
                    "`gvisor` sandboxes payment, the spec's payment-sidecar; `gvisor:order,payment` names them.")
+@click.option("--vm", "vm_text", default=None, metavar="SERVICE[,SERVICE]",
+              help="Run a service inside a QEMU guest (TCG, Debian's kernel, virtio-net on a host tap bridged in, the "
+                   "host's root shared read-only over virtio-9p; QEMU in the service's cgroup): `db`, the spec's "
+                   "PostgreSQL-in-a-VM hop. Adds ~30-60 s of guest boot and service start.")
 @json_option
-def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rate_rps: float, seed: int,
-            html_path: Path | None, keep_data: Path | None, sandbox_text: str | None, as_json: bool) -> None:
+def command(fault_name: str, target: str | None, baseline_s: float, fault_s: float, rate_rps: float, seed: int,
+            html_path: Path | None, keep_data: Path | None, sandbox_text: str | None, vm_text: str | None,
+            as_json: bool) -> None:
     """Run the live demo: ingress -> order -> payment -> db in their own netns and cgroups,
     a baseline, one injected fault, `diagnose` on the slow traces, the chain, teardown.
 
@@ -83,6 +89,7 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
       sudo isostack demo --fault queue --target payment --html report.html
       sudo isostack demo --fault disk --target db --json --keep-data /tmp/demo-store
       sudo isostack demo --fault syscall-storm --sandbox gvisor   # an L-4 fault inside gVisor
+      sudo isostack demo --fault vcpu-quota --target db --vm db    # an L-1 fault: the VM's vCPU quota
     """
     from isostack.report.json_report import to_json
     from isostack.report.text import render, render_verdict
@@ -90,12 +97,23 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
     from isostack.testbed.run import diagnose_case, run_case
     from isostack.testbed.sh import require_root
     from isostack.testbed.topology import SERVICE_NAMES, parse_sandbox
+    from isostack.testbed.vm import parse_vm
 
     try:
         sandbox = parse_sandbox(sandbox_text)
+        vm_services = parse_vm(vm_text, SERVICE_NAMES)
     except IsostackError as exc:
         raise UsageError(str(exc)) from exc
     fault = faults.get(fault_name)
+    from isostack.testbed.vm import IN_VM_BY_DEFAULT
+
+    if target is None and "vm" in fault.runs_on:  # a VM-layer fault: the VM's service (db, the spec's VM hop)
+        target = vm_services[0] if vm_services else IN_VM_BY_DEFAULT[0]
+    target = target or "payment"
+    if ("vm" if target in vm_services else "netns") not in fault.runs_on:
+        raise UsageError(f"fault {fault_name} runs on a service inside a VM: add --vm {target}" if "netns" not in
+                         fault.runs_on else f"fault {fault_name} does not apply to {target} inside a VM; VM-layer "
+                         "faults: " + ", ".join(n for n, f in faults.registry().items() if "vm" in f.runs_on))
     if target not in SERVICE_NAMES:
         raise UsageError(f"--target {target!r}: expected one of {', '.join(SERVICE_NAMES)}")
     if target not in fault.applies_to:
@@ -121,7 +139,7 @@ def command(fault_name: str, target: str, baseline_s: float, fault_s: float, rat
         data_dir = tmp
     try:
         case = run_case(fault_name, target, data_dir, baseline_s=baseline_s, fault_s=fault_s, rate_rps=rate_rps,
-                        seed=seed, sandbox=sandbox)
+                        seed=seed, sandbox=sandbox, vm_services=vm_services)
         verdict = diagnose_case(case)
         d = verdict.headline
         if html_path is not None and d is not None:

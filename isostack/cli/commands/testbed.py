@@ -40,19 +40,22 @@ def command() -> None:
               help="Tear down after this many seconds.")
 @click.option("--sandbox", "sandbox_text", default=None, metavar="gvisor[:SERVICE,...]",
               help="Run a service inside gVisor (runsc): `gvisor` sandboxes payment; `gvisor:order,payment` names them.")
+@click.option("--vm", "vm_text", default=None, metavar="SERVICE[,SERVICE]",
+              help="Run a service inside a QEMU guest (TCG) on a tap bridged in: `db`, the spec's VM hop.")
 @json_option
-def up(otlp: str, for_s: float, sandbox_text: str | None, as_json: bool) -> None:
+def up(otlp: str, for_s: float, sandbox_text: str | None, vm_text: str | None, as_json: bool) -> None:
     """Bring the topology up and block until Ctrl-C, SIGTERM or --for-s; then tear it down.
 
     \b
     Prints each service's endpoint once all four answer /health (--json: one JSON line).
     A testbed a killed run left behind is removed first (one line on stderr says so).
     """
-    from isostack.testbed import teardown, topology
+    from isostack.testbed import teardown, topology, vm
     from isostack.testbed.sh import require_root
 
     try:
         sandbox = topology.parse_sandbox(sandbox_text)
+        vm_services = vm.parse_vm(vm_text, topology.SERVICE_NAMES)
     except IsostackError as exc:
         raise UsageError(str(exc)) from exc
     require_root("isostack testbed up")
@@ -64,7 +67,7 @@ def up(otlp: str, for_s: float, sandbox_text: str | None, as_json: bool) -> None
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
-    tb = topology.Testbed(otlp=otlp, sandbox=sandbox)
+    tb = topology.Testbed(otlp=otlp, sandbox=sandbox, vm_services=vm_services)
     left: list[str] = []
     try:
         tb.up()

@@ -30,7 +30,9 @@ CHECK = CheckSpec(
     joined_by="cgroup (via workloads: host+pid, else container id, else service name)",
     owns=(
         Mechanism("cpu_throttle", layer="L-3", title="cgroup CPU throttle (CFS quota exhausted)",
-                  fix="Raise the container's CPU quota (cpu.cfs_quota_us / cpu.max / Kubernetes limits.cpu), or remove the limit and keep the request; check for bursty threads."),
+                  fix="Raise the container's CPU quota (cpu.cfs_quota_us / cpu.max / Kubernetes limits.cpu), or remove the limit and keep the request; check for bursty threads.",
+                  # the throttled cgroup is a VM's (its VMM's vCPU threads): the same quota, seen as L-1
+                  caused_by=(("vcpu_throttle",),)),
     ),
     limits=(
         Threshold("cpu_throttle_ms", 100, "ms", "29.6.11", "CFS throttled time inside the slow span"),

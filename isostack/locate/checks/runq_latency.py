@@ -33,7 +33,8 @@ CHECK = CheckSpec(
     owns=(
         Mechanism("runq_latency", layer="L-3", title="CPU contention: run-queue latency (noisy neighbour without a quota)",
                   fix="Find the neighbour hogging the CPUs (top by cgroup), give the victim a CPU request/cpuset or move it; set quotas on batch work.",
-                  caused_by=(('cpu_throttle',), ('host_cpu_saturation', 'sandbox_syscall_trap'))),
+                  # vcpu_runq: the waiting cgroup is a VM's (its vCPU threads), the same wait seen as L-1
+                  caused_by=(('cpu_throttle',), ('vcpu_runq',), ('host_cpu_saturation', 'sandbox_syscall_trap'))),
     ),
     limits=(
         Threshold("runq_p99_ms", 10, "ms", "isostack", "run-queue latency p99 (CPU contention)"),

@@ -31,7 +31,7 @@ CHECK = CheckSpec(
     joined_by="device/host",
     owns=(
         Mechanism("tx_queue_full", layer="L-2", title="transmit queue full (qdisc backlog / driver tx queue)",
-                  fix="Find what fills the queue (the flow hogging it, or a CPU-starved sender emitting bursts); enlarge the virtio ring / txqueuelen, raise NAPI budget.",
+                  fix="Find what fills the queue (the flow hogging it, or a CPU-starved sender emitting bursts); enlarge the virtio ring / txqueuelen, raise NAPI budget; on a VM's tap (L-1), the host-side qdisc on the tap (tc), its txqueuelen, and vhost-net (vhost=on, needs KVM) instead of QEMU's userspace backend.",
                   caused_by=(('cpu_throttle', 'noisy_flow', 'runq_latency'),)),
     ),
     limits=(

@@ -53,6 +53,7 @@ class Context:
     cgroup: str  # name under isostack-testbed
     params: dict[str, Any] = field(default_factory=dict)
     duration_s: float = MAX_DURATION_S
+    vm: str = ""  # what the target runs in when it is a VM hop (``--vm``: "qemu-tcg"); "" = a netns and a process
 
 
 class Fault:
@@ -74,6 +75,9 @@ class Fault:
     # "mild" is tuned by measuring so the affected path's p95 rises 2-5x with no client timeouts
     # (the achieved figures are in bench/accuracy/RESULTS.md). A fault without "mild" has no mild form.
     severities: dict[str, dict[str, Any]] = {"severe": {}}
+    # where the fault's knob exists: "netns" (a service in its netns, the default: its veth, its
+    # iptables, its process), "vm" (a service inside a QEMU guest: its QEMU's cgroup, its tap) or both
+    runs_on: tuple[str, ...] = ("netns",)
 
     def truth(self, target: str) -> Truth:
         return Truth(target, self.layer, self.mechanism)
@@ -127,7 +131,7 @@ def context(target: str, params: dict[str, Any] | None = None, duration_s: float
     pids = cgroups.pids(target)
     pid = pids[0] if pids else int(svc["pid"])
     return Context(target=target, netns=svc["netns"], host_veth=svc["host_veth"], addr=svc["addr"], pid=pid,
-                   cgroup=target, params=params or {}, duration_s=duration_s)
+                   cgroup=target, params=params or {}, duration_s=duration_s, vm=str(svc.get("vm") or ""))
 
 
 def applied() -> list[dict[str, Any]]:
@@ -148,6 +152,12 @@ def apply(name: str, target: str, params: dict[str, Any] | None = None,
     if target not in fault.applies_to:
         raise UsageError(f"fault {name} does not apply to {target!r}; it applies to: {', '.join(fault.applies_to)}")
     ctx = context(target, params, duration_s)
+    where = "vm" if ctx.vm else "netns"
+    if where not in fault.runs_on:
+        vm_faults = [f.name for f in registry().values() if "vm" in f.runs_on]
+        raise UsageError(f"fault {name} does not apply to {target} here: " + (
+            f"{target} runs inside a VM (--vm), where its knob is not on the host; VM-layer faults: {', '.join(vm_faults)}"
+            if ctx.vm else f"it is a VM-layer fault and {target} does not run in a VM: start the testbed with --vm {target}"))
     for rec in applied():
         if rec["target"] == target and (rec["fault"] == name or rec["fault"] in fault.conflicts_with
                                         or name in get(rec["fault"]).conflicts_with):

@@ -19,7 +19,7 @@ class Queue(Fault):
     summary = "tc tbf rate limit on the target's veth: the tx queue fills, packets wait then drop"
     # mild: a rate just above the load's average: bursts queue, few drops (4mbit left p95 at 1.5x) (tuned by measuring; bench/accuracy/RESULTS.md has the achieved p95)
     severities = {"severe": {}, "mild": {"rate": "2500kbit"}}
-    conflicts_with = ("flood",)  # both own the root qdisc of the same veth
+    conflicts_with: tuple[str, ...] = ("flood",)  # both own the root qdisc of the same veth
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         rate = str(ctx.params.get("rate", "1mbit"))
