@@ -233,6 +233,9 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     "psi_memory": EventKind("ns", "PSI memory some stall time in the window", "cgroup"),
     # storage, per device
     "block_io_latency": EventKind("ns", "block I/O latency p99 over the window (detail: hist, count)", "device"),
+    "file_io_latency": EventKind("ns", "read/write/fsync calls of one process on one regular file that took >= 1 ms, p99 "
+                                 "in the window (detail: op, file, dir1..dir4, count, total_ns, bytes; bcc fileslower)",
+                                 "cgroup"),
     "disk_util": EventKind("percent", "device utilisation over the window (detail: await_ms, iops)", "device"),
 }
 

@@ -256,6 +256,33 @@ def test_disk_saturation(data_dir: Path) -> None:
     assert [e.signal for e in f.evidence] == ["block_io_latency"] and f.layer == "HOST"
 
 
+def test_disk_saturation_names_who_waits_on_which_file(data_dir: Path) -> None:
+    # spec case 3: the disk is saturated and a log collector (pid 900, no service of the trace) writes
+    # /var/log/app.log with fsync; the service itself waits a little on its own database file. The
+    # file rows are the file_io_latency probe's, decoded from its real output shape (dentry names).
+    files = [ev(IN, "file_io_latency", 128 * MS, S, pid=900, comm="fluent-bit", cgroup_id=MDNS_CG,
+                detail={"op": "write", "dir4": "/", "dir3": "/", "dir2": "var", "dir1": "log", "file": "app.log",
+                         "count": 41, "total_ns": 912 * MS, "bytes": 167936}),
+             ev(IN + S, "file_io_latency", 64 * MS, S, pid=900, comm="fluent-bit", cgroup_id=MDNS_CG,
+                detail={"op": "fsync", "dir4": "/", "dir3": "/", "dir2": "var", "dir1": "log", "file": "app.log",
+                        "count": 9, "total_ns": 310 * MS, "bytes": 0}),
+             ev(IN, "file_io_latency", 8 * MS, S, pid=200, comm="payment", cgroup_id=PAY_CG,
+                detail={"op": "read", "dir4": "srv", "dir3": "pay", "dir2": "data", "dir1": "db", "file": "ledger.db",
+                        "count": 2, "total_ns": 9 * MS, "bytes": 8192})]
+    rows = [ev(IN, "block_io_latency", 45 * MS, S, device="vda"), *files]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "disk_saturation")
+    assert [e.signal for e in f.evidence] == ["block_io_latency", "file_io_latency"]
+    top = f.evidence[1].detail["files"]
+    assert [(t["comm"], t["op"], t["path"], t["calls"], t["waited_ms"]) for t in top] == [
+        ("fluent-bit", "write", "/var/log/app.log", 41, 912.0), ("fluent-bit", "fsync", "/var/log/app.log", 9, 310.0),
+        ("payment", "read", "…/srv/pay/data/db/ledger.db", 2, 9.0)]
+    assert top[0]["service"] == "mdns-storm"  # the workload that owns pid 900 in this store
+    assert "waiting on it most: fluent-bit (pid 900) write /var/log/app.log (41 calls >= 1 ms, 912 ms)" in f.summary
+    # slow file I/O without a saturated device is not this finding
+    assert "disk_saturation" not in mechanisms(run(data_dir.parent / "idle", files))
+
+
 def test_oom_kill(data_dir: Path) -> None:
     d = run(data_dir, [ev(IN, "oom_kill", 1, cgroup_id=PAY_CG, detail={"comm": "payment-worker"})])
     f = next(f for f in d.chain if f.mechanism == "oom_kill")
