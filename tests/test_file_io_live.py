@@ -9,7 +9,6 @@ Runs under the shared live lock (``flock /tmp/isostack-live.lock``), about 15 s.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
