@@ -227,6 +227,8 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
                              "cgroup"),
     "oom_kill": EventKind("count", "a process killed by the OOM killer (detail: victim pid, comm)", "cgroup"),
     "memory_usage": EventKind("bytes", "cgroup memory usage sample", "cgroup"),
+    "memory_anon": EventKind("bytes", "cgroup anonymous memory sample (memory.stat v2 anon / v1 total_rss): what a leak "
+                             "grows", "cgroup"),
     "memory_events": EventKind("count", "cgroup memory.events high/max/oom counts in the window", "cgroup"),
     "psi_cpu": EventKind("ns", "PSI cpu some stall time in the window", "cgroup"),
     "psi_io": EventKind("ns", "PSI io some stall time in the window", "cgroup"),

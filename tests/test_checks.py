@@ -302,6 +302,28 @@ def test_memory_growth(data_dir: Path) -> None:
     assert "memory_growth" not in mechanisms(short) and status(short, "memory_growth") == "ok"
 
 
+def test_memory_leak_sustained_anon_climb_over_threshold(data_dir: Path) -> None:
+    # 10 minutes of 30 s samples: 400 MiB of anon climbing 1 MiB per sample = 30 %/h, steady
+    mib = 2**20
+    leak = [ev(IN - (600 - 30 * k) * S, "memory_anon", (400 + k) * mib, S, cgroup_id=PAY_CG,
+               cgroup_path="/isostack-h6/payment") for k in range(21)]
+    d = run(data_dir, leak)
+    f = next(f for f in d.chain if f.mechanism == "memory_leak")
+    assert f.evidence[0].value == pytest.approx(30.0, rel=1e-3)
+    assert f.evidence[0].detail["grew_mib"] == 20.0 and f.evidence[0].detail["r2"] == 1.0
+    assert f.layer == "L-3" and "/isostack-h6/payment" in f.summary
+    # the same climb that levels off half-way: warm-up, not a leak
+    plateau = [ev(r["ts_ns"], "memory_anon", min(r["value"], 410 * mib), S, cgroup_id=PAY_CG) for r in leak]
+    assert "memory_leak" not in mechanisms(run(data_dir.parent / "plateau", plateau))
+    # a heap that saws (allocate 64 MiB, free it) around a slowly rising mean: not sustained
+    saw = [ev(r["ts_ns"], "memory_anon", r["value"] + (64 * mib if k % 2 else 0), S, cgroup_id=PAY_CG)
+           for k, r in enumerate(leak[:12])]
+    assert "memory_leak" not in mechanisms(run(data_dir.parent / "saw", saw))
+    # 5 %/h, however steady, is under the spec's 10 %/h
+    slow = [ev(r["ts_ns"], "memory_anon", 2400 * mib + k * mib, S, cgroup_id=PAY_CG) for k, r in enumerate(leak)]
+    assert status(run(data_dir.parent / "slow", slow), "memory_leak") == "ok"
+
+
 def test_benign_noise_is_not_a_finding(data_dir: Path) -> None:
     # what every healthy testbed run records (measured): queue purges at socket close, ENOENT/EAGAIN
     # errors, and idle poll()/futex() waits of seconds

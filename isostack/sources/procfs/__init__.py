@@ -274,6 +274,10 @@ class ProcfsCollector:
             if usage is not None and rel != "/":  # the root's usage is the host's, not a workload's
                 gauges.append({"kind": "memory_usage", "value": float(usage), "cgroup_id": cid,
                                "cgroup_path": rel, "source": "procfs:memory"})
+            anon = cg.anon_bytes(cg.read_flat_keyed(d / "memory.stat")) if rel != "/" else None
+            if anon is not None:  # a leak grows anonymous memory; page cache comes and goes with I/O
+                gauges.append({"kind": "memory_anon", "value": float(anon), "cgroup_id": cid,
+                               "cgroup_path": rel, "source": "procfs:memory.stat"})
         for rel, d in layout.walk(layout.v2, self.cgroup_paths):
             cid = layout.cgroup_id(rel, d)
             for res, kind in _PSI_KINDS.items():
