@@ -205,6 +205,11 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     "txq_stopped": EventKind("count", "transmit queue stop / requeue events in the window", "device"),
     "nic_drop": EventKind("pkts", "interface rx/tx drops in the window (detail: direction)", "device"),
     "tx_timeout": EventKind("count", "watchdog transmit timeouts (virtio_net tx timeout)", "device"),
+    "nic_queue_drop": EventKind("pkts", "packets one driver queue dropped in the window (ethtool -S per-queue: virtio_net "
+                                "rx0_drops / rx0_xdp_drops / tx0_xdp_tx_drops, veth rx_queue_0_xdp_drops …; detail: "
+                                "queue, counter, driver)", "device"),
+    "nic_queue_kicks": EventKind("count", "host notifications (virtio kicks) of one driver queue in the window (detail: "
+                                 "queue, driver)", "device"),
     "softirq_net_rx": EventKind("ns", "time in NET_RX softirq in the window", "host"),
     "conntrack_insert_failed": EventKind("count", "conntrack insert failures in the window", "host"),
     "conntrack_drop": EventKind("count", "conntrack drops in the window (table full)", "host"),

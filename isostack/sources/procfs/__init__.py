@@ -105,6 +105,10 @@ COUNTERS: dict[str, CounterSpec] = {
                               device_driver=True),
     "tx_timeout": CounterSpec("procfs:ethtool", ("device",), {"device": "device"}, device_driver=True,
                               empty_detail=True),
+    "nic_queue_drop": CounterSpec("procfs:ethtool", ("device", "queue", "counter"), {"device": "device"},
+                                  ("queue", "counter"), always=("queue", "counter"), device_driver=True),
+    "nic_queue_kicks": CounterSpec("procfs:ethtool", ("device", "queue", "counter"), {"device": "device"},
+                                   ("queue",), always=("queue",), device_driver=True),
 }
 
 
@@ -127,6 +131,12 @@ class ProcfsCollector:
         self.ethtool = ethtool
         self._prev: _Snapshot | None = None
         self._ethtool_devs: list[str] | None = None  # interfaces whose driver has a tx-timeout counter
+        self._driver_stats: net.DriverStats | None = None  # ETHTOOL_GSTATS over ioctl (pyroute2)
+        if ethtool:
+            try:
+                self._driver_stats = net.DriverStats()
+            except Exception:  # no pyroute2 ethtool: fork `ethtool -S` for the tx-timeout counter only
+                self._driver_stats = None
         self._netlink: net.NetlinkQdiscs | None = None
         # Named network namespaces (``ip netns``) whose qdiscs and interface drops are read too:
         # a container's own eth0 and any qdisc inside its namespace are invisible from the host's.
@@ -143,6 +153,9 @@ class ProcfsCollector:
         if self._netlink is not None:
             self._netlink.close()
             self._netlink = None
+        if getattr(self, "_driver_stats", None) is not None:
+            self._driver_stats.close()  # type: ignore[union-attr]
+            self._driver_stats = None
         for nl in self._ns_links.values():
             nl.close()
         self._ns_links = {}
@@ -307,7 +320,9 @@ class ProcfsCollector:
         if self.qdiscs:
             self._qdisc_counters(self._qdiscs(), snap, gauges)
         self._read_netns(snap, gauges)
-        if self.ethtool:
+        if self.ethtool and self._driver_stats is not None:
+            self._read_driver_stats(self._driver_stats, snap)
+        elif self.ethtool:
             if self._ethtool_devs is None:
                 self._ethtool_devs = [d for d in net.nic_counters() if net.ethtool_tx_timeouts(d) is not None]
             for dev in self._ethtool_devs:
@@ -315,6 +330,20 @@ class ProcfsCollector:
                 if n is not None:
                     snap.counters[("tx_timeout", dev)] = n
         snap.disks = disk.read_diskstats(self.proc)
+
+    @staticmethod
+    def _read_driver_stats(stats: net.DriverStats, snap: _Snapshot) -> None:
+        """Each interface's driver statistics (`ethtool -S`): the watchdog tx-timeout counter and the
+        per-queue drop and kick counters (virtio_net rx0_xdp_drops, tx0_kicks; veth rx_queue_0_drops …)."""
+        for dev in net.nic_counters():
+            values = stats.read(dev)
+            if not values:
+                continue
+            timeouts = net.tx_timeouts_of(values)
+            if timeouts is not None:
+                snap.counters[("tx_timeout", dev)] = timeouts
+            for (kind, queue, counter), value in net.queue_counters(values).items():
+                snap.counters[(kind, dev, queue, counter)] = value
 
     # ------------------------------------------------------------------ rows
     def _counter_row(self, key: tuple, delta: float, snap: _Snapshot, prev: _Snapshot) -> dict:

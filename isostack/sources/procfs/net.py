@@ -194,3 +194,68 @@ def parse_ethtool_tx_timeouts(text: str) -> int | None:
             except ValueError:
                 continue
     return total
+
+
+# Per-queue driver statistics as drivers name them in `ethtool -S`: virtio_net and mlx5 ``rx0_drops``,
+# veth / ixgbe / i40e / ice ``rx_queue_0_drops``, ena ``queue_0_rx_cnt``. The counter part is kept as
+# the driver spells it.
+_QUEUE_STAT = (re.compile(r"^(?P<dir>rx|tx)(?P<n>\d+)_(?P<name>.+)$"),
+               re.compile(r"^(?P<dir>rx|tx)_queue_(?P<n>\d+)_(?P<name>.+)$"),
+               re.compile(r"^queue_(?P<n>\d+)_(?P<dir>rx|tx)_(?P<name>.+)$"))
+# Which per-queue counters are packets the driver dropped (rx buffer refill failures, an XDP program's
+# XDP_DROP/ABORTED, XDP transmits that failed) and which count host notifications (virtio kicks).
+_QUEUE_DROP = re.compile(r"drop|discard|_errors?$")
+_QUEUE_KICKS = re.compile(r"^kicks$")
+
+
+def split_queue_stat(name: str) -> tuple[str, str] | None:
+    """``("rx0", "xdp_drops")`` for a per-queue driver statistic's name, None for a device-wide one."""
+    for pattern in _QUEUE_STAT:
+        m = pattern.match(name)
+        if m:
+            return f"{m['dir']}{m['n']}", m["name"]
+    return None
+
+
+def queue_counters(stats: dict[str, int]) -> dict[tuple[str, str, str], int]:
+    """The per-queue drop and kick counters of one device's driver statistics:
+    ``(kind, queue, counter) -> value`` with kind ``nic_queue_drop`` or ``nic_queue_kicks``."""
+    out: dict[tuple[str, str, str], int] = {}
+    for name, value in stats.items():
+        q = split_queue_stat(name)
+        if q is None:
+            continue
+        queue, counter = q
+        if _QUEUE_KICKS.match(counter):
+            out[("nic_queue_kicks", queue, counter)] = value
+        elif _QUEUE_DROP.search(counter) and "bytes" not in counter:
+            out[("nic_queue_drop", queue, counter)] = value
+    return out
+
+
+class DriverStats:
+    """A device's driver statistics (what `ethtool -S` prints) over the ETHTOOL_GSTATS ioctl, via
+    pyroute2: no process forked per read. One socket, re-pointed from device to device."""
+
+    def __init__(self) -> None:
+        from pyroute2.ethtool.ioctl import IoctlEthtool
+
+        self._eth = IoctlEthtool()
+
+    def read(self, dev: str) -> dict[str, int] | None:
+        """``{name: value}`` of ``dev``'s driver statistics, None when it has none or is gone."""
+        try:
+            self._eth.change_ifname(dev)
+            return {str(k): int(v) for k, v in self._eth.get_statistics()}
+        except Exception:  # pyroute2's NotSupportedError (lo, bridges), NoSuchDeviceError, OSError: no stats
+            return None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._eth.close()
+
+
+def tx_timeouts_of(stats: dict[str, int]) -> int | None:
+    """The aggregate watchdog-timeout counter (as :func:`parse_ethtool_tx_timeouts`) from driver statistics."""
+    found = [v for k, v in stats.items() if _TX_TIMEOUT_KEY.match(k)]
+    return sum(found) if found else None
