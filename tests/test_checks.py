@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 
 from isostack.locate.diagnose import diagnose_hops
@@ -281,6 +282,23 @@ def test_disk_saturation_names_who_waits_on_which_file(data_dir: Path) -> None:
     assert "waiting on it most: fluent-bit (pid 900) write /var/log/app.log (41 calls >= 1 ms, 912 ms)" in f.summary
     # slow file I/O without a saturated device is not this finding
     assert "disk_saturation" not in mechanisms(run(data_dir.parent / "idle", files))
+
+
+def test_retransmits_named_by_type_from_a_real_capture(data_dir: Path) -> None:
+    # tcp_retransmit probe output recorded on this VM: a stream through a 20 % random iptables DROP,
+    # then a full DROP (tests/fixtures/bpftrace/tcp_retransmit_types.json)
+    from isostack.sources.bpftrace import read_capture
+    from tests.conftest import FIXTURES
+
+    rows = read_capture(FIXTURES / "bpftrace" / "tcp_retransmit_types.json", host_name=HOST)
+    conn = rows.filter(pc.equal(rows.column("sport"), 47612))
+    t0, t1 = pc.min(conn.column("ts_ns")).as_py(), pc.max(conn.column("ts_ns")).as_py()
+    hop = slow_hop(start_ns=t0 - 10 * MS, end_ns=t1 + 10 * MS, duration_ns=t1 - t0 + 20 * MS,
+                   five_tuple=FiveTuple("tcp", "10.244.118.1", 47612, "10.244.118.2", 7799))
+    d = run(data_dir, rows.to_pylist(), hop=hop)
+    f = next(f for f in d.chain if f.mechanism == "retransmits")
+    assert f.evidence[0].detail["types"] == {"fast": 40, "RTO": 11, "TLP": 1}  # this connection only
+    assert f.summary.startswith("52 retransmissions on the hop's connection (fast 40, RTO 11, TLP 1)")
 
 
 def test_oom_kill(data_dir: Path) -> None:
