@@ -301,6 +301,31 @@ def test_retransmits_named_by_type_from_a_real_capture(data_dir: Path) -> None:
     assert f.summary.startswith("52 retransmissions on the hop's connection (fast 40, RTO 11, TLP 1)")
 
 
+def test_rtt_from_the_connections_life_when_no_sample_window_saw_it(data_dir: Path) -> None:
+    # tcp_life probe output recorded on this VM: a client sent 30 kB through a 100 kbit/s tbf on its
+    # veth and closed; it lived 2.5 s and its socket held a 1.43 s srtt at close (queueing in the tbf)
+    from isostack.sources.bpftrace import read_capture
+    from tests.conftest import FIXTURES
+
+    rows = read_capture(FIXTURES / "bpftrace" / "tcp_life_slow_link.json", host_name=HOST)
+    client = rows.filter(pc.equal(rows.column("sport"), 51832)).to_pylist()[0]
+    t0, t1 = client["ts_ns"], client["ts_ns"] + client["duration_ns"]
+    hop = slow_hop(start_ns=t0 + 5 * MS, end_ns=t1 - 5 * MS, duration_ns=t1 - t0 - 10 * MS,
+                   five_tuple=FiveTuple("tcp", "10.244.119.1", 51832, "10.244.119.2", 7798))
+    d = run(data_dir, rows.to_pylist(), hop=hop)
+    f = next(f for f in d.chain if f.mechanism == "rtt_spike")
+    e = f.evidence[0]
+    assert (e.signal, e.value, e.where) == ("tcp_life", 1428.868, "10.244.119.1:51832 -> 10.244.119.2:7798")
+    assert (e.detail["lifetime_ms"], e.detail["tx_bytes"], e.detail["retrans"]) == (2518.852, 30002, 1)
+    assert f.summary.startswith("srtt 1429 ms at close of the hop's connection")
+    # the far end's socket (the receiver, 1.4 ms srtt) is the same connection: its row is evidence too
+    assert e.event_count == 2 and e.detail["closed_over"] == 1
+    # a sampled srtt under the threshold decides over the srtt at close
+    calm = [ev(t0 + 100 * MS, "tcp_rtt", 900.0, 500 * MS, saddr="10.244.119.1", sport=51832, daddr="10.244.119.2",
+               dport=7798)]
+    assert "rtt_spike" not in mechanisms(run(data_dir.parent / "calm", rows.to_pylist() + calm, hop=hop))
+
+
 def test_oom_kill(data_dir: Path) -> None:
     d = run(data_dir, [ev(IN, "oom_kill", 1, cgroup_id=PAY_CG, detail={"comm": "payment-worker"})])
     f = next(f for f in d.chain if f.mechanism == "oom_kill")
