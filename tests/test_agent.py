@@ -191,6 +191,9 @@ def test_all_requested_probes_attached(live: dict[str, Any]) -> None:
     assert stats.failed == {}
     assert len(stats.probes_running) == 7
     assert stats.cgroup_mode == "v1"
+    # this VM: kernel BTF and every tracepoint, no kprobes: the tracepoint tier, said per probe
+    assert stats.tier == "btf-tracepoints" and set(stats.probe_tiers.values()) == {"tracepoint"}
+    assert set(stats.probe_tiers) == set(stats.probes_running)
 
 
 @pytest.mark.slow
