@@ -208,6 +208,8 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     "nic_queue_drop": EventKind("pkts", "packets one driver queue dropped in the window (ethtool -S per-queue: virtio_net "
                                 "rx0_drops / rx0_xdp_drops / tx0_xdp_tx_drops, veth rx_queue_0_xdp_drops …; detail: "
                                 "queue, counter, driver)", "device"),
+    "vf_drop": EventKind("pkts", "packets an SR-IOV physical function dropped for one VF in the window (IFLA_VF_STATS "
+                         "rx/tx_dropped; detail: vf, direction, driver)", "device"),
     "nic_queue_kicks": EventKind("count", "host notifications (virtio kicks) of one driver queue in the window (detail: "
                                  "queue, driver)", "device"),
     "softirq_net_rx": EventKind("ns", "time in NET_RX softirq in the window", "host"),

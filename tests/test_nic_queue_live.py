@@ -146,3 +146,39 @@ def test_nic_queue_stat_names_across_drivers() -> None:
                               "rx_queue_0_xdp_bytes": 100, "tx0_tx_timeouts": 1})
     assert got == {("nic_queue_drop", "rx0", "drops"): 3, ("nic_queue_drop", "rx0", "xdp_drops"): 5,
                    ("nic_queue_kicks", "tx0", "kicks"): 7}
+
+
+def test_nic_queue_drop_reads_sriov_vf_drops_as_the_hardware_slice(tmp_path: Path) -> None:
+    """SR-IOV is a documented no-op on this VM (no PF); the pieces are checked on the shapes the kernel uses:
+    a sysfs tree with a PF, an rtnetlink link message with IFLA_VF_STATS (encoded and decoded by pyroute2)."""
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    for dev, numvfs in (("ens1f0", "4\n"), ("ens1f1", "0\n"), ("eth0", None)):
+        (tmp_path / dev / "device").mkdir(parents=True)
+        if numvfs is not None:
+            (tmp_path / dev / "device" / "sriov_numvfs").write_text(numvfs)
+    assert net.sriov_pfs(tmp_path) == {"ens1f0": 4}
+    msg = ifinfmsg()
+    msg["attrs"] = [("IFLA_IFNAME", "ens1f0"), ("IFLA_VFINFO_LIST", {"attrs": [
+        ("IFLA_VF_INFO", {"attrs": [("IFLA_VF_MAC", {"vf": 0, "mac": "02:00:00:00:00:01"}),
+                                    ("IFLA_VF_STATS", {"attrs": [("IFLA_VF_STATS_RX_DROPPED", 0),
+                                                                 ("IFLA_VF_STATS_TX_DROPPED", 0)]})]}),
+        ("IFLA_VF_INFO", {"attrs": [("IFLA_VF_MAC", {"vf": 3, "mac": "02:00:00:00:00:04"}),
+                                    ("IFLA_VF_STATS", {"attrs": [("IFLA_VF_STATS_RX_DROPPED", 48211),
+                                                                 ("IFLA_VF_STATS_TX_DROPPED", 2)]})]})]})]
+    msg.encode()
+    decoded = ifinfmsg(msg.data)
+    decoded.decode()
+    assert net.vf_drops_of(decoded) == {(0, "rx"): 0, (0, "tx"): 0, (3, "rx"): 48211, (3, "tx"): 2}
+    # the rows the collector writes for VF 3's drops in a 1 s window: the finding is in L-0
+    from tests.test_checks import mechanisms, run
+    from tests.test_join import HOST as JHOST
+    from tests.test_join import MS, S, ev, slow_hop
+
+    hop = slow_hop()
+    rows = [ev(hop.start_ns + 100 * MS, "vf_drop", 24000.0, S, device="ens1f0", host_name=JHOST,
+               detail={"vf": 3, "direction": "rx", "driver": "mlx5_core:vf"})]
+    d = run(tmp_path / "store", rows)
+    f = next(f for f in d.chain if f.mechanism == "nic_queue_drop")
+    assert f.layer == "L-0" and f.evidence[0].detail["queues"] == {"vf3 rx_dropped": 24000.0}
+    assert "nic_queue_drop" in mechanisms(d)

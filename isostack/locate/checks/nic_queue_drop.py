@@ -3,6 +3,8 @@
 Reads `nic_queue_drop`: the per-queue drop counters of each interface's driver statistics (what `ethtool -S` prints, read over the ETHTOOL_GSTATS ioctl by the procfs collector): virtio_net `rx0_drops` (receive buffers the guest could not refill or a bad frame), `rx0_xdp_drops` (an XDP program's XDP_DROP / XDP_ABORTED), `tx0_xdp_tx_drops`; veth `rx_queue_0_drops`, `rx_queue_0_xdp_drops`, `rx_queue_0_xdp_tx_errors`; mlx5 / ixgbe / ena name theirs alike. These are drops below the stack: `skb:kfree_skb` never sees an XDP drop (no skb exists yet), so without them an XDP filter or a starved virtio ring is invisible (the spec's xdpdrop, 29.6.9 / 29.6.12.3).
 
 A finding when the queues of one device dropped faster than `drop_kpps` (the spec's xdp_drop rate, 10 kpps, shared with [packet_drop](packet_drop.md)) over the windows that saw drops. Evidence names the device, each queue and counter with its packets (`detail.queues`), and the `nic_queue_kicks` of the same queues in the same windows (the queue was still being notified: the host backend was fed, the guest side dropped). The layer is the slice of the device's driver (virtio_net: L-2 paravirtual; veth: L-3 container; a VF: L-0), from `detail.driver`.
+
+SR-IOV (the spec's vfstat, hardware VF, L-0): on a host whose NIC has a physical function with VFs enabled (`/sys/class/net/<pf>/device/sriov_numvfs` > 0), the collector also reads each VF's `rx_dropped` / `tx_dropped` as the PF counts them (rtnetlink `IFLA_VF_STATS`, what `ip -s link show <pf>` prints per VF) into `vf_drop`; they are read here like the queues' (`detail.queues` names `vf3 rx_dropped`) and the finding's slice is L-0. A host without SR-IOV (this virtio VM) has no such rows: nothing is read, nothing is claimed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from isostack.locate.checks._base import (
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="nic_queue_drop", layer="L-2", signals=("nic_queue_drop", "nic_queue_kicks"),
+    id="nic_queue_drop", layer="L-2", signals=("nic_queue_drop", "nic_queue_kicks", "vf_drop"),
     thresholds=("drop_kpps",),
     question="Did a driver queue (virtio_net ring, XDP program) drop packets before the stack saw them?",
     joined_by="device/host",
@@ -42,7 +44,7 @@ CHECK = CheckSpec(
 
 
 def run(ctx: CheckContext) -> list[Finding]:
-    drops = ctx.events("nic_queue_drop", coord="host")
+    drops = ctx.events("nic_queue_drop", "vf_drop", coord="host")
     if drops.num_rows == 0:
         return []
     limit_pps = ctx.threshold("drop_kpps") * 1000
@@ -60,7 +62,8 @@ def run(ctx: CheckContext) -> list[Finding]:
         queues: dict[str, float] = {}
         for v, raw in zip(mine.column("value").to_pylist(), mine.column("detail_json").to_pylist(), strict=True):
             d = detail_of(raw)
-            name = f"{d.get('queue', '?')} {d.get('counter', '?')}"
+            name = (f"vf{d['vf']} {d.get('direction', '?')}_dropped" if "vf" in d
+                    else f"{d.get('queue', '?')} {d.get('counter', '?')}")
             queues[name] = queues.get(name, 0) + float(v or 0)
         kicks = ctx.events("nic_queue_kicks", coord="host")
         kicks = kicks.filter(pc.equal(kicks.column("device"), dev)) if kicks.num_rows else kicks

@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from isostack import records
+from isostack.layers import VF_SUFFIX
 from isostack.sources.procfs import cgroups as cg
 from isostack.sources.procfs import disk, net, netdev
 from isostack.sources.procfs.workloads import scan_workloads
@@ -83,6 +84,12 @@ def _psi_detail(key: tuple, fields: dict[str, Any], snap: _Snapshot, prev: _Snap
     return {"scope": "cgroup" if fields["cgroup_path"] else "host", "stall": "some"}
 
 
+def _vf_driver(pf: str) -> dict[str, Any]:
+    # a VF's drops happen in the PF's embedded switch: the hardware slice (L-0), named by the VF suffix
+    driver = netdev.driver_of(pf)
+    return {"driver": driver + VF_SUFFIX} if driver else {}
+
+
 _CGROUP = ("cgroup_path", "cgroup_id")
 _CGROUP_COLUMNS = {"cgroup_path": "cgroup_path", "cgroup_id": "cgroup_id"}
 _PSI = CounterSpec(lambda f: "procfs:cgroup.pressure" if f["cgroup_path"] else "procfs:pressure", _CGROUP,
@@ -107,6 +114,8 @@ COUNTERS: dict[str, CounterSpec] = {
                               empty_detail=True),
     "nic_queue_drop": CounterSpec("procfs:ethtool", ("device", "queue", "counter"), {"device": "device"},
                                   ("queue", "counter"), always=("queue", "counter"), device_driver=True),
+    "vf_drop": CounterSpec("procfs:sriov", ("device", "vf", "direction"), {"device": "device"}, ("vf", "direction"),
+                           always=("vf", "direction"), detail=lambda key, f, snap, prev: _vf_driver(f["device"])),
     "nic_queue_kicks": CounterSpec("procfs:ethtool", ("device", "queue", "counter"), {"device": "device"},
                                    ("queue",), always=("queue",), device_driver=True),
 }
@@ -344,6 +353,10 @@ class ProcfsCollector:
                 snap.counters[("tx_timeout", dev)] = timeouts
             for (kind, queue, counter), value in net.queue_counters(values).items():
                 snap.counters[(kind, dev, queue, counter)] = value
+        # SR-IOV: each VF's drops as its PF counts them (none on a host without VFs, e.g. this virtio VM)
+        for pf in net.sriov_pfs():
+            for (vf, direction), value in net.vf_drops(pf).items():
+                snap.counters[("vf_drop", pf, vf, direction)] = value
 
     # ------------------------------------------------------------------ rows
     def _counter_row(self, key: tuple, delta: float, snap: _Snapshot, prev: _Snapshot) -> dict:

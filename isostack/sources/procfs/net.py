@@ -259,3 +259,51 @@ def tx_timeouts_of(stats: dict[str, int]) -> int | None:
     """The aggregate watchdog-timeout counter (as :func:`parse_ethtool_tx_timeouts`) from driver statistics."""
     found = [v for k, v in stats.items() if _TX_TIMEOUT_KEY.match(k)]
     return sum(found) if found else None
+
+
+def sriov_pfs(sys_net: Path = Path("/sys/class/net")) -> dict[str, int]:
+    """SR-IOV physical functions of this namespace and their enabled VFs: ``{pf: sriov_numvfs}`` from sysfs
+    (``/sys/class/net/<dev>/device/sriov_numvfs``). Empty on a host without SR-IOV (this VM: virtio_net)."""
+    out: dict[str, int] = {}
+    try:
+        devs = sorted(sys_net.iterdir())
+    except OSError:
+        return out
+    for d in devs:
+        try:
+            n = int((d / "device" / "sriov_numvfs").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if n > 0:
+            out[d.name] = n
+    return out
+
+
+def vf_drops_of(link: object) -> dict[tuple[int, str], int]:
+    """``{(vf, "rx"|"tx"): dropped}`` from an rtnetlink link message of a PF fetched with RTEXT_FILTER_VF
+    (``IFLA_VFINFO_LIST`` → ``IFLA_VF_INFO`` → ``IFLA_VF_STATS``, what ``ip -s link show <pf>`` prints per VF)."""
+    out: dict[tuple[int, str], int] = {}
+    vfl = link.get_attr("IFLA_VFINFO_LIST")  # type: ignore[attr-defined]
+    if vfl is None:
+        return out
+    for info in vfl.get_attrs("IFLA_VF_INFO"):
+        mac, stats = info.get_attr("IFLA_VF_MAC"), info.get_attr("IFLA_VF_STATS")
+        if mac is None or stats is None:
+            continue
+        for direction, attr in (("rx", "IFLA_VF_STATS_RX_DROPPED"), ("tx", "IFLA_VF_STATS_TX_DROPPED")):
+            value = stats.get_attr(attr)
+            if value is not None:  # kernels before 4.17 do not report the drop counters
+                out[(int(mac["vf"]), direction)] = int(value)
+    return out
+
+
+def vf_drops(pf: str) -> dict[tuple[int, str], int]:
+    """Per-VF drop counters of the physical function ``pf`` over rtnetlink (pyroute2); {} when unreadable."""
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            links = ipr.link("get", ifname=pf, ext_mask=1)  # RTEXT_FILTER_VF: include the VF list
+    except Exception:  # the PF went away, no netlink: no rows
+        return {}
+    return vf_drops_of(links[0]) if links else {}
