@@ -67,3 +67,18 @@ def test_tier_counters_only_agent_run_collects_counters_and_says_so(data_dir: Pa
     probe_only = {k for s in probes_mod.registry().values() for k in s.kinds} - set(COUNTERS) - {"qdisc_backlog"}
     assert {"runq_latency", "tcp_rtt", "file_io_latency"} <= probe_only and kinds.isdisjoint(probe_only)
     assert "collection tier counters-only" in res.stderr
+
+
+def test_tier_said_by_isostack_probe() -> None:
+    from tests.conftest import is_root
+
+    res = run_cli("probe", "--json")
+    assert res.returncode == 0, res.stderr
+    tier = json.loads(res.stdout)["collection_tier"]
+    if not is_root():
+        assert tier["name"] == "unavailable" and "root" in tier["why"]
+        return
+    expected = probes_mod.host_tier(probes_mod.select("default"))
+    assert (tier["name"], tier["probes"]) == (expected.name, expected.probes)
+    human = run_cli("probe")
+    assert f"eBPF collection tier here (isostack agent): {expected.name}" in human.stdout
