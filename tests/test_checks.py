@@ -320,10 +320,15 @@ def test_rtt_from_the_connections_life_when_no_sample_window_saw_it(data_dir: Pa
     assert f.summary.startswith("srtt 1429 ms at close of the hop's connection")
     # the far end's socket (the receiver, 1.4 ms srtt) is the same connection: its row is evidence too
     assert e.event_count == 2 and e.detail["closed_over"] == 1
-    # a sampled srtt under the threshold decides over the srtt at close
-    calm = [ev(t0 + 100 * MS, "tcp_rtt", 900.0, 500 * MS, saddr="10.244.119.1", sport=51832, daddr="10.244.119.2",
-               dport=7798)]
-    assert "rtt_spike" not in mechanisms(run(data_dir.parent / "calm", rows.to_pylist() + calm, hop=hop))
+    # tcp_probe sampled only the receiver's socket (26 µs, as measured live): the sender's srtt at close decides
+    calm = [ev(t0 + 100 * MS, "tcp_rtt", 26.0, 500 * MS, saddr="10.244.119.2", sport=7798, daddr="10.244.119.1",
+               dport=51832, detail={"samples": 5, "max_us": 26})]
+    both = run(data_dir.parent / "calm", rows.to_pylist() + calm, hop=hop)
+    f = next(f for f in both.chain if f.mechanism == "rtt_spike")
+    assert f.evidence[0].signal == "tcp_life" and "sampled srtt stayed under 100 ms" in f.summary
+    # a connection whose sockets all closed calm is no finding
+    quiet = [r | {"detail_json": r["detail_json"].replace('"srtt_us": 1428868', '"srtt_us": 900')} for r in rows.to_pylist()]
+    assert status(run(data_dir.parent / "quiet", quiet, hop=hop), "rtt") == "ok"
 
 
 def test_oom_kill(data_dir: Path) -> None:

@@ -2,7 +2,7 @@
 
 Reads smoothed-RTT samples (`tcp_rtt`, µs) of the hop's connection. A finding when srtt exceeds `rtt_ms` (100 ms). The first step of the network walk (29.6.12.4): RTT → retransmits → drops/queue → conntrack/veth → the source of the load.
 
-The connection's life (`tcp_life`, bcc tcplife: one row per closed connection, spanning it, with the five-tuple, owner, bytes, and the socket's srtt and total retransmissions at close) is the per-five-tuple evidence beside the samples: when the hop's connection closed, its lifetime, bytes, owner and srtt at close follow the `tcp_rtt` evidence. A connection that opened and closed between two `tcp_rtt` windows (a connect-per-request client) has no samples; its srtt at close then decides alone (`srtt_us` > `rtt_ms`).
+The connection's life (`tcp_life`, bcc tcplife: one row per closed connection, spanning it, with the five-tuple, owner, bytes, and the socket's srtt and total retransmissions at close) is the per-five-tuple evidence beside the samples: when the hop's connection closed, its lifetime, bytes, owner and srtt at close follow the `tcp_rtt` evidence. When no `tcp_rtt` sample is over the threshold, the srtt each socket of the connection held at close decides (`srtt_us` > `rtt_ms`): a connection that opened and closed between two `tcp_rtt` windows (a connect-per-request client) has no samples, and `tcp:tcp_probe` may sample only one end — measured on this VM, a bulk upload through a 100 kbit/s queue gave tcp_rtt samples of 26 µs for the receiver only, while the sender's socket closed with a 1.45 s srtt.
 """
 
 from __future__ import annotations
@@ -47,19 +47,20 @@ def run(ctx: CheckContext) -> list[Finding]:
     lives = ctx.events("tcp_life", coord="flow")
     limit_us = ctx.threshold("rtt_ms") * 1000
     life_ev = _life_evidence(ctx, lives, limit_us)
-    if rows.num_rows == 0:
-        # no srtt sample of the connection (it lived between two windows, or tcp_rtt is not running):
-        # the srtt the socket held at close decides
+    hot = rows.filter(pc.greater(rows.column("value"), limit_us)) if rows.num_rows else rows
+    if hot.num_rows == 0:
+        # no sample over the threshold — none at all (the connection lived between two windows, or
+        # tcp_rtt is not running), or only the other end's socket was sampled (measured here: tcp_probe
+        # gave 26 µs for the receiver of a bulk upload while the sender's srtt was 1.45 s): the srtt each
+        # socket held at close decides
         if life_ev is None or life_ev.value * 1000 <= limit_us:
             return []
         n_over = life_ev.detail["closed_over"]
+        sampled = f"; sampled srtt stayed under {limit_us / 1000:g} ms" if rows.num_rows else ""
         return [finding(CHECK, ctx, f"srtt {life_ev.value:.0f} ms at close of the hop's connection ({life_ev.where}, "
-                                    f"lived {life_ev.detail['lifetime_ms']:.0f} ms)", [life_ev],
+                                    f"lived {life_ev.detail['lifetime_ms']:.0f} ms{sampled})", [life_ev],
                         support=n_over / max(1, life_ev.event_count), measured_ns=life_ev.value * 1e6,
                         started_ns=life_ev.first_ns)]
-    hot = rows.filter(pc.greater(rows.column("value"), limit_us))
-    if hot.num_rows == 0:
-        return []
     srtt_us = float(pc.max(hot.column("value")).as_py())
     ev = evidence(ctx, hot, "tcp_rtt", srtt_us / 1000, "ms", ctx.threshold("rtt_ms"), where=where_of(hot, "flow_key"),
                   samples=rows.num_rows, samples_over=hot.num_rows)
