@@ -27,7 +27,7 @@ from isostack.locate.checks._base import (
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="disk", layer="HOST", signals=('block_io_latency', 'disk_util', 'psi_io'),
+    id="disk", layer="HOST", signals=('block_io_latency', 'disk_util', 'psi_io', 'file_io_latency'),
     question="Was the host's disk the bottleneck under every hop?",
     joined_by="device/host",
     owns=(
