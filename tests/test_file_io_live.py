@@ -93,10 +93,12 @@ def test_file_io_latency_names_the_log_writer_and_its_file(tmp_path: Path) -> No
     try:
         rows = fetch_arrow(con.sql("SELECT * FROM kernel_events WHERE kind = 'file_io_latency' AND pid = ?",
                                    params=[writer.pid])).to_pylist()
-        assert rows, "no file_io_latency row for the writer"
-        details = [json.loads(r["detail_json"]) for r in rows]
-        assert {r["comm"] for r in rows} == {"log-collector"}
-        assert {file_path(d) for d in details} == {"/var/log/isostack-h17fio/app.log"}
+        # the interpreter's own start-up (comm "python", reading .pyc files) may be slow on a busy host
+        # too: the log file's rows are the writer's, under the name it gave itself
+        log = [r for r in rows if file_path(json.loads(r["detail_json"])) == "/var/log/isostack-h17fio/app.log"]
+        assert log, f"no file_io_latency row for the writer's log file: {rows}"
+        assert {r["comm"] for r in log} == {"log-collector"}
+        details = [json.loads(r["detail_json"]) for r in log]
         assert {d["op"] for d in details} <= {"write", "fsync"} and "write" in {d["op"] for d in details}
         writes_seen = sum(d["count"] for d in details if d["op"] == "write")
         # every throttled O_DSYNC write waits for its blocks (40 IOs/s): each is a slow call, bar the
