@@ -28,7 +28,8 @@ def _parse_seconds(text: str) -> float:
 @click.command("agent")
 @click.option("--duration", default=None, help="Run this long (e.g. 30s, 5m); default: until SIGTERM/SIGINT.")
 @click.option("--probes", "probe_list", default="default", show_default=True,
-              help="Comma list of bundled probes, 'default' (all but the opt-in syscall_latency), 'all', "
+              help="Comma list of bundled probes, 'default' (all but the opt-in, per-syscall syscall_latency and "
+                   "file_io_latency), 'all', "
                    "or 'none' (collectors only).")
 @click.option("--interval", default="1s", show_default=True, help="Aggregation window of probes and collectors.")
 @click.option("--otlp-endpoint", default=None,
