@@ -392,7 +392,7 @@ def host_tier(specs: list[ProbeSpec], *, force: str = "", kprobes: bool | None =
     """
     if force == TIER_COUNTERS or not specs:
         why = "forced (--tier counters-only)" if force == TIER_COUNTERS else "no probes requested"
-        return Tier(TIER_COUNTERS, why, {}, {s.name: why for s in specs})
+        return Tier(TIER_COUNTERS, why)  # chosen, not a failure: no probe is listed as skipped
     eff = effective_capabilities()
     if os.geteuid() != 0 or (eff is not None and missing_capabilities(eff)):
         check_capabilities()  # raises, naming what is missing

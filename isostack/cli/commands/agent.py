@@ -133,7 +133,8 @@ def command(ctx: click.Context, duration: str | None, probe_list: str, interval:
         agent.request_stop()
 
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    err_console.print(f"isostack agent: starting probes ({probe_list}), interval {interval_s:g}s", highlight=False)
+    what = "collectors only (--tier counters-only)" if tier == "counters-only" else f"probes ({probe_list})"
+    err_console.print(f"isostack agent: starting {what}, interval {interval_s:g}s", highlight=False)
     try:
         stats = agent.run(duration_s)
     finally:
