@@ -205,6 +205,13 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     "txq_stopped": EventKind("count", "transmit queue stop / requeue events in the window", "device"),
     "nic_drop": EventKind("pkts", "interface rx/tx drops in the window (detail: direction)", "device"),
     "tx_timeout": EventKind("count", "watchdog transmit timeouts (virtio_net tx timeout)", "device"),
+    "nic_queue_drop": EventKind("pkts", "packets one driver queue dropped in the window (ethtool -S per-queue: virtio_net "
+                                "rx0_drops / rx0_xdp_drops / tx0_xdp_tx_drops, veth rx_queue_0_xdp_drops …; detail: "
+                                "queue, counter, driver)", "device"),
+    "vf_drop": EventKind("pkts", "packets an SR-IOV physical function dropped for one VF in the window (IFLA_VF_STATS "
+                         "rx/tx_dropped; detail: vf, direction, driver)", "device"),
+    "nic_queue_kicks": EventKind("count", "host notifications (virtio kicks) of one driver queue in the window (detail: "
+                                 "queue, driver)", "device"),
     "softirq_net_rx": EventKind("ns", "time in NET_RX softirq in the window", "host"),
     "conntrack_insert_failed": EventKind("count", "conntrack insert failures in the window", "host"),
     "conntrack_drop": EventKind("count", "conntrack drops in the window (table full)", "host"),
@@ -227,12 +234,17 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
                              "cgroup"),
     "oom_kill": EventKind("count", "a process killed by the OOM killer (detail: victim pid, comm)", "cgroup"),
     "memory_usage": EventKind("bytes", "cgroup memory usage sample", "cgroup"),
+    "memory_anon": EventKind("bytes", "cgroup anonymous memory sample (memory.stat v2 anon / v1 total_rss): what a leak "
+                             "grows", "cgroup"),
     "memory_events": EventKind("count", "cgroup memory.events high/max/oom counts in the window", "cgroup"),
     "psi_cpu": EventKind("ns", "PSI cpu some stall time in the window", "cgroup"),
     "psi_io": EventKind("ns", "PSI io some stall time in the window", "cgroup"),
     "psi_memory": EventKind("ns", "PSI memory some stall time in the window", "cgroup"),
     # storage, per device
     "block_io_latency": EventKind("ns", "block I/O latency p99 over the window (detail: hist, count)", "device"),
+    "file_io_latency": EventKind("ns", "read/write/fsync calls of one process on one regular file that took >= 1 ms, p99 "
+                                 "in the window (detail: op, file, dir1..dir4, count, total_ns, bytes; bcc fileslower)",
+                                 "cgroup"),
     "disk_util": EventKind("percent", "device utilisation over the window (detail: await_ms, iops)", "device"),
 }
 

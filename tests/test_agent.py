@@ -191,6 +191,9 @@ def test_all_requested_probes_attached(live: dict[str, Any]) -> None:
     assert stats.failed == {}
     assert len(stats.probes_running) == 7
     assert stats.cgroup_mode == "v1"
+    # this VM: kernel BTF and every tracepoint, no kprobes: the tracepoint tier, said per probe
+    assert stats.tier == "btf-tracepoints" and set(stats.probe_tiers.values()) == {"tracepoint"}
+    assert set(stats.probe_tiers) == set(stats.probes_running)
 
 
 @pytest.mark.slow
@@ -201,6 +204,12 @@ def test_iptables_drop_gives_retransmits_with_the_five_tuple(live: dict[str, Any
     assert mine, f"no tcp_retransmit for {flow} -> {NS_IP}:{PORT}"
     key = f"{flow['saddr']}:{flow['sport']}|{NS_IP}:{PORT}"
     assert all(r["flow_key"] == key for r in mine)  # the store's join key, same as the span side
+    # each names its kind: with 30 % of segments dropped the sender is either in fast recovery or
+    # waiting out its retransmission timer (enum tcp_ca_state 3 / 4); never an unknown state
+    from isostack.locate.checks.retransmits import retransmit_type
+
+    types = {retransmit_type(json.loads(r["detail_json"])) for r in mine}
+    assert types and types <= {"RTO", "fast", "TLP", "SYN"}, types
 
 
 @pytest.mark.slow

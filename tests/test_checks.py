@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 
 from isostack.locate.diagnose import diagnose_hops
@@ -256,6 +257,80 @@ def test_disk_saturation(data_dir: Path) -> None:
     assert [e.signal for e in f.evidence] == ["block_io_latency"] and f.layer == "HOST"
 
 
+def test_disk_saturation_names_who_waits_on_which_file(data_dir: Path) -> None:
+    # spec case 3: the disk is saturated and a log collector (pid 900, no service of the trace) writes
+    # /var/log/app.log with fsync; the service itself waits a little on its own database file. The
+    # file rows are the file_io_latency probe's, decoded from its real output shape (dentry names).
+    files = [ev(IN, "file_io_latency", 128 * MS, S, pid=900, comm="fluent-bit", cgroup_id=MDNS_CG,
+                detail={"op": "write", "dir4": "/", "dir3": "/", "dir2": "var", "dir1": "log", "file": "app.log",
+                         "count": 41, "total_ns": 912 * MS, "bytes": 167936}),
+             ev(IN + S, "file_io_latency", 64 * MS, S, pid=900, comm="fluent-bit", cgroup_id=MDNS_CG,
+                detail={"op": "fsync", "dir4": "/", "dir3": "/", "dir2": "var", "dir1": "log", "file": "app.log",
+                        "count": 9, "total_ns": 310 * MS, "bytes": 0}),
+             ev(IN, "file_io_latency", 8 * MS, S, pid=200, comm="payment", cgroup_id=PAY_CG,
+                detail={"op": "read", "dir4": "srv", "dir3": "pay", "dir2": "data", "dir1": "db", "file": "ledger.db",
+                        "count": 2, "total_ns": 9 * MS, "bytes": 8192})]
+    rows = [ev(IN, "block_io_latency", 45 * MS, S, device="vda"), *files]
+    d = run(data_dir, rows)
+    f = next(f for f in d.chain if f.mechanism == "disk_saturation")
+    assert [e.signal for e in f.evidence] == ["block_io_latency", "file_io_latency"]
+    top = f.evidence[1].detail["files"]
+    assert [(t["comm"], t["op"], t["path"], t["calls"], t["waited_ms"]) for t in top] == [
+        ("fluent-bit", "write", "/var/log/app.log", 41, 912.0), ("fluent-bit", "fsync", "/var/log/app.log", 9, 310.0),
+        ("payment", "read", "…/srv/pay/data/db/ledger.db", 2, 9.0)]
+    assert top[0]["service"] == "mdns-storm"  # the workload that owns pid 900 in this store
+    assert "waiting on it most: fluent-bit (pid 900) write /var/log/app.log (41 calls >= 1 ms, 912 ms)" in f.summary
+    # slow file I/O without a saturated device is not this finding
+    assert "disk_saturation" not in mechanisms(run(data_dir.parent / "idle", files))
+
+
+def test_retransmits_named_by_type_from_a_real_capture(data_dir: Path) -> None:
+    # tcp_retransmit probe output recorded on this VM: a stream through a 20 % random iptables DROP,
+    # then a full DROP (tests/fixtures/bpftrace/tcp_retransmit_types.json)
+    from isostack.sources.bpftrace import read_capture
+    from tests.conftest import FIXTURES
+
+    rows = read_capture(FIXTURES / "bpftrace" / "tcp_retransmit_types.json", host_name=HOST)
+    conn = rows.filter(pc.equal(rows.column("sport"), 47612))
+    t0, t1 = pc.min(conn.column("ts_ns")).as_py(), pc.max(conn.column("ts_ns")).as_py()
+    hop = slow_hop(start_ns=t0 - 10 * MS, end_ns=t1 + 10 * MS, duration_ns=t1 - t0 + 20 * MS,
+                   five_tuple=FiveTuple("tcp", "10.244.118.1", 47612, "10.244.118.2", 7799))
+    d = run(data_dir, rows.to_pylist(), hop=hop)
+    f = next(f for f in d.chain if f.mechanism == "retransmits")
+    assert f.evidence[0].detail["types"] == {"fast": 40, "RTO": 11, "TLP": 1}  # this connection only
+    assert f.summary.startswith("52 retransmissions on the hop's connection (fast 40, RTO 11, TLP 1)")
+
+
+def test_rtt_from_the_connections_life_when_no_sample_window_saw_it(data_dir: Path) -> None:
+    # tcp_life probe output recorded on this VM: a client sent 30 kB through a 100 kbit/s tbf on its
+    # veth and closed; it lived 2.5 s and its socket held a 1.43 s srtt at close (queueing in the tbf)
+    from isostack.sources.bpftrace import read_capture
+    from tests.conftest import FIXTURES
+
+    rows = read_capture(FIXTURES / "bpftrace" / "tcp_life_slow_link.json", host_name=HOST)
+    client = rows.filter(pc.equal(rows.column("sport"), 51832)).to_pylist()[0]
+    t0, t1 = client["ts_ns"], client["ts_ns"] + client["duration_ns"]
+    hop = slow_hop(start_ns=t0 + 5 * MS, end_ns=t1 - 5 * MS, duration_ns=t1 - t0 - 10 * MS,
+                   five_tuple=FiveTuple("tcp", "10.244.119.1", 51832, "10.244.119.2", 7798))
+    d = run(data_dir, rows.to_pylist(), hop=hop)
+    f = next(f for f in d.chain if f.mechanism == "rtt_spike")
+    e = f.evidence[0]
+    assert (e.signal, e.value, e.where) == ("tcp_life", 1428.868, "10.244.119.1:51832 -> 10.244.119.2:7798")
+    assert (e.detail["lifetime_ms"], e.detail["tx_bytes"], e.detail["retrans"]) == (2518.852, 30002, 1)
+    assert f.summary.startswith("srtt 1429 ms at close of the hop's connection")
+    # the far end's socket (the receiver, 1.4 ms srtt) is the same connection: its row is evidence too
+    assert e.event_count == 2 and e.detail["closed_over"] == 1
+    # tcp_probe sampled only the receiver's socket (26 µs, as measured live): the sender's srtt at close decides
+    calm = [ev(t0 + 100 * MS, "tcp_rtt", 26.0, 500 * MS, saddr="10.244.119.2", sport=7798, daddr="10.244.119.1",
+               dport=51832, detail={"samples": 5, "max_us": 26})]
+    both = run(data_dir.parent / "calm", rows.to_pylist() + calm, hop=hop)
+    f = next(f for f in both.chain if f.mechanism == "rtt_spike")
+    assert f.evidence[0].signal == "tcp_life" and "sampled srtt stayed under 100 ms" in f.summary
+    # a connection whose sockets all closed calm is no finding
+    quiet = [r | {"detail_json": r["detail_json"].replace('"srtt_us": 1428868', '"srtt_us": 900')} for r in rows.to_pylist()]
+    assert status(run(data_dir.parent / "quiet", quiet, hop=hop), "rtt") == "ok"
+
+
 def test_oom_kill(data_dir: Path) -> None:
     d = run(data_dir, [ev(IN, "oom_kill", 1, cgroup_id=PAY_CG, detail={"comm": "payment-worker"})])
     f = next(f for f in d.chain if f.mechanism == "oom_kill")
@@ -273,6 +348,28 @@ def test_memory_growth(data_dir: Path) -> None:
     short = run(data_dir.parent / "short", [ev(IN - 60 * S, "memory_usage", 1.0e9, cgroup_id=PAY_CG),
                                             ev(IN, "memory_usage", 1.1e9, cgroup_id=PAY_CG)])
     assert "memory_growth" not in mechanisms(short) and status(short, "memory_growth") == "ok"
+
+
+def test_memory_leak_sustained_anon_climb_over_threshold(data_dir: Path) -> None:
+    # 10 minutes of 30 s samples: 400 MiB of anon climbing 1 MiB per sample = 30 %/h, steady
+    mib = 2**20
+    leak = [ev(IN - (600 - 30 * k) * S, "memory_anon", (400 + k) * mib, S, cgroup_id=PAY_CG,
+               cgroup_path="/isostack-h6/payment") for k in range(21)]
+    d = run(data_dir, leak)
+    f = next(f for f in d.chain if f.mechanism == "memory_leak")
+    assert f.evidence[0].value == pytest.approx(30.0, rel=1e-3)
+    assert f.evidence[0].detail["grew_mib"] == 20.0 and f.evidence[0].detail["r2"] == 1.0
+    assert f.layer == "L-3" and "/isostack-h6/payment" in f.summary
+    # the same climb that levels off half-way: warm-up, not a leak
+    plateau = [ev(r["ts_ns"], "memory_anon", min(r["value"], 410 * mib), S, cgroup_id=PAY_CG) for r in leak]
+    assert "memory_leak" not in mechanisms(run(data_dir.parent / "plateau", plateau))
+    # a heap that saws (allocate 64 MiB, free it) around a slowly rising mean: not sustained
+    saw = [ev(r["ts_ns"], "memory_anon", r["value"] + (64 * mib if k % 2 else 0), S, cgroup_id=PAY_CG)
+           for k, r in enumerate(leak[:12])]
+    assert "memory_leak" not in mechanisms(run(data_dir.parent / "saw", saw))
+    # 5 %/h, however steady, is under the spec's 10 %/h
+    slow = [ev(r["ts_ns"], "memory_anon", 2400 * mib + k * mib, S, cgroup_id=PAY_CG) for k, r in enumerate(leak)]
+    assert status(run(data_dir.parent / "slow", slow), "memory_leak") == "ok"
 
 
 def test_benign_noise_is_not_a_finding(data_dir: Path) -> None:

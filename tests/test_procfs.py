@@ -77,6 +77,7 @@ def _write_v2_state(cgroot: Path, proc: Path, throttled_usec: int, oom_kill: int
         f"throttled_usec {throttled_usec}\n"
     )
     (svc / "memory.current").write_text("52428800\n")
+    (svc / "memory.stat").write_text("anon 31457280\nfile 20971520\nkernel 1048576\n")
     (svc / "memory.events").write_text(f"low 0\nhigh 0\nmax {oom_kill * 3}\noom {oom_kill}\noom_kill {oom_kill}\n")
     (svc / "cpu.pressure").write_text(
         f"some avg10=1.00 avg60=0.50 avg300=0.10 total={psi_us}\nfull avg10=0 avg60=0 avg300=0 total=0\n"
@@ -102,6 +103,7 @@ def test_v2_only_host_fake_tree(tmp_path: Path) -> None:
     assert json.loads(thr["detail_json"]) == {"nr_throttled": 250, "nr_periods": 250}
     assert by_kind[("oom_kill", "/system.slice/payment.service")]["value"] == 1
     assert by_kind[("memory_usage", "/system.slice/payment.service")]["value"] == 52428800
+    assert by_kind[("memory_anon", "/system.slice/payment.service")]["value"] == 31457280  # memory.stat anon
     assert by_kind[("psi_cpu", "/system.slice/payment.service")]["value"] == 40_000_000
     assert by_kind[("psi_cpu", "")]["value"] == 80_000_000  # host-wide /proc/pressure/cpu
     assert by_kind[("tcp_timeouts", None)]["value"] == 3

@@ -54,6 +54,9 @@ class AgentStats:
     bad_lines: int = 0
     cgroup_mode: str = ""
     variants: bool = False  # the preferred kprobe/fentry forms are the ones running
+    tier: str = ""  # collection tier: btf-tracepoints, kprobes or counters-only (probes.host_tier)
+    tier_why: str = ""
+    probe_tiers: dict[str, str] = field(default_factory=dict)  # probe -> "tracepoint" | "kprobe"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,7 @@ class AgentStats:
             "probes_failed": self.failed, "warnings": self.warnings, "lost_events": self.lost_events,
             "bad_lines": self.bad_lines, "cgroup_mode": self.cgroup_mode,
             "kprobe_variants": self.variants,
+            "tier": self.tier, "tier_why": self.tier_why, "probe_tiers": self.probe_tiers,
         }
 
 
@@ -79,8 +83,12 @@ class Agent:
                  warn: Callable[[str], None] | None = None, cgroup_scope: str = "",
                  otlp_options: dict[str, Any] | None = None, pod_log_root: str = "/var/log",
                  pod_list_url: str | None = None, pod_list_token_file: str | None = None,
-                 pod_list_ca_file: str | None = None) -> None:
+                 pod_list_ca_file: str | None = None, tier: str = "auto") -> None:
         self.store = store
+        # "auto": the best tier this host allows (probes.host_tier); "counters-only": no eBPF at all
+        if tier not in ("auto", probes_mod.TIER_COUNTERS):
+            raise ValueError(f"tier {tier!r}: expected 'auto' or {probes_mod.TIER_COUNTERS!r}")
+        self.tier = tier
         self.specs = probes_mod.select(probes) if probes not in ("", "none") else []
         self.interval_s = float(interval_s)
         self.host_name = host_name or socket.gethostname()
@@ -124,6 +132,15 @@ class Agent:
         self._refresh_pods()
         self._attr = Attributor(pods=self._pods)
         self.stats.cgroup_mode = probes_mod.cgroup_mode()
+        tier = probes_mod.host_tier(self.specs, force="" if self.tier == "auto" else self.tier)
+        self.stats.tier, self.stats.tier_why = tier.name, tier.why
+        self.stats.failed.update(tier.skipped)
+        if self.specs and tier.name == probes_mod.TIER_COUNTERS:
+            self.warn(f"collection tier {tier.name}: {tier.why}; procfs/cgroup counters only")
+        elif tier.skipped:
+            self.warn(f"collection tier {tier.name}; not running: "
+                      + "; ".join(f"{k} ({v})" for k, v in tier.skipped.items()))
+        self.specs = [s for s in self.specs if s.name in tier.probes]
         if self.specs:
             probes_mod.check_capabilities()
             cg_expr = probes_mod.calibrate_cgroup_expr()
@@ -143,6 +160,13 @@ class Agent:
                 self._start_each(cg_expr, self.stats.variants)
             self.stats.probes_running = [s.name for p in self._procs for s in p.specs]
             self.stats.variants = any(p.variants for p in self._procs)
+            self.stats.probe_tiers = {s.name: "kprobe" if p.variants and s.variant else "tracepoint"
+                                      for p in self._procs for s in p.specs}
+            if not self._procs:
+                self.stats.tier = probes_mod.TIER_COUNTERS
+                self.stats.tier_why = "no probe could attach"
+            elif self.stats.variants:
+                self.stats.tier = probes_mod.TIER_KPROBES
             if not self._procs:
                 self.warn("no probe could attach; running collectors only")
         if self.collectors or self.workloads:

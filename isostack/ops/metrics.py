@@ -16,6 +16,7 @@ isostack_tcp_retransmits_total             counter    TCP retransmissions per ho
 isostack_packet_drops_total                counter    dropped packets per host/device (skb, qdisc, nic)
 isostack_disk_io_latency_p99_seconds       gauge      newest block I/O latency p99 per device
 isostack_memory_usage_bytes                gauge      newest cgroup memory usage
+isostack_memory_anon_bytes                 gauge      newest cgroup anonymous memory (what a leak grows)
 isostack_runq_latency_p99_seconds          gauge      newest run-queue latency p99 per cgroup (CPU contention)
 isostack_syscall_entry_wait_seconds_total  counter    time syscalls were held before entry (seccomp notify, ptrace) per cgroup
 isostack_qdisc_backlog_packets             gauge      newest qdisc backlog per host/device (transmit queue filling)
@@ -155,6 +156,8 @@ class IsostackCollector(Collector):
         newest = _CGROUP_SQL.replace("sum(k.value)", "arg_max(k.value, k.ts_ns)")
         for kind, name, doc, unit, scale in (
                 ("memory_usage", "isostack_memory_usage_bytes", "Newest cgroup memory usage", "bytes", 1.0),
+                ("memory_anon", "isostack_memory_anon_bytes", "Newest cgroup anonymous memory (memory.stat anon, "
+                 "v1 total_rss): what a leak grows", "bytes", 1.0),
                 ("runq_latency", "isostack_runq_latency_p99_seconds", "Newest run-queue latency p99 per cgroup",
                  "seconds", 1e-9)):
             fam = GaugeMetricFamily(name, doc, labels=["service_name", "container_id", "cgroup"], unit=unit)

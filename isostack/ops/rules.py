@@ -53,6 +53,7 @@ def alert_specs() -> list[AlertSpec]:
     drops_pps = kb.threshold("drops_kpps", "alert") * 1000
     disk_p99_s = kb.threshold("disk_p99_ms", "alert") / 1000
     mem_growth_ratio = kb.threshold("memory_growth_pct_per_h", "alert") / 100
+    leak_ratio = kb.threshold("memory_leak_pct_per_h", "alert") / 100
     return [
         AlertSpec(
             "IsostackSpanLatencyP95High", "span_p95_s", "app_self_time",
@@ -111,6 +112,19 @@ def alert_specs() -> list[AlertSpec]:
                         f" / (isostack_memory_usage_bytes offset 1h > 0) > {_fmt(mem_growth_ratio)}"),
                 Variant("cadvisor", "(container_memory_working_set_bytes - container_memory_working_set_bytes offset 1h)"
                         f" / (container_memory_working_set_bytes offset 1h > 0) > {_fmt(mem_growth_ratio)}"),
+            ),
+        ),
+        AlertSpec(
+            # the memory_leak check's rule in PromQL: the least-squares slope of anonymous memory over the
+            # last hour (deriv), per hour, over the value an hour ago, above 10 %/h — and rising in both
+            # halves of the hour, so a step (a cache filled once) or a sawtooth heap does not page anyone
+            "IsostackMemoryLeak", "memory_leak_pct_per_h", "memory_leak",
+            "{{ $labels.service_name }}{{ $labels.container }} anonymous memory climbing "
+            "{{ $value | humanizePercentage }}/h, steadily (> " + _fmt(leak_ratio * 100) + " %/h)", "15m",
+            tuple(
+                Variant(src, f"deriv({m}[1h]) * 3600 / ({m} offset 1h > 0) > {_fmt(leak_ratio)}"
+                        f" and {m} > {m} offset 30m and {m} offset 30m > {m} offset 1h")
+                for src, m in (("isostack", "isostack_memory_anon_bytes"), ("cadvisor", "container_memory_rss"))
             ),
         ),
         AlertSpec(

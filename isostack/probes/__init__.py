@@ -350,3 +350,77 @@ def combined_program_text(specs: list[ProbeSpec], interval_s: float = 1.0, cgrou
         out.append(f"{interval_header}\n{{ {_WINDOW_MARK}\n" + "\n".join(interval) + "\n}")
     out.append("END { " + _WINDOW_MARK + " " + " ".join(b.strip() for b in end) + " }")
     return "\n\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- collection tiers (spec 29.6.12.0.4, FAQ Q8)
+# What this host lets the agent run, best first. A probe runs as its tracepoint program when the kernel
+# has BTF and every tracepoint it names; else as its kprobe variant when it ships one and the kernel
+# allows kprobes (the spec's answer for 4.14-era kernels: "回退到 tcp_set_state/tcp_rcv_established");
+# else not at all, and its question is answered by the procfs/cgroup counters only (drops, retransmit
+# and timeout totals, throttling, memory, PSI, disk %util) — coarser, never blind.
+TIER_TRACEPOINTS = "btf-tracepoints"
+TIER_KPROBES = "kprobes"
+TIER_COUNTERS = "counters-only"
+
+
+def missing_tracepoints(spec: ProbeSpec, tracefs: Path | None = None) -> list[str]:
+    """The tracepoints ``spec`` names that this kernel does not have (tracefs ``events/<category>/<name>``)."""
+    events = (tracefs or TRACEFS) / "events"
+    return [tp for tp in spec.tracepoints if not (events / tp.replace(":", "/", 1)).is_dir()]
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Which collection tier runs: ``name`` (btf-tracepoints, kprobes, counters-only), ``why`` in words,
+    and per probe how it runs (``tracepoint``, ``kprobe``) or why it cannot."""
+
+    name: str
+    why: str
+    probes: dict[str, str] = field(default_factory=dict)  # probe -> "tracepoint" | "kprobe"
+    skipped: dict[str, str] = field(default_factory=dict)  # probe -> why it cannot run here
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "why": self.why, "probes": dict(self.probes), "skipped": dict(self.skipped)}
+
+
+def host_tier(specs: list[ProbeSpec], *, force: str = "", kprobes: bool | None = None,
+              tracefs: Path | None = None) -> Tier:
+    """The collection tier ``specs`` can run at on this host (``force="counters-only"``: no probes at all).
+
+    Raises :class:`CapabilityError` when the process itself lacks root / CAP_SYS_ADMIN: that is a
+    deployment error to fix, not an old kernel to degrade for.
+    """
+    if force == TIER_COUNTERS or not specs:
+        why = "forced (--tier counters-only)" if force == TIER_COUNTERS else "no probes requested"
+        return Tier(TIER_COUNTERS, why)  # chosen, not a failure: no probe is listed as skipped
+    eff = effective_capabilities()
+    if os.geteuid() != 0 or (eff is not None and missing_capabilities(eff)):
+        check_capabilities()  # raises, naming what is missing
+    kernel_missing = []
+    if not _accessible_dir((tracefs or TRACEFS) / "events"):
+        kernel_missing.append(f"no tracefs at {tracefs or TRACEFS}")
+    if not _which("bpftrace"):
+        kernel_missing.append("no bpftrace binary")
+    if kernel_missing:
+        why = "; ".join(kernel_missing)
+        return Tier(TIER_COUNTERS, why, {}, {s.name: why for s in specs})
+    btf = _readable(BTF_VMLINUX)
+    can_kprobe = kprobes_available() if kprobes is None else kprobes
+    how: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for spec in specs:
+        lacking = missing_tracepoints(spec, tracefs)
+        if btf and not lacking:
+            how[spec.name] = "tracepoint"
+        elif spec.variant and can_kprobe:
+            how[spec.name] = "kprobe"
+        else:
+            skipped[spec.name] = ("no kernel BTF (the programs read kernel structs)" if not btf
+                                  else f"tracepoint(s) {', '.join(lacking)} missing") + (
+                "; no kprobe variant" if not spec.variant else "; kprobes not allowed")
+    if not how:
+        return Tier(TIER_COUNTERS, "no probe can attach: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
+                    how, skipped)
+    if "kprobe" in how.values():
+        return Tier(TIER_KPROBES, "kprobe variants stand in where tracepoints or BTF are missing", how, skipped)
+    return Tier(TIER_TRACEPOINTS, "kernel BTF and every probe's tracepoints present", how, skipped)

@@ -28,7 +28,8 @@ def _parse_seconds(text: str) -> float:
 @click.command("agent")
 @click.option("--duration", default=None, help="Run this long (e.g. 30s, 5m); default: until SIGTERM/SIGINT.")
 @click.option("--probes", "probe_list", default="default", show_default=True,
-              help="Comma list of bundled probes, 'default' (all but the opt-in syscall_latency), 'all', "
+              help="Comma list of bundled probes, 'default' (all but the opt-in, per-syscall syscall_latency and "
+                   "file_io_latency), 'all', "
                    "or 'none' (collectors only).")
 @click.option("--interval", default="1s", show_default=True, help="Aggregation window of probes and collectors.")
 @click.option("--otlp-endpoint", default=None,
@@ -63,6 +64,11 @@ def _parse_seconds(text: str) -> float:
 @click.option("--no-collectors", is_flag=True, help="eBPF probes only (skip procfs/cgroup counters).")
 @click.option("--one-process-per-probe", "per_probe", is_flag=True,
               help="One bpftrace per probe (isolation, ~50 MiB each) instead of one merged program.")
+@click.option("--tier", "tier", type=click.Choice(["auto", "counters-only"]), default="auto", show_default=True,
+              help="Collection tier. auto: the best this host allows — every probe as its tracepoint program "
+                   "(kernel BTF + the tracepoints it names), else its kprobe variant where it ships one and the "
+                   "kernel allows kprobes, else procfs/cgroup counters only (an old kernel, no bpftrace, no "
+                   "tracefs). counters-only: no eBPF at all. The run says which tier ran and why.")
 @click.option("--list", "list_probes", is_flag=True, help="List the bundled probes and exit.")
 @json_option
 @click.pass_context
@@ -70,7 +76,7 @@ def command(ctx: click.Context, duration: str | None, probe_list: str, interval:
             otlp_token_file: str | None, otlp_ca_file: str | None, otlp_client_cert: str | None,
             otlp_client_key: str | None, otlp_metrics: bool, host_name: str | None, cgroup_scope: str,
             pod_log_root: str, pod_list_url: str | None, pod_list_token_file: str | None, pod_list_ca_file: str | None,
-            no_store: bool, no_collectors: bool, per_probe: bool, list_probes: bool, as_json: bool) -> None:
+            no_store: bool, no_collectors: bool, per_probe: bool, tier: str, list_probes: bool, as_json: bool) -> None:
     """Run eBPF probes + kernel counters, attributed to cgroup/container/service, into the store.
 
     Needs root, tracefs and kernel BTF for the probes (the error names what is missing). A probe that
@@ -83,6 +89,7 @@ def command(ctx: click.Context, duration: str | None, probe_list: str, interval:
       isostack agent --no-store --otlp-endpoint http://localhost:4318
       isostack agent --no-store --host-name node-b --otlp-endpoint https://isostack:4318 \
           --otlp-token-file /var/run/isostack/token --otlp-ca-file /var/run/isostack/ca.crt
+      isostack agent --tier counters-only --duration 30s   # no eBPF: the old-kernel tier
       isostack agent --list
     """
     from isostack import probes as probes_mod
@@ -119,13 +126,15 @@ def command(ctx: click.Context, duration: str | None, probe_list: str, interval:
     agent = Agent(store, probes=probe_list, interval_s=interval_s, otlp_endpoint=otlp_endpoint,
                   collectors=not no_collectors, combine=not per_probe, warn=warn, host_name=host_name,
                   cgroup_scope=cgroup_scope, otlp_options=otlp_options, pod_log_root=pod_log_root,
-                  pod_list_url=pod_list_url, pod_list_token_file=pod_list_token_file, pod_list_ca_file=pod_list_ca_file)
+                  pod_list_url=pod_list_url, pod_list_token_file=pod_list_token_file, pod_list_ca_file=pod_list_ca_file,
+                  tier=tier)
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         agent.request_stop()
 
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    err_console.print(f"isostack agent: starting probes ({probe_list}), interval {interval_s:g}s", highlight=False)
+    what = "collectors only (--tier counters-only)" if tier == "counters-only" else f"probes ({probe_list})"
+    err_console.print(f"isostack agent: starting {what}, interval {interval_s:g}s", highlight=False)
     try:
         stats = agent.run(duration_s)
     finally:
@@ -135,7 +144,9 @@ def command(ctx: click.Context, duration: str | None, probe_list: str, interval:
     if as_json:
         emit_json(result)
         return
-    console.print(f"probes running: {', '.join(stats.probes_running) or 'none'}")
+    console.print(f"collection tier: {stats.tier} ({stats.tier_why})")
+    running = [f"{p} ({stats.probe_tiers.get(p, 'tracepoint')})" for p in stats.probes_running]
+    console.print(f"probes running: {', '.join(running) or 'none'}")
     for name, why in stats.failed.items():
         console.print(f"[yellow]probe {name} failed:[/] {why}")
     console.print(table("rows by kind", ["kind", "rows"], sorted(stats.rows_by_kind.items())))

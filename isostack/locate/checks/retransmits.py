@@ -1,6 +1,8 @@
 """NET: did the hop's connection retransmit (>= 3) or hit RTOs? Each RTO costs >= 200 ms.
 
 Counts `tcp_retransmit` events on the hop's connection (from `tcp:tcp_retransmit_skb`), and host `tcp_timeouts`. A finding at ≥ `rto_retransmits` (3, spec 29.6.12.4). Each retransmission is charged at least the 200 ms minimum RTO.
+
+Which kind of retransmission (bcc tcpretrans's type): the tracepoint carries none, so the probe records the socket's congestion-avoidance state at that moment (`ca_state`, enum tcp_ca_state) and the check names it: Loss = **RTO** (the retransmission timer fired: the sender heard nothing for an RTO — a black hole, a burst loss, a lost retransmission), Recovery = **fast** retransmit (duplicate ACKs / SACK / RACK told the sender within about an RTT), Open/Disorder/CWR = **TLP** (a tail loss probe: the last segment resent after ~2 RTTs of silence), and a retransmission in SYN_SENT / SYN_RECV = **SYN** (1 s, then 3 s …). The counts go in the evidence (`detail.types`) and the summary; events recorded without `ca_state` (older captures, bcc) count as "unknown".
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from isostack.locate.checks._base import (
     Score,
     Scoring,
     Threshold,
+    detail_of,
     evidence,
     finding,
     where_of,
@@ -22,6 +25,17 @@ from isostack.locate.checks._base import (
 from isostack.locate.model import Finding
 
 MIN_RTO_NS = 200_000_000  # Linux TCP_RTO_MIN
+# enum tcp_ca_state (UAPI linux/tcp.h) -> the retransmission kind it means at tcp_retransmit_skb
+CA_STATE_TYPES = {0: "TLP", 1: "TLP", 2: "TLP", 3: "fast", 4: "RTO"}
+SYN_STATES = {2, 3}  # TCP_SYN_SENT, TCP_SYN_RECV
+
+
+def retransmit_type(detail: dict) -> str:
+    """RTO / fast / TLP / SYN for one ``tcp_retransmit`` row's detail, "unknown" without ``ca_state``."""
+    if detail.get("state") in SYN_STATES:
+        return "SYN"
+    ca = detail.get("ca_state")
+    return CA_STATE_TYPES.get(ca, "unknown") if isinstance(ca, int) else "unknown"
 
 CHECK = CheckSpec(
     id="retransmits", layer="NET", signals=('tcp_retransmit', 'tcp_timeouts'),
@@ -45,8 +59,14 @@ def run(ctx: CheckContext) -> list[Finding]:
     limit = ctx.threshold("rto_retransmits")
     ev = []
     n = float(pc.sum(rows.column("value")).as_py() or 0) if rows.num_rows else 0.0
+    types: dict[str, int] = {}
     if n >= limit:
-        ev.append(evidence(ctx, rows, "tcp_retransmit", n, "count", limit, where=where_of(rows, "flow_key")))
+        for v, raw in zip(rows.column("value").to_pylist(), rows.column("detail_json").to_pylist(), strict=True):
+            t = retransmit_type(detail_of(raw))
+            types[t] = types.get(t, 0) + int(v or 0)
+        types = dict(sorted(types.items(), key=lambda kv: -kv[1]))
+        ev.append(evidence(ctx, rows, "tcp_retransmit", n, "count", limit, where=where_of(rows, "flow_key"),
+                           types=types))
     rto = ctx.events("tcp_timeouts", coord="host")
     n_rto = float(pc.sum(rto.column("value")).as_py() or 0) if rto.num_rows else 0.0
     if n_rto >= limit:
@@ -55,6 +75,8 @@ def run(ctx: CheckContext) -> list[Finding]:
         return []
     first = min(e.first_ns for e in ev if e.first_ns is not None)
     return [finding(
-        CHECK, ctx, f"{n:.0f} retransmissions on the hop's connection" + (f", {n_rto:.0f} RTOs on the host" if n_rto else ""),
+        CHECK, ctx, f"{n:.0f} retransmissions on the hop's connection"
+        + (f" ({', '.join(f'{t} {c}' for t, c in types.items())})" if types and set(types) != {"unknown"} else "")
+        + (f", {n_rto:.0f} RTOs on the host" if n_rto else ""),
         ev, support=1.0 if n >= limit else 0.0, events=max(n, n_rto), started_ns=first,
     )]

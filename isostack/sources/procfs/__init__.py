@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from isostack import records
+from isostack.layers import VF_SUFFIX
 from isostack.sources.procfs import cgroups as cg
 from isostack.sources.procfs import disk, net, netdev
 from isostack.sources.procfs.workloads import scan_workloads
@@ -83,6 +84,12 @@ def _psi_detail(key: tuple, fields: dict[str, Any], snap: _Snapshot, prev: _Snap
     return {"scope": "cgroup" if fields["cgroup_path"] else "host", "stall": "some"}
 
 
+def _vf_driver(pf: str) -> dict[str, Any]:
+    # a VF's drops happen in the PF's embedded switch: the hardware slice (L-0), named by the VF suffix
+    driver = netdev.driver_of(pf)
+    return {"driver": driver + VF_SUFFIX} if driver else {}
+
+
 _CGROUP = ("cgroup_path", "cgroup_id")
 _CGROUP_COLUMNS = {"cgroup_path": "cgroup_path", "cgroup_id": "cgroup_id"}
 _PSI = CounterSpec(lambda f: "procfs:cgroup.pressure" if f["cgroup_path"] else "procfs:pressure", _CGROUP,
@@ -105,6 +112,12 @@ COUNTERS: dict[str, CounterSpec] = {
                               device_driver=True),
     "tx_timeout": CounterSpec("procfs:ethtool", ("device",), {"device": "device"}, device_driver=True,
                               empty_detail=True),
+    "nic_queue_drop": CounterSpec("procfs:ethtool", ("device", "queue", "counter"), {"device": "device"},
+                                  ("queue", "counter"), always=("queue", "counter"), device_driver=True),
+    "vf_drop": CounterSpec("procfs:sriov", ("device", "vf", "direction"), {"device": "device"}, ("vf", "direction"),
+                           always=("vf", "direction"), detail=lambda key, f, snap, prev: _vf_driver(f["device"])),
+    "nic_queue_kicks": CounterSpec("procfs:ethtool", ("device", "queue", "counter"), {"device": "device"},
+                                   ("queue",), always=("queue",), device_driver=True),
 }
 
 
@@ -127,6 +140,12 @@ class ProcfsCollector:
         self.ethtool = ethtool
         self._prev: _Snapshot | None = None
         self._ethtool_devs: list[str] | None = None  # interfaces whose driver has a tx-timeout counter
+        self._driver_stats: net.DriverStats | None = None  # ETHTOOL_GSTATS over ioctl (pyroute2)
+        if ethtool:
+            try:
+                self._driver_stats = net.DriverStats()
+            except Exception:  # no pyroute2 ethtool: fork `ethtool -S` for the tx-timeout counter only
+                self._driver_stats = None
         self._netlink: net.NetlinkQdiscs | None = None
         # Named network namespaces (``ip netns``) whose qdiscs and interface drops are read too:
         # a container's own eth0 and any qdisc inside its namespace are invisible from the host's.
@@ -143,6 +162,9 @@ class ProcfsCollector:
         if self._netlink is not None:
             self._netlink.close()
             self._netlink = None
+        if getattr(self, "_driver_stats", None) is not None:
+            self._driver_stats.close()  # type: ignore[union-attr]
+            self._driver_stats = None
         for nl in self._ns_links.values():
             nl.close()
         self._ns_links = {}
@@ -274,6 +296,10 @@ class ProcfsCollector:
             if usage is not None and rel != "/":  # the root's usage is the host's, not a workload's
                 gauges.append({"kind": "memory_usage", "value": float(usage), "cgroup_id": cid,
                                "cgroup_path": rel, "source": "procfs:memory"})
+            anon = cg.anon_bytes(cg.read_flat_keyed(d / "memory.stat")) if rel != "/" else None
+            if anon is not None:  # a leak grows anonymous memory; page cache comes and goes with I/O
+                gauges.append({"kind": "memory_anon", "value": float(anon), "cgroup_id": cid,
+                               "cgroup_path": rel, "source": "procfs:memory.stat"})
         for rel, d in layout.walk(layout.v2, self.cgroup_paths):
             cid = layout.cgroup_id(rel, d)
             for res, kind in _PSI_KINDS.items():
@@ -303,7 +329,9 @@ class ProcfsCollector:
         if self.qdiscs:
             self._qdisc_counters(self._qdiscs(), snap, gauges)
         self._read_netns(snap, gauges)
-        if self.ethtool:
+        if self.ethtool and self._driver_stats is not None:
+            self._read_driver_stats(self._driver_stats, snap)
+        elif self.ethtool:
             if self._ethtool_devs is None:
                 self._ethtool_devs = [d for d in net.nic_counters() if net.ethtool_tx_timeouts(d) is not None]
             for dev in self._ethtool_devs:
@@ -311,6 +339,24 @@ class ProcfsCollector:
                 if n is not None:
                     snap.counters[("tx_timeout", dev)] = n
         snap.disks = disk.read_diskstats(self.proc)
+
+    @staticmethod
+    def _read_driver_stats(stats: net.DriverStats, snap: _Snapshot) -> None:
+        """Each interface's driver statistics (`ethtool -S`): the watchdog tx-timeout counter and the
+        per-queue drop and kick counters (virtio_net rx0_xdp_drops, tx0_kicks; veth rx_queue_0_drops …)."""
+        for dev in net.nic_counters():
+            values = stats.read(dev)
+            if not values:
+                continue
+            timeouts = net.tx_timeouts_of(values)
+            if timeouts is not None:
+                snap.counters[("tx_timeout", dev)] = timeouts
+            for (kind, queue, counter), value in net.queue_counters(values).items():
+                snap.counters[(kind, dev, queue, counter)] = value
+        # SR-IOV: each VF's drops as its PF counts them (none on a host without VFs, e.g. this virtio VM)
+        for pf in net.sriov_pfs():
+            for (vf, direction), value in net.vf_drops(pf).items():
+                snap.counters[("vf_drop", pf, vf, direction)] = value
 
     # ------------------------------------------------------------------ rows
     def _counter_row(self, key: tuple, delta: float, snap: _Snapshot, prev: _Snapshot) -> dict:

@@ -140,3 +140,13 @@ def throttled_ns(cpu_stat: dict[str, int]) -> int | None:
     if "throttled_usec" in cpu_stat:
         return cpu_stat["throttled_usec"] * 1000
     return None
+
+
+def anon_bytes(memory_stat: dict[str, int]) -> int | None:
+    """Anonymous memory of a cgroup and its descendants, bytes, from its ``memory.stat``: v2 ``anon``
+    (hierarchical), v1 ``total_rss`` (anonymous + swap cache, hierarchical; ``rss`` counts this cgroup
+    only). None when the file has neither."""
+    for key in ("anon", "total_rss"):
+        if key in memory_stat:
+            return memory_stat[key]
+    return None

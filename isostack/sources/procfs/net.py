@@ -194,3 +194,116 @@ def parse_ethtool_tx_timeouts(text: str) -> int | None:
             except ValueError:
                 continue
     return total
+
+
+# Per-queue driver statistics as drivers name them in `ethtool -S`: virtio_net and mlx5 ``rx0_drops``,
+# veth / ixgbe / i40e / ice ``rx_queue_0_drops``, ena ``queue_0_rx_cnt``. The counter part is kept as
+# the driver spells it.
+_QUEUE_STAT = (re.compile(r"^(?P<dir>rx|tx)(?P<n>\d+)_(?P<name>.+)$"),
+               re.compile(r"^(?P<dir>rx|tx)_queue_(?P<n>\d+)_(?P<name>.+)$"),
+               re.compile(r"^queue_(?P<n>\d+)_(?P<dir>rx|tx)_(?P<name>.+)$"))
+# Which per-queue counters are packets the driver dropped (rx buffer refill failures, an XDP program's
+# XDP_DROP/ABORTED, XDP transmits that failed) and which count host notifications (virtio kicks).
+_QUEUE_DROP = re.compile(r"drop|discard|_errors?$")
+_QUEUE_KICKS = re.compile(r"^kicks$")
+
+
+def split_queue_stat(name: str) -> tuple[str, str] | None:
+    """``("rx0", "xdp_drops")`` for a per-queue driver statistic's name, None for a device-wide one."""
+    for pattern in _QUEUE_STAT:
+        m = pattern.match(name)
+        if m:
+            return f"{m['dir']}{m['n']}", m["name"]
+    return None
+
+
+def queue_counters(stats: dict[str, int]) -> dict[tuple[str, str, str], int]:
+    """The per-queue drop and kick counters of one device's driver statistics:
+    ``(kind, queue, counter) -> value`` with kind ``nic_queue_drop`` or ``nic_queue_kicks``."""
+    out: dict[tuple[str, str, str], int] = {}
+    for name, value in stats.items():
+        q = split_queue_stat(name)
+        if q is None:
+            continue
+        queue, counter = q
+        if _QUEUE_KICKS.match(counter):
+            out[("nic_queue_kicks", queue, counter)] = value
+        elif _QUEUE_DROP.search(counter) and "bytes" not in counter:
+            out[("nic_queue_drop", queue, counter)] = value
+    return out
+
+
+class DriverStats:
+    """A device's driver statistics (what `ethtool -S` prints) over the ETHTOOL_GSTATS ioctl, via
+    pyroute2: no process forked per read. One socket, re-pointed from device to device."""
+
+    def __init__(self) -> None:
+        from pyroute2.ethtool.ioctl import IoctlEthtool
+
+        self._eth = IoctlEthtool()
+
+    def read(self, dev: str) -> dict[str, int] | None:
+        """``{name: value}`` of ``dev``'s driver statistics, None when it has none or is gone."""
+        try:
+            self._eth.change_ifname(dev)
+            return {str(k): int(v) for k, v in self._eth.get_statistics()}
+        except Exception:  # pyroute2's NotSupportedError (lo, bridges), NoSuchDeviceError, OSError: no stats
+            return None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._eth.close()
+
+
+def tx_timeouts_of(stats: dict[str, int]) -> int | None:
+    """The aggregate watchdog-timeout counter (as :func:`parse_ethtool_tx_timeouts`) from driver statistics."""
+    found = [v for k, v in stats.items() if _TX_TIMEOUT_KEY.match(k)]
+    return sum(found) if found else None
+
+
+def sriov_pfs(sys_net: Path = Path("/sys/class/net")) -> dict[str, int]:
+    """SR-IOV physical functions of this namespace and their enabled VFs: ``{pf: sriov_numvfs}`` from sysfs
+    (``/sys/class/net/<dev>/device/sriov_numvfs``). Empty on a host without SR-IOV (this VM: virtio_net)."""
+    out: dict[str, int] = {}
+    try:
+        devs = sorted(sys_net.iterdir())
+    except OSError:
+        return out
+    for d in devs:
+        try:
+            n = int((d / "device" / "sriov_numvfs").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if n > 0:
+            out[d.name] = n
+    return out
+
+
+def vf_drops_of(link: object) -> dict[tuple[int, str], int]:
+    """``{(vf, "rx"|"tx"): dropped}`` from an rtnetlink link message of a PF fetched with RTEXT_FILTER_VF
+    (``IFLA_VFINFO_LIST`` → ``IFLA_VF_INFO`` → ``IFLA_VF_STATS``, what ``ip -s link show <pf>`` prints per VF)."""
+    out: dict[tuple[int, str], int] = {}
+    vfl = link.get_attr("IFLA_VFINFO_LIST")  # type: ignore[attr-defined]
+    if vfl is None:
+        return out
+    for info in vfl.get_attrs("IFLA_VF_INFO"):
+        mac, stats = info.get_attr("IFLA_VF_MAC"), info.get_attr("IFLA_VF_STATS")
+        if mac is None or stats is None:
+            continue
+        for direction, attr in (("rx", "IFLA_VF_STATS_RX_DROPPED"), ("tx", "IFLA_VF_STATS_TX_DROPPED")):
+            value = stats.get_attr(attr)
+            if value is not None:  # kernels before 4.17 do not report the drop counters
+                out[(int(mac["vf"]), direction)] = int(value)
+    return out
+
+
+def vf_drops(pf: str) -> dict[tuple[int, str], int]:
+    """Per-VF drop counters of the physical function ``pf`` over rtnetlink (pyroute2); {} when unreadable."""
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            links = ipr.link("get", ifname=pf, ext_mask=1)  # RTEXT_FILTER_VF: include the VF list
+    except Exception:  # the PF went away, no netlink: no rows
+        return {}
+    return vf_drops_of(links[0]) if links else {}
