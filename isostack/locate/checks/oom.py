@@ -29,7 +29,7 @@ CHECK = CheckSpec(
     owns=(
         Mechanism("oom_kill", layer="L-3", title="memory cgroup OOM kill",
                   fix="Raise memory.limit / memory.max above the working set, or fix the leak (memleak); check memory.events.",
-                  caused_by=(('memory_growth',),), amplifies=True),
+                  caused_by=(('memory_growth', 'memory_leak'),), amplifies=True),
     ),
     limits=(
         Threshold("oom_kills", 0, "count", "29.3.4", "OOM kills (> 0 is a finding)"),
