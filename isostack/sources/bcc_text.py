@@ -510,12 +510,18 @@ def parse_file(path: str | Path, *, tool: str | None = None, host_name: str = ""
     """
     p = Path(path)
     text, mtime_ns = read_capture(p)
-    guess = p.name.split("_", 1)[0].split(".", 1)[0]
-    if guess == "bpftrace":
-        guess = p.name.split("_")[1] if p.name.count("_") >= 1 else ""
-    return parse_text(text, str(p), tool=tool or (guess if guess in _KNOWN_TOOLS else None),
+    return parse_text(text, str(p), tool=tool or tool_from_file_name(p.name),
                       host_name=host_name, base_ts_ns=base_ts_ns if base_ts_ns is not None else mtime_ns,
                       strict=strict)
+
+
+def tool_from_file_name(name: str) -> str | None:
+    """The tool a capture's file name names (``tcplife_prod.txt``, ``bpftrace_runqlat_example.txt``), or None."""
+    base = Path(name).name
+    guess = base.split("_", 1)[0].split(".", 1)[0]
+    if guess == "bpftrace":
+        guess = base.split("_")[1] if base.count("_") >= 1 else ""
+    return guess if guess in _KNOWN_TOOLS else None
 
 
 _KNOWN_TOOLS = set(HIST_KINDS) | {"tcplife", "tcpretrans", "tcpdrop", "fileslower"}

@@ -400,10 +400,19 @@ def read_capture(path: str | os.PathLike[str], host_name: str = "", mono_offset_
 
     Raises :class:`BpftraceOutputError` at the first bad line, with the good rows before it on ``.table``.
     """
-    name = str(path)
-    dec = BpftraceDecoder(host_name=host_name, source=source or f"probe:{Path(path).stem}",
+    return decode_lines(iter_lines(path), str(path), host_name=host_name, mono_offset_ns=mono_offset_ns,
+                        source=source)
+
+
+def decode_lines(lines: Iterable[str], name: str, host_name: str = "", mono_offset_ns: int | None = None,
+                 source: str | None = None) -> pa.Table:
+    """The lines of a ``bpftrace -f json`` capture named ``name`` (a file name: its stem names the probe).
+
+    Raises :class:`BpftraceOutputError` at the first bad line, with the good rows before it on ``.table``.
+    """
+    dec = BpftraceDecoder(host_name=host_name, source=source or f"probe:{Path(name).stem}",
                           mono_offset_ns=mono_offset_ns, name=name)
-    for line in iter_lines(path):
+    for line in lines:
         try:
             dec.feed(line)
         except BpftraceOutputError as exc:
