@@ -405,16 +405,27 @@ def read_capture(path: str | os.PathLike[str], host_name: str = "", mono_offset_
 
 
 def decode_lines(lines: Iterable[str], name: str, host_name: str = "", mono_offset_ns: int | None = None,
-                 source: str | None = None) -> pa.Table:
+                 source: str | None = None, keep_going: bool = False) -> pa.Table:
     """The lines of a ``bpftrace -f json`` capture named ``name`` (a file name: its stem names the probe).
 
-    Raises :class:`BpftraceOutputError` at the first bad line, with the good rows before it on ``.table``.
+    Raises :class:`BpftraceOutputError` at the first bad line, with the good rows before it on
+    ``.table``; with ``keep_going`` a bad line is skipped (each output line is a whole JSON
+    message, so the next one decodes on its own) and the error, raised at the end, names the first
+    bad line and counts the others, with every good row on ``.table``.
     """
     dec = BpftraceDecoder(host_name=host_name, source=source or f"probe:{Path(name).stem}",
                           mono_offset_ns=mono_offset_ns, name=name)
+    first: BpftraceOutputError | None = None
+    bad = 0
     for line in lines:
         try:
             dec.feed(line)
         except BpftraceOutputError as exc:
-            raise BpftraceOutputError(str(exc), dec.take()) from None
+            if not keep_going:
+                raise BpftraceOutputError(str(exc), dec.take()) from None
+            first = first or exc
+            bad += 1
+    if first is not None:
+        more = f" (+{bad - 1} more bad line(s) skipped)" if bad > 1 else " (skipped; the lines after it were read)"
+        raise BpftraceOutputError(f"{first}{more}", dec.take())
     return dec.take()

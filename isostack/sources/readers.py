@@ -202,7 +202,7 @@ def _bpftrace_json(data: bytes, opts: ReadOptions) -> Decoded:
     from isostack.sources import bpftrace
 
     return _one("kernel_events", lambda: bpftrace.decode_lines(
-        _text(data).splitlines(keepends=True), opts.source, host_name=opts.host_name))
+        _text(data).splitlines(keepends=True), opts.source, host_name=opts.host_name, keep_going=True))
 
 
 def _bcc(data: bytes, opts: ReadOptions) -> Decoded:
