@@ -234,6 +234,12 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     # storage, per device
     "block_io_latency": EventKind("ns", "block I/O latency p99 over the window (detail: hist, count)", "device"),
     "disk_util": EventKind("percent", "device utilisation over the window (detail: await_ms, iops)", "device"),
+    # captures of other tools (isostack read --format bcc)
+    "memory_outstanding": EventKind("bytes", "bytes allocated from one call stack and not freed yet, at one report "
+                                    "(bcc memleak; detail: allocations, stack, allocator user/kernel)", "pid"),
+    "tool_map": EventKind("count", "a map a bcc/bpftrace tool printed that has no kind of its own (bitesize, cpuwalk, "
+                          "runqlen, syscount ...): value = the samples of a histogram/stats, or the printed value; "
+                          "detail: tool, map, key, shape hist/value/stats, hist [[lo, hi, count]] in unit", "host"),
 }
 
 
