@@ -30,7 +30,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,13 @@ class BpftraceDecoder:
     """Stateful line decoder for one bpftrace process (window markers carry over between lines)."""
 
     def __init__(self, host_name: str = "", source: str = "", mono_offset_ns: int | None = None,
-                 name: str = "<bpftrace>") -> None:
+                 name: str = "<bpftrace>", device_drivers: Callable[[str, int | None], str] | None = None) -> None:
+        """``device_drivers(device, netns_inode)``: the driver of a row's device, asked while collecting
+        (the agent passes :func:`isostack.sources.procfs.netdev.driver_in_netns`); it goes into
+        ``detail.driver``, which names the network slice a finding on the device belongs to
+        (veth/bridge L-3, virtio_net L-2, tun/tap L-1, a VF L-0). Captures read later leave it out:
+        the devices they name may be gone, or be other devices by now."""
+        self.device_drivers = device_drivers
         self.host_name = host_name or socket.gethostname()
         self.source = source
         self.name = name
@@ -302,6 +308,25 @@ class BpftraceDecoder:
             pending["detail"][map_name.lstrip("@")] = value
         pending["detail"].update(detail)
 
+    def _add_drivers(self, row: dict[str, Any], detail: dict[str, Any]) -> None:
+        """``detail.driver`` of the row's device; for per-device sub-maps (``napi_budget_exhausted``:
+        {device: n}) ``detail.drivers`` {device: driver}, and ``driver`` when they all agree."""
+        assert self.device_drivers is not None
+        netns = detail.get("netns")
+        inode = int(netns) if isinstance(netns, int) or (isinstance(netns, str) and netns.isdigit()) else None
+        if row.get("device"):
+            driver = self.device_drivers(str(row["device"]), inode)
+            if driver:
+                detail["driver"] = driver
+            return
+        per_device = {dev: self.device_drivers(str(dev), inode) for sub in detail.values() if isinstance(sub, dict)
+                      for dev in sub}
+        per_device = {dev: d for dev, d in per_device.items() if d}
+        if per_device:
+            detail["drivers"] = per_device
+            if len(set(per_device.values())) == 1:
+                detail["driver"] = next(iter(per_device.values()))
+
     def _flush_window(self) -> None:
         if not self._pending:
             return
@@ -312,6 +337,8 @@ class BpftraceDecoder:
             slot = row.pop("_slot", None)
             t0, t1 = (slot * p["slot_ns"], (slot + 1) * p["slot_ns"]) if slot is not None and p["slot_ns"] \
                 else (start, end)
+            if self.device_drivers is not None:
+                self._add_drivers(row, p["detail"])
             row.update({
                 "ts_ns": self._unix(t0), "duration_ns": max(t1 - t0, 0),
                 "value": float(p["value"] or 0.0), "host_name": self.host_name, "source": p["source"],
