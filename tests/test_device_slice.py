@@ -1,8 +1,8 @@
 """The network slice of a bpftrace device row comes from the device's driver, read while collecting
 in the device's own network namespace (spec 29.6.12.0.1: veth/bridge L-3, virtio_net L-2, tap L-1).
 
-A real namespace of this test's own (``h17-slice``, no addresses: nothing is sent) holds the peer of a
-veth pair and a tap device; the probe output names devices by name and netns inode, as
+A real namespace of this test's own (``h17-slice``, subnet 10.217.0.0/30: only the live drop test
+sends, to its own peer) holds the peer of a veth pair and a tap device; the probe output names devices by name and netns inode, as
 net_tx_pressure.bt prints ``@qdisc_backlog_max[$dev->name, $dev->nd_net.net->ns.inum]``.
 """
 
@@ -36,6 +36,10 @@ def namespace() -> Iterator[int]:
     try:
         _ip("link", "add", "h17v0", "type", "veth", "peer", "name", "h17v1", "netns", NETNS)
         _ip("-n", NETNS, "tuntap", "add", "h17tap", "mode", "tap")
+        _ip("addr", "add", "10.217.0.1/30", "dev", "h17v0")
+        _ip("-n", NETNS, "addr", "add", "10.217.0.2/30", "dev", "h17v1")
+        _ip("link", "set", "h17v0", "up")
+        _ip("-n", NETNS, "link", "set", "h17v1", "up")
         yield os.stat(f"/run/netns/{NETNS}").st_ino
     finally:
         subprocess.run(["ip", "link", "del", "h17v0"], capture_output=True, timeout=10)
@@ -90,3 +94,40 @@ def test_captures_read_later_do_not_look_devices_up() -> None:
         dec.feed(line)
     (row,) = dec.take().to_pylist()
     assert "driver" not in json.loads(row["detail_json"])
+
+
+@pytest.mark.slow
+def test_skb_drop_rows_name_the_device_they_were_dropped_on(namespace: int) -> None:
+    """The skb_drop probe, run for real: SYNs to a closed port of the namespace's veth end are freed
+    there (NO_SOCKET); their rows carry that device, its netns and -- looked up while collecting -- veth."""
+    import socket
+    import time
+
+    from isostack.probes import program_text, registry
+    from tests.conftest import require_ebpf
+
+    require_ebpf()
+    text = program_text(registry()["skb_drop"], 1.0, "cgroup")
+    proc = subprocess.Popen(["bpftrace", "-f", "json", "-e", text], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        time.sleep(4)  # attach
+        for _ in range(10):
+            with socket.socket() as s:
+                s.settimeout(0.3)
+                try:
+                    s.connect(("10.217.0.2", 9))
+                except OSError:
+                    pass
+        time.sleep(1.5)  # one more window
+    finally:
+        proc.send_signal(2)
+        out, _ = proc.communicate(timeout=30)
+    dec = BpftraceDecoder(host_name="h1", device_drivers=netdev.driver_in_netns)
+    for line in out.splitlines():
+        dec.feed(line)
+    drops = [r for r in dec.take().to_pylist() if r["daddr"] == "10.217.0.2" and r["dport"] == 9]
+    assert drops, "no skb_drop of the SYNs to the closed port"
+    assert {r["device"] for r in drops} == {"h17v1"}
+    details = [json.loads(r["detail_json"]) for r in drops]
+    assert {(d["reason"], d["netns"], d["driver"]) for d in details} == {("NO_SOCKET", namespace, "veth")}

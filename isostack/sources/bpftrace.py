@@ -269,6 +269,9 @@ class BpftraceDecoder:
     def _map_item(self, map_name: str, spec: dict[str, Any], key_text: str, value: Any) -> None:
         key_names: list[str] = spec["keys"]
         parts = _split_key(key_text, len(key_names))
+        later: list[str] = spec.get("keys_added_later") or []
+        if later and len(parts) < len(key_names) and key_names[len(parts):] == later:
+            key_names = key_names[: len(parts)]  # a capture of the probe before those keys existed
         if len(parts) != len(key_names):
             raise self._error(f"map {map_name}: key {key_text!r} has {len(parts)} part(s), expected "
                               f"{len(key_names)} ({', '.join(key_names)})")
@@ -391,7 +394,8 @@ def _key_into(kname: str, raw: str, row: dict[str, Any], detail: dict[str, Any])
         # captures of older probes: only right when the device lives in the reader's own netns
         row["device"] = ifindex_name(int(raw))
     elif kname == "netns":
-        detail["netns"] = int(raw)
+        if int(raw):  # 0: no device (an skb freed after it left one)
+            detail["netns"] = int(raw)
     elif kname == "syscall_nr":
         detail["syscall"] = syscall_name(int(raw))
         detail["syscall_nr"] = int(raw)
