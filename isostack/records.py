@@ -246,6 +246,12 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
                                  "in the window (detail: op, file, dir1..dir4, count, total_ns, bytes; bcc fileslower)",
                                  "cgroup"),
     "disk_util": EventKind("percent", "device utilisation over the window (detail: await_ms, iops)", "device"),
+    # captures of other tools (isostack read --format bcc)
+    "memory_outstanding": EventKind("bytes", "bytes allocated from one call stack and not freed yet, at one report "
+                                    "(bcc memleak; detail: allocations, stack, allocator user/kernel)", "pid"),
+    "tool_map": EventKind("count", "a map a bcc/bpftrace tool printed that has no kind of its own (bitesize, cpuwalk, "
+                          "runqlen, syscount ...): value = the samples of a histogram/stats, or the printed value; "
+                          "detail: tool, map, key, shape hist/value/stats, hist [[lo, hi, count]] in unit", "host"),
 }
 
 

@@ -303,3 +303,134 @@ def test_bpftrace_histogram_text_round_trip(counts: list[int]) -> None:
         assert table.num_rows == 0
         return
     assert json.loads(table.column("detail_json")[0].as_py())["hist"] == expected
+
+
+# ------------------------------------------------------------------ bpftrace maps of tools without a kind
+# The output sections of bpftrace's own tools/*_example.txt (tests/fixtures/bcc/SOURCES: lines kept);
+# every map shape bpftrace prints: hist, lhist, a count per key, stats, stack keys.
+NEW_SAMPLES = ["bpftrace_bitesize_example.txt", "bpftrace_cpuwalk_example.txt", "bpftrace_runqlen_example.txt",
+               "bpftrace_xfsdist_example.txt", "bpftrace_ssllatency_example.txt", "bpftrace_tcpsynbl_example.txt",
+               "bpftrace_biostacks_example.txt", "bpftrace_syscount_example.txt", "bpftrace_vfsstat_example.txt",
+               "bpftrace_swapin_example.txt", "memleak_example.txt"]
+
+
+def _maps(name: str) -> list[dict]:
+    """The rows of one sample, read strictly (they are output only), detail decoded."""
+    rows = bcc_text.parse_file(BCC / name, strict=True, base_ts_ns=BASE_NS).to_pylist()
+    for r in rows:
+        r["detail"] = json.loads(r["detail_json"])
+    return rows
+
+
+@pytest.mark.parametrize("name", NEW_SAMPLES)
+def test_every_map_sample_reads_strictly_into_the_store(name: str, tmp_path) -> None:
+    rows = _maps(name)
+    assert rows
+    written = Store(tmp_path / "s").append("kernel_events", bcc_text.parse_file(BCC / name, base_ts_ns=BASE_NS))
+    assert written == len(rows)
+
+
+def test_hist_log2_with_k_suffixes_single_values_and_a_caption_unit() -> None:
+    """bitesize: per-process hist(), "[0]"/"[1]" single-value buckets, K suffixes, bytes from the caption."""
+    rows = {r["detail"]["key"]: r for r in _maps("bpftrace_bitesize_example.txt")}
+    assert list(rows) == ["cleanup", "postdrop", "jps", "kworker/2:1H", "jbd2/nvme0n1-8", "dd"]
+    dd = rows["dd"]["detail"]
+    assert (rows["dd"]["kind"], rows["dd"]["value"]) == ("tool_map", 921)
+    assert (dd["tool"], dd["map"], dd["shape"], dd["unit"], dd["hist"]) == ("bitesize", "hist", "hist", "bytes",
+                                                                            [[16384, 32768, 921]])
+    assert rows["kworker/2:1H"]["detail"]["hist"] == [[0, 1, 3], [65536, 131072, 1]]
+    assert rows["jps"]["detail"]["hist"] == [[4096, 8192, 1], [32768, 65536, 2]]
+
+
+def test_keyless_maps_of_linear_buckets() -> None:
+    """cpuwalk's @cpu (one bucket per CPU) and runqlen's @runqlen: no key, no unit."""
+    cpu = _maps("bpftrace_cpuwalk_example.txt")
+    assert [r["detail"]["map"] for r in cpu] == ["cpu", "cpu"]
+    assert cpu[1]["detail"]["hist"] == [[6, 7, 243], [20, 21, 1]] and cpu[1]["value"] == 244
+    assert cpu[0]["detail"]["hist"][:2] == [[0, 1, 130], [1, 2, 137]] and len(cpu[0]["detail"]["hist"]) == 36
+    (runq,) = _maps("bpftrace_runqlen_example.txt")
+    assert (runq["detail"]["key"], runq["detail"]["unit"], runq["value"]) == ("", "", 2273)
+    assert runq["detail"]["hist"] == [[0, 1, 1967], [3, 4, 306]]
+    assert 3 <= runq["detail"]["p99"] < 4  # 306 of 2273 samples saw 3 tasks queued
+
+
+def test_time_unit_from_the_map_name_is_scaled_to_ns() -> None:
+    """xfsdist's @us[function]: microsecond buckets become ns, as the latency kinds keep them."""
+    rows = {r["detail"]["key"]: r["detail"] for r in _maps("bpftrace_xfsdist_example.txt")}
+    read = rows["xfs_file_read_iter"]
+    assert (read["unit"], read["printed_unit"], read["count"]) == ("ns", "us", 1986)
+    assert read["hist"][0] == [1000, 2000, 724] and read["hist"][-1] == [128 * 1024 * 1000, 256 * 1024 * 1000, 6]
+
+
+def test_lhist_open_bucket_and_stats_lines() -> None:
+    """ssllatency: lhist() rows with a "[1000, ...)" overflow bucket, and @stat "count, average, total" lines."""
+    rows = _maps("bpftrace_ssllatency_example.txt")
+    handshake = next(r["detail"] for r in rows if r["detail"]["map"] == "hist" and r["detail"]["key"] == "SSL_do_handshake")
+    assert handshake["hist"] == [[600, 800, 1359], [800, 1000, 12], [1000, None, 32]]
+    assert handshake["unit"] == "us"  # "Latency distribution in microsecond:"
+    stat = next(r for r in rows if r["detail"]["map"] == "stat" and r["detail"]["key"] == "rsa_ossl_private_decrypt")
+    assert stat["detail"]["shape"] == "stats" and stat["value"] == 1403
+    assert (stat["detail"]["average"], stat["detail"]["total"]) == (643, 902780)
+
+
+def test_a_printf_shaped_like_a_map_line_is_a_caption() -> None:
+    (backlog,) = _maps("bpftrace_tcpsynbl_example.txt")
+    assert (backlog["detail"]["map"], backlog["detail"]["key"]) == ("backlog", "500")
+    assert backlog["detail"]["hist"] == [[0, 1, 2266], [1, 2, 3], [2, 4, 1]]
+
+
+def test_stack_keys_over_several_lines() -> None:
+    """biostacks: "@usecs[" + kernel frames + "]:" then the histogram."""
+    first, second = _maps("bpftrace_biostacks_example.txt")
+    assert first["detail"]["stack"][0] == "blk_account_io_start+1" and len(first["detail"]["stack"]) == 14
+    assert first["detail"]["key"].startswith("blk_account_io_start+1;blk_mq_make_request+1102;")
+    assert first["detail"]["hist"] == [[65536 * 1000, 131072 * 1000, 1]]
+    assert second["value"] == 919 and second["detail"]["stack"][-1] == "ret_from_fork+53"
+
+
+def test_value_maps_per_key_with_interval_clocks() -> None:
+    counts = {(r["detail"]["map"], r["detail"]["key"]): r["value"] for r in _maps("bpftrace_syscount_example.txt")}
+    assert counts[("syscall", "4")] == 326333 and counts[("process", "make")] == 1404065 and len(counts) == 20
+    vfs = _maps("bpftrace_vfsstat_example.txt")
+    assert [(r["detail"]["key"], r["value"]) for r in vfs[:3]] == [("vfs_write", 1274), ("vfs_open", 8675),
+                                                                    ("vfs_read", 11515)]
+    day = BASE_NS - (22 * 3600 + 13 * 60 + 20) * 10**9  # 2023-11-14 00:00 UTC
+    assert vfs[0]["ts_ns"] == day + (21 * 3600 + 30 * 60 + 38) * 10**9
+    assert vfs[3]["ts_ns"] == day + (21 * 3600 + 30 * 60 + 39) * 10**9
+    swap = _maps("bpftrace_swapin_example.txt")
+    assert (swap[0]["detail"]["key"], swap[0]["value"]) == ("chrome, 4536", 10809)
+
+
+def test_memleak_outstanding_allocations_per_stack() -> None:
+    """bcc memleak: user (-p) and kernel allocators, -a address lists, a report every interval."""
+    rows = _maps("memleak_example.txt")
+    assert [r["kind"] for r in rows] == ["memory_outstanding"] * 14
+    first = rows[0]
+    assert (first["pid"], first["value"], first["detail"]["allocations"]) == (5193, 80, 5)
+    assert first["detail"]["stack"] == ["main+0x6d [allocs]", "__libc_start_main+0xf0 [libc-2.21.so]"]
+    day = BASE_NS - (22 * 3600 + 13 * 60 + 20) * 10**9
+    assert first["ts_ns"] == day + (11 * 3600 + 16 * 60 + 33) * 10**9
+    assert [r["value"] for r in rows[:4]] == [80, 160, 64, 160]  # growing by 16 bytes a second: the leak
+    kernel = rows[4]
+    assert (kernel["pid"], kernel["value"], kernel["detail"]["allocator"]) == (None, 248, "kernel")
+    redis = rows[-1]
+    assert (redis["pid"], redis["value"], len(redis["detail"]["stack"])) == (2623, 45, 6)
+
+
+@pytest.mark.slow
+def test_real_bpftrace_open_buckets_stats_and_counts() -> None:
+    """Run bpftrace itself: hist() of a negative value "(..., 0)", lhist() under and over its range,
+    stats(), avg() and count() -- printed by this machine's bpftrace, read strictly."""
+    from tests.conftest import require_ebpf
+
+    require_ebpf()
+    program = ("BEGIN { @h = hist(-5); @h = hist(3); @h = hist(0); @l = lhist(-1, 0, 10, 2); @l = lhist(50, 0, 10, 2);"
+               " @l = lhist(4, 0, 10, 2); @s = stats(10); @s = stats(20); @a = avg(7); @c[\"x\"] = count(); exit(); }")
+    res = subprocess.run(["bpftrace", "-e", program], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    rows = bcc_text.parse_text(res.stderr + res.stdout, "<bpftrace>", tool="edges", strict=True).to_pylist()
+    got = {json.loads(r["detail_json"])["map"]: (r["value"], json.loads(r["detail_json"])) for r in rows}
+    assert got["h"][1]["hist"] == [[None, 0, 1], [0, 1, 1], [2, 4, 1]]
+    assert got["l"][1]["hist"] == [[None, 0, 1], [4, 6, 1], [10, None, 1]]
+    assert (got["s"][0], got["s"][1]["total"]) == (2, 30)
+    assert got["a"][0] == 7 and got["c"][0] == 1

@@ -3,6 +3,7 @@ it into tables of the store's schemas."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,41 @@ def test_unknown_names_and_unrecognised_bytes() -> None:
     with pytest.raises(Exception, match="formats: bpftrace-json, otlp-json"):
         reader("nope")
     assert reader_for(b"") is None and reader_for(b"\0" * 64) is None
+
+
+INGESTED = [r for r in READERS if r.command == "ingest" and r.example]
+
+
+@pytest.mark.parametrize("r", INGESTED, ids=[r.name for r in INGESTED])
+def test_ingest_detects_each_trace_format_through_the_registry(r: readers.Reader, tmp_path: Path) -> None:
+    """`ingest_file` (what `isostack ingest` runs) names the format the registry detects, and stores its rows."""
+    from isostack.sources.otlp.files import decode_file
+
+    fmt, out, err = decode_file(FIXTURES / r.example)
+    assert (fmt, err) == (r.name, "")
+    forced = r.read_file(FIXTURES / r.example)
+    assert forced.accepted == out.accepted > 0
+
+
+def test_read_bpftrace_json_capture_keeps_rows_before_a_bad_line(tmp_path: Path) -> None:
+    """`isostack read --format bpftrace-json`: a probe capture (the agent's own output, here recorded
+    from the tcp_life probe) into kernel_events; a cut line is named (file, line, what) and skipped,
+    every other row is kept, exit 1."""
+    from tests.conftest import run_cli
+
+    good = FIXTURES / "bpftrace" / "tcp_life.json"
+    res = run_cli("read", "--format", "bpftrace-json", "--host", "h1", "--json", str(good), data_dir=tmp_path / "a")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)["files"][0]
+    assert (summary["rows"], summary["kinds"], summary["error"]) == (6, {"tcp_life": 6}, "")
+    lines = good.read_text().splitlines(keepends=True)
+    cut = tmp_path / "tcp_life.json"
+    cut.write_text("".join(lines[:5]) + lines[5][:40] + "\n" + "".join(lines[6:]))
+    res = run_cli("read", "--format", "bpftrace-json", "--json", str(cut), data_dir=tmp_path / "b")
+    assert res.returncode == 1
+    summary = json.loads(res.stdout)["files"][0]
+    # lines 4-5 are rows, line 6 is cut, lines 7-11 are rows again: all 5 kept, the fault named once
+    assert summary["error"] == (f"{cut}: line 6: not JSON (Unterminated string starting at at column 28); expected "
+                                "`bpftrace -f json` output (skipped; the lines after it were read)"), summary
+    assert (summary["rows"], summary["kinds"]) == (5, {"tcp_life": 5})
+    assert len(res.stderr.strip().splitlines()) == 1 and str(cut) in res.stderr

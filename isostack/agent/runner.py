@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from isostack.probes import ProbeSpec, combined_program_text, program_text
 from isostack.sources.bpftrace import BpftraceDecoder, BpftraceOutputError
+from isostack.sources.procfs import netdev
 
 PR_SET_PDEATHSIG = 1
 
@@ -43,7 +44,9 @@ class ProbeProcess:
                  bpftrace: str = "bpftrace", variants: bool = False) -> None:
         self.specs = specs if isinstance(specs, list) else [specs]
         self.name = self.specs[0].name if len(self.specs) == 1 else "combined"
-        self.decoder = BpftraceDecoder(host_name=host_name, name=f"probe {self.name}")
+        # devices are looked up while they exist: their driver names the slice of a finding on them
+        self.decoder = BpftraceDecoder(host_name=host_name, name=f"probe {self.name}",
+                                       device_drivers=netdev.driver_in_netns)
         self.variants = variants and any(s.variant for s in self.specs)
         if len(self.specs) == 1:
             self._text = program_text(self.specs[0], interval_s, cgroup_expr, variants)

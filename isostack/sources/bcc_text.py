@@ -19,7 +19,17 @@ runqlat        histogram                          runq_latency (p99 ns)
 cpudist        histogram (``-O``: off-CPU)        oncpu / offcpu (estimated total ns)
 funclatency    histogram                          syscall_latency (p99 ns; detail function)
 tcprtt         histogram (per address)            tcp_rtt (p99 us)
+memleak        outstanding allocations per stack  memory_outstanding (bytes; detail allocations,
+                                                  stack, allocator user/kernel)
+any other      bpftrace maps: hist, lhist, stats, tool_map (samples, or the printed value; detail
+named tool     ``@map[key]: N``, stack keys       tool, map, key, shape, hist in its unit)
 =============  =================================  =========================================
+
+bpftrace's map shapes: ``hist()`` rows ``[lo, hi)``, ``[0]``/``[1]``, ``(..., 0)`` (negative values),
+``lhist()`` rows with ``(..., min)`` and ``[max, ...)`` for values out of its range (an open bound is
+null in ``hist``), K/M/G suffixes, ``stats()`` lines ``count N, average N, total N``, ``count()``/``sum()``/
+``avg()`` values per key, keys that span lines (a stack). A map's time unit is taken from its name
+(``@usecs``, ``@us``, ``@ns`` ...) or the caption above it ("Latency distribution in microsecond:").
 
 Histograms become one row each: p50/p99 are computed from the log2 buckets by linear interpolation
 inside the bucket that holds the quantile -- an approximation whose error is bounded by the bucket
@@ -68,9 +78,33 @@ _COMMAND = re.compile(r"^[#$]\s+(?P<cmd>.+)$")
 _BCC_HIST_HEAD = re.compile(r"^\s*(?P<unit>[A-Za-z_]+)\s*:\s*count\s+distribution\s*$")
 _BCC_HIST_ROW = re.compile(r"^\s*(?P<lo>\d+)\s*->\s*(?P<hi>\d+)\s*:\s*(?P<count>\d+)\s*\|")
 _BT_MAP_HEAD = re.compile(r"^@(?P<name>\w*)(?:\[(?P<key>.*)\])?:\s*$")
+# a map key that is a stack (biostacks, stackcount-style `@[kstack]`): "@usecs[" ... frames ... "]:"
+_BT_STACK_OPEN = re.compile(r"^@(?P<name>\w*)\[\s*$")
+_BT_STACK_CLOSE = re.compile(r"^\]:\s*$")
+# bpftrace's hist() and lhist() rows: [lo, hi), [v] (hist's 0 and 1), (..., hi) and [lo, ...) (lhist's
+# out-of-range buckets, hist's negative values); bounds may be negative and carry K/M/G... suffixes
+_NUM = r"-?\d+[KMGTP]?"
 _BT_HIST_ROW = re.compile(
-    r"^\[(?P<lo>\d+)(?P<los>[KMGTP]?)(?:,\s*(?P<hi>\d+)(?P<his>[KMGTP]?)\)|\])\s+(?P<count>\d+)\s*\|"
+    rf"^(?:\[(?P<lo>{_NUM})(?:,\s*(?P<hi>{_NUM})\)|\]|,\s*(?P<open_hi>\.\.\.)\))|\(\.\.\.,\s*(?P<below>{_NUM})\))"
+    r"\s+(?P<count>\d+)\s*\|"
 )
+# a map printed as values: "@[vfs_read]: 11515", "@syscall[59]: 1", "@[chrome, 4536]: 10809"
+_BT_MAP_VALUE = re.compile(r"^@(?P<name>\w*)(?:\[(?P<key>.*)\])?:\s+(?P<value>-?\d+)$")
+# stats() and avg()-style summaries: "@stat[SSL_read]: count 1401, average 2, total 2834"
+_BT_MAP_STATS = re.compile(r"^@(?P<name>\w*)(?:\[(?P<key>.*)\])?:\s+count (?P<count>\d+), "
+                           r"average (?P<average>-?\d+), total (?P<total>-?\d+)$")
+# a printf that only looks like a map line (tcpsynbl: "@backlog[backlog limit]: histogram of backlog size")
+_BT_MAP_CAPTION = re.compile(r"^@\w*(?:\[[^\]]*\])?:\s+[A-Za-z].*$")
+# a tool's caption above its maps: "I/O size (bytes) histograms by process name:", "Top 10 processes:",
+# "Latency distribution in microsecond:"; a unit word in it is the buckets' unit
+_CAPTION = re.compile(r"^[A-Z][\w /(),.-]{0,100}:$")
+_CAPTION_UNITS = (("nanosecond", "ns"), ("microsecond", "us"), ("millisecond", "ms"), ("usecs", "us"),
+                  ("nsecs", "ns"), ("msecs", "ms"), ("bytes", "bytes"), ("kbytes", "kbytes"))
+# bcc memleak: "[11:16:33] Top 2 stacks with outstanding allocations:", "80 bytes in 5 allocations from stack"
+_MEMLEAK_TOP = re.compile(r"^\[(?P<clock>\d{2}:\d{2}:\d{2})\] Top \d+ stacks with outstanding allocations:$")
+_MEMLEAK_STACK = re.compile(r"^(?P<bytes>\d+) bytes in (?P<allocs>\d+) allocations from stack$")
+_MEMLEAK_ADDR = re.compile(r"^addr = [0-9a-fA-Fx]+ size = \d+$")
+_MEMLEAK_ATTACH = re.compile(r"^Attaching to (?:pid (?P<pid>\d+)|kernel allocators), Ctrl\+C to quit\.$")
 _LABEL = re.compile(r"^(?P<key>[A-Za-z][\w ]*?)\s*=\s*(?P<value>.+?)\s*$")
 _CLOCK = re.compile(r"^\d{2}:\d{2}:\d{2}$")
 # funclatency's exact summary after its histograms (the mean is exact, unlike the bucket percentiles)
@@ -79,8 +113,12 @@ _AVG = re.compile(r"^avg = (?P<avg>\d+) (?P<unit>\w+), total: (?P<total>\d+) \w+
 _VALUE_OPTIONS = set("pidLl")
 _NOISE = re.compile(
     r"^(\^C|\[\.\.\.\]|\.{3,}|Tracing .*|Attach(?:ed|ing) \d+ probes?(?:\.\.\.)?|ERROR: .*RLIMIT_MEMLOCK.*|"
-    r"Hit Ctrl-C to end\.?|Lost \d+ events?|Detaching\.\.\.)$"
+    r"Hit Ctrl-C to end\.?|Lost \d+ events?|Detaching\.\.\.|"
+    r"(?:Sampling|Counting|Tracing|Showing) .*(?:Ctrl-C|Ctrl\+C|ctrl-c).*)$"
 )
+# The kind of rows from a map of a tool that has no kind of its own (bitesize, cpuwalk, runqlen,
+# syscount, vfscount ...): kept, with the map's name, key and buckets, for `isostack sql` and triage.
+TOOL_MAP_KIND = "tool_map"
 
 
 @dataclass
@@ -94,6 +132,8 @@ class _Context:
     unsummarised: list[dict] = field(default_factory=list)  # histogram rows an "avg = ..." line applies to
     labels: dict[str, str] = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
+    caption_unit: str = ""  # the unit a caption line named ("I/O size (bytes) histograms ...:")
+    memleak_pid: int | None = None  # memleak's "Attaching to pid N"
 
     def ts(self) -> int:
         return self.clock_ns if self.clock_ns is not None else self.base_ts_ns
@@ -249,12 +289,56 @@ def log2_quantile(buckets: list[tuple[float, float, int]], q: float) -> float:
 class _Hist:
     unit: str
     start_line: int
-    buckets: list[tuple[float, float, int]] = field(default_factory=list)  # in ns
+    buckets: list[tuple[float, float, int]] = field(default_factory=list)  # in ns (in the printed unit: tool_map)
     name: str = ""
+    key: str = ""  # the map key ("" for a map without one); a stack key is its frames joined by ";"
+    stack: list[str] = field(default_factory=list)
+    open_below: set[int] = field(default_factory=set)  # indexes of "(..., hi)" buckets
+    open_above: set[int] = field(default_factory=set)  # indexes of "[lo, ...)" buckets
+
+
+def _tool_map_row(ctx: _Context, name: str, key: str, shape: str, value: float, detail: dict) -> dict:
+    """A row of kind tool_map: a map printed by a tool whose output has no kernel-event kind of its own."""
+    full = {"tool": ctx.tool or "", "map": name, "key": key, "shape": shape, **detail}
+    row: dict = {"ts_ns": ctx.ts(), "kind": TOOL_MAP_KIND, "value": float(value), "detail_json": json.dumps(full)}
+    pid = _pid_option(ctx.args)
+    if pid is not None:
+        row["pid"] = pid
+    return row
+
+
+def _finish_tool_map_hist(ctx: _Context, h: _Hist) -> None:
+    """A histogram of a named tool without a kind: buckets as printed (unit from the map name or the caption)."""
+    total = sum(c for _, _, c in h.buckets)
+    # time units are scaled to ns while reading (as for the kinds); other units stay as printed
+    unit = "ns" if h.unit in _UNIT_NS else (h.unit or ctx.caption_unit)
+    # an open bucket's missing bound is null: "(..., 0)" -> [null, 0, n], "[10, ...)" -> [10, null, n]
+    hist = [[None if i in h.open_below else _plain(lo), None if i in h.open_above else _plain(hi), c]
+            for i, (lo, hi, c) in enumerate(h.buckets) if c]
+    detail: dict = {"hist": hist, "unit": unit,
+                    "printed_unit": h.unit or ctx.caption_unit, "count": total}
+    for key, val in ctx.labels.items():  # bcc's "operation = 'read'" labels above a histogram
+        if key != "key":
+            detail.setdefault(key, val)
+    if total:
+        detail["p50"] = round(log2_quantile(h.buckets, 0.50), 3)
+        detail["p99"] = round(log2_quantile(h.buckets, 0.99), 3)
+        detail["approximate"] = True
+    if h.stack:
+        detail["stack"] = h.stack
+    ctx.rows.append(_tool_map_row(ctx, h.name, h.key, "hist", total, detail))
+
+
+def _plain(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x
 
 
 def _finish_hist(ctx: _Context, h: _Hist) -> None:
     tool = ctx.tool
+    if tool and tool not in HIST_KINDS:
+        # a histogram of a tool we know by name only (bitesize, cpuwalk, xfsdist ...): kept as a tool_map
+        _finish_tool_map_hist(ctx, h)
+        return
     if tool not in HIST_KINDS:
         raise InputError(
             f"{ctx.path}:{h.start_line}: a histogram from tool {tool or '(unknown)'!r}; expected one of "
@@ -355,8 +439,10 @@ def _label_key(key: str) -> str:
             "comm": "comm"}.get(last, last) if not key.lower().startswith("local") else "laddr"
 
 
-def _bt_bound(num: str, suffix: str) -> int:
-    return int(num) * _SUFFIX[suffix]
+def _bt_bound(text: str) -> int:
+    """A bucket bound as bpftrace prints it: ``64``, ``-8``, ``16K`` (x1024), ``2M``."""
+    suffix = text[-1] if text[-1] in "KMGTP" else ""
+    return int(text[: len(text) - len(suffix)]) * _SUFFIX[suffix]
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -374,11 +460,30 @@ def parse_text(text: str, path: str = "<text>", *, tool: str | None = None, host
     hist: _Hist | None = None
     table: tuple[_TableParser, list[str], bool] | None = None
     last_drop: dict | None = None
+    stack_key: _Hist | None = None  # a map whose key (a stack) is being read, frame by frame
+    leak: dict | None = None  # the memleak entry whose stack frames follow
     lines = text.splitlines()
     try:
         for lineno, raw in enumerate(lines, start=1):
             line = raw.rstrip()
             stripped = line.strip()
+            # --- a multi-line map key (a stack): "@usecs[", frames, "]:" then the histogram
+            if stack_key is not None:
+                if _BT_STACK_CLOSE.match(stripped):
+                    stack_key.key = ";".join(stack_key.stack)
+                    hist, stack_key = stack_key, None
+                elif stripped:
+                    stack_key.stack.append(stripped)
+                continue
+            # --- memleak: the frames under "N bytes in M allocations from stack", up to a blank line
+            if leak is not None:
+                if raw[:1] in (" ", "\t") and stripped and not _MEMLEAK_STACK.match(stripped) \
+                        and not _MEMLEAK_ADDR.match(stripped):
+                    detail = json.loads(leak["detail_json"])
+                    detail["stack"].append(" ".join(stripped.split()))
+                    leak["detail_json"] = json.dumps(detail)
+                    continue
+                leak = None
             # --- inside a histogram
             if hist is not None:
                 m = _BCC_HIST_ROW.match(line)
@@ -390,8 +495,16 @@ def parse_text(text: str, path: str = "<text>", *, tool: str | None = None, host
                 b = _BT_HIST_ROW.match(line)
                 if b and hist.name:
                     scale = _UNIT_NS.get(hist.unit, 1)
-                    lo = _bt_bound(b["lo"], b["los"])
-                    hi = _bt_bound(b["hi"], b["his"]) if b["hi"] else lo + 1
+                    # an open bucket counts at its finite bound for the quantiles (they are approximate)
+                    if b["below"] is not None:  # (..., hi): everything below the first bound
+                        lo = hi = _bt_bound(b["below"])
+                        hist.open_below.add(len(hist.buckets))
+                    else:
+                        lo = _bt_bound(b["lo"])
+                        # [v] is one value; [lo, ...) everything from lo up
+                        hi = _bt_bound(b["hi"]) if b["hi"] else (lo if b["open_hi"] else lo + 1)
+                        if b["open_hi"]:
+                            hist.open_above.add(len(hist.buckets))
                     hist.buckets.append((lo * scale, hi * scale, int(b["count"])))
                     continue
                 _finish_hist(ctx, hist)
@@ -426,6 +539,23 @@ def parse_text(text: str, path: str = "<text>", *, tool: str | None = None, host
                     last_drop = None
                     if not stripped:
                         continue
+            m = _MEMLEAK_ATTACH.match(stripped)
+            if m:
+                ctx.memleak_pid = int(m["pid"]) if m["pid"] else None
+                ctx.tool = ctx.tool or "memleak"
+                continue
+            m = _MEMLEAK_TOP.match(stripped)
+            if m:
+                ctx.clock_ns = ctx.at_clock(m["clock"])
+                ctx.tool = ctx.tool or "memleak"
+                continue
+            m = _MEMLEAK_STACK.match(stripped)
+            if m:
+                leak = _memleak_row(ctx, int(m["bytes"]), int(m["allocs"]))
+                ctx.rows.append(leak)
+                continue
+            if _MEMLEAK_ADDR.match(stripped):
+                continue  # memleak -a: the individual allocations, summed by the line that follows
             if not stripped or _NOISE.match(stripped):
                 continue
             # --- block starts
@@ -438,6 +568,7 @@ def parse_text(text: str, path: str = "<text>", *, tool: str | None = None, host
                 ctx.labels = {}
                 ctx.clock_ns = None
                 ctx.unsummarised = []
+                ctx.caption_unit = ""
                 continue
             if _CLOCK.match(stripped):
                 ctx.clock_ns = ctx.at_clock(stripped)
@@ -460,9 +591,30 @@ def parse_text(text: str, path: str = "<text>", *, tool: str | None = None, host
             if m:
                 name = m["name"] or "hist"
                 hist = _Hist(unit=name.lower() if name.lower() in _UNIT_NS else "", start_line=lineno,
-                             name=name)
+                             name=name, key=m["key"] or "")
                 if m["key"]:
                     ctx.labels["key"] = m["key"]
+                continue
+            m = _BT_STACK_OPEN.match(stripped)
+            if m:
+                name = m["name"] or "hist"
+                stack_key = _Hist(unit=name.lower() if name.lower() in _UNIT_NS else "", start_line=lineno, name=name)
+                continue
+            m = _BT_MAP_VALUE.match(stripped)
+            if m:
+                ctx.rows.append(_tool_map_row(ctx, m["name"], m["key"] or "", "value", int(m["value"]), {}))
+                continue
+            m = _BT_MAP_STATS.match(stripped)
+            if m:
+                stats = {"count": int(m["count"]), "average": int(m["average"]), "total": int(m["total"])}
+                ctx.rows.append(_tool_map_row(ctx, m["name"], m["key"] or "", "stats", stats["count"], stats))
+                continue
+            if _BT_MAP_CAPTION.match(stripped):
+                continue  # a printf shaped like a map line: a caption
+            m = _CAPTION.match(stripped)
+            if m:
+                low = stripped.lower()
+                ctx.caption_unit = next((u for word, u in _CAPTION_UNITS if word in low), "")
                 continue
             header = stripped.split(",") if "," in stripped and " " not in stripped else stripped.split()
             found_parser = _table_for_header(header)
@@ -488,6 +640,18 @@ def parse_text(text: str, path: str = "<text>", *, tool: str | None = None, host
     return _to_table(ctx)
 
 
+def _memleak_row(ctx: _Context, outstanding_bytes: int, allocations: int) -> dict:
+    """One memleak entry: bytes allocated from one stack and not freed yet, at the report's time."""
+    pid = ctx.memleak_pid if ctx.memleak_pid is not None else _pid_option(ctx.args)
+    row: dict = {"ts_ns": ctx.ts(), "kind": "memory_outstanding", "value": float(outstanding_bytes),
+                 "detail_json": json.dumps({"allocations": allocations, "stack": [], "tool": "memleak",
+                                            "allocator": "user" if pid is not None else "kernel"}),
+                 "_tool": "memleak"}
+    if pid is not None:
+        row["pid"] = pid
+    return row
+
+
 def _to_table(ctx: _Context) -> pa.Table:
     if not ctx.rows:
         return records.empty("kernel_events")
@@ -510,12 +674,21 @@ def parse_file(path: str | Path, *, tool: str | None = None, host_name: str = ""
     """
     p = Path(path)
     text, mtime_ns = read_capture(p)
-    guess = p.name.split("_", 1)[0].split(".", 1)[0]
-    if guess == "bpftrace":
-        guess = p.name.split("_")[1] if p.name.count("_") >= 1 else ""
-    return parse_text(text, str(p), tool=tool or (guess if guess in _KNOWN_TOOLS else None),
+    return parse_text(text, str(p), tool=tool or tool_from_file_name(p.name),
                       host_name=host_name, base_ts_ns=base_ts_ns if base_ts_ns is not None else mtime_ns,
                       strict=strict)
 
 
-_KNOWN_TOOLS = set(HIST_KINDS) | {"tcplife", "tcpretrans", "tcpdrop", "fileslower"}
+def tool_from_file_name(name: str) -> str | None:
+    """The tool a capture's file name names (``tcplife_prod.txt``, ``bpftrace_runqlat_example.txt``), or None."""
+    base = Path(name).name
+    guess = base.split("_", 1)[0].split(".", 1)[0]
+    if guess == "bpftrace":
+        guess = base.split("_")[1] if base.count("_") >= 1 else ""
+    return guess if guess in _KNOWN_TOOLS else None
+
+
+_KNOWN_TOOLS = set(HIST_KINDS) | {"tcplife", "tcpretrans", "tcpdrop", "fileslower", "memleak"} | {
+    # bpftrace's tools/*.bt whose maps are read as tool_map rows (a capture named <tool>_*.txt names its tool)
+    "biostacks", "bitesize", "cpuwalk", "runqlen", "ssllatency", "swapin", "syscount", "tcpsynbl", "vfscount",
+    "vfsstat", "xfsdist"}

@@ -30,7 +30,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,13 @@ class BpftraceDecoder:
     """Stateful line decoder for one bpftrace process (window markers carry over between lines)."""
 
     def __init__(self, host_name: str = "", source: str = "", mono_offset_ns: int | None = None,
-                 name: str = "<bpftrace>") -> None:
+                 name: str = "<bpftrace>", device_drivers: Callable[[str, int | None], str] | None = None) -> None:
+        """``device_drivers(device, netns_inode)``: the driver of a row's device, asked while collecting
+        (the agent passes :func:`isostack.sources.procfs.netdev.driver_in_netns`); it goes into
+        ``detail.driver``, which names the network slice a finding on the device belongs to
+        (veth/bridge L-3, virtio_net L-2, tun/tap L-1, a VF L-0). Captures read later leave it out:
+        the devices they name may be gone, or be other devices by now."""
+        self.device_drivers = device_drivers
         self.host_name = host_name or socket.gethostname()
         self.source = source
         self.name = name
@@ -263,6 +269,9 @@ class BpftraceDecoder:
     def _map_item(self, map_name: str, spec: dict[str, Any], key_text: str, value: Any) -> None:
         key_names: list[str] = spec["keys"]
         parts = _split_key(key_text, len(key_names))
+        later: list[str] = spec.get("keys_added_later") or []
+        if later and len(parts) < len(key_names) and key_names[len(parts):] == later:
+            key_names = key_names[: len(parts)]  # a capture of the probe before those keys existed
         if len(parts) != len(key_names):
             raise self._error(f"map {map_name}: key {key_text!r} has {len(parts)} part(s), expected "
                               f"{len(key_names)} ({', '.join(key_names)})")
@@ -302,6 +311,25 @@ class BpftraceDecoder:
             pending["detail"][map_name.lstrip("@")] = value
         pending["detail"].update(detail)
 
+    def _add_drivers(self, row: dict[str, Any], detail: dict[str, Any]) -> None:
+        """``detail.driver`` of the row's device; for per-device sub-maps (``napi_budget_exhausted``:
+        {device: n}) ``detail.drivers`` {device: driver}, and ``driver`` when they all agree."""
+        assert self.device_drivers is not None
+        netns = detail.get("netns")
+        inode = int(netns) if isinstance(netns, int) or (isinstance(netns, str) and netns.isdigit()) else None
+        if row.get("device"):
+            driver = self.device_drivers(str(row["device"]), inode)
+            if driver:
+                detail["driver"] = driver
+            return
+        per_device = {dev: self.device_drivers(str(dev), inode) for sub in detail.values() if isinstance(sub, dict)
+                      for dev in sub}
+        per_device = {dev: d for dev, d in per_device.items() if d}
+        if per_device:
+            detail["drivers"] = per_device
+            if len(set(per_device.values())) == 1:
+                detail["driver"] = next(iter(per_device.values()))
+
     def _flush_window(self) -> None:
         if not self._pending:
             return
@@ -312,6 +340,8 @@ class BpftraceDecoder:
             slot = row.pop("_slot", None)
             t0, t1 = (slot * p["slot_ns"], (slot + 1) * p["slot_ns"]) if slot is not None and p["slot_ns"] \
                 else (start, end)
+            if self.device_drivers is not None:
+                self._add_drivers(row, p["detail"])
             row.update({
                 "ts_ns": self._unix(t0), "duration_ns": max(t1 - t0, 0),
                 "value": float(p["value"] or 0.0), "host_name": self.host_name, "source": p["source"],
@@ -364,7 +394,8 @@ def _key_into(kname: str, raw: str, row: dict[str, Any], detail: dict[str, Any])
         # captures of older probes: only right when the device lives in the reader's own netns
         row["device"] = ifindex_name(int(raw))
     elif kname == "netns":
-        detail["netns"] = int(raw)
+        if int(raw):  # 0: no device (an skb freed after it left one)
+            detail["netns"] = int(raw)
     elif kname == "syscall_nr":
         detail["syscall"] = syscall_name(int(raw))
         detail["syscall_nr"] = int(raw)
@@ -400,12 +431,32 @@ def read_capture(path: str | os.PathLike[str], host_name: str = "", mono_offset_
 
     Raises :class:`BpftraceOutputError` at the first bad line, with the good rows before it on ``.table``.
     """
-    name = str(path)
-    dec = BpftraceDecoder(host_name=host_name, source=source or f"probe:{Path(path).stem}",
+    return decode_lines(iter_lines(path), str(path), host_name=host_name, mono_offset_ns=mono_offset_ns,
+                        source=source)
+
+
+def decode_lines(lines: Iterable[str], name: str, host_name: str = "", mono_offset_ns: int | None = None,
+                 source: str | None = None, keep_going: bool = False) -> pa.Table:
+    """The lines of a ``bpftrace -f json`` capture named ``name`` (a file name: its stem names the probe).
+
+    Raises :class:`BpftraceOutputError` at the first bad line, with the good rows before it on
+    ``.table``; with ``keep_going`` a bad line is skipped (each output line is a whole JSON
+    message, so the next one decodes on its own) and the error, raised at the end, names the first
+    bad line and counts the others, with every good row on ``.table``.
+    """
+    dec = BpftraceDecoder(host_name=host_name, source=source or f"probe:{Path(name).stem}",
                           mono_offset_ns=mono_offset_ns, name=name)
-    for line in iter_lines(path):
+    first: BpftraceOutputError | None = None
+    bad = 0
+    for line in lines:
         try:
             dec.feed(line)
         except BpftraceOutputError as exc:
-            raise BpftraceOutputError(str(exc), dec.take()) from None
+            if not keep_going:
+                raise BpftraceOutputError(str(exc), dec.take()) from None
+            first = first or exc
+            bad += 1
+    if first is not None:
+        more = f" (+{bad - 1} more bad line(s) skipped)" if bad > 1 else " (skipped; the lines after it were read)"
+        raise BpftraceOutputError(f"{first}{more}", dec.take())
     return dec.take()

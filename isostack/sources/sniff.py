@@ -101,8 +101,9 @@ def not_a_trace_file(head: bytes, total_bytes: int | None = None) -> str | None:
     if not head:
         return "empty file"
     if _BPFTRACE_JSON.search(head):
-        return "looks like `bpftrace -f json` output (kernel events, not traces): the agent reads it live " \
-               "(`isostack agent`); for bcc/bpftrace *text* use `isostack read --format bcc`"
+        return "looks like `bpftrace -f json` output (kernel events, not traces): use " \
+               "`isostack read --format bpftrace-json` (the agent reads it live); for bcc/bpftrace *text* use " \
+               "`isostack read --format bcc`"
     stripped = head.lstrip()
     if stripped[:1] in (b"{", b"["):
         if _looks_like_log(head, json_head=True):  # dmesg lines start with "[  38.526047]"

@@ -9,13 +9,14 @@ import click
 
 from isostack.cli.common import console, emit_jsonl, err_console, get_store, json_option, table
 from isostack.errors import InputError
-from isostack.sources.otlp.files import FORMATS, ingest_file
+from isostack.sources.otlp.files import ingest_file
+from isostack.sources.readers import formats
 from isostack.store import StoreWriteError
 
 
 @click.command("ingest")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+@click.option("--format", "fmt", type=click.Choice(formats("ingest")), default=None,
               help="Input format (default: detected per file from its bytes).")
 @json_option
 @click.pass_context

@@ -12,12 +12,14 @@ import pyarrow as pa
 
 from isostack.cli.common import console, emit_json, get_store, json_option, table, warn
 from isostack.errors import InputError, UsageError
+from isostack.sources.readers import ReadOptions, formats, reader
 
 
 @click.command("read")
-@click.option("--format", "fmt", type=click.Choice(["bcc", "prom"]), required=True,
+@click.option("--format", "fmt", type=click.Choice(formats("read")), required=True,
               help="bcc: text output of bcc/bpftrace tools (tcplife, biolatency, runqlat ...). "
-                   "prom: Prometheus or OpenMetrics exposition text.")
+                   "prom: Prometheus or OpenMetrics exposition text. bpftrace-json: `bpftrace -f json` "
+                   "captures of isostack's own probes (isostack/probes/<name>; the file name is the probe's).")
 @click.option("--tool", default=None, help="bcc only: which tool printed the capture, when neither the file name "
                                            "(<tool>_*.txt) nor a '# ./tool' line says so.")
 @click.option("--lenient", is_flag=True, help="bcc only: skip lines that are not tool output (prose in "
@@ -47,7 +49,6 @@ def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_
       isostack read --format prom --windows scrape-1.prom scrape-2.prom   # + kernel_events
     """
     from isostack.sources import prometheus_text
-    from isostack.sources.readers import ReadOptions, reader
 
     if windows and fmt != "prom":
         raise UsageError("--windows applies to --format prom only")
@@ -59,7 +60,9 @@ def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_
     table_name = rdr.tables[0]
     for path in files:
         error = ""
-        opts = ReadOptions(host_name=(host_name if host_name is not None else socket.gethostname()) if fmt == "bcc"
+        # kernel events belong to this host unless told; metric points name their instance themselves
+        kernel = table_name == "kernel_events"
+        opts = ReadOptions(host_name=(host_name if host_name is not None else socket.gethostname()) if kernel
                            else host_name or "", tool=tool, strict=not lenient)
         if str(path) == "-" and rdr.read_text is not None:
             out = rdr.read_text(sys.stdin.read(), "<stdin>", opts)
@@ -71,13 +74,13 @@ def command(ctx: click.Context, fmt: str, tool: str | None, lenient: bool, host_
             error = out.errors[0]
             if not as_json:
                 warn(error)
-        if isinstance(data, pa.Table) and fmt == "prom":
+        if isinstance(data, pa.Table) and table_name == "metric_points":
             scrapes.append(data)
         rows = store.append(table_name, data) if isinstance(data, pa.Table) else 0
-        key = "kind" if fmt == "bcc" else "name"
+        key = "kind" if kernel else "name"
         kinds = dict(Counter(data.column(key).to_pylist())) if isinstance(data, pa.Table) else {}
         summaries.append({"file": str(path), "table": table_name, "rows": rows,
-                          ("kinds" if fmt == "bcc" else "metrics"): kinds, "error": error})
+                          ("kinds" if kernel else "metrics"): kinds, "error": error})
     derived = 0
     if windows:
         derived = store.append("kernel_events", prometheus_text.kernel_event_windows(scrapes))

@@ -805,7 +805,9 @@ cdef class Decoder:
             raise _Bail()
         key, value, cls, member = info
         kb = (<str>key).encode("utf-8")
-        a.key_id = self.key_id(PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb), cls)
+        # the key is classified on its own (-1): this attribute's class may be downgraded (a URL whose
+        # value is no string is plain), and a new key must not keep that for the attributes after it
+        a.key_id = self.key_id(PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb), -1)
         a.cls = <int8_t>cls
         if cls == 2 and type(value) is int and 0 < value < 65536:
             a.port_ok = 1

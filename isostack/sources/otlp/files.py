@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from isostack.sources import jaeger, jsonsalvage, sniff, zipkin
-from isostack.sources.otlp import decode, jsonmap
+from isostack.sources import jsonsalvage, readers, sniff
 from isostack.sources.otlp.columns import Decoded
 from isostack.store import Store
 
-FORMATS = ("otlp-json", "otlp-proto", "jaeger", "zipkin")
+FORMATS = readers.formats("ingest")  # the trace formats `isostack ingest` reads
 
 
 # A file is read whole (the decoders want one buffer); this bounds it, and what a gzip inflates to.
@@ -280,10 +279,13 @@ def _is_json_lines(text: str, exc: json.JSONDecodeError | None) -> bool:
     return False
 
 
+def _json_readers() -> list[readers.Reader]:
+    return [r for r in readers.READERS if r.json is not None]
+
+
 def detect(data: bytes, docs: list[tuple[str, Any]] | list[_Doc] | None = None) -> str:
-    """Guess a file's format from its bytes (and its parsed JSON, when it is JSON)."""
-    head = data.lstrip()[:1]
-    if head not in (b"{", b"["):
+    """Guess a file's format from its bytes (and its parsed JSON, when it is JSON), through the registry."""
+    if data.lstrip()[:1] not in (b"{", b"["):
         return "otlp-proto"
     first = None
     for d in docs or []:
@@ -291,20 +293,14 @@ def detect(data: bytes, docs: list[tuple[str, Any]] | list[_Doc] | None = None) 
         if value is not None:
             first = value
             break
-    if jsonmap.detect_signal(first):
-        return "otlp-json"
-    if zipkin.looks_like(first):
-        return "zipkin"
-    if jaeger.looks_like(first):
-        return "jaeger"
-    # Nothing recognisable parsed (a damaged document): sniff the head so the error names the right format.
+    for r in _json_readers():
+        if r.json is not None and r.json.looks_like(first):
+            return r.name
+    # Nothing recognisable parsed (a damaged document): the head's keys name the format for the error.
     sample = data[:65536]
-    if b'"resourceSpans"' in sample or b'"resourceMetrics"' in sample or b'"resourceLogs"' in sample:
-        return "otlp-json"
-    if b'"traceID"' in sample:
-        return "jaeger"
-    if b'"traceId"' in sample and (head == b"[" or b'"localEndpoint"' in sample):
-        return "zipkin"
+    for r in _json_readers():
+        if r.json is not None and r.json.marker(sample):
+            return r.name
     return "unknown-json"
 
 
@@ -317,58 +313,42 @@ def _json_kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _decode_doc(fmt: str, doc: _Doc) -> Decoded:
+def _decode_doc(spec: readers.JsonDocs, doc: _Doc) -> Decoded:
     value = doc.value
     dropped = 0
     notes: list[str] = []
     if doc.cut is not None:
-        prune = {"otlp-json": jsonmap.prune_cut, "jaeger": jaeger.prune_cut, "zipkin": zipkin.prune_cut}[fmt]
-        value, dropped, notes = prune(value, doc.cut.is_open)
-    if fmt == "otlp-json":
-        part = jsonmap.decode_document(jsonmap.detect_signal(value) or "traces", value, "otlp-json", doc.where)
-    elif fmt == "jaeger":
-        part = jaeger.decode(value)
-    else:
-        part = zipkin.decode(value)
+        value, dropped, notes = spec.prune_cut(value, doc.cut.is_open)
+    part = spec.decode(value, doc.where)
     part.rejected += dropped
     part.errors[:0] = notes
     return part
 
 
-def decode_file(path: Path, fmt: str | None = None) -> tuple[str, Decoded, str]:
-    """Decode one file. Returns (format, what decoded, first fault or "").
+def decode_json(data: bytes, fmt: str | None = None) -> tuple[str, Decoded]:
+    """Decode a JSON trace file's bytes (one document or JSON Lines); ``fmt`` None: told from the documents.
 
-    Every fault found is in ``Decoded.errors`` (one line each, naming offset or field); the third
-    value is the first, prefixed with the file name.
+    Returns (format, what decoded); every fault is one line in ``Decoded.errors``.
     """
-    try:
-        raw = read_input(path, fmt)
-    except ValueError as exc:
-        return fmt or "unknown", Decoded(rejected=1, errors=[str(exc)], malformed=True), f"{path}: {exc}"
-    data = raw.data
-    out = Decoded()
-    if fmt == "otlp-proto" or (fmt is None and data.lstrip()[:1] not in (b"{", b"[")):
-        out = decode.decode_proto(data, decode.detect_proto_signal(data), "otlp-proto")
-        out.errors = raw.notes + out.errors
-        return "otlp-proto", out, _first(path, out.errors)
     text, n_bad, first_bad = jsonsalvage.decode_text(data)
-    faults = list(raw.notes)
+    faults: list[str] = []
     if n_bad:
         faults.append(f"byte offset {first_bad}: {n_bad} byte(s) of invalid UTF-8 replaced by U+FFFD")
     docs, json_faults, lost = _json_docs(text, bool(n_bad))
     faults.extend(json_faults)
     fmt = fmt or detect(data, docs)
-    if fmt == "unknown-json":
+    spec = readers.reader(fmt).json if fmt != "unknown-json" else None
+    if spec is None:
         first = next((d.value for d in docs if d.value is not None), None)
         fault = ("JSON, but not OTLP JSON, Jaeger or Zipkin: the first document is "
                  f"{_json_kind(first)} (expected resourceSpans/resourceMetrics/resourceLogs, Jaeger's data/traceID/"
                  "spans, or a Zipkin array of spans with traceId and id); a JSON log is read by `isostack triage`")
-        out = Decoded(rejected=1, errors=faults + [fault], malformed=True)
-        return fmt, out, _first(path, out.errors)
+        return fmt, Decoded(rejected=1, errors=faults + [fault], malformed=True)
+    out = Decoded()
     out.rejected += lost
     for doc in docs:
         try:
-            part = _decode_doc(fmt, doc)
+            part = _decode_doc(spec, doc)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
             # a reader's per-record guards should catch these; this keeps one bad document from
             # taking the others with it
@@ -378,6 +358,36 @@ def decode_file(path: Path, fmt: str | None = None) -> tuple[str, Decoded, str]:
         out.merge(part)
     out.errors = faults + out.errors
     if faults:
+        out.malformed = True
+        out.rejected = max(out.rejected, 1)
+    return fmt, out
+
+
+def decode_file(path: Path, fmt: str | None = None) -> tuple[str, Decoded, str]:
+    """Decode one trace file through the reader registry. Returns (format, what decoded, first fault or "").
+
+    Every fault found is in ``Decoded.errors`` (one line each, naming offset or field); the third
+    value is the first, prefixed with the file name. ``fmt`` None: the format is detected -- the
+    JSON trace formats from the parsed documents (robust to a damaged head), the others from the
+    head's bytes (:func:`readers.reader_for`).
+    """
+    try:
+        raw = read_input(path, fmt)
+    except ValueError as exc:
+        return fmt or "unknown", Decoded(rejected=1, errors=[str(exc)], malformed=True), f"{path}: {exc}"
+    data = raw.data
+    if fmt is None and data.lstrip()[:1] in (b"{", b"["):
+        fmt, out = decode_json(data)
+    else:
+        r = readers.reader(fmt) if fmt else readers.reader_for(data[: sniff.HEAD_BYTES], "ingest")
+        if r is None:  # read_input refused what no ingest reader claims; this is the fallback wording
+            out = Decoded(rejected=1, errors=[sniff.not_a_trace_file(data[: sniff.HEAD_BYTES]) or "unknown format"],
+                          malformed=True)
+            return "unknown", out, _first(path, out.errors)
+        fmt = r.name
+        out = r.decode(data, readers.ReadOptions(source=str(path)))
+    out.errors = raw.notes + out.errors
+    if raw.notes:
         out.malformed = True
         out.rejected = max(out.rejected, 1)
     return fmt, out, _first(path, out.errors)

@@ -4,12 +4,12 @@
 fills the spans columns in C buffers that become Arrow arrays without a Python object per value.
 What it does not do in C, it asks this module for, once per distinct thing (never per span unless
 the thing is new): a KeyValue it cannot decode itself (doubles, bytes, arrays, maps), the network
-resolution of a new combination of network attributes (:func:`decode._net_resolve`, the same
+resolution of a new combination of network attributes (:func:`pyspans._net_resolve`, the same
 semconv code the Python path runs), a resource block, a scope, and a span's events and links.
 
 Anything unusual -- a span the Python path would reject, malformed wire data, a value that does not
 fit its column -- makes it give up on the whole message (``None``), and the caller runs the
-pure-Python path (:func:`decode.spans_from_bytes_py`), so error messages and partial salvage stay
+pure-Python path (:func:`pyspans.spans_from_bytes_py`), so error messages and partial salvage stay
 exactly as they are. ``ISOSTACK_PURE_PYTHON=1`` (any value but ``0``/empty) turns it off.
 """
 
@@ -25,7 +25,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from isostack import records
 from isostack.sources import semconv
-from isostack.sources.otlp import decode
+from isostack.sources.otlp import pyspans
 from isostack.sources.otlp.columns import Decoded, SpanColumns, dumps
 
 try:
@@ -42,37 +42,37 @@ def available() -> bool:
 
 
 def enabled() -> bool:
-    """Will :func:`decode.spans_from_bytes` use the compiled decoder (built, and not disabled by the env var)?"""
+    """Will ``decode.spans_from_bytes`` use the compiled decoder (built, and not disabled by the env var)?"""
     return _wire is not None and os.environ.get(ENV_VAR, "") in ("", "0")
 
 
 # ----------------------------------------------------------------------------- callbacks (rare paths)
 def _key_class(key: bytes) -> int:
     try:
-        return decode._key_class(key.decode("utf-8"))
+        return pyspans._key_class(key.decode("utf-8"))
     except UnicodeDecodeError:
         return -1
 
 
 def _attr(raw: bytes) -> tuple[str, Any, int, str] | None:
     try:
-        return decode._attr_decode(raw)
+        return pyspans._attr_decode(raw)
     except DecodeError:
         return None
 
 
 def _resolve_net(kind: int, net_raws: list[bytes], port_raws: list[bytes]) -> Any:
     try:
-        net_infos = [decode._attr_decode(r) for r in net_raws]
-        ports = [decode._attr_decode(r) for r in port_raws]
+        net_infos = [pyspans._attr_decode(r) for r in net_raws]
+        ports = [pyspans._attr_decode(r) for r in port_raws]
     except DecodeError:
         return None
-    return decode._net_resolve(decode.KIND_NAMES[kind], net_infos, ports or None)
+    return pyspans._net_resolve(pyspans.KIND_NAMES[kind], net_infos, ports or None)
 
 
 def _resource(raw: bytes) -> tuple[Any, ...] | None:
     try:
-        attrs = decode.attrs_dict(Resource.FromString(raw).attributes)
+        attrs = pyspans.attrs_dict(Resource.FromString(raw).attributes)
     except DecodeError:
         return None
     rcols, rrest = semconv.split_resource(attrs)
@@ -88,8 +88,8 @@ def _scope(raw: bytes) -> str | None:
 
 def _extras(cols: SpanColumns, trace_hex: str, span_hex: str, events: list[bytes], links: list[bytes]) -> bool:
     try:
-        decode.add_events_links(cols, trace_hex, span_hex, events, links)
-    except (DecodeError, decode.SpanValueError):  # the Python path refuses the span and names the field
+        pyspans.add_events_links(cols, trace_hex, span_hex, events, links)
+    except (DecodeError, pyspans.SpanValueError):  # the Python path refuses the span and names the field
         return False
     return True
 
@@ -98,10 +98,10 @@ _decoder: Any = None
 _lock = threading.Lock()  # the decoder's caches are shared; callbacks into Python may switch threads
 
 
-def new_decoder(max_entries: int = decode._CACHE_MAX) -> Any:
+def new_decoder(max_entries: int = pyspans._CACHE_MAX) -> Any:
     """A fresh ``_wire.Decoder``; its caches are cleared whenever one holds ``max_entries`` entries."""
     return _wire.Decoder(_attr, _key_class, _resolve_net, _resource, _scope, _extras,
-                         decode.KIND_NAMES, decode.STATUS_NAMES, max_entries)
+                         pyspans.KIND_NAMES, pyspans.STATUS_NAMES, max_entries)
 
 
 def _get() -> Any:

@@ -81,3 +81,38 @@ def _ethtool_driver(dev: str, netns: str) -> str:
         if name.strip() == "driver":
             return value.strip()
     return ""
+
+
+RUN_NETNS = Path("/run/netns")
+
+
+def netns_name_of(inode: int, run_netns: Path = RUN_NETNS) -> str | None:
+    """The ``ip netns`` name of the network namespace with this inode number ("" = the caller's own),
+    None when it is neither (an unnamed namespace: a container runtime's, or one that is gone).
+
+    bpftrace probes key device rows by ``dev->nd_net.net->ns.inum``; :func:`driver_of` takes names.
+    """
+    try:
+        if Path("/proc/self/ns/net").stat().st_ino == inode:
+            return ""
+    except OSError:
+        pass
+    try:
+        entries = list(run_netns.iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            if entry.stat().st_ino == inode:
+                return entry.name
+        except OSError:
+            continue
+    return None
+
+
+def driver_in_netns(dev: str, netns_inode: int | None) -> str:
+    """The driver of ``dev`` in the namespace with inode ``netns_inode`` (None: the caller's), "" if unknown."""
+    if netns_inode is None:
+        return driver_of(dev)
+    name = netns_name_of(netns_inode)
+    return "" if name is None else driver_of(dev, name)
