@@ -273,6 +273,18 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
       WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND {_MEETS}
         AND NOT (coalesce(k.pid, 0) = coalesce(e.pid, -1) AND k.host_name = e.host_name)
     ),
+    -- kinds gathered from the cgroups below an end's own (a sandbox's gofer in a child cgroup): the
+    -- end's cgroup path comes from its workloads rows; a root or unnamed cgroup has no subtree here
+    ce_path AS (SELECT e.*, w.end_path FROM ce e
+                JOIN (SELECT host_name, cgroup_id, any_value(cgroup_path) AS end_path FROM workloads
+                      WHERE coalesce(cgroup_path, '') NOT IN ('', '/') GROUP BY ALL) w
+                  ON w.cgroup_id = e.cgroup_id AND (w.host_name = e.host_name OR e.host_name = '')),
+    sub AS (
+      SELECT e.hop_idx, e.side, 'subtree' AS coord, {_EVENT_COLS}, {_OVERLAP}
+      FROM {k_src} k JOIN ce_path e ON starts_with(k.cgroup_path, e.end_path || '/')
+        AND (k.host_name = e.host_name OR e.host_name = '' OR k.host_name = '')
+      WHERE k.kind IN ({_in_list(gather_kinds("cgroup_subtree"))}) AND {_MEETS}
+    ),
     host AS (
       SELECT e.hop_idx, '' AS side, 'host' AS coord, {_EVENT_COLS}, {_OVERLAP}
       FROM {k_src} k JOIN he e ON k.host_name = e.host_name
@@ -282,7 +294,7 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
              OR (k.kind IN ({_in_list(uncgrouped)}) AND coalesce(k.cgroup_id, 0) = 0))
         AND {_MEETS}
     )
-    SELECT * FROM flow UNION ALL SELECT * FROM cg UNION ALL SELECT * FROM host
+    SELECT * FROM flow UNION ALL SELECT * FROM cg UNION ALL SELECT * FROM sub UNION ALL SELECT * FROM host
     """
     con.execute(f"CREATE OR REPLACE TEMP TABLE joined AS {sql}")
     # Attribute the rows gathered with an owner to their workload (pid first, else cgroup, else the

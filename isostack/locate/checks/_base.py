@@ -79,7 +79,7 @@ class CheckContext:
         return kb.threshold(threshold_id)
 
     def events(self, *kinds: str, coord: str | None = None) -> pa.Table:
-        """Evidence rows of the given kinds (optionally only one coordinate: flow, cgroup, host)."""
+        """Evidence rows of the given kinds (optionally only one coordinate: flow, cgroup, subtree, host)."""
         t = self.evidence
         if t.num_rows == 0:
             return t

@@ -68,7 +68,7 @@ class Mechanism:
         Layer(self.layer)
 
 
-GatherRule = Literal["host_wide", "host_uncgrouped", "history"]
+GatherRule = Literal["host_wide", "host_uncgrouped", "history", "cgroup_subtree"]
 Owner = Literal["", "cgroup", "process"]
 
 
@@ -80,6 +80,8 @@ class Gather:
     hogging a shared queue; whom a run-queue wait was spent behind). ``host_uncgrouped``: rows of a
     cgroup kind that carry no cgroup are the whole host's reading (PSI from /proc/pressure).
     ``history``: also rows from up to ``history_ns`` before the span (a growth slope needs minutes).
+    ``cgroup_subtree``: rows of the kind from cgroups *below* the hop end's cgroup (a sandbox's helper
+    given a cgroup of its own, a pod's containers), under coordinate ``subtree``.
     ``owner``: name the workload behind each gathered row — by its ``cgroup``, or by ``process``
     (pid, else cgroup, else the sender's address in a workload's netns).
     """

@@ -87,8 +87,8 @@ CHECK = CheckSpec(
                   "thread trapped all the time"),
     ),
     thresholds=("cpu_throttle_ms",),
-    gathers=(Gather("cpu_throttle", "host_wide", "a sandbox's helper process (gVisor's gofer) may run in a cgroup "
-                    "below the service's, which the service's own join does not reach", owner="cgroup"),),
+    gathers=(Gather("cpu_throttle", "cgroup_subtree", "a sandbox's helper process (gVisor's gofer) may run in a cgroup "
+                    "below the service's, which the service's own join does not reach"),),
     scoring={"": Scoring(Score(0.6, 0.3, "worst window's trapped ms/s over twice the threshold"),
                          Explains("measured", "trapped time inside the span, at most one thread's worth")),
              "gofer": Scoring(Score(0.5, 0.4, "throttled wall time of the cgroup below the sandbox's over the excess"),
@@ -174,7 +174,7 @@ def _starved_below(ctx: CheckContext) -> list[Finding]:
     sandboxes = {str(p) for p, k, src in zip(own.column("cgroup_path").to_pylist(), own.column("kind").to_pylist(),
                                              own.column("source").to_pylist(), strict=True)
                  if p and (k == "ptrace_stop" or src == GVISOR_TRACE_SOURCE)} if own.num_rows else set()
-    throttle = ctx.events("cpu_throttle", coord="host")
+    throttle = ctx.events("cpu_throttle", coord="subtree")
     if not sandboxes or throttle.num_rows == 0:
         return []
     paths = throttle.column("cgroup_path").to_pylist()
