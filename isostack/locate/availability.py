@@ -86,8 +86,11 @@ ORDER BY s.service
 """
 
 
-def find_unavailable(con: duckdb.DuckDBPyConnection, since_ns: int | None, until_ns: int | None) -> list[SlowHop]:
-    """Services that stopped answering in ``[since_ns, until_ns]`` (reference: the spans before it).
+def find_unavailable(con: duckdb.DuckDBPyConnection, since_ns: int | None, until_ns: int | None,
+                     reference_from_ns: int | None = None) -> list[SlowHop]:
+    """Services that stopped answering in ``[since_ns, until_ns]`` (reference: the spans before it,
+    from ``reference_from_ns`` on when given -- the diagnosis's bounded reference period -- else from
+    the first span in the store).
 
     Needs a window start: without one there is no "before" to compare with, and nothing is returned.
     """
@@ -96,6 +99,8 @@ def find_unavailable(con: duckdb.DuckDBPyConnection, since_ns: int | None, until
     first, last = con.execute("SELECT min(start_ns), max(start_ns) FROM spans").fetchall()[0]
     if first is None or first >= since_ns:
         return []
+    if reference_from_ns is not None and first < reference_from_ns < since_ns:
+        first = reference_from_ns  # rates are per second of the reference, so a shorter one compares alike
     hi = until_ns if until_ns is not None else int(last)
     ref_s = max(1e-9, (since_ns - first) / 1e9)
     win_s = max(1e-9, (hi - since_ns) / 1e9)

@@ -5,9 +5,13 @@ returns the same hops plus what was analysed and which baseline each hop was sco
 
 Windows (unix ns, on span start):
 - analysis window ``[since_ns, until_ns]``; either bound defaults to the store's first/last span;
-- reference window ``baseline=(lo, hi)``; default: everything in the store *before* the analysis
-  window when there is any, else the whole store (robust statistics — median and MAD — are barely
-  moved by the few slow spans we look for, so the window may serve as its own reference).
+- reference window ``baseline=(lo, hi)``; default: the store *before* the analysis window when there
+  is any, else the whole store (robust statistics — median and MAD — are barely moved by the few slow
+  spans we look for, so the window may serve as its own reference). A default reference is bounded
+  (:func:`bound_reference`): the part nearest the window (or the trace) holding at most
+  ``reference_max_spans`` spans and reaching back at most ``reference_max_s``, so the work of one
+  diagnosis does not grow with the store. A given ``baseline`` is used as given.
+- one trace (``trace_id`` without a window): the analysis window is the trace's own time range.
 
 The computation is SQL over the store's DuckDB views (see :mod:`isostack.locate.traces` and
 :mod:`isostack.locate.baseline`); only the final ``limit`` rows become Python objects.
@@ -35,6 +39,110 @@ _temp_seq = itertools.count()
 
 # How far beyond the windows spans are read so that traces crossing a window edge stay whole.
 TRACE_MARGIN_NS = 60_000_000_000
+
+
+@dataclass(frozen=True)
+class ReferenceLimits:
+    """How much of the store a default reference period may cover (config ``reference_max_spans``,
+    ``reference_max_s``). Why bounded: an unbounded reference reads every span before the window, so
+    a diagnosis got slower with every hour the store kept (1.8 s per trace at 10 M spans). A million
+    spans give every busy (service, operation, peer) key thousands of samples -- p99 and MAD settle
+    long before that -- while a key too rare to reach ``min_samples`` falls back to its service's
+    baseline (:mod:`isostack.locate.baseline`); a day keeps yesterday's traffic out of today's."""
+
+    max_spans: int = 1_000_000
+    max_s: float = 86_400.0
+
+
+# Resolution of the span-count histogram that places a bounded reference's edge: each pass splits the
+# candidate range into this many buckets and refines the one bucket the edge falls in (three passes:
+# a week resolves to ~2 ms).
+_REFERENCE_BUCKETS = 512
+_REFERENCE_PASSES = 3
+
+
+@dataclass(frozen=True)
+class BoundedReference:
+    """A reference period after :func:`bound_reference` (unix ns, inclusive), the spans in it, and
+    which limit cut it (``None``: the whole period fitted; ``max_spans`` / ``max_s``)."""
+
+    from_ns: int
+    to_ns: int
+    spans: int
+    cut_by: str | None
+
+    def describe(self, limits: ReferenceLimits) -> dict[str, Any]:
+        """The fields a diagnosis's ``reference`` (and ``hops --json``'s stats) carry about the bound."""
+        return {"spans": self.spans, "cut_by": self.cut_by, "max_spans": limits.max_spans, "max_s": limits.max_s}
+
+
+def _span_histogram(con: duckdb.DuckDBPyConnection, lo: int, hi: int, width: int) -> dict[int, int]:
+    rows = con.execute("SELECT (start_ns - $lo) // $width AS b, count(*) FROM spans "
+                       "WHERE start_ns BETWEEN $lo AND $hi GROUP BY ALL",
+                       {"lo": lo, "hi": hi, "width": width}).fetchall()
+    return {int(b): int(n) for b, n in rows}
+
+
+def bound_reference(con: duckdb.DuckDBPyConnection, ref_lo: int, ref_hi: int, keep_lo: int, keep_hi: int,
+                    limits: ReferenceLimits) -> BoundedReference:
+    """The part of the reference ``[ref_lo, ref_hi]`` nearest ``[keep_lo, keep_hi]`` (the analysis
+    window, or one trace's span range, which it keeps whole where they overlap) that spans at most
+    ``limits.max_s`` and holds at most ``limits.max_spans`` spans. Unix ns, inclusive.
+
+    The edge is placed from span counts per time bucket (one scan of ``start_ns`` over the period,
+    then of the one bucket the edge falls in, ``_REFERENCE_PASSES`` times), nearest buckets first:
+    before the window that is the newest spans; around a trace, both sides alike.
+    """
+    cut_by: str | None = None
+    max_ns = int(limits.max_s * 1e9)
+    if ref_hi - ref_lo > max_ns:
+        cut_by = "max_s"
+        if keep_lo > ref_hi:  # the reference lies before the window: keep its newest part
+            ref_lo = ref_hi - max_ns
+        elif keep_hi < ref_lo:
+            ref_hi = ref_lo + max_ns
+        else:  # around the kept range, clipped to the period
+            mid = (max(keep_lo, ref_lo) + min(keep_hi, ref_hi)) // 2
+            lo = max(ref_lo, mid - max_ns // 2)
+            ref_hi = min(ref_hi, lo + max_ns)
+            ref_lo = max(ref_lo, ref_hi - max_ns)
+
+    def distance(a: int, b: int) -> int:
+        return max(0, keep_lo - b, a - keep_hi)
+
+    budget = limits.max_spans
+    taken_lo, taken_hi, taken = None, None, 0
+    lo, hi = ref_lo, ref_hi
+    for _ in range(_REFERENCE_PASSES):
+        width = max(1, (hi - lo) // _REFERENCE_BUCKETS + 1)
+        counts = _span_histogram(con, lo, hi, width)
+        buckets = sorted(((max(lo, lo + b * width), min(hi, lo + (b + 1) * width - 1), n) for b, n in counts.items()),
+                         key=lambda t: (distance(t[0], t[1]), t[0]))
+        edge = None
+        for a, b, n in buckets:
+            if taken + n > budget and distance(a, b) > 0:
+                edge = (a, b)
+                break
+            taken += n
+            taken_lo = a if taken_lo is None else min(taken_lo, a)
+            taken_hi = b if taken_hi is None else max(taken_hi, b)
+        if edge is None:
+            break
+        cut_by = "max_spans"
+        if edge[1] - edge[0] < 1:
+            break
+        lo, hi = edge  # refine inside the bucket the edge falls in
+    if taken_lo is None or taken_hi is None:  # not one span fits (or none there): an empty period
+        return BoundedReference(ref_hi, ref_hi, 0, cut_by)
+    if cut_by != "max_spans":  # nothing cut by count: the whole (time-capped) period
+        taken_lo, taken_hi = ref_lo, ref_hi
+    return BoundedReference(taken_lo, taken_hi, taken, cut_by)
+
+
+def trace_span_range(con: duckdb.DuckDBPyConnection, trace_id: str) -> tuple[int, int] | None:
+    """(first, last) span start of one trace (unix ns), None when the store has none of it."""
+    lo, hi = _one(con, "SELECT min(start_ns), max(start_ns) FROM spans WHERE trace_id = $t", {"t": trace_id})
+    return None if lo is None else (int(lo), int(hi))
 
 
 @dataclass
@@ -80,12 +188,16 @@ def find_slow_hops(
 
 # The spans a single trace's scoring depends on: every span of a service the trace touches, and
 # the children of those spans (hash keys: an integer semi-join, not a string one).
+# The trace's own spans lie inside the read range (its time range is the analysis window), so the
+# lookups of its services are bounded by it too: row groups outside it are skipped by their statistics.
 _TRACE_SCOPE_SQL = """(
-    service_name IN (SELECT service_name FROM spans WHERE trace_id = $scope_trace_id)
+    service_name IN (SELECT service_name FROM spans
+                     WHERE trace_id = $scope_trace_id AND start_ns BETWEEN $read_lo AND $read_hi)
     OR hash(trace_id, parent_span_id) IN (
         SELECT hash(trace_id, span_id) FROM spans
         WHERE start_ns BETWEEN $read_lo AND $read_hi
-          AND service_name IN (SELECT service_name FROM spans WHERE trace_id = $scope_trace_id)))"""
+          AND service_name IN (SELECT service_name FROM spans
+                               WHERE trace_id = $scope_trace_id AND start_ns BETWEEN $read_lo AND $read_hi)))"""
 
 
 def analyse_hops(
@@ -101,6 +213,7 @@ def analyse_hops(
     con: duckdb.DuckDBPyConnection | None = None,
     thresholds: Thresholds | None = None,
     scope_to_trace: bool = True,
+    reference_limits: ReferenceLimits | None = None,
 ) -> HopsResult:
     """:func:`find_slow_hops` with its working shown: stats and the baseline behind each hop."""
     t0 = time.perf_counter()
@@ -115,12 +228,24 @@ def analyse_hops(
             return HopsResult([], [], [], {"spans": 0, "note": "the store holds no spans"})
         lo = first if since_ns is None else since_ns
         hi = last if until_ns is None else until_ns
+        if trace_id and since_ns is None and until_ns is None:
+            # one trace: its candidates lie in its own time range, so that is the analysis window
+            # (reading the whole store for it is what made one-trace diagnosis grow with the store)
+            trace_range = trace_span_range(con, trace_id)
+            if trace_range is not None:
+                lo, hi = trace_range
+        limits = reference_limits or ReferenceLimits()
+        bound: dict[str, Any] = {}
         if baseline is not None:
             ref_lo, ref_hi, ref_kind = baseline[0], baseline[1], "given"
-        elif since_ns is not None and first < since_ns:
-            ref_lo, ref_hi, ref_kind = first, since_ns - 1, "before-window"
         else:
-            ref_lo, ref_hi, ref_kind = first, last, "whole-store"
+            if since_ns is not None and first < since_ns:
+                ref_lo, ref_hi, ref_kind = first, since_ns - 1, "before-window"
+            else:
+                ref_lo, ref_hi, ref_kind = first, last, "whole-store"
+            if not (ref_lo >= lo and ref_hi <= hi):  # a reference inside the window costs nothing extra
+                b = bound_reference(con, ref_lo, ref_hi, lo, hi, limits)
+                ref_lo, ref_hi, bound = b.from_ns, b.to_ns, b.describe(limits)
         # read a margin beyond both windows so a span at a window's edge still meets its children
         # and parent (and skewed hosts' spans); only spans inside a window are scored or baselined
         read_lo, read_hi = min(lo, ref_lo) - TRACE_MARGIN_NS, max(hi, ref_hi) + TRACE_MARGIN_NS
@@ -144,7 +269,7 @@ def analyse_hops(
         stats.update({
             "scope": stats_scope,
             "window": {"since_ns": lo, "until_ns": hi},
-            "reference": {"since_ns": ref_lo, "until_ns": ref_hi, "kind": ref_kind},
+            "reference": {"since_ns": ref_lo, "until_ns": ref_hi, "kind": ref_kind, **bound},
             "thresholds": thresholds.__dict__,
             "where": where or "",
         })
