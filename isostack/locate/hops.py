@@ -112,16 +112,18 @@ def bound_reference(con: duckdb.DuckDBPyConnection, ref_lo: int, ref_hi: int, ke
 
     budget = limits.max_spans
     taken_lo, taken_hi, taken = None, None, 0
+    left: list[tuple[int, int]] = []  # buckets holding spans that did not fit
     lo, hi = ref_lo, ref_hi
-    for _ in range(_REFERENCE_PASSES):
+    for pass_no in range(_REFERENCE_PASSES):
         width = max(1, (hi - lo) // _REFERENCE_BUCKETS + 1)
         counts = _span_histogram(con, lo, hi, width)
         buckets = sorted(((max(lo, lo + b * width), min(hi, lo + (b + 1) * width - 1), n) for b, n in counts.items()),
                          key=lambda t: (distance(t[0], t[1]), t[0]))
         edge = None
-        for a, b, n in buckets:
+        for i, (a, b, n) in enumerate(buckets):
             if taken + n > budget and distance(a, b) > 0:
                 edge = (a, b)
+                left += [(x, y) for x, y, _ in buckets[i + 1:]]
                 break
             taken += n
             taken_lo = a if taken_lo is None else min(taken_lo, a)
@@ -129,14 +131,19 @@ def bound_reference(con: duckdb.DuckDBPyConnection, ref_lo: int, ref_hi: int, ke
         if edge is None:
             break
         cut_by = "max_spans"
-        if edge[1] - edge[0] < 1:
+        if edge[1] - edge[0] < 1 or pass_no == _REFERENCE_PASSES - 1:
+            left.append(edge)
             break
         lo, hi = edge  # refine inside the bucket the edge falls in
-    if taken_lo is None or taken_hi is None:  # not one span fits (or none there): an empty period
-        return BoundedReference(ref_hi, ref_hi, 0, cut_by)
     if cut_by != "max_spans":  # nothing cut by count: the whole (time-capped) period
-        taken_lo, taken_hi = ref_lo, ref_hi
-    return BoundedReference(taken_lo, taken_hi, taken, cut_by)
+        return BoundedReference(ref_lo, ref_hi, taken, cut_by)
+    if taken_lo is None or taken_hi is None:  # not one span fits: an empty period next to the window
+        at = ref_hi if keep_lo > ref_hi else ref_lo
+        return BoundedReference(at, at, 0, cut_by)
+    # a side whose every span fitted reaches the period's end; a cut side ends at the last bucket taken
+    from_ns = taken_lo if any(b < taken_lo for _, b in left) else ref_lo
+    to_ns = taken_hi if any(a > taken_hi for a, _ in left) else ref_hi
+    return BoundedReference(from_ns, to_ns, taken, cut_by)
 
 
 def trace_span_range(con: duckdb.DuckDBPyConnection, trace_id: str) -> tuple[int, int] | None:

@@ -18,6 +18,7 @@ write-ahead log only after that (``isostack.serve.wal``). A write that fails (EN
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import threading
@@ -242,20 +243,31 @@ class Store:
         the small ones keeps each merge cheap (big segments are never rewritten), so the file count
         stays near ``total size / small_bytes``. The merged segment is written first (temp + rename),
         the originals deleted after: a reader sees the rows once or, for an instant, twice -- never
-        not at all. ``serve`` runs it with its retention check.
+        not at all. ``serve`` runs it with its retention check, ``agent`` every ``compact_every_s``; a
+        lock file per table keeps two processes from merging the same segments.
         """
-        files = [f for f in self.segments(table_name) if f.stat().st_size < small_bytes]
-        if len(files) < min_segments:
+        folder = self.data_dir / table_name
+        if not folder.is_dir():
             return 0
-        time_col = records.TIME_COLUMN[table_name]
-        # each segment conformed on its own: one written by an older version may lack a newer column
-        table = pa.concat_tables([records.conform(table_name, pq.read_table(f)) for f in files])
-        if time_col:
-            table = table.sort_by(time_col)
-        self.append(table_name, table)
-        for f in files:
-            f.unlink(missing_ok=True)
-        return len(files)
+        # one compactor per table at a time across processes (``serve`` and ``agent`` share a data dir):
+        # two merging the same files would each write the rows once more before deleting them
+        with open(folder / ".compact.lock", "a+b") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # another process is compacting this table now
+            files = [f for f in self.segments(table_name) if f.exists() and f.stat().st_size < small_bytes]
+            if len(files) < min_segments:
+                return 0
+            time_col = records.TIME_COLUMN[table_name]
+            # each segment conformed on its own: one written by an older version may lack a newer column
+            table = pa.concat_tables([records.conform(table_name, pq.read_table(f)) for f in files])
+            if time_col:
+                table = table.sort_by(time_col)
+            self.append(table_name, table)
+            for f in files:
+                f.unlink(missing_ok=True)
+            return len(files)
 
     def compact(self, table_name: str, min_segments: int = 16) -> int:
         """Merge a table's segments into one sorted by time (fewer files = faster scans); returns merged count."""
