@@ -87,16 +87,21 @@ ORDER BY s.service
 
 
 def find_unavailable(con: duckdb.DuckDBPyConnection, since_ns: int | None, until_ns: int | None,
-                     reference_from_ns: int | None = None) -> list[SlowHop]:
+                     reference_from_ns: int | None = None, *,
+                     span_range: tuple[int, int] | None = None) -> list[SlowHop]:
     """Services that stopped answering in ``[since_ns, until_ns]`` (reference: the spans before it,
     from ``reference_from_ns`` on when given -- the diagnosis's bounded reference period -- else from
-    the first span in the store).
+    the first span in the store). ``span_range``: the store's (first, last) span start when the caller
+    already read it.
 
     Needs a window start: without one there is no "before" to compare with, and nothing is returned.
     """
     if since_ns is None:
         return []
-    first, last = con.execute("SELECT min(start_ns), max(start_ns) FROM spans").fetchall()[0]
+    if span_range is None:
+        first, last = con.execute("SELECT min(start_ns), max(start_ns) FROM spans").fetchall()[0]
+    else:
+        first, last = span_range
     if first is None or first >= since_ns:
         return []
     if reference_from_ns is not None and first < reference_from_ns < since_ns:

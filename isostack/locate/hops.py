@@ -146,6 +146,13 @@ def bound_reference(con: duckdb.DuckDBPyConnection, ref_lo: int, ref_hi: int, ke
     return BoundedReference(from_ns, to_ns, taken, cut_by)
 
 
+def span_bounds(con: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
+    """(first, last) span start in the store (unix ns), None when it holds no spans. One scan of
+    ``start_ns``: a diagnosis reads it once and hands it on (``span_range``) rather than per step."""
+    first, last = _one(con, "SELECT min(start_ns), max(start_ns) FROM spans")
+    return None if first is None else (int(first), int(last))
+
+
 def trace_span_range(con: duckdb.DuckDBPyConnection, trace_id: str) -> tuple[int, int] | None:
     """(first, last) span start of one trace (unix ns), None when the store has none of it."""
     lo, hi = _one(con, "SELECT min(start_ns), max(start_ns) FROM spans WHERE trace_id = $t", {"t": trace_id})
@@ -182,6 +189,8 @@ def find_slow_hops(
     where: str | None = None,
     limit: int | None = 20,
     con: duckdb.DuckDBPyConnection | None = None,
+    span_range: tuple[int, int] | None = None,
+    trace_range: tuple[int, int] | None = None,
 ) -> list[SlowHop]:
     """Slow spans and client→server hops in the analysis window, worst first.
 
@@ -190,7 +199,8 @@ def find_slow_hops(
     ``"duration > 1s && net.peer.ip = 10.244.3.17"``. Times are unix ns.
     """
     return analyse_hops(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
-                        baseline=baseline, where=where, limit=limit, con=con).hops
+                        baseline=baseline, where=where, limit=limit, con=con, span_range=span_range,
+                        trace_range=trace_range).hops
 
 
 # The spans a single trace's scoring depends on: every span of a service the trace touches, and
@@ -221,8 +231,13 @@ def analyse_hops(
     thresholds: Thresholds | None = None,
     scope_to_trace: bool = True,
     reference_limits: ReferenceLimits | None = None,
+    span_range: tuple[int, int] | None = None,
+    trace_range: tuple[int, int] | None = None,
 ) -> HopsResult:
-    """:func:`find_slow_hops` with its working shown: stats and the baseline behind each hop."""
+    """:func:`find_slow_hops` with its working shown: stats and the baseline behind each hop.
+
+    ``span_range`` / ``trace_range``: :func:`span_bounds` / :func:`trace_span_range` when the caller
+    already read them (saves a scan each)."""
     t0 = time.perf_counter()
     thresholds = thresholds or Thresholds()
     filter_sql, params = compile_filter(where) if where else ("TRUE", {})
@@ -230,15 +245,16 @@ def analyse_hops(
     con = con or store.connect(["spans"])
     temp = f"_isostack_hops_{next(_temp_seq)}"
     try:
-        first, last = _one(con, "SELECT min(start_ns), max(start_ns) FROM spans")
-        if first is None:
+        bounds = span_range or span_bounds(con)
+        if bounds is None:
             return HopsResult([], [], [], {"spans": 0, "note": "the store holds no spans"})
+        first, last = bounds
         lo = first if since_ns is None else since_ns
         hi = last if until_ns is None else until_ns
         if trace_id and since_ns is None and until_ns is None:
             # one trace: its candidates lie in its own time range, so that is the analysis window
             # (reading the whole store for it is what made one-trace diagnosis grow with the store)
-            trace_range = trace_span_range(con, trace_id)
+            trace_range = trace_range or trace_span_range(con, trace_id)
             if trace_range is not None:
                 lo, hi = trace_range
         limits = reference_limits or ReferenceLimits()
@@ -259,7 +275,8 @@ def analyse_hops(
         # the span columns a filter refers to ride along; everything else readable is fetched
         # for the final hops only (see traces.span_metrics_sql)
         extra = tuple(c for c in SPANS.names if re.search(rf"\b{c}\b", filter_sql))
-        span_where, span_params = "start_ns BETWEEN $read_lo AND $read_hi", {"read_lo": read_lo, "read_hi": read_hi}
+        span_where = "start_ns BETWEEN $read_lo AND $read_hi"
+        span_params: dict[str, Any] = {"read_lo": read_lo, "read_hi": read_hi}
         if trace_id and scope_to_trace:
             # One trace: its spans can only be scored against baselines of its own services (per
             # operation and per service), and those need exactly the spans of these services plus
