@@ -56,7 +56,8 @@ def diagnose_all(store: Store, *, since_ns: int | None = None, until_ns: int | N
     con = con or store.connect()
     try:
         limits = ReferenceLimits(max_spans=int(cfg["reference_max_spans"]), max_s=float(cfg["reference_max_s"]))
-        bounds = span_bounds(con)  # read once, handed to every step below
+        # read once, handed to every step below; from segment statistics when the store is ours
+        bounds = store.time_bounds("spans") if own else span_bounds(con)
         trace_range = None
         if trace_id is None:
             since_ns, until_ns, reference = reference_period(con, since_ns, until_ns, limits, span_range=bounds)

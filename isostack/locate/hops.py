@@ -76,6 +76,14 @@ class BoundedReference:
         return {"spans": self.spans, "cut_by": self.cut_by, "max_spans": limits.max_spans, "max_s": limits.max_s}
 
 
+# The first probe's reach on each side of the kept range (then 8x per step: 1 min, 8 min, 64 min ...).
+_PROBE_FIRST_NS = 60_000_000_000
+
+
+def _span_count(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> int:
+    return int(_one(con, "SELECT count(*) FROM spans WHERE start_ns BETWEEN $lo AND $hi", {"lo": lo, "hi": hi})[0])
+
+
 def _span_histogram(con: duckdb.DuckDBPyConnection, lo: int, hi: int, width: int) -> dict[int, int]:
     rows = con.execute("SELECT (start_ns - $lo) // $width AS b, count(*) FROM spans "
                        "WHERE start_ns BETWEEN $lo AND $hi GROUP BY ALL",
@@ -89,9 +97,11 @@ def bound_reference(con: duckdb.DuckDBPyConnection, ref_lo: int, ref_hi: int, ke
     window, or one trace's span range, which it keeps whole where they overlap) that spans at most
     ``limits.max_s`` and holds at most ``limits.max_spans`` spans. Unix ns, inclusive.
 
-    The edge is placed from span counts per time bucket (one scan of ``start_ns`` over the period,
-    then of the one bucket the edge falls in, ``_REFERENCE_PASSES`` times), nearest buckets first:
-    before the window that is the newest spans; around a trace, both sides alike.
+    The edge is placed from span counts: a probe range grown outward from the kept range until it
+    holds more than ``max_spans`` (or is the whole period), then counts per time bucket over that
+    probe and again inside the one bucket the edge falls in (``_REFERENCE_PASSES`` times), nearest
+    buckets first: before the window that is the newest spans; around a trace, both sides alike.
+    Each is a scan of ``start_ns`` over about the range the reference then covers.
     """
     cut_by: str | None = None
     max_ns = int(limits.max_s * 1e9)
@@ -111,9 +121,20 @@ def bound_reference(con: duckdb.DuckDBPyConnection, ref_lo: int, ref_hi: int, ke
         return max(0, keep_lo - b, a - keep_hi)
 
     budget = limits.max_spans
+    # Probe outward from the kept range, 8x wider each time, until the probe holds more than the budget
+    # or covers the period: the histogram below then scans only what is about to be read anyway, not
+    # the whole store (a count over a start_ns range skips row groups by their statistics).
+    lo, hi = ref_lo, ref_hi
+    reach = _PROBE_FIRST_NS
+    while True:
+        lo = max(ref_lo, min(keep_lo, ref_hi) - reach)
+        hi = min(ref_hi, max(keep_hi, ref_lo) + reach)
+        if (lo, hi) == (ref_lo, ref_hi) or _span_count(con, lo, hi) > budget:
+            break
+        reach *= 8
+    probe_lo, probe_hi = lo, hi
     taken_lo, taken_hi, taken = None, None, 0
     left: list[tuple[int, int]] = []  # buckets holding spans that did not fit
-    lo, hi = ref_lo, ref_hi
     for pass_no in range(_REFERENCE_PASSES):
         width = max(1, (hi - lo) // _REFERENCE_BUCKETS + 1)
         counts = _span_histogram(con, lo, hi, width)
@@ -140,9 +161,10 @@ def bound_reference(con: duckdb.DuckDBPyConnection, ref_lo: int, ref_hi: int, ke
     if taken_lo is None or taken_hi is None:  # not one span fits: an empty period next to the window
         at = ref_hi if keep_lo > ref_hi else ref_lo
         return BoundedReference(at, at, 0, cut_by)
-    # a side whose every span fitted reaches the period's end; a cut side ends at the last bucket taken
-    from_ns = taken_lo if any(b < taken_lo for _, b in left) else ref_lo
-    to_ns = taken_hi if any(a > taken_hi for a, _ in left) else ref_hi
+    # a side whose every span fitted reaches the period's end; a cut side (or one the probe stopped
+    # short of the period's end) ends at the last bucket taken
+    from_ns = taken_lo if probe_lo > ref_lo or any(b < taken_lo for _, b in left) else ref_lo
+    to_ns = taken_hi if probe_hi < ref_hi or any(a > taken_hi for a, _ in left) else ref_hi
     return BoundedReference(from_ns, to_ns, taken, cut_by)
 
 
@@ -245,7 +267,7 @@ def analyse_hops(
     con = con or store.connect(["spans"])
     temp = f"_isostack_hops_{next(_temp_seq)}"
     try:
-        bounds = span_range or span_bounds(con)
+        bounds = span_range or (store.time_bounds("spans") if own else span_bounds(con))
         if bounds is None:
             return HopsResult([], [], [], {"spans": 0, "note": "the store holds no spans"})
         first, last = bounds

@@ -182,6 +182,37 @@ class Store:
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for name in records.TABLES for f in self.segments(name))
 
+    def time_bounds(self, table_name: str) -> tuple[int, int] | None:
+        """(smallest, largest) value of the table's time column (unix ns), from the segments' Parquet
+        row-group statistics: no data is read, so it costs the same at any store size (a SQL
+        ``min``/``max`` scans the column). None when the table is empty or has no time column."""
+        col = records.TIME_COLUMN.get(table_name)
+        lo: int | None = None
+        hi: int | None = None
+        for f in self.segments(table_name):
+            try:
+                meta = pq.ParquetFile(f).metadata
+            except (OSError, pa.ArrowInvalid):
+                continue  # removed by retention or compaction since it was listed
+            names = meta.schema.to_arrow_schema().names
+            if col not in names:
+                continue
+            idx = names.index(col)
+            for rg in range(meta.num_row_groups):
+                stats = meta.row_group(rg).column(idx).statistics
+                if meta.row_group(rg).num_rows == 0:
+                    continue
+                if stats is None or not stats.has_min_max:  # no statistics: read the column
+                    t = pq.read_table(f, columns=[col]).column(col)
+                    a, b = pc.min(t).as_py(), pc.max(t).as_py()
+                    if a is None or b is None:
+                        break
+                    lo, hi = (a if lo is None else min(lo, a)), (b if hi is None else max(hi, b))
+                    break
+                lo = int(stats.min) if lo is None else min(lo, int(stats.min))
+                hi = int(stats.max) if hi is None else max(hi, int(stats.max))
+        return None if lo is None or hi is None else (int(lo), int(hi))
+
     # ---------------------------------------------------------------- housekeeping
     def remove_orphans(self) -> list[Path]:
         """Delete temp segments (``.<name>.parquet.tmp``) whose writing process no longer runs.
