@@ -3,9 +3,11 @@
     .venv/bin/python -m bench.store_scale --quick                     # 100k spans / 1M events, both engines
     .venv/bin/python -m bench.store_scale --sizes 1000000,10000000    # 1M/10M and 10M/100M spans/events
     .venv/bin/python -m bench.store_scale --sizes 10000000 --engines embedded --work-dir /var/tmp/scale
+    .venv/bin/python -m bench.store_scale --sizes 50000000 --engines embedded --work-dir /var/tmp/scale
 
 Each size N builds the embedded store with ``bench.diagnose.generate`` (N spans, 10 N kernel events
-over one hour, one planted throttled trace; Parquet segments in the store's layout) and, for chDB,
+over one hour, one planted throttled trace; Parquet segments in the store's layout; above 10 M, which
+the generator cannot hold in this VM's memory, N / 10 M consecutive copies of the 10 M hour) and, for chDB,
 loads those same segments into the exporter's ``otel_traces`` and isostack's own tables (ClickHouse
 reads the Parquet files itself). Per engine and size it times (best of a few runs):
 
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow.parquet as pq
 
 from bench.diagnose import generate
@@ -52,16 +55,57 @@ def timed(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
     return best, out
 
 
+# The largest store generated as one hour: bench.diagnose.generate builds it in memory (10 GB at 10 M
+# spans / 100 M events), so bigger stores are that hour repeated (see build_hours).
+GENERATE_MAX_SPANS = 10_000_000
+
+
 def build_embedded(work: Path, n_spans: int) -> tuple[Path, str]:
     data_dir = work / f"embedded-{n_spans}"
     marker = data_dir / "bench-trace.txt"
     if not marker.exists():
         shutil.rmtree(data_dir, ignore_errors=True)
         t = time.perf_counter()
-        trace = generate(data_dir, n_spans, 10 * n_spans)
+        if n_spans > GENERATE_MAX_SPANS:
+            if n_spans % GENERATE_MAX_SPANS:
+                raise SystemExit(f"sizes above {GENERATE_MAX_SPANS:,} spans must be multiples of it")
+            hour_dir, hour_trace = build_embedded(work, GENERATE_MAX_SPANS)
+            trace = build_hours(hour_dir, hour_trace, data_dir, n_spans // GENERATE_MAX_SPANS)
+        else:
+            trace = generate(data_dir, n_spans, 10 * n_spans)
         marker.write_text(trace)
         print(f"  generated {data_dir} in {time.perf_counter() - t:.0f} s", flush=True)
     return data_dir, marker.read_text().strip()
+
+
+def build_hours(hour_dir: Path, hour_trace: str, data_dir: Path, hours: int) -> str:
+    """``hours`` consecutive copies of a generated one-hour store (a store that kept growing at that
+    rate): copy k is shifted k hours later and its trace ids start with hex digit k (the generator's
+    ids start with 0), so every trace stays whole and distinct. Streams segment by segment (DuckDB
+    COPY), so memory stays flat. Returns the planted trace of the middle hour, which then has stored
+    traffic on both sides of it, as a trace in a long-running store has."""
+    if not 1 < hours <= 15:
+        raise SystemExit("build_hours: 2..15 hours")
+    con = duckdb.connect()
+    try:
+        for name, ts_cols in (("spans", ("start_ns", "end_ns")), ("kernel_events", ("ts_ns",))):
+            (data_dir / name).mkdir(parents=True, exist_ok=True)
+            for k in range(hours):
+                shift = k * 3600 * 10**9
+                replace = ", ".join(f"{c} + {shift} AS {c}" for c in ts_cols)
+                if name == "spans":
+                    replace += f", '{k:x}' || substr(trace_id, 2) AS trace_id"
+                for seg in sorted((hour_dir / name).glob("*.parquet")):
+                    first, _, rest = seg.name.partition("-")
+                    out = data_dir / name / f"{int(first) + shift:020d}-{k}{rest}"
+                    con.execute(f"COPY (SELECT * REPLACE ({replace}) FROM read_parquet('{seg}')) TO '{out}' "
+                                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
+        (data_dir / "workloads").mkdir(parents=True, exist_ok=True)
+        for seg in (hour_dir / "workloads").glob("*.parquet"):
+            shutil.copy(seg, data_dir / "workloads" / seg.name)
+    finally:
+        con.close()
+    return f"{hours // 2:x}" + hour_trace[1:]
 
 
 def build_chdb(work: Path, embedded_dir: Path, n_spans: int) -> ClickHouseStore:
@@ -126,7 +170,10 @@ def measure(store: Store, trace: str, repeat: int = 3) -> dict[str, Any]:
                          repeat=max(1, repeat - 1))
     return {"trace_ms": round(t_trace * 1e3), "window_ms": round(t_win * 1e3), "hops_ms": round(t_hops * 1e3),
             "chain": " → ".join(f.mechanism for f in d.chain), "window_hops": len(ds), "hops": len(hops),
-            "worst": ds[0].slow_hop.trace_id if ds and ds[0].slow_hop else None}
+            "worst": ds[0].slow_hop.trace_id if ds and ds[0].slow_hop else None,
+            # how much reference each was scored against (the bound: locate.hops.ReferenceLimits)
+            "trace_reference_spans": (d.reference or {}).get("spans"),
+            "window_reference_spans": (ds[0].reference or {}).get("spans") if ds else None}
 
 
 def transpile_cost(store: Store, trace: str) -> dict[str, float]:
@@ -221,6 +268,17 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             print(f"{r['engine']:8s} {r['spans']:11,d} {r['kernel_events']:12,d} {r['trace_ms']:9d} {r['window_ms']:10d} "
                   f"{r['hops_ms']:8d} {r['spans_per_s']:9,.0f} {r['kernel_events_per_s']:10,.0f}")
+        for engine in dict.fromkeys(r["engine"] for r in rows):
+            mine = [r for r in rows if r["engine"] == engine]
+            if len(mine) > 1:
+                base = mine[0]
+                print(f"{engine}: growth from {base['spans']:,} spans: " + "; ".join(
+                    f"{r['spans'] / base['spans']:g}x spans -> trace {r['trace_ms'] / max(1, base['trace_ms']):.2f}x, "
+                    f"window {r['window_ms'] / max(1, base['window_ms']):.2f}x, hops {r['hops_ms'] / max(1, base['hops_ms']):.2f}x"
+                    for r in mine[1:]))
+        print("reference spans scored against (trace / window): " + "; ".join(
+            f"{r['engine']} {r['spans']:,}: {r['trace_reference_spans'] or 0:,} / {r['window_reference_spans'] or 0:,}"
+            for r in rows))
         big = [r for r in rows if r["engine"] == "embedded" and r["spans"] >= 10_000_000]
         if big:
             ok = all(r["trace_ms"] < 1000 and r["window_ms"] < 5000 for r in big)

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from isostack.locate.hops import analyse_hops, find_slow_hops
+from isostack.locate.hops import ReferenceLimits, analyse_hops, bound_reference, find_slow_hops
 from isostack.records import SPANS
 from isostack.store import Store
 from tests.conftest import run_cli
@@ -273,3 +273,41 @@ def test_one_trace_scope_gives_the_same_hops_as_the_whole_store(tmp_path: Path) 
         assert [h.to_dict() for h in scoped.hops] == [h.to_dict() for h in whole.hops]
         assert scoped.hops  # and the injected slowness is still found
         assert (scoped.baseline_used, scoped.baseline_samples) == (whole.baseline_used, whole.baseline_samples)
+
+
+def test_reference_is_bounded_to_the_spans_nearest_the_window(store: Store) -> None:
+    """A default reference holds at most ``max_spans`` spans, the newest before the window; the slow
+    hops of the window are still found against it, and the stats say what was cut."""
+    whole = analyse_hops(store, since_ns=WINDOW_START)
+    assert whole.stats["reference"]["cut_by"] is None
+    assert whole.stats["reference"]["spans"] == whole.stats["reference_spans"]
+    cut = analyse_hops(store, since_ns=WINDOW_START, reference_limits=ReferenceLimits(max_spans=400))
+    ref = cut.stats["reference"]
+    assert ref["cut_by"] == "max_spans" and ref["max_spans"] == 400
+    assert ref["until_ns"] == WINDOW_START - 1
+    # the period holds what it says, at most 400 spans and no fewer than one trace (8 spans) short of it
+    assert cut.stats["reference_spans"] == ref["spans"] and 392 <= ref["spans"] <= 400
+    # the 400 spans nearest the window are those of the last ~50 traces (8 spans each, 100 ms apart;
+    # node-c's spans start 2 s late, so a few of earlier traces fall in too)
+    assert WINDOW_START - 60 * 100 * MS < ref["since_ns"] < WINDOW_START - 40 * 100 * MS
+    assert [(h.trace_id, h.part) for h in cut.hops[:2]] == [(h.trace_id, h.part) for h in whole.hops[:2]]
+    assert cut.baseline_used[0] == "key" and cut.baseline_samples[0] < whole.baseline_samples[0]
+
+
+def test_reference_bound_by_time_and_around_a_trace(store: Store) -> None:
+    con = store.connect(["spans"])
+    try:
+        last = con.execute("SELECT max(start_ns) FROM spans").fetchall()[0][0]
+        # by time: the newest 3 s before the window (30 traces' worth)
+        b = bound_reference(con, T0, WINDOW_START - 1, WINDOW_START, last, ReferenceLimits(max_s=3.0))
+        assert (b.from_ns, b.to_ns, b.cut_by) == (WINDOW_START - 1 - 3 * 10**9, WINDOW_START - 1, "max_s")
+        # around a trace in the middle: both sides of it, the trace itself inside
+        t = T0 + 100 * 100 * MS
+        b = bound_reference(con, T0, last, t, t + 10 * MS, ReferenceLimits(max_spans=160))
+        assert b.cut_by == "max_spans" and b.from_ns <= t and b.to_ns >= t + 10 * MS
+        assert t - 2_000 * MS < b.from_ns and b.to_ns < t + 2_000 * MS and 150 <= b.spans <= 160
+        # a budget that takes everything cuts nothing
+        b = bound_reference(con, T0, last, t, t + 10 * MS, ReferenceLimits())
+        assert (b.from_ns, b.to_ns, b.cut_by, b.spans) == (T0, last, None, (N_REF + N_WIN) * 8)
+    finally:
+        con.close()

@@ -103,3 +103,23 @@ def test_error_lines_are_not_wrapped_on_a_narrow_pipe(tmp_path, data_dir):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) >= 2 and all(line.startswith("isostack:") for line in lines), lines
     assert any(str(bad) in line and "byte offset" in line for line in lines)
+
+
+def test_time_bounds_come_from_segment_statistics(tmp_path):
+    """``time_bounds`` reads the Parquet footers only, and agrees with a scan of the column."""
+    import pyarrow.parquet as pq
+
+    store = Store(tmp_path)
+    assert store.time_bounds("spans") is None  # nothing stored
+    assert store.time_bounds("span_links") is None  # no time column
+    for first, n in ((5_000, 300_000), (1_000, 10)):  # the second segment holds the earliest span
+        store.append("spans", pa.table({"trace_id": [f"{i:032x}" for i in range(n)],
+                                        "span_id": [f"{i:016x}" for i in range(n)],
+                                        "start_ns": [first + 7 * i for i in range(n)]}))
+    assert store.time_bounds("spans") == (1_000, 5_000 + 7 * 299_999)
+    got = store.query("SELECT min(start_ns) AS lo, max(start_ns) AS hi FROM spans").to_pylist()[0]
+    assert store.time_bounds("spans") == (got["lo"], got["hi"])
+    # a segment written without statistics: the column is read instead
+    pq.write_table(pa.table({"start_ns": pa.array([10, 999_999_999], pa.int64())}),
+                   tmp_path / "spans" / "00000000000000000010-1-000009.parquet", write_statistics=False)
+    assert store.time_bounds("spans") == (10, 999_999_999)

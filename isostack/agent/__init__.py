@@ -15,6 +15,7 @@ starting thread's life (PR_SET_PDEATHSIG), which is what guarantees no residue o
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -83,12 +84,15 @@ class Agent:
                  warn: Callable[[str], None] | None = None, cgroup_scope: str = "",
                  otlp_options: dict[str, Any] | None = None, pod_log_root: str = "/var/log",
                  pod_list_url: str | None = None, pod_list_token_file: str | None = None,
-                 pod_list_ca_file: str | None = None, tier: str = "auto") -> None:
+                 pod_list_ca_file: str | None = None, tier: str = "auto", compact_every_s: float = 60.0) -> None:
         self.store = store
         # "auto": the best tier this host allows (probes.host_tier); "counters-only": no eBPF at all
         if tier not in ("auto", probes_mod.TIER_COUNTERS):
             raise ValueError(f"tier {tier!r}: expected 'auto' or {probes_mod.TIER_COUNTERS!r}")
         self.tier = tier
+        # the agent writes a segment per interval (86,400 a day at 1 s) and a store's queries pay per
+        # file, so it merges its small segments as ``serve`` does (Store.compact_small)
+        self.compact_every_s = float(compact_every_s)
         self.specs = probes_mod.select(probes) if probes not in ("", "none") else []
         self.interval_s = float(interval_s)
         self.host_name = host_name or socket.gethostname()
@@ -237,8 +241,12 @@ class Agent:
 
     def _loop(self) -> None:
         next_t = time.monotonic() + self.interval_s
+        next_compact = time.monotonic() + self.compact_every_s
         while not self._stop.wait(max(0.0, next_t - time.monotonic())):
             next_t += self.interval_s
+            if time.monotonic() >= next_compact:
+                self.compact()
+                next_compact = time.monotonic() + self.compact_every_s
             self._ticks += 1
             if self._ticks % 10 == 0:
                 self._refresh_pods()
@@ -252,6 +260,16 @@ class Agent:
                     self.stats.failed[p.name] = f"bpftrace exited {p.proc.returncode if p.proc else '?'}: " \
                                                 f"{p.error_text()}"
                     self.warn(f"probe {p.name} stopped: {self.stats.failed[p.name]}")
+
+    def compact(self) -> int:
+        """Merge the small segments this agent's tables gathered; returns how many were merged."""
+        store = self.store
+        if store is None:
+            return 0
+        merged = 0
+        for name in ("kernel_events", "workloads"):
+            merged += self._safe(functools.partial(store.compact_small, name)) or 0
+        return merged
 
     def ship(self) -> pa.Table:
         """Collect every source's rows since the last call, attribute, write/export; returns them."""

@@ -43,21 +43,24 @@ def confirmed(hop: SlowHop, mechanisms: list[str]) -> bool:
 
 _SQL = """
 WITH sp AS MATERIALIZED (
-    SELECT trace_id, span_id, parent_span_id, service_name, kind, status_code, start_ns, end_ns, duration_ns,
+    -- spans keyed by 64-bit hashes of (trace_id, span_id) as in locate.traces: joining integers, not
+    -- pairs of strings, is most of this query's cost on a big window
+    SELECT hash(trace_id, span_id) AS k, CASE WHEN parent_span_id <> '' THEN hash(trace_id, parent_span_id) END AS pk,
+           trace_id, service_name, kind, status_code, start_ns, end_ns, duration_ns,
            peer_addr, peer_port, host_name, local_addr
     FROM spans WHERE start_ns BETWEEN $ref_lo AND $hi AND kind IN ('CLIENT', 'SERVER')),
 paired AS (
-    SELECT c.span_id AS client_span, c.trace_id, c.peer_addr || ':' || coalesce(c.peer_port, 0) AS ep,
+    SELECT c.k AS client_k, c.peer_addr || ':' || coalesce(c.peer_port, 0) AS ep,
            s.service_name AS callee, s.start_ns
-    FROM sp c JOIN sp s ON s.trace_id = c.trace_id AND s.parent_span_id = c.span_id
+    FROM sp c JOIN sp s ON s.pk = c.k
     WHERE c.kind = 'CLIENT' AND s.kind = 'SERVER'),
 -- which service answers at an address:port, learned from the calls that reached it
 endpoint AS (SELECT ep, arg_max(callee, start_ns) AS callee FROM paired WHERE ep <> ':0' GROUP BY ep),
 calls AS (
-    SELECT c.service_name AS caller, e.callee, c.start_ns, c.end_ns, c.status_code, c.trace_id, c.span_id,
-           e.ep, p.client_span IS NULL AS unanswered
+    SELECT c.service_name AS caller, e.callee, c.start_ns, c.end_ns, c.status_code, c.trace_id,
+           e.ep, p.client_k IS NULL AS unanswered
     FROM sp c JOIN endpoint e ON e.ep = c.peer_addr || ':' || coalesce(c.peer_port, 0)
-    LEFT JOIN paired p ON p.trace_id = c.trace_id AND p.client_span = c.span_id
+    LEFT JOIN paired p ON p.client_k = c.k
     WHERE c.kind = 'CLIENT'),
 toward AS (
     SELECT callee AS service, string_agg(DISTINCT caller, ',') AS callers,
@@ -86,16 +89,26 @@ ORDER BY s.service
 """
 
 
-def find_unavailable(con: duckdb.DuckDBPyConnection, since_ns: int | None, until_ns: int | None) -> list[SlowHop]:
-    """Services that stopped answering in ``[since_ns, until_ns]`` (reference: the spans before it).
+def find_unavailable(con: duckdb.DuckDBPyConnection, since_ns: int | None, until_ns: int | None,
+                     reference_from_ns: int | None = None, *,
+                     span_range: tuple[int, int] | None = None) -> list[SlowHop]:
+    """Services that stopped answering in ``[since_ns, until_ns]`` (reference: the spans before it,
+    from ``reference_from_ns`` on when given -- the diagnosis's bounded reference period -- else from
+    the first span in the store). ``span_range``: the store's (first, last) span start when the caller
+    already read it.
 
     Needs a window start: without one there is no "before" to compare with, and nothing is returned.
     """
     if since_ns is None:
         return []
-    first, last = con.execute("SELECT min(start_ns), max(start_ns) FROM spans").fetchall()[0]
+    if span_range is None:
+        first, last = con.execute("SELECT min(start_ns), max(start_ns) FROM spans").fetchall()[0]
+    else:
+        first, last = span_range
     if first is None or first >= since_ns:
         return []
+    if reference_from_ns is not None and first < reference_from_ns < since_ns:
+        first = reference_from_ns  # rates are per second of the reference, so a shorter one compares alike
     hi = until_ns if until_ns is not None else int(last)
     ref_s = max(1e-9, (since_ns - first) / 1e9)
     win_s = max(1e-9, (hi - since_ns) / 1e9)

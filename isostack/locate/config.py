@@ -7,6 +7,8 @@ Example (``isostack diagnose --config diagnose.yaml``)::
       rtt_ms: 40
     skew_ms: 100         # clock-skew tolerance between span and kernel clocks
     disable: [memory_growth]
+    reference_max_spans: 1000000   # the reference period: at most this many spans nearest the window
+    reference_max_s: 86400         # ... and at most this long (see locate.hops.ReferenceLimits)
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import yaml
 
 from isostack import kb
 from isostack.errors import InputError
+from isostack.locate.hops import ReferenceLimits
 
-KEYS = {"thresholds", "skew_ms", "max_window_s", "disable"}
+_REFERENCE = ReferenceLimits()  # the reference period's default bounds live with the code that applies them
+
+KEYS = {"thresholds", "skew_ms", "max_window_s", "disable", "reference_max_spans", "reference_max_s"}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -58,11 +63,16 @@ def validate(data: Any, origin: str = "config") -> dict[str, Any]:
     for k in ("skew_ms", "max_window_s"):
         if k in data and (isinstance(data[k], bool) or not isinstance(data[k], (int, float)) or data[k] < 0):
             raise InputError(f"{origin}: {k}: expected a non-negative number, got {data[k]!r}")
+    for k in ("reference_max_spans", "reference_max_s"):
+        if k in data and (isinstance(data[k], bool) or not isinstance(data[k], (int, float)) or data[k] <= 0):
+            raise InputError(f"{origin}: {k}: expected a positive number, got {data[k]!r}")
     disable = data.get("disable") or []
     if not isinstance(disable, list) or not all(isinstance(x, str) for x in disable):
         raise InputError(f"{origin}: disable: expected a list of check ids")
     return {"thresholds": {k: float(v) for k, v in th.items()}, "skew_ms": float(data.get("skew_ms", 50)),
-            "max_window_s": float(data.get("max_window_s", 10)), "disable": list(disable)}
+            "max_window_s": float(data.get("max_window_s", 10)), "disable": list(disable),
+            "reference_max_spans": int(data.get("reference_max_spans", _REFERENCE.max_spans)),
+            "reference_max_s": float(data.get("reference_max_s", _REFERENCE.max_s))}
 
 
 def resolved_thresholds(config: dict[str, Any] | None) -> dict[str, float]:

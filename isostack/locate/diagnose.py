@@ -25,6 +25,13 @@ from isostack.locate.availability import confirmed, find_unavailable
 from isostack.locate.chain import build_chain
 from isostack.locate.checks import CheckContext, all_checks
 from isostack.locate.config import resolved_thresholds, validate
+from isostack.locate.hops import (
+    BoundedReference,
+    ReferenceLimits,
+    bound_reference,
+    span_bounds,
+    trace_span_range,
+)
 from isostack.locate.model import CheckResult, Diagnosis, FiveTuple, SlowHop
 from isostack.locate.skew import clock_offsets, skew_bound_ns
 from isostack.store import Store, fetch_arrow
@@ -48,15 +55,26 @@ def diagnose_all(store: Store, *, since_ns: int | None = None, until_ns: int | N
     own = con is None
     con = con or store.connect()
     try:
-        reference = None
+        limits = ReferenceLimits(max_spans=int(cfg["reference_max_spans"]), max_s=float(cfg["reference_max_s"]))
+        # read once, handed to every step below; from segment statistics when the store is ours
+        bounds = store.time_bounds("spans") if own else span_bounds(con)
+        trace_range = None
         if trace_id is None:
-            since_ns, until_ns, reference = reference_period(con, since_ns, until_ns)
+            since_ns, until_ns, reference = reference_period(con, since_ns, until_ns, limits, span_range=bounds)
+        elif since_ns is None and until_ns is None:
+            trace_range = trace_span_range(con, trace_id)
+            reference = trace_reference(con, trace_id, limits, span_range=bounds, trace_range=trace_range)
+        else:
+            reference = None
         hops = find_hops(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
                          limit=limit, con=con,
-                         baseline=(reference["from_ns"], reference["to_ns"]) if reference else None)
+                         baseline=(reference["from_ns"], reference["to_ns"]) if reference else None,
+                         span_range=bounds, trace_range=trace_range)
         if trace_id is None:
             # a service that stopped answering outranks any slow one: its requests failed outright
-            down = [h for h in find_unavailable(con, since_ns, until_ns) if service in (None, h.service)]
+            down = [h for h in find_unavailable(con, since_ns, until_ns,
+                                                reference["from_ns"] if reference else None, span_range=bounds)
+                    if service in (None, h.service)]
             hops = (down + hops)[:limit] if down else hops
         if not hops:
             d = Diagnosis(slow_hop=None, chain=[], checked=_all_unchecked("no slow hop to check"),
@@ -215,28 +233,61 @@ def _no_hop_reasons(con: duckdb.DuckDBPyConnection, trace_id: str | None, servic
 LEADING_REFERENCE_SHARE = 1 / 3
 
 
-def reference_period(con: duckdb.DuckDBPyConnection, since_ns: int | None,
-                     until_ns: int | None) -> tuple[int | None, int | None, dict[str, Any] | None]:
+def reference_period(con: duckdb.DuckDBPyConnection, since_ns: int | None, until_ns: int | None,
+                     limits: ReferenceLimits | None = None, *, span_range: tuple[int, int] | None = None,
+                     ) -> tuple[int | None, int | None, dict[str, Any] | None]:
     """(window start, window end, reference) for a window: the reference is the store's spans before
     the window; with none before it, the first third of the window's time range (which the window
-    then no longer covers). ``reference``: ``{"from_ns", "to_ns", "how"}``, None for an empty store."""
-    first, last = con.execute("SELECT min(start_ns), max(start_ns) FROM spans").fetchall()[0]
-    if first is None:
+    then no longer covers). Either is bounded by ``limits`` to its part nearest the window
+    (:func:`isostack.locate.hops.bound_reference`). ``reference``: ``{"from_ns", "to_ns", "how",
+    "window_to_ns", "spans", "cut_by", "max_spans", "max_s"}``, None for an empty store."""
+    limits = limits or ReferenceLimits()
+    bounds = span_range or span_bounds(con)
+    if bounds is None:
         return since_ns, until_ns, None
+    first, last = bounds
     hi = int(until_ns if until_ns is not None else last)
     if since_ns is not None and since_ns > first:
-        return since_ns, until_ns, {"from_ns": int(first), "to_ns": int(since_ns) - 1, "how": "before the window",
-                                    "window_to_ns": hi}
+        b = bound_reference(con, int(first), int(since_ns) - 1, int(since_ns), hi, limits)
+        return since_ns, until_ns, _reference_dict(b, limits, "before the window", hi)
     cut = int(first) + int((hi - int(first)) * LEADING_REFERENCE_SHARE)
     if cut <= first:
         return since_ns, until_ns, None
-    return cut, until_ns, {"from_ns": int(first), "to_ns": cut - 1,
-                           "how": "the first third of the window (nothing in the store before it)", "window_to_ns": hi}
+    b = bound_reference(con, int(first), cut - 1, cut, hi, limits)
+    return cut, until_ns, _reference_dict(b, limits, "the first third of the window (nothing in the store before it)",
+                                          hi)
+
+
+def trace_reference(con: duckdb.DuckDBPyConnection, trace_id: str, limits: ReferenceLimits | None = None, *,
+                    span_range: tuple[int, int] | None = None,
+                    trace_range: tuple[int, int] | None = None) -> dict[str, Any] | None:
+    """The reference one trace is scored against: the store around the trace's own time range (the
+    trace included: robust statistics are barely moved by one trace), bounded by ``limits``. None when
+    the store holds no span of the trace."""
+    limits = limits or ReferenceLimits()
+    own = trace_range or trace_span_range(con, trace_id)
+    bounds = span_range or span_bounds(con)
+    if own is None or bounds is None:
+        return None
+    b = bound_reference(con, bounds[0], bounds[1], own[0], own[1], limits)
+    return _reference_dict(b, limits, "the store around the trace", None)
+
+
+def _reference_dict(b: BoundedReference, limits: ReferenceLimits, how: str, window_to_ns: int | None) -> dict[str, Any]:
+    if b.cut_by == "max_spans":
+        how += f", its {b.spans:,} spans nearest to it (reference_max_spans {limits.max_spans:,})"
+    elif b.cut_by == "max_s":
+        how += f", the {limits.max_s / 3600:g} h nearest to it (reference_max_s)"
+    out: dict[str, Any] = {"from_ns": b.from_ns, "to_ns": b.to_ns, "how": how}
+    if window_to_ns is not None:
+        out["window_to_ns"] = window_to_ns
+    return out | b.describe(limits)
 
 
 def find_hops(store: Store, *, trace_id: str | None, service: str | None, since_ns: int | None,
               until_ns: int | None, limit: int, con: duckdb.DuckDBPyConnection,
-              baseline: tuple[int, int] | None = None) -> list[SlowHop]:
+              baseline: tuple[int, int] | None = None, span_range: tuple[int, int] | None = None,
+              trace_range: tuple[int, int] | None = None) -> list[SlowHop]:
     """Slow hops from ``locate.hops`` (the slow-hop finder), or a simple baseline finder without it."""
     try:
         from isostack.locate.hops import find_slow_hops
@@ -244,7 +295,8 @@ def find_hops(store: Store, *, trace_id: str | None, service: str | None, since_
         return fallback_slow_hops(con, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
                                   limit=limit)
     return list(find_slow_hops(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
-                               limit=limit, con=con, baseline=baseline))
+                               limit=limit, con=con, baseline=baseline, span_range=span_range,
+                               trace_range=trace_range))
 
 
 def fallback_slow_hops(con: duckdb.DuckDBPyConnection, *, trace_id: str | None = None, service: str | None = None,

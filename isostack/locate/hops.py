@@ -5,9 +5,13 @@ returns the same hops plus what was analysed and which baseline each hop was sco
 
 Windows (unix ns, on span start):
 - analysis window ``[since_ns, until_ns]``; either bound defaults to the store's first/last span;
-- reference window ``baseline=(lo, hi)``; default: everything in the store *before* the analysis
-  window when there is any, else the whole store (robust statistics — median and MAD — are barely
-  moved by the few slow spans we look for, so the window may serve as its own reference).
+- reference window ``baseline=(lo, hi)``; default: the store *before* the analysis window when there
+  is any, else the whole store (robust statistics — median and MAD — are barely moved by the few slow
+  spans we look for, so the window may serve as its own reference). A default reference is bounded
+  (:func:`bound_reference`): the part nearest the window (or the trace) holding at most
+  ``reference_max_spans`` spans and reaching back at most ``reference_max_s``, so the work of one
+  diagnosis does not grow with the store. A given ``baseline`` is used as given.
+- one trace (``trace_id`` without a window): the analysis window is the trace's own time range.
 
 The computation is SQL over the store's DuckDB views (see :mod:`isostack.locate.traces` and
 :mod:`isostack.locate.baseline`); only the final ``limit`` rows become Python objects.
@@ -35,6 +39,146 @@ _temp_seq = itertools.count()
 
 # How far beyond the windows spans are read so that traces crossing a window edge stay whole.
 TRACE_MARGIN_NS = 60_000_000_000
+
+
+@dataclass(frozen=True)
+class ReferenceLimits:
+    """How much of the store a default reference period may cover (config ``reference_max_spans``,
+    ``reference_max_s``). Why bounded: an unbounded reference reads every span before the window, so
+    a diagnosis got slower with every hour the store kept (1.8 s per trace at 10 M spans). A million
+    spans give every busy (service, operation, peer) key thousands of samples -- p99 and MAD settle
+    long before that -- while a key too rare to reach ``min_samples`` falls back to its service's
+    baseline (:mod:`isostack.locate.baseline`); a day keeps yesterday's traffic out of today's."""
+
+    max_spans: int = 1_000_000
+    max_s: float = 86_400.0
+
+
+# Resolution of the span-count histogram that places a bounded reference's edge: each pass splits the
+# candidate range into this many buckets and refines the one bucket the edge falls in (three passes:
+# a week resolves to ~2 ms).
+_REFERENCE_BUCKETS = 512
+_REFERENCE_PASSES = 3
+
+
+@dataclass(frozen=True)
+class BoundedReference:
+    """A reference period after :func:`bound_reference` (unix ns, inclusive), the spans in it, and
+    which limit cut it (``None``: the whole period fitted; ``max_spans`` / ``max_s``)."""
+
+    from_ns: int
+    to_ns: int
+    spans: int
+    cut_by: str | None
+
+    def describe(self, limits: ReferenceLimits) -> dict[str, Any]:
+        """The fields a diagnosis's ``reference`` (and ``hops --json``'s stats) carry about the bound."""
+        return {"spans": self.spans, "cut_by": self.cut_by, "max_spans": limits.max_spans, "max_s": limits.max_s}
+
+
+# The first probe's reach on each side of the kept range (then 8x per step: 1 min, 8 min, 64 min ...).
+_PROBE_FIRST_NS = 60_000_000_000
+
+
+def _span_count(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> int:
+    return int(_one(con, "SELECT count(*) FROM spans WHERE start_ns BETWEEN $lo AND $hi", {"lo": lo, "hi": hi})[0])
+
+
+def _span_histogram(con: duckdb.DuckDBPyConnection, lo: int, hi: int, width: int) -> dict[int, int]:
+    rows = con.execute("SELECT (start_ns - $lo) // $width AS b, count(*) FROM spans "
+                       "WHERE start_ns BETWEEN $lo AND $hi GROUP BY ALL",
+                       {"lo": lo, "hi": hi, "width": width}).fetchall()
+    return {int(b): int(n) for b, n in rows}
+
+
+def bound_reference(con: duckdb.DuckDBPyConnection, ref_lo: int, ref_hi: int, keep_lo: int, keep_hi: int,
+                    limits: ReferenceLimits) -> BoundedReference:
+    """The part of the reference ``[ref_lo, ref_hi]`` nearest ``[keep_lo, keep_hi]`` (the analysis
+    window, or one trace's span range, which it keeps whole where they overlap) that spans at most
+    ``limits.max_s`` and holds at most ``limits.max_spans`` spans. Unix ns, inclusive.
+
+    The edge is placed from span counts: a probe range grown outward from the kept range until it
+    holds more than ``max_spans`` (or is the whole period), then counts per time bucket over that
+    probe and again inside the one bucket the edge falls in (``_REFERENCE_PASSES`` times), nearest
+    buckets first: before the window that is the newest spans; around a trace, both sides alike.
+    Each is a scan of ``start_ns`` over about the range the reference then covers.
+    """
+    cut_by: str | None = None
+    max_ns = int(limits.max_s * 1e9)
+    if ref_hi - ref_lo > max_ns:
+        cut_by = "max_s"
+        if keep_lo > ref_hi:  # the reference lies before the window: keep its newest part
+            ref_lo = ref_hi - max_ns
+        elif keep_hi < ref_lo:
+            ref_hi = ref_lo + max_ns
+        else:  # around the kept range, clipped to the period
+            mid = (max(keep_lo, ref_lo) + min(keep_hi, ref_hi)) // 2
+            lo = max(ref_lo, mid - max_ns // 2)
+            ref_hi = min(ref_hi, lo + max_ns)
+            ref_lo = max(ref_lo, ref_hi - max_ns)
+
+    def distance(a: int, b: int) -> int:
+        return max(0, keep_lo - b, a - keep_hi)
+
+    budget = limits.max_spans
+    # Probe outward from the kept range, 8x wider each time, until the probe holds more than the budget
+    # or covers the period: the histogram below then scans only what is about to be read anyway, not
+    # the whole store (a count over a start_ns range skips row groups by their statistics).
+    lo, hi = ref_lo, ref_hi
+    reach = _PROBE_FIRST_NS
+    while True:
+        lo = max(ref_lo, min(keep_lo, ref_hi) - reach)
+        hi = min(ref_hi, max(keep_hi, ref_lo) + reach)
+        if (lo, hi) == (ref_lo, ref_hi) or _span_count(con, lo, hi) > budget:
+            break
+        reach *= 8
+    probe_lo, probe_hi = lo, hi
+    taken_lo, taken_hi, taken = None, None, 0
+    left: list[tuple[int, int]] = []  # buckets holding spans that did not fit
+    for pass_no in range(_REFERENCE_PASSES):
+        width = max(1, (hi - lo) // _REFERENCE_BUCKETS + 1)
+        counts = _span_histogram(con, lo, hi, width)
+        buckets = sorted(((max(lo, lo + b * width), min(hi, lo + (b + 1) * width - 1), n) for b, n in counts.items()),
+                         key=lambda t: (distance(t[0], t[1]), t[0]))
+        edge = None
+        for i, (a, b, n) in enumerate(buckets):
+            if taken + n > budget and distance(a, b) > 0:
+                edge = (a, b)
+                left += [(x, y) for x, y, _ in buckets[i + 1:]]
+                break
+            taken += n
+            taken_lo = a if taken_lo is None else min(taken_lo, a)
+            taken_hi = b if taken_hi is None else max(taken_hi, b)
+        if edge is None:
+            break
+        cut_by = "max_spans"
+        if edge[1] - edge[0] < 1 or pass_no == _REFERENCE_PASSES - 1:
+            left.append(edge)
+            break
+        lo, hi = edge  # refine inside the bucket the edge falls in
+    if cut_by != "max_spans":  # nothing cut by count: the whole (time-capped) period
+        return BoundedReference(ref_lo, ref_hi, taken, cut_by)
+    if taken_lo is None or taken_hi is None:  # not one span fits: an empty period next to the window
+        at = ref_hi if keep_lo > ref_hi else ref_lo
+        return BoundedReference(at, at, 0, cut_by)
+    # a side whose every span fitted reaches the period's end; a cut side (or one the probe stopped
+    # short of the period's end) ends at the last bucket taken
+    from_ns = taken_lo if probe_lo > ref_lo or any(b < taken_lo for _, b in left) else ref_lo
+    to_ns = taken_hi if probe_hi < ref_hi or any(a > taken_hi for a, _ in left) else ref_hi
+    return BoundedReference(from_ns, to_ns, taken, cut_by)
+
+
+def span_bounds(con: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
+    """(first, last) span start in the store (unix ns), None when it holds no spans. One scan of
+    ``start_ns``: a diagnosis reads it once and hands it on (``span_range``) rather than per step."""
+    first, last = _one(con, "SELECT min(start_ns), max(start_ns) FROM spans")
+    return None if first is None else (int(first), int(last))
+
+
+def trace_span_range(con: duckdb.DuckDBPyConnection, trace_id: str) -> tuple[int, int] | None:
+    """(first, last) span start of one trace (unix ns), None when the store has none of it."""
+    lo, hi = _one(con, "SELECT min(start_ns), max(start_ns) FROM spans WHERE trace_id = $t", {"t": trace_id})
+    return None if lo is None else (int(lo), int(hi))
 
 
 @dataclass
@@ -67,6 +211,8 @@ def find_slow_hops(
     where: str | None = None,
     limit: int | None = 20,
     con: duckdb.DuckDBPyConnection | None = None,
+    span_range: tuple[int, int] | None = None,
+    trace_range: tuple[int, int] | None = None,
 ) -> list[SlowHop]:
     """Slow spans and client→server hops in the analysis window, worst first.
 
@@ -75,17 +221,22 @@ def find_slow_hops(
     ``"duration > 1s && net.peer.ip = 10.244.3.17"``. Times are unix ns.
     """
     return analyse_hops(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
-                        baseline=baseline, where=where, limit=limit, con=con).hops
+                        baseline=baseline, where=where, limit=limit, con=con, span_range=span_range,
+                        trace_range=trace_range).hops
 
 
 # The spans a single trace's scoring depends on: every span of a service the trace touches, and
 # the children of those spans (hash keys: an integer semi-join, not a string one).
+# The trace's own spans lie inside the read range (its time range is the analysis window), so the
+# lookups of its services are bounded by it too: row groups outside it are skipped by their statistics.
 _TRACE_SCOPE_SQL = """(
-    service_name IN (SELECT service_name FROM spans WHERE trace_id = $scope_trace_id)
+    service_name IN (SELECT service_name FROM spans
+                     WHERE trace_id = $scope_trace_id AND start_ns BETWEEN $read_lo AND $read_hi)
     OR hash(trace_id, parent_span_id) IN (
         SELECT hash(trace_id, span_id) FROM spans
         WHERE start_ns BETWEEN $read_lo AND $read_hi
-          AND service_name IN (SELECT service_name FROM spans WHERE trace_id = $scope_trace_id)))"""
+          AND service_name IN (SELECT service_name FROM spans
+                               WHERE trace_id = $scope_trace_id AND start_ns BETWEEN $read_lo AND $read_hi)))"""
 
 
 def analyse_hops(
@@ -101,8 +252,14 @@ def analyse_hops(
     con: duckdb.DuckDBPyConnection | None = None,
     thresholds: Thresholds | None = None,
     scope_to_trace: bool = True,
+    reference_limits: ReferenceLimits | None = None,
+    span_range: tuple[int, int] | None = None,
+    trace_range: tuple[int, int] | None = None,
 ) -> HopsResult:
-    """:func:`find_slow_hops` with its working shown: stats and the baseline behind each hop."""
+    """:func:`find_slow_hops` with its working shown: stats and the baseline behind each hop.
+
+    ``span_range`` / ``trace_range``: :func:`span_bounds` / :func:`trace_span_range` when the caller
+    already read them (saves a scan each)."""
     t0 = time.perf_counter()
     thresholds = thresholds or Thresholds()
     filter_sql, params = compile_filter(where) if where else ("TRUE", {})
@@ -110,24 +267,38 @@ def analyse_hops(
     con = con or store.connect(["spans"])
     temp = f"_isostack_hops_{next(_temp_seq)}"
     try:
-        first, last = _one(con, "SELECT min(start_ns), max(start_ns) FROM spans")
-        if first is None:
+        bounds = span_range or (store.time_bounds("spans") if own else span_bounds(con))
+        if bounds is None:
             return HopsResult([], [], [], {"spans": 0, "note": "the store holds no spans"})
+        first, last = bounds
         lo = first if since_ns is None else since_ns
         hi = last if until_ns is None else until_ns
+        if trace_id and since_ns is None and until_ns is None:
+            # one trace: its candidates lie in its own time range, so that is the analysis window
+            # (reading the whole store for it is what made one-trace diagnosis grow with the store)
+            trace_range = trace_range or trace_span_range(con, trace_id)
+            if trace_range is not None:
+                lo, hi = trace_range
+        limits = reference_limits or ReferenceLimits()
+        bound: dict[str, Any] = {}
         if baseline is not None:
             ref_lo, ref_hi, ref_kind = baseline[0], baseline[1], "given"
-        elif since_ns is not None and first < since_ns:
-            ref_lo, ref_hi, ref_kind = first, since_ns - 1, "before-window"
         else:
-            ref_lo, ref_hi, ref_kind = first, last, "whole-store"
+            if since_ns is not None and first < since_ns:
+                ref_lo, ref_hi, ref_kind = first, since_ns - 1, "before-window"
+            else:
+                ref_lo, ref_hi, ref_kind = first, last, "whole-store"
+            if not (ref_lo >= lo and ref_hi <= hi):  # a reference inside the window costs nothing extra
+                b = bound_reference(con, ref_lo, ref_hi, lo, hi, limits)
+                ref_lo, ref_hi, bound = b.from_ns, b.to_ns, b.describe(limits)
         # read a margin beyond both windows so a span at a window's edge still meets its children
         # and parent (and skewed hosts' spans); only spans inside a window are scored or baselined
         read_lo, read_hi = min(lo, ref_lo) - TRACE_MARGIN_NS, max(hi, ref_hi) + TRACE_MARGIN_NS
         # the span columns a filter refers to ride along; everything else readable is fetched
         # for the final hops only (see traces.span_metrics_sql)
         extra = tuple(c for c in SPANS.names if re.search(rf"\b{c}\b", filter_sql))
-        span_where, span_params = "start_ns BETWEEN $read_lo AND $read_hi", {"read_lo": read_lo, "read_hi": read_hi}
+        span_where = "start_ns BETWEEN $read_lo AND $read_hi"
+        span_params: dict[str, Any] = {"read_lo": read_lo, "read_hi": read_hi}
         if trace_id and scope_to_trace:
             # One trace: its spans can only be scored against baselines of its own services (per
             # operation and per service), and those need exactly the spans of these services plus
@@ -144,7 +315,7 @@ def analyse_hops(
         stats.update({
             "scope": stats_scope,
             "window": {"since_ns": lo, "until_ns": hi},
-            "reference": {"since_ns": ref_lo, "until_ns": ref_hi, "kind": ref_kind},
+            "reference": {"since_ns": ref_lo, "until_ns": ref_hi, "kind": ref_kind, **bound},
             "thresholds": thresholds.__dict__,
             "where": where or "",
         })

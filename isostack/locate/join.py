@@ -218,8 +218,10 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     host_wide, uncgrouped = gather_kinds("host_wide"), gather_kinds("host_uncgrouped")
     by_process = gather_kinds("host_wide", "process")
     by_cgroup = tuple(sorted(set(by_process) | set(gather_kinds("host_wide", "cgroup"))))
+    keyed = _key_filter(con, ends, flows, host_wide + uncgrouped)
     sql = f"""
-    WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges})),
+    WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges})
+                                  AND ({keyed})),
     fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
                        win_end_ns FROM hop_ends),
     -- connections recovered from the kernel side (process + peer + time) for spans without a five-tuple
@@ -333,6 +335,42 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     return JoinResult(evidence=evidence, cgroups=cgroups, ends=ends)
 
 
+def _texts(values: set[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(values))  # quoted: span data
+
+
+def _ints(values: set[int]) -> str:
+    return ", ".join(str(int(v)) for v in sorted(values))
+
+
+def _key_filter(con: duckdb.DuckDBPyConnection, ends: pa.Table, flows: Sequence[Sequence[str]] | None,
+                host_gathered: tuple[str, ...]) -> str:
+    """A condition on ``kernel_events`` that keeps every row some branch of the join can match: a
+    flow kind on one of the hops' flow keys or socket cookies, a cgroup kind on one of their cgroups,
+    pids or container ids, a host kind (or one gathered host-wide) on one of their hosts. Literal
+    lists, so the scan drops the rest before the time range is materialised (in a busy window most
+    rows are other flows' and other cgroups'); each branch still applies its own full condition."""
+    flow_keys = {k for k in ends.column("flow_key").to_pylist() if k} | {k for ks in flows or [] for k in ks if k}
+    cookies = {int(c) for c in ends.column("sock_cookie").to_pylist() if c}
+    pids = {int(p) for p in ends.column("pid").to_pylist() if p is not None and p > 0}
+    containers = {c for c in ends.column("container_id").to_pylist() if c}
+    cgroups = {int(r[0]) for r in con.execute("SELECT DISTINCT cgroup_id FROM end_cgroups").fetchall()
+               if r[0] is not None}
+    hosts = {str(r[0]) for r in con.execute("SELECT DISTINCT host_name FROM end_hosts").fetchall() if r[0] is not None}
+    flow = [f"flow_key IN ({_texts(flow_keys)})" if flow_keys else "",
+            f"sock_cookie IN ({_ints(cookies)})" if cookies else ""]
+    cgroup = [f"cgroup_id IN ({_ints(cgroups)})" if cgroups else "", f"pid IN ({_ints(pids)})" if pids else "",
+              f"container_id IN ({_texts(containers)})" if containers else ""]
+    host = f"host_name IN ({_texts(hosts)})" if hosts else ""
+
+    def any_of(conds: list[str]) -> str:
+        return " OR ".join(c for c in conds if c) or "FALSE"
+
+    return (f"(kind IN ({_in_list(FLOW_KINDS)}) AND ({any_of(flow)})) "
+            f"OR (kind IN ({_in_list(CGROUP_KINDS)}) AND ({any_of(cgroup)})) "
+            f"OR (kind IN ({_in_list(HOST_KINDS + host_gathered)}) AND ({any_of([host])}))")
+
+
 def _merged_ranges(ends: pa.Table, max_window_ns: int) -> list[tuple[int, int]]:
     """The union of the hops' [window start - look-back, window end], as sorted disjoint ranges."""
     spans = sorted(zip((s - max_window_ns for s in ends.column("win_start_ns").to_pylist()),
@@ -363,8 +401,10 @@ def span_sock_cookies(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop]) -
 
 
 def coverage_summary(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop]) -> dict[str, int]:
-    """Kernel events and workloads rows the store holds at all (to say what data was missing)."""
+    """Whether the store holds kernel events and workloads rows at all (to say what data was missing):
+    1 or 0 each. Only presence matters, so one row is read, not a count over every segment."""
     # fetchall, not fetchone: DuckDB 2 keeps a half-read result open and refuses register() after it
-    row = con.execute("SELECT (SELECT count(*) FROM kernel_events), (SELECT count(*) FROM workloads)").fetchall()[0]
+    row = con.execute("SELECT (SELECT count(*) FROM (SELECT 1 FROM kernel_events LIMIT 1)), "
+                      "(SELECT count(*) FROM (SELECT 1 FROM workloads LIMIT 1))").fetchall()[0]
     assert row is not None
     return {"kernel_events": int(row[0]), "workloads": int(row[1])}

@@ -18,6 +18,7 @@ write-ahead log only after that (``isostack.serve.wal``). A write that fails (EN
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import threading
@@ -181,6 +182,37 @@ class Store:
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for name in records.TABLES for f in self.segments(name))
 
+    def time_bounds(self, table_name: str) -> tuple[int, int] | None:
+        """(smallest, largest) value of the table's time column (unix ns), from the segments' Parquet
+        row-group statistics: no data is read, so it costs the same at any store size (a SQL
+        ``min``/``max`` scans the column). None when the table is empty or has no time column."""
+        col = records.TIME_COLUMN.get(table_name)
+        lo: int | None = None
+        hi: int | None = None
+        for f in self.segments(table_name):
+            try:
+                meta = pq.ParquetFile(f).metadata
+            except (OSError, pa.ArrowInvalid):
+                continue  # removed by retention or compaction since it was listed
+            names = meta.schema.to_arrow_schema().names
+            if col not in names:
+                continue
+            idx = names.index(col)
+            for rg in range(meta.num_row_groups):
+                stats = meta.row_group(rg).column(idx).statistics
+                if meta.row_group(rg).num_rows == 0:
+                    continue
+                if stats is None or not stats.has_min_max:  # no statistics: read the column
+                    t = pq.read_table(f, columns=[col]).column(col)
+                    a, b = pc.min(t).as_py(), pc.max(t).as_py()
+                    if a is None or b is None:
+                        break
+                    lo, hi = (a if lo is None else min(lo, a)), (b if hi is None else max(hi, b))
+                    break
+                lo = int(stats.min) if lo is None else min(lo, int(stats.min))
+                hi = int(stats.max) if hi is None else max(hi, int(stats.max))
+        return None if lo is None or hi is None else (int(lo), int(hi))
+
     # ---------------------------------------------------------------- housekeeping
     def remove_orphans(self) -> list[Path]:
         """Delete temp segments (``.<name>.parquet.tmp``) whose writing process no longer runs.
@@ -242,20 +274,31 @@ class Store:
         the small ones keeps each merge cheap (big segments are never rewritten), so the file count
         stays near ``total size / small_bytes``. The merged segment is written first (temp + rename),
         the originals deleted after: a reader sees the rows once or, for an instant, twice -- never
-        not at all. ``serve`` runs it with its retention check.
+        not at all. ``serve`` runs it with its retention check, ``agent`` every ``compact_every_s``; a
+        lock file per table keeps two processes from merging the same segments.
         """
-        files = [f for f in self.segments(table_name) if f.stat().st_size < small_bytes]
-        if len(files) < min_segments:
+        folder = self.data_dir / table_name
+        if not folder.is_dir():
             return 0
-        time_col = records.TIME_COLUMN[table_name]
-        # each segment conformed on its own: one written by an older version may lack a newer column
-        table = pa.concat_tables([records.conform(table_name, pq.read_table(f)) for f in files])
-        if time_col:
-            table = table.sort_by(time_col)
-        self.append(table_name, table)
-        for f in files:
-            f.unlink(missing_ok=True)
-        return len(files)
+        # one compactor per table at a time across processes (``serve`` and ``agent`` share a data dir):
+        # two merging the same files would each write the rows once more before deleting them
+        with open(folder / ".compact.lock", "a+b") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # another process is compacting this table now
+            files = [f for f in self.segments(table_name) if f.exists() and f.stat().st_size < small_bytes]
+            if len(files) < min_segments:
+                return 0
+            time_col = records.TIME_COLUMN[table_name]
+            # each segment conformed on its own: one written by an older version may lack a newer column
+            table = pa.concat_tables([records.conform(table_name, pq.read_table(f)) for f in files])
+            if time_col:
+                table = table.sort_by(time_col)
+            self.append(table_name, table)
+            for f in files:
+                f.unlink(missing_ok=True)
+            return len(files)
 
     def compact(self, table_name: str, min_segments: int = 16) -> int:
         """Merge a table's segments into one sorted by time (fewer files = faster scans); returns merged count."""

@@ -490,6 +490,18 @@ class ClickHouseStore(Store):
         finally:
             con.close()
 
+    def time_bounds(self, table_name: str) -> tuple[int, int] | None:
+        """(smallest, largest) time of the table (unix ns) by SQL: ClickHouse keeps no per-file footers
+        to read, and its min/max over the partition key is cheap."""
+        col = records.TIME_COLUMN.get(table_name)
+        if not col:
+            return None
+        t = self.engine.query(f"SELECT count() AS n, min({col}) AS lo, max({col}) AS hi "
+                              f"FROM {self.engine.database}.{table_name}")
+        if not int(t.column("n")[0].as_py() or 0):
+            return None
+        return int(t.column("lo")[0].as_py()), int(t.column("hi")[0].as_py())
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for name in records.TABLES:
