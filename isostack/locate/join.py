@@ -218,7 +218,7 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     host_wide, uncgrouped = gather_kinds("host_wide"), gather_kinds("host_uncgrouped")
     by_process = gather_kinds("host_wide", "process")
     by_cgroup = tuple(sorted(set(by_process) | set(gather_kinds("host_wide", "cgroup"))))
-    keyed = _key_filter(con, ends, flows, host_wide + uncgrouped)
+    keyed = _key_filter(con, ends, flows, host_wide + uncgrouped + gather_kinds("cgroup_subtree"))
     sql = f"""
     WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges})
                                   AND ({keyed})),
@@ -347,7 +347,8 @@ def _key_filter(con: duckdb.DuckDBPyConnection, ends: pa.Table, flows: Sequence[
                 host_gathered: tuple[str, ...]) -> str:
     """A condition on ``kernel_events`` that keeps every row some branch of the join can match: a
     flow kind on one of the hops' flow keys or socket cookies, a cgroup kind on one of their cgroups,
-    pids or container ids, a host kind (or one gathered host-wide) on one of their hosts. Literal
+    pids or container ids, a host kind (or one gathered host-wide or from a cgroup subtree) on one of
+    their hosts. Literal
     lists, so the scan drops the rest before the time range is materialised (in a busy window most
     rows are other flows' and other cgroups'); each branch still applies its own full condition."""
     flow_keys = {k for k in ends.column("flow_key").to_pylist() if k} | {k for ks in flows or [] for k in ks if k}
