@@ -348,9 +348,9 @@ def _key_filter(con: duckdb.DuckDBPyConnection, ends: pa.Table, flows: Sequence[
     """A condition on ``kernel_events`` that keeps every row some branch of the join can match: a
     flow kind on one of the hops' flow keys or socket cookies, a cgroup kind on one of their cgroups,
     pids or container ids, a host kind (or one gathered host-wide or from a cgroup subtree) on one of
-    their hosts. Literal
-    lists, so the scan drops the rest before the time range is materialised (in a busy window most
-    rows are other flows' and other cgroups'); each branch still applies its own full condition."""
+    their hosts. Literal lists, so the scan drops the rest before the time range is materialised (in a
+    busy window most rows are other flows' and other cgroups'); each branch still applies its own full
+    condition."""
     flow_keys = {k for k in ends.column("flow_key").to_pylist() if k} | {k for ks in flows or [] for k in ks if k}
     cookies = {int(c) for c in ends.column("sock_cookie").to_pylist() if c}
     pids = {int(p) for p in ends.column("pid").to_pylist() if p is not None and p > 0}
