@@ -19,9 +19,11 @@ The computation is SQL over the store's DuckDB views (see :mod:`isostack.locate.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,10 +318,11 @@ def analyse_hops(
             stats_scope = "services of the trace and their children"
         else:
             stats_scope = "all spans"
-        con.execute(
-            f"CREATE TEMP TABLE {temp} AS "
-            f"{span_metrics_sql(span_where, extra_columns=extra, availability=keep_span_table and not own)}",
-            span_params)
+        with _any_order(con):
+            con.execute(
+                f"CREATE TEMP TABLE {temp} AS "
+                f"{span_metrics_sql(span_where, extra_columns=extra, availability=keep_span_table and not own)}",
+                span_params)
         stats = _stats(con, temp, lo, hi, ref_lo, ref_hi)
         stats.update({
             "scope": stats_scope,
@@ -367,6 +370,22 @@ def analyse_hops(
     stats["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     return HopsResult(hops, [r["baseline_level"] for r in rows], [int(r["baseline_n"] or 0) for r in rows], stats,
                       span_table=kept)
+
+
+@contextlib.contextmanager
+def _any_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB writes a ``CREATE TABLE AS`` in the order of its query by default, which serialises the
+    write of a window's per-span table (millions of rows); nothing reads that table by its row order
+    (every result is ordered explicitly), so the write may run in parallel."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):  # another engine (ClickHouse): nothing to relax
+        yield
+        return
+    keep = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if keep else 'false'}")
 
 
 def _details(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
