@@ -15,6 +15,8 @@ reads the Parquet files itself). Per engine and size it times (best of a few run
 - ``diagnose --since/--until``: the 15 minutes around the planted trace, 20 hops;
 - ``hops``: the slow-hop finder alone over that window;
 - ingest: appending 200k spans and 1M kernel events to a fresh store of the engine (rows/s);
+- ``--trace-lookup``: finding one trace by a random id (the generator's ids are sorted, which
+  min/max statistics prune; real ids are random), with and without the Bloom filter on trace_id;
 - the dialect layer (chDB only): SQLGlot's cold transpile of every statement one diagnosis runs, and
   the warm cost per diagnosis (template cache hit + literal binding), beside the diagnosis time.
 
@@ -40,9 +42,9 @@ import pyarrow.parquet as pq
 
 from bench.diagnose import generate
 from isostack.locate.diagnose import diagnose, diagnose_all
-from isostack.locate.hops import find_slow_hops
+from isostack.locate.hops import find_slow_hops, trace_span_range
 from isostack.records import KERNEL_EVENTS
-from isostack.store import Store, dialect
+from isostack.store import Store, dialect, fetch_arrow
 from isostack.store.clickhouse import _SPANS_INSERT, ClickHouseStore
 
 
@@ -159,6 +161,62 @@ def fragment(src: Path, dst: Path, n_segments: int) -> Store:
     return store
 
 
+def random_id_stores(embedded_dir: Path, work: Path) -> tuple[Store, Store]:
+    """Two copies of a store's spans whose trace ids are random (md5 of the generated ones, which are
+    sorted, so that row-group min/max statistics prune them and hide the cost a real store has): one
+    written by ``Store.append`` as it is (a Bloom filter on trace_id per row group), one written the
+    same way without the Bloom filter (the store before it had one). Reused when present."""
+    import isostack.store as store_mod
+
+    out = []
+    for name, bloom in (("random-ids-bloom", True), ("random-ids-nobloom", False)):
+        data_dir = work / f"{name}-{embedded_dir.name}"
+        done = data_dir / "done.txt"
+        if not done.exists():
+            shutil.rmtree(data_dir, ignore_errors=True)
+            st = Store(data_dir)
+            saved = dict(store_mod._BLOOM_FILTER)
+            if not bloom:
+                store_mod._BLOOM_FILTER.clear()
+            con = duckdb.connect()
+            try:
+                for seg in sorted((embedded_dir / "spans").glob("*.parquet")):
+                    st.append("spans", fetch_arrow(con.sql(
+                        f"SELECT * REPLACE (md5(trace_id) AS trace_id) FROM read_parquet('{seg}')")))
+            finally:
+                con.close()
+                store_mod._BLOOM_FILTER.update(saved)
+            done.write_text("ok")
+        out.append(Store(data_dir))
+    return out[0], out[1]
+
+
+def trace_lookup(embedded_dir: Path, work: Path, n_ids: int = 20) -> dict[str, Any]:
+    """``trace_span_range`` (a one-trace diagnosis's first statement) for random trace ids, with and
+    without the Bloom filter: median ms over ``n_ids`` ids sampled from the store."""
+    bloom, nobloom = random_id_stores(embedded_dir, work)
+    con = nobloom.connect(["spans"])
+    try:
+        ids = [r[0] for r in con.execute(f"SELECT trace_id FROM spans USING SAMPLE {n_ids} ROWS").fetchall()]
+    finally:
+        con.close()
+    res: dict[str, Any] = {"ids": len(ids)}
+    for label, st in (("bloom", bloom), ("no_bloom", nobloom)):
+        con = st.connect(["spans"])
+        try:
+            trace_span_range(con, ids[0])  # warm the footer cache
+            times = []
+            for t in ids:
+                t0 = time.perf_counter()
+                got = trace_span_range(con, t)
+                times.append(time.perf_counter() - t0)
+                assert got is not None
+        finally:
+            con.close()
+        res[f"{label}_ms"] = round(sorted(times)[len(times) // 2] * 1e3, 1)
+    return res
+
+
 def measure(store: Store, trace: str, repeat: int = 3) -> dict[str, Any]:
     """Best of ``repeat`` runs (one-trace), of ``repeat - 1`` (window, hops)."""
     t_trace, d = timed(lambda: diagnose(store, trace_id=trace), repeat=repeat)
@@ -205,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fragment", type=int, default=0, metavar="N",
                     help="also time the smallest embedded store split into N segments per table, then after "
                          "Store.compact_small (the segment-count cost and what compaction buys back)")
+    ap.add_argument("--trace-lookup", action="store_true",
+                    help="also time finding one trace by a random id on the largest embedded store, with and "
+                         "without the store's Bloom filter on trace_id (builds two copies of its spans)")
     args = ap.parse_args(argv)
     sizes = [100_000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -262,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"hops {r1['hops_ms']} ms; compact_small merged {merged} in {t_compact:.1f} s -> {segs2} segments: "
                   f"trace {r2['trace_ms']} ms, window {r2['window_ms']} ms, hops {r2['hops_ms']} ms", flush=True)
             shutil.rmtree(work / f"fragmented-{n}", ignore_errors=True)
+        if args.trace_lookup:
+            n = sizes[-1]
+            embedded_dir, _ = build_embedded(work, n)
+            lk = trace_lookup(embedded_dir, work)
+            print(f"trace-id lookup, {n:,} spans, random ids (median of {lk['ids']}): with the Bloom filter "
+                  f"{lk['bloom_ms']} ms, without {lk['no_bloom_ms']} ms", flush=True)
         print()
         print(f"{'engine':8s} {'spans':>11s} {'k.events':>12s} {'trace ms':>9s} {'window ms':>10s} {'hops ms':>8s} "
               f"{'spans/s':>9s} {'events/s':>10s}")

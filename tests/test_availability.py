@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from isostack.locate.availability import find_unavailable
 from isostack.locate.diagnose import diagnose_all
+from isostack.locate.hops import analyse_hops
 from isostack.records import SPANS
 from isostack.store import Store
 from tests.conftest import run_cli
@@ -82,6 +83,25 @@ def test_called_service_down_is_found_by_its_callers_failures(tmp_path: Path) ->
     h = hops[0]
     assert h.part == "unavailable" and h.peer == "order" and "calls from order failed unanswered" in h.operation
     assert WINDOW + 2 * S <= h.start_ns < h.end_ns <= T0 + 30 * S
+
+
+def test_the_hop_finders_span_table_gives_the_same_answer(tmp_path: Path) -> None:
+    """A window diagnosis hands the slow-hop finder's per-span table (margins around the period
+    included) to the test instead of reading the spans again: the hops found are the same."""
+    store = build(tmp_path, "payment")
+    con = store.connect()
+    try:
+        own = find_unavailable(con, WINDOW, T0 + 30 * S)
+        found = analyse_hops(store, since_ns=WINDOW, until_ns=T0 + 30 * S, baseline=(T0, WINDOW - 1), con=con,
+                             keep_span_table=True)
+        assert found.span_table is not None
+        shared = find_unavailable(con, WINDOW, T0 + 30 * S, span_table=found.span_table)
+    finally:
+        con.close()
+    assert shared == own and [h.service for h in own] == ["payment"]
+    # the first failed call's trace: request 441 (20 req/s; failures start 2 s into the window, 440 still answered)
+    assert own[0].trace_id == f"{441:032x}"
+    assert own[0].five_tuple.local_addr == ADDR["payment"] and own[0].five_tuple.local_port == 8080
 
 
 def test_entry_service_down_is_found_by_its_missing_requests(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from isostack.cli.commands.hops import _baseline_note, _iso
 from isostack.locate.hops import ReferenceLimits, analyse_hops, bound_reference, find_slow_hops
 from isostack.records import SPANS
 from isostack.store import Store
@@ -292,6 +293,11 @@ def test_reference_is_bounded_to_the_spans_nearest_the_window(store: Store) -> N
     assert WINDOW_START - 60 * 100 * MS < ref["since_ns"] < WINDOW_START - 40 * 100 * MS
     assert [(h.trace_id, h.part) for h in cut.hops[:2]] == [(h.trace_id, h.part) for h in whole.hops[:2]]
     assert cut.baseline_used[0] == "key" and cut.baseline_samples[0] < whole.baseline_samples[0]
+    # the text output names the period and the limit that cut it; an uncut one names no limit
+    note = _baseline_note(cut)
+    assert f"{ref['spans']:,} spans, cut to the {ref['spans']:,} spans nearest the window (reference_max_spans 400)" \
+        in note and f"{_iso(ref['since_ns'])} → {_iso(WINDOW_START - 1)}" in note
+    assert "cut to" not in _baseline_note(whole) and "reference_max" not in _baseline_note(whole)
 
 
 def test_reference_bound_by_time_and_around_a_trace(store: Store) -> None:

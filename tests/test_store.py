@@ -123,3 +123,31 @@ def test_time_bounds_come_from_segment_statistics(tmp_path):
     pq.write_table(pa.table({"start_ns": pa.array([10, 999_999_999], pa.int64())}),
                    tmp_path / "spans" / "00000000000000000010-1-000009.parquet", write_statistics=False)
     assert store.time_bounds("spans") == (10, 999_999_999)
+
+
+def test_span_segments_carry_a_trace_id_bloom_filter(tmp_path):
+    """Trace ids are random, so min/max statistics never exclude a segment from `trace_id = ...`; the
+    Bloom filter the store writes lets DuckDB skip the segments that do not hold the trace."""
+    import hashlib
+
+    import duckdb
+
+    store = Store(tmp_path / "store")
+
+    def spans(first: int) -> pa.Table:
+        ids = [hashlib.md5(str(i).encode()).hexdigest() for i in range(first, first + 2000)]
+        return pa.Table.from_pylist([
+            {"trace_id": t, "span_id": f"{n:016x}", "service_name": "web", "name": "GET /", "kind": "SERVER",
+             "start_ns": 1_764_050_000_000_000_000 + n, "end_ns": 1_764_050_000_000_000_000 + n + 1000,
+             "duration_ns": 1000} for n, t in enumerate(ids)], schema=records.SPANS)
+
+    store.append("spans", spans(0))
+    store.append("spans", spans(2000))
+    wanted = hashlib.md5(b"2500").hexdigest()  # in the second segment only
+    con = duckdb.connect()
+    probe = {seg.name: excluded for seg in store.segments("spans")
+             for _, _, excluded in con.execute("SELECT * FROM parquet_bloom_probe($f, 'trace_id', $t)",
+                                               {"f": str(seg), "t": wanted}).fetchall()}
+    first, second = sorted(probe)
+    assert probe == {first: True, second: False}
+    assert store.query(f"SELECT count(*) AS n FROM spans WHERE trace_id = '{wanted}'").column("n").to_pylist() == [1]

@@ -16,12 +16,16 @@ same join and checks then look under it (an ``oom_kill`` in its cgroup, throttli
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import duckdb
 
 from isostack.locate.model import FiveTuple, SlowHop
+from isostack.locate.traces import span_metrics_sql, span_rows
 from isostack.store import fetch_arrow
+
+_temp_seq = itertools.count()
 
 # A service is unavailable when at least this many calls toward it failed unanswered in the window
 # and they are at least this share of its callers' calls there (a lone refused connection is noise).
@@ -41,61 +45,59 @@ def confirmed(hop: SlowHop, mechanisms: list[str]) -> bool:
     entry service (no callers) needs a fatal finding under it."""
     return hop.part != "unavailable" or bool(hop.peer) or bool(FATAL_MECHANISMS & set(mechanisms))
 
+# Over the per-span metrics of :func:`isostack.locate.traces.span_metrics_sql` (``availability=True``):
+# the slow-hop finder's own table in a window diagnosis, so the window's spans are decoded and hashed
+# once for both. A CLIENT span is answered when its SERVER child (the longest, as the hop finder pairs
+# them) started inside the period; one CLIENT span is one call, however many SERVER children it has.
 _SQL = """
-WITH sp AS MATERIALIZED (
-    -- spans keyed by 64-bit hashes of (trace_id, span_id) as in locate.traces: joining integers, not
-    -- pairs of strings, is most of this query's cost on a big window
-    SELECT hash(trace_id, span_id) AS k, CASE WHEN parent_span_id <> '' THEN hash(trace_id, parent_span_id) END AS pk,
-           trace_id, service_name, kind, status_code, start_ns, end_ns, duration_ns,
-           peer_addr, peer_port, host_name, local_addr
-    FROM spans WHERE start_ns BETWEEN $ref_lo AND $hi AND kind IN ('CLIENT', 'SERVER')),
-paired AS (
-    SELECT c.k AS client_k, c.peer_addr || ':' || coalesce(c.peer_port, 0) AS ep,
-           s.service_name AS callee, s.start_ns
-    FROM sp c JOIN sp s ON s.pk = c.k
-    WHERE c.kind = 'CLIENT' AND s.kind = 'SERVER'),
--- which service answers at an address:port, learned from the calls that reached it
-endpoint AS (SELECT ep, arg_max(callee, start_ns) AS callee FROM paired WHERE ep <> ':0' GROUP BY ep),
+WITH sp AS (
+    SELECT k, svc_h, service_name, kind, is_error, start_ns, end_ns, ep_h, peer_h,
+           kind = 'CLIENT' AND server_k IS NOT NULL AND server_start_ns BETWEEN $ref_lo AND $hi AS answered,
+           server_start_ns
+    FROM {src} WHERE start_ns BETWEEN $ref_lo AND $hi AND kind IN ('CLIENT', 'SERVER')),
+-- which service answers at an address:port (hashed), learned from the calls that reached it (a
+-- paired CLIENT's peer_h is its SERVER child's service)
+endpoint AS (SELECT ep_h, arg_max(peer_h, server_start_ns) AS callee_h FROM sp
+             WHERE answered AND ep_h IS NOT NULL AND ep_h <> hash(':0') GROUP BY ep_h),
 calls AS (
-    SELECT c.service_name AS caller, e.callee, c.start_ns, c.end_ns, c.status_code, c.trace_id,
-           e.ep, p.client_k IS NULL AS unanswered
-    FROM sp c JOIN endpoint e ON e.ep = c.peer_addr || ':' || coalesce(c.peer_port, 0)
-    LEFT JOIN paired p ON p.client_k = c.k
+    SELECT c.service_name AS caller, e.callee_h, c.k, c.start_ns, c.end_ns,
+           c.is_error AND NOT c.answered AS failed
+    FROM sp c JOIN endpoint e ON e.ep_h = c.ep_h
     WHERE c.kind = 'CLIENT'),
 toward AS (
-    SELECT callee AS service, string_agg(DISTINCT caller, ',') AS callers,
+    SELECT callee_h, string_agg(DISTINCT caller, ',') AS callers,
            count(*) FILTER (WHERE start_ns < $lo) AS calls_ref,
            count(*) FILTER (WHERE start_ns >= $lo) AS calls_win,
-           count(*) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered) AS failed_win,
-           count(*) FILTER (WHERE start_ns < $lo AND status_code = 'ERROR' AND unanswered) AS failed_ref,
-           min(start_ns) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered) AS first_fail,
-           max(end_ns) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered) AS last_fail,
+           count(*) FILTER (WHERE start_ns >= $lo AND failed) AS failed_win,
+           count(*) FILTER (WHERE start_ns < $lo AND failed) AS failed_ref,
+           min(start_ns) FILTER (WHERE start_ns >= $lo AND failed) AS first_fail,
+           max(end_ns) FILTER (WHERE start_ns >= $lo AND failed) AS last_fail,
            -- the first failed call: a real trace to open (the caller's span that got no answer)
-           arg_min(trace_id, start_ns) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered)
-               AS failed_trace,
-           arg_min(ep, start_ns) FILTER (WHERE start_ns >= $lo AND status_code = 'ERROR' AND unanswered) AS failed_ep
-    FROM calls GROUP BY callee),
+           arg_min(k, start_ns) FILTER (WHERE start_ns >= $lo AND failed) AS failed_k
+    FROM calls GROUP BY callee_h),
 served AS (
-    SELECT service_name AS service, count(*) FILTER (WHERE start_ns < $lo) AS served_ref,
+    SELECT svc_h, min(service_name) AS service, count(*) FILTER (WHERE start_ns < $lo) AS served_ref,
            count(*) FILTER (WHERE start_ns >= $lo) AS served_win,
-           arg_max(host_name, start_ns) AS host_name, arg_max(local_addr, start_ns) AS addr
-    FROM sp WHERE kind = 'SERVER' GROUP BY service_name)
-SELECT s.service, s.served_ref, s.served_win, s.host_name, s.addr, t.callers,
+           arg_max(k, start_ns) AS last_k, max(start_ns) AS last_start
+    FROM sp WHERE kind = 'SERVER' GROUP BY svc_h)
+SELECT s.service, s.served_ref, s.served_win, s.last_k, s.last_start, t.callers,
        coalesce(t.calls_ref, 0) AS calls_ref, coalesce(t.calls_win, 0) AS calls_win,
        coalesce(t.failed_win, 0) AS failed_win, coalesce(t.failed_ref, 0) AS failed_ref, t.first_fail, t.last_fail,
-       t.failed_trace, t.failed_ep
-FROM served s LEFT JOIN toward t USING (service)
+       t.failed_k
+FROM served s LEFT JOIN toward t ON t.callee_h = s.svc_h
 ORDER BY s.service
 """
 
 
 def find_unavailable(con: duckdb.DuckDBPyConnection, since_ns: int | None, until_ns: int | None,
                      reference_from_ns: int | None = None, *,
-                     span_range: tuple[int, int] | None = None) -> list[SlowHop]:
+                     span_range: tuple[int, int] | None = None, span_table: str | None = None) -> list[SlowHop]:
     """Services that stopped answering in ``[since_ns, until_ns]`` (reference: the spans before it,
     from ``reference_from_ns`` on when given -- the diagnosis's bounded reference period -- else from
     the first span in the store). ``span_range``: the store's (first, last) span start when the caller
-    already read it.
+    already read it. ``span_table``: a table of :func:`~isostack.locate.traces.span_metrics_sql`
+    (``availability=True``) covering the period (the slow-hop finder's, :func:`~isostack.locate.hops.analyse_hops`
+    with ``keep_span_table``); without one the spans are read here.
 
     Needs a window start: without one there is no "before" to compare with, and nothing is returned.
     """
@@ -112,9 +114,33 @@ def find_unavailable(con: duckdb.DuckDBPyConnection, since_ns: int | None, until
     hi = until_ns if until_ns is not None else int(last)
     ref_s = max(1e-9, (since_ns - first) / 1e9)
     win_s = max(1e-9, (hi - since_ns) / 1e9)
-    rows = fetch_arrow(con.sql(_SQL, params={"ref_lo": int(first), "lo": int(since_ns), "hi": int(hi)})).to_pylist()
+    params = {"ref_lo": int(first), "lo": int(since_ns), "hi": int(hi)}
+    own = span_table is None
+    src = span_table or f"_isostack_avail_{next(_temp_seq)}"
+    try:
+        if own:
+            con.execute(f"CREATE TEMP TABLE {src} AS "
+                        + span_metrics_sql("start_ns BETWEEN $ref_lo AND $hi", availability=True),
+                        {"ref_lo": params["ref_lo"], "hi": params["hi"]})
+        rows = fetch_arrow(con.sql(_SQL.format(src=src), params=params)).to_pylist()
+    finally:
+        if own:
+            con.execute(f"DROP TABLE IF EXISTS {src}")
+    # the readable columns of the few spans the verdicts name: each served service's latest SERVER
+    # span (its host and address) and each callee's first failed call (its trace and endpoint)
+    wanted = {r["last_k"]: r["last_start"] for r in rows}
+    wanted.update({r["failed_k"]: r["first_fail"] for r in rows if r["failed_k"] is not None})
+    spans = span_rows(con, wanted)
     out: list[tuple[float, SlowHop]] = []
     for r in rows:
+        last_span = spans.get(r["last_k"], {})
+        failed_span = spans.get(r["failed_k"], {}) if r["failed_k"] is not None else {}
+        r["host_name"], r["addr"] = last_span.get("host_name"), last_span.get("local_addr")
+        r["failed_trace"] = failed_span.get("trace_id")
+        r["failed_ep"] = (f"{failed_span.get('peer_addr') or ''}:{failed_span.get('peer_port') or 0}"
+                          if failed_span else None)
+        # the callers in name order (string_agg's order is the engine's)
+        r["callers"] = ",".join(sorted(r["callers"].split(","))) if r["callers"] else r["callers"]
         hop = _judge(r, since_ns, hi, ref_s, win_s)
         if hop is not None:
             out.append((hop.excess_ns, hop))

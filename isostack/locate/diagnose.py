@@ -28,6 +28,7 @@ from isostack.locate.config import resolved_thresholds, validate
 from isostack.locate.hops import (
     BoundedReference,
     ReferenceLimits,
+    analyse_hops,
     bound_reference,
     span_bounds,
     trace_span_range,
@@ -66,16 +67,27 @@ def diagnose_all(store: Store, *, since_ns: int | None = None, until_ns: int | N
             reference = trace_reference(con, trace_id, limits, span_range=bounds, trace_range=trace_range)
         else:
             reference = None
-        hops = find_hops(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
-                         limit=limit, con=con,
-                         baseline=(reference["from_ns"], reference["to_ns"]) if reference else None,
-                         span_range=bounds, trace_range=trace_range)
+        baseline = (reference["from_ns"], reference["to_ns"]) if reference else None
         if trace_id is None:
-            # a service that stopped answering outranks any slow one: its requests failed outright
-            down = [h for h in find_unavailable(con, since_ns, until_ns,
-                                                reference["from_ns"] if reference else None, span_range=bounds)
-                    if service in (None, h.service)]
+            # a window: the slow-hop finder leaves its per-span table, which covers the reference and
+            # the window, for the unavailability test, so the window's spans are read once (they are
+            # most of a window diagnosis's cost)
+            found = analyse_hops(store, service=service, since_ns=since_ns, until_ns=until_ns, limit=limit,
+                                 con=con, baseline=baseline, span_range=bounds, keep_span_table=True)
+            hops = found.hops
+            try:
+                # a service that stopped answering outranks any slow one: its requests failed outright
+                down = [h for h in find_unavailable(con, since_ns, until_ns,
+                                                    reference["from_ns"] if reference else None, span_range=bounds,
+                                                    span_table=found.span_table)
+                        if service in (None, h.service)]
+            finally:
+                if found.span_table:
+                    con.execute(f"DROP TABLE IF EXISTS {found.span_table}")
             hops = (down + hops)[:limit] if down else hops
+        else:
+            hops = find_hops(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
+                             limit=limit, con=con, baseline=baseline, span_range=bounds, trace_range=trace_range)
         if not hops:
             d = Diagnosis(slow_hop=None, chain=[], checked=_all_unchecked("no slow hop to check"),
                           missing=_no_hop_reasons(con, trace_id, service, since_ns, until_ns), reference=reference)

@@ -19,9 +19,11 @@ The computation is SQL over the store's DuckDB views (see :mod:`isostack.locate.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,7 @@ from isostack.errors import IsostackError
 from isostack.locate.baseline import Thresholds, baselines_sql, scoring_sql
 from isostack.locate.filter import compile_filter
 from isostack.locate.model import FiveTuple, SlowHop
-from isostack.locate.traces import span_metrics_sql
+from isostack.locate.traces import span_metrics_sql, span_rows
 from isostack.records import SPANS
 from isostack.store import Store, fetch_arrow
 
@@ -189,6 +191,8 @@ class HopsResult:
     baseline_used: list[str]  # per hop: key | service | window-key | window-service
     baseline_samples: list[int]  # per hop: rows behind the baseline it was scored against
     stats: dict[str, Any] = field(default_factory=dict)
+    # the per-span metrics table left on the connection (``keep_span_table``); the caller drops it
+    span_table: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         hops = []
@@ -255,17 +259,22 @@ def analyse_hops(
     reference_limits: ReferenceLimits | None = None,
     span_range: tuple[int, int] | None = None,
     trace_range: tuple[int, int] | None = None,
+    keep_span_table: bool = False,
 ) -> HopsResult:
     """:func:`find_slow_hops` with its working shown: stats and the baseline behind each hop.
 
     ``span_range`` / ``trace_range``: :func:`span_bounds` / :func:`trace_span_range` when the caller
-    already read them (saves a scan each)."""
+    already read them (saves a scan each). ``keep_span_table`` (needs the caller's ``con``): the
+    per-span metrics of every span read are left in a temporary table (``HopsResult.span_table``,
+    with :mod:`isostack.locate.availability`'s columns) for the caller to read further and drop: a
+    window diagnosis reads its spans once for hop finding and unavailability alike."""
     t0 = time.perf_counter()
     thresholds = thresholds or Thresholds()
     filter_sql, params = compile_filter(where) if where else ("TRUE", {})
     own = con is None
     con = con or store.connect(["spans"])
     temp = f"_isostack_hops_{next(_temp_seq)}"
+    kept: str | None = None
     try:
         bounds = span_range or (store.time_bounds("spans") if own else span_bounds(con))
         if bounds is None:
@@ -309,8 +318,11 @@ def analyse_hops(
             stats_scope = "services of the trace and their children"
         else:
             stats_scope = "all spans"
-        con.execute(
-            f"CREATE TEMP TABLE {temp} AS {span_metrics_sql(span_where, extra_columns=extra)}", span_params)
+        with _any_order(con):
+            con.execute(
+                f"CREATE TEMP TABLE {temp} AS "
+                f"{span_metrics_sql(span_where, extra_columns=extra, availability=keep_span_table and not own)}",
+                span_params)
         stats = _stats(con, temp, lo, hi, ref_lo, ref_hi)
         stats.update({
             "scope": stats_scope,
@@ -343,26 +355,41 @@ def analyse_hops(
                 FROM {temp}_slow x JOIN {temp} m ON m.k = x.k
                 ORDER BY x.excess_ns DESC, x.robust_z DESC, m.start_ns, m.k {limit_sql}""")).to_pylist()
         details = _details(con, rows)
+        kept = temp if keep_span_table and not own else None
     except duckdb.Error as exc:
         raise IsostackError(f"slow-hop query failed: {exc}") from exc
     finally:
         try:
-            con.execute(f"DROP TABLE IF EXISTS {temp}")
+            if kept is None:
+                con.execute(f"DROP TABLE IF EXISTS {temp}")
             con.execute(f"DROP TABLE IF EXISTS {temp}_slow")
         finally:
             if own:
                 con.close()
     hops = [_to_hop(r, details) for r in rows]
     stats["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-    return HopsResult(hops, [r["baseline_level"] for r in rows], [int(r["baseline_n"] or 0) for r in rows], stats)
+    return HopsResult(hops, [r["baseline_level"] for r in rows], [int(r["baseline_n"] or 0) for r in rows], stats,
+                      span_table=kept)
+
+
+@contextlib.contextmanager
+def _any_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB writes a ``CREATE TABLE AS`` in the order of its query by default, which serialises the
+    write of a window's per-span table (millions of rows); nothing reads that table by its row order
+    (every result is ordered explicitly), so the write may run in parallel."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):  # another engine (ClickHouse): nothing to relax
+        yield
+        return
+    keep = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if keep else 'false'}")
 
 
 def _details(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """The full span rows of the hops, their SERVER children and their callers, by key.
-
-    Looked up by start time first (an integer filter DuckDB pushes into the Parquet scan), so
-    only a handful of rows have their ids hashed.
-    """
+    """The full span rows of the hops, their SERVER children and their callers, by key."""
     wanted: dict[int, int] = {}
     for r in rows:
         wanted[r["k"]] = r["start_ns"]
@@ -370,13 +397,7 @@ def _details(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> dict
             wanted[r["server_k"]] = r["server_start_ns"]
         if r["caller_k"] is not None:
             wanted[r["caller_k"]] = r["caller_start_ns"]
-    if not wanted:
-        return {}
-    starts = ", ".join(str(int(v)) for v in sorted(set(wanted.values())))  # our own integers, not user text
-    found = fetch_arrow(con.sql(
-        f"SELECT * FROM (SELECT hash(trace_id, span_id) AS k, * FROM spans WHERE start_ns IN ({starts})) "
-        f"WHERE k IN (SELECT unnest($keys))", params={"keys": list(wanted)})).to_pylist()
-    return {r["k"]: r for r in found}
+    return span_rows(con, wanted)
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:

@@ -46,7 +46,8 @@ _READABLE_SELECT = """,
             ELSE coalesce(s.peer_name, '') END AS peer"""
 
 
-def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), with_ids: bool = False) -> str:
+def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), with_ids: bool = False,
+                     availability: bool = False) -> str:
     """A SELECT producing one row per span: its self time, hop gap, pair and peer (times in ns).
 
     Spans are keyed by ``k = hash(trace_id, span_id)`` (64-bit; ``pk`` the parent's, ``tk`` the
@@ -55,12 +56,18 @@ def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), wi
     of distinct values to become likely). ``peer_h`` hashes the peer's *name* so that a CLIENT's
     ``peer.service``/server service and the SERVER child's service name agree. ``with_ids`` adds
     the readable columns and ``peer``/``server_service``/``server_span_id`` as text (one trace,
-    tests). ``span_where`` may use ``$`` parameters.
+    tests). ``availability`` adds what :mod:`isostack.locate.availability` reads from the same rows
+    (``service_name``, ``is_error``, ``ep_h`` = the hash of ``peer_addr:peer_port``, NULL without an
+    address), so a window's spans are read once for both. ``span_where`` may use ``$`` parameters.
     """
     cols = list(CORE_COLUMNS) + [c for c in extra_columns if c not in CORE_COLUMNS]
     if with_ids:
         cols += [c for c in READABLE_COLUMNS if c not in cols]
+    if availability and "service_name" not in cols:
+        cols.append("service_name")
     s_cols = ", ".join(cols)
+    avail = ("status_code = 'ERROR' AS is_error, CASE WHEN peer_addr IS NOT NULL "
+             "THEN hash(peer_addr || ':' || coalesce(peer_port, 0)) END AS ep_h," if availability else "")
     ids = with_ids
     return f"""
 WITH s AS MATERIALIZED (
@@ -70,7 +77,7 @@ WITH s AS MATERIALIZED (
            hash(service_name) AS svc_h, hash(service_name, name) AS op_h,
            CASE WHEN peer_name <> '' THEN hash(peer_name) END AS peer_name_h,
            CASE WHEN peer_addr <> '' THEN hash(peer_addr || ':' || coalesce(peer_port, 0)) END AS peer_ep_h,
-           CASE WHEN peer_addr <> '' THEN hash(peer_addr) END AS peer_ip_h,
+           CASE WHEN peer_addr <> '' THEN hash(peer_addr) END AS peer_ip_h, {avail}
            {s_cols}
     FROM spans WHERE {span_where}
 ),
@@ -142,6 +149,21 @@ LEFT JOIN unions un ON un.parent_k = s.k
 LEFT JOIN (SELECT child_k, parent_k, p_start, parent_kind, parent_svc_h {", parent_service" if ids else ""}
            FROM edges) cl ON cl.child_k = s.k
 """
+
+
+def span_rows(con: duckdb.DuckDBPyConnection, wanted: dict[int, int]) -> dict[int, dict[str, Any]]:
+    """Full span rows by key ``k`` (``hash(trace_id, span_id)``), given each key's ``start_ns``.
+
+    Looked up by start time first (an integer filter DuckDB pushes into the Parquet scan), so only a
+    handful of rows have their ids hashed.
+    """
+    if not wanted:
+        return {}
+    starts = ", ".join(str(int(v)) for v in sorted(set(wanted.values())))  # our own integers, not user text
+    found = fetch_arrow(con.sql(
+        f"SELECT * FROM (SELECT hash(trace_id, span_id) AS k, * FROM spans WHERE start_ns IN ({starts})) "
+        f"WHERE k IN (SELECT unnest($keys))", params={"keys": list(wanted)})).to_pylist()
+    return {r["k"]: r for r in found}
 
 
 @dataclass

@@ -84,7 +84,8 @@ class Store:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
-                pq.write_table(table, fh, compression="zstd", use_dictionary=_dictionary_columns(table_name, table))
+                pq.write_table(table, fh, compression="zstd", use_dictionary=_dictionary_columns(table_name, table),
+                               bloom_filter_options=_bloom_filters(table_name, table))
                 if fsync:
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -353,6 +354,21 @@ def _segment_last_ts(path: Path) -> int:
 # builds it, then falls back to plain pages) -- span segments write ~25% faster without it.
 _NO_DICTIONARY = {"spans": frozenset({"span_id", "parent_span_id", "start_ns", "end_ns", "duration_ns",
                                       "attributes_json"})}
+
+
+# Columns looked up by one value whose values are spread over the whole store: a trace id is random,
+# so a row group's min/max statistics never exclude it and `WHERE trace_id = ...` decoded the
+# column of every segment. A Bloom filter per row group lets DuckDB skip the row groups without it
+# (~0.8 byte per row at 5 % false positives; ndv = the rows of a row group, an upper bound).
+_BLOOM_FILTER = {"spans": ("trace_id",)}
+_BLOOM_FPP = 0.05
+_ROW_GROUP_ROWS = 1024 * 1024  # pyarrow's default row group size
+
+
+def _bloom_filters(table_name: str, table: pa.Table) -> dict[str, dict[str, float]] | None:
+    cols = _BLOOM_FILTER.get(table_name, ())
+    ndv = min(table.num_rows, _ROW_GROUP_ROWS)
+    return {c: {"ndv": ndv, "fpp": _BLOOM_FPP} for c in cols} or None
 
 
 def _dictionary_columns(table_name: str, table: pa.Table) -> bool | list[str]:

@@ -55,7 +55,8 @@ def _iso(ns: int) -> str:
 @click.option("--since", metavar="TIME", help="Window start: unix ns, ISO 8601, or DUR before the newest span.")
 @click.option("--until", metavar="TIME", help="Window end (same forms as --since).")
 @click.option("--baseline", "baseline_range", metavar="FROM..TO",
-              help="Reference window (same forms). Default: all spans before the window, else the whole store.")
+              help="Reference window (same forms). Default: the spans before the window, else the whole store; "
+                   "either cut to its 1,000,000 spans / 24 h nearest the window (the text output says which).")
 @click.option("--trace", "trace_id", metavar="ID", help="Only this trace; also print its tree and critical path.")
 @click.option("--service", metavar="NAME", help="Only spans of this service.")
 @click.option("--where", metavar="EXPR", help="Filter, e.g. 'duration > 1s && net.peer.ip = 10.244.3.17'.")
@@ -138,7 +139,17 @@ def _baseline_note(result: HopsResult) -> str:
     th = st.get("thresholds", {})
     kind = {"given": "the given reference window", "before-window": "the spans before the window",
             "whole-store": "the whole store (no spans before the window)"}.get(ref.get("kind", ""), "none")
-    return (f"baseline: {kind}, {st.get('reference_spans', 0)} spans, per (service, operation, peer) "
+    period = f" {_iso(ref['since_ns'])} → {_iso(ref['until_ns'])}" if "since_ns" in ref else ""
+    # a default reference is bounded (locate.hops.ReferenceLimits): say which limit cut it, so a
+    # reader knows the baseline is the recent past and not the whole store
+    cut = ref.get("cut_by")
+    if cut == "max_spans":
+        why = f", cut to the {ref.get('spans', 0):,} spans nearest the window (reference_max_spans {ref['max_spans']:,})"
+    elif cut == "max_s":
+        why = f", cut to the {ref['max_s'] / 3600:g} h nearest the window (reference_max_s)"
+    else:
+        why = ""
+    return (f"baseline: {kind},{period}, {st.get('reference_spans', 0):,} spans{why}; per (service, operation, peer) "
             f"→ service → the window itself; slow = ratio ≥ {th.get('min_ratio')} and robust z ≥ "
             f"{th.get('min_robust_z')} and excess ≥ {_ms(th.get('min_excess_ns'))}")
 
