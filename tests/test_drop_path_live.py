@@ -86,7 +86,7 @@ def test_drops_on_the_hops_connection_take_the_veths_slice_and_name_the_kernel_p
     from isostack.probes import combined_program_text, registry
 
     specs = [registry()["skb_drop"], registry()["skb_drop_stack"]]
-    proc = subprocess.Popen(["bpftrace", "-f", "json", "-e", combined_program_text(specs, 1.0, "cgroup")],
+    proc = subprocess.Popen(["bpftrace", "-B", "none", "-f", "json", "-e", combined_program_text(specs, 1.0, "cgroup")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
@@ -94,7 +94,7 @@ def test_drops_on_the_hops_connection_take_the_veths_slice_and_name_the_kernel_p
     try:
         deadline = time.monotonic() + 60
         while not any('"start"' in ln for ln in lines) and time.monotonic() < deadline:
-            time.sleep(0.2)  # BEGIN ran: every probe attached
+            time.sleep(0.2)  # BEGIN ran: every probe attached (-B none: lines arrive as printed)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         t0 = time.time_ns()
         sport, got = _upload(4 << 20)
