@@ -93,8 +93,8 @@ def test_drops_on_the_hops_connection_take_the_veths_slice_and_name_the_kernel_p
     reader.start()
     try:
         deadline = time.monotonic() + 60
-        while not any('"start"' in ln for ln in lines) and time.monotonic() < deadline:
-            time.sleep(0.2)  # BEGIN ran: every probe attached (-B none: lines arrive as printed)
+        while not any('\\"start\\"' in ln for ln in lines) and time.monotonic() < deadline:
+            time.sleep(0.2)  # BEGIN ran: every probe attached (the printf line carries it JSON-escaped)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         t0 = time.time_ns()
         sport, got = _upload(4 << 20)
