@@ -196,6 +196,8 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     "tcp_life": EventKind("ns", "a connection's lifetime at close (detail: rx_bytes, tx_bytes)", "flow"),
     "tcp_state": EventKind("count", "a TCP state change (detail: oldstate, newstate)", "flow"),
     "skb_drop": EventKind("count", "packets freed as dropped (detail: reason, location)", "flow"),
+    "skb_drop_stack": EventKind("count", "packets freed on one kernel code path in the window (detail: reason, "
+                                "stack: the kernel stack, innermost first)", "host"),
     "flow_bytes": EventKind("bytes", "bytes sent by one five-tuple in the window (load source)", "flow"),
     "flow_io": EventKind("bytes", "bytes a process sent+received on one connection in a 20 ms slot (pid, cgroup: "
                          "the caller's; recovers the connection a span used)", "flow"),

@@ -546,3 +546,37 @@ def test_veth_softirq_in_the_recorded_flood_case_is_a_symptom_of_the_noisy_flow(
     assert (f.layer, f.caused_by, f.evidence[0].value, f.evidence[0].detail["windows_over"]) == ("L-3", "noisy_flow", 41.2, 3)
     assert f.evidence[0].detail["napi_budget_exhausted"] == {"the per-CPU backlog (netif_rx, veth)": 1}
     assert f.explained_ns == pytest.approx(108_969_437, abs=1_000)
+
+
+def test_packet_drop_quotes_the_kernel_path_from_a_real_recording(data_dir: Path) -> None:
+    """tests/fixtures/bpftrace/skb_drop_stack_qdisc.json: skb_drop and skb_drop_stack run together while a TCP
+    upload (10.218.0.1 -> 10.218.0.2:7919) overflowed a 3 kB tbf on a veth (tests/test_drop_path_live.py's setup)."""
+    import json as json_mod
+
+    from isostack.sources.bpftrace import BpftraceDecoder
+
+    lines = (Path(__file__).parent / "fixtures/bpftrace/skb_drop_stack_qdisc.json").read_text().splitlines()
+    start = next(json_mod.loads(json_mod.loads(ln)["data"])["start"] for ln in lines if '\\"start\\"' in ln)
+    dec = BpftraceDecoder(host_name=HOST, mono_offset_ns=T0 - start)
+    for ln in lines:
+        dec.feed(ln)
+    rows = dec.take().to_pylist()
+    mine = [r for r in rows if r["kind"] == "skb_drop" and r["dport"] == 7919
+            and json_mod.loads(r["detail_json"])["reason"] == "QDISC_DROP"]
+    sport = mine[0]["sport"]
+    end = max(r["ts_ns"] + r["duration_ns"] for r in rows)
+    hop = slow_hop(start_ns=T0, end_ns=end, duration_ns=end - T0,
+                   five_tuple=FiveTuple("tcp", "10.218.0.1", sport, "10.218.0.2", 7919))
+    d = run(data_dir, rows, hop=hop)
+    f = next(f for f in d.chain if f.mechanism == "packet_drop")
+    e = f.evidence[0]
+    assert e.signal == "skb_drop" and e.detail["reasons"] == ["QDISC_DROP"]
+    assert e.value == sum(r["value"] for r in mine)
+    assert f.layer == "L-2"  # a capture read later names no driver: the declared layer stands
+    # the qdisc freed them in __dev_queue_xmit (skb_drop's location); the stack probe's most frequent path
+    # through it, from TCP's transmit path (426 of the 569 drops; the others took other paths)
+    assert {json_mod.loads(r["detail_json"])["location"] for r in mine} == {"__dev_queue_xmit"}
+    assert [fr.split("+")[0] for fr in e.detail["stack"][:6]] == [
+        "__dev_queue_xmit", "ip_finish_output2", "ip_output", "__ip_queue_xmit", "__tcp_transmit_skb", "tcp_write_xmit"]
+    assert e.detail["stack_count"] == 426 and e.value == 569
+    assert "kernel path: __dev_queue_xmit <- ip_finish_output2 <- ip_output <- __ip_queue_xmit" in f.summary

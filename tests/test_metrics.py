@@ -38,6 +38,9 @@ def seed_store(store: Store) -> None:
         {"ts_ns": T0 + 2, "kind": "tcp_retransmit", "value": 1, "host_name": "h1"},
         {"ts_ns": T0, "kind": "skb_drop", "value": 7, "host_name": "h1", "device": "veth0"},
         {"ts_ns": T0, "kind": "qdisc_drop", "value": 3, "host_name": "h1", "device": "veth0"},
+        # two windows of an XDP program's drops on eth0's rx0 (the shape the ethtool collector writes)
+        *({"ts_ns": T0 + k, "kind": "nic_queue_drop", "value": v, "host_name": "h1", "device": "eth0",
+           "detail_json": '{"counter": "xdp_drops", "driver": "virtio_net", "queue": "rx0"}'} for k, v in ((0, 400), (1, 600))),
         {"ts_ns": T0, "kind": "block_io_latency", "value": 80e6, "host_name": "h1", "device": "vdb"},
         {"ts_ns": T0 + 5, "kind": "block_io_latency", "value": 4e6, "host_name": "h1", "device": "vdb"},
         {"ts_ns": T0, "kind": "memory_usage", "value": 1000.0, "cgroup_path": "/isostack-h8/payment", "container_id": "c1"},
@@ -74,6 +77,8 @@ def test_series_values_from_the_store(data_dir: Path) -> None:
     assert s[("isostack_memory_usage_bytes", cg)] == 1200.0  # the newest sample, not the max
     assert s[("isostack_tcp_retransmits_total", (("host_name", "h1"),))] == 2
     assert s[("isostack_packet_drops_total", (("device", "veth0"), ("host_name", "h1")))] == 10
+    assert s[("isostack_nic_queue_drops_total", (("counter", "xdp_drops"), ("device", "eth0"), ("driver", "virtio_net"),
+                                                 ("host_name", "h1"), ("queue", "rx0")))] == 1000
     assert s[("isostack_disk_io_latency_p99_seconds", (("device", "vdb"), ("host_name", "h1")))] == pytest.approx(0.004)
     assert s[("isostack_diagnoses_total", (("layer", "L-3"), ("mechanism", "cpu_throttle")))] >= 1
     assert s[("isostack_store_rows", (("table", "spans"),))] == 7

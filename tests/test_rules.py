@@ -24,12 +24,17 @@ def test_every_rule_has_layer_fix_and_kb_threshold() -> None:
     all_rules = [r for g in doc["groups"] for r in g["rules"]]
     assert {r["alert"] for r in all_rules} == {
         "IsostackSpanLatencyP95High", "IsostackCPUThrottled", "IsostackPacketDrops",
-        "IsostackDiskLatencyHigh", "IsostackMemoryGrowth", "IsostackMemoryLeak", "IsostackRetransmitsWithDrops"}
+        "IsostackDiskLatencyHigh", "IsostackMemoryGrowth", "IsostackMemoryLeak", "IsostackRetransmitsWithDrops",
+        "IsostackNicQueueDrops"}
     for r in all_rules:
         assert r["labels"]["layer"] in {"APP", "L-3", "L-2", "HOST", "NET"}
         assert r["annotations"]["fix"] and r["annotations"]["runbook_url"].startswith("https://")
     by = {(r["alert"], r["labels"]["metrics_source"]): r for r in all_rules}
     assert by[("IsostackPacketDrops", "isostack")]["expr"].endswith("> 1000")  # 1 kpps from the KB
+    # the spec's xdpdrop > 1 kpps -> Critical, on the drivers' per-queue counters
+    xdp = by[("IsostackNicQueueDrops", "isostack")]
+    assert xdp["expr"].endswith("> 1000") and "isostack_nic_queue_drops_total" in xdp["expr"]
+    assert (xdp["labels"]["severity"], xdp["labels"]["mechanism"]) == ("critical", "nic_queue_drop")
     assert by[("IsostackDiskLatencyHigh", "isostack")]["expr"].endswith("> 0.05")  # 50 ms
     assert by[("IsostackCPUThrottled", "cadvisor")]["expr"].count("container_cpu_cfs_throttled_seconds_total") == 1
     assert by[("IsostackRetransmitsWithDrops", "node_exporter")]["labels"]["team"] == "network"

@@ -145,6 +145,20 @@ class IsostackCollector(Collector):
                                         "WHERE kind IN ('skb_drop', 'qdisc_drop', 'nic_drop') GROUP BY ALL ORDER BY 1, 2").fetchall():
             drops.add_metric([host, dev], float(total or 0))
         yield drops
+        # per driver queue (the spec's xdpdrop: XDP_DROP verdicts and ring drops below the stack, which
+        # skb:kfree_skb never sees); the driver labels the slice (virtio_net L-2, veth L-3, a VF L-0)
+        queue_drops = CounterMetricFamily(
+            "isostack_nic_queue_drops", "Packets dropped per NIC driver queue and counter (ethtool -S per-queue: "
+            "virtio_net rx0_xdp_drops, rx0_drops; veth rx_queue_0_xdp_drops ...)",
+            labels=["host_name", "device", "queue", "counter", "driver"])
+        for host, dev, queue, counter, driver, total in con.sql(
+                "SELECT coalesce(host_name, ''), coalesce(device, ''), "
+                "coalesce(json_extract_string(detail_json, '$.queue'), ''), "
+                "coalesce(json_extract_string(detail_json, '$.counter'), ''), "
+                "coalesce(json_extract_string(detail_json, '$.driver'), ''), sum(value) FROM kernel_events "
+                "WHERE kind = 'nic_queue_drop' GROUP BY ALL ORDER BY 1, 2, 3, 4").fetchall():
+            queue_drops.add_metric([host, dev, queue, counter, driver], float(total or 0))
+        yield queue_drops
 
     def _latest(self, con: Any) -> Iterator[Metric]:
         disk = GaugeMetricFamily("isostack_disk_io_latency_p99_seconds", "Newest block I/O latency p99 per device",

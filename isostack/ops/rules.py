@@ -90,6 +90,17 @@ def alert_specs() -> list[AlertSpec]:
             ),
         ),
         AlertSpec(
+            # the spec's "xdpdrop > 1kpps -> Critical" (29.6.12.0.5) on what counts XDP drops: the driver's
+            # per-queue counters (nic_queue_drop), which no skb drop counter includes
+            "IsostackNicQueueDrops", "drops_kpps", "nic_queue_drop",
+            "{{ $labels.device }} queue {{ $labels.queue }} ({{ $labels.driver }}) drops {{ $value | humanize }}"
+            f" packets/s (> {_fmt(drops_pps)} pps)", "1m",
+            (
+                Variant("isostack", "sum by (host_name, device, queue, driver) "
+                        f"(rate(isostack_nic_queue_drops_total[1m])) > {_fmt(drops_pps)}"),
+            ),
+        ),
+        AlertSpec(
             "IsostackDiskLatencyHigh", "disk_p99_ms", "disk_saturation",
             "{{ $labels.device }} I/O latency {{ $value | humanizeDuration }}"
             f" (> {_fmt(disk_p99_s * 1000)} ms)", "5m",
