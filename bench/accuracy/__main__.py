@@ -77,6 +77,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         return [{"fault": f, "target": t, "severity": "severe", "noise": "quiet", "rep": 0, "kind": "fault",
                  "topology": "testbed"} for f, t in QUICK_CASES]
     wanted = [x for x in args.faults.split(",") if x] if args.faults else None
+    only = {x for x in (getattr(args, "targets", "") or "").split(",") if x}  # empty: every target
     severities = args.severities.split(",")
     noises = args.noise.split(",")
     topologies = args.topology.split(",")
@@ -89,6 +90,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             applies = f.applies_to if topo == "testbed" else REALLIFE_FAULTS.get(name, ())
             if "vm" in f.runs_on:  # VM-layer faults: on the spec's VM hop, run inside a QEMU guest (--vm)
                 applies = tuple(t for t in applies if t in VM_TARGETS) if topo == "testbed" else ()
+            if only:
+                applies = tuple(t for t in applies if t in only)
             if not applies:
                 continue
             for sev in severities:
@@ -101,7 +104,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                         out += [{"fault": name, "target": t, "severity": sev, "noise": noise, "rep": rep,
                                  "kind": "fault", "topology": topo} for t in targets]
         for cname, comp in COMPOUNDS.items():
-            if topo == "testbed" and args.compound and (not wanted or cname in wanted):
+            if topo == "testbed" and args.compound and (not wanted or cname in wanted) and (
+                    not only or comp["target"] in only):
                 out += [{"fault": cname, "target": comp["target"], "severity": "severe", "noise": noise,
                          "rep": rep, "kind": "compound", "topology": topo} for noise in noises for rep in range(args.reps)]
         out += [{"fault": CONTROL, "target": "-", "severity": "-", "noise": noise, "rep": rep, "kind": "control",
@@ -544,6 +548,9 @@ def main() -> None:
     ap.add_argument("--topology", default="testbed,reallife",
                     help="comma-separated: testbed (the testbed's own four services), reallife (Flask/requests -> "
                          "Flask/psycopg2 -> PostgreSQL, auto-instrumented third-party software)")
+    ap.add_argument("--targets", default="",
+                    help="comma-separated services: run only the cases whose target is one of them (e.g. "
+                         "\"payment,db\": the spec's sandboxed payment and its VM hop); default every target")
     ap.add_argument("--one-target", action="store_true",
                     help="one service per fault x severity x noise x rep, rotating through its targets")
     ap.add_argument("--no-compound", dest="compound", action="store_false", help="skip the compound incident")
