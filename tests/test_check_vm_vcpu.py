@@ -52,6 +52,7 @@ def test_vm_vcpu_a_throttled_vmm_cgroup_is_the_vcpu_at_l1_with_the_cgroup_thrott
     assert root.evidence[0].detail["vmm"] == "qemu-system-x86 pid 200"
     assert root.explained_ns == 960 * MS
     assert "runs in a VM (qemu-system-x86 pid 200, cgroup /isostack-testbed/payment)" in root.summary
+    assert "throttled its vCPU 960 ms inside the 1820 ms span" in root.summary
     assert "vcpupin" in root.fix
     # the container-level reading of the same quota is linked under it, not a second root
     l3 = next(f for f in d.chain if f.mechanism == "cpu_throttle")

@@ -131,9 +131,11 @@ def _throttled(ctx: CheckContext, side: str, cgroup_ids: set[int], vmm: str) -> 
     where = where_of(rows, "cgroup_path")
     ev = evidence(ctx, rows, "cpu_throttle", throttled_ns / 1e6, "ms", ctx.threshold("cpu_throttle_ms"), where=where,
                   vmm=vmm, side=side, throttled_wall_max_ms=round(wall_ns / 1e6, 3))
+    how_long = (f"during the whole {ms(ctx.hop.duration_ns)} span ({ms(throttled_ns)} of per-CPU time: the kernel "
+                "sums throttling over each CPU's run queue)" if throttled_ns > ctx.hop.duration_ns
+                else f"{ms(throttled_ns)} inside the {ms(ctx.hop.duration_ns)} span")
     summary = (f"{ctx.service_of(side)} runs in a VM ({vmm}, cgroup {where}): the host throttled its vCPU "
-               f"{ms(throttled_ns)} inside the {ms(ctx.hop.duration_ns)} span — the guest's clock ran on while its "
-               "CPU did not")
+               f"{how_long} — the guest's clock ran on while its CPU did not")
     return finding(CHECK, ctx, summary, [ev, *_runq_evidence(ctx, side, cgroup_ids)],
                    support=wall_ns / max(1, ctx.excess_ns()), measured_ns=wall_ns, started_ns=ev.first_ns,
                    mechanism="vcpu_throttle")
