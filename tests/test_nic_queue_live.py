@@ -109,7 +109,8 @@ def test_nic_queue_drop_names_the_xdp_dropping_queue(tmp_path: Path) -> None:
         ("rx0", "xdp_drops")}
     dropped = sum(r["value"] for r in mine)
     # every flood packet, plus the namespace's own link-up chatter (IPv6 router/MLD solicitations)
-    assert dropped == after["rx_queue_0_xdp_drops"] and sent <= dropped <= sent + 50
+    # the counter read after the last sample may have counted one more chatter packet since
+    assert dropped <= after["rx_queue_0_xdp_drops"] <= dropped + 50 and sent <= dropped <= sent + 50
     assert json.loads(mine[0]["detail_json"])["driver"] == "veth"
     hop = SlowHop(trace_id="0" * 31 + "3", span_id="0" * 15 + "3", service="api", operation="GET /",
                   peer="", kind="SERVER", start_ns=t0, end_ns=t1, duration_ns=t1 - t0, self_time_ns=t1 - t0,
