@@ -67,8 +67,8 @@ httpd -p 8080 -h /www"""
 SERVE_SHARED_ROOT = """mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 {tag} /host
 mount -t proc proc /host/proc; mount -t sysfs sysfs /host/sys; mount -t devtmpfs dev /host/dev
-mount -t tmpfs tmpfs /host/tmp; mount -t tmpfs tmpfs /host/run; cp /service.sh /host/run/isostack-service.sh
-hostname {hostname}
+{keep_before}mount -t tmpfs tmpfs /host/tmp; mount -t tmpfs tmpfs /host/run; cp /service.sh /host/run/isostack-service.sh
+{keep_after}hostname {hostname}
 (while true; do echo {started} $(cut -d' ' -f1 /proc/uptime); chroot /host /bin/sh /run/isostack-service.sh >/dev/ttyS0 2>&1; sleep 1; done) &"""
 
 
@@ -138,8 +138,13 @@ def build_initramfs(dest: Path, modules_dir: Path, service: GuestService | None 
     entries.append(("bin/busybox", 0o100755, BUSYBOX.read_bytes()))
     entries += [(f"lib/{Path(m).name}", 0o100644, (modules_dir / "kernel" / m).read_bytes()) for m in modules]
     if service:
+        # a checkout under /tmp or /run (a CI clone in /tmp) would vanish under the guest's own tmpfs: it
+        # is bound aside first and moved back on top of it
+        keep = service.cwd if service.cwd.startswith(("/tmp/", "/run/")) else ""
+        before = f"mkdir -p /keep; mount -o bind /host{shlex.quote(keep)} /keep\n" if keep else ""
+        after = f"mkdir -p /host{shlex.quote(keep)}; mount -o move /keep /host{shlex.quote(keep)}\n" if keep else ""
         serve = SERVE_SHARED_ROOT.format(tag=SHARE_TAG, hostname=shlex.quote(service.hostname),
-                                         started=SERVICE_START_MARK)
+                                         started=SERVICE_START_MARK, keep_before=before, keep_after=after)
         entries.append(("service.sh", 0o100755, service.script().encode()))
     else:
         serve = SERVE_HTTPD
