@@ -36,11 +36,14 @@ def test_demo_syscall_storm_in_gvisor_names_l4_with_the_sandbox_traps() -> None:
     assert "seccomp_slow_path" not in {m for _, _, m in cands[:3]}, cands
     assert d["load"]["fault"]["p50_ms"] > 1.5 * d["load"]["baseline"]["p50_ms"]
     # the sandbox's own numbers beside the host-side trap time: the testbed's trace sink counted the
-    # storm's stat() calls per accepted connection (250 injected; points gVisor dropped make it a floor)
+    # storm's stat() calls per accepted connection, 250 injected. The figure lands above 250: the
+    # service restarted into the storm inside the window, and its interpreter's imports make ~2,500
+    # stat() calls (strace -c of a start), 25-30 per request over a run's ~90 requests; points
+    # gVisor dropped take accepts too (3,010 of ~33,000 in one run). Seen: 271 and 297.
     trap_f = next(f for f in d["chain"] if f["mechanism"] == "sandbox_syscall_trap")
     own = next(e for e in trap_f["evidence"] if e["signal"] == "gvisor_syscall_p50")
     stat = next(c for c in own["detail"]["calls"] if c["syscall"] == "newfstatat")
-    assert 100 <= stat["per_request"] <= 260, own["detail"]
+    assert 100 <= stat["per_request"] <= 400, own["detail"]
     assert "inside the sandbox (gVisor's own trace points): newfstatat" in trap_f["summary"]
     assert "no residue" in proc.stderr
 

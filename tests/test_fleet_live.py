@@ -230,12 +230,17 @@ def test_throttle_on_node_b_found_from_the_central_store(cluster: Path) -> None:
         docs = json.loads(diag.stdout)
         docs = docs if isinstance(docs, list) else [docs]
         # the first, cold request is slow too (connections, lazy imports) with nothing under it; the
-        # throttled ones are diagnosed as node B's pod throttled
+        # throttled ones are diagnosed as node B's pod throttled. Asked about frontend, the slow hop is
+        # frontend's call into checkout (throttled before its span began: the hop gap grew) or
+        # checkout's server span under it (throttled inside the span) -- which one depends on where
+        # in the request the quota ran out, and a busy machine moves that.
         throttled = [d for d in docs if d["root_cause"] and d["root_cause"]["mechanism"] == "cpu_throttle"]
         assert throttled, [d["chain_line"] for d in docs]
         for doc in throttled:
             root = doc["chain"][0]
-            assert doc["slow_hop"]["service"] == "frontend" and doc["slow_hop"]["server_host_name"] == "node-b"
+            hop = doc["slow_hop"]
+            assert (hop["service"], hop["server_host_name"] or hop["host_name"]) in {
+                ("frontend", "node-b"), ("checkout", "node-b")}, hop
             assert "checkout (server side, pod shop/checkout-5d8c7b9f6-k2xqz/app on node-b)" in root["summary"], \
                 root["summary"]
             ev = root["evidence"][0]

@@ -134,6 +134,25 @@ def test_slow_server_self_time_is_a_lone_server_hop(store: Store) -> None:
     assert hop.hop_gap_ns is None
 
 
+def test_a_service_filter_covers_the_calls_the_service_waits_on(store: Store) -> None:
+    """Asked about web, the slow payment server two calls down (and checkout's slow call into it) is
+    the answer; asked about payment, nothing of its callers is scored."""
+    web = analyse_hops(store, since_ns=WINDOW_START, service="web").hops
+    assert {(h.trace_id, h.service) for h in web} >= {(trace_id(SELF_SLOW), "payment"),
+                                                      (trace_id(NET_SLOW), "checkout")}
+    # the rarely seen web operation is still web's own slow span
+    assert any(h.service == "web" and h.operation == "GET /rare-report" for h in web)
+    pay = analyse_hops(store, since_ns=WINDOW_START, service="payment").hops
+    assert {h.service for h in pay} == {"payment"}
+    # the subtree walk leaves no temp table behind on a caller's connection
+    con = store.connect(["spans"])
+    try:
+        analyse_hops(store, since_ns=WINDOW_START, service="web", con=con)
+        assert not con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
+    finally:
+        con.close()
+
+
 def test_rare_operation_falls_back_to_the_service_baseline(store: Store) -> None:
     result = analyse_hops(store, since_ns=WINDOW_START, where="name = 'GET /rare-report'")
     assert [h.operation for h in result.hops] == ["GET /rare-report"]

@@ -75,6 +75,26 @@ def test_recorded_case_diagnoses_identically_on_clickhouse(case_dir: Path, tmp_p
         assert b == a, f"{case_dir.name}: diagnosis {i} differs between the embedded store and ClickHouse"
 
 
+@pytest.mark.skipif(not CASES, reason="no recorded cases in tests/fixtures/cases/")
+def test_service_subtree_walk_runs_the_same_on_clickhouse(tmp_path: Path) -> None:
+    """``--service``'s walk down the calls (one temp table per call depth) on both engines."""
+    from isostack.locate.hops import analyse_hops
+    case_dir = CASES[0]
+    embedded, ch = Store(tmp_path / "embedded"), _chdb_store(tmp_path)
+    for name in ("spans",):
+        embedded.import_parquet(name, case_dir / f"{name}.parquet")
+        ch.import_parquet(name, case_dir / f"{name}.parquet")
+    meta = json.loads((case_dir / "case.json").read_text())
+    entry = duckdb.sql(f"SELECT service_name FROM '{case_dir / 'spans.parquet'}' "
+                       "WHERE parent_span_id = '' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchall()[0][0]
+    got = [[(h.trace_id, h.span_id, h.service, h.part, h.excess_ns) for h in
+            analyse_hops(st, since_ns=meta["inject_ns"], until_ns=meta["revert_ns"], service=entry).hops]
+           for st in (embedded, ch)]
+    assert got[0] and got[0] == got[1]
+    # the entry service's slow requests are answered by the services under it
+    assert {h[2] for h in got[0]} - {entry}
+
+
 def test_spans_written_by_isostack_read_back_column_for_column(tmp_path: Path) -> None:
     case = CASES[0] if CASES else None
     if case is None:

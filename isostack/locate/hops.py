@@ -275,6 +275,7 @@ def analyse_hops(
     con = con or store.connect(["spans"])
     temp = f"_isostack_hops_{next(_temp_seq)}"
     kept: str | None = None
+    made: list[str] = []  # further temp tables of this call
     try:
         bounds = span_range or (store.time_bounds("spans") if own else span_bounds(con))
         if bounds is None:
@@ -338,8 +339,9 @@ def analyse_hops(
             cand.append("tk = hash($trace_id)")
             named["trace_id"] = trace_id
         if service:
-            cand.append("svc_h = hash($service)")
-            named["service"] = service
+            levels = _mark_service_subtree(con, temp, service)
+            cand.append("k IN (" + " UNION ALL ".join(f"SELECT k FROM {t}" for t in levels) + ")")
+            made += levels
         con.execute(
             f"CREATE TEMP TABLE {temp}_slow AS WITH "
             + baselines_sql(temp, "start_ns BETWEEN $ref_lo AND $ref_hi", "start_ns BETWEEN $lo AND $hi",
@@ -363,6 +365,8 @@ def analyse_hops(
             if kept is None:
                 con.execute(f"DROP TABLE IF EXISTS {temp}")
             con.execute(f"DROP TABLE IF EXISTS {temp}_slow")
+            for t in made:
+                con.execute(f"DROP TABLE IF EXISTS {t}")
         finally:
             if own:
                 con.close()
@@ -370,6 +374,33 @@ def analyse_hops(
     stats["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     return HopsResult(hops, [r["baseline_level"] for r in rows], [int(r["baseline_n"] or 0) for r in rows], stats,
                       span_table=kept)
+
+
+# A parent cycle (a malformed or hostile trace) must not make the walk below endless; real call
+# trees are far shallower than this.
+MAX_CALL_DEPTH = 64
+
+
+def _mark_service_subtree(con: duckdb.DuckDBPyConnection, temp: str, service: str) -> list[str]:
+    """Temp tables that together hold the keys of the service's spans and of every span under them.
+
+    "Why is checkout slow?" is answered by checkout's own hops *and* the calls it waits on: when the
+    time went into a downstream server's span (a throttled callee doing its work slowly), the
+    caller's own hop gap stays small and a filter on the caller's spans alone found nothing. One
+    table per call depth (breadth first over ``caller_k``), plain ``CREATE TABLE AS`` so ClickHouse
+    runs the same statements."""
+    tables = [f"{temp}_under0"]
+    con.execute(f"CREATE TEMP TABLE {tables[0]} AS SELECT k FROM {temp} WHERE svc_h = hash($service)",
+                {"service": service})
+    for depth in range(1, MAX_CALL_DEPTH):
+        name = f"{temp}_under{depth}"
+        con.execute(f"CREATE TEMP TABLE {name} AS SELECT k FROM {temp} "
+                    f"WHERE svc_h <> hash($service) AND caller_k IN (SELECT k FROM {tables[-1]})",
+                    {"service": service})
+        tables.append(name)
+        if not _one(con, f"SELECT count(*) FROM {name}")[0]:
+            break
+    return tables
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from isostack.errors import IsostackError, UsageError
 
 @click.command("diagnose")
 @click.option("--trace", "trace_id", metavar="ID", help="Diagnose the worst slow hop of this trace.")
-@click.option("--service", metavar="NAME", help="Only hops of this service.")
+@click.option("--service", metavar="NAME", help="Only this service's hops and the calls under them (a slow callee answers why the service is slow).")
 @click.option("--window", metavar="DUR", help="The last DUR of data (e.g. 15m), ending at the newest span.")
 @click.option("--since", metavar="TIME", help="Window start: unix ns, ISO 8601, or DUR before the newest span.")
 @click.option("--until", metavar="TIME", help="Window end (same forms as --since).")

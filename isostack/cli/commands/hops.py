@@ -58,7 +58,7 @@ def _iso(ns: int) -> str:
               help="Reference window (same forms). Default: the spans before the window, else the whole store; "
                    "either cut to its 1,000,000 spans / 24 h nearest the window (the text output says which).")
 @click.option("--trace", "trace_id", metavar="ID", help="Only this trace; also print its tree and critical path.")
-@click.option("--service", metavar="NAME", help="Only spans of this service.")
+@click.option("--service", metavar="NAME", help="Only this service's spans and the calls under them.")
 @click.option("--where", metavar="EXPR", help="Filter, e.g. 'duration > 1s && net.peer.ip = 10.244.3.17'.")
 @click.option("--limit", default=20, show_default=True, help="Most hops listed (0 = all).")
 @click.option("--min-ratio", default=Thresholds.min_ratio, show_default=True, help="Slow when value/p50 ≥ this …")

@@ -26,7 +26,8 @@ When the sandbox reports its own syscalls (``isostack gvisor-sink``: ``syscall_l
 source ``gvisor:trace``, which the testbed records for every sandboxed service), the finding quotes
 them as a second evidence item (``gvisor_syscall_p50``): per syscall the calls, calls per accepted
 connection, the typical (count-weighted p50) and worst-window p99 time inside the Sentry, and the
-points gVisor dropped (then the counts are floors). Beside the host-side stop length they say where
+points gVisor dropped (then the counts are floors, and the per-request figures, ratios of two
+floors, only approximate). Beside the host-side stop length they say where
 the time goes: a stat() costs the Sentry ~10 µs, the ptrace round trip around it 100-200 µs.
 
 ``sandbox_gofer_starved``: a cgroup *below* one a gVisor sandbox runs in (its stops or its own trace
@@ -147,8 +148,10 @@ def _trap(ctx: CheckContext) -> list[Finding]:
                            where=where_of(own["rows"], "cgroup_path"), calls=own["calls"][:5],
                            requests=own["requests"], calls_per_request=own["calls_per_request"],
                            dropped_points=own["dropped_points"], source=GVISOR_TRACE_SOURCE))
-        # a point gVisor could not send is lost with its syscall's name: every count is then a floor
-        floor = (f"; gVisor dropped {own['dropped_points']:,} points, so these counts are floors"
+        # a point gVisor could not send is lost with its syscall's name: every count is then a floor,
+        # and a per-request figure (a ratio of two floors: lost accepts inflate it) only approximate
+        floor = (f"; gVisor dropped {own['dropped_points']:,} points, so these counts are floors and the "
+                 f"per-request figures approximate"
                  if own["dropped_points"] else "")
         named = "; inside the sandbox (gVisor's own trace points): " + ", ".join(
             f"{c['syscall']} {_per(c)}typical {c['p50_us']:,.0f} µs" for c in own["calls"][:3]) + floor
