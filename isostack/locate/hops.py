@@ -82,10 +82,6 @@ class BoundedReference:
 _PROBE_FIRST_NS = 60_000_000_000
 
 
-def _span_count(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> int:
-    return int(_one(con, "SELECT count(*) FROM spans WHERE start_ns BETWEEN $lo AND $hi", {"lo": lo, "hi": hi})[0])
-
-
 def _span_histogram(con: duckdb.DuckDBPyConnection, lo: int, hi: int, width: int) -> dict[int, int]:
     rows = con.execute("SELECT (start_ns - $lo) // $width AS b, count(*) FROM spans "
                        "WHERE start_ns BETWEEN $lo AND $hi GROUP BY ALL",
@@ -125,21 +121,31 @@ def bound_reference(con: duckdb.DuckDBPyConnection, ref_lo: int, ref_hi: int, ke
     budget = limits.max_spans
     # Probe outward from the kept range, 8x wider each time, until the probe holds more than the budget
     # or covers the period: the histogram below then scans only what is about to be read anyway, not
-    # the whole store (a count over a start_ns range skips row groups by their statistics).
+    # the whole store (a count over a start_ns range skips row groups by their statistics). Each probe
+    # counts by the first pass's buckets, so the probe that stops the search is that pass (one scan
+    # of the largest range fewer).
+    def buckets_of(a: int, b: int) -> tuple[int, dict[int, int]]:
+        w = max(1, (b - a) // _REFERENCE_BUCKETS + 1)
+        return w, _span_histogram(con, a, b, w)
+
     lo, hi = ref_lo, ref_hi
     reach = _PROBE_FIRST_NS
+    first_pass: tuple[int, dict[int, int]] | None = None
     while True:
         lo = max(ref_lo, min(keep_lo, ref_hi) - reach)
         hi = min(ref_hi, max(keep_hi, ref_lo) + reach)
-        if (lo, hi) == (ref_lo, ref_hi) or _span_count(con, lo, hi) > budget:
+        if (lo, hi) == (ref_lo, ref_hi):
             break
+        first_pass = buckets_of(lo, hi)
+        if sum(first_pass[1].values()) > budget:
+            break
+        first_pass = None
         reach *= 8
     probe_lo, probe_hi = lo, hi
     taken_lo, taken_hi, taken = None, None, 0
     left: list[tuple[int, int]] = []  # buckets holding spans that did not fit
     for pass_no in range(_REFERENCE_PASSES):
-        width = max(1, (hi - lo) // _REFERENCE_BUCKETS + 1)
-        counts = _span_histogram(con, lo, hi, width)
+        width, counts = first_pass if pass_no == 0 and first_pass is not None else buckets_of(lo, hi)
         buckets = sorted(((max(lo, lo + b * width), min(hi, lo + (b + 1) * width - 1), n) for b, n in counts.items()),
                          key=lambda t: (distance(t[0], t[1]), t[0]))
         edge = None

@@ -50,8 +50,8 @@ def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), wi
                      availability: bool = False) -> str:
     """A SELECT producing one row per span: its self time, hop gap, pair and peer (times in ns).
 
-    Spans are keyed by ``k = hash(trace_id, span_id)`` (64-bit; ``pk`` the parent's, ``tk`` the
-    trace's) and services, operations and peers by hashes too: joining and grouping on integers
+    Spans are keyed by ``k = hash(trace_id, span_id)`` (64-bit; ``tk`` the trace's; ``caller_k`` the
+    parent's when it was read) and services, operations and peers by hashes too: joining and grouping on integers
     instead of strings is what keeps a million spans under two seconds (a collision needs billions
     of distinct values to become likely). ``peer_h`` hashes the peer's *name* so that a CLIENT's
     ``peer.service``/server service and the SERVER child's service name agree. ``with_ids`` adds
@@ -66,6 +66,10 @@ def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), wi
     if availability and "service_name" not in cols:
         cols.append("service_name")
     s_cols = ", ".join(cols)
+    # what the result carries of ``s``: the hashes the join needed (pk, origin, the peer's three) stay
+    # behind, so a window's table of millions of rows is written and joined with fewer columns
+    kept = ", ".join(["s.k", "s.tk", "s.svc_h", "s.op_h"] + (["s.is_error", "s.ep_h"] if availability else [])
+                     + [f"s.{c}" for c in cols])
     avail = ("status_code = 'ERROR' AS is_error, CASE WHEN peer_addr IS NOT NULL "
              "THEN hash(peer_addr || ':' || coalesce(peer_port, 0)) END AS ep_h," if availability else "")
     ids = with_ids
@@ -127,7 +131,7 @@ unions AS (
         FROM clipped WHERE parent_k IN (SELECT parent_k FROM per_parent WHERE n_children > 1)
     ) GROUP BY parent_k
 )
-SELECT s.*,
+SELECT {kept},
        s.duration_ns - coalesce(un.covered_ns, pp.summed_ns, 0) AS self_time_ns,
        s.duration_ns - pp.server_duration_ns AS hop_gap_ns,
        (s.pk IS NOT NULL AND cl.child_k IS NULL) AS is_orphan,
