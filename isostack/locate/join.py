@@ -180,8 +180,18 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     # windowed rows that started before a hop; without this the scan kept every instant of it (10 s of
     # events per hop, ten to thirty times what meets the hops) and paid the key filter's string
     # comparisons on all of them. Integer arithmetic, so DuckDB evaluates it before the key filter.
+    windows = _hop_windows(ends, flow_rows)
     reaches = " OR ".join(f"(ts_ns <= {b} AND ts_ns + greatest(duration_ns, 0) >= {a})"
-                          for a, b in _hop_windows(ends, flow_rows)) or "FALSE"
+                          for a, b in windows) or "FALSE"
+    # That condition needs two columns, so the scan cannot apply it: it would still decode every
+    # column of the look-back. The look-back a row can need is its own duration, so the rows in range
+    # that last longest bound it (a scan of two integer columns): with it the same condition becomes
+    # ranges of ts_ns alone, which the scan applies before reading the rest (the rows produced by
+    # 1 s or 100 ms windows need a second at most, not ``max_window_ns``).
+    longest = con.execute(f"SELECT max(duration_ns) FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} "
+                          f"AND ({in_ranges})").fetchall()[0][0] if ranges else None
+    look_back = min(max_window_ns, max(0, int(longest or 0)))
+    near = " OR ".join(f"ts_ns BETWEEN {a - look_back} AND {b}" for a, b in windows) or "FALSE"
     # Ends with no host name (an SDK that does not set host.name) take the hosts the workloads
     # table places their service on, else every host seen: better a wider join than none.
     con.execute(
@@ -228,7 +238,7 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     keyed = _key_filter(con, ends, flows, host_wide + uncgrouped + gather_kinds("cgroup_subtree"))
     sql = f"""
     WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges})
-                                  AND ({reaches}) AND ({keyed})),
+                                  AND ({near}) AND ({reaches}) AND ({keyed})),
     fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
                        win_end_ns FROM hop_ends),
     -- connections recovered from the kernel side (process + peer + time) for spans without a five-tuple
