@@ -175,6 +175,23 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     # Only the time the hops need (each window plus the look-back), as literal ranges DuckDB can use
     # to skip Parquet row groups; scattered hops of a 15-minute window read a fraction of it.
     in_ranges = " OR ".join(f"ts_ns BETWEEN {a} AND {b}" for a, b in ranges) or "FALSE"
+    # ... and of a range, only the rows that reach into some hop's window: every branch below joins on
+    # that (``_MEETS``), so this drops no row any branch could match. The look-back exists for the few
+    # windowed rows that started before a hop; without this the scan kept every instant of it (10 s of
+    # events per hop, ten to thirty times what meets the hops) and paid the key filter's string
+    # comparisons on all of them. Integer arithmetic, so DuckDB evaluates it before the key filter.
+    windows = _hop_windows(ends, flow_rows)
+    reaches = " OR ".join(f"(ts_ns <= {b} AND ts_ns + greatest(duration_ns, 0) >= {a})"
+                          for a, b in windows) or "FALSE"
+    # That condition needs two columns, so the scan cannot apply it: it would still decode every
+    # column of the look-back. The look-back a row can need is its own duration, so the rows in range
+    # that last longest bound it (a scan of two integer columns): with it the same condition becomes
+    # ranges of ts_ns alone, which the scan applies before reading the rest (the rows produced by
+    # 1 s or 100 ms windows need a second at most, not ``max_window_ns``).
+    longest = con.execute(f"SELECT max(duration_ns) FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} "
+                          f"AND ({in_ranges})").fetchall()[0][0] if ranges else None
+    look_back = min(max_window_ns, max(0, int(longest or 0)))
+    near = " OR ".join(f"ts_ns BETWEEN {a - look_back} AND {b}" for a, b in windows) or "FALSE"
     # Ends with no host name (an SDK that does not set host.name) take the hosts the workloads
     # table places their service on, else every host seen: better a wider join than none.
     con.execute(
@@ -221,7 +238,7 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     keyed = _key_filter(con, ends, flows, host_wide + uncgrouped + gather_kinds("cgroup_subtree"))
     sql = f"""
     WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges})
-                                  AND ({keyed})),
+                                  AND ({near}) AND ({reaches}) AND ({keyed})),
     fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
                        win_end_ns FROM hop_ends),
     -- connections recovered from the kernel side (process + peer + time) for spans without a five-tuple
@@ -378,6 +395,28 @@ def _merged_ranges(ends: pa.Table, max_window_ns: int) -> list[tuple[int, int]]:
                        ends.column("win_end_ns").to_pylist(), strict=True))
     out: list[tuple[int, int]] = []
     for a, b in spans:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((int(a), int(b)))
+    return out
+
+
+def _hop_windows(ends: pa.Table, flow_rows: dict[str, list]) -> list[tuple[int, int]]:
+    """The union of the windows the join's branches match events in (unix ns, sorted, disjoint): each
+    hop's ``[win_start_ns, win_end_ns]``, widened to its recovered flows' own windows (``hop_flows``).
+    Overlapping windows merge exactly: an event reaching into the union reaches into one of them."""
+    reach: dict[int, tuple[int, int]] = {}
+    for i, a, b in zip(ends.column("hop_idx").to_pylist(), ends.column("win_start_ns").to_pylist(),
+                       ends.column("win_end_ns").to_pylist(), strict=True):
+        lo_b, hi_b = reach.get(i, (a, b))
+        reach[i] = (min(lo_b, a), max(hi_b, b))
+    for i, a, b in zip(flow_rows["hop_idx"], flow_rows["lo_ns"], flow_rows["hi_ns"], strict=True):
+        if i in reach:
+            lo_b, hi_b = reach[i]
+            reach[i] = (min(lo_b, a) if a is not None else lo_b, max(hi_b, b) if b is not None else hi_b)
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(reach.values()):
         if out and a <= out[-1][1]:
             out[-1] = (out[-1][0], max(out[-1][1], b))
         else:

@@ -50,8 +50,8 @@ def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), wi
                      availability: bool = False) -> str:
     """A SELECT producing one row per span: its self time, hop gap, pair and peer (times in ns).
 
-    Spans are keyed by ``k = hash(trace_id, span_id)`` (64-bit; ``pk`` the parent's, ``tk`` the
-    trace's) and services, operations and peers by hashes too: joining and grouping on integers
+    Spans are keyed by ``k = hash(trace_id, span_id)`` (64-bit; ``tk`` the trace's; ``caller_k`` the
+    parent's when it was read) and services, operations and peers by hashes too: joining and grouping on integers
     instead of strings is what keeps a million spans under two seconds (a collision needs billions
     of distinct values to become likely). ``peer_h`` hashes the peer's *name* so that a CLIENT's
     ``peer.service``/server service and the SERVER child's service name agree. ``with_ids`` adds
@@ -66,8 +66,19 @@ def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), wi
     if availability and "service_name" not in cols:
         cols.append("service_name")
     s_cols = ", ".join(cols)
+    # what the result carries of ``s``: the hashes the join needed (pk, origin, the peer's three) stay
+    # behind, so a window's table of millions of rows is written and joined with fewer columns
+    kept = ", ".join(["s.k", "s.tk", "s.svc_h", "s.op_h"] + (["s.is_error", "s.ep_h"] if availability else [])
+                     + [f"s.{c}" for c in cols])
+    # the endpoint's hash is made once per span: availability's ``ep_h`` and the peer's ``peer_ep_h``
+    # are the same string's hash (building that string for every span twice was a sixth of a window's
+    # span statement), they differ only in which spans have one
+    endpoint = "hash(peer_addr || ':' || coalesce(peer_port, 0))"
+    src = f"(SELECT *, {endpoint} AS endpoint_h FROM spans)" if availability else "spans"
+    if availability:
+        endpoint = "endpoint_h"
     avail = ("status_code = 'ERROR' AS is_error, CASE WHEN peer_addr IS NOT NULL "
-             "THEN hash(peer_addr || ':' || coalesce(peer_port, 0)) END AS ep_h," if availability else "")
+             f"THEN {endpoint} END AS ep_h," if availability else "")
     ids = with_ids
     return f"""
 WITH s AS MATERIALIZED (
@@ -76,10 +87,10 @@ WITH s AS MATERIALIZED (
            hash(trace_id) AS tk, hash(host_name, service_name) AS origin,
            hash(service_name) AS svc_h, hash(service_name, name) AS op_h,
            CASE WHEN peer_name <> '' THEN hash(peer_name) END AS peer_name_h,
-           CASE WHEN peer_addr <> '' THEN hash(peer_addr || ':' || coalesce(peer_port, 0)) END AS peer_ep_h,
+           CASE WHEN peer_addr <> '' THEN {endpoint} END AS peer_ep_h,
            CASE WHEN peer_addr <> '' THEN hash(peer_addr) END AS peer_ip_h, {avail}
            {s_cols}
-    FROM spans WHERE {span_where}
+    FROM {src} WHERE {span_where}
 ),
 edges AS MATERIALIZED (
     -- one row per child whose parent is present, with the child's interval in the parent's clock
@@ -127,7 +138,7 @@ unions AS (
         FROM clipped WHERE parent_k IN (SELECT parent_k FROM per_parent WHERE n_children > 1)
     ) GROUP BY parent_k
 )
-SELECT s.*,
+SELECT {kept},
        s.duration_ns - coalesce(un.covered_ns, pp.summed_ns, 0) AS self_time_ns,
        s.duration_ns - pp.server_duration_ns AS hop_gap_ns,
        (s.pk IS NOT NULL AND cl.child_k IS NULL) AS is_orphan,
