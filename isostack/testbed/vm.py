@@ -118,12 +118,19 @@ class GuestService:
     cwd: str = "/"
     hostname: str = "isostack-guest"
     before: list[list[str]] = field(default_factory=list)  # run first, in the same environment (failures ignored)
+    # started in the background after ``before`` (the clock is set by then), once per boot: a service
+    # that restarts inside the guest does not start a second copy (the guest's counters exporter)
+    sidecars: list[list[str]] = field(default_factory=list)
 
     def script(self) -> str:
         """The shell script the guest runs inside the chroot (a clean environment, then exec)."""
         env = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(self.env.items()))
         lines = [f"cd {shlex.quote(self.cwd)} || exit 1"]
         lines += [f"/usr/bin/env -i {env} {shlex.join(cmd)}" for cmd in self.before]
+        for i, cmd in enumerate(self.sidecars):
+            pidfile = f"/run/isostack-sidecar-{i}.pid"
+            lines.append(f"kill -0 $(cat {pidfile} 2>/dev/null) 2>/dev/null || "
+                         f"{{ /usr/bin/env -i {env} {shlex.join(cmd)} & echo $! > {pidfile}; }}")
         lines.append(f"exec /usr/bin/env -i {env} {shlex.join(self.argv)}")
         return "\n".join(lines) + "\n"
 

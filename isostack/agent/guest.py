@@ -1,0 +1,235 @@
+"""The agent's guest side: a VM guest's own L-2 counters, shipped to the host's receiver as kernel_events.
+
+The host sees a VM's NIC only from outside (the tap, the VMM's threads). What the guest's paravirtual
+driver saw — receive buffers it could not refill, a transmit ring the host stopped draining, packets
+held in its qdisc because the driver's queue was stopped, the steal time a KVM host accounts to it —
+exists only inside. This runs inside the guest (the testbed's QEMU guest starts it beside the service,
+from the same checkout over virtio-9p) and every window reads:
+
+- each interface's driver statistics over the ETHTOOL_GSTATS ioctl (what ``ethtool -S`` prints; virtio_net's
+  per-queue ``rx_queue_0_packets`` / ``_drops`` / ``_kicks``, ``tx_queue_0_packets`` / ``_kicks`` /
+  ``_tx_timeouts``) and its sysfs ``statistics/`` drops and errors -> ``guest_nic``;
+- the guest's qdiscs over rtnetlink (drops, requeues, backlog: packets held because the driver stopped
+  its queue) -> ``guest_qdisc``;
+- TCP's retransmissions and RTO timeouts (/proc/net/snmp, netstat) -> ``guest_tcp``;
+- /proc/stat ``steal`` -> ``guest_steal`` (always 0 under TCG: no paravirtual steal accounting);
+- /proc/diskstats of virtio-blk disks (``vd*``): I/Os and time in the queue -> ``guest_disk``.
+
+Identity: the guest does not know the host's cgroup of its VMM, so the host hands it over (``--vm-cgroup``,
+``--vm-cgroup-id``: the VMM's cgroup path and id as the host's workloads scan records them). Every row
+carries them, ``detail.seen_from = "guest"``, the VM's name and the device, and the rows are cgroup-keyed
+kinds: the join puts them under the hop whose end is that VM, not under every hop on the host.
+
+Shipping: the agent's own OTLP log-record path (:class:`isostack.agent.otlp.OtlpExporter`), which
+``isostack serve`` turns back into rows (:mod:`isostack.sources.otlp_kernel`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SOURCE = "guest"
+# the sysfs interface statistics that say a packet was lost or refused at the device
+_SYSFS_COUNTERS = ("rx_dropped", "tx_dropped", "rx_errors", "tx_errors", "rx_fifo_errors", "tx_fifo_errors",
+                   "rx_missed_errors", "tx_aborted_errors")
+# per-queue driver counters worth a row even when others are not: the ring's traffic and its stalls
+_DISK_PREFIXES = ("vd", "xvd")
+
+
+@dataclass
+class Snapshot:
+    """Counter values at one instant: key -> value (keys are (kind, device, queue, counter))."""
+
+    t_ns: int
+    counters: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
+    gauges: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
+    drivers: dict[str, str] = field(default_factory=dict)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _driver_of(sys_net: Path, dev: str) -> str:
+    with contextlib.suppress(OSError):
+        return os.path.basename(os.readlink(sys_net / dev / "device" / "driver"))
+    return ""
+
+
+def steal_ns(proc: Path) -> int | None:
+    """The ``steal`` column of /proc/stat's ``cpu`` line in ns (USER_HZ ticks), None when absent."""
+    try:
+        first = proc.joinpath("stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if len(first) < 9 or first[0] != "cpu":
+        return None
+    return int(first[8]) * (1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100))
+
+
+def disk_counters(proc: Path) -> dict[str, dict[str, int]]:
+    """/proc/diskstats of the paravirtual disks: ios and ms spent (the queue's weighted time)."""
+    out: dict[str, dict[str, int]] = {}
+    try:
+        lines = proc.joinpath("diskstats").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        f = line.split()
+        if len(f) < 14 or not f[2].startswith(_DISK_PREFIXES) or f[2][-1].isdigit():
+            continue  # partitions (vda1) repeat their disk's I/O
+        out[f[2]] = {"ios": int(f[3]) + int(f[7]), "io_ms": int(f[12]), "queue_ms": int(f[13]),
+                     "in_flight": int(f[11])}
+    return out
+
+
+class GuestCounters:
+    """Reads the guest's counters; :meth:`sample` returns the rows of the window since the last call."""
+
+    def __init__(self, *, host_name: str, vm: str, vm_cgroup: str, vm_cgroup_id: int,
+                 proc: str | os.PathLike[str] = "/proc", sys_net: str | os.PathLike[str] = "/sys/class/net") -> None:
+        from isostack.sources.procfs import net
+
+        self.host_name, self.vm, self.vm_cgroup, self.vm_cgroup_id = host_name, vm, vm_cgroup, vm_cgroup_id
+        self.proc, self.sys_net = Path(proc), Path(sys_net)
+        self._net = net
+        self._driver_stats: Any = None
+        self._qdiscs: Any = None
+        with contextlib.suppress(Exception):  # no pyroute2 ethtool: sysfs statistics only
+            self._driver_stats = net.DriverStats()
+        with contextlib.suppress(Exception):
+            self._qdiscs = net.NetlinkQdiscs()
+        self._prev: Snapshot | None = None
+
+    def close(self) -> None:
+        if self._driver_stats is not None:
+            self._driver_stats.close()
+        if self._qdiscs is not None:
+            self._qdiscs.close()
+
+    def snapshot(self) -> Snapshot:
+        snap = Snapshot(time.time_ns())
+        devs = sorted(d.name for d in self.sys_net.iterdir() if d.name != "lo") if self.sys_net.is_dir() else []
+        for dev in devs:
+            snap.drivers[dev] = _driver_of(self.sys_net, dev)
+            for name in _SYSFS_COUNTERS:
+                v = _read_int(self.sys_net / dev / "statistics" / name)
+                if v is not None:
+                    snap.counters[("guest_nic", dev, "", name)] = v
+            stats = self._driver_stats.read(dev) if self._driver_stats is not None else None
+            for name, value in (stats or {}).items():
+                q = self._net.split_queue_stat(name)
+                if q is not None and "bytes" not in q[1]:
+                    snap.counters[("guest_nic", dev, q[0], q[1])] = value
+        if self._qdiscs is not None:
+            with contextlib.suppress(Exception):
+                for q in self._qdiscs.stats():
+                    where = f"{q['kind']} {q['handle']} parent {q['parent']}"
+                    snap.counters[("guest_qdisc", q["dev"], where, "drops")] = q["drops"]
+                    snap.counters[("guest_qdisc", q["dev"], where, "requeues")] = q["requeues"]
+                    snap.gauges[("guest_qdisc", q["dev"], where, "backlog_pkts")] = q["qlen"]
+        for name, value in self._net.tcp_counters(self.proc).items():
+            snap.counters[("guest_tcp", "", "", name)] = value
+        st = steal_ns(self.proc)
+        if st is not None:
+            snap.counters[("guest_steal", "", "", "steal")] = st
+        for disk, c in disk_counters(self.proc).items():
+            for name in ("ios", "io_ms", "queue_ms"):
+                snap.counters[("guest_disk", disk, "", name)] = c[name]
+            snap.gauges[("guest_disk", disk, "", "in_flight")] = c["in_flight"]
+        return snap
+
+    def sample(self) -> list[dict[str, Any]]:
+        """The rows of the window since the previous call (the first call primes the counters: [])."""
+        snap = self.snapshot()
+        prev, self._prev = self._prev, snap
+        if prev is None:
+            return []
+        window_ns = snap.t_ns - prev.t_ns
+        rows = []
+        for key, value in snap.counters.items():
+            delta = value - prev.counters.get(key, value)
+            # steal is always a row (0 under TCG says so); other counters only when they moved
+            if delta or key[0] == "guest_steal":
+                rows.append(self._row(key, float(delta), prev.t_ns, window_ns, snap))
+        for key, value in snap.gauges.items():
+            if value:
+                rows.append(self._row(key, float(value), prev.t_ns, window_ns, snap))
+        return rows
+
+    def _row(self, key: tuple[str, str, str, str], value: float, ts_ns: int, window_ns: int,
+             snap: Snapshot) -> dict[str, Any]:
+        kind, dev, queue, counter = key
+        detail: dict[str, Any] = {"seen_from": "guest", "vm": self.vm, "counter": counter}
+        if queue:
+            detail["queue"] = queue
+        if dev and snap.drivers.get(dev):
+            detail["driver"] = snap.drivers[dev]
+        return {"ts_ns": ts_ns, "duration_ns": window_ns, "kind": kind, "value": value, "device": dev,
+                "cgroup_path": self.vm_cgroup, "cgroup_id": self.vm_cgroup_id, "host_name": self.host_name,
+                "detail_json": json.dumps(detail, sort_keys=True), "source": f"{SOURCE}:{kind.removeprefix('guest_')}"}
+
+
+def run(counters: GuestCounters, ship: Callable[[list[dict[str, Any]]], str], interval_s: float,
+        stop: Callable[[], bool] = lambda: False, warn: Callable[[str], None] = print) -> None:
+    """Sample every ``interval_s`` and ``ship`` the rows (its return: "" or an error, warned once per kind)."""
+    counters.sample()
+    next_t = time.monotonic() + interval_s
+    last_err = ""
+    while not stop():
+        time.sleep(max(0.0, next_t - time.monotonic()))
+        next_t += interval_s
+        rows = counters.sample()
+        err = ship(rows) if rows else ""
+        if err and err != last_err:
+            warn(f"isostack guest counters: {err}")
+        last_err = err
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m isostack.agent.guest", description=__doc__.split("\n\n")[0])
+    p.add_argument("--otlp", required=True, help="the receiver's OTLP/HTTP endpoint, e.g. http://10.77.0.1:4318")
+    p.add_argument("--vm", required=True, help="the VM's name (the service it runs)")
+    p.add_argument("--vm-cgroup", required=True, help="the host cgroup of the VM's VMM, e.g. /isostack-testbed/db")
+    p.add_argument("--vm-cgroup-id", type=int, default=0, help="that cgroup's id as the host records it (inode)")
+    p.add_argument("--host-name", default="", help="host.name of the rows (default: the guest's hostname)")
+    p.add_argument("--interval-s", type=float, default=1.0, help="window length in seconds (default 1)")
+    a = p.parse_args(argv)
+    import pyarrow as pa
+
+    from isostack import records
+    from isostack.agent.otlp import OtlpExporter
+
+    host = a.host_name or socket.gethostname()
+    exporter = OtlpExporter(a.otlp, host, resource={"isostack.guest.vm": a.vm})
+    counters = GuestCounters(host_name=host, vm=a.vm, vm_cgroup=a.vm_cgroup, vm_cgroup_id=a.vm_cgroup_id)
+
+    def ship(rows: list[dict[str, Any]]) -> str:
+        return exporter.export(records.conform("kernel_events", pa.Table.from_pylist(rows)))
+
+    print(f"isostack guest counters: {a.vm} -> {a.otlp} every {a.interval_s:g} s", flush=True)
+    try:
+        run(counters, ship, a.interval_s, warn=lambda m: print(m, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        counters.close()
+        exporter.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
