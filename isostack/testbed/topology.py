@@ -327,13 +327,13 @@ class Testbed:
                           gateway=BRIDGE_ADDR, memory_mib=vm.GUEST_MEMORY_MIB, service=guest)
 
     def _guest_counters(self, spec: ServiceSpec) -> list[str]:
-        """The guest's counters exporter (isostack/agent/guest.py): its virtio-net driver's, qdisc's and
+        """The guest's counters exporter (isostack.guest.counters.py): its virtio-net driver's, qdisc's and
         TCP's counters to the receiver, keyed by the VM's host cgroup (path and id as the workloads scan
         records them for QEMU), so the join puts them under the hop whose end is this VM."""
         from isostack.sources.procfs.cgroups import CgroupLayout
 
         path = f"/{cgroups.PARENT}/{spec.name}"
-        return [sys.executable, "-m", "isostack.agent.guest", "--otlp", self.otlp, "--vm", spec.name,
+        return [sys.executable, "-m", "isostack.guest.counters", "--otlp", self.otlp, "--vm", spec.name,
                 "--vm-cgroup", path, "--vm-cgroup-id", str(CgroupLayout.detect().cgroup_id(path)),
                 "--host-name", os.uname().nodename, "--interval-s", str(GUEST_COUNTERS_INTERVAL_S)]
 

@@ -1,4 +1,4 @@
-"""The agent's guest side: a VM guest's own L-2 counters, shipped to the host's receiver as kernel_events.
+"""A VM guest's own L-2 counters, read inside the guest and shipped to the host's receiver as kernel_events.
 
 The host sees a VM's NIC only from outside (the tap, the VMM's threads). What the guest's paravirtual
 driver saw — receive buffers it could not refill, a transmit ring the host stopped draining, packets
@@ -20,29 +20,45 @@ Identity: the guest does not know the host's cgroup of its VMM, so the host hand
 carries them, ``detail.seen_from = "guest"``, the VM's name and the device, and the rows are cgroup-keyed
 kinds: the join puts them under the hop whose end is that VM, not under every hop on the host.
 
-Shipping: the agent's own OTLP log-record path (:class:`isostack.agent.otlp.OtlpExporter`), which
-``isostack serve`` turns back into rows (:mod:`isostack.sources.otlp_kernel`).
+Shipping: the agent's OTLP log-record shape (:mod:`isostack.agent.otlp`: one log record per row, every
+column an ``isostack.*`` attribute, ``isostack.table = kernel_events``), which ``isostack serve`` turns back
+into rows (:mod:`isostack.sources.otlp_kernel`); built here with the OpenTelemetry protobuf classes alone,
+because the agent's exporter needs pyarrow (see the package docstring). ``tests/test_guest_counters.py``
+holds the two encodings to the same rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
 import os
+import re
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SOURCE = "guest"
+# the kinds this module writes and their units (isostack.records.KERNEL_EVENT_KINDS, which imports pyarrow;
+# tests/test_guest_counters.py holds them equal)
+UNITS = {"guest_nic": "count", "guest_qdisc": "pkts", "guest_tcp": "count", "guest_steal": "ns", "guest_disk": "count"}
+# Per-queue driver statistics as drivers name them in `ethtool -S` (as isostack.sources.procfs.net reads
+# them on a host): virtio_net 6.1 ``rx_queue_0_drops``, newer ``rx0_drops``, ena ``queue_0_rx_cnt``
+_QUEUE_STAT = (re.compile(r"^(?P<dir>rx|tx)(?P<n>\d+)_(?P<name>.+)$"),
+               re.compile(r"^(?P<dir>rx|tx)_queue_(?P<n>\d+)_(?P<name>.+)$"),
+               re.compile(r"^queue_(?P<n>\d+)_(?P<dir>rx|tx)_(?P<name>.+)$"))
+# TCP's loss counters: /proc/net/snmp Tcp and /proc/net/netstat TcpExt
+_TCP = {"Tcp": ("RetransSegs",), "TcpExt": ("TCPTimeouts", "TCPLossProbes", "TCPSynRetrans", "TCPBacklogDrop")}
 # the sysfs interface statistics that say a packet was lost or refused at the device
 _SYSFS_COUNTERS = ("rx_dropped", "tx_dropped", "rx_errors", "tx_errors", "rx_fifo_errors", "tx_fifo_errors",
                    "rx_missed_errors", "tx_aborted_errors")
-# per-queue driver counters worth a row even when others are not: the ring's traffic and its stalls
 _DISK_PREFIXES = ("vd", "xvd")
 
 
@@ -96,29 +112,80 @@ def disk_counters(proc: Path) -> dict[str, dict[str, int]]:
     return out
 
 
+def split_queue_stat(name: str) -> tuple[str, str] | None:
+    """``("rx0", "drops")`` for a per-queue driver statistic's name, None for a device-wide one."""
+    for pattern in _QUEUE_STAT:
+        m = pattern.match(name)
+        if m:
+            return f"{m['dir']}{m['n']}", m["name"]
+    return None
+
+
+def tcp_counters(proc: Path) -> dict[str, int]:
+    """TCP's loss counters from /proc/net/snmp and /proc/net/netstat (name/value line pairs)."""
+    out: dict[str, int] = {}
+    for name in ("snmp", "netstat"):
+        try:
+            lines = proc.joinpath("net", name).read_text().splitlines()
+        except OSError:
+            continue
+        for head, vals in zip(lines[::2], lines[1::2], strict=False):
+            proto, _, names = head.partition(":")
+            wanted = _TCP.get(proto, ())
+            for n, v in zip(names.split(), vals.partition(":")[2].split(), strict=False):
+                if n in wanted:
+                    out[n] = int(v)
+    return out
+
+
 class GuestCounters:
     """Reads the guest's counters; :meth:`sample` returns the rows of the window since the last call."""
 
     def __init__(self, *, host_name: str, vm: str, vm_cgroup: str, vm_cgroup_id: int,
                  proc: str | os.PathLike[str] = "/proc", sys_net: str | os.PathLike[str] = "/sys/class/net") -> None:
-        from isostack.sources.procfs import net
-
         self.host_name, self.vm, self.vm_cgroup, self.vm_cgroup_id = host_name, vm, vm_cgroup, vm_cgroup_id
         self.proc, self.sys_net = Path(proc), Path(sys_net)
-        self._net = net
-        self._driver_stats: Any = None
-        self._qdiscs: Any = None
+        self._ethtool: Any = None
+        self._ipr: Any = None
         with contextlib.suppress(Exception):  # no pyroute2 ethtool: sysfs statistics only
-            self._driver_stats = net.DriverStats()
-        with contextlib.suppress(Exception):
-            self._qdiscs = net.NetlinkQdiscs()
+            from pyroute2.ethtool.ioctl import IoctlEthtool
+
+            self._ethtool = IoctlEthtool()
+        with contextlib.suppress(Exception):  # no netlink: no qdisc rows
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute()
         self._prev: Snapshot | None = None
 
     def close(self) -> None:
-        if self._driver_stats is not None:
-            self._driver_stats.close()
-        if self._qdiscs is not None:
-            self._qdiscs.close()
+        for handle in (self._ethtool, self._ipr):
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    handle.close()
+
+    def driver_stats(self, dev: str) -> dict[str, int]:
+        """``dev``'s driver statistics (ETHTOOL_GSTATS, what ``ethtool -S`` prints); {} when it has none."""
+        if self._ethtool is None:
+            return {}
+        try:
+            self._ethtool.change_ifname(dev)
+            return {str(k): int(v) for k, v in self._ethtool.get_statistics()}
+        except Exception:  # pyroute2's NotSupportedError, NoSuchDeviceError, OSError: no statistics
+            return {}
+
+    def qdiscs(self) -> list[dict[str, Any]]:
+        """Each qdisc's device, kind, handle, drops, requeues and queue length (rtnetlink)."""
+        if self._ipr is None:
+            return []
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in self._ipr.get_links()}
+        out = []
+        for q in self._ipr.get_qdiscs():
+            stats2 = q.get_attr("TCA_STATS2")
+            queue = (stats2.get_attr("TCA_STATS_QUEUE") if stats2 is not None else None) or {}
+            out.append({"dev": names.get(q["index"], str(q["index"])), "kind": q.get_attr("TCA_KIND") or "",
+                        "handle": f"{q['handle'] >> 16:x}:", "qlen": queue.get("qlen", 0),
+                        "drops": queue.get("drops", 0), "requeues": queue.get("requeues", 0)})
+        return out
 
     def snapshot(self) -> Snapshot:
         snap = Snapshot(time.time_ns())
@@ -129,19 +196,19 @@ class GuestCounters:
                 v = _read_int(self.sys_net / dev / "statistics" / name)
                 if v is not None:
                     snap.counters[("guest_nic", dev, "", name)] = v
-            stats = self._driver_stats.read(dev) if self._driver_stats is not None else None
-            for name, value in (stats or {}).items():
-                q = self._net.split_queue_stat(name)
+            for name, value in self.driver_stats(dev).items():
+                q = split_queue_stat(name)
                 if q is not None and "bytes" not in q[1]:
                     snap.counters[("guest_nic", dev, q[0], q[1])] = value
-        if self._qdiscs is not None:
-            with contextlib.suppress(Exception):
-                for q in self._qdiscs.stats():
-                    where = f"{q['kind']} {q['handle']} parent {q['parent']}"
-                    snap.counters[("guest_qdisc", q["dev"], where, "drops")] = q["drops"]
-                    snap.counters[("guest_qdisc", q["dev"], where, "requeues")] = q["requeues"]
-                    snap.gauges[("guest_qdisc", q["dev"], where, "backlog_pkts")] = q["qlen"]
-        for name, value in self._net.tcp_counters(self.proc).items():
+        with contextlib.suppress(Exception):  # a netlink error loses this window's qdisc rows only
+            for q in self.qdiscs():
+                if q["dev"] == "lo":
+                    continue
+                where = f"{q['kind']} {q['handle']}"
+                snap.counters[("guest_qdisc", q["dev"], where, "drops")] = q["drops"]
+                snap.counters[("guest_qdisc", q["dev"], where, "requeues")] = q["requeues"]
+                snap.gauges[("guest_qdisc", q["dev"], where, "backlog_pkts")] = q["qlen"]
+        for name, value in tcp_counters(self.proc).items():
             snap.counters[("guest_tcp", "", "", name)] = value
         st = steal_ns(self.proc)
         if st is not None:
@@ -183,6 +250,55 @@ class GuestCounters:
                 "detail_json": json.dumps(detail, sort_keys=True), "source": f"{SOURCE}:{kind.removeprefix('guest_')}"}
 
 
+def log_record(row: dict[str, Any], observed_ns: int) -> Any:
+    """One kernel_events row as the agent's OTLP log record (:meth:`isostack.agent.otlp.OtlpExporter.kernel_records`)."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_INFO, LogRecord
+
+    def any_value(v: Any) -> AnyValue:
+        if isinstance(v, int):
+            return AnyValue(int_value=v)
+        if isinstance(v, float):
+            return AnyValue(double_value=v)
+        return AnyValue(string_value=str(v))
+
+    attrs = {k: v for k, v in row.items() if k not in ("ts_ns", "host_name") and v not in (None, "")}
+    attrs["unit"] = UNITS[row["kind"]]
+    kvs = [KeyValue(key="isostack.table", value=AnyValue(string_value="kernel_events"))]
+    kvs += [KeyValue(key=f"isostack.{k}", value=any_value(v)) for k, v in attrs.items()]
+    return LogRecord(time_unix_nano=int(row["ts_ns"]), observed_time_unix_nano=observed_ns,
+                     severity_number=SEVERITY_NUMBER_INFO, severity_text="INFO",
+                     body=AnyValue(string_value=f"{row['kind']} {row['value']:g} {attrs['unit']}"),
+                     attributes=kvs, event_name=f"isostack.kernel.{row['kind']}")
+
+
+def export_request(rows: list[dict[str, Any]], host_name: str, vm: str) -> bytes:
+    """An OTLP ExportLogsServiceRequest (serialized protobuf) carrying ``rows``."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs, ScopeLogs
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    now = time.time_ns()
+    resource = Resource(attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in (
+        ("service.name", "isostack-guest"), ("host.name", host_name), ("isostack.guest.vm", vm))])
+    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(resource=resource, scope_logs=[ScopeLogs(
+        scope=InstrumentationScope(name="isostack.guest"),
+        log_records=[log_record(r, now) for r in rows])])]).SerializeToString()
+
+
+def post(endpoint: str, body: bytes, timeout_s: float = 5.0) -> str:
+    """POST one gzip'd protobuf request to ``endpoint``/v1/logs; "" or the failure in words."""
+    req = urllib.request.Request(endpoint.rstrip("/") + "/v1/logs", data=gzip.compress(body, compresslevel=3),
+                                 headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return f"OTLP logs export to {endpoint} failed: {exc}"
+    return ""
+
+
 def run(counters: GuestCounters, ship: Callable[[list[dict[str, Any]]], str], interval_s: float,
         stop: Callable[[], bool] = lambda: False, warn: Callable[[str], None] = print) -> None:
     """Sample every ``interval_s`` and ``ship`` the rows (its return: "" or an error, warned once per kind)."""
@@ -200,7 +316,7 @@ def run(counters: GuestCounters, ship: Callable[[list[dict[str, Any]]], str], in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m isostack.agent.guest", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m isostack.guest.counters", description=__doc__.split("\n\n")[0])
     p.add_argument("--otlp", required=True, help="the receiver's OTLP/HTTP endpoint, e.g. http://10.77.0.1:4318")
     p.add_argument("--vm", required=True, help="the VM's name (the service it runs)")
     p.add_argument("--vm-cgroup", required=True, help="the host cgroup of the VM's VMM, e.g. /isostack-testbed/db")
@@ -208,17 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host-name", default="", help="host.name of the rows (default: the guest's hostname)")
     p.add_argument("--interval-s", type=float, default=1.0, help="window length in seconds (default 1)")
     a = p.parse_args(argv)
-    import pyarrow as pa
-
-    from isostack import records
-    from isostack.agent.otlp import OtlpExporter
-
     host = a.host_name or socket.gethostname()
-    exporter = OtlpExporter(a.otlp, host, resource={"isostack.guest.vm": a.vm})
     counters = GuestCounters(host_name=host, vm=a.vm, vm_cgroup=a.vm_cgroup, vm_cgroup_id=a.vm_cgroup_id)
 
     def ship(rows: list[dict[str, Any]]) -> str:
-        return exporter.export(records.conform("kernel_events", pa.Table.from_pylist(rows)))
+        return post(a.otlp, export_request(rows, host, a.vm))
 
     print(f"isostack guest counters: {a.vm} -> {a.otlp} every {a.interval_s:g} s", flush=True)
     try:
@@ -227,7 +337,6 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         counters.close()
-        exporter.shutdown()
     return 0
 
 
