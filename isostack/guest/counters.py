@@ -141,9 +141,10 @@ def tcp_counters(proc: Path) -> dict[str, int]:
 class GuestCounters:
     """Reads the guest's counters; :meth:`sample` returns the rows of the window since the last call."""
 
-    def __init__(self, *, host_name: str, vm: str, vm_cgroup: str, vm_cgroup_id: int,
+    def __init__(self, *, host_name: str, vm: str, vm_cgroup: str, vm_cgroup_id: int, tap: str = "",
                  proc: str | os.PathLike[str] = "/proc", sys_net: str | os.PathLike[str] = "/sys/class/net") -> None:
         self.host_name, self.vm, self.vm_cgroup, self.vm_cgroup_id = host_name, vm, vm_cgroup, vm_cgroup_id
+        self.tap = tap  # the host-side device of the guest's NIC, when the host said it
         self.proc, self.sys_net = Path(proc), Path(sys_net)
         self._ethtool: Any = None
         self._ipr: Any = None
@@ -243,6 +244,8 @@ class GuestCounters:
         detail: dict[str, Any] = {"seen_from": "guest", "vm": self.vm, "counter": counter}
         if queue:
             detail["queue"] = queue
+        if self.tap:
+            detail["tap"] = self.tap
         if dev and snap.drivers.get(dev):
             detail["driver"] = snap.drivers[dev]
         return {"ts_ns": ts_ns, "duration_ns": window_ns, "kind": kind, "value": value, "device": dev,
@@ -321,11 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vm", required=True, help="the VM's name (the service it runs)")
     p.add_argument("--vm-cgroup", required=True, help="the host cgroup of the VM's VMM, e.g. /isostack-testbed/db")
     p.add_argument("--vm-cgroup-id", type=int, default=0, help="that cgroup's id as the host records it (inode)")
+    p.add_argument("--tap", default="", help="the host-side device of the guest's NIC (its tap), for the diagnosis")
     p.add_argument("--host-name", default="", help="host.name of the rows (default: the guest's hostname)")
     p.add_argument("--interval-s", type=float, default=1.0, help="window length in seconds (default 1)")
     a = p.parse_args(argv)
     host = a.host_name or socket.gethostname()
-    counters = GuestCounters(host_name=host, vm=a.vm, vm_cgroup=a.vm_cgroup, vm_cgroup_id=a.vm_cgroup_id)
+    counters = GuestCounters(host_name=host, vm=a.vm, vm_cgroup=a.vm_cgroup, vm_cgroup_id=a.vm_cgroup_id,
+                             tap=a.tap)
 
     def ship(rows: list[dict[str, Any]]) -> str:
         return post(a.otlp, export_request(rows, host, a.vm))

@@ -334,7 +334,7 @@ class Testbed:
 
         path = f"/{cgroups.PARENT}/{spec.name}"
         return [sys.executable, "-m", "isostack.guest.counters", "--otlp", self.otlp, "--vm", spec.name,
-                "--vm-cgroup", path, "--vm-cgroup-id", str(CgroupLayout.detect().cgroup_id(path)),
+                "--vm-cgroup", path, "--vm-cgroup-id", str(CgroupLayout.detect().cgroup_id(path)), "--tap", spec.host_veth,
                 "--host-name", os.uname().nodename, "--interval-s", str(GUEST_COUNTERS_INTERVAL_S)]
 
     def _wait_ready(self, timeout_s: float) -> None:
