@@ -41,7 +41,7 @@ def test_guest_counters_import_nothing_a_tcg_guest_cannot_run() -> None:
 
 
 def test_guest_counters_units_are_the_vocabularys() -> None:
-    assert counters.UNITS == {k: records.KERNEL_EVENT_KINDS[k].unit for k in counters.UNITS}
+    assert {k: records.KERNEL_EVENT_KINDS[k].unit for k in counters.UNITS} == counters.UNITS
     assert all(records.KERNEL_EVENT_KINDS[k].keyed_by == "cgroup" for k in counters.UNITS)
 
 
