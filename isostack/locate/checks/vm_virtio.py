@@ -113,6 +113,29 @@ def run(ctx: CheckContext) -> list[Finding]:
     return [finding(CHECK, ctx, summary, ev, support=cov, share=cov, started_ns=main.first_ns)]
 
 
+def quiet_note(ctx: CheckContext) -> str:
+    """What the guest's counters said when they named nothing (``diagnose``'s "checked" note): the stall,
+    if any, was not inside the guest."""
+    rows = ctx.events(*CHECK.signals, coord="cgroup")
+    if rows.num_rows == 0:
+        return ""
+    totals: dict[str, float] = {}
+    for kind, raw, v in zip(rows.column("kind").to_pylist(), rows.column("detail_json").to_pylist(),
+                            rows.column("value").to_pylist(), strict=True):
+        d = detail_of(raw)
+        c = str(d.get("counter") or "")
+        key = {"guest_nic": "drops/errors/timeouts" if _STALL_COUNTER.search(c) else f"{d.get('queue') or ''} {c}".strip(),
+               "guest_qdisc": "qdisc " + c, "guest_tcp": "TCP " + c}.get(kind, kind)
+        totals[key] = totals.get(key, 0.0) + float(v or 0)
+    vm = next((str(detail_of(r).get("vm")) for r in rows.column("detail_json").to_pylist() if detail_of(r).get("vm")),
+              "?")
+    windows = len(set(zip(rows.column("ts_ns").to_pylist(), rows.column("duration_ns").to_pylist(), strict=True)))
+    moved = ", ".join(f"{k} {v:.0f}" for k, v in sorted(totals.items()) if v and k != "guest_steal")
+    steal_ms = totals.get("guest_steal", 0.0) / 1e6
+    return (f"the guest of {vm} reported {windows} window(s) in the span: no virtio drops, tx timeouts or qdisc "
+            f"backlog (moved: {moved or 'nothing'}; steal {steal_ms:.0f} ms) — the stall was not inside the guest")
+
+
 def _context(ctx: CheckContext, rows: pa.Table) -> list[Evidence]:
     """The guest's TCP retransmits and steal time in the same windows: what the stall cost, and whether
     the host took the guest's CPU away (a KVM guest's steal; always 0 under TCG)."""
