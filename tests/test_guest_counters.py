@@ -95,3 +95,42 @@ def test_guest_counters_rows_decode_in_serve_as_the_agents_do() -> None:
                 assert not row[col]  # an empty attribute is not sent, as the agent does
             else:
                 assert row[col] == value, col
+
+
+def test_guest_counters_keep_what_the_receiver_did_not_take_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the testbed's receiver starts after the guest: the first windows wait, then go oldest first
+    sent: list[bytes] = []
+    up = {"now": False}
+
+    def fake_post(endpoint: str, body: bytes, timeout_s: float = 5.0) -> str:
+        if not up["now"]:
+            return "refused"
+        sent.append(body)
+        return ""
+
+    windows = iter([[{"ts_ns": 1, "duration_ns": 1, "kind": "guest_steal", "value": float(i), "host_name": "h",
+                      "detail_json": "{}", "source": "guest:steal"}] for i in range(3)])
+
+    class Fake:
+        def __init__(self, **kw: object) -> None: ...
+        def sample(self) -> list[dict]:
+            return next(windows, [])
+        def close(self) -> None: ...
+
+    calls = {"n": 0}
+
+    def fake_run(counters_obj, ship, interval_s, stop=None, warn=None) -> None:  # noqa: ANN001
+        counters_obj.sample()  # primes, as run() does: the window 0 row is the priming read's
+        assert ship(counters_obj.sample()) == "refused"
+        up["now"] = True
+        assert ship(counters_obj.sample()) == ""
+        calls["n"] += 1
+
+    monkeypatch.setattr(counters, "post", fake_post)
+    monkeypatch.setattr(counters, "GuestCounters", Fake)
+    monkeypatch.setattr(counters, "run", fake_run)
+    assert counters.main(["--otlp", "http://x", "--vm", "db", "--vm-cgroup", "/c"]) == 0
+    assert calls["n"] == 1
+    values = [agent_records(decode_proto(b, "logs", "t")).tables["kernel_events"].column("value").to_pylist()
+              for b in sent]
+    assert values == [[1.0], [2.0]]

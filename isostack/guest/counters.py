@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 SOURCE = "guest"
+MAX_PENDING_REQUESTS = 120  # two minutes of 1 s windows kept while the receiver is away
 # the kinds this module writes and their units (isostack.records.KERNEL_EVENT_KINDS, which imports pyarrow;
 # tests/test_guest_counters.py holds them equal)
 UNITS = {"guest_nic": "count", "guest_qdisc": "pkts", "guest_tcp": "count", "guest_steal": "ns", "guest_disk": "count"}
@@ -202,13 +203,13 @@ class GuestCounters:
                 if q is not None and "bytes" not in q[1]:
                     snap.counters[("guest_nic", dev, q[0], q[1])] = value
         with contextlib.suppress(Exception):  # a netlink error loses this window's qdisc rows only
-            for q in self.qdiscs():
-                if q["dev"] == "lo":
+            for qd in self.qdiscs():
+                if qd["dev"] == "lo":
                     continue
-                where = f"{q['kind']} {q['handle']}"
-                snap.counters[("guest_qdisc", q["dev"], where, "drops")] = q["drops"]
-                snap.counters[("guest_qdisc", q["dev"], where, "requeues")] = q["requeues"]
-                snap.gauges[("guest_qdisc", q["dev"], where, "backlog_pkts")] = q["qlen"]
+                where = f"{qd['kind']} {qd['handle']}"
+                snap.counters[("guest_qdisc", qd["dev"], where, "drops")] = qd["drops"]
+                snap.counters[("guest_qdisc", qd["dev"], where, "requeues")] = qd["requeues"]
+                snap.gauges[("guest_qdisc", qd["dev"], where, "backlog_pkts")] = qd["qlen"]
         for name, value in tcp_counters(self.proc).items():
             snap.counters[("guest_tcp", "", "", name)] = value
         st = steal_ns(self.proc)
@@ -332,8 +333,19 @@ def main(argv: list[str] | None = None) -> int:
     counters = GuestCounters(host_name=host, vm=a.vm, vm_cgroup=a.vm_cgroup, vm_cgroup_id=a.vm_cgroup_id,
                              tap=a.tap)
 
+    # requests the receiver did not take yet (it starts after the guest: the testbed's receiver comes up
+    # once every service answers), resent oldest first; bounded as the agent's exporter bounds its own
+    pending: list[bytes] = []
+
     def ship(rows: list[dict[str, Any]]) -> str:
-        return post(a.otlp, export_request(rows, host, a.vm))
+        pending.append(export_request(rows, host, a.vm))
+        del pending[:-MAX_PENDING_REQUESTS]
+        while pending:
+            err = post(a.otlp, pending[0])
+            if err:
+                return err
+            pending.pop(0)
+        return ""
 
     print(f"isostack guest counters: {a.vm} -> {a.otlp} every {a.interval_s:g} s", flush=True)
     try:

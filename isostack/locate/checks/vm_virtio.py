@@ -92,9 +92,10 @@ def run(ctx: CheckContext) -> list[Finding]:
     for dev, raw, v in zip(hot.column("device").to_pylist(), hot.column("detail_json").to_pylist(),
                            hot.column("value").to_pylist(), strict=True):
         d = detail_of(raw)
-        name = f"{dev} {d.get('queue') + ' ' if d.get('queue') else ''}{d.get('counter')}"
-        agg = max if d.get("counter") == "backlog_pkts" else (lambda a, b: a + b)
-        by_counter[name] = agg(by_counter.get(name, 0.0), float(v or 0))
+        name = " ".join(str(x) for x in (dev, d.get("queue"), d.get("counter")) if x)
+        prev, value = by_counter.get(name, 0.0), float(v or 0)
+        # a backlog is a level (its worst window), the other counters are per-window deltas (their sum)
+        by_counter[name] = max(prev, value) if d.get("counter") == "backlog_pkts" else prev + value
     first = next(iter(detail_of(r) for r in hot.column("detail_json").to_pylist()))
     vm, tap = str(first.get("vm") or "?"), str(first.get("tap") or "")
     devices = sorted({d for d in hot.column("device").to_pylist() if d})
