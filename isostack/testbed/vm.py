@@ -14,7 +14,9 @@ Host-side, the guest is one QEMU process: its vCPU thread is what a CPU quota on
 throttles (a hypervisor-level noisy neighbour), and its NIC is the tap (``net_dev_xmit`` /
 ``netif_receive_skb`` on it, its qdisc). What TCG cannot show: steal time (there is no paravirtual
 clock accounting for the host's preemption), ``kvm_exit`` reasons, and realistic per-instruction
-cost (TCG runs guest code ~20x slower than native).
+cost (TCG runs guest code ~20x slower than native). Guest-side, a service's guest also runs the
+counters exporter (``GuestService.sidecars``: isostack/guest/counters.py), which ships the guest's
+virtio-net, qdisc, TCP and steal counters keyed by the VM's host cgroup.
 """
 
 from __future__ import annotations
