@@ -242,6 +242,19 @@ KERNEL_EVENT_KINDS: dict[str, EventKind] = {
     "psi_cpu": EventKind("ns", "PSI cpu some stall time in the window", "cgroup"),
     "psi_io": EventKind("ns", "PSI io some stall time in the window", "cgroup"),
     "psi_memory": EventKind("ns", "PSI memory some stall time in the window", "cgroup"),
+    # a VM guest's own counters, read inside the guest (isostack.agent.guest) and keyed by its VMM's host cgroup
+    "guest_nic": EventKind("count", "a network counter of a VM guest's NIC that moved in the window, read inside the "
+                           "guest: driver statistics (ethtool -S virtio_net rx_queue_0_drops, tx_queue_0_kicks, "
+                           "tx_queue_0_packets …) and sysfs rx/tx dropped/errors (detail: counter, queue, driver, "
+                           "vm, seen_from=guest)", "cgroup"),
+    "guest_qdisc": EventKind("pkts", "a VM guest's qdisc in the window: drops and requeues (deltas), backlog_pkts (packets "
+                             "held because the driver stopped its queue; detail: counter, queue = qdisc, vm)", "cgroup"),
+    "guest_tcp": EventKind("count", "TCP counters of a VM guest that moved in the window (RetransSegs, TCPTimeouts …; "
+                           "detail: counter, vm)", "cgroup"),
+    "guest_steal": EventKind("ns", "steal time a VM guest's /proc/stat accounted in the window (paravirtual; 0 under "
+                             "TCG; detail: vm)", "cgroup"),
+    "guest_disk": EventKind("count", "a VM guest's virtio-blk disk in the window: ios, io_ms, queue_ms (deltas), "
+                            "in_flight (detail: counter, vm)", "cgroup"),
     # storage, per device
     "block_io_latency": EventKind("ns", "block I/O latency p99 over the window (detail: hist, count)", "device"),
     "file_io_latency": EventKind("ns", "read/write/fsync calls of one process on one regular file that took >= 1 ms, p99 "

@@ -117,3 +117,16 @@ def test_bench_runs_vm_faults_on_the_vm_hop_only() -> None:
     assert {(i["topology"], i["fault"], i["target"], i["severity"]) for i in items} == {
         ("testbed", f, "db", s) for f in ("vcpu-quota", "tap-queue") for s in ("severe", "mild")}
     assert _truth(items[0])["layer"] == "L-1"
+
+
+def test_vm_guest_sidecar_starts_once_after_the_clock_and_before_the_service() -> None:
+    svc = vm.GuestService(argv=["/venv/bin/python", "-m", "svc"], env={"A": "1"}, cwd="/src",
+                          before=[["/venv/bin/python", "-m", "clock"]],
+                          sidecars=[["/venv/bin/python", "-m", "isostack.guest.counters", "--vm", "db"]])
+    lines = svc.script().splitlines()
+    assert lines[1] == "/usr/bin/env -i A=1 /venv/bin/python -m clock"
+    # the service restarts inside the guest; the exporter does not start a second time
+    assert lines[2] == ("kill -0 $(cat /run/isostack-sidecar-0.pid 2>/dev/null) 2>/dev/null || "
+                        "{ /usr/bin/env -i A=1 /venv/bin/python -m isostack.guest.counters --vm db & "
+                        "echo $! > /run/isostack-sidecar-0.pid; }")
+    assert lines[3] == "exec /usr/bin/env -i A=1 /venv/bin/python -m svc"

@@ -177,7 +177,11 @@ def diagnose_hops(con: duckdb.DuckDBPyConnection, hops: list[SlowHop], config: d
                 checked.append(CheckResult(spec.id, spec.layer, "no_data",
                                            f"no {'/'.join(spec.signals)} events joined to this hop"))
             else:
-                checked.append(CheckResult(spec.id, spec.layer, "ok", "below threshold" if spec.signals else ""))
+                # a check may say what its quiet evidence showed (vm_virtio: the guest's own counters)
+                quiet = getattr(mod, "quiet_note", None)
+                note = quiet(ctx) if quiet is not None else ""
+                checked.append(CheckResult(spec.id, spec.layer, "ok",
+                                           note or ("below threshold" if spec.signals else "")))
         chain = build_chain(findings, ctx.excess_ns(), skew_ns)
         connmod.label_evidence(chain, conns[idx])
         out.append(Diagnosis(slow_hop=hop, chain=chain, checked=checked,

@@ -40,6 +40,9 @@ PORT = 8080
 STATE_DIR = Path(os.environ.get("ISOSTACK_TESTBED_STATE", "/run/isostack-testbed"))
 DATA_ROOT = Path("/var/tmp/isostack-testbed")  # on the real disk: O_DIRECT does not work on tmpfs
 VM_SCRATCH_MB = 0.25  # a VM hop's per-request scratch memory (the native services' default is 4 MiB)
+# The guest's counters exporter's window: every read and export costs guest CPU ~20x under TCG, and a
+# VM hop is busy most of the time at the demo's rate; 1 s matches the host agent's windows.
+GUEST_COUNTERS_INTERVAL_S = 1.0
 SANDBOXES = ("gvisor",)  # what --sandbox accepts
 # the spec's sandboxed hop (29.6.2: payment-sidecar under gVisor): what --sandbox applies to by default
 SANDBOXED_BY_DEFAULT = ("payment",)
@@ -317,10 +320,22 @@ class Testbed:
         guest = vm.GuestService(argv=self._command(spec), env=inside, cwd=str(Path(__file__).resolve().parents[2]),
                                 hostname=os.uname().nodename,
                                 before=[[sys.executable, "-m", "isostack.testbed.guest_clock", "sync",
-                                         f"{BRIDGE_ADDR}:{guest_clock.PORT}"]])
+                                         f"{BRIDGE_ADDR}:{guest_clock.PORT}"]],
+                                sidecars=[self._guest_counters(spec)])
         # its console (the guest's kernel, the service's own output) goes with the services' logs
         return vm.command(self.log_dir / f"{spec.name}-vm", tap=spec.host_veth, addr_cidr=f"{spec.addr}/24",
                           gateway=BRIDGE_ADDR, memory_mib=vm.GUEST_MEMORY_MIB, service=guest)
+
+    def _guest_counters(self, spec: ServiceSpec) -> list[str]:
+        """The guest's counters exporter (isostack.guest.counters.py): its virtio-net driver's, qdisc's and
+        TCP's counters to the receiver, keyed by the VM's host cgroup (path and id as the workloads scan
+        records them for QEMU), so the join puts them under the hop whose end is this VM."""
+        from isostack.sources.procfs.cgroups import CgroupLayout
+
+        path = f"/{cgroups.PARENT}/{spec.name}"
+        return [sys.executable, "-m", "isostack.guest.counters", "--otlp", self.otlp, "--vm", spec.name,
+                "--vm-cgroup", path, "--vm-cgroup-id", str(CgroupLayout.detect().cgroup_id(path)), "--tap", spec.host_veth,
+                "--host-name", os.uname().nodename, "--interval-s", str(GUEST_COUNTERS_INTERVAL_S)]
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

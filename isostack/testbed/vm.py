@@ -14,7 +14,9 @@ Host-side, the guest is one QEMU process: its vCPU thread is what a CPU quota on
 throttles (a hypervisor-level noisy neighbour), and its NIC is the tap (``net_dev_xmit`` /
 ``netif_receive_skb`` on it, its qdisc). What TCG cannot show: steal time (there is no paravirtual
 clock accounting for the host's preemption), ``kvm_exit`` reasons, and realistic per-instruction
-cost (TCG runs guest code ~20x slower than native).
+cost (TCG runs guest code ~20x slower than native). Guest-side, a service's guest also runs the
+counters exporter (``GuestService.sidecars``: isostack/guest/counters.py), which ships the guest's
+virtio-net, qdisc, TCP and steal counters keyed by the VM's host cgroup.
 """
 
 from __future__ import annotations
@@ -118,12 +120,19 @@ class GuestService:
     cwd: str = "/"
     hostname: str = "isostack-guest"
     before: list[list[str]] = field(default_factory=list)  # run first, in the same environment (failures ignored)
+    # started in the background after ``before`` (the clock is set by then), once per boot: a service
+    # that restarts inside the guest does not start a second copy (the guest's counters exporter)
+    sidecars: list[list[str]] = field(default_factory=list)
 
     def script(self) -> str:
         """The shell script the guest runs inside the chroot (a clean environment, then exec)."""
         env = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(self.env.items()))
         lines = [f"cd {shlex.quote(self.cwd)} || exit 1"]
         lines += [f"/usr/bin/env -i {env} {shlex.join(cmd)}" for cmd in self.before]
+        for i, cmd in enumerate(self.sidecars):
+            pidfile = f"/run/isostack-sidecar-{i}.pid"
+            lines.append(f"kill -0 $(cat {pidfile} 2>/dev/null) 2>/dev/null || "
+                         f"{{ /usr/bin/env -i {env} {shlex.join(cmd)} & echo $! > {pidfile}; }}")
         lines.append(f"exec /usr/bin/env -i {env} {shlex.join(self.argv)}")
         return "\n".join(lines) + "\n"
 
