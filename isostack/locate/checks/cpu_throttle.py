@@ -31,8 +31,9 @@ CHECK = CheckSpec(
     owns=(
         Mechanism("cpu_throttle", layer="L-3", title="cgroup CPU throttle (CFS quota exhausted)",
                   fix="Raise the container's CPU quota (cpu.cfs_quota_us / cpu.max / Kubernetes limits.cpu), or remove the limit and keep the request; check for bursty threads.",
-                  # the throttled cgroup is a VM's (its VMM's vCPU threads): the same quota, seen as L-1
-                  caused_by=(("vcpu_throttle",),)),
+                  # the throttled cgroup is a VM's (its VMM's vCPU threads): the same quota, seen as L-1;
+                  # a gVisor sandbox whose application's traps spent the quota (gvisor_trap's quota variant)
+                  caused_by=(("vcpu_throttle",), ("sandbox_syscall_trap",))),
     ),
     limits=(
         Threshold("cpu_throttle_ms", 100, "ms", "29.6.11", "CFS throttled time inside the slow span"),
