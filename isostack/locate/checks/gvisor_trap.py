@@ -30,6 +30,16 @@ points gVisor dropped (then the counts are floors, and the per-request figures, 
 floors, only approximate). Beside the host-side stop length they say where
 the time goes: a stat() costs the Sentry ~10 µs, the ptrace round trip around it 100-200 µs.
 
+Under a CPU quota (the spec's case 1: the sandbox's slow path + the container's quota -> CPU throttle
+-> the queue fills) the quota caps the stops per second, so the wall-clock threshold cannot fire, and
+the host-side stops alone read the same for a syscall storm and for a plain load squeezed by the same
+quota (measured in the testbed: 1,500-2,500 stops/s, 130-470 ms/s trapped, in both). The ``quota``
+variant then asks the sandbox's own trace points: its calls in the span x the typical trap, against the
+CPU time the quota let the sandbox run (``oncpu``). Over ``sandbox_trap_share_of_quota_percent`` (15 %)
+the traps are what spent the quota: a ``sandbox_syscall_trap`` finding that ``cpu_throttle`` links
+below. Measured: 21-27 % with 150 stat() per request (the calls a floor: gVisor dropped points), 4.3 %
+for the plain request load under the same quota. No sink, no throttling: no such finding.
+
 ``sandbox_gofer_starved``: a cgroup *below* one a gVisor sandbox runs in (its stops or its own trace
 points show it is one), CPU-throttled over ``cpu_throttle_ms`` during the span — where the sandbox's
 gofer, the file proxy every open/create inside the sandbox goes through, runs when it is given
