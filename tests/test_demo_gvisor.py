@@ -164,3 +164,15 @@ def test_db_in_gvisor_keeps_its_table_on_a_volume_and_a_storm_on_it_names_l4() -
     stat = next(c for c in own["detail"]["calls"] if c["syscall"] == "newfstatat")
     assert 100 <= stat["per_request"] <= 400, own["detail"]
     assert "no residue" in proc.stderr
+
+
+def test_a_bundle_mounts_each_volume_read_write_over_the_read_only_root(tmp_path) -> None:
+    # db's table file lives in its data directory: on the sandbox's read-only root it failed with EROFS
+    data, scratch = tmp_path / "db", tmp_path / "scratch"
+    bundle = gvisor.write_bundle(tmp_path / "bundle", argv=["true"], env={}, netns="isotb-x", cgroup_path="/x",
+                                 hostname="h", writable=(scratch, data))
+    spec = json.loads((bundle / "config.json").read_text())
+    assert spec["root"] == {"path": "/", "readonly": True}
+    binds = [m for m in spec["mounts"] if m["type"] == "bind"]
+    assert binds == [{"destination": str(d), "type": "bind", "source": str(d), "options": ["rbind", "rw"]}
+                     for d in (scratch, data)]
