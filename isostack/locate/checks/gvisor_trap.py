@@ -191,12 +191,13 @@ def _trap_under_quota(ctx: CheckContext, stops: pa.Table, runq: list[tuple[int, 
     own = _sandbox_calls(ctx)
     if not own:
         return []
-    cg_ids = set(stops.column("cgroup_id").to_pylist())
+    cg_ids = {c for c in stops.column("cgroup_id").to_pylist() if c is not None}
     throttle = ctx.events("cpu_throttle", coord="cgroup")
-    throttle = throttle.filter(pc.and_(pc.greater(throttle.column("value"), 0),
-                                       pc.is_in(throttle.column("cgroup_id"), value_set=pa.array(list(cg_ids))))
-                               ) if throttle.num_rows else throttle
-    if throttle.num_rows == 0:
+    if throttle.num_rows and cg_ids:
+        ids = pa.array(sorted(cg_ids), throttle.schema.field("cgroup_id").type)
+        throttle = throttle.filter(pc.fill_null(pc.and_(pc.greater(throttle.column("value"), 0),
+                                                        pc.is_in(throttle.column("cgroup_id"), value_set=ids)), False))
+    if throttle.num_rows == 0 or not cg_ids:
         return []
     throttled_ns = sum(v * sh for v, sh in zip(throttle.column("value").to_pylist(), in_span_share(throttle), strict=True))
     if throttled_ns <= ctx.threshold("cpu_throttle_ms") * 1e6:
