@@ -198,3 +198,45 @@ def test_runscs_own_host_syscalls_in_a_ptrace_sandbox_are_not_a_seccomp_slow_pat
     assert "seccomp_slow_path" not in mechanisms(d) and "sandbox_syscall_trap" in mechanisms(d)
     # the same call in a cgroup with no sandbox is judged as before
     assert "seccomp_slow_path" in mechanisms(run(data_dir.parent / "plain", rows[1:]))
+
+
+def _quota_window(app_calls: int) -> list[dict]:
+    """One 1 s window of payment in gVisor under a CPU quota, from the live case-1 run (2026-12-06 13:27 UTC):
+    2,385 stops at a typical 128 µs with the run queue's 32 µs p50 taken out, 1,041 ms throttled (per-CPU
+    sum), 231 ms on CPU; and ``app_calls`` of the application's calls counted by gVisor's own trace points."""
+    return [ev(IN, "ptrace_stop", 131_072_000, S, cgroup_id=PAY_CG, cgroup_path="/isostack-testbed/payment",
+               detail={"count": 2_385, "p50_ns": 128_000}),
+            ev(IN, "runq_latency", 2_048_000, S, cgroup_id=PAY_CG, detail={"count": 6_622, "p50_ns": 32_000}),
+            ev(IN, "cpu_throttle", 1_040_912_012, S, cgroup_id=PAY_CG, detail={"nr_throttled": 10, "nr_periods": 10}),
+            ev(IN, "oncpu", 231_000_000, S, cgroup_id=PAY_CG, detail={"oncpu_ns": 231_000_000}),
+            ev(IN, "syscall_latency", 900_000, S, cgroup_id=PAY_CG, source="gvisor:trace",
+               detail={"syscall": "newfstatat", "count": app_calls - 20, "p50_ns": 18_000, "sandbox": "gvisor"}),
+            ev(IN, "syscall_latency", 200_000, S, cgroup_id=PAY_CG, source="gvisor:trace",
+               detail={"syscall": "accept4", "count": 20, "p50_ns": 30_000, "sandbox": "gvisor"})]
+
+
+def test_under_a_quota_the_apps_own_calls_that_spent_it_make_the_trap_the_throttles_cause(data_dir: Path) -> None:
+    # 2,385 stops x 128 µs = 305 ms/s, under the wall-clock threshold: the quota caps the stops. The
+    # sandbox's own count, 500 calls x (128 - 32) µs = 48 ms, is 20.8 % of the 231 ms it ran: the spec's
+    # case 1 (the sandbox's slow path + the quota -> throttle), linked that way
+    d = run(data_dir, _quota_window(500))
+    f = next(f for f in d.chain if f.mechanism == "sandbox_syscall_trap")
+    e = f.evidence[0]
+    assert e.signal == "sandbox_trap_share_of_cpu" and e.unit == "%" and e.threshold == 15.0
+    assert e.value == pytest.approx(20.8, abs=0.1)
+    assert e.detail["app_calls"] == 500 and e.detail["trap_us"] == 96.0 and e.detail["oncpu_ms"] == 231.0
+    assert "48 ms, 21% of the 231 ms the sandbox ran on CPU" in f.summary
+    throttle = next(f for f in d.chain if f.mechanism == "cpu_throttle")
+    assert throttle.caused_by == "sandbox_syscall_trap"
+    assert [x.mechanism for x in d.chain[:2]] == ["sandbox_syscall_trap", "cpu_throttle"]
+
+
+def test_a_plain_load_squeezed_by_the_same_quota_is_the_quotas_alone(data_dir: Path) -> None:
+    # the same host-side stops (a plain load under the quota reads the same from the host), but the
+    # application asked for 60 calls: 60 x 96 µs = 5.8 ms, 2.5 % of its CPU — the quota, not the sandbox
+    d = run(data_dir, _quota_window(60))
+    assert "sandbox_syscall_trap" not in mechanisms(d)
+    assert next(f for f in d.chain if f.mechanism == "cpu_throttle").caused_by is None
+    # no sink at all: nothing says what the application asked, so no trap finding either
+    rows = [r for r in _quota_window(500) if r.get("source") != "gvisor:trace"]
+    assert "sandbox_syscall_trap" not in mechanisms(run(data_dir, rows))

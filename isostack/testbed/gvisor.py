@@ -14,7 +14,8 @@ PVM so only the ptrace platform runs), found by trying:
   service's cgroup, so CPU quota faults and cgroup-keyed signals apply to the sandbox as a whole.
 
 The root filesystem is the host's ``/`` read-only (the service's venv included), so a sandboxed
-service runs the same code as an unsandboxed one.
+service runs the same code as an unsandboxed one; what it writes (db's table file, a spool) goes to
+host directories bind-mounted read-write into the bundle, a container's volumes.
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ def unavailable_reason() -> str | None:
 
 
 def write_bundle(bundle_dir: Path, *, argv: list[str], env: dict[str, str], netns: str, cgroup_path: str,
-                 hostname: str, cwd: str = "/", writable: Path | None = None) -> Path:
+                 hostname: str, cwd: str = "/", writable: Path | tuple[Path, ...] = ()) -> Path:
     """An OCI bundle (``config.json``) running ``argv`` over the host's root, read-only, in ``netns``;
-    ``writable``: a host directory bind-mounted read-write at the same path (files the sandbox creates
-    there are created by its gofer, gVisor's file proxy, on the host)."""
+    ``writable``: host directories bind-mounted read-write at the same paths, as a deployment mounts a
+    volume for a container's data (a database's data directory, a spool): files the sandbox creates
+    there are created by its gofer, gVisor's file proxy, on the host, and survive the sandbox."""
+    dirs = (writable,) if isinstance(writable, Path) else tuple(writable)
     bundle_dir.mkdir(parents=True, exist_ok=True)
     spec = {
         "ociVersion": "1.0.2",
@@ -65,8 +68,7 @@ def write_bundle(bundle_dir: Path, *, argv: list[str], env: dict[str, str], netn
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
             # no tmpfs over /tmp: a checkout (and its venv) may live there, and the service runs from it
-            *([{"destination": str(writable), "type": "bind", "source": str(writable), "options": ["rbind", "rw"]}]
-              if writable is not None else []),
+            *({"destination": str(d), "type": "bind", "source": str(d), "options": ["rbind", "rw"]} for d in dirs),
         ],
         "linux": {
             "cgroupsPath": cgroup_path,

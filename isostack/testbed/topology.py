@@ -77,6 +77,11 @@ def sandbox_scratch_dir(service: str) -> Path:
     return DATA_ROOT / "sandbox-scratch" / service
 
 
+def data_dir(service: str) -> Path:
+    """A service's data directory on the host's disk (db's table file; a sandboxed service's volume)."""
+    return DATA_ROOT / service
+
+
 def gvisor_sink_socket() -> Path:
     """Where the testbed's ``isostack gvisor-sink`` listens for its sandboxes' trace points."""
     return STATE_DIR / "gvisor.sock"
@@ -237,7 +242,7 @@ class Testbed:
         if spec.downstream:
             cmd += ["--downstream", spec.downstream]
         if spec.db and spec.name not in self.vm:  # the guest sees the host's root read-only: no table file
-            cmd += ["--data-file", str(DATA_ROOT / "db" / "table.dat")]
+            cmd += ["--data-file", str(data_dir(spec.name) / "table.dat")]
         extra = extra_args_file(spec.name)
         if extra.exists():
             cmd += json.loads(extra.read_text())
@@ -296,10 +301,15 @@ class Testbed:
             state.note("dir", str(DATA_ROOT))
         scratch = sandbox_scratch_dir(spec.name)
         scratch.mkdir(parents=True, exist_ok=True)
+        # the service's data directory is its volume: db's table file on the host's disk, written through
+        # the gofer (the sandbox's root is read-only; a real deployment mounts its database's data dir)
+        volumes = (scratch, *((data_dir(spec.name),) if spec.db else ()))
+        for d in volumes[1:]:
+            d.mkdir(parents=True, exist_ok=True)
         bundle = gvisor.write_bundle(STATE_DIR / "gvisor" / spec.name, argv=self._command(spec), env=inside,
                                      netns=spec.netns, cgroup_path=f"/{cgroups.PARENT}/{spec.name}",
                                      hostname=os.uname().nodename, cwd=str(Path(__file__).resolve().parents[2]),
-                                     writable=scratch)
+                                     writable=volumes)
         trace = gvisor_trace_config() if self.trace_sink is not None else None
         # the sandbox's own log (warnings only unless raised at run time: the sandbox-strace fault)
         logs = STATE_DIR / "gvisor" / spec.name / "runsc-logs"

@@ -30,6 +30,16 @@ points gVisor dropped (then the counts are floors, and the per-request figures, 
 floors, only approximate). Beside the host-side stop length they say where
 the time goes: a stat() costs the Sentry ~10 µs, the ptrace round trip around it 100-200 µs.
 
+Under a CPU quota (the spec's case 1: the sandbox's slow path + the container's quota -> CPU throttle
+-> the queue fills) the quota caps the stops per second, so the wall-clock threshold cannot fire, and
+the host-side stops alone read the same for a syscall storm and for a plain load squeezed by the same
+quota (measured in the testbed: 1,500-2,500 stops/s, 130-470 ms/s trapped, in both). The ``quota``
+variant then asks the sandbox's own trace points: its calls in the span x the typical trap, against the
+CPU time the quota let the sandbox run (``oncpu``). Over ``sandbox_trap_share_of_quota_percent`` (15 %)
+the traps are what spent the quota: a ``sandbox_syscall_trap`` finding that ``cpu_throttle`` links
+below. Measured: 21-27 % with 150 stat() per request (the calls a floor: gVisor dropped points), 4.3 %
+for the plain request load under the same quota. No sink, no throttling: no such finding.
+
 ``sandbox_gofer_starved``: a cgroup *below* one a gVisor sandbox runs in (its stops or its own trace
 points show it is one), CPU-throttled over ``cpu_throttle_ms`` during the span — where the sandbox's
 gofer, the file proxy every open/create inside the sandbox goes through, runs when it is given
@@ -65,7 +75,7 @@ from isostack.locate.checks._base import (
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
-    id="gvisor_trap", layer="L-4", signals=("ptrace_stop", "runq_latency", "syscall_latency", "cpu_throttle"),
+    id="gvisor_trap", layer="L-4", signals=("ptrace_stop", "runq_latency", "syscall_latency", "cpu_throttle", "oncpu"),
     question="Did the sandbox's syscall traps (rate x cost per trap) take the span's time?",
     joined_by="cgroup (the sandbox's Sentry, gofer and stub threads live in the service's cgroup)",
     owns=(
@@ -86,12 +96,17 @@ CHECK = CheckSpec(
         Threshold("sandbox_trapped_ms_per_s", 1000, "ms/s", "isostack",
                   "gVisor ptrace-platform trap time (stops x typical stop) per second of wall time; 1000 = one "
                   "thread trapped all the time"),
+        Threshold("sandbox_trap_share_of_quota_percent", 15, "percent", "isostack",
+                  "a CPU-throttled sandbox: the application's own traced calls (gVisor's trace points) x the "
+                  "typical trap, as a share of the CPU time the quota let the sandbox run"),
     ),
     thresholds=("cpu_throttle_ms",),
     gathers=(Gather("cpu_throttle", "cgroup_subtree", "a sandbox's helper process (gVisor's gofer) may run in a cgroup "
                     "below the service's, which the service's own join does not reach"),),
     scoring={"": Scoring(Score(0.6, 0.3, "worst window's trapped ms/s over twice the threshold"),
                          Explains("measured", "trapped time inside the span, at most one thread's worth")),
+             "quota": Scoring(Score(0.5, 0.4, "the application's trapped time over the sandbox's on-CPU time"),
+                              Explains("measured", "that share of the sandbox's throttled wall time inside the span")),
              "gofer": Scoring(Score(0.5, 0.4, "throttled wall time of the cgroup below the sandbox's over the excess"),
                               Explains("measured", "throttled wall time below the sandbox inside the span (at most the span)"))},
 )
@@ -132,7 +147,7 @@ def _trap(ctx: CheckContext) -> list[Finding]:
         if trapped_ms_per_s > worst[0]:
             worst = (trapped_ms_per_s, round(stops * 1e9 / dur_ns), trap_ns / 1e3)
     if not keep:
-        return []
+        return _trap_under_quota(ctx, rows, runq)
     part = rows.take(pa.array(keep, pa.int64()))
     share_ms, stops_per_s, trap_us = worst
     own = _sandbox_calls(ctx)
@@ -161,6 +176,78 @@ def _trap(ctx: CheckContext) -> list[Finding]:
                f"(~{ms(trapped_ns_in_span)} of this span){named}")
     return [finding(CHECK, ctx, summary, ev, support=share_ms / (2 * limit_ms_per_s),
                     measured_ns=trapped_ns_in_span, started_ns=ev[0].first_ns)]
+
+
+def _trap_under_quota(ctx: CheckContext, stops: pa.Table, runq: list[tuple[int, int, int, float]]) -> list[Finding]:
+    """A sandbox whose cgroup was CPU-throttled in the span: its stops per second are capped by the quota,
+    so the wall-clock threshold cannot fire, and the host-side stops alone cannot tell a syscall storm
+    from a plain request load squeezed by the same quota (measured: ~1,500-2,500 stops/s and 130-470 ms/s
+    trapped in both). What tells them apart is what the application asked: the sandbox's own trace points
+    count its calls, each one a trap. Their trapped time — calls x the typical stop (less the run-queue
+    wait) — against the CPU time the quota let the sandbox run says how much of the quota the traps
+    spent: over ``sandbox_trap_share_of_quota_percent`` the traps are why the quota ran out (spec 29.6.3:
+    the sandbox's slow path + the container's quota -> CPU throttle), and ``cpu_throttle`` is linked
+    below this finding. Needs the sink (no trace points: no finding) and a throttled cgroup."""
+    own = _sandbox_calls(ctx)
+    if not own:
+        return []
+    cg_ids = {c for c in stops.column("cgroup_id").to_pylist() if c is not None}
+    throttle = ctx.events("cpu_throttle", coord="cgroup")
+    if throttle.num_rows and cg_ids:
+        ids = pa.array(sorted(cg_ids), throttle.schema.field("cgroup_id").type)
+        throttle = throttle.filter(pc.fill_null(pc.and_(pc.greater(throttle.column("value"), 0),
+                                                        pc.is_in(throttle.column("cgroup_id"), value_set=ids)), False))
+    if throttle.num_rows == 0 or not cg_ids:
+        return []
+    throttled_ns = sum(v * sh for v, sh in zip(throttle.column("value").to_pylist(), in_span_share(throttle), strict=True))
+    if throttled_ns <= ctx.threshold("cpu_throttle_ms") * 1e6:
+        return []
+    oncpu = ctx.events("oncpu")
+    seen: set[tuple[int, Any]] = set()
+    oncpu_ns = 0.0
+    for ts, cg, v, sh in zip(oncpu.column("ts_ns").to_pylist(), oncpu.column("cgroup_id").to_pylist(),
+                             oncpu.column("value").to_pylist(), in_span_share(oncpu), strict=True) if oncpu.num_rows else ():
+        if cg in cg_ids and (ts, cg) not in seen:  # a row may be joined under more than one coordinate
+            seen.add((ts, cg))
+            oncpu_ns += float(v or 0) * sh
+    # the typical trap: the count-weighted stop p50, less the run-queue p50 of its window (see _trap)
+    weighted = total = 0.0
+    for ts, dur, cg, d in zip(*(stops.column(c).to_pylist() for c in ("ts_ns", "duration_ns", "cgroup_id", "detail_json")),
+                              strict=True):
+        det = detail_of(d)
+        n = int(det.get("count", 0) or 0)
+        if n < MIN_STOPS:
+            continue
+        waited = max((p50 for s, e, c, p50 in runq if c == cg and s < int(ts) + int(dur or 0) and e > int(ts)), default=0.0)
+        weighted += n * max(0.0, float(det.get("p50_ns", 0) or 0) - waited)
+        total += n
+    rows = own["rows"]
+    calls = sum(int(detail_of(d).get("count", 0) or 0) * sh
+                for d, sh in zip(rows.column("detail_json").to_pylist(), in_span_share(rows), strict=True))
+    if total <= 0 or oncpu_ns <= 0 or calls <= 0:
+        return []
+    trap_ns = weighted / total
+    share = calls * trap_ns / oncpu_ns
+    limit = ctx.threshold("sandbox_trap_share_of_quota_percent") / 100
+    if share < limit:
+        return []
+    wall_ns = min(throttled_ns, ctx.hop.duration_ns)
+    where = where_of(stops, "cgroup_path") or "the hop's cgroup"
+    ev = [evidence(ctx, stops, "sandbox_trap_share_of_cpu", round(100 * share, 1), "%", limit * 100, where=where,
+                   app_calls=round(calls), trap_us=round(trap_ns / 1e3, 1), oncpu_ms=round(oncpu_ns / 1e6, 1),
+                   throttled_ms=round(throttled_ns / 1e6, 1), sandbox="gvisor (ptrace platform)"),
+          evidence(ctx, rows, "gvisor_syscall_p50", own["calls"][0]["p50_us"], "µs", None,
+                   where=where_of(rows, "cgroup_path"), calls=own["calls"][:5], requests=own["requests"],
+                   calls_per_request=own["calls_per_request"], dropped_points=own["dropped_points"],
+                   source=GVISOR_TRACE_SOURCE)]
+    floor = (f" (gVisor dropped {own['dropped_points']:,} points: the calls are a floor)" if own["dropped_points"] else "")
+    named = ", ".join(f"{c['syscall']} {_per(c)}typical {c['p50_us']:,.0f} µs" for c in own["calls"][:3])
+    summary = (f"{where} was CPU-throttled {ms(throttled_ns)} in the span, and the sandboxed application's own "
+               f"calls spent that quota trapping: {calls:,.0f} calls inside the sandbox (gVisor's own trace points: "
+               f"{named}){floor} x a typical trap of {trap_ns / 1e3:,.0f} µs = {ms(calls * trap_ns)}, "
+               f"{100 * share:,.0f}% of the {ms(oncpu_ns)} the sandbox ran on CPU")
+    return [finding(CHECK, ctx, summary, ev, variant="quota", support=share, measured_ns=min(1.0, share) * wall_ns,
+                    started_ns=ev[0].first_ns)]
 
 
 # The calls a gVisor sandbox serves through its gofer (the file proxy): opening and walking paths

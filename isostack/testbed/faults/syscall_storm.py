@@ -36,7 +36,10 @@ class SyscallStorm(Fault):
     sandbox = "gvisor"
     # At the demo's 20 req/s, 1,000 and 400 calls per request saturated both CPUs (clients timed out
     # at 5 s); severe is 250. mild: 150 (200 doubled one sandboxed hop's p50, 10.6 -> 20.9 ms, in the
-    # measurement above); not yet tuned in bench.accuracy.
+    # measurement above). Not mild in the demo: at 20 req/s the sandboxed hop already uses 0.49-0.69
+    # of the ~1 CPU it appears capped at, so 150 (and 60) calls per request overload it in most runs
+    # (2026-12-06: 4 of 5 runs, latency growing through the window, clients timing out at 5 s in two),
+    # with or without the trace sink (docs/sandbox.md). Not yet re-tuned.
     severities = {"severe": {"stats_per_request": 250}, "mild": {"stats_per_request": 150}}
 
     def apply(self, ctx: Context) -> dict[str, Any]:
