@@ -7,7 +7,8 @@ and, when the trace has it, the server side) and joined against ``kernel_events`
 - network coordinates: ``flow_key`` (direction-independent five-tuple, v4/v6/v4-mapped already
   folded by the store) or ``sock_cookie`` when both the span and the event carry it;
 - compute coordinates: end -> ``workloads`` (by host+pid, else container id, else service name)
-  -> ``cgroup_id`` -> cgroup-keyed events (throttle, run-queue, off-CPU, OOM, syscalls, memory);
+  -> ``cgroup_id`` -> cgroup-keyed events (throttle, run-queue, off-CPU, OOM, syscalls, memory); a
+  pid-keyed row with no cgroup (bcc memleak) is first given its process's cgroup (:func:`_by_pid`);
 - device/host coordinates: events keyed by device or host (qdisc, NIC, disk, conntrack).
 
 Beyond these, a check declares the rows its signals need in its ``gathers``
