@@ -224,9 +224,8 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     by_process = gather_kinds("host_wide", "process")
     by_cgroup = tuple(sorted(set(by_process) | set(gather_kinds("host_wide", "cgroup"))))
     keyed = _key_filter(con, ends, flows, host_wide + uncgrouped + gather_kinds("cgroup_subtree"))
-    in_range = _by_pid(f"SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges}) AND ({keyed})")
-    before_range = _by_pid(f"SELECT * FROM kernel_events WHERE kind IN ({_in_list(gather_kinds('history'))}) "
-                           f"AND ts_ns >= {mem_lo} AND ts_ns < {hi}")
+    in_range = _by_pid(f"ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges}) AND ({keyed})")
+    before_range = _by_pid(f"kind IN ({_in_list(gather_kinds('history'))}) AND ts_ns >= {mem_lo} AND ts_ns < {hi}")
     sql = f"""
     WITH k_range AS MATERIALIZED ({in_range}),
     fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
@@ -342,14 +341,15 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     return JoinResult(evidence=evidence, cgroups=cgroups, ends=ends)
 
 
-def _by_pid(src: str) -> str:
-    """``src`` (a SELECT * over ``kernel_events``) with each row of a pid-keyed kind that carries a pid
+def _by_pid(where: str) -> str:
+    """The ``kernel_events`` rows matching ``where``, each row of a pid-keyed kind that carries a pid
     and no cgroup given the cgroup, path, container and comm the ``workloads`` table knows for that pid
     on that host at that time: the latest scan at or before the row, else the first one after it (a
     capture read in before the agent's first scan). A pid reused between two scans is attributed to
     the process the nearer earlier scan saw. A row whose pid no scan saw on its host keeps no cgroup
     (only an end with no workloads row of its own, matched by pid, still meets it); a row with no pid
-    either (memleak of the kernel's allocators) is attributed to nothing."""
+    either (memleak of the kernel's allocators) is attributed to nothing. Two scans, not one
+    materialised and split: the second reads only the few pid-only rows, the first is not copied."""
     w = ("(SELECT ts_ns, host_name, pid, cgroup_id, cgroup_path, container_id, comm FROM workloads "
          "WHERE coalesce(cgroup_id, 0) <> 0 AND pid > 0)")
 
@@ -357,14 +357,13 @@ def _by_pid(src: str) -> str:
         return f"CASE WHEN b.pid IS NOT NULL THEN b.{col} ELSE a.{col} END"
 
     return f"""
-      WITH src AS MATERIALIZED ({src}), un AS (SELECT * FROM src WHERE {_PID_ONLY})
-      SELECT * FROM src WHERE NOT ({_PID_ONLY})
+      SELECT * FROM kernel_events WHERE ({where}) AND NOT ({_PID_ONLY})
       UNION ALL
       SELECT un.* REPLACE (coalesce({pick("cgroup_id")}, un.cgroup_id) AS cgroup_id,
                            coalesce(nullif(un.cgroup_path, ''), {pick("cgroup_path")}) AS cgroup_path,
                            coalesce(nullif(un.container_id, ''), {pick("container_id")}) AS container_id,
                            coalesce(nullif(un.comm, ''), {pick("comm")}) AS comm)
-      FROM un
+      FROM (SELECT * FROM kernel_events WHERE ({where}) AND {_PID_ONLY}) un
       ASOF LEFT JOIN {w} b ON b.host_name = un.host_name AND b.pid = un.pid AND un.ts_ns >= b.ts_ns
       ASOF LEFT JOIN {w} a ON a.host_name = un.host_name AND a.pid = un.pid AND un.ts_ns <= a.ts_ns"""
 
