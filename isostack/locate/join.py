@@ -48,8 +48,13 @@ CGROUP_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by in (
 HOST_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by in ("device", "host"))
 # Kinds a producer keys by process only (bcc memleak -p): a row may come with a pid and no cgroup.
 PID_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by == "pid")
-# Such a row, before the join gives it its process's cgroup.
-_PID_ONLY = f"kind IN ({', '.join(repr(k) for k in PID_KINDS) or 'NULL'}) AND coalesce(cgroup_id, 0) = 0 AND coalesce(pid, 0) > 0"
+
+
+def _pid_only(t: str = "") -> str:
+    """SQL: a row of a pid-keyed kind with a pid and no cgroup, before the join gives it its process's
+    cgroup (``t``: the table's alias and a dot)."""
+    kinds = ", ".join(repr(k) for k in PID_KINDS) or "NULL"
+    return f"{t}kind IN ({kinds}) AND coalesce({t}cgroup_id, 0) = 0 AND coalesce({t}pid, 0) > 0"
 
 
 
@@ -224,10 +229,13 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     by_process = gather_kinds("host_wide", "process")
     by_cgroup = tuple(sorted(set(by_process) | set(gather_kinds("host_wide", "cgroup"))))
     keyed = _key_filter(con, ends, flows, host_wide + uncgrouped + gather_kinds("cgroup_subtree"))
-    in_range = _by_pid(f"ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges}) AND ({keyed})")
-    before_range = _by_pid(f"kind IN ({_in_list(gather_kinds('history'))}) AND ts_ns >= {mem_lo} AND ts_ns < {hi}")
+    before_range = _by_pid(f"SELECT * FROM kernel_events WHERE kind IN ({_in_list(gather_kinds('history'))}) "
+                           f"AND ts_ns >= {mem_lo} AND ts_ns < {hi}")
     sql = f"""
-    WITH k_range AS MATERIALIZED ({in_range}),
+    WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges})
+                                  AND ({keyed})),
+    -- the range's pid-only rows (bcc memleak) with the cgroup their process was in (few: read from the range)
+    k_pid AS ({_by_pid(f"SELECT * FROM {k_src} WHERE {_pid_only()}")}),
     fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
                        win_end_ns FROM hop_ends),
     -- connections recovered from the kernel side (process + peer + time) for spans without a five-tuple
@@ -261,6 +269,10 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
       FROM {k_src} k JOIN ce e ON k.cgroup_id = e.cgroup_id
       WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND (k.host_name = e.host_name OR e.host_name = '' OR k.host_name = '')
         AND {_MEETS}
+      UNION ALL
+      SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
+      FROM k_pid k JOIN ce e ON k.cgroup_id = e.cgroup_id
+      WHERE (k.host_name = e.host_name OR e.host_name = '' OR k.host_name = '') AND {_MEETS}
       UNION ALL
       -- kinds gathered with history (memory_growth's slope over minutes): samples from before the
       -- window, read apart so the main range stays narrow (a wide OR would defeat row-group pruning);
@@ -341,29 +353,29 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     return JoinResult(evidence=evidence, cgroups=cgroups, ends=ends)
 
 
-def _by_pid(where: str) -> str:
-    """The ``kernel_events`` rows matching ``where``, each row of a pid-keyed kind that carries a pid
-    and no cgroup given the cgroup, path, container and comm the ``workloads`` table knows for that pid
-    on that host at that time: the latest scan at or before the row, else the first one after it (a
-    capture read in before the agent's first scan). A pid reused between two scans is attributed to
-    the process the nearer earlier scan saw. A row whose pid no scan saw on its host keeps no cgroup
+def _by_pid(src: str) -> str:
+    """The rows of ``src`` (a SELECT * over ``kernel_events``), each row of a pid-keyed kind that carries
+    a pid and no cgroup given the cgroup, path, container and comm the ``workloads`` table knows for
+    that pid on that host at that time: the latest scan at or before the row, else the first one after
+    it (a capture read in before the agent's first scan). A pid reused between two scans is attributed
+    to the process the nearer earlier scan saw. A row whose pid no scan saw on its host keeps no cgroup
     (only an end with no workloads row of its own, matched by pid, still meets it); a row with no pid
-    either (memleak of the kernel's allocators) is attributed to nothing. Two scans, not one
-    materialised and split: the second reads only the few pid-only rows, the first is not copied."""
+    either (memleak of the kernel's allocators) is attributed to nothing. Other rows pass unchanged;
+    ``src`` should be few rows (the range's pid-only ones, the history kinds): every row is looked up."""
     w = ("(SELECT ts_ns, host_name, pid, cgroup_id, cgroup_path, container_id, comm FROM workloads "
          "WHERE coalesce(cgroup_id, 0) <> 0 AND pid > 0)")
+    pid_only = _pid_only("un.")
 
-    def pick(col: str) -> str:
-        return f"CASE WHEN b.pid IS NOT NULL THEN b.{col} ELSE a.{col} END"
+    def pick(col: str, keep: str) -> str:
+        return (f"CASE WHEN NOT ({pid_only}) THEN un.{col} WHEN {keep} THEN un.{col} "
+                f"WHEN b.pid IS NOT NULL THEN b.{col} ELSE a.{col} END AS {col}")
 
     return f"""
-      SELECT * FROM kernel_events WHERE ({where}) AND NOT ({_PID_ONLY})
-      UNION ALL
-      SELECT un.* REPLACE (coalesce({pick("cgroup_id")}, un.cgroup_id) AS cgroup_id,
-                           coalesce(nullif(un.cgroup_path, ''), {pick("cgroup_path")}) AS cgroup_path,
-                           coalesce(nullif(un.container_id, ''), {pick("container_id")}) AS container_id,
-                           coalesce(nullif(un.comm, ''), {pick("comm")}) AS comm)
-      FROM (SELECT * FROM kernel_events WHERE ({where}) AND {_PID_ONLY}) un
+      SELECT un.* REPLACE ({pick("cgroup_id", "a.pid IS NULL AND b.pid IS NULL")},
+                           {pick("cgroup_path", "coalesce(un.cgroup_path, '') <> ''")},
+                           {pick("container_id", "coalesce(un.container_id, '') <> ''")},
+                           {pick("comm", "coalesce(un.comm, '') <> ''")})
+      FROM ({src}) un
       ASOF LEFT JOIN {w} b ON b.host_name = un.host_name AND b.pid = un.pid AND un.ts_ns >= b.ts_ns
       ASOF LEFT JOIN {w} a ON a.host_name = un.host_name AND a.pid = un.pid AND un.ts_ns <= a.ts_ns"""
 
@@ -401,7 +413,7 @@ def _key_filter(con: duckdb.DuckDBPyConnection, ends: pa.Table, flows: Sequence[
               f"container_id IN ({_texts(containers)})" if containers else ""]
     host = f"host_name IN ({_texts(hosts)})" if hosts else ""
     if in_cgroups:
-        cgroup.append(f"({_PID_ONLY} AND pid IN ({_ints(in_cgroups)}))")
+        cgroup.append(f"({_pid_only()} AND pid IN ({_ints(in_cgroups)}))")
 
     def any_of(conds: list[str]) -> str:
         return " OR ".join(c for c in conds if c) or "FALSE"
