@@ -229,8 +229,10 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     by_process = gather_kinds("host_wide", "process")
     by_cgroup = tuple(sorted(set(by_process) | set(gather_kinds("host_wide", "cgroup"))))
     keyed = _key_filter(con, ends, flows, host_wide + uncgrouped + gather_kinds("cgroup_subtree"))
-    before_range = _by_pid(f"SELECT * FROM kernel_events WHERE kind IN ({_in_list(gather_kinds('history'))}) "
-                           f"AND ts_ns >= {mem_lo} AND ts_ns < {hi}")
+    history = (f"SELECT * FROM kernel_events WHERE kind IN ({_in_list(gather_kinds('history'))}) "
+               f"AND ts_ns >= {mem_lo} AND ts_ns < {hi}")
+    before_range = (f"SELECT * FROM ({history}) WHERE NOT ({_pid_only()}) UNION ALL "
+                    f"{_by_pid(f'SELECT * FROM ({history}) WHERE {_pid_only()}')}")
     sql = f"""
     WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges})
                                   AND ({keyed})),
