@@ -32,6 +32,7 @@ from isostack.agent import Agent
 from isostack.errors import CapabilityError
 from isostack.store import Store
 from tests.conftest import have, require_ebpf, run_cli
+from tests.live_net import veth_pair
 
 NS = "h4agns"
 HOST_IP, NS_IP, PORT = "10.244.78.1", "10.244.78.2", 7788
@@ -44,8 +45,6 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def _cleanup_kernel_objects() -> None:
-    sh("ip", "link", "del", "h4ag0", check=False)
-    sh("ip", "netns", "del", NS, check=False)
     for d in (CPU / "h4ag_quota", CPU / "h4ag_oom", MEM / "h4ag_oom", CPU / "h4ag_seccomp"):
         if d.is_dir():
             for pid in (d / "cgroup.procs").read_text().split():
@@ -56,14 +55,10 @@ def _cleanup_kernel_objects() -> None:
                 d.rmdir()
 
 
-def _provoke_retransmits() -> dict[str, Any]:
-    sh("ip", "netns", "add", NS)
-    sh("ip", "link", "add", "h4ag0", "type", "veth", "peer", "name", "h4ag1")
-    sh("ip", "link", "set", "h4ag1", "netns", NS)
-    sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", "h4ag0")
-    sh("ip", "link", "set", "h4ag0", "up")
-    sh("ip", "-n", NS, "addr", "add", f"{NS_IP}/24", "dev", "h4ag1")
-    sh("ip", "-n", NS, "link", "set", "h4ag1", "up")
+def _provoke_retransmits(net: contextlib.ExitStack) -> dict[str, Any]:
+    """TCP into a netns of ours whose INPUT drops 30 % of the port's segments; the namespace lives
+    until ``net`` closes (after the agent stopped)."""
+    net.enter_context(veth_pair(NS, "h4ag0", "h4ag1", HOST_IP, NS_IP))
     sh("ip", "netns", "exec", NS, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(PORT),
        "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "DROP")
     server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", (
@@ -161,9 +156,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     agent.start()
     facts: dict[str, Any] = {"store": store, "agent": agent, "warnings": warnings}
     busy = None
+    net = contextlib.ExitStack()
     try:
         facts["quota_cgid"], busy = _busy_in_quota_cgroup()
-        facts["flow"] = _provoke_retransmits()
+        facts["flow"] = _provoke_retransmits(net)
         facts["oom_pid"], facts["oom_cgid"] = _oom_in_memory_cgroup()
         facts["err_pid"] = _syscall_errors()
         facts["seccomp_cgid"] = _held_by_seccomp_supervisor()
@@ -176,6 +172,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         if busy is not None and busy.poll() is None:
             busy.kill()
         Path("/var/tmp/h4ag.dd").unlink(missing_ok=True)
+        net.close()
         _cleanup_kernel_objects()
     facts["rows"] = store.query("SELECT * FROM kernel_events").to_pylist()
     yield facts

@@ -10,6 +10,7 @@ import pytest
 from isostack.locate.diagnose import diagnose_hops
 from isostack.locate.model import Diagnosis, FiveTuple
 from isostack.store import Store
+from tests.test_bcc_text import BCC
 from tests.test_join import (
     CLIENT,
     HOST,
@@ -370,6 +371,59 @@ def test_memory_leak_sustained_anon_climb_over_threshold(data_dir: Path) -> None
     # 5 %/h, however steady, is under the spec's 10 %/h
     slow = [ev(r["ts_ns"], "memory_anon", 2400 * mib + k * mib, S, cgroup_id=PAY_CG) for k, r in enumerate(leak)]
     assert status(run(data_dir.parent / "slow", slow), "memory_leak") == "ok"
+
+
+def test_memory_leak_names_memleak_stacks_attributed_by_pid(data_dir: Path) -> None:
+    """bcc memleak's rows carry a pid and no cgroup (its real output: bcc's tools/memleak_example.txt);
+    the workloads scan of that pid at that time puts them in the leaking cgroup."""
+    from isostack.sources import bcc_text
+
+    capture = bcc_text.parse_file(BCC / "memleak_example.txt", host_name=HOST, base_ts_ns=T0)
+    day = T0 - 16 * 3600 * S  # the capture's clock times are of T0's day (2025-11-24, UTC)
+    at = day + (11 * 3600 + 16 * 60 + 45) * S  # the hop starts 2 s after pid 2614's last report
+    hop = slow_hop(start_ns=at, end_ns=at + 1820 * MS)
+    mib = 2**20
+    anon = [ev(at - (600 - 30 * k) * S, "memory_anon", (400 + k) * mib, S, cgroup_id=PAY_CG,
+               cgroup_path="/isostack-h6/payment") for k in range(21)]
+    store = Store(data_dir)
+    scans = [  # pid 5193 was payment's when the capture ran, another process's later (pid reuse); pid 2614 was
+        # first scanned after its capture; pid 2623 (the redis capture) and the kernel's allocators never
+        {"ts_ns": at - 400 * S, "host_name": HOST, "pid": 5193, "comm": "allocs", "cgroup_id": PAY_CG,
+         "cgroup_path": "/isostack-h6/payment"},
+        {"ts_ns": at + 300 * S, "host_name": HOST, "pid": 5193, "comm": "other", "cgroup_id": ORDER_CG,
+         "cgroup_path": "/isostack-h6/order"},
+        {"ts_ns": at + 600 * S, "host_name": HOST, "pid": 2614, "comm": "allocs", "cgroup_id": PAY_CG,
+         "cgroup_path": "/isostack-h6/payment"},
+    ]
+    build_workloads(store, extra=scans)
+    store.append("kernel_events", capture)
+    store.append("kernel_events", rows_table("kernel_events", anon))
+    con = store.connect()
+    try:
+        d = diagnose_hops(con, [hop])[0]
+    finally:
+        con.close()
+    f = next(f for f in d.chain if f.mechanism == "memory_leak")
+    leak = next(e for e in f.evidence if e.signal == "memory_outstanding")
+    assert leak.where == "/isostack-h6/payment" and leak.detail["pids"] == [2614, 5193]
+    top, second = leak.detail["stacks"]
+    # pid 5193's two captures (memleak -p and -p -a) overlap: 80 and 64 bytes at 11:16:33, 160 at 11:16:34
+    assert (top["pid"], top["outstanding_bytes"], top["allocations"], top["grew_bytes"]) == (5193, 160, 10, 80)
+    assert top["stack"] == ["main+0x6d [allocs]", "__libc_start_main+0xf0 [libc-2.21.so]"]
+    assert (second["pid"], second["outstanding_bytes"], second["grew_bytes"], second["reports"]) == (2614, 32, 16, 3)
+    assert leak.value == 192 and leak.event_count == 7  # 2 + 2 rows of 5193, 3 of 2614; no kernel row
+    assert "memleak: 160 bytes outstanding from main+0x6d [allocs] (pid 5193)" in f.summary
+    # without the scans nothing attributes the pid-only rows: the anon climb stands alone
+    bare = Store(data_dir.parent / "bare")
+    build_workloads(bare)
+    bare.append("kernel_events", capture)
+    bare.append("kernel_events", rows_table("kernel_events", anon))
+    con = bare.connect()
+    try:
+        f = next(f for f in diagnose_hops(con, [hop])[0].chain if f.mechanism == "memory_leak")
+    finally:
+        con.close()
+    assert [e.signal for e in f.evidence] == ["memory_anon"] and "memleak" not in f.summary
 
 
 def test_benign_noise_is_not_a_finding(data_dir: Path) -> None:

@@ -21,30 +21,17 @@ from isostack.locate.checks._base import device_slice
 from isostack.sources.bpftrace import BpftraceDecoder
 from isostack.sources.procfs import netdev
 from tests.conftest import require_root
+from tests.live_net import ip, veth_pair
 
 NETNS = "h17-slice"
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
 @pytest.fixture
 def namespace() -> Iterator[int]:
     require_root()
-    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, timeout=10)
-    _ip("netns", "add", NETNS)
-    try:
-        _ip("link", "add", "h17v0", "type", "veth", "peer", "name", "h17v1", "netns", NETNS)
-        _ip("-n", NETNS, "tuntap", "add", "h17tap", "mode", "tap")
-        _ip("addr", "add", "10.217.0.1/30", "dev", "h17v0")
-        _ip("-n", NETNS, "addr", "add", "10.217.0.2/30", "dev", "h17v1")
-        _ip("link", "set", "h17v0", "up")
-        _ip("-n", NETNS, "link", "set", "h17v1", "up")
-        yield os.stat(f"/run/netns/{NETNS}").st_ino
-    finally:
-        subprocess.run(["ip", "link", "del", "h17v0"], capture_output=True, timeout=10)
-        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, timeout=10)
+    with veth_pair(NETNS, "h17v0", "h17v1", "10.217.0.1", "10.217.0.2", 30) as pair:
+        ip("-n", NETNS, "tuntap", "add", "h17tap", "mode", "tap")
+        yield pair.netns_inode
 
 
 def _window(maps: dict[str, dict[str, int]]) -> list[str]:

@@ -32,6 +32,7 @@ from isostack.sources.bpftrace import BpftraceDecoder
 from isostack.sources.procfs import netdev
 from isostack.store import Store
 from tests.conftest import require_ebpf
+from tests.live_net import veth_pair
 from tests.test_join import rows_table, slow_hop
 
 NETNS = "h17-drop"
@@ -41,28 +42,13 @@ PORT = 7919
 pytestmark = pytest.mark.slow
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
 @pytest.fixture
 def veth_with_small_queue() -> Iterator[None]:
     require_ebpf()
-    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, timeout=10)
-    _ip("netns", "add", NETNS)
-    try:
-        _ip("link", "add", "h17dv0", "type", "veth", "peer", "name", "h17dv1", "netns", NETNS)
-        _ip("addr", "add", f"{HERE}/30", "dev", "h17dv0")
-        _ip("-n", NETNS, "addr", "add", f"{THERE}/30", "dev", "h17dv1")
-        _ip("link", "set", "h17dv0", "up")
-        _ip("-n", NETNS, "link", "set", "h17dv1", "up")
-        _ip("-n", NETNS, "link", "set", "lo", "up")
+    with veth_pair(NETNS, "h17dv0", "h17dv1", HERE, THERE, 30, lo_up=True):
         subprocess.run(["tc", "qdisc", "add", "dev", "h17dv0", "root", "tbf", "rate", "8mbit", "burst", "3kb",
                         "limit", "3kb"], check=True, capture_output=True, timeout=10)
         yield
-    finally:
-        subprocess.run(["ip", "link", "del", "h17dv0"], capture_output=True, timeout=10)
-        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, timeout=10)
 
 
 def _upload(nbytes: int) -> tuple[int, str]:

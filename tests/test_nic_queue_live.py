@@ -27,6 +27,7 @@ from isostack.locate.model import SlowHop
 from isostack.sources.procfs import ProcfsCollector, net
 from isostack.store import Store
 from tests.conftest import require_root
+from tests.live_net import veth_pair
 
 NS, HOST_DEV, NS_DEV = "h17xdp", "h17xdp0", "h17xdp1"
 HOST_IP, NS_IP = "10.244.117.1", "10.244.117.2"
@@ -64,46 +65,36 @@ def load_xdp_drop() -> int:
     return int(fd)
 
 
-def _cleanup() -> None:
-    _sh(f"ip link del {HOST_DEV}", check=False)
-    _sh(f"ip netns del {NS}", check=False)
-
-
 @pytest.mark.slow
 def test_nic_queue_drop_names_the_xdp_dropping_queue(tmp_path: Path) -> None:
     require_root()
     from pyroute2 import IPRoute
 
-    _cleanup()
     store = Store(tmp_path / "store")
     collector = ProcfsCollector(HOST, [], qdiscs=False)
     fd = -1
-    try:
-        _sh(f"ip netns add {NS}")
-        _sh(f"ip link add {HOST_DEV} type veth peer name {NS_DEV} netns {NS}")
-        _sh(f"ip addr add {HOST_IP}/24 dev {HOST_DEV} && ip link set {HOST_DEV} up")
-        _sh(f"ip -n {NS} addr add {NS_IP}/24 dev {NS_DEV} && ip -n {NS} link set {NS_DEV} up")
-        mac = Path(f"/sys/class/net/{HOST_DEV}/address").read_text().strip()
-        # the XDP program drops ARP too: a static neighbour lets the flood leave the namespace
-        _sh(f"ip -n {NS} neigh replace {HOST_IP} lladdr {mac} dev {NS_DEV} nud permanent")
-        fd = load_xdp_drop()
-        with IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname=HOST_DEV)[0], xdp_fd=fd)
-        collector.sample()
-        t0 = time.time_ns()
-        flood = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-c", FLOOD, HOST_IP, "1.5"],
-                               capture_output=True, text=True, check=True, timeout=30)
-        sent = int(flood.stdout)
-        time.sleep(0.3)
-        rows = collector.sample()
-        t1 = time.time_ns()
-        store.append("kernel_events", rows)
-        after = net.DriverStats().read(HOST_DEV) or {}
-    finally:
-        collector.close()
-        if fd >= 0:
-            os.close(fd)
-        _cleanup()
+    with veth_pair(NS, HOST_DEV, NS_DEV, HOST_IP, NS_IP):
+        try:
+            mac = Path(f"/sys/class/net/{HOST_DEV}/address").read_text().strip()
+            # the XDP program drops ARP too: a static neighbour lets the flood leave the namespace
+            _sh(f"ip -n {NS} neigh replace {HOST_IP} lladdr {mac} dev {NS_DEV} nud permanent")
+            fd = load_xdp_drop()
+            with IPRoute() as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname=HOST_DEV)[0], xdp_fd=fd)
+            collector.sample()
+            t0 = time.time_ns()
+            flood = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-c", FLOOD, HOST_IP, "1.5"],
+                                   capture_output=True, text=True, check=True, timeout=30)
+            sent = int(flood.stdout)
+            time.sleep(0.3)
+            rows = collector.sample()
+            t1 = time.time_ns()
+            store.append("kernel_events", rows)
+            after = net.DriverStats().read(HOST_DEV) or {}
+        finally:
+            collector.close()
+            if fd >= 0:
+                os.close(fd)
     mine = [r for r in rows.to_pylist() if r["device"] == HOST_DEV and r["kind"] == "nic_queue_drop"]
     assert {(json.loads(r["detail_json"])["queue"], json.loads(r["detail_json"])["counter"]) for r in mine} == {
         ("rx0", "xdp_drops")}

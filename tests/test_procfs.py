@@ -19,6 +19,7 @@ from isostack.sources.procfs import ProcfsCollector, disk, net, scan_workloads
 from isostack.sources.procfs.workloads import container_id_from_cgroup, pod_uid_from_cgroup
 from isostack.store import Store
 from tests.conftest import FIXTURES, have, require_root
+from tests.live_net import veth_pair
 
 PREFIX = "isotest-h5-"
 V1_CPU = Path("/sys/fs/cgroup/cpu")
@@ -182,24 +183,14 @@ def veth_in_netns():
     def sh(*cmd: str) -> None:
         subprocess.run(cmd, check=True, capture_output=True)
 
-    try:
-        sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns)
-        sh("ip", "addr", "add", "10.231.55.1/24", "dev", a)
-        sh("ip", "link", "set", a, "up")
-        sh("ip", "-n", ns, "addr", "add", "10.231.55.2/24", "dev", b)
-        sh("ip", "-n", ns, "link", "set", b, "up")
+    with veth_pair(ns, a, b, "10.231.55.1", "10.231.55.2", lo_up=True):
         # A slow token bucket with a tiny queue: a burst of datagrams must overflow it.
         sh("tc", "qdisc", "add", "dev", a, "root", "tbf", "rate", "1mbit", "burst", "10kb", "limit", "15kb")
         sh("ip", "neigh", "replace", "10.231.55.2", "lladdr", "02:00:00:00:55:02", "dev", a)
         # the same inside the namespace, on the peer: only visible when the collector enters it
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("tc", "-n", ns, "qdisc", "add", "dev", b, "root", "tbf", "rate", "1mbit", "burst", "10kb", "limit", "15kb")
         sh("ip", "-n", ns, "neigh", "replace", "10.231.55.1", "lladdr", "02:00:00:00:55:01", "dev", b)
         yield a
-    finally:
-        subprocess.run(["ip", "link", "del", a], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from isostack.locate.diagnose import diagnose_hops
 from isostack.locate.model import FiveTuple, SlowHop
 from isostack.store import Store
 from tests.conftest import require_ebpf
+from tests.live_net import veth_pair
 
 NS, HOST_DEV, NS_DEV = "h17lf", "h17lf0", "h17lf1"
 HOST_IP, NS_IP, PORT = "10.244.119.1", "10.244.119.2", 7798
@@ -37,49 +38,36 @@ c.close()
 """
 
 
-def _sh(cmd: str, check: bool = True) -> None:
-    subprocess.run(cmd, shell=True, capture_output=True, text=True, check=check)
-
-
-def _cleanup() -> None:
-    _sh(f"ip link del {HOST_DEV}", check=False)
-    _sh(f"ip netns del {NS}", check=False)
-
-
 @pytest.mark.slow
 def test_rtt_reads_the_connections_life_from_a_real_slow_link(tmp_path: Path) -> None:
     require_ebpf()
-    _cleanup()
     store = Store(tmp_path / "store")
     agent = Agent(store, probes="tcp_life,tcp_rtt", interval_s=0.5, collectors=False, workloads=False,
                   host_name=HOST)
     server = None
-    try:
-        _sh(f"ip netns add {NS}")
-        _sh(f"ip link add {HOST_DEV} type veth peer name {NS_DEV} netns {NS}")
-        _sh(f"ip addr add {HOST_IP}/24 dev {HOST_DEV} && ip link set {HOST_DEV} up")
-        _sh(f"ip -n {NS} addr add {NS_IP}/24 dev {NS_DEV} && ip -n {NS} link set {NS_DEV} up")
-        _sh(f"tc qdisc add dev {HOST_DEV} root tbf rate 100kbit burst 1600 limit 100000")
-        server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", SERVER],
-                                  stdout=subprocess.PIPE, text=True)
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        agent.start()
-        t0 = time.time_ns()
-        c = socket.create_connection((NS_IP, PORT), timeout=30)
-        sport = c.getsockname()[1]
-        c.sendall(b"x" * 30000)
-        c.shutdown(socket.SHUT_WR)
-        while c.recv(65536):
-            pass
-        c.close()
-        t1 = time.time_ns()
-        server.wait(timeout=10)
-        time.sleep(1.0)
-    finally:
-        stats = agent.stop()
-        if server is not None and server.poll() is None:
-            server.kill()
-        _cleanup()
+    with veth_pair(NS, HOST_DEV, NS_DEV, HOST_IP, NS_IP):
+        try:
+            subprocess.run(["tc", "qdisc", "add", "dev", HOST_DEV, "root", "tbf", "rate", "100kbit", "burst", "1600",
+                            "limit", "100000"], check=True, capture_output=True)
+            server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", SERVER],
+                                      stdout=subprocess.PIPE, text=True)
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            agent.start()
+            t0 = time.time_ns()
+            c = socket.create_connection((NS_IP, PORT), timeout=30)
+            sport = c.getsockname()[1]
+            c.sendall(b"x" * 30000)
+            c.shutdown(socket.SHUT_WR)
+            while c.recv(65536):
+                pass
+            c.close()
+            t1 = time.time_ns()
+            server.wait(timeout=10)
+            time.sleep(1.0)
+        finally:
+            stats = agent.stop()
+            if server is not None and server.poll() is None:
+                server.kill()
     assert sorted(stats.probes_running) == ["tcp_life", "tcp_rtt"], stats.warnings
     hop = SlowHop(trace_id="0" * 31 + "4", span_id="0" * 15 + "4", service="uploader", operation="PUT /blob",
                   peer="blobstore", kind="CLIENT", start_ns=t0, end_ns=t1, duration_ns=t1 - t0,

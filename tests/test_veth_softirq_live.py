@@ -11,12 +11,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from isostack.sources import bpftrace as bt
 from tests.conftest import REPO, require_ebpf
+from tests.live_net import veth_pair
 from tests.test_checks import mechanisms, run
 from tests.test_join import HOST, S, slow_hop
 
@@ -31,33 +33,15 @@ while time.time() < end:
 """
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
-def veth_pair():
+def veth_pair_between_namespaces() -> Iterator[None]:
     require_ebpf()
-    for ns in (NS_A, NS_B):
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    _ip("netns", "add", NS_A)
-    _ip("netns", "add", NS_B)
-    try:
-        _ip("link", "add", VA, "type", "veth", "peer", "name", VB)
-        _ip("link", "set", VA, "netns", NS_A)
-        _ip("link", "set", VB, "netns", NS_B)
-        _ip("-n", NS_A, "addr", "add", "10.231.77.1/24", "dev", VA)
-        _ip("-n", NS_B, "addr", "add", "10.231.77.2/24", "dev", VB)
-        _ip("-n", NS_A, "link", "set", VA, "up")
-        _ip("-n", NS_B, "link", "set", VB, "up")
+    with veth_pair(NS_B, VA, VB, "10.231.77.1", "10.231.77.2", dev_netns=NS_A):
         yield
-    finally:
-        for ns in (NS_A, NS_B):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 @pytest.mark.slow
-def test_veth_softirq_provoked_by_a_real_veth_flood(veth_pair: None, tmp_path: Path, data_dir: Path) -> None:
+def test_veth_softirq_provoked_by_a_real_veth_flood(veth_pair_between_namespaces: None, tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "net_tx_pressure.json"
     probe = REPO / "isostack" / "probes" / "net_tx_pressure" / "net_tx_pressure.bt"
     with out.open("w") as fh:

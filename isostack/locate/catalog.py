@@ -153,7 +153,10 @@ def index_doc() -> str:
         "signals (kinds in `isostack/records.py`), the `Mechanism` it names (title, fix, `caused_by` edges "
         "for the chain), the `Threshold`s it owns (value, unit, spec section), any `Gather` rule the join "
         "needs beyond the signal's own coordinate, and its `Scoring` (confidence model, explained-time "
-        "rule); and `run(ctx) -> list[Finding]` that reads `ctx.events(...)` and calls `finding(...)`.",
+        "rule); and `run(ctx) -> list[Finding]` that reads `ctx.events(...)` and calls `finding(...)`. "
+        "A signal other checks already read goes through their shared reading beside `_base.py` "
+        "(`_cpu_wait.py`: run-queue windows over `runq_p99_ms`, throttled time inside the span), so the "
+        "checks cannot drift apart on it.",
         "2. A test named `test_<id>...` under `tests/` that provokes the condition (real rows or a real "
         "recording) and asserts the finding's numbers.",
         "3. `python -m isostack.locate.catalog`: writes this index, the check's page, "

@@ -7,7 +7,8 @@ and, when the trace has it, the server side) and joined against ``kernel_events`
 - network coordinates: ``flow_key`` (direction-independent five-tuple, v4/v6/v4-mapped already
   folded by the store) or ``sock_cookie`` when both the span and the event carry it;
 - compute coordinates: end -> ``workloads`` (by host+pid, else container id, else service name)
-  -> ``cgroup_id`` -> cgroup-keyed events (throttle, run-queue, off-CPU, OOM, syscalls, memory);
+  -> ``cgroup_id`` -> cgroup-keyed events (throttle, run-queue, off-CPU, OOM, syscalls, memory); a
+  pid-keyed row with no cgroup (bcc memleak) is first given its process's cgroup (:func:`_by_pid`);
 - device/host coordinates: events keyed by device or host (qdisc, NIC, disk, conntrack).
 
 Beyond these, a check declares the rows its signals need in its ``gathers``
@@ -45,6 +46,15 @@ MEMORY_HISTORY_NS = 900_000_000_000
 FLOW_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by == "flow")
 CGROUP_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by in ("cgroup", "pid"))
 HOST_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by in ("device", "host"))
+# Kinds a producer keys by process only (bcc memleak -p): a row may come with a pid and no cgroup.
+PID_KINDS = tuple(k for k, v in KERNEL_EVENT_KINDS.items() if v.keyed_by == "pid")
+
+
+def _pid_only(t: str = "") -> str:
+    """SQL: a row of a pid-keyed kind with a pid and no cgroup, before the join gives it its process's
+    cgroup (``t``: the table's alias and a dot)."""
+    kinds = ", ".join(repr(k) for k in PID_KINDS) or "NULL"
+    return f"{t}kind IN ({kinds}) AND coalesce({t}cgroup_id, 0) = 0 AND coalesce({t}pid, 0) > 0"
 
 
 
@@ -236,9 +246,15 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     by_process = gather_kinds("host_wide", "process")
     by_cgroup = tuple(sorted(set(by_process) | set(gather_kinds("host_wide", "cgroup"))))
     keyed = _key_filter(con, ends, flows, host_wide + uncgrouped + gather_kinds("cgroup_subtree"))
+    history = (f"SELECT * FROM kernel_events WHERE kind IN ({_in_list(gather_kinds('history'))}) "
+               f"AND ts_ns >= {mem_lo} AND ts_ns < {hi}")
+    before_range = (f"SELECT * FROM ({history}) WHERE NOT ({_pid_only()}) UNION ALL "
+                    f"{_by_pid(f'SELECT * FROM ({history}) WHERE {_pid_only()}')}")
     sql = f"""
     WITH k_range AS MATERIALIZED (SELECT * FROM kernel_events WHERE ts_ns BETWEEN {lo} AND {hi} AND ({in_ranges})
                                   AND ({near}) AND ({reaches}) AND ({keyed})),
+    -- the range's pid-only rows (bcc memleak) with the cgroup their process was in (few: read from the range)
+    k_pid AS ({_by_pid(f"SELECT * FROM {k_src} WHERE {_pid_only()}")}),
     fe AS (SELECT DISTINCT hop_idx, flow_key, sock_cookie, span_start_ns, span_end_ns, win_start_ns,
                        win_end_ns FROM hop_ends),
     -- connections recovered from the kernel side (process + peer + time) for spans without a five-tuple
@@ -273,11 +289,15 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
       WHERE k.kind IN ({_in_list(CGROUP_KINDS)}) AND (k.host_name = e.host_name OR e.host_name = '' OR k.host_name = '')
         AND {_MEETS}
       UNION ALL
+      SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, {_OVERLAP}
+      FROM k_pid k JOIN ce e ON k.cgroup_id = e.cgroup_id
+      WHERE (k.host_name = e.host_name OR e.host_name = '' OR k.host_name = '') AND {_MEETS}
+      UNION ALL
       -- kinds gathered with history (memory_growth's slope over minutes): samples from before the
-      -- window, read apart so the main range stays narrow (a wide OR would defeat row-group pruning)
+      -- window, read apart so the main range stays narrow (a wide OR would defeat row-group pruning);
+      -- up to each window's start, so an instant in the main range's look-back before it is not lost
       SELECT e.hop_idx, e.side, 'cgroup' AS coord, {_EVENT_COLS}, 0::BIGINT AS overlap_ns
-      FROM (SELECT * FROM kernel_events WHERE kind IN ({_in_list(gather_kinds("history"))})
-            AND ts_ns >= {mem_lo} AND ts_ns < {lo}) k
+      FROM ({before_range}) k
       JOIN ce e ON k.cgroup_id = e.cgroup_id
       WHERE k.ts_ns >= e.win_start_ns - {hist_ns} AND k.ts_ns + greatest(k.duration_ns, 0) < e.win_start_ns
       UNION ALL
@@ -352,6 +372,33 @@ def join(con: duckdb.DuckDBPyConnection, hops: Sequence[SlowHop], *, skew_ns: in
     return JoinResult(evidence=evidence, cgroups=cgroups, ends=ends)
 
 
+def _by_pid(src: str) -> str:
+    """The rows of ``src`` (a SELECT * over ``kernel_events``), each row of a pid-keyed kind that carries
+    a pid and no cgroup given the cgroup, path, container and comm the ``workloads`` table knows for
+    that pid on that host at that time: the latest scan at or before the row, else the first one after
+    it (a capture read in before the agent's first scan). A pid reused between two scans is attributed
+    to the process the nearer earlier scan saw. A row whose pid no scan saw on its host keeps no cgroup
+    (only an end with no workloads row of its own, matched by pid, still meets it); a row with no pid
+    either (memleak of the kernel's allocators) is attributed to nothing. Other rows pass unchanged;
+    ``src`` should be few rows (the range's pid-only ones, the history kinds): every row is looked up."""
+    w = ("(SELECT ts_ns, host_name, pid, cgroup_id, cgroup_path, container_id, comm FROM workloads "
+         "WHERE coalesce(cgroup_id, 0) <> 0 AND pid > 0)")
+    pid_only = _pid_only("un.")
+
+    def pick(col: str, keep: str) -> str:
+        return (f"CASE WHEN NOT ({pid_only}) THEN un.{col} WHEN {keep} THEN un.{col} "
+                f"WHEN b.pid IS NOT NULL THEN b.{col} ELSE a.{col} END AS {col}")
+
+    return f"""
+      SELECT un.* REPLACE ({pick("cgroup_id", "a.pid IS NULL AND b.pid IS NULL")},
+                           {pick("cgroup_path", "coalesce(un.cgroup_path, '') <> ''")},
+                           {pick("container_id", "coalesce(un.container_id, '') <> ''")},
+                           {pick("comm", "coalesce(un.comm, '') <> ''")})
+      FROM ({src}) un
+      ASOF LEFT JOIN {w} b ON b.host_name = un.host_name AND b.pid = un.pid AND un.ts_ns >= b.ts_ns
+      ASOF LEFT JOIN {w} a ON a.host_name = un.host_name AND a.pid = un.pid AND un.ts_ns <= a.ts_ns"""
+
+
 def _texts(values: set[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(values))  # quoted: span data
 
@@ -375,11 +422,17 @@ def _key_filter(con: duckdb.DuckDBPyConnection, ends: pa.Table, flows: Sequence[
     cgroups = {int(r[0]) for r in con.execute("SELECT DISTINCT cgroup_id FROM end_cgroups").fetchall()
                if r[0] is not None}
     hosts = {str(r[0]) for r in con.execute("SELECT DISTINCT host_name FROM end_hosts").fetchall() if r[0] is not None}
+    # the processes the workloads scans saw in those cgroups: their pid-only rows are attributed to them
+    in_cgroups = {int(r[0]) for r in con.execute(
+        "SELECT DISTINCT pid FROM workloads WHERE pid > 0 AND cgroup_id IN (SELECT cgroup_id FROM end_cgroups)"
+    ).fetchall()} if PID_KINDS and cgroups else set()
     flow = [f"flow_key IN ({_texts(flow_keys)})" if flow_keys else "",
             f"sock_cookie IN ({_ints(cookies)})" if cookies else ""]
     cgroup = [f"cgroup_id IN ({_ints(cgroups)})" if cgroups else "", f"pid IN ({_ints(pids)})" if pids else "",
               f"container_id IN ({_texts(containers)})" if containers else ""]
     host = f"host_name IN ({_texts(hosts)})" if hosts else ""
+    if in_cgroups:
+        cgroup.append(f"({_pid_only()} AND pid IN ({_ints(in_cgroups)}))")
 
     def any_of(conds: list[str]) -> str:
         return " OR ".join(c for c in conds if c) or "FALSE"

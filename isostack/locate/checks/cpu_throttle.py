@@ -18,10 +18,9 @@ from isostack.locate.checks._base import (
     detail_of,
     evidence,
     finding,
-    in_span_share,
-    ms,
     where_of,
 )
+from isostack.locate.checks._cpu_wait import throttle_wall_ns, throttled_for, throttled_ns
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
@@ -56,24 +55,15 @@ def run(ctx: CheckContext) -> list[Finding]:
     # Each end (client/server) is its own cgroup: judge them apart, report the worse first.
     for side in sorted(set(rows.column("side").to_pylist())):
         part = rows.filter(pc.equal(rows.column("side"), side))
-        # A windowed row (e.g. a 1 s cpu.stat delta) counts in proportion to its overlap with the span.
-        throttled_ns = sum(v * s for v, s in zip(part.column("value").to_pylist(), in_span_share(part), strict=True))
-        if throttled_ns <= limit_ns:
+        throttled = throttled_ns(part)
+        if throttled <= limit_ns:
             continue
         periods = sum(int(detail_of(d).get("nr_throttled", 0) or 0) for d in part.column("detail_json").to_pylist())
-        ev = evidence(ctx, part, "cpu_throttle", throttled_ns / 1e6, "ms", ctx.threshold("cpu_throttle_ms"),
+        ev = evidence(ctx, part, "cpu_throttle", throttled / 1e6, "ms", ctx.threshold("cpu_throttle_ms"),
                       where=where_of(part, "cgroup_path"), nr_throttled=periods, side=side)
-        # The kernel sums throttled time over every CPU's run queue of the cgroup (cpu.stat
-        # throttled_time / throttled_usec), so on N CPUs it grows up to N times faster than the wall
-        # clock: more throttled time than the span lasted is per-CPU time, and the span can have
-        # waited at most its own length.
-        wall_ns = min(throttled_ns, ctx.hop.duration_ns)
+        wall_ns = throttle_wall_ns(ctx, throttled)
         ev.detail["throttled_wall_max_ms"] = round(wall_ns / 1e6, 3)
-        if throttled_ns > ctx.hop.duration_ns:
-            what = (f"{ctx.service_of(side)} cgroup throttled during the whole {ms(ctx.hop.duration_ns)} span "
-                    f"({ms(throttled_ns)} of per-CPU time: the kernel sums throttling over each CPU's run queue)")
-        else:
-            what = f"{ctx.service_of(side)} cgroup throttled {ms(throttled_ns)} inside the {ms(ctx.hop.duration_ns)} span"
+        what = f"{ctx.service_of(side)} cgroup throttled {throttled_for(ctx, throttled)}"
         share = wall_ns / max(1, ctx.excess_ns())
         findings.append(finding(
             CHECK, ctx, what, [ev], support=share, measured_ns=wall_ns,

@@ -68,10 +68,10 @@ from isostack.locate.checks._base import (
     detail_of,
     evidence,
     finding,
-    in_span_share,
     ms,
     where_of,
 )
+from isostack.locate.checks._cpu_wait import throttle_wall_ns, throttled_ns
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
@@ -273,13 +273,13 @@ def _starved_below(ctx: CheckContext) -> list[Finding]:
         return []
     part = throttle.take(pa.array(below, pa.int64()))
     part = part.filter(pc.greater(part.column("value"), 0))
-    throttled_ns = sum(v * sh for v, sh in zip(part.column("value").to_pylist(), in_span_share(part), strict=True))
+    throttled = throttled_ns(part)
     limit_ms = ctx.threshold("cpu_throttle_ms")
-    if throttled_ns <= limit_ms * 1e6:
+    if throttled <= limit_ms * 1e6:
         return []
-    wall_ns = min(throttled_ns, ctx.hop.duration_ns)  # per-CPU sums can exceed the wall clock (cpu_throttle.py)
+    wall_ns = throttle_wall_ns(ctx, throttled)
     where = where_of(part, "cgroup_path")
-    ev = [evidence(ctx, part, "cpu_throttle_below_sandbox", throttled_ns / 1e6, "ms", limit_ms, where=where,
+    ev = [evidence(ctx, part, "cpu_throttle_below_sandbox", throttled / 1e6, "ms", limit_ms, where=where,
                    sandbox_cgroups=sorted(sandboxes), throttled_wall_max_ms=round(wall_ns / 1e6, 3))]
     calls = _sandbox_calls(ctx)
     files = [c for c in (calls or {}).get("calls", []) if c["syscall"] in _FILE_CALLS]
@@ -293,7 +293,7 @@ def _starved_below(ctx: CheckContext) -> list[Finding]:
             f"{c['syscall']} {_per(c)}p99 {c['p99_us'] / 1e3:,.1f} ms" for c in files[:3])
     summary = (f"{where}, a cgroup below the gVisor sandbox's own (where its gofer, the file proxy every open "
                f"inside the sandbox goes through, runs when given resources of its own), was CPU-throttled "
-               f"{ms(throttled_ns)} during the span{inside}")
+               f"{ms(throttled)} during the span{inside}")
     return [finding(CHECK, ctx, summary, ev, variant="gofer", mechanism="sandbox_gofer_starved",
                     support=wall_ns / max(1, ctx.excess_ns()), measured_ns=wall_ns, started_ns=ev[0].first_ns)]
 

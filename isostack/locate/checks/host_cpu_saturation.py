@@ -28,6 +28,7 @@ from isostack.locate.checks._base import (
     evidence,
     finding,
 )
+from isostack.locate.checks._cpu_wait import runq_hot
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
@@ -54,11 +55,10 @@ def run(ctx: CheckContext) -> list[Finding]:
     # A busy host slows this hop only through its own threads' run-queue wait: without such a wait
     # (p99 over runq_p99_ms in the hop's cgroups) the host is busy but not this hop's problem, and
     # the wait is also how much of the hop's excess the host can explain.
-    runq = ctx.events("runq_latency", coord="cgroup")
-    limit_ns = ctx.threshold("runq_p99_ms") * 1e6
+    hot_runq = runq_hot(ctx)
     waits = [(int(ts), int(ts) + int(d or 0), float(v)) for ts, d, v in zip(
-        runq.column("ts_ns").to_pylist(), runq.column("duration_ns").to_pylist(), runq.column("value").to_pylist(),
-        strict=True) if v and v > limit_ns] if runq.num_rows else []
+        hot_runq.column("ts_ns").to_pylist(), hot_runq.column("duration_ns").to_pylist(),
+        hot_runq.column("value").to_pylist(), strict=True)] if hot_runq.num_rows else []
     if not waits:
         return []
     cap = ctx.events("host_cpus", coord="host")

@@ -8,12 +8,15 @@ A finding when all of these hold for one cgroup:
 - the growth rate, the least-squares slope of the samples scaled to an hour and divided by the first sample (the window's growth × 1 h / window length), exceeds `memory_leak_pct_per_h` (the spec's 10 %/h alert, 29.6.14.3);
 - the climb is sustained: split into four equal stretches of time, each stretch's median is higher than the one before. A service that warmed up and then levelled off, or one whose heap saws up and down (allocate, free), fails this; a leak passes it at any rate.
 
-Evidence: the rate (%/h), the first and last bytes, the growth in MiB, R² of the linear fit (how straight the climb is, which also raises the confidence). A leak slows requests only through what it triggers (reclaim, swap, the OOM killer), so the finding explains little of the hop's time; it is there so the memory that an OOM kill or reclaim stall comes from is named before it happens.
+Evidence: the rate (%/h), the first and last bytes, the growth in MiB, R² of the linear fit (how straight the climb is, which also raises the confidence). Then, where a bcc `memleak` capture of a process in that cgroup was read in (`memory_outstanding` rows: bytes allocated from one call stack and not freed yet, one row per stack per report), where the memory goes: the stacks of each process's latest report, most bytes outstanding first (up to five in `detail.stacks`: pid, comm, bytes, allocations, frames, how much the stack grew since its first report), and the summary names the first one's innermost frame. memleak keys its rows by pid only (`-p PID`, "Attaching to pid N"); the join gives such a row the cgroup the `workloads` scans saw that pid in on that host, the scan nearest before the report (else the first after it, for a capture read in before the agent's first scan). A row whose pid no scan saw on its host, or with no pid at all (memleak of the kernel's allocators), belongs to no cgroup: it stays in the store (`isostack sql` finds it) and no hop's finding names it. memleak alone never makes a finding: outstanding bytes since memleak attached have no share of the cgroup's memory to put a %/h on, so the decision stays the `memory_anon` climb.
+
+A leak slows requests only through what it triggers (reclaim, swap, the OOM killer), so the finding explains little of the hop's time; it is there so the memory that an OOM kill or reclaim stall comes from is named before it happens.
 """
 
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import pyarrow.compute as pc
 
@@ -26,15 +29,16 @@ from isostack.locate.checks._base import (
     Score,
     Scoring,
     Threshold,
+    detail_of,
     evidence,
     finding,
 )
-from isostack.locate.model import Finding
+from isostack.locate.model import Evidence, Finding
 
 CHECK = CheckSpec(
-    id="memory_leak", layer="L-3", signals=("memory_anon",),
+    id="memory_leak", layer="L-3", signals=("memory_anon", "memory_outstanding"),
     question="Is the service's anonymous memory climbing steadily (a leak heading for reclaim or OOM)?",
-    joined_by="cgroup (with 15 minutes of history)",
+    joined_by="cgroup (with 15 minutes of history); memleak's pid-only rows by the workloads scan of that pid",
     owns=(
         Mechanism("memory_leak", layer="L-3", title="anonymous memory climbing > 10 %/h, sustained (leak)",
                   fix="Find the allocation site (bcc memleak -p <pid>, or the runtime's heap profiler: tracemalloc, "
@@ -48,7 +52,9 @@ CHECK = CheckSpec(
                   "samples must cover at least this long: a slope over seconds is an allocation burst"),
     ),
     gathers=(Gather("memory_anon", "history", "a growth slope needs minutes of samples before the span",
-                    history_ns=900_000_000_000),),
+                    history_ns=900_000_000_000),
+             Gather("memory_outstanding", "history", "memleak's reports over the same minutes name where the memory goes",
+                    history_ns=900_000_000_000)),
     scoring={"": Scoring(Score(0.4, 0.3, "R² of the linear fit (how straight the climb is)"),
                          Explains("excess_share", "a leak slows requests only through what it triggers (reclaim, "
                                   "swap, OOM)", factor=0.1))},
@@ -93,10 +99,55 @@ def run(ctx: CheckContext) -> list[Finding]:
         ev = evidence(ctx, mine, "memory_anon", pct_per_h, "percent_per_hour", limit, where=where,
                       first_bytes=val[0], last_bytes=val[-1], grew_mib=round((val[-1] - val[0]) / 2**20, 1),
                       r2=round(r2, 3), samples=len(ts), span_s=round((ts[-1] - ts[0]) / 1e9, 1))
-        out.append((pct_per_h, r2, where, ev))
+        out.append((pct_per_h, r2, where, ev, cgroup_id))
     if not out:
         return []
-    pct_per_h, r2, where, ev = max(out, key=lambda o: o[0])
+    pct_per_h, r2, where, ev, _ = max(out, key=lambda o: o[0])
+    allocs = [a for o in sorted(out, key=lambda o: -o[0]) if (a := _allocation_sites(ctx, o[4], o[2]))]
+    site = ""
+    if allocs and allocs[0].detail["stacks"]:
+        top = allocs[0].detail["stacks"][0]
+        site = f"; memleak: {_mib(top['outstanding_bytes'])} outstanding from {top['frame'] or '?'} (pid {top['pid']})"
     return [finding(CHECK, ctx, f"anonymous memory of {where} climbing {pct_per_h:.0f} %/h "
-                                f"(+{ev.detail['grew_mib']} MiB over {ev.detail['span_s']:g} s, every stretch higher)",
-                    [o[3] for o in sorted(out, key=lambda o: -o[0])], support=r2, started_ns=ev.first_ns)]
+                                f"(+{ev.detail['grew_mib']} MiB over {ev.detail['span_s']:g} s, every stretch higher){site}",
+                    [o[3] for o in sorted(out, key=lambda o: -o[0])] + allocs, support=r2, started_ns=ev.first_ns)]
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n:,.0f} bytes"
+
+
+def _allocation_sites(ctx: CheckContext, cgroup_id: int, where: str) -> Evidence | None:
+    """bcc memleak's word on a leaking cgroup: the stacks of each of its processes' latest report, most
+    bytes outstanding first, each with how much it grew since its first report; None without a capture."""
+    rows = ctx.events("memory_outstanding", coord="cgroup")
+    if rows.num_rows == 0:
+        return None
+    rows = rows.filter(pc.equal(rows.column("cgroup_id"), cgroup_id))
+    if rows.num_rows == 0:
+        return None
+    # (pid, stack) -> report time -> (bytes, allocations). Two captures of one process overlap (memleak
+    # -p and memleak -p -a run side by side): the larger reading of a stack at one time stands.
+    series: dict[tuple[int, tuple[str, ...]], dict[int, tuple[float, int]]] = {}
+    comms: dict[int, str] = {}
+    for ts, pid, comm, value, d in zip(*(rows.column(c).to_pylist() for c in ("ts_ns", "pid", "comm", "value",
+                                                                             "detail_json")), strict=True):
+        det = detail_of(d)
+        at = series.setdefault((int(pid or 0), tuple(str(f) for f in det.get("stack") or ())), {})
+        at[int(ts)] = max(at.get(int(ts), (0.0, 0)), (float(value or 0), int(det.get("allocations") or 0)))
+        comms.setdefault(int(pid or 0), comm or "")
+    latest: dict[int, int] = {}
+    for (pid, _), at in series.items():
+        latest[pid] = max(latest.get(pid, 0), *at)
+    stacks: list[dict[str, Any]] = []
+    for (pid, stack), at in series.items():
+        if latest[pid] not in at:
+            continue  # freed by the process's last report
+        last_bytes, last_allocs = at[latest[pid]]
+        stacks.append({"pid": pid, "comm": comms.get(pid, ""), "outstanding_bytes": last_bytes,
+                       "allocations": last_allocs, "grew_bytes": last_bytes - at[min(at)][0], "reports": len(at),
+                       "frame": stack[0] if stack else "", "stack": list(stack[:8])})
+    stacks.sort(key=lambda st: (-st["outstanding_bytes"], st["pid"], st["frame"]))
+    total = sum(st["outstanding_bytes"] for st in stacks)
+    return evidence(ctx, rows, "memory_outstanding", total, "bytes", None, where=where,
+                    pids=sorted({st["pid"] for st in stacks}), stacks=stacks[:5])

@@ -19,11 +19,11 @@ from isostack.locate.checks._base import (
     Score,
     Scoring,
     Threshold,
-    detail_of,
     evidence,
     finding,
     ms,
 )
+from isostack.locate.checks._cpu_wait import runq_evidence, runq_hot, runq_waited_ns
 from isostack.locate.model import Evidence, Finding
 
 CHECK = CheckSpec(
@@ -47,34 +47,23 @@ CHECK = CheckSpec(
 
 
 def run(ctx: CheckContext) -> list[Finding]:
-    rows = ctx.events("runq_latency", coord="cgroup")
-    if rows.num_rows == 0:
-        return []
-    limit_ns = ctx.threshold("runq_p99_ms") * 1e6
-    hot = rows.filter(pc.greater(rows.column("value"), limit_ns))
+    hot = runq_hot(ctx)
     if hot.num_rows == 0:
         return []
     p99_ns = float(pc.max(hot.column("value")).as_py())
-    # Each hot window delayed the service by at least its p99 once: a floor, not an estimate of the total.
-    waited_ns = sum(hot.column("value").to_pylist())
     # One evidence per cgroup, the one that waited most first: on a shared CPU every neighbour's run
     # queue grows a little, the victim's most; naming them alphabetically would hide which is which.
     ids = hot.column("cgroup_id").to_pylist()
     by_cgroup = _split_by(hot, [path or f"cgroup {ids[i]}" for i, path in enumerate(hot.column("cgroup_path").to_pylist())])
-    ev = []
-    for where, rows_cg in sorted(by_cgroup.items(), key=lambda kv: -sum(kv[1].column("value").to_pylist())):
-        waits = [int(detail_of(d).get("count", 1) or 1) for d in rows_cg.column("detail_json").to_pylist()]
-        ev.append(evidence(ctx, rows_cg, "runq_latency", float(pc.max(rows_cg.column("value")).as_py()) / 1e6, "ms",
-                           ctx.threshold("runq_p99_ms"), where=where,
-                           windows_over=rows_cg.num_rows, samples=sum(waits),
-                           waited_ns=int(sum(rows_cg.column("value").to_pylist()))))
+    ev = [runq_evidence(ctx, rows_cg, where)
+          for where, rows_cg in sorted(by_cgroup.items(), key=lambda kv: -runq_waited_ns(kv[1]))]
     cov = max(e.coverage or 0 for e in ev)
     behind = _busiest_elsewhere(ctx, own=set(by_cgroup) | set(_own_cgroups(ctx)))
     also = "; busiest elsewhere on the host: " + ", ".join(f"{e.where} {e.value:g} CPU" for e in behind) if behind else ""
     return [finding(
         CHECK, ctx, f"run-queue latency p99 {ms(p99_ns)} in {hot.num_rows} window(s) during the span"
                     f" (worst: {ev[0].where}{also})",
-        ev + behind, support=cov, measured_ns=waited_ns,
+        ev + behind, support=cov, measured_ns=runq_waited_ns(hot),
         started_ns=min((e.first_ns for e in ev if e.first_ns is not None), default=None),
     )]
 

@@ -43,9 +43,15 @@ from isostack.locate.checks._base import (
     Scoring,
     evidence,
     finding,
-    in_span_share,
     ms,
     where_of,
+)
+from isostack.locate.checks._cpu_wait import (
+    runq_evidence,
+    runq_hot,
+    throttle_wall_ns,
+    throttled_for,
+    throttled_ns,
 )
 from isostack.locate.model import Finding
 
@@ -123,32 +129,25 @@ def _throttled(ctx: CheckContext, side: str, cgroup_ids: set[int], vmm: str) -> 
     rows = rows.filter(pc.greater(rows.column("value"), 0)) if rows.num_rows else rows
     if rows.num_rows == 0:
         return None
-    throttled_ns = sum(v * s for v, s in zip(rows.column("value").to_pylist(), in_span_share(rows), strict=True))
-    if throttled_ns <= ctx.threshold("cpu_throttle_ms") * 1e6:
+    throttled = throttled_ns(rows)
+    if throttled <= ctx.threshold("cpu_throttle_ms") * 1e6:
         return None
-    # the kernel sums throttled time over every CPU's run queue: the span waited at most its own length
-    wall_ns = min(throttled_ns, ctx.hop.duration_ns)
+    wall_ns = throttle_wall_ns(ctx, throttled)
     where = where_of(rows, "cgroup_path")
-    ev = evidence(ctx, rows, "cpu_throttle", throttled_ns / 1e6, "ms", ctx.threshold("cpu_throttle_ms"), where=where,
+    ev = evidence(ctx, rows, "cpu_throttle", throttled / 1e6, "ms", ctx.threshold("cpu_throttle_ms"), where=where,
                   vmm=vmm, side=side, throttled_wall_max_ms=round(wall_ns / 1e6, 3))
-    how_long = (f"during the whole {ms(ctx.hop.duration_ns)} span ({ms(throttled_ns)} of per-CPU time: the kernel "
-                "sums throttling over each CPU's run queue)" if throttled_ns > ctx.hop.duration_ns
-                else f"{ms(throttled_ns)} inside the {ms(ctx.hop.duration_ns)} span")
     summary = (f"{ctx.service_of(side)} runs in a VM ({vmm}, cgroup {where}): the host throttled its vCPU "
-               f"{how_long} — the guest's clock ran on while its CPU did not")
+               f"{throttled_for(ctx, throttled)} — the guest's clock ran on while its CPU did not")
     return finding(CHECK, ctx, summary, [ev, *_runq_evidence(ctx, side, cgroup_ids)],
                    support=wall_ns / max(1, ctx.excess_ns()), measured_ns=wall_ns, started_ns=ev.first_ns,
                    mechanism="vcpu_throttle")
 
 
 def _runq_evidence(ctx: CheckContext, side: str, cgroup_ids: set[int]) -> list:
-    rows = _of(ctx.events("runq_latency", coord="cgroup"), side, cgroup_ids)
-    hot = rows.filter(pc.greater(rows.column("value"), ctx.threshold("runq_p99_ms") * 1e6)) if rows.num_rows else rows
+    hot = runq_hot(ctx, _of(ctx.events("runq_latency", coord="cgroup"), side, cgroup_ids))
     if hot.num_rows == 0:
         return []
-    return [evidence(ctx, hot, "runq_latency", float(pc.max(hot.column("value")).as_py()) / 1e6, "ms",
-                     ctx.threshold("runq_p99_ms"), where=where_of(hot, "cgroup_path"), windows_over=hot.num_rows,
-                     waited_ns=int(sum(hot.column("value").to_pylist())), side=side)]
+    return [runq_evidence(ctx, hot, where_of(hot, "cgroup_path"), side=side)]
 
 
 def _queued(ctx: CheckContext, side: str, cgroup_ids: set[int], vmm: str) -> Finding | None:
@@ -157,8 +156,7 @@ def _queued(ctx: CheckContext, side: str, cgroup_ids: set[int], vmm: str) -> Fin
         return None
     e = ev[0]
     e.detail["vmm"] = vmm
-    # each hot window delayed the vCPU by at least its p99 once: a floor (as runq_latency counts it)
-    waited_ns = min(float(e.detail["waited_ns"]), ctx.hop.duration_ns)
+    waited_ns = min(float(e.detail["waited_ns"]), ctx.hop.duration_ns)  # a floor (runq_waited_ns), at most the span
     summary = (f"{ctx.service_of(side)} runs in a VM ({vmm}, cgroup {e.where}): its vCPU thread waited for a host "
                f"CPU, run-queue p99 {ms(e.value * 1e6)} in {e.detail.get('windows_over')} window(s) during the span")
     return finding(CHECK, ctx, summary, ev, support=e.coverage or 0, measured_ns=waited_ns, started_ns=e.first_ns,
