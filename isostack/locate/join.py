@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from isostack.locate import checks as checkreg
 from isostack.locate.model import SlowHop
-from isostack.records import KERNEL_EVENT_KINDS, normalise_addr
+from isostack.records import KERNEL_EVENT_KINDS, KERNEL_EVENTS, normalise_addr
 from isostack.store import fetch_arrow
 
 # Default clock-skew tolerance between span clocks and kernel clocks (config: ``skew_ms``).
@@ -389,11 +389,15 @@ def _by_pid(src: str) -> str:
         return (f"CASE WHEN NOT ({pid_only}) THEN un.{col} WHEN {keep} THEN un.{col} "
                 f"WHEN b.pid IS NOT NULL THEN b.{col} ELSE a.{col} END AS {col}")
 
+    looked_up = {"cgroup_id": pick("cgroup_id", "a.pid IS NULL AND b.pid IS NULL"),
+                 "cgroup_path": pick("cgroup_path", "coalesce(un.cgroup_path, '') <> ''"),
+                 "container_id": pick("container_id", "coalesce(un.container_id, '') <> ''"),
+                 "comm": pick("comm", "coalesce(un.comm, '') <> ''")}
+    # every column named (not ``un.* REPLACE``): ClickHouse keeps a joined star's columns qualified
+    # (``un.ts_ns``), which the CTEs reading this by plain name cannot resolve
+    cols = ", ".join(looked_up.get(c, f"un.{c} AS {c}") for c in KERNEL_EVENTS.names)
     return f"""
-      SELECT un.* REPLACE ({pick("cgroup_id", "a.pid IS NULL AND b.pid IS NULL")},
-                           {pick("cgroup_path", "coalesce(un.cgroup_path, '') <> ''")},
-                           {pick("container_id", "coalesce(un.container_id, '') <> ''")},
-                           {pick("comm", "coalesce(un.comm, '') <> ''")})
+      SELECT {cols}
       FROM ({src}) un
       ASOF LEFT JOIN {w} b ON b.host_name = un.host_name AND b.pid = un.pid AND un.ts_ns >= b.ts_ns
       ASOF LEFT JOIN {w} a ON a.host_name = un.host_name AND a.pid = un.pid AND un.ts_ns <= a.ts_ns"""
