@@ -68,6 +68,7 @@ from isostack.locate.checks._base import (
     detail_of,
     evidence,
     finding,
+    in_span_share,
     ms,
     where_of,
 )
@@ -199,8 +200,8 @@ def _trap_under_quota(ctx: CheckContext, stops: pa.Table, runq: list[tuple[int, 
                                                         pc.is_in(throttle.column("cgroup_id"), value_set=ids)), False))
     if throttle.num_rows == 0 or not cg_ids:
         return []
-    throttled_ns = sum(v * sh for v, sh in zip(throttle.column("value").to_pylist(), in_span_share(throttle), strict=True))
-    if throttled_ns <= ctx.threshold("cpu_throttle_ms") * 1e6:
+    throttled = throttled_ns(throttle)
+    if throttled <= ctx.threshold("cpu_throttle_ms") * 1e6:
         return []
     oncpu = ctx.events("oncpu")
     seen: set[tuple[int, Any]] = set()
@@ -231,18 +232,18 @@ def _trap_under_quota(ctx: CheckContext, stops: pa.Table, runq: list[tuple[int, 
     limit = ctx.threshold("sandbox_trap_share_of_quota_percent") / 100
     if share < limit:
         return []
-    wall_ns = min(throttled_ns, ctx.hop.duration_ns)
+    wall_ns = throttle_wall_ns(ctx, throttled)
     where = where_of(stops, "cgroup_path") or "the hop's cgroup"
     ev = [evidence(ctx, stops, "sandbox_trap_share_of_cpu", round(100 * share, 1), "%", limit * 100, where=where,
                    app_calls=round(calls), trap_us=round(trap_ns / 1e3, 1), oncpu_ms=round(oncpu_ns / 1e6, 1),
-                   throttled_ms=round(throttled_ns / 1e6, 1), sandbox="gvisor (ptrace platform)"),
+                   throttled_ms=round(throttled / 1e6, 1), sandbox="gvisor (ptrace platform)"),
           evidence(ctx, rows, "gvisor_syscall_p50", own["calls"][0]["p50_us"], "µs", None,
                    where=where_of(rows, "cgroup_path"), calls=own["calls"][:5], requests=own["requests"],
                    calls_per_request=own["calls_per_request"], dropped_points=own["dropped_points"],
                    source=GVISOR_TRACE_SOURCE)]
     floor = (f" (gVisor dropped {own['dropped_points']:,} points: the calls are a floor)" if own["dropped_points"] else "")
     named = ", ".join(f"{c['syscall']} {_per(c)}typical {c['p50_us']:,.0f} µs" for c in own["calls"][:3])
-    summary = (f"{where} was CPU-throttled {ms(throttled_ns)} in the span, and the sandboxed application's own "
+    summary = (f"{where} was CPU-throttled {ms(throttled)} in the span, and the sandboxed application's own "
                f"calls spent that quota trapping: {calls:,.0f} calls inside the sandbox (gVisor's own trace points: "
                f"{named}){floor} x a typical trap of {trap_ns / 1e3:,.0f} µs = {ms(calls * trap_ns)}, "
                f"{100 * share:,.0f}% of the {ms(oncpu_ns)} the sandbox ran on CPU")
