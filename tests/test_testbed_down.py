@@ -71,7 +71,8 @@ def test_sigkilled_demo_is_removed_by_testbed_down() -> None:
         deadline = time.monotonic() + 60
         while True:
             st = json.loads(run_cli("testbed", "status", "--json").stdout)
-            if st["faults"] and any("noise udp-flood" in p for p in st["processes"]) or time.monotonic() > deadline:
+            on = bool(st["faults"]) and any("noise udp-flood" in p for p in st["processes"])
+            if on or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert st["running"] and st["faults"] == ["flood@payment"]
