@@ -67,7 +67,8 @@ def test_sigkilled_demo_is_removed_by_testbed_down() -> None:
     try:
         assert injected.wait(60), "".join(lines)[-2000:]
         # the flood fault is on (noisy netns, its flooder, a TBF qdisc, cgroup noisy) once status says so:
-        # applying it took 1.2 s with both CPUs busy, so a fixed wait is a guess; status is the condition
+        # its apply and revert took 1.2 s in test_faults with both CPUs busy, more on a busier host, so a fixed
+        # wait is a guess; status is the condition
         deadline = time.monotonic() + 60
         while True:
             st = json.loads(run_cli("testbed", "status", "--json").stdout)
