@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +41,46 @@ def require_ebpf() -> None:
         pytest.skip("bpftrace is not installed (make test installs Debian's bpftrace)")
     if not tracefs_ready():
         pytest.skip("tracefs is not mounted at /sys/kernel/tracing")
+
+
+@contextlib.contextmanager
+def bpftrace_attached(program: list[str], attach_timeout_s: float = 60) -> Iterator[list[str]]:
+    """Run ``bpftrace -B none -f json <program>`` and enter once its BEGIN printed the ``{"start":..}``
+    marker (every probe of an isostack program attached); yield the list its output lines are appended
+    to. On exit: SIGINT (bpftrace prints its last window and END maps), wait, and the list is complete.
+
+    Waiting for the marker, not a fixed sleep: the skb_drop program alone took 1.5-1.9 s to attach on
+    the quiet 2-CPU VM and 2.7-11.3 s with both CPUs busy (a 4 s sleep lost every event of the test).
+    ``-B none``: a pipe would hold the marker in bpftrace's buffer.
+    """
+    proc = subprocess.Popen(["bpftrace", "-B", "none", "-f", "json", *program], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+
+    def began() -> bool:  # the printf line carries the marker JSON-escaped
+        return any('\\"start\\"' in ln for ln in lines)
+
+    try:
+        deadline = time.monotonic() + attach_timeout_s
+        while not began() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not began():
+            proc.kill()
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"bpftrace did not reach BEGIN within {attach_timeout_s:g} s "
+                        f"(exit {proc.returncode}): {err.strip()[-500:]}")
+        yield lines
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(2)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -92,25 +91,19 @@ def test_skb_drop_rows_name_the_device_they_were_dropped_on(namespace: int) -> N
     import time
 
     from isostack.probes import program_text, registry
-    from tests.conftest import require_ebpf
+    from tests.conftest import bpftrace_attached, require_ebpf
 
     require_ebpf()
     text = program_text(registry()["skb_drop"], 1.0, "cgroup")
-    proc = subprocess.Popen(["bpftrace", "-f", "json", "-e", text], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        time.sleep(4)  # attach
+    with bpftrace_attached(["-e", text]) as out:
         for _ in range(10):
             with socket.socket() as s:
                 s.settimeout(0.3)
                 with contextlib.suppress(OSError):  # refused: the point
                     s.connect(("10.217.0.2", 9))
         time.sleep(1.5)  # one more window
-    finally:
-        proc.send_signal(2)
-        out, _ = proc.communicate(timeout=30)
     dec = BpftraceDecoder(host_name="h1", device_drivers=netdev.driver_in_netns)
-    for line in out.splitlines():
+    for line in out:
         dec.feed(line)
     drops = [r for r in dec.take().to_pylist() if r["daddr"] == "10.217.0.2" and r["dport"] == 9]
     assert drops, "no skb_drop of the SYNs to the closed port"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -105,15 +109,39 @@ def test_cgroup_id_calibration_matches_the_directory_inode() -> None:
     d = probes_mod.CGROUP_V1_CPU / "h4pr_cal"
     d.mkdir(exist_ok=True)
     try:
-        child = subprocess.Popen(["sh", "-c", f"echo $$ > {d}/cgroup.procs; sleep 2; exec sleep 1"])
-        prog = (f"tracepoint:raw_syscalls:sys_enter /pid == {child.pid}/ {{ printf(\"id=%llu\\n\", "
-                + expr + "); exit(); }")
-        out = subprocess.run(["bpftrace", "-e", prog], capture_output=True, text=True, timeout=30)
-        child.wait()
+        # moved into the cgroup before bpftrace starts, and making syscalls until bpftrace has printed
+        # (however long it takes to attach: a child that lived 3 s raced a loaded host's attach)
+        child = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"])
+        try:
+            (d / "cgroup.procs").write_text(str(child.pid))
+            prog = (f"tracepoint:raw_syscalls:sys_enter /pid == {child.pid}/ {{ printf(\"id=%llu\\n\", "
+                    + expr + "); exit(); }")
+            out = subprocess.run(["bpftrace", "-e", prog], capture_output=True, text=True, timeout=60)
+        finally:
+            child.kill()
+            child.wait()
         ids = [int(x[3:]) for x in out.stdout.split() if x.startswith("id=")]
         assert ids == [d.stat().st_ino]
     finally:
         d.rmdir()
+
+
+@pytest.mark.slow
+def test_cgroup_id_calibration_waits_for_a_slow_attach(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bpftrace that starts 6 s late (as one that takes that long to attach on a busy host) still
+    calibrates: the calibration's child used to make syscalls for 5 s only, and the agent then died
+    on a TimeoutExpired instead of starting."""
+    require_ebpf()
+    if probes_mod.cgroup_mode() == "v2":
+        pytest.skip("cgroup v2 uses bpftrace's cgroup builtin: nothing to calibrate")
+    late = tmp_path / "bpftrace"
+    late.write_text(f"#!/bin/sh\nsleep 6\nexec {shutil.which('bpftrace')} \"$@\"\n")
+    late.chmod(0o755)
+    on_time = probes_mod.calibrate_cgroup_expr.__wrapped__()  # type: ignore[attr-defined]
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert shutil.which("bpftrace") == str(late)
+    assert probes_mod.calibrate_cgroup_expr.__wrapped__() == on_time  # type: ignore[attr-defined]
+    assert on_time.startswith("(*(uint64 *)((uint8 *)curtask->cgroups->subsys[1]->cgroup->kn + ")
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))

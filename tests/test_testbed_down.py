@@ -66,8 +66,16 @@ def test_sigkilled_demo_is_removed_by_testbed_down() -> None:
     threading.Thread(target=read, daemon=True).start()
     try:
         assert injected.wait(60), "".join(lines)[-2000:]
-        time.sleep(4)  # the flood fault is on: noisy netns, its flooder, a TBF qdisc, cgroup noisy
-        st = json.loads(run_cli("testbed", "status", "--json").stdout)
+        # the flood fault is on (noisy netns, its flooder, a TBF qdisc, cgroup noisy) once status says so:
+        # its apply and revert took 1.2 s in test_faults with both CPUs busy, more on a busier host, so a fixed
+        # wait is a guess; status is the condition
+        deadline = time.monotonic() + 60
+        while True:
+            st = json.loads(run_cli("testbed", "status", "--json").stdout)
+            on = bool(st["faults"]) and any("noise udp-flood" in p for p in st["processes"])
+            if on or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert st["running"] and st["faults"] == ["flood@payment"]
         procs = st["processes"]
         for role in ("service ingress", "service payment", "service db", "serve", "agent"):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from isostack.sources import bpftrace as bt
-from tests.conftest import REPO, require_ebpf
+from tests.conftest import REPO, bpftrace_attached, require_ebpf
 from tests.live_net import veth_pair
 from tests.test_checks import mechanisms, run
 from tests.test_join import HOST, S, slow_hop
@@ -44,25 +44,20 @@ def veth_pair_between_namespaces() -> Iterator[None]:
 def test_veth_softirq_provoked_by_a_real_veth_flood(veth_pair_between_namespaces: None, tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "net_tx_pressure.json"
     probe = REPO / "isostack" / "probes" / "net_tx_pressure" / "net_tx_pressure.bt"
-    with out.open("w") as fh:
-        rec = subprocess.Popen(["bpftrace", "-f", "json", str(probe)], stdout=fh, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(3)  # attach
-            rx = subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c",
-                                   "import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); "
-                                   "s.bind(('10.231.77.2',9999)); time.sleep(9)"])
-            time.sleep(0.5)
-            t0 = time.time_ns()
-            senders = [subprocess.Popen(["ip", "netns", "exec", NS_A, sys.executable, "-c", SENDER.format(secs=5)])
-                       for _ in range(2)]
-            for p in senders:
-                p.wait(timeout=30)
-            t1 = time.time_ns()
-            rx.wait(timeout=30)
-            time.sleep(1.5)  # one more window
-        finally:
-            rec.terminate()
-            rec.wait(timeout=30)
+    with bpftrace_attached([str(probe)]) as lines:
+        rx = subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c",
+                               "import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); "
+                               "s.bind(('10.231.77.2',9999)); time.sleep(9)"])
+        time.sleep(0.5)
+        t0 = time.time_ns()
+        senders = [subprocess.Popen(["ip", "netns", "exec", NS_A, sys.executable, "-c", SENDER.format(secs=5)])
+                   for _ in range(2)]
+        for p in senders:
+            p.wait(timeout=30)
+        t1 = time.time_ns()
+        rx.wait(timeout=30)
+        time.sleep(1.5)  # one more window
+    out.write_text("".join(lines))
     rows = [r for r in bt.read_capture(out, host_name=HOST).to_pylist() if r["kind"] == "softirq_net_rx"]
     assert rows, "the probe printed no NET_RX softirq window"
     hop = slow_hop(start_ns=t0, end_ns=t1, duration_ns=t1 - t0, excess_ns=(t1 - t0) // 2)

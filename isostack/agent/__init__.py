@@ -73,12 +73,20 @@ class AgentStats:
         }
 
 
+# How long a bpftrace child may take from start to its BEGIN (every probe attached), in seconds. Measured
+# on the 2-CPU VM for the default probes merged into one program: 5.8-8.5 s with other work running,
+# 13.3-15.3 s with both CPUs busy. The former 20 s left a busy host -- when a user runs the agent -- a
+# few seconds from dropping the merged program for one bpftrace per probe (slower still) or none. A
+# bpftrace that fails exits and is reported at once; only a hung one waits this long.
+ATTACH_TIMEOUT_S = 60.0
+
+
 class Agent:
     """Runs probes and collectors, every ``interval_s`` seconds attributes and ships their rows."""
 
     def __init__(self, store: Store | None, probes: str | list[str] | list[probes_mod.ProbeSpec] | None = "default", interval_s: float = 1.0,
                  host_name: str | None = None, otlp_endpoint: str | None = None, collectors: bool = True,
-                 workloads: bool = True, attach_timeout_s: float = 20.0, combine: bool = True,
+                 workloads: bool = True, attach_timeout_s: float = ATTACH_TIMEOUT_S, combine: bool = True,
                  prefer_variants: bool | None = None,
                  on_rows: Callable[[pa.Table], None] | None = None,
                  warn: Callable[[str], None] | None = None, cgroup_scope: str = "",

@@ -206,6 +206,15 @@ def kprobes_available() -> bool:
     return (TRACEFS / "kprobe_events").exists()
 
 
+# How long one bpftrace run may take to attach and report (seconds): the slowest attach measured here,
+# 11.3 s with both CPUs busy, with room for a busier host.
+ATTACH_WAIT_S = 60
+
+
+def _text(data: str | bytes | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+
+
 def _v1_expr(offset: int) -> str:
     return f"(*(uint64 *)((uint8 *)curtask->cgroups->subsys[1]->cgroup->kn + {offset}))"
 
@@ -229,10 +238,16 @@ def calibrate_cgroup_expr() -> str:
     import sys
     import time
 
-    child = subprocess.Popen([sys.executable, "-c", "import time\nfor _ in range(100): time.sleep(0.05)"])
+    # The child makes syscalls until bpftrace has printed, however long bpftrace takes to attach: a
+    # child that lived a fixed 5 s left a bpftrace that attached later waiting for a syscall that never
+    # came (attach took 2.7-11.3 s for one program here with both CPUs busy, 1.5-1.9 s quiet).
+    child = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"])
     try:
         out = subprocess.run(["bpftrace", "-e", prog, str(child.pid)], capture_output=True, text=True,
-                             timeout=30)
+                             timeout=ATTACH_WAIT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise CapabilityError(f"cgroup v1: the calibration bpftrace printed nothing within {ATTACH_WAIT_S} s "
+                              f"(stderr: {_text(exc.stderr).strip()[-300:] or 'nothing'})") from None
     finally:
         child.kill()
         child.wait()
