@@ -50,8 +50,9 @@ MAX_PENDING_REQUESTS = 120  # two minutes of 1 s windows kept while the receiver
 # the kinds this module writes and their units (isostack.records.KERNEL_EVENT_KINDS, which imports pyarrow;
 # tests/test_guest_counters.py holds them equal)
 UNITS = {"guest_nic": "count", "guest_qdisc": "pkts", "guest_tcp": "count", "guest_steal": "ns", "guest_disk": "count"}
-# Per-queue driver statistics as drivers name them in `ethtool -S` (as isostack.sources.procfs.net reads
-# them on a host): virtio_net 6.1 ``rx_queue_0_drops``, newer ``rx0_drops``, ena ``queue_0_rx_cnt``
+# Per-queue driver statistics as drivers name them in `ethtool -S`: virtio_net 6.1 ``rx_queue_0_drops``,
+# newer ``rx0_drops``, ena ``queue_0_rx_cnt`` (isostack.sources.procfs.net reads a host's through this
+# same parser)
 _QUEUE_STAT = (re.compile(r"^(?P<dir>rx|tx)(?P<n>\d+)_(?P<name>.+)$"),
                re.compile(r"^(?P<dir>rx|tx)_queue_(?P<n>\d+)_(?P<name>.+)$"),
                re.compile(r"^queue_(?P<n>\d+)_(?P<dir>rx|tx)_(?P<name>.+)$"))

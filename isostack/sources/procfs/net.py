@@ -11,6 +11,12 @@ from pathlib import Path
 
 import psutil
 
+# Per-queue driver statistics as drivers name them in `ethtool -S` (virtio_net and mlx5 ``rx0_drops``,
+# veth / ixgbe / i40e / ice ``rx_queue_0_drops``, ena ``queue_0_rx_cnt``): one parser for the host's
+# reader and the VM guest's exporter, kept on the guest side, which cannot import this module
+# (psutil, and pyarrow through the package).
+from isostack.guest.counters import split_queue_stat
+
 
 def read_snmp_style(path: Path) -> dict[str, dict[str, int]]:
     """/proc/net/snmp and /proc/net/netstat: pairs of ``Proto: names`` / ``Proto: values`` lines."""
@@ -196,25 +202,10 @@ def parse_ethtool_tx_timeouts(text: str) -> int | None:
     return total
 
 
-# Per-queue driver statistics as drivers name them in `ethtool -S`: virtio_net and mlx5 ``rx0_drops``,
-# veth / ixgbe / i40e / ice ``rx_queue_0_drops``, ena ``queue_0_rx_cnt``. The counter part is kept as
-# the driver spells it.
-_QUEUE_STAT = (re.compile(r"^(?P<dir>rx|tx)(?P<n>\d+)_(?P<name>.+)$"),
-               re.compile(r"^(?P<dir>rx|tx)_queue_(?P<n>\d+)_(?P<name>.+)$"),
-               re.compile(r"^queue_(?P<n>\d+)_(?P<dir>rx|tx)_(?P<name>.+)$"))
 # Which per-queue counters are packets the driver dropped (rx buffer refill failures, an XDP program's
 # XDP_DROP/ABORTED, XDP transmits that failed) and which count host notifications (virtio kicks).
 _QUEUE_DROP = re.compile(r"drop|discard|_errors?$")
 _QUEUE_KICKS = re.compile(r"^kicks$")
-
-
-def split_queue_stat(name: str) -> tuple[str, str] | None:
-    """``("rx0", "xdp_drops")`` for a per-queue driver statistic's name, None for a device-wide one."""
-    for pattern in _QUEUE_STAT:
-        m = pattern.match(name)
-        if m:
-            return f"{m['dir']}{m['n']}", m["name"]
-    return None
 
 
 def queue_counters(stats: dict[str, int]) -> dict[tuple[str, str, str], int]:
