@@ -34,7 +34,6 @@ import contextlib
 import gzip
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -45,17 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isostack.guest.proc_text import read_snmp_style, split_queue_stat
+
 SOURCE = "guest"
 MAX_PENDING_REQUESTS = 120  # two minutes of 1 s windows kept while the receiver is away
 # the kinds this module writes and their units (isostack.records.KERNEL_EVENT_KINDS, which imports pyarrow;
 # tests/test_guest_counters.py holds them equal)
 UNITS = {"guest_nic": "count", "guest_qdisc": "pkts", "guest_tcp": "count", "guest_steal": "ns", "guest_disk": "count"}
-# Per-queue driver statistics as drivers name them in `ethtool -S`: virtio_net 6.1 ``rx_queue_0_drops``,
-# newer ``rx0_drops``, ena ``queue_0_rx_cnt`` (isostack.sources.procfs.net reads a host's through this
-# same parser)
-_QUEUE_STAT = (re.compile(r"^(?P<dir>rx|tx)(?P<n>\d+)_(?P<name>.+)$"),
-               re.compile(r"^(?P<dir>rx|tx)_queue_(?P<n>\d+)_(?P<name>.+)$"),
-               re.compile(r"^queue_(?P<n>\d+)_(?P<dir>rx|tx)_(?P<name>.+)$"))
 # TCP's loss counters: /proc/net/snmp Tcp and /proc/net/netstat TcpExt
 _TCP = {"Tcp": ("RetransSegs",), "TcpExt": ("TCPTimeouts", "TCPLossProbes", "TCPSynRetrans", "TCPBacklogDrop")}
 # the sysfs interface statistics that say a packet was lost or refused at the device
@@ -114,29 +109,12 @@ def disk_counters(proc: Path) -> dict[str, dict[str, int]]:
     return out
 
 
-def split_queue_stat(name: str) -> tuple[str, str] | None:
-    """``("rx0", "drops")`` for a per-queue driver statistic's name, None for a device-wide one."""
-    for pattern in _QUEUE_STAT:
-        m = pattern.match(name)
-        if m:
-            return f"{m['dir']}{m['n']}", m["name"]
-    return None
-
-
 def tcp_counters(proc: Path) -> dict[str, int]:
     """TCP's loss counters from /proc/net/snmp and /proc/net/netstat (name/value line pairs)."""
     out: dict[str, int] = {}
     for name in ("snmp", "netstat"):
-        try:
-            lines = proc.joinpath("net", name).read_text().splitlines()
-        except OSError:
-            continue
-        for head, vals in zip(lines[::2], lines[1::2], strict=False):
-            proto, _, names = head.partition(":")
-            wanted = _TCP.get(proto, ())
-            for n, v in zip(names.split(), vals.partition(":")[2].split(), strict=False):
-                if n in wanted:
-                    out[n] = int(v)
+        for proto, table in read_snmp_style(proc / "net" / name).items():
+            out.update({n: v for n, v in table.items() if n in _TCP.get(proto, ())})
     return out
 
 

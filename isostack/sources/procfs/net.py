@@ -11,32 +11,7 @@ from pathlib import Path
 
 import psutil
 
-# Per-queue driver statistics as drivers name them in `ethtool -S` (virtio_net and mlx5 ``rx0_drops``,
-# veth / ixgbe / i40e / ice ``rx_queue_0_drops``, ena ``queue_0_rx_cnt``): one parser for the host's
-# reader and the VM guest's exporter, kept on the guest side, which cannot import this module
-# (psutil, and pyarrow through the package).
-from isostack.guest.counters import split_queue_stat
-
-
-def read_snmp_style(path: Path) -> dict[str, dict[str, int]]:
-    """/proc/net/snmp and /proc/net/netstat: pairs of ``Proto: names`` / ``Proto: values`` lines."""
-    out: dict[str, dict[str, int]] = {}
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return out
-    for head, vals in zip(lines[::2], lines[1::2], strict=False):
-        proto, _, names = head.partition(":")
-        proto2, _, values = vals.partition(":")
-        if proto != proto2:
-            continue
-        table = out.setdefault(proto, {})
-        for n, v in zip(names.split(), values.split(), strict=False):
-            try:
-                table[n] = int(v)
-            except ValueError:
-                continue
-    return out
+from isostack.guest.proc_text import read_snmp_style, split_queue_stat
 
 
 def tcp_counters(proc: Path) -> dict[str, int]:
