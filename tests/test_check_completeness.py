@@ -141,8 +141,14 @@ scrape_configs:
                                       stdout=subprocess.DEVNULL, stderr=(tmp_path / "prom.log").open("w")))
         prom = f"http://127.0.0.1:{prom_port}"
         wait_until(lambda: len([r for r in prom_query(prom, "up") if r["value"][1] == "1"]) == 2, 40, "both targets up")
-        wait_until(lambda: prom_query(prom, "isostack_span_errors_total") and prom_query(prom, "node_cpu_seconds_total"),
-                   20, "series scraped")
+        try:
+            wait_until(lambda: prom_query(prom, "last_over_time(isostack_span_errors_total[5m])")
+                       and prom_query(prom, "last_over_time(node_cpu_seconds_total[5m])"), 30, "series scraped")
+        except AssertionError as exc:
+            with urllib.request.urlopen(f"{prom}/api/v1/targets", timeout=3) as r:
+                targets = [(t["labels"].get("job"), t["health"], t["lastError"], t["lastScrapeDuration"])
+                           for t in json.loads(r.read())["data"]["activeTargets"]]
+            raise AssertionError(f"{exc}; targets (job, health, last error, last scrape s): {targets}") from exc
         # The archive and the convergence stats the last two criteria read.
         arch = audit.Archive(data / "audit")
         arch.init()

@@ -23,6 +23,7 @@ PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 NS_PER_H = 3600 * 10**9
 CONVERGENCE_BAR = 0.9
 DRILL_SAMPLE = 20
+SERIES_LOOKBACK = "5m"  # Prometheus's own default lookback for an instant query
 # Per golden signal: PromQL selectors that carry it per service (isostack's, then OTel semconv / cAdvisor).
 GOLDEN: dict[str, tuple[str, ...]] = {
     "latency": ("isostack_span_duration_seconds_bucket", "http_server_request_duration_seconds_bucket"),
@@ -145,11 +146,13 @@ def check_golden(store: Store, prom: Prometheus | None) -> Criterion:
     try:
         for signal, names in GOLDEN.items():
             for name in names:
-                for r in prom.query(f"count by (service_name) ({name})"):
+                # over a lookback, not the instant: one scrape that timed out marks its series stale, and a
+                # signal that was collected a few seconds ago is still collected
+                for r in prom.query(f"count by (service_name) (last_over_time({name}[{SERIES_LOOKBACK}]))"):
                     svc = r["metric"].get("service_name", "")
                     if svc in have:
                         have[svc].setdefault(signal, name)
-        node_saturation = bool(prom.query("count(node_cpu_seconds_total)"))
+        node_saturation = bool(prom.query(f"count(last_over_time(node_cpu_seconds_total[{SERIES_LOOKBACK}]))"))
     except OSError as exc:
         c.evidence["prometheus_error"] = str(exc)
         return c
