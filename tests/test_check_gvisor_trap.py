@@ -240,3 +240,115 @@ def test_a_plain_load_squeezed_by_the_same_quota_is_the_quotas_alone(data_dir: P
     # no sink at all: nothing says what the application asked, so no trap finding either
     rows = [r for r in _quota_window(500) if r.get("source") != "gvisor:trace"]
     assert "sandbox_syscall_trap" not in mechanisms(run(data_dir, rows))
+
+
+SANDBOX_CG = 4004  # a gVisor sandbox that is neither end of the slow hop
+SANDBOX = "/isostack-h6/sandboxed"
+
+
+def _strace_window(sandbox_cg: int = SANDBOX_CG, sandbox: str = SANDBOX, *, elsewhere_cpus: float = 0.18) -> list[dict]:
+    """One 1 s window of a live `isostack demo --fault sandbox-strace --sandbox gvisor` (2026-12-06, the store
+    left in /tmp/strace-store, window 12 of the fault): the sandboxed payment ran 0.64 CPU and trapped 4,268
+    times at a typical 128 µs (its own run-queue p50 8 µs), while db waited on its run queue (p99 33 ms);
+    every other cgroup's on-CPU time in the same window: processes in no container 0.18 CPU, ingress 0.13,
+    order 0.14 (here the waiting caller), the trace sink 0.03, db 0.11."""
+    def cpu(cg_id: int, path: str, cpus: float) -> dict:
+        return ev(IN, "oncpu", cpus * S, S, cgroup_id=cg_id, cgroup_path=path, detail={"oncpu_ns": int(cpus * S)})
+    return [ev(IN, "runq_latency", 32_768_000, S, cgroup_id=ORDER_CG, cgroup_path="/isostack-h6/order",
+               detail={"count": 622, "p50_ns": 32_000}),
+            ev(IN, "ptrace_stop", 65_536_000, S, cgroup_id=sandbox_cg, cgroup_path=sandbox,
+               detail={"count": 4_268, "p50_ns": 128_000}),
+            ev(IN, "runq_latency", 4_096_000, S, cgroup_id=sandbox_cg, cgroup_path=sandbox,
+               detail={"count": 13_000, "p50_ns": 8_000}),
+            cpu(sandbox_cg, sandbox, 0.64), cpu(ORDER_CG, "/isostack-h6/order", 0.14), cpu(1, "/", elsewhere_cpus),
+            cpu(5005, "/isostack-h6/db", 0.11), cpu(6006, "/isostack-h6/ingress", 0.13),
+            cpu(7007, "/isostack-h6/gvisor-sink", 0.03)]
+
+
+def test_a_wait_spent_behind_a_trapping_sandbox_elsewhere_is_charged_to_the_sandboxs_traps(data_dir: Path) -> None:
+    # 4,268 x 128 µs = 546 ms/s: under the wall-clock threshold, and the sandbox is not this hop's:
+    # only the neighbour relation can name it
+    d = run(data_dir, _strace_window())
+    roots = [f for f in d.chain if not f.caused_by]
+    assert [f.mechanism for f in roots] == ["sandbox_syscall_trap"], [(f.mechanism, f.caused_by) for f in d.chain]
+    trap = roots[0]
+    share, trapped = trap.evidence[0], trap.evidence[1]
+    # 0.64 of the 1.09 CPU-s the cgroups other than the waiting order used (its own 0.14 left out)
+    assert share.signal == "cpu_holder_share" and share.where == SANDBOX
+    assert share.value == pytest.approx(58.7, abs=0.1) and share.threshold == 50.0
+    assert share.detail["waiting"] == ["/isostack-h6/order"] and share.detail["cpus"] == 0.64
+    # 4,268 stops x (128 - 8) µs = 512 ms of the 640 ms it ran: 80 % of its CPU time went to trapping
+    assert trapped.signal == "ptrace_stop_trapped_share_of_cpu" and trapped.value == pytest.approx(80.0, abs=0.1)
+    assert trapped.detail["stops_per_s"] == 4_268 and trapped.detail["trap_us"] == 120.0
+    # the part of order's 32.8 ms wait spent behind the sandbox's traps: x 0.587 x 0.80
+    assert trap.explained_ns == pytest.approx(32_768_000 * 0.64 / 1.09 * 0.80025, rel=1e-3)
+    assert "the wait is a symptom of the sandbox's trap cost" in trap.summary and "runsc debug --strace" in trap.fix
+    runq = next(f for f in d.chain if f.mechanism == "runq_latency")
+    assert runq.caused_by == "sandbox_syscall_trap"
+    holder = next(e for e in runq.evidence if e.signal == "cpu_holder_share")
+    assert holder.where == SANDBOX and holder.detail["role"] == "neighbour"
+    assert f"{SANDBOX} held 59% of the CPU time the others used while it waited" in runq.summary
+
+
+def test_a_sandbox_that_held_no_majority_of_the_cpu_is_not_charged(data_dir: Path) -> None:
+    # the same window with processes in no container running 0.76 CPU beside it (as in a 10:29 UTC run):
+    # the sandbox held 0.64 of 1.67 CPU-s, no majority; the wait stays the service's run-queue latency
+    d = run(data_dir, _strace_window(elsewhere_cpus=0.76))
+    assert "sandbox_syscall_trap" not in mechanisms(d)
+    runq = next(f for f in d.chain if f.mechanism == "runq_latency")
+    assert runq.caused_by is None and not any(e.signal == "cpu_holder_share" for e in runq.evidence)
+
+
+def test_a_plain_cpu_hog_holding_the_cpu_is_named_but_not_a_sandbox(data_dir: Path) -> None:
+    # the same numbers with no ptrace stops: a busy neighbour, not a trapping sandbox. The wait is the
+    # service's own run-queue latency (the noisy-neighbour finding), its holder named beside it
+    rows = [r for r in _strace_window() if r["kind"] != "ptrace_stop"]
+    d = run(data_dir, rows)
+    assert "sandbox_syscall_trap" not in mechanisms(d)
+    runq = next(f for f in d.chain if f.mechanism == "runq_latency")
+    assert runq.caused_by is None
+    assert next(e for e in runq.evidence if e.signal == "cpu_holder_share").where == SANDBOX
+
+
+def test_a_sandbox_whose_cpu_went_to_its_own_work_is_not_charged(data_dir: Path) -> None:
+    # the strace store's first baseline window: 2,777 stops at 64 µs (less 8) = 156 ms of the 640 ms the
+    # sandbox ran, 24 %: x its 59 % share = 14 % of the wait, under the chain's 25 %: not its traps
+    rows = [r if r["kind"] != "ptrace_stop" else {**r, "detail_json": '{"count": 2777, "p50_ns": 64000}'}
+            for r in _strace_window()]
+    assert "sandbox_syscall_trap" not in mechanisms(run(data_dir, rows))
+
+
+def test_a_sandbox_logging_every_call_says_so_beside_its_trap_time(data_dir: Path) -> None:
+    # the strace store's window 6 (strace on): 4,732 stops at a typical 256 µs = 1,211 ms/s, over the
+    # threshold, and payment's own cgroup made 9,224 write() + 438 writev() host calls, 2.04 per stop;
+    # gVisor's own trace points counted 30 writes by the application
+    rows = [ev(IN, "ptrace_stop", 65_536_000, S, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment",
+               detail={"count": 4_732, "p50_ns": 256_000}),
+            ev(IN, "syscall_latency", 64_000, S, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment",
+               source="probe:syscall_latency", detail={"syscall": "write", "count": 9_224, "p50_ns": 4_000}),
+            ev(IN, "syscall_latency", 64_000, S, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment",
+               source="probe:syscall_latency", detail={"syscall": "writev", "count": 438, "p50_ns": 16_000}),
+            _own("write", 1, 90_000, 30, 20_000)]
+    f = next(f for f in run(data_dir, rows).chain if f.mechanism == "sandbox_syscall_trap")
+    logged = next(e for e in f.evidence if e.signal == "sandbox_log_writes_per_trap")
+    assert logged.value == pytest.approx((9_224 + 438 - 30) / 4_732, abs=0.01) and logged.threshold == 1.0
+    assert logged.detail["host_writes"] == 9_662 and logged.detail["app_writes"] == 30
+    assert "2.0 times per trap beyond its application's own writes: the Sentry is logging every call" in f.summary
+    # the baseline's 155 writes in 2,777 stops (0.06 per stop): no such evidence
+    quiet = [rows[0], ev(IN, "syscall_latency", 32_000, S, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment",
+                         source="probe:syscall_latency", detail={"syscall": "write", "count": 155, "p50_ns": 8_000})]
+    f = next(f for f in run(data_dir.parent / "quiet", quiet).chain if f.mechanism == "sandbox_syscall_trap")
+    assert not any(e.signal == "sandbox_log_writes_per_trap" for e in f.evidence)
+
+
+def test_the_verdict_counts_a_callers_wait_behind_the_sandboxed_callee_as_the_callees_trap(data_dir: Path) -> None:
+    # the hop's far end is the sandbox this time (payment, in gVisor): order waited while payment held the
+    # CPUs; the incident verdict counts the hop's excess at payment, L-4, with the caller's wait linked below
+    from isostack.locate.verdict import WorkloadIndex, build_verdict
+
+    d = run(data_dir, _strace_window(PAY_CG, "/isostack-h6/payment"))
+    v = build_verdict([d], WorkloadIndex.from_rows([("node-1", 100, "order", "/isostack-h6/order", ""),
+                                                    ("node-1", 200, "payment", "/isostack-h6/payment", "")]))
+    top = v.candidates[0]
+    assert (top.service, top.layer, top.mechanism) == ("payment", "L-4", "sandbox_syscall_trap")
+    assert "runq_latency" in top.symptoms and top.where == "/isostack-h6/payment"

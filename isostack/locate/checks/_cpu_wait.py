@@ -5,10 +5,13 @@ service's own wait, L-3), `vm_vcpu` (the same wait of a VMM's cgroup, L-1), `hos
 (the wait while the host was full) read run-queue windows through :func:`runq_hot` and
 :func:`runq_evidence`; `cpu_throttle`, `vm_vcpu` and `gvisor_trap` (a throttled gofer) read throttled
 time through :func:`throttled_ns` and :func:`throttle_wall_ns`, and say it with :func:`throttled_for`.
+Whom a run-queue wait was spent behind — the noisy-neighbour relation — is :func:`cpu_holder`, read by
+`runq_latency` (which names the holder) and `gvisor_trap` (which charges the wait to a trapping sandbox).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -64,3 +67,60 @@ def throttled_for(ctx: CheckContext, throttled: float) -> str:
         return (f"during the whole {ms(ctx.hop.duration_ns)} span ({ms(throttled)} of per-CPU time: the kernel "
                 "sums throttling over each CPU's run queue)")
     return f"{ms(throttled)} inside the {ms(ctx.hop.duration_ns)} span"
+
+
+@dataclass(frozen=True)
+class CpuHolder:
+    """Who held the CPUs while a cgroup waited on a run queue: ``cgroup_path``, its ``share`` (0..1) of the
+    on-CPU time every *other* cgroup on the host used in the waiting windows, its mean ``cpus`` over those
+    windows, its ``oncpu`` rows there, the waiting cgroups (``waiting``) and the windows (``windows``:
+    (start, end) ns)."""
+
+    cgroup_path: str
+    share: float
+    cpus: float
+    oncpu: pa.Table
+    waiting: tuple[str, ...]
+    windows: tuple[tuple[int, int], ...]
+
+
+def cpu_holder(ctx: CheckContext, hot: pa.Table) -> CpuHolder | None:
+    """The cgroup that held the most CPU time while the cgroups of ``hot`` (run-queue windows over
+    ``runq_p99_ms``) waited, from every cgroup's ``oncpu`` rows on the hop's host (gathered host-wide).
+
+    A task waits on a run queue while others run there; without a per-CPU record, the share of the
+    others' on-CPU time in the same windows is the share of the wait each of them stands for (the
+    scheduler interleaves the runnable tasks in proportion to their running time). The waiting
+    cgroups' own time is left out of the shares: whom else they waited behind is the question
+    (their own load is :mod:`runq_latency`'s finding already). None when nothing ran or nothing waited."""
+    if hot.num_rows == 0:
+        return None
+    rows = ctx.events("oncpu", coord="host")
+    if rows.num_rows == 0:
+        return None
+    waiting = tuple(sorted({str(p) for p in hot.column("cgroup_path").to_pylist() if p}))
+    windows = tuple(sorted({(int(s), int(s) + int(d or 0)) for s, d in zip(
+        hot.column("ts_ns").to_pylist(), hot.column("duration_ns").to_pylist(), strict=True)}))
+    by_path: dict[str, float] = {}
+    keep: dict[str, list[int]] = {}
+    seen: set[tuple[int, str]] = set()  # a row joined under several coordinates counts once
+    for i, (ts, dur, ns, path) in enumerate(zip(rows.column("ts_ns").to_pylist(), rows.column("duration_ns").to_pylist(),
+                                                rows.column("value").to_pylist(), rows.column("cgroup_path").to_pylist(),
+                                                strict=True)):
+        start, end = int(ts), int(ts) + int(dur or 0)
+        if not path or path in waiting or end <= start or (start, str(path)) in seen:
+            continue
+        # the part of this window that lies in the waiting windows (the agent's windows align: all or nothing)
+        inside = sum(max(0, min(end, e) - max(start, s)) for s, e in windows)
+        if inside <= 0:
+            continue
+        seen.add((start, str(path)))
+        by_path[str(path)] = by_path.get(str(path), 0.0) + float(ns or 0) * min(1.0, inside / (end - start))
+        keep.setdefault(str(path), []).append(i)
+    total = sum(by_path.values())
+    if total <= 0:
+        return None
+    path, held_ns = max(by_path.items(), key=lambda kv: (kv[1], kv[0]))
+    span_ns = sum(e - s for s, e in windows) or 1
+    return CpuHolder(cgroup_path=path, share=held_ns / total, cpus=held_ns / span_ns,
+                     oncpu=rows.take(pa.array(keep[path], pa.int64())), waiting=waiting, windows=windows)

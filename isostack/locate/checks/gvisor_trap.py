@@ -40,6 +40,25 @@ the traps are what spent the quota: a ``sandbox_syscall_trap`` finding that ``cp
 below. Measured: 21-27 % with 150 stat() per request (the calls a floor: gVisor dropped points), 4.3 %
 for the plain request load under the same quota. No sink, no throttling: no such finding.
 
+The sandbox as a noisy neighbour (variant ``holder``): the trap cost burns CPU, and on a shared host
+the other services wait for it (measured with ``runsc debug --strace=all`` on payment: the sandbox ran
+0.5-0.95 CPU, the callers and db waited on their run queues at p99 16-66 ms, and the verdict used to name
+their waits). On a hop whose own cgroups waited (``runq_p99_ms``), when a gVisor sandbox elsewhere on the
+host was the wait's CPU holder (at least ``cpu_holder_share`` of the CPU time the other cgroups used,
+runq_latency's rule) and was trapping at a rate (``ptrace_stop`` gathered host-wide), the wait is charged
+to its traps: the service's waited time x the holder's share x the share of the sandbox's on-CPU time
+its threads spent trapped (stops x typical stop, less its own run-queue p50). Named when that charge
+is at least the chain's ``CAUSE_MIN_SHARE`` (25 %) of the wait, so ``runq_latency`` links below it; a
+sandbox busy with its application's own computing is not charged. Its location is the sandbox's
+cgroup: the incident verdict counts the neighbour's hop there.
+
+``runsc --strace`` (or a debug log level) left on shows from the host as the sandbox's own processes
+writing to the host about twice per trap (a log line at a call's entry and at its exit): measured
+1.8-2.0 host ``write()`` per stop with strace on, 0.05-0.07 without. At ``sandbox_log_writes_per_trap``
+(1 per stop, beyond the application's own writes counted by the sink) the finding says so
+(``sandbox_log_writes_per_trap`` evidence), where the sandbox's host-side syscall rows are in the hop's
+evidence (it is one of the hop's ends).
+
 ``sandbox_gofer_starved``: a cgroup *below* one a gVisor sandbox runs in (its stops or its own trace
 points show it is one), CPU-throttled over ``cpu_throttle_ms`` during the span — where the sandbox's
 gofer, the file proxy every open/create inside the sandbox goes through, runs when it is given
@@ -72,7 +91,13 @@ from isostack.locate.checks._base import (
     ms,
     where_of,
 )
-from isostack.locate.checks._cpu_wait import throttle_wall_ns, throttled_ns
+from isostack.locate.checks._cpu_wait import (
+    cpu_holder,
+    runq_hot,
+    runq_waited_ns,
+    throttle_wall_ns,
+    throttled_ns,
+)
 from isostack.locate.model import Finding
 
 CHECK = CheckSpec(
@@ -100,23 +125,38 @@ CHECK = CheckSpec(
         Threshold("sandbox_trap_share_of_quota_percent", 15, "percent", "isostack",
                   "a CPU-throttled sandbox: the application's own traced calls (gVisor's trace points) x the "
                   "typical trap, as a share of the CPU time the quota let the sandbox run"),
+        # runsc --strace logs a line at a call's entry and one at its exit: two host write()s per traced
+        # call (measured: 1.8-2.0 per stop with --strace=all, 0.05-0.07 without). One per stop is half of
+        # that, the margin for stops that are page faults, not calls; an app's own writes are counted apart.
+        Threshold("sandbox_log_writes_per_trap", 1, "writes/stop", "isostack",
+                  "host write() calls of a gVisor sandbox's own processes per ptrace stop, beyond the application's "
+                  "own writes: the Sentry logging every call (runsc --strace, a debug log level)"),
     ),
-    thresholds=("cpu_throttle_ms",),
+    thresholds=("cpu_throttle_ms", "cpu_holder_share"),
     gathers=(Gather("cpu_throttle", "cgroup_subtree", "a sandbox's helper process (gVisor's gofer) may run in a cgroup "
-                    "below the service's, which the service's own join does not reach"),),
+                    "below the service's, which the service's own join does not reach"),
+             Gather("ptrace_stop", "host_wide", "a sandbox that held the CPUs while another service waited on its "
+                    "run queue: its traps, read from the waiting service's hop", owner="cgroup"),
+             Gather("runq_latency", "host_wide", "that sandbox's own run-queue wait, taken out of its stops' length",
+                    owner="cgroup")),
     scoring={"": Scoring(Score(0.6, 0.3, "worst window's trapped ms/s over twice the threshold"),
                          Explains("measured", "trapped time inside the span, at most one thread's worth")),
              "quota": Scoring(Score(0.5, 0.4, "the application's trapped time over the sandbox's on-CPU time"),
                               Explains("measured", "that share of the sandbox's throttled wall time inside the span")),
              "gofer": Scoring(Score(0.5, 0.4, "throttled wall time of the cgroup below the sandbox's over the excess"),
-                              Explains("measured", "throttled wall time below the sandbox inside the span (at most the span)"))},
+                              Explains("measured", "throttled wall time below the sandbox inside the span (at most the span)")),
+             "holder": Scoring(Score(0.5, 0.4, "the sandbox's share of the CPU time while the service waited x the "
+                                                "share of the sandbox's CPU time its threads spent trapped"),
+                               Explains("measured", "the service's run-queue wait x that share: the part of the wait "
+                                                    "spent behind the sandbox's traps"))},
 )
 MIN_STOPS = 100  # per window: fewer is a debugger's breakpoint or a sandbox at rest, not a rate
 GVISOR_TRACE_SOURCE = "gvisor:trace"  # isostack gvisor-sink rows: which syscalls, as the sandbox saw them
 
 
 def run(ctx: CheckContext) -> list[Finding]:
-    return _trap(ctx) + _starved_below(ctx)
+    own = _trap(ctx)
+    return own + (_trap_as_holder(ctx) if not own else []) + _starved_below(ctx)
 
 
 def _trap(ctx: CheckContext) -> list[Finding]:
@@ -171,6 +211,13 @@ def _trap(ctx: CheckContext) -> list[Finding]:
                  if own["dropped_points"] else "")
         named = "; inside the sandbox (gVisor's own trace points): " + ", ".join(
             f"{c['syscall']} {_per(c)}typical {c['p50_us']:,.0f} µs" for c in own["calls"][:3]) + floor
+    logged = _log_writes(ctx, part)
+    if logged is not None and logged["per_stop"] >= ctx.threshold("sandbox_log_writes_per_trap"):
+        ev.append(evidence(ctx, logged["rows"], "sandbox_log_writes_per_trap", round(logged["per_stop"], 2),
+                           "writes/stop", ctx.threshold("sandbox_log_writes_per_trap"), where=where,
+                           host_writes=logged["host_writes"], app_writes=logged["app_writes"]))
+        named += (f"; the sandbox wrote to the host {logged['per_stop']:.1f} times per trap beyond its application's "
+                  f"own writes: the Sentry is logging every call it serves (runsc --strace, or a debug log level)")
     # the stops alone do not say who the tracer is: gVisor's Sentry, or strace/gdb attached to a process
     summary = (f"ptrace traps (gVisor's ptrace platform, or a tracer such as strace): {stops_per_s:,} stops/s in {where}, typical trap "
                f"{trap_us:,.0f} µs, so the sandbox's threads spent {share_ms:,.0f} ms per second trapped "
@@ -251,6 +298,83 @@ def _trap_under_quota(ctx: CheckContext, stops: pa.Table, runq: list[tuple[int, 
                     started_ns=ev[0].first_ns)]
 
 
+def _trap_as_holder(ctx: CheckContext) -> list[Finding]:
+    """The hop's own cgroups waited on a run queue (``runq_p99_ms``) while a gVisor sandbox elsewhere on
+    the host held the CPUs: the noisy-neighbour relation with its mechanism named. The sandbox is the
+    wait's CPU holder (:func:`~isostack.locate.checks._cpu_wait.cpu_holder`: at least
+    ``cpu_holder_share`` of the CPU time the other cgroups used in the waiting windows) and it was
+    trapping (its ``ptrace_stop`` windows there, gathered host-wide, at a rate: ``MIN_STOPS``). On the
+    ptrace platform every call and fault the application makes is a stop served by the Sentry, so what
+    the sandbox ran on the CPU is, in the share its threads spent trapped (stops x the typical stop, less
+    its own run-queue p50, over its on-CPU time), trap work. The wait charged to it is the service's
+    waited time x the holder's share x that trap share; a charge below ``chain.CAUSE_MIN_SHARE`` of the
+    wait is not named (the chain would not link it: the sandbox's own work, not its traps, held the CPU).
+    The finding's location is the sandbox's cgroup, so the incident verdict counts the wait there, and
+    the service's ``runq_latency`` is linked below it as its symptom."""
+    from isostack.locate.chain import (
+        CAUSE_MIN_SHARE,  # the chain's own linking rule (chain imports the checks)
+    )
+
+    hot = runq_hot(ctx)
+    holder = cpu_holder(ctx, hot)
+    if holder is None or holder.share < ctx.threshold("cpu_holder_share"):
+        return []
+    stops = ctx.events("ptrace_stop")
+    runq = ctx.events("runq_latency")
+    rq_p50 = {(int(ts), str(p)): float(detail_of(d).get("p50_ns", 0) or 0) for ts, p, d in zip(
+        runq.column("ts_ns").to_pylist(), runq.column("cgroup_path").to_pylist(), runq.column("detail_json").to_pylist(),
+        strict=True)} if runq.num_rows else {}
+    keep: list[int] = []
+    seen: set[int] = set()  # a row joined under several coordinates counts once
+    trapped_ns = n_stops = 0.0
+    paths = stops.column("cgroup_path").to_pylist() if stops.num_rows else []
+    for i, (ts, dur, d) in enumerate(zip(*(stops.column(c).to_pylist() for c in ("ts_ns", "duration_ns", "detail_json")),
+                                         strict=True) if stops.num_rows else ()):
+        start, end = int(ts), int(ts) + int(dur or 0)
+        if paths[i] != holder.cgroup_path or start in seen or not any(s < end and e > start for s, e in holder.windows):
+            continue
+        det = detail_of(d)
+        count = int(det.get("count", 0) or 0)
+        if count < MIN_STOPS:
+            continue
+        seen.add(start)
+        keep.append(i)
+        n_stops += count
+        waited = rq_p50.get((start, holder.cgroup_path), 0.0)
+        trapped_ns += count * max(0.0, float(det.get("p50_ns", 0) or 0) - waited)
+    oncpu_ns = float(sum(holder.oncpu.column("value").to_pylist()))
+    if not keep or oncpu_ns <= 0:
+        return []
+    trap_share = min(1.0, trapped_ns / oncpu_ns)
+    charged = holder.share * trap_share
+    if charged < CAUSE_MIN_SHARE:
+        return []
+    part = stops.take(pa.array(keep, pa.int64()))
+    window_s = sum(e - s for s, e in holder.windows) / 1e9 or 1.0
+    waited_ns = runq_waited_ns(hot)
+    ev = [evidence(ctx, holder.oncpu, "cpu_holder_share", round(100 * holder.share, 1), "%",
+                   100 * ctx.threshold("cpu_holder_share"), where=holder.cgroup_path, cpus=round(holder.cpus, 2),
+                   waiting=list(holder.waiting), sandbox="gvisor (ptrace platform)"),
+          evidence(ctx, part, "ptrace_stop_trapped_share_of_cpu", round(100 * trap_share, 1), "%", None,
+                   where=holder.cgroup_path, stops_per_s=round(n_stops / window_s),
+                   trap_us=round(trapped_ns / n_stops / 1e3, 1), oncpu_ms=round(oncpu_ns / 1e6, 1))]
+    logged = _log_writes(ctx, part)  # seen when the sandbox is this hop's other end
+    strace = ""
+    if logged is not None and logged["per_stop"] >= ctx.threshold("sandbox_log_writes_per_trap"):
+        ev.append(evidence(ctx, logged["rows"], "sandbox_log_writes_per_trap", round(logged["per_stop"], 2),
+                           "writes/stop", ctx.threshold("sandbox_log_writes_per_trap"), where=holder.cgroup_path,
+                           host_writes=logged["host_writes"], app_writes=logged["app_writes"]))
+        strace = (f"; it wrote to the host {logged['per_stop']:.1f} times per trap beyond its application's own "
+                  "writes: the Sentry is logging every call (runsc --strace, or a debug log level)")
+    waiting = ", ".join(holder.waiting)
+    summary = (f"{waiting} waited on its run queue ({ms(waited_ns)}) while the gVisor sandbox {holder.cgroup_path} held "
+               f"{100 * holder.share:.0f}% of the CPU time the other cgroups used ({holder.cpus:.2f} CPUs), its threads "
+               f"trapped {n_stops / window_s:,.0f} times/s for a typical {trapped_ns / n_stops / 1e3:,.0f} µs "
+               f"({100 * trap_share:.0f}% of its CPU time): the wait is a symptom of the sandbox's trap cost{strace}")
+    return [finding(CHECK, ctx, summary, ev, variant="holder", support=charged, measured_ns=waited_ns * charged,
+                    started_ns=ev[0].first_ns)]
+
+
 # The calls a gVisor sandbox serves through its gofer (the file proxy): opening and walking paths
 # (reads of an already open file go to the host file descriptor the gofer handed over)
 _FILE_CALLS = ("open", "openat", "stat", "lstat", "newfstatat", "statx", "access", "read", "pread64")
@@ -297,6 +421,47 @@ def _starved_below(ctx: CheckContext) -> list[Finding]:
                f"{ms(throttled)} during the span{inside}")
     return [finding(CHECK, ctx, summary, ev, variant="gofer", mechanism="sandbox_gofer_starved",
                     support=wall_ns / max(1, ctx.excess_ns()), measured_ns=wall_ns, started_ns=ev[0].first_ns)]
+
+
+# The calls by which a process writes to a file or pipe (its log among them)
+_WRITE_CALLS = ("write", "writev", "pwrite64", "pwritev", "pwritev2")
+
+
+def _log_writes(ctx: CheckContext, stops: pa.Table) -> dict[str, Any] | None:
+    """The host write() calls the sandbox's own processes (Sentry, gofer) made in the windows of ``stops``
+    (its ``ptrace_stop`` rows), beyond the writes its application asked for (gVisor's own trace points,
+    when the sink ran), per stop: about two per stop when the Sentry logs every call it serves (runsc
+    --strace writes a line at entry and one at exit). None when the host-side syscall rows of the
+    sandbox's cgroup are not in the evidence (the probe not running, or a sandbox no hop end is)."""
+    paths = {p for p in stops.column("cgroup_path").to_pylist() if p}
+    ids = {c for c in stops.column("cgroup_id").to_pylist() if c is not None}
+    windows = {(int(s), int(s) + int(d or 0)) for s, d in zip(stops.column("ts_ns").to_pylist(),
+                                                             stops.column("duration_ns").to_pylist(), strict=True)}
+    n_stops = sum(int(detail_of(d).get("count", 0) or 0) for d in stops.column("detail_json").to_pylist())
+    rows = ctx.events("syscall_latency")
+    if rows.num_rows == 0 or not (paths or ids) or n_stops <= 0:
+        return None
+    host = app = 0
+    seen: set[tuple[Any, ...]] = set()  # a row joined under several coordinates counts once
+    keep: list[int] = []
+    for i, (ts, dur, cg, p, src, d) in enumerate(zip(*(rows.column(c).to_pylist() for c in (
+            "ts_ns", "duration_ns", "cgroup_id", "cgroup_path", "source", "detail_json")), strict=True)):
+        det = detail_of(d)
+        key = (ts, cg, p, src, det.get("syscall"), det.get("count"), det.get("p50_ns"))
+        if not (p in paths or cg in ids) or det.get("syscall") not in _WRITE_CALLS or key in seen:
+            continue
+        if not any(s < int(ts) + max(1, int(dur or 0)) and e > int(ts) for s, e in windows):
+            continue
+        seen.add(key)
+        if src == GVISOR_TRACE_SOURCE:
+            app += int(det.get("count", 0) or 0)
+        else:
+            host += int(det.get("count", 0) or 0)
+            keep.append(i)
+    if not keep:
+        return None
+    return {"rows": rows.take(pa.array(keep, pa.int64())), "host_writes": host, "app_writes": app,
+            "per_stop": max(0, host - app) / n_stops}
 
 
 def _per(call: dict[str, Any]) -> str:
