@@ -109,9 +109,13 @@ def test_runq_latency_names_whom_it_waited_behind(data_dir: Path) -> None:
             ev(IN, "oncpu", 10 * MS, S, cgroup_id=77002, cgroup_path="/idle")]
     d = run(data_dir, rows)
     f = next(f for f in d.chain if f.mechanism == "runq_latency")
+    # then the wait's CPU holder: the neighbour ran 0.9 of the 1.21 CPU-s the others used (74.4 %, a majority)
     assert [(e.where, e.value, e.detail.get("role")) for e in f.evidence] == [
-        ("/isostack-h6/payment", 25.0, None), ("/isostack-h6/noisy-cpu", 0.9, "neighbour"), ("/", 0.3, "neighbour")]
+        ("/isostack-h6/payment", 25.0, None), ("/isostack-h6/noisy-cpu", 0.9, "neighbour"), ("/", 0.3, "neighbour"),
+        ("/isostack-h6/noisy-cpu", 74.4, "neighbour")]
+    assert f.evidence[-1].signal == "cpu_holder_share" and f.evidence[-1].threshold == 50.0
     assert "busiest elsewhere on the host: /isostack-h6/noisy-cpu 0.9 CPU, / 0.3 CPU" in f.summary
+    assert "/isostack-h6/noisy-cpu held 74% of the CPU time the others used while it waited" in f.summary
     from isostack.ops.alerts import finding_locations
 
     assert "/isostack-h6/noisy-cpu" not in finding_locations(f)  # who it waited behind is not where the cause is
