@@ -346,7 +346,14 @@ def test_the_verdict_counts_a_callers_wait_behind_the_sandboxed_callee_as_the_ca
     # CPUs; the incident verdict counts the hop's excess at payment, L-4, with the caller's wait linked below
     from isostack.locate.verdict import WorkloadIndex, build_verdict
 
-    d = run(data_dir, _strace_window(PAY_CG, "/isostack-h6/payment"))
+    # and the sandbox's own account of that window (gVisor's trace points): a plain request's calls
+    own = [ev(IN, "syscall_latency", 400_000, S, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment",
+              source="gvisor:trace", detail={"syscall": name, "count": n, "p50_ns": 90_000, "sandbox": "gvisor"})
+           for name, n in (("sendto", 206), ("recvfrom", 160), ("close", 101), ("accept4", 52))]
+    d = run(data_dir, _strace_window(PAY_CG, "/isostack-h6/payment") + own)
+    trap = next(f for f in d.chain if f.mechanism == "sandbox_syscall_trap")
+    calls = next(e for e in trap.evidence if e.signal == "gvisor_syscall_p50")
+    assert calls.detail["requests"] == 52 and calls.detail["calls_per_request"] == round(519 / 52, 1)
     v = build_verdict([d], WorkloadIndex.from_rows([("node-1", 100, "order", "/isostack-h6/order", ""),
                                                     ("node-1", 200, "payment", "/isostack-h6/payment", "")]))
     top = v.candidates[0]

@@ -358,6 +358,12 @@ def _trap_as_holder(ctx: CheckContext) -> list[Finding]:
           evidence(ctx, part, "ptrace_stop_trapped_share_of_cpu", round(100 * trap_share, 1), "%", None,
                    where=holder.cgroup_path, stops_per_s=round(n_stops / window_s),
                    trap_us=round(trapped_ns / n_stops / 1e3, 1), oncpu_ms=round(oncpu_ns / 1e6, 1))]
+    own = _sandbox_calls(ctx, holder.cgroup_path)  # the sandbox's own account, when it is one of the hop's ends
+    if own:
+        ev.append(evidence(ctx, own["rows"], "gvisor_syscall_p50", own["calls"][0]["p50_us"], "µs", None,
+                           where=holder.cgroup_path, calls=own["calls"][:5], requests=own["requests"],
+                           calls_per_request=own["calls_per_request"], dropped_points=own["dropped_points"],
+                           source=GVISOR_TRACE_SOURCE))
     logged = _log_writes(ctx, part)  # seen when the sandbox is this hop's other end
     strace = ""
     if logged is not None and logged["per_stop"] >= ctx.threshold("sandbox_log_writes_per_trap"):
@@ -484,14 +490,17 @@ def _runq_p50(ctx: CheckContext) -> list[tuple[int, int, int, float]]:
 _ACCEPTS = ("accept", "accept4")
 
 
-def _sandbox_calls(ctx: CheckContext) -> dict[str, Any] | None:
-    """What gVisor itself reported for the hop's cgroups (``isostack gvisor-sink``): per syscall the
-    calls, calls per accepted connection, typical (count-weighted p50) and worst-window p99 latency
-    inside the sandbox, busiest first; None when no sink ran."""
+def _sandbox_calls(ctx: CheckContext, cgroup_path: str | None = None) -> dict[str, Any] | None:
+    """What gVisor itself reported for the hop's cgroups (``isostack gvisor-sink``; only ``cgroup_path``'s
+    when given): per syscall the calls, calls per accepted connection, typical (count-weighted p50) and
+    worst-window p99 latency inside the sandbox, busiest first; None when no sink ran."""
     rows = ctx.events("syscall_latency", coord="cgroup")
     if rows.num_rows == 0 or "source" not in rows.column_names:
         return None
-    rows = rows.filter(pc.fill_null(pc.equal(rows.column("source"), GVISOR_TRACE_SOURCE), False))
+    mask = pc.equal(rows.column("source"), GVISOR_TRACE_SOURCE)
+    if cgroup_path is not None:
+        mask = pc.and_(mask, pc.equal(rows.column("cgroup_path"), cgroup_path))
+    rows = rows.filter(pc.fill_null(mask, False))
     if rows.num_rows == 0:
         return None
     agg: dict[str, list[float]] = {}  # syscall -> [count, count x p50, max p99]
