@@ -311,9 +311,8 @@ def _trap_as_holder(ctx: CheckContext) -> list[Finding]:
     wait is not named (the chain would not link it: the sandbox's own work, not its traps, held the CPU).
     The finding's location is the sandbox's cgroup, so the incident verdict counts the wait there, and
     the service's ``runq_latency`` is linked below it as its symptom."""
-    from isostack.locate.chain import (
-        CAUSE_MIN_SHARE,  # the chain's own linking rule (chain imports the checks)
-    )
+    # the chain's own linking rule, imported here: the chain imports the checks
+    from isostack.locate.chain import CAUSE_MIN_SHARE
 
     hot = runq_hot(ctx)
     holder = cpu_holder(ctx, hot)
