@@ -359,3 +359,22 @@ def test_the_verdict_counts_a_callers_wait_behind_the_sandboxed_callee_as_the_ca
     top = v.candidates[0]
     assert (top.service, top.layer, top.mechanism) == ("payment", "L-4", "sandbox_syscall_trap")
     assert "runq_latency" in top.symptoms and top.where == "/isostack-h6/payment"
+
+
+def test_a_sandbox_logging_every_call_is_named_under_the_trap_threshold(data_dir: Path) -> None:
+    # a live sandbox-strace run (2026-12-06 16:26 UTC, window 7 of the fault): 5,197 stops at a typical
+    # 128 µs = 665 ms/s trapped, under the 1,000 ms/s threshold, while payment's own processes made 10,030
+    # host write() calls (1.93 per stop): the Sentry logging every call. Named, explaining the trapped time
+    rows = [ev(IN, "ptrace_stop", 65_536_000, S, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment",
+               detail={"count": 5_197, "p50_ns": 128_000}),
+            ev(IN, "syscall_latency", 64_000, S, cgroup_id=PAY_CG, cgroup_path="/isostack-h6/payment",
+               source="probe:syscall_latency", detail={"syscall": "write", "count": 10_030, "p50_ns": 4_000})]
+    f = next(f for f in run(data_dir, rows).chain if f.mechanism == "sandbox_syscall_trap")
+    trapped = f.evidence[0]
+    assert trapped.value == pytest.approx(665.2, abs=0.1) and trapped.value < trapped.threshold
+    assert next(e for e in f.evidence if e.signal == "sandbox_log_writes_per_trap").value == pytest.approx(1.93, abs=0.01)
+    # 665 ms of each 1 s window trapped, over the 1 s window inside the span
+    assert f.explained_ns == pytest.approx(0.6652 * S, rel=1e-3)
+    assert "the Sentry is logging every call it serves" in f.summary
+    # the same stops without the log writes: a busy sandbox, under the threshold, not named
+    assert "sandbox_syscall_trap" not in mechanisms(run(data_dir.parent / "quiet", rows[:1]))

@@ -57,7 +57,11 @@ writing to the host about twice per trap (a log line at a call's entry and at it
 1.8-2.0 host ``write()`` per stop with strace on, 0.05-0.07 without. At ``sandbox_log_writes_per_trap``
 (1 per stop, beyond the application's own writes counted by the sink) the finding says so
 (``sandbox_log_writes_per_trap`` evidence), where the sandbox's host-side syscall rows are in the hop's
-evidence (it is one of the hop's ends).
+evidence (it is one of the hop's ends). A sandbox logging every call is named even when its trapped
+time stays under ``sandbox_trapped_ms_per_s``: each trap then carries a formatted line and a host write
+(measured: the typical stop 64 -> 128 µs, 400-870 ms/s trapped, under the threshold in most windows,
+while payment's calls to db gained 120-200 ms that no other finding explained); what it explains is the
+same trapped time inside the span.
 
 ``sandbox_gofer_starved``: a cgroup *below* one a gVisor sandbox runs in (its stops or its own trace
 points show it is one), CPU-throttled over ``cpu_throttle_ms`` during the span — where the sandbox's
@@ -165,9 +169,7 @@ def _trap(ctx: CheckContext) -> list[Finding]:
         return []
     limit_ms_per_s = ctx.threshold("sandbox_trapped_ms_per_s")
     runq = _runq_p50(ctx)
-    keep: list[int] = []
-    trapped_ns_in_span = 0.0
-    worst = (0.0, 0, 0.0)  # (trapped ms/s, stops/s, trap µs) of the worst window
+    windows: list[tuple[int, float, int, float]] = []  # (row, trapped ms/s, stops/s, trap ns) at a rate
     cols = {c: rows.column(c).to_pylist() for c in ("ts_ns", "duration_ns", "overlap_ns", "cgroup_id", "detail_json")}
     for i in range(rows.num_rows):
         det = detail_of(cols["detail_json"][i])
@@ -179,16 +181,21 @@ def _trap(ctx: CheckContext) -> list[Finding]:
         waited = max((p50 for s, e, cg, p50 in runq if cg == cols["cgroup_id"][i] and s < start + dur_ns and e > start),
                      default=0.0)
         trap_ns = max(0.0, float(det.get("p50_ns", 0) or 0) - waited)
-        trapped_ms_per_s = stops * trap_ns / dur_ns * 1e3
-        if trapped_ms_per_s <= limit_ms_per_s:
-            continue
-        keep.append(i)
-        # at most one thread's worth of the span: a request runs on one thread
-        trapped_ns_in_span += min(1.0, trapped_ms_per_s / 1e3) * float(cols["overlap_ns"][i] or 0)
-        if trapped_ms_per_s > worst[0]:
-            worst = (trapped_ms_per_s, round(stops * 1e9 / dur_ns), trap_ns / 1e3)
-    if not keep:
+        windows.append((i, stops * trap_ns / dur_ns * 1e3, round(stops * 1e9 / dur_ns), trap_ns))
+    kept = [w for w in windows if w[1] > limit_ms_per_s]
+    logged = _log_writes(ctx, rows.take(pa.array([w[0] for w in windows], pa.int64()))) if windows else None
+    logging = logged is not None and logged["per_stop"] >= ctx.threshold("sandbox_log_writes_per_trap")
+    if not kept and logging:
+        # under the wall-clock threshold, but the Sentry logs every call it serves (strace left on): each
+        # trap carries a formatted log line and a host write, so the trapped time is the sandbox's cost
+        kept = windows
+    if not kept:
         return _trap_under_quota(ctx, rows, runq)
+    keep = [w[0] for w in kept]
+    # at most one thread's worth of the span: a request runs on one thread
+    trapped_ns_in_span = sum(min(1.0, w[1] / 1e3) * float(cols["overlap_ns"][w[0]] or 0) for w in kept)
+    top_w = max(kept, key=lambda w: w[1])
+    worst = (top_w[1], top_w[2], top_w[3] / 1e3)  # (trapped ms/s, stops/s, trap µs) of the worst window
     part = rows.take(pa.array(keep, pa.int64()))
     share_ms, stops_per_s, trap_us = worst
     own = _sandbox_calls(ctx)
@@ -211,8 +218,7 @@ def _trap(ctx: CheckContext) -> list[Finding]:
                  if own["dropped_points"] else "")
         named = "; inside the sandbox (gVisor's own trace points): " + ", ".join(
             f"{c['syscall']} {_per(c)}typical {c['p50_us']:,.0f} µs" for c in own["calls"][:3]) + floor
-    logged = _log_writes(ctx, part)
-    if logged is not None and logged["per_stop"] >= ctx.threshold("sandbox_log_writes_per_trap"):
+    if logging and logged is not None:
         ev.append(evidence(ctx, logged["rows"], "sandbox_log_writes_per_trap", round(logged["per_stop"], 2),
                            "writes/stop", ctx.threshold("sandbox_log_writes_per_trap"), where=where,
                            host_writes=logged["host_writes"], app_writes=logged["app_writes"]))
