@@ -47,7 +47,7 @@ _READABLE_SELECT = """,
 
 
 def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), with_ids: bool = False,
-                     availability: bool = False, trace_key: bool = True) -> str:
+                     availability: bool = False, trace_key: bool = True, keep_where: str | None = None) -> str:
     """A SELECT producing one row per span: its self time, hop gap, pair and peer (times in ns).
 
     Spans are keyed by ``k = hash(trace_id, span_id)`` (64-bit; ``tk`` the trace's; ``caller_k`` the
@@ -60,7 +60,10 @@ def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), wi
     (``service_name``, ``is_error``, ``ep_h`` = the hash of ``peer_addr:peer_port``, NULL without an
     address), so a window's spans are read once for both. ``trace_key=False`` leaves ``tk`` out (a
     window diagnosis neither counts traces nor picks one: a third hash of every trace id less).
-    ``span_where`` may use ``$`` parameters.
+    ``keep_where`` (a condition on the span's ``s.`` columns): only those spans' rows are returned,
+    while every span read still serves as a parent or child -- the spans read only so that the kept
+    ones meet theirs (a margin beyond the windows) need no row of their own, and are then neither
+    joined back nor written. ``span_where`` and ``keep_where`` may use ``$`` parameters.
     """
     cols = list(CORE_COLUMNS) + [c for c in extra_columns if c not in CORE_COLUMNS]
     if with_ids:
@@ -162,6 +165,7 @@ LEFT JOIN per_parent pp ON pp.parent_k = s.k
 LEFT JOIN unions un ON un.parent_k = s.k
 LEFT JOIN (SELECT child_k, parent_k, p_start, parent_kind, parent_svc_h {", parent_service" if ids else ""}
            FROM edges) cl ON cl.child_k = s.k
+{f"WHERE {keep_where}" if keep_where else ""}
 """
 
 
