@@ -382,10 +382,15 @@ def analyse_hops(
         if with_stats:
             stats["slow_total"] = _one(con, f"SELECT count(*) FROM {temp}_slow")[0]
         limit_sql = f"LIMIT {int(limit)}" if limit else ""
+        # only the slow rows that can make the cut meet the per-span table (every row tied with the
+        # last one too, so the order's own tie-breaks decide as before): a window has thousands
+        # of slow spans and millions of rows to look them up in
+        top = (f"WHERE x.excess_ns >= (SELECT min(excess_ns) FROM (SELECT excess_ns FROM {temp}_slow "
+               f"ORDER BY excess_ns DESC {limit_sql}) t)" if limit else "")
         rows = fetch_arrow(con.sql(
             f"""SELECT m.*, x.part, x.value_ns, x.baseline_level, x.p50, x.p99, x.ratio, x.robust_z,
                        x.excess_ns, x.baseline_n
-                FROM {temp}_slow x JOIN {temp} m ON m.k = x.k
+                FROM {temp}_slow x JOIN {temp} m ON m.k = x.k {top}
                 ORDER BY x.excess_ns DESC, x.robust_z DESC, m.start_ns, m.k {limit_sql}""")).to_pylist()
         details = _details(con, rows)
         kept = temp if keep_span_table and not own else None
