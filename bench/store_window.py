@@ -1,5 +1,6 @@
 """The 15-minute window diagnosis of ``bench.store_scale``, timed N times on an existing store, with a
-digest of the diagnoses (to compare two versions of the code on the same store, back to back).
+digest of the diagnoses (to compare two versions of the code on the same store, back to back), and
+the share of the 5 s target (issue 20) the best and the worst run take.
 
     flock /tmp/isostack-live.lock .venv/bin/python -m bench.store_window /var/tmp/isostack-scale/embedded-10000000 --runs 3
 
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from isostack.locate.diagnose import diagnose, diagnose_all
 from isostack.store import Store
+
+WINDOW_TARGET_MS = 5_000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one trace {t_one * 1e3:.0f} ms; 15-min window runs {', '.join(f'{x * 1e3:.0f}' for x in times)} ms "
           f"(best {min(times) * 1e3:.0f}); {len(ds)} diagnoses, worst chain {' → '.join(chain) or '-'}; "
           f"digest {hashlib.sha1(blob.encode()).hexdigest()[:12]}")
+    # the target's margin (issue 20: a 15-minute window < 5 s at 10 M spans + 100 M kernel events on
+    # this 2-core VM): how much of it the slowest and the best run use
+    print(f"window vs the {WINDOW_TARGET_MS:,} ms target: best {min(times) * 1e3 / WINDOW_TARGET_MS:.0%}, "
+          f"worst {max(times) * 1e3 / WINDOW_TARGET_MS:.0%} of it")
     if args.service:
         svc = one.slow_hop.service
         times = []

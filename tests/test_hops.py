@@ -174,6 +174,31 @@ def test_only_the_injected_spans_are_slow(store: Store) -> None:
     assert result.stats["window_spans"] == N_WIN * 8 - 1 + 1 + 20 * 2
 
 
+def test_a_service_new_in_the_window_is_scored_against_the_window(tmp_path: Path) -> None:
+    """A service with no reference spans (deployed during the window) falls back to its window's own
+    baseline, while the services the reference knows keep theirs: the window's levels are computed for
+    the first only, and the answers are those of computing them for every service."""
+    st = Store(tmp_path / "store")
+    rng = random.Random(7)
+    ref = [r for i in range(N_REF) for r in build_trace(i, rng)]
+    win = [r for i in range(N_REF, N_REF + N_WIN) for r in build_trace(i, rng)]
+    ledger = [dict(trace_id=f"{9_000 + n:032x}", span_id=f"{9_000 + n:016x}", parent_span_id="", name="POST /entry",
+                   kind="SERVER", service_name="ledger", host_name="node-d", status_code="UNSET",
+                   start_ns=WINDOW_START + n * 100 * MS, end_ns=WINDOW_START + n * 100 * MS + dur, duration_ns=dur)
+              for n, dur in enumerate([2 * MS + n * 10_000 for n in range(29)] + [300 * MS])]
+    st.append("spans", pa.Table.from_pylist(ref, schema=SPANS))
+    st.append("spans", pa.Table.from_pylist(win + ledger, schema=SPANS))
+    result = analyse_hops(st, since_ns=WINDOW_START, limit=None)
+    levels = {(h.service, h.operation): (level, n) for h, level, n in
+              zip(result.hops, result.baseline_used, result.baseline_samples, strict=True)}
+    assert levels[("ledger", "POST /entry")] == ("window-key", 30)
+    assert levels[("checkout", "POST /charge")] == ("key", N_REF)
+    new = next(h for h in result.hops if h.service == "ledger")
+    assert new.self_time_ns == 300 * MS and new.baseline_p50_ns == 2 * MS + 145_000
+    assert {h.trace_id for h in result.hops} == {trace_id(NET_SLOW), trace_id(SELF_SLOW), trace_id(RARE),
+                                                 f"{9_029:032x}"}
+
+
 def test_filters_and_selectors(store: Store) -> None:
     spec = find_slow_hops(store, since_ns=WINDOW_START, where="duration > 100ms && net.peer.ip = 10.244.3.17")
     assert [h.trace_id for h in spec] == [trace_id(NET_SLOW)]

@@ -50,7 +50,7 @@ def confirmed(hop: SlowHop, mechanisms: list[str]) -> bool:
 # once for both. A CLIENT span is answered when its SERVER child (the longest, as the hop finder pairs
 # them) started inside the period; one CLIENT span is one call, however many SERVER children it has.
 _SQL = """
-WITH sp AS (
+WITH sp AS NOT MATERIALIZED (  -- three cheap scans of the table beat storing millions of rows again
     SELECT k, svc_h, service_name, kind, is_error, start_ns, end_ns, ep_h, peer_h,
            kind = 'CLIENT' AND server_k IS NOT NULL AND server_start_ns BETWEEN $ref_lo AND $hi AS answered,
            server_start_ns

@@ -61,20 +61,36 @@ def _stats(prefix: str, flag: str) -> str:
             f"mad(value_ns) FILTER (WHERE {flag}) AS {prefix}mad")
 
 
-def baselines_sql(src: str, ref_cond: str, win_cond: str, cand_cond: str, *, window_levels: bool = True) -> str:
+def baselines_sql(src: str, ref_cond: str, win_cond: str, cand_cond: str, *, window_rows: str | None = "TRUE") -> str:
     """SQL creating the baselines as CTEs ``b_key`` (per operation and peer) and ``b_svc`` (per service).
 
-    Each carries the reference window's statistics (``rn``, ``rq`` = [p50, p95, p99], ``rmad``) and,
-    when ``window_levels``, the analysis window's (``wn``, ``wq``, ``wmad``) — pointless when the
-    window lies inside the reference, which then always has at least as many samples. ``src`` is
-    the per-span metrics relation; the conditions use named ``$`` parameters only.
+    Each carries the reference window's statistics (``rn``, ``rp50``, ``rp95``, ``rp99``, ``rmad``) and
+    the analysis window's (``wn``, ``wp50`` ..., ``wmad``) over the window's rows that ``window_rows`` (a
+    condition on ``src``'s columns) keeps; ``None``: no window levels at all -- pointless when the
+    window lies inside the reference, which then always has at least as many samples. A window level
+    is only ever read for a service whose reference holds fewer than ``min_samples`` rows (key levels
+    nest inside their service's), so a caller may keep just those services' rows (the holistic
+    aggregates over a window of millions of spans were half of scoring). ``src`` is the per-span
+    metrics relation; the conditions use named ``$`` parameters only.
     """
     parts = _PARTS_SQL.format(src=src, in_ref=f"({ref_cond})", in_win=f"({win_cond})", cand=f"({cand_cond})")
-    win = (", " + _stats("w", "in_win")) if window_levels else ", 0 AS wn, NULL AS wq, NULL AS wmad"
+    if window_rows is None:
+        rows = "parts WHERE in_ref"
+        stats = _stats("r", "in_ref")
+        window = "0 AS wn, NULL AS wp50, NULL AS wp95, NULL AS wp99, NULL AS wmad"
+    else:
+        rows = f"parts WHERE in_ref OR (in_win AND ({window_rows}))"
+        stats = _stats("r", "in_ref") + ", " + _stats("w", "in_win")
+        window = "wn, wq[1] AS wp50, wq[2] AS wp95, wq[3] AS wp99, wmad"
+    # the quantiles as scalars: the scoring joins millions of window rows to these tables, and
+    # gathering three numbers per row is cheaper than gathering a list
+    level = f"rn, rq[1] AS rp50, rq[2] AS rp95, rq[3] AS rp99, rmad, {window}"
     return f"""
 parts AS NOT MATERIALIZED ({parts}),  -- recomputing beats storing it (measured)
-b_key AS (SELECT op_h, peer_h, unpaired, part, {_stats("r", "in_ref")}{win} FROM parts GROUP BY ALL),
-b_svc AS (SELECT svc_h, unpaired, part, {_stats("r", "in_ref")}{win} FROM parts GROUP BY ALL)
+b_key AS (SELECT op_h, peer_h, unpaired, part, {level}
+          FROM (SELECT op_h, peer_h, unpaired, part, {stats} FROM {rows} GROUP BY ALL) g),
+b_svc AS (SELECT svc_h, unpaired, part, {level}
+          FROM (SELECT svc_h, unpaired, part, {stats} FROM {rows} GROUP BY ALL) g)
 """
 
 
@@ -86,16 +102,16 @@ def scoring_sql(t: Thresholds) -> str:
     """
     m = int(t.min_samples)  # also the least samples any baseline needs before it may call a span slow
 
-    def pick(col: str, idx: str = "") -> str:
-        return (f"CASE WHEN bk.rn >= {m} THEN bk.r{col}{idx} WHEN bs.rn >= {m} THEN bs.r{col}{idx} "
-                f"WHEN bk.wn >= {m} THEN bk.w{col}{idx} ELSE bs.w{col}{idx} END")
+    def pick(col: str) -> str:
+        return (f"CASE WHEN bk.rn >= {m} THEN bk.r{col} WHEN bs.rn >= {m} THEN bs.r{col} "
+                f"WHEN bk.wn >= {m} THEN bk.w{col} ELSE bs.w{col} END")
 
     return f"""
 scored AS (
     SELECT w.k, w.part, w.value_ns,
            CASE WHEN bk.rn >= {m} THEN 'key' WHEN bs.rn >= {m} THEN 'service'
                 WHEN bk.wn >= {m} THEN 'window-key' ELSE 'window-service' END AS baseline_level,
-           {pick('q', '[1]')} AS p50, {pick('q', '[2]')} AS p95, {pick('q', '[3]')} AS p99,
+           {pick('p50')} AS p50, {pick('p95')} AS p95, {pick('p99')} AS p99,
            {pick('mad')} AS mad, {pick('n')} AS baseline_n
     FROM parts w
     LEFT JOIN b_key bk ON bk.op_h = w.op_h AND bk.peer_h = w.peer_h AND bk.unpaired = w.unpaired AND bk.part = w.part

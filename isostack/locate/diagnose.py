@@ -73,7 +73,8 @@ def diagnose_all(store: Store, *, since_ns: int | None = None, until_ns: int | N
             # the window, for the unavailability test, so the window's spans are read once (they are
             # most of a window diagnosis's cost)
             found = analyse_hops(store, service=service, since_ns=since_ns, until_ns=until_ns, limit=limit,
-                                 con=con, baseline=baseline, span_range=bounds, keep_span_table=True)
+                                 con=con, baseline=baseline, span_range=bounds, keep_span_table=True,
+                                 with_stats=False)
             hops = found.hops
             try:
                 # a service that stopped answering outranks any slow one: its requests failed outright

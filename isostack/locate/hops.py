@@ -232,7 +232,7 @@ def find_slow_hops(
     """
     return analyse_hops(store, trace_id=trace_id, service=service, since_ns=since_ns, until_ns=until_ns,
                         baseline=baseline, where=where, limit=limit, con=con, span_range=span_range,
-                        trace_range=trace_range).hops
+                        trace_range=trace_range, with_stats=False).hops
 
 
 # The spans a single trace's scoring depends on: every span of a service the trace touches, and
@@ -277,6 +277,7 @@ def analyse_hops(
     span_range: tuple[int, int] | None = None,
     trace_range: tuple[int, int] | None = None,
     keep_span_table: bool = False,
+    with_stats: bool = True,
 ) -> HopsResult:
     """:func:`find_slow_hops` with its working shown: stats and the baseline behind each hop.
 
@@ -284,7 +285,10 @@ def analyse_hops(
     already read them (saves a scan each). ``keep_span_table`` (needs the caller's ``con``): the
     per-span metrics of every span read are left in a temporary table (``HopsResult.span_table``,
     with :mod:`isostack.locate.availability`'s columns) for the caller to read further and drop: a
-    window diagnosis reads its spans once for hop finding and unavailability alike."""
+    window diagnosis reads its spans once for hop finding and unavailability alike. ``with_stats=False``
+    leaves out the counts of what was analysed (``stats`` then holds the windows and the reference
+    only): a diagnosis does not report them, and counting a window's distinct traces is a pass over
+    millions of rows."""
     t0 = time.perf_counter()
     thresholds = thresholds or Thresholds()
     filter_sql, params = compile_filter(where) if where else ("TRUE", {})
@@ -336,11 +340,17 @@ def analyse_hops(
         else:
             stats_scope = "all spans"
         with _any_order(con):
-            con.execute(
-                f"CREATE TEMP TABLE {temp} AS "
-                f"{span_metrics_sql(span_where, extra_columns=extra, availability=keep_span_table and not own)}",
-                span_params)
-        stats = _stats(con, temp, lo, hi, ref_lo, ref_hi)
+            # the margins' spans are read for the spans in the windows to meet their parents and children;
+            # their own rows serve only the counts and a service's subtree walk (a chain of calls may
+            # pass through them), so without those they are not kept (a tenth of a window's rows)
+            keep_where = None
+            if not with_stats and not service:
+                keep_where = "s.start_ns BETWEEN $keep_lo AND $keep_hi"
+                span_params.update({"keep_lo": min(lo, ref_lo), "keep_hi": max(hi, ref_hi)})
+            metrics = span_metrics_sql(span_where, extra_columns=extra, availability=keep_span_table and not own,
+                                       trace_key=bool(trace_id) or with_stats, keep_where=keep_where)
+            con.execute(f"CREATE TEMP TABLE {temp} AS {metrics}", span_params)
+        stats = _stats(con, temp, lo, hi, ref_lo, ref_hi) if with_stats else {}
         stats.update({
             "scope": stats_scope,
             "window": {"since_ns": lo, "until_ns": hi},
@@ -358,19 +368,29 @@ def analyse_hops(
             levels = _mark_service_subtree(con, temp, service)
             cand.append("k IN (" + " UNION ALL ".join(f"SELECT k FROM {t}" for t in levels) + ")")
             made += levels
+        window_rows = None
+        if not (ref_lo <= lo and hi <= ref_hi):
+            short = _short_of_reference(con, temp, thresholds.min_samples, named)
+            window_rows = f"svc_h IN ({', '.join(str(int(h)) for h in short)})" if short else None
         con.execute(
             f"CREATE TEMP TABLE {temp}_slow AS WITH "
             + baselines_sql(temp, "start_ns BETWEEN $ref_lo AND $ref_hi", "start_ns BETWEEN $lo AND $hi",
-                            " AND ".join(cand), window_levels=not (ref_lo <= lo and hi <= ref_hi)).strip()
+                            " AND ".join(cand), window_rows=window_rows).strip()
             + ",\n" + scoring_sql(thresholds).strip() + "\nSELECT * FROM slow",
             named,
         )
-        stats["slow_total"] = _one(con, f"SELECT count(*) FROM {temp}_slow")[0]
+        if with_stats:
+            stats["slow_total"] = _one(con, f"SELECT count(*) FROM {temp}_slow")[0]
         limit_sql = f"LIMIT {int(limit)}" if limit else ""
+        # only the slow rows that can make the cut meet the per-span table (every row tied with the
+        # last one too, so the order's own tie-breaks decide as before): a window has thousands
+        # of slow spans and millions of rows to look them up in
+        top = (f"WHERE x.excess_ns >= (SELECT min(excess_ns) FROM (SELECT excess_ns FROM {temp}_slow "
+               f"ORDER BY excess_ns DESC {limit_sql}) t)" if limit else "")
         rows = fetch_arrow(con.sql(
             f"""SELECT m.*, x.part, x.value_ns, x.baseline_level, x.p50, x.p99, x.ratio, x.robust_z,
                        x.excess_ns, x.baseline_n
-                FROM {temp}_slow x JOIN {temp} m ON m.k = x.k
+                FROM {temp}_slow x JOIN {temp} m ON m.k = x.k {top}
                 ORDER BY x.excess_ns DESC, x.robust_z DESC, m.start_ns, m.k {limit_sql}""")).to_pylist()
         details = _details(con, rows)
         kept = temp if keep_span_table and not own else None
@@ -451,6 +471,26 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None
     """The single row of a scalar query (fetchall: DuckDB 2 refuses new work while a result is open)."""
     rows = con.execute(sql, params or {}).fetchall()
     return tuple(rows[0])
+
+
+def _short_of_reference(con: duckdb.DuckDBPyConnection, temp: str, min_samples: int,
+                        params: dict[str, Any]) -> list[int]:
+    """The services (``svc_h``) with spans in the window whose reference holds fewer than
+    ``min_samples`` values of a part (self time, or hop gap; unpaired CLIENT spans apart): only their
+    spans can fall back to a baseline of the window itself (:func:`baselines_sql`'s ``window_rows``).
+    One pass over the per-span table's integer columns; none, the usual case on a store that holds a
+    reference, and the window's levels are not computed at all."""
+    rows = con.execute(
+        f"""SELECT DISTINCT svc_h FROM (
+                SELECT svc_h, unpaired_client,
+                       count(*) FILTER (WHERE start_ns BETWEEN $ref_lo AND $ref_hi) AS self_ref,
+                       count(*) FILTER (WHERE start_ns BETWEEN $lo AND $hi) AS self_win,
+                       count(hop_gap_ns) FILTER (WHERE start_ns BETWEEN $ref_lo AND $ref_hi) AS gap_ref,
+                       count(hop_gap_ns) FILTER (WHERE start_ns BETWEEN $lo AND $hi) AS gap_win
+                FROM {temp} GROUP BY svc_h, unpaired_client) g
+            WHERE (self_win > 0 AND self_ref < {int(min_samples)}) OR (gap_win > 0 AND gap_ref < {int(min_samples)})""",
+        {k: params[k] for k in ("lo", "hi", "ref_lo", "ref_hi")}).fetchall()
+    return sorted(int(r[0]) for r in rows if r[0] is not None)
 
 
 def _stats(con: duckdb.DuckDBPyConnection, temp: str, lo: int, hi: int, ref_lo: int, ref_hi: int) -> dict[str, Any]:

@@ -47,7 +47,7 @@ _READABLE_SELECT = """,
 
 
 def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), with_ids: bool = False,
-                     availability: bool = False) -> str:
+                     availability: bool = False, trace_key: bool = True, keep_where: str | None = None) -> str:
     """A SELECT producing one row per span: its self time, hop gap, pair and peer (times in ns).
 
     Spans are keyed by ``k = hash(trace_id, span_id)`` (64-bit; ``tk`` the trace's; ``caller_k`` the
@@ -58,7 +58,12 @@ def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), wi
     the readable columns and ``peer``/``server_service``/``server_span_id`` as text (one trace,
     tests). ``availability`` adds what :mod:`isostack.locate.availability` reads from the same rows
     (``service_name``, ``is_error``, ``ep_h`` = the hash of ``peer_addr:peer_port``, NULL without an
-    address), so a window's spans are read once for both. ``span_where`` may use ``$`` parameters.
+    address), so a window's spans are read once for both. ``trace_key=False`` leaves ``tk`` out (a
+    window diagnosis neither counts traces nor picks one: a third hash of every trace id less).
+    ``keep_where`` (a condition on the span's ``s.`` columns): only those spans' rows are returned,
+    while every span read still serves as a parent or child -- the spans read only so that the kept
+    ones meet theirs (a margin beyond the windows) need no row of their own, and are then neither
+    joined back nor written. ``span_where`` and ``keep_where`` may use ``$`` parameters.
     """
     cols = list(CORE_COLUMNS) + [c for c in extra_columns if c not in CORE_COLUMNS]
     if with_ids:
@@ -68,7 +73,8 @@ def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), wi
     s_cols = ", ".join(cols)
     # what the result carries of ``s``: the hashes the join needed (pk, origin, the peer's three) stay
     # behind, so a window's table of millions of rows is written and joined with fewer columns
-    kept = ", ".join(["s.k", "s.tk", "s.svc_h", "s.op_h"] + (["s.is_error", "s.ep_h"] if availability else [])
+    kept = ", ".join(["s.k"] + (["s.tk"] if trace_key else []) + ["s.svc_h", "s.op_h"]
+                     + (["s.is_error", "s.ep_h"] if availability else [])
                      + [f"s.{c}" for c in cols])
     # the endpoint's hash is made once per span: availability's ``ep_h`` and the peer's ``peer_ep_h``
     # are the same string's hash (building that string for every span twice was a sixth of a window's
@@ -84,7 +90,7 @@ def span_metrics_sql(span_where: str, *, extra_columns: tuple[str, ...] = (), wi
 WITH s AS MATERIALIZED (
     SELECT hash(trace_id, span_id) AS k,
            CASE WHEN parent_span_id <> '' THEN hash(trace_id, parent_span_id) END AS pk,
-           hash(trace_id) AS tk, hash(host_name, service_name) AS origin,
+           {'hash(trace_id) AS tk, ' if trace_key else ''}hash(host_name, service_name) AS origin,
            hash(service_name) AS svc_h, hash(service_name, name) AS op_h,
            CASE WHEN peer_name <> '' THEN hash(peer_name) END AS peer_name_h,
            CASE WHEN peer_addr <> '' THEN {endpoint} END AS peer_ep_h,
@@ -159,6 +165,7 @@ LEFT JOIN per_parent pp ON pp.parent_k = s.k
 LEFT JOIN unions un ON un.parent_k = s.k
 LEFT JOIN (SELECT child_k, parent_k, p_start, parent_kind, parent_svc_h {", parent_service" if ids else ""}
            FROM edges) cl ON cl.child_k = s.k
+{f"WHERE {keep_where}" if keep_where else ""}
 """
 
 
