@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isostack.guest.proc_text import read_snmp_style, split_queue_stat
+from isostack.guest.proc_text import parse_diskstats, read_snmp_style, split_queue_stat
 
 SOURCE = "guest"
 MAX_PENDING_REQUESTS = 120  # two minutes of 1 s windows kept while the receiver is away
@@ -95,18 +95,14 @@ def steal_ns(proc: Path) -> int | None:
 
 def disk_counters(proc: Path) -> dict[str, dict[str, int]]:
     """/proc/diskstats of the paravirtual disks: ios and ms spent (the queue's weighted time)."""
-    out: dict[str, dict[str, int]] = {}
     try:
-        lines = proc.joinpath("diskstats").read_text().splitlines()
+        disks = parse_diskstats(proc.joinpath("diskstats").read_text())
     except OSError:
-        return out
-    for line in lines:
-        f = line.split()
-        if len(f) < 14 or not f[2].startswith(_DISK_PREFIXES) or f[2][-1].isdigit():
-            continue  # partitions (vda1) repeat their disk's I/O
-        out[f[2]] = {"ios": int(f[3]) + int(f[7]), "io_ms": int(f[12]), "queue_ms": int(f[13]),
-                     "in_flight": int(f[11])}
-    return out
+        return {}
+    # partitions (vda1) repeat their disk's I/O
+    return {name: {"ios": d.reads + d.writes, "io_ms": d.io_ticks_ms, "queue_ms": d.weighted_io_ticks_ms,
+                   "in_flight": d.in_flight}
+            for name, d in disks.items() if name.startswith(_DISK_PREFIXES) and not name[-1].isdigit()}
 
 
 def tcp_counters(proc: Path) -> dict[str, int]:
