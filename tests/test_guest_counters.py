@@ -149,3 +149,35 @@ def test_guest_counters_keep_what_the_receiver_did_not_take_yet(monkeypatch: pyt
     values = [agent_records(decode_proto(b, "logs", "t")).tables["kernel_events"].column("value").to_pylist()
               for b in sent]
     assert values == [[1.0], [2.0]]
+
+
+def test_guest_counters_keep_sampling_while_a_post_waits() -> None:
+    # the guest's own TX path stalled: a POST waits; the 1 s windows must not merge behind it
+    import threading
+
+    released = threading.Event()
+    shipped: list[list[dict]] = []
+
+    class Fake:
+        n = 0
+
+        def sample(self) -> list[dict]:
+            self.n += 1
+            return [{"window": self.n}]
+
+    fake = Fake()
+
+    def ship(rows: list[dict]) -> str:
+        if not shipped:  # the first POST hangs until five more windows were sampled behind it
+            assert released.wait(timeout=10), "sampling stopped while a POST waited"
+        shipped.append(rows)
+        return ""
+
+    def stop() -> bool:
+        if fake.n >= 7:
+            released.set()
+            return True
+        return False
+
+    counters.run(fake, ship, 0.001, stop=stop)  # type: ignore[arg-type]
+    assert [r[0]["window"] for r in shipped] == [2, 3, 4, 5, 6, 7]  # window 1 is the priming read

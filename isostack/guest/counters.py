@@ -34,8 +34,10 @@ import contextlib
 import gzip
 import json
 import os
+import queue
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -280,18 +282,34 @@ def post(endpoint: str, body: bytes, timeout_s: float = 5.0) -> str:
 
 def run(counters: GuestCounters, ship: Callable[[list[dict[str, Any]]], str], interval_s: float,
         stop: Callable[[], bool] = lambda: False, warn: Callable[[str], None] = print) -> None:
-    """Sample every ``interval_s`` and ``ship`` the rows (its return: "" or an error, warned once per kind)."""
+    """Sample every ``interval_s`` and ``ship`` the rows (its return: "" or an error, warned once per kind).
+
+    Shipping runs on a thread of its own: when the guest's own network stalls (the very thing these counters
+    watch), a POST can wait for seconds, and sampling behind it would merge those seconds into one window."""
+    outbox: queue.Queue[list[dict[str, Any]] | None] = queue.Queue()
+
+    def shipper() -> None:
+        last_err = ""
+        while (rows := outbox.get()) is not None:
+            err = ship(rows)
+            if err and err != last_err:
+                warn(f"isostack guest counters: {err}")
+            last_err = err
+
+    sender = threading.Thread(target=shipper, name="guest-counters-ship", daemon=True)
+    sender.start()
     counters.sample()
     next_t = time.monotonic() + interval_s
-    last_err = ""
-    while not stop():
-        time.sleep(max(0.0, next_t - time.monotonic()))
-        next_t += interval_s
-        rows = counters.sample()
-        err = ship(rows) if rows else ""
-        if err and err != last_err:
-            warn(f"isostack guest counters: {err}")
-        last_err = err
+    try:
+        while not stop():
+            time.sleep(max(0.0, next_t - time.monotonic()))
+            next_t += interval_s
+            rows = counters.sample()
+            if rows:
+                outbox.put(rows)
+    finally:
+        outbox.put(None)
+        sender.join(timeout=10.0)
 
 
 def main(argv: list[str] | None = None) -> int:
