@@ -17,10 +17,11 @@ or a TX queue sent at least `guest_tx_unkicked_pkts` packets in a window without
 event-index notification (virtio's default) the guest notifies the host only when the host has caught up
 with the ring and asked to be woken; a whole window of packets with no kick means the host's backend
 never caught up in it — the ring was never empty, the backend behind it the whole time. Measured in the
-testbed (docs/sandbox.md): 0.85–0.95 kicks per packet in healthy windows; under `virtio-backpressure`
-(the tap flow-controlled behind a shaped path out of the VM) windows of 400+ packets with none, while the
-ring itself never filled: the guest's TCP holds what the ring cannot take (TCP small queues), and new
-connections stall in their handshake.
+testbed (docs/sandbox.md): 0.9–1.0 kicks per packet in healthy windows; under `virtio-backpressure`
+(the tap flow-controlled behind a shaped path out of the VM) 16 windows in a row of 40–120 packets
+with none, while the ring itself never filled: the guest's TCP holds what the ring cannot take (TCP
+small queues), and new connections stall in their handshake.
+
 Evidence names the device, each counter that moved, the guest's TCP retransmits and steal time as
 context, and the VM's tap on the host (the rows the host's collector keeps for that device: its qdisc
 backlog and drops, the tap's drops) — the two ends of one virtio link. Usually a symptom: the chain
