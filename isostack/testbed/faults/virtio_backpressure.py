@@ -1,15 +1,20 @@
 """virtio-backpressure: the host's path out of a VM is slower than what the guest sends, and the VM's tap
-has flow control on, so the backlog is pushed back into the guest: its virtio TX ring fills and the guest's
-driver stops its queue (L-2, the paravirtual frontend/backend pair; spec 29.6.12.1 "virtqueue full").
+has flow control on, so the backlog is pushed back into the guest: QEMU stops draining its virtio TX ring
+(L-2, the paravirtual frontend/backend pair; spec 29.6.12.1 "virtqueue full").
 
 How the host holds the guest's packets: a tbf, reached through an ifb that the tap's ingress redirects to
 (the usual way to shape what a VM sends, as a qdisc holds only what a device transmits). Each packet QEMU
 writes into the tap stays charged to the tap's socket while it waits there; with the tap's send buffer
 limited (QEMU ``-netdev tap,sndbuf=``, libvirt ``<tune><sndbuf>``; the testbed's VMs run with
 ``vm.TAP_SNDBUF_BYTES``) the kernel refuses QEMU's next write (EAGAIN), QEMU stops popping the guest's TX
-virtqueue until the tap is writable again, and the guest's packets wait in its own ring and qdisc. Without
-flow control (QEMU's default, sndbuf=0) the same tbf drops at its limit and the guest sees only loss,
-as under ``tap-queue``. Only for a service running in a VM (``--vm``).
+virtqueue until the tap is writable again, and the guest's packets wait in its own ring. Without flow
+control (QEMU's default, sndbuf=0) the same tbf holds or drops them on the host and the guest sees only
+delay and loss, as under ``tap-queue``. Only for a service running in a VM (``--vm``).
+
+Measured (docs/sandbox.md): the guest's TX queue stops kicking (0 kicks in every window of the fault
+against 0.9-1.0 per packet before: the backend never caught up with the ring), its TCP resends SYN-ACKs;
+the ring itself does not fill (TCP small queues keep the guest's backlog in its sockets, and new
+connections stall in their handshake), so no qdisc backlog or tx timeout inside the guest.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ class VirtioBackpressure(Fault):
     layer = "L-2"
     mechanism = "virtio_queue_stall"
     summary = ("the VM's egress shaped on the host (ifb + tbf on its tap's ingress) below what the guest sends, "
-               "the tap flow-controlled: the guest's virtio TX ring fills")
+               "the tap flow-controlled (sndbuf): QEMU stops draining the guest's virtio TX ring")
     runs_on = ("vm",)
     # the tbf's limit holds more than the tap's send buffer, so the buffer, not the tbf, decides: the tap
-    # refuses QEMU's writes before the tbf would drop
+    # refuses QEMU's writes before the tbf would drop. db sends little (small replies, ACKs, telemetry):
+    # 200kbit barely slowed it (p50 90 -> 101 ms, the host's backlog <= 5 packets); 64kbit: clients time out.
+    # No mild form measured yet.
     severities = {"severe": {"rate": "64kbit"}}
 
     def apply(self, ctx: Context) -> dict[str, Any]:
