@@ -97,3 +97,25 @@ def test_vm_virtio_a_full_tap_queue_before_it_is_its_cause(data_dir: Path) -> No
     assert tap.layer == "L-1"
     virtio = next(f for f in d.chain if f.check == "vm_virtio")
     assert virtio.caused_by == "tx_queue_full"
+
+
+def test_vm_virtio_tx_packets_with_no_kick_are_a_backend_behind_the_guest(data_dir: Path) -> None:
+    # rows of the shape measured under virtio-backpressure (docs/sandbox.md): a healthy window kicks for
+    # most packets (41/40), then windows of packets with no kicks row at all (the counter did not move):
+    # the host's backend never caught up with the guest's TX ring; the guest's SYN-ACKs are resent
+    rows = _quiet() + [
+        _guest(IN + S, "guest_nic", 461, "packets", queue="tx0"),
+        _guest(IN + S, "guest_tcp", 654, "TCPSynRetrans", device=""),
+        _guest(IN + S // 2, "guest_nic", 120, "packets", queue="tx0"),
+        # a few packets with no kick: one busy pass of the backend can cover them, not counted
+        _guest(IN + S // 4, "guest_nic", 4, "packets", queue="tx0"),
+        # another driver's queue without kicks counters says nothing about notifications
+        _guest(IN + S, "guest_nic", 300, "packets", device="eth1", queue="tx0", driver="e1000"),
+    ]
+    d = _diagnose(data_dir, rows)
+    f = next(f for f in d.chain if f.check == "vm_virtio")
+    assert (f.layer, f.mechanism) == ("L-2", "virtio_queue_stall")
+    assert f.evidence[0].detail["counters"] == {"eth0 tx0 packets sent with no kick (backend behind)": 581.0}
+    assert f.summary.startswith("inside the VM of payment, its virtio NIC stalled: eth0 tx0 packets sent with no "
+                                "kick (backend behind) 581")
+    assert {e.signal: e.value for e in f.evidence}["guest_tcp"] == pytest.approx(654.0)

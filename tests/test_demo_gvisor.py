@@ -84,6 +84,12 @@ def test_demo_refuses_an_unknown_sandbox_before_needing_root() -> None:
     assert "--sandbox 'kata': expected one of gvisor" in proc.stderr
 
 
+def test_demo_refuses_a_severity_the_fault_has_not_before_needing_root() -> None:
+    proc = run_cli("demo", "--fault", "oom", "--severity", "mild")
+    assert proc.returncode == 2
+    assert "fault oom has no mild form; its severities: severe" in proc.stderr
+
+
 def test_sandbox_option_names_the_services_to_sandbox() -> None:
     from isostack.errors import IsostackError
     from isostack.testbed.topology import parse_sandbox

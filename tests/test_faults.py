@@ -17,13 +17,15 @@ def test_list_names_every_fault_with_its_truth() -> None:
 
     rows = {r["fault"]: r for r in json.loads(proc.stdout)}
     assert set(rows) == {"cpu-throttle", "queue", "loss", "flood", "disk", "oom", "syscall-slow", "cpu-neighbour",
-                         "syscall-storm", "sandbox-strace", "gofer-starved", "vcpu-quota", "tap-queue"}
+                         "syscall-storm", "sandbox-strace", "gofer-starved", "vcpu-quota", "tap-queue",
+                         "virtio-backpressure"}
     assert rows["sandbox-strace"]["layer"] == "L-4" and rows["gofer-starved"]["mechanism"] == "sandbox_gofer_starved"
     assert rows["cpu-throttle"]["mechanism"] == "cpu_throttle" and rows["cpu-throttle"]["layer"] == "L-3"
     assert rows["flood"]["mechanism"] == "noisy_flow" and rows["disk"]["layer"] == "HOST"
     assert rows["disk"]["applies_to"] == ["db"]
     assert (rows["vcpu-quota"]["layer"], rows["vcpu-quota"]["mechanism"]) == ("L-1", "vcpu_throttle")
     assert (rows["tap-queue"]["layer"], rows["tap-queue"]["mechanism"]) == ("L-1", "tx_queue_full")
+    assert (rows["virtio-backpressure"]["layer"], rows["virtio-backpressure"]["mechanism"]) == ("L-2", "virtio_queue_stall")
 
 
 def test_truth_mechanisms_exist_in_the_kb() -> None:

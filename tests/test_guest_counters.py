@@ -17,7 +17,8 @@ from isostack import records
 from isostack.guest import counters
 from isostack.sources.otlp.decode import decode_proto
 from isostack.sources.otlp_kernel import agent_records
-from isostack.sources.procfs import net
+from isostack.sources.procfs import disk, net
+from tests.conftest import FIXTURES
 
 SYS_NET = Path("/sys/class/net")
 
@@ -52,6 +53,17 @@ def test_guest_counters_units_are_the_vocabularys() -> None:
 def test_guest_counters_split_queue_names_as_the_host_collector_does(name: str, split: tuple[str, str] | None) -> None:
     # one parser serves both sides (the host's reader imports the guest's)
     assert counters.split_queue_stat(name) == net.split_queue_stat(name) == split
+
+
+def test_guest_disk_counters_read_diskstats_with_the_hosts_parser(tmp_path: Path) -> None:
+    # a real /proc/diskstats (a Firecracker guest's virtio-blk vda and its partition); the guest keeps the
+    # whole disk only (a partition repeats its disk's I/O) and reads it with the host reader's parser
+    (tmp_path / "diskstats").write_text((FIXTURES / "procfs" / "diskstats.before").read_text())
+    assert counters.disk_counters(tmp_path) == {"vda": {"ios": 38388 + 14647, "io_ms": 6660, "queue_ms": 20811,
+                                                        "in_flight": 0}}
+    host = disk.parse_diskstats((tmp_path / "diskstats").read_text())["vda"]
+    assert (host.reads, host.writes, host.weighted_io_ticks_ms, host.discards) == (38388, 14647, 20811, 4592)
+    assert counters.parse_diskstats is disk.parse_diskstats
 
 
 def test_guest_counters_read_this_guests_real_virtio_nic() -> None:
@@ -137,3 +149,35 @@ def test_guest_counters_keep_what_the_receiver_did_not_take_yet(monkeypatch: pyt
     values = [agent_records(decode_proto(b, "logs", "t")).tables["kernel_events"].column("value").to_pylist()
               for b in sent]
     assert values == [[1.0], [2.0]]
+
+
+def test_guest_counters_keep_sampling_while_a_post_waits() -> None:
+    # the guest's own TX path stalled: a POST waits; the 1 s windows must not merge behind it
+    import threading
+
+    released = threading.Event()
+    shipped: list[list[dict]] = []
+
+    class Fake:
+        n = 0
+
+        def sample(self) -> list[dict]:
+            self.n += 1
+            return [{"window": self.n}]
+
+    fake = Fake()
+
+    def ship(rows: list[dict]) -> str:
+        if not shipped:  # the first POST hangs until five more windows were sampled behind it
+            assert released.wait(timeout=10), "sampling stopped while a POST waited"
+        shipped.append(rows)
+        return ""
+
+    def stop() -> bool:
+        if fake.n >= 7:
+            released.set()
+            return True
+        return False
+
+    counters.run(fake, ship, 0.001, stop=stop)  # type: ignore[arg-type]
+    assert [r[0]["window"] for r in shipped] == [2, 3, 4, 5, 6, 7]  # window 1 is the priming read

@@ -145,3 +145,28 @@ def test_loadgen_counts_a_reply_cut_short_as_a_failed_request() -> None:
         lg.stop()
         srv.close()
     assert [r.status for r in results] == [0, 0, 0]
+
+
+def test_loadgen_records_an_overloaded_target_as_failed_requests_by_their_deadline() -> None:
+    # a target that accepts and never answers, one client worker: before, each request waited for the
+    # worker behind the previous one's full timeout (8 requests took 8 s); now each fails at its own
+    # deadline, counted from when it was due, and the run ends about one timeout after the last is due
+    import socket
+
+    from isostack.testbed.loadgen import LoadGen, summary
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)  # the kernel completes the handshakes; nobody ever reads or answers
+    lg = LoadGen("127.0.0.1", srv.getsockname()[1], rate_rps=40, body_bytes=16, timeout_s=1.0, max_workers=1)
+    try:
+        results = lg.run(5.0, max_requests=8)
+    finally:
+        lg.stop()
+        srv.close()
+    assert [r.status for r in results] == [0] * 8
+    s = summary(results, timeout_s=1.0)
+    assert s["count"] == 8 and s["errors"] == 8 and s["timeouts"] == 8
+    # the margin is for a busy machine: the old queueing made the last request's latency ~8 s
+    assert max(r.latency_ns for r in results) < 2.5e9, [r.latency_ns for r in results]
+    assert s["unsent"] == sum(1 for r in results if not r.sent)

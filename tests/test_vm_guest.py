@@ -101,7 +101,7 @@ def test_demo_refuses_a_vm_fault_without_the_vm_before_needing_root() -> None:
     proc = run_cli("demo", "--fault", "vcpu-quota")
     assert proc.returncode == 2 and "fault vcpu-quota runs on a service inside a VM: add --vm db" in proc.stderr
     proc = run_cli("demo", "--fault", "queue", "--target", "db", "--vm", "db")
-    assert proc.returncode == 2 and "VM-layer faults: tap-queue, vcpu-quota" in proc.stderr
+    assert proc.returncode == 2 and "VM-layer faults: tap-queue, vcpu-quota, virtio-backpressure" in proc.stderr
     proc = run_cli("demo", "--vm", "redis")
     assert proc.returncode == 2 and "--vm 'redis': unknown service 'redis'" in proc.stderr
 

@@ -53,7 +53,7 @@ COMPOUND_GVISOR = {"target": "payment", "sandbox": "gvisor",
                    "roots": [("L-4", "sandbox_syscall_trap"), ("L-3", "cpu_throttle")], "symptoms": ["tx_queue_full"]}
 COMPOUNDS = {"compound": COMPOUND, "compound-gvisor": COMPOUND_GVISOR}
 CONTROL = "none"
-# The spec's VM hop (PostgreSQL in a VM): VM-layer faults (vcpu-quota, tap-queue) run on it with the
+# The spec's VM hop (PostgreSQL in a VM): VM-layer faults (vcpu-quota, tap-queue, virtio-backpressure) run on it with the
 # service inside a QEMU guest (isostack/testbed/vm.py); each such case adds ~40 s of guest boot.
 VM_TARGETS = ("db",)
 # The second topology: third-party software (isostack/testbed/reallife.py: Flask/requests -> Flask/psycopg2

@@ -34,8 +34,10 @@ import contextlib
 import gzip
 import json
 import os
+import queue
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -44,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isostack.guest.proc_text import read_snmp_style, split_queue_stat
+from isostack.guest.proc_text import parse_diskstats, read_snmp_style, split_queue_stat
 
 SOURCE = "guest"
 MAX_PENDING_REQUESTS = 120  # two minutes of 1 s windows kept while the receiver is away
@@ -95,18 +97,14 @@ def steal_ns(proc: Path) -> int | None:
 
 def disk_counters(proc: Path) -> dict[str, dict[str, int]]:
     """/proc/diskstats of the paravirtual disks: ios and ms spent (the queue's weighted time)."""
-    out: dict[str, dict[str, int]] = {}
     try:
-        lines = proc.joinpath("diskstats").read_text().splitlines()
+        disks = parse_diskstats(proc.joinpath("diskstats").read_text())
     except OSError:
-        return out
-    for line in lines:
-        f = line.split()
-        if len(f) < 14 or not f[2].startswith(_DISK_PREFIXES) or f[2][-1].isdigit():
-            continue  # partitions (vda1) repeat their disk's I/O
-        out[f[2]] = {"ios": int(f[3]) + int(f[7]), "io_ms": int(f[12]), "queue_ms": int(f[13]),
-                     "in_flight": int(f[11])}
-    return out
+        return {}
+    # partitions (vda1) repeat their disk's I/O
+    return {name: {"ios": d.reads + d.writes, "io_ms": d.io_ticks_ms, "queue_ms": d.weighted_io_ticks_ms,
+                   "in_flight": d.in_flight}
+            for name, d in disks.items() if name.startswith(_DISK_PREFIXES) and not name[-1].isdigit()}
 
 
 def tcp_counters(proc: Path) -> dict[str, int]:
@@ -284,18 +282,34 @@ def post(endpoint: str, body: bytes, timeout_s: float = 5.0) -> str:
 
 def run(counters: GuestCounters, ship: Callable[[list[dict[str, Any]]], str], interval_s: float,
         stop: Callable[[], bool] = lambda: False, warn: Callable[[str], None] = print) -> None:
-    """Sample every ``interval_s`` and ``ship`` the rows (its return: "" or an error, warned once per kind)."""
+    """Sample every ``interval_s`` and ``ship`` the rows (its return: "" or an error, warned once per kind).
+
+    Shipping runs on a thread of its own: when the guest's own network stalls (the very thing these counters
+    watch), a POST can wait for seconds, and sampling behind it would merge those seconds into one window."""
+    outbox: queue.Queue[list[dict[str, Any]] | None] = queue.Queue()
+
+    def shipper() -> None:
+        last_err = ""
+        while (rows := outbox.get()) is not None:
+            err = ship(rows)
+            if err and err != last_err:
+                warn(f"isostack guest counters: {err}")
+            last_err = err
+
+    sender = threading.Thread(target=shipper, name="guest-counters-ship", daemon=True)
+    sender.start()
     counters.sample()
     next_t = time.monotonic() + interval_s
-    last_err = ""
-    while not stop():
-        time.sleep(max(0.0, next_t - time.monotonic()))
-        next_t += interval_s
-        rows = counters.sample()
-        err = ship(rows) if rows else ""
-        if err and err != last_err:
-            warn(f"isostack guest counters: {err}")
-        last_err = err
+    try:
+        while not stop():
+            time.sleep(max(0.0, next_t - time.monotonic()))
+            next_t += interval_s
+            rows = counters.sample()
+            if rows:
+                outbox.put(rows)
+    finally:
+        outbox.put(None)
+        sender.join(timeout=10.0)
 
 
 def main(argv: list[str] | None = None) -> int:

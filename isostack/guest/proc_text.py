@@ -1,5 +1,6 @@
-"""Parsers of /proc and ``ethtool -S`` text that both sides use: the host's procfs reader
-(:mod:`isostack.sources.procfs.net`) and the VM guest's exporter (:mod:`isostack.guest.counters`).
+"""Parsers of /proc and ``ethtool -S`` text that both sides use: the host's procfs readers
+(:mod:`isostack.sources.procfs.net`, :mod:`isostack.sources.procfs.disk`) and the VM guest's exporter
+(:mod:`isostack.guest.counters`).
 
 Standard library only, so the guest can import it (the host reader's package imports psutil and pyarrow).
 """
@@ -7,6 +8,7 @@ Standard library only, so the guest can import it (the host reader's package imp
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 # Per-queue driver statistics as drivers name them in `ethtool -S`: virtio_net 6.1 and veth / ixgbe /
@@ -44,4 +46,37 @@ def read_snmp_style(path: Path) -> dict[str, dict[str, int]]:
                 table[n] = int(v)
             except ValueError:
                 continue
+    return out
+
+
+@dataclass(frozen=True)
+class DiskSample:
+    """Cumulative counters of one block device (kernel Documentation/admin-guide/iostats.rst)."""
+
+    reads: int
+    read_ticks_ms: int
+    writes: int
+    write_ticks_ms: int
+    io_ticks_ms: int  # time the device had I/O in flight: the basis of %util
+    discards: int = 0
+    discard_ticks_ms: int = 0
+    in_flight: int = 0  # I/Os issued to the driver and not yet completed (a level, not a counter)
+    weighted_io_ticks_ms: int = 0  # time in flight summed over every I/O: the queue's weighted time
+
+
+def parse_diskstats(text: str) -> dict[str, DiskSample]:
+    """/proc/diskstats: device name -> counters. Fields 4..14 are always present; discard fields
+    (15..18) since 4.18. A line with fewer fields is skipped."""
+    out: dict[str, DiskSample] = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) < 14:
+            continue
+        discards = int(f[14]) if len(f) >= 18 else 0
+        discard_ticks = int(f[17]) if len(f) >= 18 else 0
+        out[f[2]] = DiskSample(
+            reads=int(f[3]), read_ticks_ms=int(f[6]), writes=int(f[7]), write_ticks_ms=int(f[10]),
+            io_ticks_ms=int(f[12]), discards=discards, discard_ticks_ms=discard_ticks, in_flight=int(f[11]),
+            weighted_io_ticks_ms=int(f[13]),
+        )
     return out

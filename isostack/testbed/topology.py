@@ -334,7 +334,8 @@ class Testbed:
                                 sidecars=[self._guest_counters(spec)])
         # its console (the guest's kernel, the service's own output) goes with the services' logs
         return vm.command(self.log_dir / f"{spec.name}-vm", tap=spec.host_veth, addr_cidr=f"{spec.addr}/24",
-                          gateway=BRIDGE_ADDR, memory_mib=vm.GUEST_MEMORY_MIB, service=guest)
+                          gateway=BRIDGE_ADDR, memory_mib=vm.GUEST_MEMORY_MIB, service=guest,
+                          tap_sndbuf_bytes=vm.TAP_SNDBUF_BYTES)
 
     def _guest_counters(self, spec: ServiceSpec) -> list[str]:
         """The guest's counters exporter (isostack.guest.counters.py): its virtio-net driver's, qdisc's and

@@ -200,9 +200,14 @@ class Guest:
 
 
 def command(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib: int = 256,
-            service: GuestService | None = None) -> list[str]:
+            service: GuestService | None = None, tap_sndbuf_bytes: int = 0) -> list[str]:
     """The QEMU command line for a guest on ``tap`` (which must exist and be up) with ``addr_cidr``;
-    builds its initramfs under ``workdir``. The console goes to ``workdir/console.log``."""
+    builds its initramfs under ``workdir``. The console goes to ``workdir/console.log``.
+
+    ``tap_sndbuf_bytes`` > 0 turns on the tap's flow control (QEMU's ``-netdev tap,sndbuf=``, libvirt's
+    ``<tune><sndbuf>``): the kernel refuses QEMU's writes into the tap while that many bytes of the guest's
+    packets are still held on the host, and QEMU stops taking packets off the guest's virtio TX ring until
+    they drain; 0 (QEMU's default) never refuses, and a full host-side queue drops them instead."""
     kernel = guest_kernel()
     if kernel is None:
         raise IsostackError(unavailable_reason() or "no guest kernel")
@@ -219,7 +224,8 @@ def command(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib
             "-name", f"{tap},debug-threads=on",
             "-kernel", str(kernel[0]), "-initrd", str(initrd),
             "-append", f"console=ttyS0 quiet tsc_early_khz={tsc_khz()} tsc=reliable isostack.ip={addr_cidr} isostack.gw={gateway}",
-            "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", "-device", "virtio-net-device,netdev=n0"]
+            "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no,sndbuf={tap_sndbuf_bytes}",
+            "-device", "virtio-net-device,netdev=n0"]
     if service:
         # multidevs=remap: / spans several filesystems (proc, sys, tmpfs, the disk); without it their
         # inode numbers collide in the guest, which QEMU warns "might lead to ... severe misbehaviours"
@@ -229,10 +235,12 @@ def command(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib
 
 
 def start(workdir: Path, *, tap: str, addr_cidr: str, gateway: str, memory_mib: int = 256,
-          cgroup_procs: list[Path] = (), service: GuestService | None = None) -> Guest:  # type: ignore[assignment]
+          cgroup_procs: list[Path] = (), service: GuestService | None = None,  # type: ignore[assignment]
+          tap_sndbuf_bytes: int = 0) -> Guest:
     """Boot a guest on ``tap`` (which must exist and be up) with ``addr_cidr``; QEMU joins the cgroups
     whose ``cgroup.procs`` files are given before it starts, so its vCPU thread is born inside them."""
-    argv = command(workdir, tap=tap, addr_cidr=addr_cidr, gateway=gateway, memory_mib=memory_mib, service=service)
+    argv = command(workdir, tap=tap, addr_cidr=addr_cidr, gateway=gateway, memory_mib=memory_mib, service=service,
+                   tap_sndbuf_bytes=tap_sndbuf_bytes)
 
     def enter_cgroups() -> None:  # in the child, before exec: QEMU and all its threads start inside
         for procs in cgroup_procs:
@@ -251,6 +259,13 @@ IN_VM_BY_DEFAULT = ("db",)
 # 9p at ~20x slower CPU, measured 32 s to the first /health answer on an idle host; more on a busy one.
 READY_TIMEOUT_S = 150.0
 GUEST_MEMORY_MIB = 384
+# The testbed's VMs run with the tap's flow control on (QEMU's docs: "to enable flow control set
+# sndbuf=1048576"): the guest's packets held on the host beyond this many bytes make QEMU stop draining the
+# guest's TX ring, so a slow path out of the VM shows inside it (virtio-backpressure) instead of as drops
+# on the host. 64 KiB, not the docs' 1 MiB: a TCG guest sends so little that with 1 MiB a 400kbit path held
+# 690 packets (450 KB) on the host for 15 s without reaching the limit (docs/sandbox.md). Nothing holds the
+# guest's packets on the host in the baseline for long (the receiving stack takes them at once).
+TAP_SNDBUF_BYTES = 65536
 
 
 def parse_vm(text: str | None, services: tuple[str, ...]) -> tuple[str, ...]:

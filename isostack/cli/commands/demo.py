@@ -57,6 +57,9 @@ def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict, verdict
 @click.command("demo")
 @click.option("--fault", "fault_name", default="cpu-throttle", show_default=True,
               help="Fault to inject (see `isostack fault list`).")
+@click.option("--severity", type=click.Choice(["severe", "mild"]), default="severe", show_default=True,
+              help="The fault's parameter set (`isostack fault list`): severe makes clients time out; mild is tuned so "
+                   "the path's p95 rises 2-5x (a fault without a mild form refuses it).")
 @click.option("--target", default=None, help="Service the fault goes under.  [default: payment; for a VM-layer "
               "fault, the service --vm puts in the VM]")
 @click.option("--baseline", "baseline_s", type=float, default=15.0, show_default=True, help="Baseline seconds.")
@@ -76,7 +79,7 @@ def _write_html(path: Path, diagnoses: list, data_dir: Path, case: dict, verdict
                    "host's root shared read-only over virtio-9p; QEMU in the service's cgroup): `db`, the spec's "
                    "PostgreSQL-in-a-VM hop. Adds ~30-60 s of guest boot and service start.")
 @json_option
-def command(fault_name: str, target: str | None, baseline_s: float, fault_s: float, rate_rps: float, seed: int,
+def command(fault_name: str, severity: str, target: str | None, baseline_s: float, fault_s: float, rate_rps: float, seed: int,
             html_path: Path | None, keep_data: Path | None, sandbox_text: str | None, vm_text: str | None,
             as_json: bool) -> None:
     """Run the live demo: ingress -> order -> payment -> db in their own netns and cgroups,
@@ -89,6 +92,7 @@ def command(fault_name: str, target: str | None, baseline_s: float, fault_s: flo
       sudo isostack demo --fault queue --target payment --html report.html
       sudo isostack demo --fault disk --target db --json --keep-data /tmp/demo-store
       sudo isostack demo --fault syscall-storm --sandbox gvisor   # an L-4 fault inside gVisor
+      sudo isostack demo --fault syscall-storm --severity mild --sandbox gvisor
       sudo isostack demo --fault vcpu-quota --target db --vm db    # an L-1 fault: the VM's vCPU quota
     """
     from isostack.report.json_report import to_json
@@ -105,6 +109,8 @@ def command(fault_name: str, target: str | None, baseline_s: float, fault_s: flo
     except IsostackError as exc:
         raise UsageError(str(exc)) from exc
     fault = faults.get(fault_name)
+    if severity not in fault.severities:
+        raise UsageError(f"fault {fault_name} has no {severity} form; its severities: {', '.join(fault.severities)}")
     from isostack.testbed.vm import IN_VM_BY_DEFAULT
 
     if target is None and "vm" in fault.runs_on:  # a VM-layer fault: the VM's service (db, the spec's VM hop)
@@ -139,7 +145,7 @@ def command(fault_name: str, target: str | None, baseline_s: float, fault_s: flo
         data_dir = tmp
     try:
         case = run_case(fault_name, target, data_dir, baseline_s=baseline_s, fault_s=fault_s, rate_rps=rate_rps,
-                        seed=seed, sandbox=sandbox, vm_services=vm_services)
+                        seed=seed, sandbox=sandbox, vm_services=vm_services, params=fault.severities[severity])
         verdict = diagnose_case(case)
         d = verdict.headline
         if html_path is not None and d is not None:
@@ -153,7 +159,7 @@ def command(fault_name: str, target: str | None, baseline_s: float, fault_s: flo
             out["components"] = case.components
             emit_json(out)
             return
-        console.print(f"[bold]fault[/] {fault_name} on {target}  truth: {case.truth['layer']} "
+        console.print(f"[bold]fault[/] {fault_name} ({severity}) on {target}  truth: {case.truth['layer']} "
                       f"{case.truth['mechanism']}")
         console.print(f"load: baseline p50 {case.load['baseline']['p50_ms']:.1f} ms -> under fault p50 "
                       f"{case.load['fault']['p50_ms']:.1f} ms (p99 {case.load['fault']['p99_ms']:.1f} ms)")

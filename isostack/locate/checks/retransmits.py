@@ -44,7 +44,7 @@ CHECK = CheckSpec(
     owns=(
         Mechanism("retransmits", layer="NET", title="TCP retransmissions / RTO on the hop's connection",
                   fix="Find where packets are lost (drops, queue full, a lossy link or filter rule); RTOs add 200 ms+ each.",
-                  caused_by=(('packet_drop', 'filter_drop', 'tx_queue_full', 'conntrack_full'), ('cpu_throttle', 'noisy_flow')), amplifies=True),
+                  caused_by=(('packet_drop', 'filter_drop', 'tx_queue_full', 'conntrack_full', 'virtio_queue_stall'), ('cpu_throttle', 'noisy_flow')), amplifies=True),
     ),
     limits=(
         Threshold("rto_retransmits", 3, "count", "29.6.12.4", "retransmissions on the hop's connection"),

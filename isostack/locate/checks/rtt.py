@@ -32,7 +32,7 @@ CHECK = CheckSpec(
     owns=(
         Mechanism("rtt_spike", layer="NET", title="RTT spike on the hop's connection",
                   fix="Follow RTT -> retransmits -> drops/queue -> conntrack/veth -> source of the load (29.6.12.4).",
-                  caused_by=(('retransmits',), ('packet_drop', 'filter_drop', 'tx_queue_full'), ('cpu_throttle', 'noisy_flow', 'runq_latency')), amplifies=True),
+                  caused_by=(('retransmits',), ('packet_drop', 'filter_drop', 'tx_queue_full', 'virtio_queue_stall'), ('cpu_throttle', 'noisy_flow', 'runq_latency')), amplifies=True),
     ),
     limits=(
         Threshold("rtt_ms", 100, "ms", "29.6.12.4", "smoothed RTT of the hop's connection"),

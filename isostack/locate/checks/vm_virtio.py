@@ -12,7 +12,16 @@ timeouts), `guest_steal` (steal time, 0 under TCG) and `guest_disk` (virtio-blk 
 
 A finding (`virtio_queue_stall`, L-2) when, inside the span, the guest's NIC counted drops, errors or
 transmit timeouts, or its qdisc dropped or requeued packets, or held at least `guest_backlog_pkts`
-(a guest qdisc holds packets only while the driver's queue is stopped, so any backlog is a full ring).
+(a guest qdisc holds packets only while the driver's queue is stopped, so any backlog is a full ring),
+or a TX queue sent at least `guest_tx_unkicked_pkts` packets in a window without one kick. With
+event-index notification (virtio's default) the guest notifies the host only when the host has caught up
+with the ring and asked to be woken; a whole window of packets with no kick means the host's backend
+never caught up in it — the ring was never empty, the backend behind it the whole time. Measured in the
+testbed (docs/sandbox.md): 0.9–1.0 kicks per packet in healthy windows; under `virtio-backpressure`
+(the tap flow-controlled behind a shaped path out of the VM) 16 windows in a row of 40–120 packets
+with none, while the ring itself never filled: the guest's TCP holds what the ring cannot take (TCP
+small queues), and new connections stall in their handshake.
+
 Evidence names the device, each counter that moved, the guest's TCP retransmits and steal time as
 context, and the VM's tap on the host (the rows the host's collector keeps for that device: its qdisc
 backlog and drops, the tap's drops) — the two ends of one virtio link. Usually a symptom: the chain
@@ -64,6 +73,9 @@ CHECK = CheckSpec(
     limits=(
         Threshold("guest_backlog_pkts", 1, "pkts", "isostack",
                   "packets held in a guest's qdisc (only while the driver's queue is stopped: a full ring)"),
+        Threshold("guest_tx_unkicked_pkts", 20, "pkts", "isostack",
+                  "packets a guest's virtio TX queue sent in one window without a kick: its backend never caught "
+                  "up (a healthy window kicks for most packets; one busy pass can cover a few)"),
     ),
     scoring={"": Scoring(Score(0.55, 0.35, "coverage of the span by the stalled windows"),
                          Explains("excess_share", "the guest's packets wait or are lost for the time the stall covers",
@@ -85,14 +97,16 @@ def run(ctx: CheckContext) -> list[Finding]:
         or (k == "guest_qdisc" and c in ("drops", "requeues") and (v or 0) > 0)
         or (k == "guest_qdisc" and c == "backlog_pkts" and (v or 0) >= limit)
         for k, c, v in zip(kinds, counters, values, strict=True)])
-    hot = rows.filter(stalled)
+    unkicked = _unkicked(rows, ctx.threshold("guest_tx_unkicked_pkts"))
+    hot = rows.filter(pc.or_(stalled, unkicked))
     if hot.num_rows == 0:
         return []
     by_counter: dict[str, float] = {}
     for dev, raw, v in zip(hot.column("device").to_pylist(), hot.column("detail_json").to_pylist(),
                            hot.column("value").to_pylist(), strict=True):
         d = detail_of(raw)
-        name = " ".join(str(x) for x in (dev, d.get("queue"), d.get("counter")) if x)
+        counter = "packets sent with no kick (backend behind)" if d.get("counter") == "packets" else d.get("counter")
+        name = " ".join(str(x) for x in (dev, d.get("queue"), counter) if x)
         prev, value = by_counter.get(name, 0.0), float(v or 0)
         # a backlog is a level (its worst window), the other counters are per-window deltas (their sum)
         by_counter[name] = max(prev, value) if d.get("counter") == "backlog_pkts" else prev + value
@@ -112,6 +126,25 @@ def run(ctx: CheckContext) -> list[Finding]:
                + (f"; on the host, its tap {tap}" if tap else ""))
     cov = main.coverage or 0.0
     return [finding(CHECK, ctx, summary, ev, support=cov, share=cov, started_ns=main.first_ns)]
+
+
+def _unkicked(rows: pa.Table, min_packets: float) -> pa.Array:
+    """Per row: a virtio TX queue's ``packets`` row of a window in which that queue sent at least
+    ``min_packets`` and counted no kick (the exporter writes a counter's row only when it moved, so a
+    window without a ``kicks`` row had none). Only for virtio_net, whose driver counts kicks per queue."""
+    keys = []
+    kicked: set[tuple] = set()
+    for kind, dev, raw, ts in zip(rows.column("kind").to_pylist(), rows.column("device").to_pylist(),
+                                  rows.column("detail_json").to_pylist(), rows.column("ts_ns").to_pylist(), strict=True):
+        d = detail_of(raw)
+        key = (dev, d.get("queue"), ts)
+        is_tx = kind == "guest_nic" and str(d.get("queue") or "").startswith("tx") and d.get("driver") == "virtio_net"
+        if is_tx and d.get("counter") == "kicks":
+            kicked.add(key)
+        keys.append(key if is_tx and d.get("counter") == "packets" else None)
+    values = rows.column("value").to_pylist()
+    return pa.array([k is not None and k not in kicked and (v or 0) >= min_packets
+                     for k, v in zip(keys, values, strict=True)])
 
 
 def quiet_note(ctx: CheckContext) -> str:

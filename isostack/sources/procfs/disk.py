@@ -5,34 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# the parser is shared with the VM guest's exporter, which can import only the standard library
+from isostack.guest.proc_text import DiskSample, parse_diskstats
 
-@dataclass(frozen=True)
-class DiskSample:
-    """Cumulative counters of one block device (kernel Documentation/admin-guide/iostats.rst)."""
-
-    reads: int
-    read_ticks_ms: int
-    writes: int
-    write_ticks_ms: int
-    io_ticks_ms: int  # time the device had I/O in flight: the basis of %util
-    discards: int = 0
-    discard_ticks_ms: int = 0
-
-
-def parse_diskstats(text: str) -> dict[str, DiskSample]:
-    """Device name -> counters. Fields 4..14 are always present; discard fields (15..18) since 4.18."""
-    out: dict[str, DiskSample] = {}
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) < 14:
-            continue
-        discards = int(f[14]) if len(f) >= 18 else 0
-        discard_ticks = int(f[17]) if len(f) >= 18 else 0
-        out[f[2]] = DiskSample(
-            reads=int(f[3]), read_ticks_ms=int(f[6]), writes=int(f[7]), write_ticks_ms=int(f[10]),
-            io_ticks_ms=int(f[12]), discards=discards, discard_ticks_ms=discard_ticks,
-        )
-    return out
+__all__ = ["DiskSample", "DiskWindow", "disk_window", "parse_diskstats", "read_diskstats"]
 
 
 def read_diskstats(proc: Path) -> dict[str, DiskSample]:
