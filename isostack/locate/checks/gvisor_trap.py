@@ -57,7 +57,8 @@ writing to the host about twice per trap (a log line at a call's entry and at it
 1.8-2.0 host ``write()`` per stop with strace on, 0.05-0.07 without. At ``sandbox_log_writes_per_trap``
 (1 per stop, beyond the application's own writes counted by the sink) the finding says so
 (``sandbox_log_writes_per_trap`` evidence), where the sandbox's host-side syscall rows are in the hop's
-evidence (it is one of the hop's ends). A sandbox logging every call is named even when its trapped
+evidence (it is one of the hop's ends). Without the sink the application's own writes are not told
+apart: an application that does little but write to host files would read near 1 per stop too. A sandbox logging every call is named even when its trapped
 time stays under ``sandbox_trapped_ms_per_s``: each trap then carries a formatted line and a host write
 (measured: the typical stop 64 -> 128 µs, 400-870 ms/s trapped, under the threshold in most windows,
 while payment's calls to db gained 120-200 ms that no other finding explained); what it explains is the
