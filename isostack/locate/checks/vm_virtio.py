@@ -21,6 +21,9 @@ testbed (docs/sandbox.md): 0.9–1.0 kicks per packet in healthy windows; under 
 (the tap flow-controlled behind a shaped path out of the VM) 16 windows in a row of 40–120 packets
 with none, while the ring itself never filled: the guest's TCP holds what the ring cannot take (TCP
 small queues), and new connections stall in their handshake.
+Untested: a healthy backend under sustained high throughput can also keep its ring non-empty for a
+whole window (notifications stay off while it drains), so this rule alone reads a saturated-but-keeping-up
+virtio link as behind; only the low-rate stall above has been seen here.
 
 Evidence names the device, each counter that moved, the guest's TCP retransmits and steal time as
 context, and the VM's tap on the host (the rows the host's collector keeps for that device: its qdisc
