@@ -35,7 +35,7 @@ from isostack.locate.filter import compile_filter
 from isostack.locate.model import FiveTuple, SlowHop
 from isostack.locate.traces import span_metrics_sql, span_rows
 from isostack.records import SPANS
-from isostack.store import Store, fetch_arrow
+from isostack.store import Store, fetch_arrow, sql_strings
 
 _temp_seq = itertools.count()
 
@@ -245,7 +245,7 @@ def find_slow_hops(
 def _trace_scope_sql(services: list[str]) -> str:
     if not services:
         return "FALSE"  # the trace has no span in the read range: nothing to score it against
-    names = ", ".join("'" + s.replace("'", "''") + "'" for s in sorted(services))  # quoted: span data
+    names = sql_strings(sorted(services))
     return f"""(
     service_name IN ({names})
     OR hash(trace_id, parent_span_id) IN (

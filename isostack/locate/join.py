@@ -33,7 +33,7 @@ import pyarrow as pa
 from isostack.locate import checks as checkreg
 from isostack.locate.model import SlowHop
 from isostack.records import KERNEL_EVENT_KINDS, KERNEL_EVENTS, normalise_addr
-from isostack.store import fetch_arrow
+from isostack.store import fetch_arrow, sql_strings
 
 # Default clock-skew tolerance between span clocks and kernel clocks (config: ``skew_ms``).
 DEFAULT_SKEW_NS = 50_000_000
@@ -404,7 +404,7 @@ def _by_pid(src: str) -> str:
 
 
 def _texts(values: set[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(values))  # quoted: span data
+    return sql_strings(sorted(values))
 
 
 def _ints(values: set[int]) -> str:

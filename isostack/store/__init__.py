@@ -140,7 +140,7 @@ class Store:
         for name in tables or records.TABLES:
             files = self.segments(name)
             if files:
-                file_list = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+                file_list = sql_strings(str(f) for f in files)
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{file_list}], union_by_name=true)")
             else:
                 con.register(f"_empty_{name}", records.empty(name))
@@ -334,6 +334,12 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sql_strings(values: Iterable[str]) -> str:
+    """``values`` as a comma-separated list of SQL string literals, in the order given (each quote
+    doubled: the values are data -- span fields, file paths -- never trusted as SQL)."""
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
 
 
 def fetch_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
