@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from isostack.guest.proc_text import DriverStats
 from isostack.locate.diagnose import diagnose_hops
 from isostack.locate.model import SlowHop
 from isostack.sources.procfs import ProcfsCollector, net
@@ -90,7 +91,7 @@ def test_nic_queue_drop_names_the_xdp_dropping_queue(tmp_path: Path) -> None:
             rows = collector.sample()
             t1 = time.time_ns()
             store.append("kernel_events", rows)
-            after = net.DriverStats().read(HOST_DEV) or {}
+            after = DriverStats().read(HOST_DEV) or {}
         finally:
             collector.close()
             if fd >= 0:
@@ -121,7 +122,7 @@ def test_nic_queue_drop_names_the_xdp_dropping_queue(tmp_path: Path) -> None:
 
 def test_nic_queue_counters_of_this_vms_virtio_nic() -> None:
     """eth0 here is virtio_net: its per-queue counters are read (not provoked: it is the VM's only way out)."""
-    stats = net.DriverStats().read("eth0")
+    stats = DriverStats().read("eth0")
     if stats is None or net.queue_counters(stats) == {}:
         pytest.skip("eth0 has no per-queue driver statistics on this machine")
     counters = net.queue_counters(stats)

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isostack.guest.proc_text import parse_diskstats, read_snmp_style, split_queue_stat
+from isostack.guest.proc_text import DriverStats, parse_diskstats, read_snmp_style, split_queue_stat
 
 SOURCE = "guest"
 MAX_PENDING_REQUESTS = 120  # two minutes of 1 s windows kept while the receiver is away
@@ -124,12 +124,10 @@ class GuestCounters:
         self.host_name, self.vm, self.vm_cgroup, self.vm_cgroup_id = host_name, vm, vm_cgroup, vm_cgroup_id
         self.tap = tap  # the host-side device of the guest's NIC, when the host said it
         self.proc, self.sys_net = Path(proc), Path(sys_net)
-        self._ethtool: Any = None
+        self._ethtool: DriverStats | None = None
         self._ipr: Any = None
         with contextlib.suppress(Exception):  # no pyroute2 ethtool: sysfs statistics only
-            from pyroute2.ethtool.ioctl import IoctlEthtool
-
-            self._ethtool = IoctlEthtool()
+            self._ethtool = DriverStats()
         with contextlib.suppress(Exception):  # no netlink: no qdisc rows
             from pyroute2 import IPRoute
 
@@ -137,20 +135,15 @@ class GuestCounters:
         self._prev: Snapshot | None = None
 
     def close(self) -> None:
-        for handle in (self._ethtool, self._ipr):
-            if handle is not None:
-                with contextlib.suppress(Exception):
-                    handle.close()
+        if self._ethtool is not None:
+            self._ethtool.close()
+        if self._ipr is not None:
+            with contextlib.suppress(Exception):
+                self._ipr.close()
 
     def driver_stats(self, dev: str) -> dict[str, int]:
         """``dev``'s driver statistics (ETHTOOL_GSTATS, what ``ethtool -S`` prints); {} when it has none."""
-        if self._ethtool is None:
-            return {}
-        try:
-            self._ethtool.change_ifname(dev)
-            return {str(k): int(v) for k, v in self._ethtool.get_statistics()}
-        except Exception:  # pyroute2's NotSupportedError, NoSuchDeviceError, OSError: no statistics
-            return {}
+        return (self._ethtool.read(dev) if self._ethtool is not None else None) or {}
 
     def qdiscs(self) -> list[dict[str, Any]]:
         """Each qdisc's device, kind, handle, drops, requeues and queue length (rtnetlink)."""

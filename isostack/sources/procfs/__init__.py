@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from isostack import records
+from isostack.guest.proc_text import DriverStats
 from isostack.layers import VF_SUFFIX
 from isostack.sources.procfs import cgroups as cg
 from isostack.sources.procfs import disk, net, netdev
@@ -140,10 +141,10 @@ class ProcfsCollector:
         self.ethtool = ethtool
         self._prev: _Snapshot | None = None
         self._ethtool_devs: list[str] | None = None  # interfaces whose driver has a tx-timeout counter
-        self._driver_stats: net.DriverStats | None = None  # ETHTOOL_GSTATS over ioctl (pyroute2)
+        self._driver_stats: DriverStats | None = None  # ETHTOOL_GSTATS over ioctl (pyroute2)
         if ethtool:
             try:
-                self._driver_stats = net.DriverStats()
+                self._driver_stats = DriverStats()
             except Exception:  # no pyroute2 ethtool: fork `ethtool -S` for the tx-timeout counter only
                 self._driver_stats = None
         self._netlink: net.NetlinkQdiscs | None = None
@@ -341,7 +342,7 @@ class ProcfsCollector:
         snap.disks = disk.read_diskstats(self.proc)
 
     @staticmethod
-    def _read_driver_stats(stats: net.DriverStats, snap: _Snapshot) -> None:
+    def _read_driver_stats(stats: DriverStats, snap: _Snapshot) -> None:
         """Each interface's driver statistics (`ethtool -S`): the watchdog tx-timeout counter and the
         per-queue drop and kick counters (virtio_net rx0_xdp_drops, tx0_kicks; veth rx_queue_0_drops …)."""
         for dev in net.nic_counters():

@@ -199,28 +199,6 @@ def queue_counters(stats: dict[str, int]) -> dict[tuple[str, str, str], int]:
     return out
 
 
-class DriverStats:
-    """A device's driver statistics (what `ethtool -S` prints) over the ETHTOOL_GSTATS ioctl, via
-    pyroute2: no process forked per read. One socket, re-pointed from device to device."""
-
-    def __init__(self) -> None:
-        from pyroute2.ethtool.ioctl import IoctlEthtool
-
-        self._eth = IoctlEthtool()
-
-    def read(self, dev: str) -> dict[str, int] | None:
-        """``{name: value}`` of ``dev``'s driver statistics, None when it has none or is gone."""
-        try:
-            self._eth.change_ifname(dev)
-            return {str(k): int(v) for k, v in self._eth.get_statistics()}
-        except Exception:  # pyroute2's NotSupportedError (lo, bridges), NoSuchDeviceError, OSError: no stats
-            return None
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._eth.close()
-
-
 def tx_timeouts_of(stats: dict[str, int]) -> int | None:
     """The aggregate watchdog-timeout counter (as :func:`parse_ethtool_tx_timeouts`) from driver statistics."""
     found = [v for k, v in stats.items() if _TX_TIMEOUT_KEY.match(k)]
